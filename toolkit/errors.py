@@ -1,0 +1,250 @@
+"""Exception classes, one per exit code, and the documented exit-code table.
+
+The table in ``EXIT_CODES`` is the single source of truth: the README's table
+is generated from it and a unit test checks each class maps to its code.
+"""
+
+from __future__ import annotations
+
+import signal
+
+
+class ToolkitError(Exception):
+    """Base of every error the toolkit raises on purpose."""
+
+    exit_code = 2
+    summary = "generic error"
+
+    def __init__(self, message: str = "", *, host: str | None = None) -> None:
+        self.host = host
+        super().__init__(message or self.summary)
+
+    def __str__(self) -> str:
+        msg = super().__str__()
+        return f"[{self.host}] {msg}" if self.host else msg
+
+
+class FinishedWithWarnings(ToolkitError):
+    """The run finished but something deserves a look (exit 1)."""
+
+    exit_code = 1
+    summary = "finished with warnings"
+
+
+class ConfigError(ToolkitError):
+    exit_code = 3
+    summary = "configuration is invalid"
+
+
+class UsageError(ToolkitError):
+    exit_code = 4
+    summary = "bad command-line usage"
+
+
+class NotRoot(ToolkitError):
+    exit_code = 5
+    summary = "root privileges are required"
+
+
+class InsecureFile(ToolkitError):
+    exit_code = 6
+    summary = "a config or key file is group- or world-writable"
+
+
+class NotRunningHere(ToolkitError):
+    """The domain is not running on this host: a quiet, successful skip."""
+
+    exit_code = 0
+    summary = "domain not running here (skipped)"
+
+
+class HostNotInCluster(ToolkitError):
+    exit_code = 10
+    summary = "this host is not one of the configured Dom0s"
+
+
+class PeerInvalid(ToolkitError):
+    exit_code = 11
+    summary = "the configured peer is not usable"
+
+
+class PeerUnreachable(ToolkitError):
+    exit_code = 12
+    summary = "the peer cannot be reached over SSH"
+
+
+class HostKeyRejected(ToolkitError):
+    exit_code = 13
+    summary = "the peer's SSH host key is unknown or changed"
+
+
+class DomainRunningOnPeer(ToolkitError):
+    exit_code = 14
+    summary = "the domain is running on the peer; its standby is in use"
+
+
+class DomainUnknown(ToolkitError):
+    exit_code = 15
+    summary = "the domain is not defined or not configured"
+
+
+class TargetInvalid(ToolkitError):
+    exit_code = 16
+    summary = "the peer's target LV is missing, too small, or in use"
+
+
+class NoSnapshotSpace(ToolkitError):
+    exit_code = 17
+    summary = "the volume group has no room for the snapshot"
+
+
+class MissingBinary(ToolkitError):
+    exit_code = 18
+    summary = "a required program is missing on a host"
+
+
+class LayoutMismatch(ToolkitError):
+    exit_code = 19
+    summary = "the standby's layout no longer matches the source (run init-standby)"
+
+
+class ParseError(ToolkitError):
+    exit_code = 20
+    summary = "a tool's output could not be parsed"
+
+
+class LockBusy(ToolkitError):
+    exit_code = 75
+    summary = "another run holds this domain's lock"
+
+
+class SnapshotFailed(ToolkitError):
+    exit_code = 30
+    summary = "creating the snapshot failed"
+
+
+class SnapshotInvalid(ToolkitError):
+    exit_code = 31
+    summary = "the snapshot overflowed or became invalid"
+
+
+class MapFailed(ToolkitError):
+    exit_code = 32
+    summary = "mapping partitions failed"
+
+
+class MountRefused(ToolkitError):
+    exit_code = 33
+    summary = "a filesystem could not be mounted or proven mounted"
+
+
+class FstabError(ToolkitError):
+    exit_code = 34
+    summary = "the guest's fstab could not be resolved"
+
+
+class SourceGuardFailed(ToolkitError):
+    exit_code = 35
+    summary = "the source tree is not the expected mounted, non-empty filesystem"
+
+
+class TargetGuardFailed(ToolkitError):
+    exit_code = 36
+    summary = "the target tree is not the peer's mounted standby filesystem"
+
+
+class TransferFailed(ToolkitError):
+    exit_code = 40
+    summary = "rsync failed"
+
+
+class TransferPartial(ToolkitError):
+    exit_code = 41
+    summary = "rsync finished with a partial transfer"
+
+
+class MassDeleteRefused(ToolkitError):
+    exit_code = 42
+    summary = "rsync would delete more than allowed (--allow-mass-delete)"
+
+
+class PeerFull(ToolkitError):
+    exit_code = 43
+    summary = "the standby filesystem is full"
+
+
+class ConnectionLost(ToolkitError):
+    exit_code = 44
+    summary = "the connection to the peer was lost; state on the peer is unknown, run recover"
+
+
+class CommandFailed(ToolkitError):
+    """A command exited with a code it was not allowed to; carries the result."""
+
+    exit_code = 50
+    summary = "a command failed"
+
+    def __init__(self, result, message: str = "") -> None:  # noqa: ANN001 - CommandResult
+        self.result = result
+        super().__init__(message or _describe(result), host=result.host)
+
+
+class CommandTimedOut(CommandFailed):
+    exit_code = 51
+    summary = "a command timed out"
+
+
+class TeardownIncomplete(ToolkitError):
+    exit_code = 60
+    summary = "teardown left objects behind; run recover"
+
+
+class Interrupted(ToolkitError):
+    """A signal arrived; the exit code is 128 + the signal number."""
+
+    summary = "interrupted by a signal"
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        self.exit_code = 128 + signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+
+
+def _describe(result, tail_lines: int = 5) -> str:  # noqa: ANN001
+    from shlex import join
+
+    tail = "\n".join(result.stderr.strip().splitlines()[-tail_lines:])
+    msg = f"command `{join(result.argv)}` exited {result.exit_code}"
+    if tail:
+        msg += f": {tail}"
+    return msg
+
+
+def _all_error_classes() -> list[type[ToolkitError]]:
+    seen: list[type[ToolkitError]] = []
+    todo = [ToolkitError]
+    while todo:
+        cls = todo.pop(0)
+        if cls not in seen:
+            seen.append(cls)
+            todo.extend(cls.__subclasses__())
+    return seen
+
+
+def exit_code_table() -> list[tuple[int | str, str, str]]:
+    """(code, class name, summary) rows for the documented exit-code table."""
+    rows: list[tuple[int | str, str, str]] = [(0, "-", "success")]
+    for cls in _all_error_classes():
+        if cls is Interrupted:
+            rows.append(("128+N", cls.__name__, cls.summary))
+        else:
+            rows.append((cls.exit_code, cls.__name__, cls.summary))
+    rows.sort(key=lambda r: (999 if isinstance(r[0], str) else r[0], r[1]))
+    return rows
+
+
+def most_severe(codes: list[int]) -> int:
+    """The exit code of a multi-domain run: the most severe of its domains."""
+    if not codes:
+        return 0
+    return max(codes)
