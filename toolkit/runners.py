@@ -7,15 +7,37 @@ errors carry the result.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
+import re
+import select
+import shlex
+import signal
+import socket
+import struct
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
-from .errors import CommandFailed, CommandTimedOut, UsageError
+import paramiko
+
+from .errors import (
+    CommandFailed,
+    CommandTimedOut,
+    ConnectionLost,
+    HostKeyRejected,
+    PeerUnreachable,
+    UsageError,
+)
+
+if TYPE_CHECKING:
+    from .config import SSHSettings
 
 DEFAULT_TIMEOUT = 600.0
 
@@ -88,28 +110,42 @@ class LocalRunner:
         full_env = {**os.environ, "LC_ALL": "C", **(env or {})}
         start = time.monotonic()
         try:
-            proc = subprocess.run(
+            # A session of its own, so a timeout can kill the whole process
+            # group: killing only the child leaves grandchildren holding the
+            # pipes open, and reading them to EOF would never return.
+            proc = subprocess.Popen(
                 args,
-                input=input,
-                capture_output=True,
+                stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
                 text=True,
                 errors="surrogateescape",
-                timeout=timeout,
                 env=full_env,
                 shell=False,
-                check=False,
+                start_new_session=True,
             )
-        except subprocess.TimeoutExpired as exc:
-            result = CommandResult(
-                self.host, args, -1, _text(exc.stdout), _text(exc.stderr),
-                time.monotonic() - start,
-            )
-            raise CommandTimedOut(result, f"command timed out after {timeout}s: {args[0]}") from None
         except FileNotFoundError:
             result = CommandResult(self.host, args, 127, "", f"{args[0]}: command not found",
                                    time.monotonic() - start)
             return _checked(result, check, ok_codes)
-        result = CommandResult(self.host, args, proc.returncode, proc.stdout, proc.stderr,
+        except PermissionError:
+            result = CommandResult(self.host, args, 126, "", f"{args[0]}: permission denied",
+                                   time.monotonic() - start)
+            return _checked(result, check, ok_codes)
+        try:
+            stdout, stderr = proc.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            stdout, stderr = _drain_after_kill(proc)
+            result = CommandResult(self.host, args, -1, _text(stdout), _text(stderr),
+                                   time.monotonic() - start)
+            raise CommandTimedOut(result, f"command timed out after {timeout}s: "
+                                          f"{shlex.join(args)}") from None
+        except BaseException:
+            _kill_group(proc)
+            proc.wait()
+            raise
+        result = CommandResult(self.host, args, proc.returncode, stdout, stderr,
                                time.monotonic() - start)
         return _checked(result, check, ok_codes)
 
@@ -135,7 +171,7 @@ class LocalRunner:
         buf = b""
         assert proc.stdout is not None
         while True:
-            chunk = proc.stdout.read1(65536) if hasattr(proc.stdout, "read1") else proc.stdout.read(4096)
+            chunk = proc.stdout.read1(65536)
             if not chunk:
                 break
             buf += chunk
@@ -157,6 +193,25 @@ class LocalRunner:
         code = proc.wait()
         return CommandResult(self.host, args, code, "\n".join(tail[-200:]), stderr,
                              time.monotonic() - start)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _drain_after_kill(proc: subprocess.Popen) -> tuple[str, str]:
+    try:
+        return proc.communicate(timeout=5)
+    except subprocess.TimeoutExpired:
+        # Something left the process group (setsid) and still holds a pipe.
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+        proc.wait()
+        return "", ""
 
 
 def _text(data: bytes | str | None) -> str:
@@ -211,3 +266,434 @@ def parse_host_spec(spec: str) -> HostSpec:
         return HostSpec("ssh", parts.hostname, parts.username or "root", port)
     raise UsageError(f"host spec {spec!r}: unknown scheme {scheme!r} "
                      "(expected local, ssh or docker)")
+
+
+# --- SSH -------------------------------------------------------------------
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_POLL = 0.05  # seconds between checks of a remote command's channel
+
+
+def remote_command(argv: Sequence[str], env: Mapping[str, str] | None = None) -> str:
+    """The one shell string sent to the peer for argv: ``env LC_ALL=C ... argv`` quoted once.
+
+    The remote login shell must be a POSIX shell (sshd runs ``$SHELL -c``).
+    """
+    args = validate_argv(argv)
+    # env(1) takes every leading NAME=VALUE word as an assignment, so a
+    # program name containing "=" would silently become one.
+    if "=" in args[0]:
+        raise ValueError(f"program name cannot contain '=': {args[0]!r}")
+    assignments = ["LC_ALL=C"]
+    for name, value in (env or {}).items():
+        if not _ENV_NAME.fullmatch(name):
+            raise ValueError(f"bad environment variable name: {name!r}")
+        if "\0" in value:
+            raise ValueError(f"environment value for {name} contains a NUL byte")
+        assignments.append(f"{name}={value}")
+    return shlex.join(["env", *assignments, *args])
+
+
+class _RejectUnknownHost(paramiko.RejectPolicy):
+    """RejectPolicy that says which known_hosts file lacked the key."""
+
+    def __init__(self, host: str, known_hosts: Path) -> None:
+        self._host = host
+        self._known_hosts = known_hosts
+
+    def missing_host_key(self, client, hostname, key) -> None:  # noqa: ANN001
+        raise HostKeyRejected(
+            f"unknown host key for {hostname} ({key.get_name()} "
+            f"{_fingerprint(key)}): not in {self._known_hosts}; refusing to connect "
+            "(pin the peer's key in that file)",
+            host=self._host,
+        )
+
+
+def _fingerprint(key: paramiko.PKey) -> str:
+    digest = base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
+    return f"SHA256:{digest}"
+
+
+class SSHRunner:
+    """Runs argv on a peer over one lazily opened paramiko connection, strict host keys."""
+
+    def __init__(
+        self,
+        spec: HostSpec,
+        *,
+        key_file: str | os.PathLike[str],
+        known_hosts: str | os.PathLike[str],
+        connect_timeout: float = 10.0,
+        command_timeout: float = 600.0,
+        keepalive: int = 15,
+    ) -> None:
+        if spec.scheme != "ssh":
+            raise UsageError(f"SSHRunner needs an ssh:// host spec, got {spec}")
+        self.spec = spec
+        self.host = spec.host
+        self.key_file = Path(key_file)
+        self.known_hosts = Path(known_hosts)
+        self.connect_timeout = connect_timeout
+        self.command_timeout = command_timeout
+        self.keepalive = keepalive
+        self._client: paramiko.SSHClient | None = None
+
+    def __enter__(self) -> SSHRunner:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection; the next ``run`` opens a new one."""
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    def _connect(self) -> paramiko.SSHClient:
+        if self._client is not None:
+            transport = self._client.get_transport()
+            if transport is not None and transport.is_active():
+                return self._client
+            self.close()
+        client = paramiko.SSHClient()
+        try:
+            # Only the tool's own known_hosts, never the system's or the
+            # user's; nothing is ever written back (RejectPolicy never adds).
+            client.load_host_keys(str(self.known_hosts))
+        except OSError as exc:
+            raise HostKeyRejected(
+                f"cannot read known_hosts {self.known_hosts}: {exc.strerror or exc}; "
+                f"no host key can be trusted for {self.spec.host}",
+                host=self.host,
+            ) from None
+        client.set_missing_host_key_policy(_RejectUnknownHost(self.host, self.known_hosts))
+        try:
+            client.connect(
+                self.spec.host,
+                port=self.spec.port,
+                username=self.spec.user,
+                key_filename=str(self.key_file),
+                timeout=self.connect_timeout,
+                banner_timeout=self.connect_timeout,
+                auth_timeout=self.connect_timeout,
+                allow_agent=False,
+                look_for_keys=False,
+            )
+        except HostKeyRejected:
+            client.close()
+            raise
+        except paramiko.BadHostKeyException as exc:
+            client.close()
+            raise HostKeyRejected(
+                f"host key for {exc.hostname} changed: server offers "
+                f"{exc.key.get_name()} {_fingerprint(exc.key)}, {self.known_hosts} has "
+                f"{_fingerprint(exc.expected_key)}; refusing to connect "
+                "(possible man-in-the-middle, or the peer was reinstalled)",
+                host=self.host,
+            ) from None
+        except paramiko.AuthenticationException as exc:
+            client.close()
+            raise PeerUnreachable(
+                f"authentication as {self.spec.user}@{self.spec.host}:{self.spec.port} "
+                f"with key {self.key_file} failed: {exc}",
+                host=self.host,
+            ) from None
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            client.close()
+            raise PeerUnreachable(
+                f"cannot connect to {self.spec.user}@{self.spec.host}:{self.spec.port}: "
+                f"{exc or type(exc).__name__}",
+                host=self.host,
+            ) from None
+        transport = client.get_transport()
+        if transport is not None and self.keepalive > 0:
+            transport.set_keepalive(int(self.keepalive))
+        self._client = client
+        return client
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        check: bool = True,
+        timeout: float | None = None,
+        input: str | None = None,
+        ok_codes: Iterable[int] = (0,),
+        env: Mapping[str, str] | None = None,
+    ) -> CommandResult:
+        """Run argv on the peer. ``timeout=None`` means the runner's command_timeout:
+        a remote command is never unbounded."""
+        args = validate_argv(argv)
+        command = remote_command(args, env)
+        limit = self.command_timeout if timeout is None else timeout
+        client = self._connect()
+        start = time.monotonic()
+        transport = client.get_transport()
+        try:
+            if transport is None:
+                raise paramiko.SSHException("no transport")
+            channel = transport.open_session(timeout=self.connect_timeout)
+            channel.exec_command(command.encode("utf-8", "surrogateescape"))
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            self.close()
+            raise ConnectionLost(f"cannot start `{shlex.join(args)}`: {exc}",
+                                 host=self.host) from None
+        data = input.encode("utf-8", "surrogateescape") if input is not None else b""
+        try:
+            code, out, err = self._pump(channel, data, start + limit)
+        except _Deadline as hit:
+            # Closing the channel makes sshd hang up on the command; a remote
+            # process that ignores SIGHUP and never writes may outlive it.
+            channel.close()
+            result = CommandResult(self.host, args, -1, _decode(hit.out), _decode(hit.err),
+                                   time.monotonic() - start)
+            raise CommandTimedOut(result, f"command timed out after {limit}s: "
+                                          f"{shlex.join(args)}") from None
+        except _Dropped as lost:
+            self.close()
+            raise ConnectionLost(
+                f"connection lost during `{shlex.join(args)}`: {lost.reason}; "
+                "the command's effect on the peer is unknown, run recover",
+                host=self.host,
+            ) from None
+        finally:
+            channel.close()
+        result = CommandResult(self.host, args, code, _decode(out), _decode(err),
+                               time.monotonic() - start)
+        if code == -1:
+            # paramiko's -1 means no exit status arrived (killed by a signal,
+            # or the session vanished): never a success, whatever ok_codes say.
+            if check:
+                raise CommandFailed(result, f"command `{shlex.join(args)}` ended without "
+                                            "an exit status (killed by a signal?)")
+            return result
+        return _checked(result, check, ok_codes)
+
+    def _pump(self, channel: paramiko.Channel, data: bytes,
+              deadline: float) -> tuple[int, bytes, bytes]:
+        """Feed stdin and drain stdout and stderr together until the command ends."""
+        out: list[bytes] = []
+        err: list[bytes] = []
+        pending = memoryview(data)
+        if not pending:
+            channel.shutdown_write()
+        transport = channel.get_transport()
+        while True:
+            busy = False
+            if pending and channel.send_ready():
+                sent = channel.send(pending[:32768])
+                pending = pending[sent:]
+                if not pending:
+                    channel.shutdown_write()
+                busy = True
+            while channel.recv_ready():
+                out.append(channel.recv(65536))
+                busy = True
+            while channel.recv_stderr_ready():
+                err.append(channel.recv_stderr(65536))
+                busy = True
+            if channel.exit_status_ready() and channel.eof_received and not busy:
+                if not channel.recv_ready() and not channel.recv_stderr_ready():
+                    return channel.recv_exit_status(), b"".join(out), b"".join(err)
+            if channel.closed and not channel.recv_ready() and not channel.recv_stderr_ready():
+                if transport is None or not transport.is_active():
+                    raise _Dropped("the SSH transport closed")
+                return channel.recv_exit_status(), b"".join(out), b"".join(err)
+            if transport is None or not transport.is_active():
+                raise _Dropped("the SSH transport closed")
+            if time.monotonic() >= deadline:
+                raise _Deadline(b"".join(out), b"".join(err))
+            if not busy:
+                if channel.eof_received:
+                    # After EOF the channel's fileno stays readable; select
+                    # would spin while the exit status is still on its way.
+                    time.sleep(_POLL)
+                else:
+                    select.select([channel], [], [], _POLL)
+
+
+class _Deadline(Exception):
+    def __init__(self, out: bytes, err: bytes) -> None:
+        self.out = out
+        self.err = err
+
+
+class _Dropped(Exception):
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _decode(data: bytes) -> str:
+    return data.decode("utf-8", "surrogateescape")
+
+
+# --- Docker ----------------------------------------------------------------
+
+_FRAME_HEADER = struct.Struct(">BxxxL")  # stream id, 3 pad bytes, payload length
+_KILLED_BY_TIMEOUT = 137  # coreutils `timeout -s KILL` exits 128 + 9
+
+
+class DockerRunner:
+    """Runs argv in a container through the docker SDK's exec API.
+
+    Docker's exec has no timeout and cannot kill an exec'd process, so a
+    timed command runs as ``timeout -s KILL N argv`` (coreutils, present in
+    the Debian-based containers) to kill it inside the container, and the
+    client also stops reading at a deadline a few seconds later in case
+    something still holds the output open.
+    """
+
+    _GRACE = 5.0
+
+    def __init__(self, container: str, client: object | None = None) -> None:
+        self.container = container
+        self.host = container
+        self._client = client
+
+    @property
+    def client(self):  # noqa: ANN201 - docker.DockerClient, imported lazily
+        """The docker SDK client, made from the environment on first use."""
+        if self._client is None:
+            import docker  # a Dom0 in production never needs the SDK
+
+            self._client = docker.from_env()
+        return self._client
+
+    def close(self) -> None:
+        """Close the SDK client if this runner made it."""
+        client, self._client = self._client, None
+        if client is not None and hasattr(client, "close"):
+            client.close()
+
+    def __enter__(self) -> DockerRunner:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        check: bool = True,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        input: str | None = None,
+        ok_codes: Iterable[int] = (0,),
+        env: Mapping[str, str] | None = None,
+    ) -> CommandResult:
+        args = validate_argv(argv)
+        command = list(args)
+        if timeout is not None:
+            command = ["timeout", "-s", "KILL", f"{timeout:.3f}s", *command]
+        environment = {"LC_ALL": "C", **(env or {})}
+        api = self.client.api
+        start = time.monotonic()
+        exec_id = api.exec_create(self.container, command, stdout=True, stderr=True,
+                                  stdin=input is not None, tty=False,
+                                  environment=environment)["Id"]
+        sock = api.exec_start(exec_id, socket=True)
+        raw = getattr(sock, "_sock", sock)
+        deadline = None if timeout is None else start + timeout + self._GRACE
+        data = input.encode("utf-8", "surrogateescape") if input is not None else None
+        try:
+            out, err, complete = _read_exec_stream(raw, data, deadline)
+        finally:
+            raw.close()
+            if raw is not sock:
+                sock.close()
+        code = _exec_exit_code(api, exec_id, time.monotonic() + (10.0 if complete else 0.0))
+        duration = time.monotonic() - start
+        result = CommandResult(self.host, args, -1 if code is None else code,
+                               _decode(out), _decode(err), duration)
+        if not complete or (timeout is not None and code == _KILLED_BY_TIMEOUT
+                            and duration >= timeout):
+            raise CommandTimedOut(result, f"command timed out after {timeout}s: "
+                                          f"{shlex.join(args)}")
+        if code is None:
+            if check:
+                raise CommandFailed(result, f"command `{shlex.join(args)}` ended without "
+                                            "an exit code")
+            return result
+        return _checked(result, check, ok_codes)
+
+
+def _read_exec_stream(sock: socket.socket, data: bytes | None,
+                      deadline: float | None) -> tuple[bytes, bytes, bool]:
+    """Demultiplex a non-tty exec stream until EOF or the deadline; False if cut short."""
+    if data is not None:
+        # A writer thread, so a large input and a large output cannot wait on
+        # each other; shutting down our side closes the command's stdin.
+        def feed() -> None:
+            try:
+                sock.sendall(data)
+                sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+        threading.Thread(target=feed, daemon=True).start()
+    streams: dict[int, list[bytes]] = {1: [], 2: []}
+    buf = b""
+    while True:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return b"".join(streams[1]), b"".join(streams[2]), False
+            sock.settimeout(left)
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            return b"".join(streams[1]), b"".join(streams[2]), False
+        if not chunk:
+            break
+        buf += chunk
+        while len(buf) >= _FRAME_HEADER.size:
+            stream, size = _FRAME_HEADER.unpack_from(buf)
+            if len(buf) < _FRAME_HEADER.size + size:
+                break
+            payload = buf[_FRAME_HEADER.size:_FRAME_HEADER.size + size]
+            buf = buf[_FRAME_HEADER.size + size:]
+            streams.setdefault(stream, []).append(payload)
+    return b"".join(streams[1]), b"".join(streams[2]), True
+
+
+def _exec_exit_code(api, exec_id: str, deadline: float) -> int | None:  # noqa: ANN001
+    """The exec's exit code; it can lag the end of its output by a moment."""
+    while True:
+        info = api.exec_inspect(exec_id)
+        if not info.get("Running") and info.get("ExitCode") is not None:
+            return int(info["ExitCode"])
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.02)
+
+
+# --- Choosing a runner -----------------------------------------------------
+
+
+def runner_for(
+    spec: str | HostSpec,
+    ssh: SSHSettings | None = None,
+    *,
+    ssh_settings: SSHSettings | None = None,
+) -> Runner:
+    """The runner for a host spec; ssh:// uses the given SSH settings (or their defaults)."""
+    host = parse_host_spec(spec) if isinstance(spec, str) else spec
+    if host.scheme == "local":
+        return LocalRunner()
+    if host.scheme == "docker":
+        return DockerRunner(host.host)
+    settings = ssh or ssh_settings
+    if settings is None:
+        from .config import SSHSettings
+
+        settings = SSHSettings()
+    return SSHRunner(
+        host,
+        key_file=settings.key,
+        known_hosts=settings.known_hosts,
+        connect_timeout=settings.connect_timeout,
+        command_timeout=settings.command_timeout,
+        keepalive=settings.keepalive,
+    )
