@@ -1,0 +1,523 @@
+"""The backup config: one TOML file, parsed once into frozen records, validated.
+
+Unknown keys are errors. Every error is a ``ConfigError`` naming the file,
+the dotted key and what was expected.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+import stat
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from .errors import ConfigError, DomainUnknown, InsecureFile, NotRoot, UsageError
+from .runners import HostSpec, parse_host_spec
+
+DEFAULT_CONFIG_PATH = Path("/etc/domu-backup/backup.toml")
+CONFIG_ENV = "DOMU_BACKUP_CONFIG"
+
+_NAME = re.compile(r"[A-Za-z0-9_.+][A-Za-z0-9_.+-]*")
+_DISK_TARGET = re.compile(r"[a-z][a-z0-9]*")
+_ABSOLUTE_SIZE = re.compile(r"([1-9][0-9]*)([KMGT])")
+_PERCENT_ORIGIN = re.compile(r"([0-9]{1,3})%ORIGIN")
+_DELIMITER = re.compile(r"[A-Za-z0-9_+.-]+")
+_CIPHER = re.compile(r"[A-Za-z0-9@._+-]+(,[A-Za-z0-9@._+-]+)*")
+_BWLIMIT = re.compile(r"[1-9][0-9]*(\.[0-9]+)?[KMGTkmgt]?|0\.[0-9]*[1-9][0-9]*[KMGTkmgt]?")
+_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:[^\s]*")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _empty_mapping() -> Mapping[str, Any]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class SnapshotSize:
+    """An lvcreate size: absolute (``2G``) or a percentage of the origin (``20%ORIGIN``)."""
+
+    absolute: str | None = None
+    percent_origin: int | None = None
+
+    def lvcreate_args(self) -> list[str]:
+        """The lvcreate options for this size: ``-L 2G`` or ``-l 20%ORIGIN``."""
+        if self.absolute is not None:
+            return ["-L", self.absolute]
+        return ["-l", f"{self.percent_origin}%ORIGIN"]
+
+    def __str__(self) -> str:
+        return self.absolute if self.absolute is not None else f"{self.percent_origin}%ORIGIN"
+
+
+@dataclass(frozen=True)
+class SSHSettings:
+    """How to reach the peer: the tool's own key and known_hosts, and timeouts."""
+
+    key: Path = Path("/etc/domu-backup/id_ed25519")
+    known_hosts: Path = Path("/etc/domu-backup/known_hosts")
+    connect_timeout: float = 10.0
+    command_timeout: float = 600.0
+    keepalive: int = 15
+    cipher: str | None = None
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """Settings every domain inherits; see the example config for each one's meaning."""
+
+    snapshot_size: SnapshotSize = SnapshotSize(percent_origin=20)
+    kpartx_delimiter: str = "p"
+    source_prefix: str = "/run/domu-backup/src"
+    target_prefix: str = "/run/domu-backup/dst"
+    state_dir: str = "/var/lib/domu-backup"
+    report_dir: str = "/var/lib/domu-backup/reports"
+    lock_dir: str = "/run/lock/domu-backup"
+    rsync_args: tuple[str, ...] = ()
+    excludes: tuple[str, ...] = ()
+    bwlimit: str | None = None
+    compress: bool = False
+    max_delete: int = 10000
+    snapshot_max_fill: int = 80
+    snapshot_extend: str | None = None
+    allow_vanished: bool = False
+
+
+@dataclass(frozen=True)
+class DiskConfig:
+    """Per guest disk settings; ``target_lv=None`` means the peer uses the source path."""
+
+    target_lv: str | None = None
+
+
+@dataclass(frozen=True)
+class DomainConfig:
+    """One domain's backup settings."""
+
+    name: str
+    peer: str
+    excludes: tuple[str, ...] = ()
+    rsync_args: tuple[str, ...] = ()
+    snapshot_size: SnapshotSize | None = None
+    disks: Mapping[str, DiskConfig] = field(default_factory=_empty_mapping)
+    mounts: Mapping[str, str] = field(default_factory=_empty_mapping)
+
+    def effective_excludes(self, defaults: Defaults) -> tuple[str, ...]:
+        """The default excludes followed by this domain's, each once."""
+        return tuple(dict.fromkeys((*defaults.excludes, *self.excludes)))
+
+    def effective_rsync_args(self, defaults: Defaults) -> tuple[str, ...]:
+        """The default extra rsync options followed by this domain's."""
+        return (*defaults.rsync_args, *self.rsync_args)
+
+    def effective_snapshot_size(self, defaults: Defaults) -> SnapshotSize:
+        """This domain's snapshot size, or the default one."""
+        return self.snapshot_size or defaults.snapshot_size
+
+    def target_lv(self, disk_target: str, source_lv: str) -> str:
+        """The peer's LV for a guest disk: the configured one, else the source path."""
+        disk = self.disks.get(disk_target)
+        if disk is not None and disk.target_lv is not None:
+            return disk.target_lv
+        return source_lv
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole backup config, as loaded from ``path``."""
+
+    path: Path
+    dom0s: Mapping[str, HostSpec]
+    hypervisor_uri: str
+    ssh: SSHSettings = SSHSettings()
+    defaults: Defaults = Defaults()
+    domains: Mapping[str, DomainConfig] = field(default_factory=_empty_mapping)
+
+    def domain(self, name: str) -> DomainConfig:
+        """The named domain's config; DomainUnknown if the file has none."""
+        try:
+            return self.domains[name]
+        except KeyError:
+            known = ", ".join(sorted(self.domains)) or "none"
+            raise DomainUnknown(f"{self.path}: domain {name!r} is not configured "
+                                f"(configured: {known})") from None
+
+    def dom0(self, name: str) -> HostSpec:
+        """The host spec of a cluster Dom0 by name."""
+        try:
+            return self.dom0s[name]
+        except KeyError:
+            raise ConfigError(f"{self.path}: no Dom0 named {name!r} in cluster.dom0s "
+                              f"({', '.join(sorted(self.dom0s))})") from None
+
+    def peer_of(self, domain: str) -> tuple[str, HostSpec]:
+        """The (name, host spec) of the Dom0 that keeps the domain's standby."""
+        peer = self.domain(domain).peer
+        return peer, self.dom0(peer)
+
+
+def default_config_path() -> Path:
+    """The config path: ``$DOMU_BACKUP_CONFIG``, else /etc/domu-backup/backup.toml."""
+    value = os.environ.get(CONFIG_ENV)
+    return Path(value) if value else DEFAULT_CONFIG_PATH
+
+
+def check_root() -> None:
+    """Raise NotRoot unless running as root."""
+    if os.geteuid() != 0:
+        raise NotRoot("this command needs root (LVM, device-mapper and mounts); "
+                      f"running as uid {os.geteuid()}")
+
+
+def check_file_mode(path: Path, what: str) -> None:
+    """Raise InsecureFile if path is group- or world-writable."""
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise InsecureFile(f"{path}: {what} has mode {mode:04o}, which is group- or "
+                           f"world-writable; run chmod go-w {path}")
+
+
+def load_config(path: Path | None = None, *, check_permissions: bool = True) -> Config:
+    """Read, parse and validate the config file; refuse it if it is writable by others."""
+    path = Path(path) if path is not None else default_config_path()
+    try:
+        if check_permissions:
+            check_file_mode(path, "the config file")
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file (set {CONFIG_ENV} or "
+                          "pass --config)") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, expected a TOML config file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: "
+                          f"{exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    config = parse_config(text, path)
+    if check_permissions:
+        try:
+            check_file_mode(config.ssh.key, "the SSH key")
+        except FileNotFoundError:
+            pass  # a missing key is the SSH runner's error to report, when it is needed
+        except OSError as exc:
+            raise ConfigError(f"{path}: ssh.key: cannot inspect {config.ssh.key}: "
+                              f"{exc.strerror or exc}") from None
+    return config
+
+
+def parse_config(text: str, path: Path | str) -> Config:
+    """Parse and validate config text; ``path`` names the file in every error."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid TOML: arrays or tables nested too deeply") from None
+    return _Parser(path).config(data)
+
+
+_REQUIRED = object()
+
+
+class _Parser:
+    """Walks the TOML tree, turning each table into its record; knows the file's name."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def fail(self, key: str, expected: str, value: object = _REQUIRED) -> ConfigError:
+        got = "" if value is _REQUIRED else f", got {_show(value)}"
+        return ConfigError(f"{self.path}: {key}: expected {expected}{got}")
+
+    def table(self, parent: Mapping[str, Any], key: str, dotted: str, known: set[str] | None,
+              *, required: bool = False) -> Mapping[str, Any]:
+        if key not in parent:
+            if required:
+                raise ConfigError(f"{self.path}: {dotted}: missing required table [{dotted}]")
+            return {}
+        value = parent[key]
+        if not isinstance(value, dict):
+            raise self.fail(dotted, "a table", value)
+        if known is not None:
+            self.only(value, dotted, known)
+        return value
+
+    def only(self, table: Mapping[str, Any], dotted: str, known: set[str]) -> None:
+        for key in table:
+            if key not in known:
+                where = f"{dotted}.{key}" if dotted else key
+                raise ConfigError(f"{self.path}: {where}: unknown key (expected one of "
+                                  f"{', '.join(sorted(known))})")
+
+    # scalar readers -----------------------------------------------------
+
+    def string(self, table: Mapping[str, Any], key: str, dotted: str,
+               default: Any = _REQUIRED, expected: str = "a string") -> Any:
+        if key not in table:
+            if default is _REQUIRED:
+                raise ConfigError(f"{self.path}: {dotted}: missing required key "
+                                  f"(expected {expected})")
+            return default
+        value = table[key]
+        if not isinstance(value, str):
+            raise self.fail(dotted, "a string", value)
+        return value
+
+    def boolean(self, table: Mapping[str, Any], key: str, dotted: str, default: bool) -> bool:
+        value = table.get(key, default)
+        if not isinstance(value, bool):
+            raise self.fail(dotted, "true or false", value)
+        return value
+
+    def integer(self, table: Mapping[str, Any], key: str, dotted: str, default: int,
+                low: int, high: int | None = None) -> int:
+        value = table.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(dotted, "an integer", value)
+        if value < low or (high is not None and value > high):
+            bound = f"between {low} and {high}" if high is not None else f">= {low}"
+            raise self.fail(dotted, f"an integer {bound}", value)
+        return value
+
+    def seconds(self, table: Mapping[str, Any], key: str, dotted: str,
+                default: float) -> float:
+        value = table.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.fail(dotted, "a number of seconds", value)
+        if not value > 0 or value == float("inf"):
+            raise self.fail(dotted, "a number of seconds > 0", value)
+        return float(value)
+
+    def strings(self, table: Mapping[str, Any], key: str, dotted: str,
+                check: Any = None) -> tuple[str, ...]:
+        value = table.get(key, [])
+        if not isinstance(value, list):
+            raise self.fail(dotted, "a list of strings", value)
+        out = []
+        for index, item in enumerate(value):
+            if not isinstance(item, str):
+                raise self.fail(f"{dotted}[{index}]", "a string", item)
+            if check is not None:
+                check(item, f"{dotted}[{index}]")
+            out.append(item)
+        return tuple(out)
+
+    def absolute_path(self, table: Mapping[str, Any], key: str, dotted: str,
+                      default: str) -> str:
+        value = self.string(table, key, dotted, default)
+        if (_CONTROL.search(value) or not value.startswith("/") or value.startswith("//")
+                or posixpath.normpath(value) != value or value == "/"):
+            raise self.fail(dotted, "an absolute, normalized path other than /", value)
+        return value
+
+    def snapshot_size(self, value: Any, dotted: str) -> SnapshotSize:
+        if isinstance(value, str):
+            if _ABSOLUTE_SIZE.fullmatch(value):
+                return SnapshotSize(absolute=value)
+            match = _PERCENT_ORIGIN.fullmatch(value)
+            if match and 1 <= int(match.group(1)) <= 100:
+                return SnapshotSize(percent_origin=int(match.group(1)))
+        raise self.fail(dotted, 'a size like "2G" or "512M" (units K, M, G, T) or a '
+                        'percentage like "20%ORIGIN" (1-100)', value)
+
+    # tables ---------------------------------------------------------------
+
+    def config(self, data: Mapping[str, Any]) -> Config:
+        self.only(data, "", {"cluster", "hypervisor", "ssh", "defaults", "domains"})
+        dom0s = self.dom0s(data)
+        hypervisor = self.table(data, "hypervisor", "hypervisor", {"uri"}, required=True)
+        uri = self.string(hypervisor, "uri", "hypervisor.uri",
+                          expected='a libvirt URI like "xen:///system"')
+        if not _URI.fullmatch(uri) or _CONTROL.search(uri):
+            raise self.fail("hypervisor.uri", 'a libvirt URI like "xen:///system"', uri)
+        ssh = self.ssh(self.table(data, "ssh", "ssh", None))
+        defaults = self.defaults(self.table(data, "defaults", "defaults", None))
+        domains_table = self.table(data, "domains", "domains", None)
+        domains = {name: self.domain(name, value, dom0s)
+                   for name, value in domains_table.items()}
+        return Config(self.path, MappingProxyType(dom0s), uri, ssh, defaults,
+                      MappingProxyType(domains))
+
+    def dom0s(self, data: Mapping[str, Any]) -> dict[str, HostSpec]:
+        cluster = self.table(data, "cluster", "cluster", {"dom0s"}, required=True)
+        if "dom0s" not in cluster:
+            raise ConfigError(f"{self.path}: cluster.dom0s: missing required table "
+                              "[cluster.dom0s] (name = \"ssh://user@host:port\")")
+        table = self.table(cluster, "dom0s", "cluster.dom0s", None)
+        dom0s: dict[str, HostSpec] = {}
+        for name, value in table.items():
+            dotted = f"cluster.dom0s.{name}"
+            if not _NAME.fullmatch(name):
+                raise ConfigError(f"{self.path}: {dotted}: bad Dom0 name (expected letters, "
+                                  "digits and _ . + -, not starting with -)")
+            if not isinstance(value, str):
+                raise self.fail(dotted, 'a host spec string like "ssh://root@host:22"', value)
+            try:
+                dom0s[name] = parse_host_spec(value)
+            except UsageError as exc:
+                raise self.fail(dotted, f"a host spec like \"ssh://root@host:22\" ({exc})",
+                                value) from None
+        if len(dom0s) < 2:
+            raise self.fail("cluster.dom0s", "at least 2 Dom0s (this host and its peer)",
+                            sorted(dom0s))
+        return dom0s
+
+    def ssh(self, table: Mapping[str, Any]) -> SSHSettings:
+        known = {"key", "known_hosts", "connect_timeout", "command_timeout", "keepalive",
+                 "cipher"}
+        self.only(table, "ssh", known)
+        base = SSHSettings()
+        cipher = self.string(table, "cipher", "ssh.cipher", "")
+        if cipher and not _CIPHER.fullmatch(cipher):
+            raise self.fail("ssh.cipher", 'an ssh cipher name like "aes128-gcm@openssh.com"',
+                            cipher)
+        return SSHSettings(
+            key=Path(self.absolute_path(table, "key", "ssh.key", str(base.key))),
+            known_hosts=Path(self.absolute_path(table, "known_hosts", "ssh.known_hosts",
+                                                str(base.known_hosts))),
+            connect_timeout=self.seconds(table, "connect_timeout", "ssh.connect_timeout",
+                                         base.connect_timeout),
+            command_timeout=self.seconds(table, "command_timeout", "ssh.command_timeout",
+                                         base.command_timeout),
+            keepalive=self.integer(table, "keepalive", "ssh.keepalive", base.keepalive, 0),
+            cipher=cipher or None,
+        )
+
+    def defaults(self, table: Mapping[str, Any]) -> Defaults:
+        base = Defaults()
+        self.only(table, "defaults", {f.name for f in fields(Defaults)})
+        delimiter = self.string(table, "kpartx_delimiter", "defaults.kpartx_delimiter",
+                                base.kpartx_delimiter)
+        if not _DELIMITER.fullmatch(delimiter):
+            raise self.fail("defaults.kpartx_delimiter",
+                            "a non-empty delimiter of letters, digits or _ + . -", delimiter)
+        bwlimit = self.string(table, "bwlimit", "defaults.bwlimit", "")
+        if bwlimit and not _BWLIMIT.fullmatch(bwlimit):
+            raise self.fail("defaults.bwlimit", 'an rsync --bwlimit rate like "20M" or "5000" '
+                            '(or "" for none)', bwlimit)
+        extend = self.string(table, "snapshot_extend", "defaults.snapshot_extend", "")
+        if extend and not _ABSOLUTE_SIZE.fullmatch(extend):
+            raise self.fail("defaults.snapshot_extend", 'an lvextend step like "256M" '
+                            '(or "" to abort at the threshold)', extend)
+        size = (self.snapshot_size(table["snapshot_size"], "defaults.snapshot_size")
+                if "snapshot_size" in table else base.snapshot_size)
+        prefixes = {
+            key: self.absolute_path(table, key, f"defaults.{key}", getattr(base, key))
+            for key in ("source_prefix", "target_prefix", "state_dir", "report_dir",
+                        "lock_dir")
+        }
+        return Defaults(
+            snapshot_size=size,
+            kpartx_delimiter=delimiter,
+            rsync_args=self.strings(table, "rsync_args", "defaults.rsync_args",
+                                    self.check_rsync_arg),
+            excludes=self.strings(table, "excludes", "defaults.excludes",
+                                  self.check_exclude),
+            bwlimit=bwlimit or None,
+            compress=self.boolean(table, "compress", "defaults.compress", base.compress),
+            max_delete=self.integer(table, "max_delete", "defaults.max_delete",
+                                    base.max_delete, 0),
+            snapshot_max_fill=self.integer(table, "snapshot_max_fill",
+                                           "defaults.snapshot_max_fill",
+                                           base.snapshot_max_fill, 1, 100),
+            snapshot_extend=extend or None,
+            allow_vanished=self.boolean(table, "allow_vanished", "defaults.allow_vanished",
+                                        base.allow_vanished),
+            **prefixes,
+        )
+
+    def check_rsync_arg(self, value: str, dotted: str) -> None:
+        # Only options: a bare word would become an extra source or destination.
+        if not value.startswith("-") or value in ("-", "--") or _CONTROL.search(value):
+            raise self.fail(dotted, 'an rsync option starting with "-"', value)
+
+    def check_exclude(self, value: str, dotted: str) -> None:
+        if not value or _CONTROL.search(value):
+            raise self.fail(dotted, "a non-empty rsync exclude pattern on one line", value)
+
+    def domain(self, name: str, value: Any, dom0s: Mapping[str, HostSpec]) -> DomainConfig:
+        dotted = f"domains.{name}"
+        if not _NAME.fullmatch(name):
+            raise ConfigError(f"{self.path}: {dotted}: bad domain name (expected letters, "
+                              "digits and _ . + -, not starting with -)")
+        if not isinstance(value, dict):
+            raise self.fail(dotted, "a table", value)
+        known = {"peer", "excludes", "rsync_args", "snapshot_size", "disks", "mounts"}
+        self.only(value, dotted, known)
+        expected_peer = f"one of the cluster's Dom0s ({', '.join(sorted(dom0s))})"
+        peer = self.string(value, "peer", f"{dotted}.peer", expected=expected_peer)
+        if peer not in dom0s:
+            raise self.fail(f"{dotted}.peer", expected_peer, peer)
+        size = (self.snapshot_size(value["snapshot_size"], f"{dotted}.snapshot_size")
+                if "snapshot_size" in value else None)
+        return DomainConfig(
+            name=name,
+            peer=peer,
+            excludes=self.strings(value, "excludes", f"{dotted}.excludes",
+                                  self.check_exclude),
+            rsync_args=self.strings(value, "rsync_args", f"{dotted}.rsync_args",
+                                    self.check_rsync_arg),
+            snapshot_size=size,
+            disks=MappingProxyType(self.disks(value, dotted)),
+            mounts=MappingProxyType(self.mounts(value, dotted)),
+        )
+
+    def disks(self, domain: Mapping[str, Any], dotted: str) -> dict[str, DiskConfig]:
+        table = self.table(domain, "disks", f"{dotted}.disks", None)
+        disks = {}
+        for target, value in table.items():
+            where = f"{dotted}.disks.{target}"
+            if not _DISK_TARGET.fullmatch(target):
+                raise ConfigError(f"{self.path}: {where}: bad disk target name (expected a "
+                                  "guest disk target like xvda, vdb or sda)")
+            if not isinstance(value, dict):
+                raise self.fail(where, "a table", value)
+            self.only(value, where, {"target_lv"})
+            target_lv = self.string(value, "target_lv", f"{where}.target_lv", None)
+            if target_lv is not None and (
+                    not target_lv.startswith("/dev/") or _CONTROL.search(target_lv)
+                    or " " in target_lv or posixpath.normpath(target_lv) != target_lv):
+                raise self.fail(f"{where}.target_lv",
+                                'an absolute, normalized /dev/... path like "/dev/vg0/web01"',
+                                target_lv)
+            disks[target] = DiskConfig(target_lv)
+        return disks
+
+    def mounts(self, domain: Mapping[str, Any], dotted: str) -> dict[str, str]:
+        table = self.table(domain, "mounts", f"{dotted}.mounts", None)
+        mounts: dict[str, str] = {}
+        for fs_name, value in table.items():
+            where = f"{dotted}.mounts.{fs_name}"
+            if not _DISK_TARGET.fullmatch(fs_name):
+                raise ConfigError(f"{self.path}: {where}: bad filesystem name (expected a "
+                                  "disk target plus partition number like xvda1, or the "
+                                  "disk target alone)")
+            if not isinstance(value, str):
+                raise self.fail(where, "an absolute guest path string", value)
+            if (not value.startswith("/") or value.startswith("//") or _CONTROL.search(value)
+                    or ".." in value.split("/") or posixpath.normpath(value) != value):
+                raise self.fail(where, 'an absolute, normalized guest path without ".." '
+                                'like "/" or "/var"', value)
+            if value in mounts.values():
+                other = next(k for k, v in mounts.items() if v == value)
+                raise self.fail(where, f"a mount point not already used by {other}", value)
+            mounts[fs_name] = value
+        return mounts
+
+
+def _show(value: object) -> str:
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list) and len(repr(value)) > 60:
+        return "a list"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
