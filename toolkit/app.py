@@ -1,0 +1,132 @@
+"""The backup job end to end: config, preflight, plan, execute, report.
+
+This is what ``invoke backup`` and the ``domu-backup`` console script call.
+It never imports invoke; tasks turn its errors into exit codes.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .config import Config
+from .errors import Interrupted, NotRunningHere, ToolkitError, most_severe
+from .execute import Executor
+from .plan import Plan, plan_backup
+from .preflight import gather, local_node_name
+from .report import DomainReport, RunReport
+from .runners import LocalRunner, Runner, runner_for
+
+
+def new_run_id() -> str:
+    """Sortable and unique: UTC time plus 4 random hex digits."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(2)
+
+
+@dataclass
+class Hosts:
+    """How to reach both hosts; tests and replays swap these."""
+
+    source: Runner = field(default_factory=LocalRunner)
+    peer_factory: Callable[[str], Runner] | None = None
+    _peers: dict[str, Runner] = field(default_factory=dict)
+
+    def peer(self, config: Config, name: str) -> Runner:
+        if name not in self._peers:
+            if self.peer_factory is not None:
+                self._peers[name] = self.peer_factory(name)
+            else:
+                self._peers[name] = runner_for(config.dom0s[name], config.ssh)
+        return self._peers[name]
+
+    def close(self) -> None:
+        for r in self._peers.values():
+            close = getattr(r, "close", None)
+            if close:
+                close()
+        self._peers.clear()
+
+
+def make_plan(config: Config, domain: str, hosts: Hosts, *, node: str | None = None,
+              run_id: str | None = None) -> Plan:
+    """Preflight (read-only) and the plan for one domain."""
+    local = local_node_name(config, node)
+    pre, _peer = gather(config, domain, hosts.source, lambda n: hosts.peer(config, n), local)
+    return plan_backup(pre.facts, config, run_id or new_run_id())
+
+
+def backup_domain(config: Config, domain: str, hosts: Hosts, *, node: str | None = None,
+                  dry_run: bool = False, allow_mass_delete: bool = False,
+                  log: Callable[[str], None] = lambda m: None,
+                  on_progress: Callable[[str, str], None] | None = None) -> DomainReport:
+    """Back up one domain; never raises a ToolkitError (it is recorded in the report)."""
+    report = DomainReport(domain=domain)
+    start = time.monotonic()
+    try:
+        local = local_node_name(config, node)
+        report.source_host = local
+        pre, peer = gather(config, domain, hosts.source, lambda n: hosts.peer(config, n), local)
+        report.peer_host = pre.facts.peer_host
+        report.add_phase("preflight", time.monotonic() - start)
+        plan = plan_backup(pre.facts, config, new_run_id())
+        report.run_id = plan.run_id
+        report.skipped = list(plan.skipped)
+        if dry_run:
+            report.outcome = "dry-run"
+            report.message = "plan only; nothing was changed"
+            return report
+        from .recover import recover_domain
+
+        report.cleaned = recover_domain(config, domain, hosts.source, peer, log=log)
+        Executor(plan, config, hosts.source, peer, report, allow_mass_delete=allow_mass_delete,
+                 on_progress=on_progress, log=log).run()
+        report.outcome = "success"
+        report.message = f"{len(plan.filesystems)} filesystem(s) copied to {plan.peer_host}"
+    except NotRunningHere as exc:
+        report.outcome = "skipped"
+        report.message = str(exc)
+        report.exit_code = 0
+    except Interrupted as exc:
+        report.outcome = "interrupted"
+        report.error = type(exc).__name__
+        report.message = str(exc)
+        report.exit_code = exc.exit_code
+    except ToolkitError as exc:
+        report.outcome = "failed"
+        report.error = type(exc).__name__
+        report.message = str(exc)
+        report.exit_code = exc.exit_code
+    finally:
+        report.finished = time.time()
+    return report
+
+
+def backup(config: Config, domains: list[str], hosts: Hosts, *, node: str | None = None,
+           dry_run: bool = False, allow_mass_delete: bool = False,
+           log: Callable[[str], None] = lambda m: None,
+           on_progress: Callable[[str, str], None] | None = None) -> RunReport:
+    """Back up domains one after another, continuing past failures; exit with the worst code."""
+    run = RunReport(host=node or "")
+    try:
+        for domain in domains:
+            log(f"domain {domain}: starting")
+            rep = backup_domain(config, domain, hosts, node=node, dry_run=dry_run,
+                                allow_mass_delete=allow_mass_delete, log=log,
+                                on_progress=on_progress)
+            run.host = run.host or rep.source_host
+            run.domains.append(rep)
+            log(f"domain {domain}: {rep.outcome} {rep.message}")
+            if rep.outcome == "interrupted":
+                break  # a signal stops the whole run, after this domain's teardown
+    finally:
+        hosts.close()
+    run.finished = time.time()
+    run.exit_code = most_severe([d.exit_code for d in run.domains])
+    return run
+
+
+def stderr_log(msg: str) -> None:
+    print(time.strftime("%H:%M:%S ") + msg, file=sys.stderr, flush=True)

@@ -1,0 +1,600 @@
+"""Execute a plan: each undo registered the moment its resource exists.
+
+The executor walks the plan's steps in order. Before a step creates something
+it is written to that host's journal; right after, its undo goes on an
+``ExitStack``. Whatever happens next (an error, a signal, a failed guard), the
+stack unwinds in reverse order on both hosts, shielded from further signals.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import posixpath
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+
+from . import signals
+from .config import Config
+from .errors import (
+    CommandFailed,
+    FstabError,
+    LockBusy,
+    SnapshotInvalid,
+    SourceGuardFailed,
+    TargetGuardFailed,
+    TeardownIncomplete,
+    ToolkitError,
+)
+from .facts.fstab import GuestFilesystem, parse_fstab, resolve_fstab
+from .facts.lvm import lvs_argv, parse_lvs
+from .journal import Journal
+from .plan import PEER, SOURCE, FilesystemPlan, Plan, Step
+from .report import DomainReport, FilesystemReport, SnapshotReport
+from .rsync import (
+    SshOptions,
+    parse_progress,
+    parse_stats,
+    relative_excludes,
+    rsync_argv,
+    rsync_outcome,
+)
+from .runners import CommandResult, Runner
+
+FAILPOINT_ENV = "DOMU_BACKUP_FAILPOINT"
+BUSY_MARKERS = ("busy", "in use", "Device or resource busy")
+
+PHASE_OF = {
+    (SOURCE, "lock"): "preflight", (SOURCE, "snapshot"): "snapshot", (SOURCE, "map"): "map",
+    (SOURCE, "mkdir"): "mount", (SOURCE, "mount"): "mount", (SOURCE, "fstab"): "mount",
+    (PEER, "alias"): "peer", (PEER, "map"): "peer", (PEER, "mkdir"): "peer",
+    (PEER, "mount"): "peer", (SOURCE, "check"): "guards", (PEER, "check"): "guards",
+    (PEER, "marker"): "marker", (SOURCE, "rsync"): "rsync",
+}
+
+
+@dataclass(frozen=True)
+class Failpoint:
+    """``DOMU_BACKUP_FAILPOINT=when:action[@n]:what`` (e.g. ``after:mount@2:sigkill``)."""
+
+    when: str  # before | after
+    action: str
+    index: int  # 1-based occurrence of that action, 0 = every
+    what: str  # raise | sigterm | sigkill | sigint | sighup | sleep=SECONDS
+
+    @classmethod
+    def from_env(cls) -> Failpoint | None:
+        raw = os.environ.get(FAILPOINT_ENV, "").strip()
+        if not raw:
+            return None
+        try:
+            when, action, what = raw.split(":", 2)
+        except ValueError:
+            raise ToolkitError(f"{FAILPOINT_ENV}={raw!r}: expected when:action[@n]:what") from None
+        index = 0
+        if "@" in action:
+            action, n = action.split("@", 1)
+            index = int(n)
+        if when not in ("before", "after"):
+            raise ToolkitError(f"{FAILPOINT_ENV}: 'when' must be before or after, got {when!r}")
+        return cls(when, action, index, what)
+
+    def fire(self) -> None:
+        import signal as sig
+
+        if self.what == "raise":
+            raise ToolkitError(f"failpoint {self.when}:{self.action} raised")
+        if self.what.startswith("sleep="):
+            time.sleep(float(self.what.split("=", 1)[1]))
+            return
+        signum = {"sigterm": sig.SIGTERM, "sigkill": sig.SIGKILL, "sigint": sig.SIGINT,
+                  "sighup": sig.SIGHUP}.get(self.what)
+        if signum is None:
+            raise ToolkitError(f"failpoint action {self.what!r} unknown")
+        os.kill(os.getpid(), signum)
+        time.sleep(5)  # the handler raises; SIGKILL never returns
+
+
+@contextmanager
+def domain_lock(lock_dir: str, domain: str) -> Iterator[str]:
+    """Hold the per-domain flock for the duration of a run; LockBusy if another run has it."""
+    os.makedirs(lock_dir, mode=0o755, exist_ok=True)
+    path = os.path.join(lock_dir, f"{domain}.lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                holder = _read_pid(fd)
+                raise LockBusy(f"domain {domain} is being backed up by another run"
+                               + (f" (pid {holder})" if holder else "") + f"; lock {path}") from None
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield path
+    finally:
+        os.close(fd)  # closing releases the flock
+
+
+def lock_is_held(lock_dir: str, domain: str) -> bool:
+    """True while a live process holds the domain's lock."""
+    path = os.path.join(lock_dir, f"{domain}.lock")
+    if not os.path.exists(path):
+        return False
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def _read_pid(fd: int) -> str:
+    try:
+        return os.pread(fd, 32, 0).decode().strip()
+    except OSError:
+        return ""
+
+
+def disk_index(target: str) -> int:
+    """Guest disk index from its target name: xvda -> 0, vdb -> 1, sdaa -> 26."""
+    letters = target.rstrip("0123456789")
+    stem = letters[-1:] if not letters.startswith(("xvd", "vd", "sd", "hd")) else \
+        letters.removeprefix("xvd").removeprefix("vd").removeprefix("sd").removeprefix("hd")
+    n = 0
+    for ch in stem:
+        n = n * 26 + (ord(ch) - ord("a") + 1)
+    return max(n - 1, 0)
+
+
+class Executor:
+    """Runs one domain's plan with a source and a peer runner."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        config: Config,
+        source: Runner,
+        peer: Runner,
+        report: DomainReport,
+        *,
+        allow_mass_delete: bool = False,
+        on_progress: Callable[[str, str], None] | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        self.plan = plan
+        self.config = config
+        self.source = source
+        self.peer = peer
+        self.report = report
+        self.allow_mass_delete = allow_mass_delete
+        self.on_progress = on_progress or (lambda fs, line: None)
+        self.log = log or (lambda msg: None)
+        self.failpoint = Failpoint.from_env()
+        self._counts: dict[str, int] = {}
+        d = config.defaults
+        self.journals = {
+            SOURCE: Journal(source, d.state_dir, plan.domain, plan.run_id),
+            PEER: Journal(peer, d.state_dir, plan.domain, plan.run_id),
+        }
+        self.guest_paths: dict[str, str] = {
+            f.name: f.guest_path for f in plan.filesystems if f.guest_path}
+        self._snapshot_peak: dict[str, float] = {}
+        self._snapshot_invalid: set[str] = set()
+        for s in plan.snapshots:
+            self.report.snapshots.append(SnapshotReport(s.name, s.origin))
+        for f in plan.filesystems:
+            self.report.filesystems.append(FilesystemReport(f.name, f.guest_path, f.fstype))
+
+    def runner(self, host: str) -> Runner:
+        return self.source if host == SOURCE else self.peer
+
+    # -- the walk --------------------------------------------------------
+
+    def run(self) -> None:
+        """Execute every step; teardown always runs. Raises the first error."""
+        stack = ExitStack()
+        body_error: BaseException | None = None
+        try:
+            for step in self.plan.steps:
+                start = time.monotonic()
+                self._fire("before", step)
+                getattr(self, f"_do_{step.action}")(step, stack)
+                self._fire("after", step)
+                self.report.add_phase(PHASE_OF.get((step.host, step.action), step.action),
+                                      time.monotonic() - start)
+        except BaseException as exc:
+            body_error = exc
+            raise
+        finally:
+            start = time.monotonic()
+            with signals.shielded():
+                stack.close()
+                self._finish_journals()
+            self.report.add_phase("teardown", time.monotonic() - start)
+            pending = signals.pending_signal()
+            if self.report.teardown_errors and body_error is None:
+                raise TeardownIncomplete("; ".join(self.report.teardown_errors))
+            if pending is not None and body_error is None:
+                from .errors import Interrupted
+
+                raise Interrupted(pending)
+
+    def _fire(self, when: str, step: Step) -> None:
+        fp = self.failpoint
+        if fp is None or fp.when != when or fp.action != step.action:
+            return
+        if when == "before":
+            self._counts[step.action] = self._counts.get(step.action, 0) + 1
+        count = self._counts.get(step.action, 0)
+        if fp.index in (0, count):
+            self.log(f"failpoint {fp.when}:{fp.action}@{count}:{fp.what}")
+            fp.fire()
+
+    # -- generic resource steps ----------------------------------------
+
+    def _create(self, step: Step, stack: ExitStack) -> CommandResult:
+        runner = self.runner(step.host)
+        if step.undo:
+            self.journals[step.host].record(step.action, step.resource, step.undo, step.exists)
+        result = runner.run(step.argv, timeout=self.config.ssh.command_timeout, check=False)
+        if result.exit_code != 0:
+            # The command may have half-succeeded (kpartx maps some partitions,
+            # lvcreate leaves an LV behind): the exists-probe in the undo sorts it out.
+            if step.undo:
+                stack.callback(self._undo, step)
+            raise _error_for(step, result)
+        if step.undo:
+            stack.callback(self._undo, step)
+        return result
+
+    def _undo(self, step: Step) -> None:
+        runner = self.runner(step.host)
+        try:
+            if step.exists:
+                probe = runner.run(step.exists, check=False, timeout=60)
+                if probe.exit_code != 0:
+                    return
+            delay = 0.5
+            for attempt in range(5):
+                res = runner.run(step.undo, check=False, timeout=self.config.ssh.command_timeout)
+                if res.exit_code == 0:
+                    return
+                busy = any(m in res.stderr for m in BUSY_MARKERS)
+                if not busy or attempt == 4:
+                    raise CommandFailed(res)
+                time.sleep(delay)
+                delay *= 2
+        except ToolkitError as exc:
+            self.report.teardown_errors.append(f"[{runner.host}] {step.action} {step.resource}: "
+                                               f"{exc}")
+
+    def _finish_journals(self) -> None:
+        if self.report.teardown_errors:
+            return  # keep them: recover needs them
+        for journal in self.journals.values():
+            try:
+                journal.remove()
+            except ToolkitError as exc:
+                self.report.teardown_errors.append(f"journal {journal.path}: {exc}")
+
+    def _do_lock(self, step: Step, stack: ExitStack) -> None:
+        stack.enter_context(domain_lock(self.config.defaults.lock_dir, self.plan.domain))
+
+    def _do_snapshot(self, step: Step, stack: ExitStack) -> None:
+        self._create(step, stack)
+        self._check_snapshots(final=False)
+
+    def _do_map(self, step: Step, stack: ExitStack) -> None:
+        self._create(step, stack)
+
+    def _do_alias(self, step: Step, stack: ExitStack) -> None:
+        self._create(step, stack)
+
+    def _do_mkdir(self, step: Step, stack: ExitStack) -> None:
+        if not step.undo:
+            self.runner(step.host).run(step.argv, timeout=60)
+            return
+        self._create(step, stack)
+
+    def _do_mount(self, step: Step, stack: ExitStack) -> None:
+        self._create(step, stack)
+
+    # -- guest fstab -----------------------------------------------------
+
+    def _do_fstab(self, step: Step, stack: ExitStack) -> None:
+        fss = self.plan.filesystems
+        overrides = self.config.domain(self.plan.domain).mounts
+        if all(f.name in overrides for f in fss):
+            self.guest_paths = dict(overrides)
+            self._apply_guest_paths()
+            return
+        texts: list[tuple[FilesystemPlan, str]] = []
+        for f in fss:
+            path = posixpath.join(f.source_mount, "etc", "fstab")
+            text = self._read_guest_file(f, path)
+            if text is not None:
+                texts.append((f, text))
+        if not texts:
+            found = ", ".join(f"{f.name} ({f.fstype} UUID={f.uuid} label={f.label})" for f in fss)
+            raise FstabError(f"no /etc/fstab found on any filesystem of {self.plan.domain} "
+                             f"(found: {found}); set [domains.{self.plan.domain}.mounts] in the "
+                             "config", host=self.plan.source_host)
+        root_fs, text = texts[0]
+        entries, ignored = parse_fstab(text)
+        guest = [GuestFilesystem(name=f.name, disk_target=f.disk, disk_index=disk_index(f.disk),
+                                 partition=f.partition, probe=_probe_of(f)) for f in fss]
+        self.guest_paths = dict(resolve_fstab(entries, guest, overrides))
+        if root_fs.name not in self.guest_paths:
+            self.guest_paths[root_fs.name] = "/"
+        self._apply_guest_paths()
+        self.log("guest paths: " + ", ".join(f"{k}={v}" for k, v in self.guest_paths.items()))
+
+    def _read_guest_file(self, f: FilesystemPlan, path: str) -> str | None:
+        # R5: a guest symlink (etc -> /, fstab -> /etc/shadow on the host) must
+        # not make us read a host file: the canonical path must equal the path.
+        res = self.source.run(["readlink", "-e", "--", path], check=False, timeout=30)
+        if res.exit_code != 0:
+            return None
+        if res.stdout.strip() != path:
+            raise FstabError(f"{path} on {f.name} is a symlink (to {res.stdout.strip()!r}); "
+                             "refusing to follow guest symlinks", host=self.plan.source_host)
+        return self.source.run(["cat", "--", path], timeout=30).stdout
+
+    def _apply_guest_paths(self) -> None:
+        for fr in self.report.filesystems:
+            fr.guest_path = self.guest_paths.get(fr.name, fr.guest_path)
+
+    # -- guards ----------------------------------------------------------
+
+    def _do_check(self, step: Step, stack: ExitStack) -> None:
+        f = next(x for x in self.plan.filesystems if x.name == step.fs)
+        if step.host == SOURCE:
+            self._prove_mount(self.source, f.source_mount, f.source_device, f.fstype,
+                              SourceGuardFailed)
+            res = self.source.run(["find", f.source_mount, "-xdev", "-mindepth", "1",
+                                   "-maxdepth", "1", "-not", "-name", "lost+found", "-print",
+                                   "-quit"], timeout=120)
+            if not res.stdout.strip():
+                raise SourceGuardFailed(
+                    f"{f.source_mount} ({f.name}) is empty: refusing to mirror an empty source "
+                    "onto the standby", host=self.plan.source_host)
+        else:
+            self._prove_mount(self.peer, f.target_mount, f.target_device, f.fstype,
+                              TargetGuardFailed)
+
+    def _prove_mount(self, runner: Runner, mountpoint: str, device: str, fstype: str,
+                     error: type[ToolkitError]) -> None:
+        res = runner.run(["findmnt", "--json", "--mountpoint", mountpoint, "-o",
+                          "TARGET,SOURCE,FSTYPE,MAJ:MIN"], check=False, timeout=60)
+        if res.exit_code != 0 or not res.stdout.strip():
+            raise error(f"{mountpoint} is not a mountpoint: the mount of {device} did not "
+                        "happen; nothing was copied", host=runner.host)
+        try:
+            fs = json.loads(res.stdout)["filesystems"][-1]
+        except (ValueError, KeyError, IndexError) as exc:
+            raise error(f"cannot read findmnt output for {mountpoint}: {exc}",
+                        host=runner.host) from exc
+        if fs.get("fstype") != fstype:
+            raise error(f"{mountpoint} holds {fs.get('fstype')}, expected {fstype}",
+                        host=runner.host)
+        stat = runner.run(["stat", "-L", "--format", "%t:%T", device], check=False, timeout=60)
+        if stat.exit_code != 0:
+            raise error(f"expected device {device} does not exist", host=runner.host)
+        major, minor = (int(x, 16) for x in stat.stdout.strip().split(":"))
+        if fs.get("maj:min") != f"{major}:{minor}":
+            raise error(f"{mountpoint} is mounted from {fs.get('source')} "
+                        f"({fs.get('maj:min')}), not from {device} ({major}:{minor})",
+                        host=runner.host)
+
+    # -- standby marker -------------------------------------------------
+
+    def marker_path(self) -> str:
+        return posixpath.join(self.config.defaults.state_dir, "standby",
+                              f"{self.plan.domain}.json")
+
+    def _do_marker(self, step: Step, stack: ExitStack) -> None:
+        state = step.argv[-1]
+        path = self.marker_path()
+        previous = read_marker(self.peer, path)
+        now = time.time()
+        marker = {
+            "domain": self.plan.domain,
+            "state": state,
+            "run_id": self.plan.run_id,
+            "source_host": self.plan.source_host,
+            "updated": now,
+            "last_success": now if state == "clean" else previous.get("last_success"),
+            "last_success_run_id": self.plan.run_id if state == "clean"
+            else previous.get("last_success_run_id"),
+        }
+        write_marker(self.peer, path, marker)
+
+    # -- the copy --------------------------------------------------------
+
+    def _do_rsync(self, step: Step, stack: ExitStack) -> None:
+        f = next(x for x in self.plan.filesystems if x.name == step.fs)
+        fr = next(x for x in self.report.filesystems if x.name == f.name)
+        dcfg = self.config.domain(self.plan.domain)
+        d = self.config.defaults
+        excludes = relative_excludes(list(d.excludes) + list(dcfg.excludes),
+                                     self.guest_paths.get(f.name))
+        ssh = self.config.ssh
+        argv = rsync_argv(
+            f.source_mount, self.plan.peer_address, f.target_mount,
+            SshOptions(key=str(ssh.key), known_hosts=str(ssh.known_hosts),
+                       port=self.plan.peer_port, connect_timeout=int(ssh.connect_timeout),
+                       keepalive=int(ssh.keepalive), cipher=ssh.cipher or "",
+                       compress=d.compress),
+            excludes=excludes,
+            extra_args=list(d.rsync_args) + list(dcfg.rsync_args),
+            bwlimit=d.bwlimit or "",
+            max_delete=None if self.allow_mass_delete else d.max_delete,
+        )
+        self.log(f"rsync {f.name}: {' '.join(argv[:3])} ... {argv[-2]} {argv[-1]}")
+        start = time.monotonic()
+        watch = SnapshotWatch(self, interval=2.0)
+        with watch:
+            stream = getattr(self.source, "stream", None)
+            if stream is not None:
+                result = stream(argv, lambda line: self._progress(f.name, line),
+                                on_start=watch.attach)
+            else:
+                result = self.source.run(argv, check=False, timeout=None)
+        fr.duration = round(time.monotonic() - start, 3)
+        stats = parse_stats(result.stdout)
+        fr.files, fr.files_transferred = stats.files, stats.files_transferred
+        fr.files_deleted, fr.total_size = stats.files_deleted, stats.total_size
+        fr.transferred_size, fr.bytes_sent = stats.transferred_size, stats.bytes_sent
+        fr.bytes_received = stats.bytes_received
+        self._check_snapshots(final=True)
+        if watch.error is not None:
+            fr.outcome = "failed"
+            raise watch.error
+        err = rsync_outcome(result.exit_code, result.stderr,
+                            allow_vanished=d.allow_vanished, host=self.plan.source_host)
+        if err is not None:
+            fr.outcome = "failed"
+            raise err
+        fr.outcome = "copied"
+
+    def _progress(self, fs: str, line: str) -> None:
+        if parse_progress(line) is not None:
+            self.on_progress(fs, line)
+
+    # -- snapshot health -------------------------------------------------
+
+    def _check_snapshots(self, *, final: bool) -> None:
+        """Record fill and validity; an invalid snapshot fails the run (R3)."""
+        names = [f"{s.vg}/{s.name}" for s in self.plan.snapshots]
+        res = self.source.run(lvs_argv(*names), check=False, timeout=60)
+        if res.exit_code != 0:
+            return  # not all created yet (checked after each snapshot step)
+        for lv in parse_lvs(res.stdout):
+            rep = next((r for r in self.report.snapshots if r.name == lv.name), None)
+            if rep is None:
+                continue
+            rep.size_bytes = lv.size_bytes
+            if lv.snap_percent is not None:
+                rep.fill_percent = max(rep.fill_percent or 0.0, lv.snap_percent)
+            if lv.snapshot_invalid:
+                rep.invalid = True
+                raise SnapshotInvalid(
+                    f"snapshot {lv.vg}/{lv.name} overflowed and is invalid: the copy is not "
+                    "consistent and the standby stays marked dirty; raise snapshot_size",
+                    host=self.plan.source_host)
+
+
+class SnapshotWatch:
+    """Polls snapshot fill during rsync; extends or aborts at the threshold."""
+
+    def __init__(self, executor: Executor, interval: float) -> None:
+        self.executor = executor
+        self.interval = interval
+        self.error: ToolkitError | None = None
+        self._stop = threading.Event()
+        self._proc = None
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def attach(self, proc: object) -> None:
+        self._proc = proc
+
+    def __enter__(self) -> SnapshotWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _abort(self, error: ToolkitError) -> None:
+        self.error = error
+        proc = self._proc
+        if proc is not None:
+            try:
+                proc.terminate()  # type: ignore[attr-defined]
+            except OSError:
+                pass
+
+    def _loop(self) -> None:
+        ex = self.executor
+        d = ex.config.defaults
+        while not self._stop.wait(self.interval):
+            names = [f"{s.vg}/{s.name}" for s in ex.plan.snapshots]
+            try:
+                res = ex.source.run(lvs_argv(*names), check=False, timeout=60)
+                lvs = parse_lvs(res.stdout) if res.exit_code == 0 else []
+            except ToolkitError:
+                continue
+            for lv in lvs:
+                rep = next((r for r in ex.report.snapshots if r.name == lv.name), None)
+                if rep is not None and lv.snap_percent is not None:
+                    rep.fill_percent = max(rep.fill_percent or 0.0, lv.snap_percent)
+                if lv.snapshot_invalid:
+                    if rep is not None:
+                        rep.invalid = True
+                    self._abort(SnapshotInvalid(
+                        f"snapshot {lv.vg}/{lv.name} overflowed during the copy; rsync stopped, "
+                        "the standby stays marked dirty", host=ex.plan.source_host))
+                    return
+                if lv.snap_percent is not None and lv.snap_percent >= d.snapshot_max_fill:
+                    if d.snapshot_extend:
+                        ext = ex.source.run(["lvextend", "-L", f"+{d.snapshot_extend}",
+                                             f"{lv.vg}/{lv.name}"], check=False, timeout=120)
+                        if ext.exit_code == 0:
+                            ex.log(f"extended {lv.vg}/{lv.name} by {d.snapshot_extend}")
+                            continue
+                    self._abort(SnapshotInvalid(
+                        f"snapshot {lv.vg}/{lv.name} is {lv.snap_percent:.1f}% full (limit "
+                        f"{d.snapshot_max_fill}%); copy stopped before it overflowed",
+                        host=ex.plan.source_host))
+                    return
+
+
+def _probe_of(f: FilesystemPlan):  # noqa: ANN202 - FilesystemProbe
+    from .facts.blkid import FilesystemProbe
+
+    return FilesystemProbe(type=f.fstype, uuid=f.uuid, label=f.label, usage="filesystem",
+                           partuuid=f.partuuid, version=None)
+
+
+def _error_for(step: Step, result: CommandResult) -> ToolkitError:
+    from .errors import MapFailed, MountRefused, SnapshotFailed
+
+    cls = {"snapshot": SnapshotFailed, "map": MapFailed, "alias": MapFailed,
+           "mount": MountRefused}.get(step.action)
+    if cls is None:
+        return CommandFailed(result)
+    tail = " | ".join(result.stderr.strip().splitlines()[-3:])
+    return cls(f"{step.action} failed: `{' '.join(result.argv)}` exited {result.exit_code}: {tail}",
+               host=result.host)
+
+
+def read_marker(runner: Runner, path: str) -> dict:
+    res = runner.run(["cat", "--", path], check=False, timeout=30)
+    if res.exit_code != 0:
+        return {}
+    try:
+        data = json.loads(res.stdout)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write_marker(runner: Runner, path: str, marker: dict) -> None:
+    """Replace the marker atomically and durably (tee to a temp file, sync, mv)."""
+    runner.run(["mkdir", "-p", "-m", "0700", posixpath.dirname(path)], timeout=30)
+    tmp = path + ".tmp"
+    runner.run(["tee", tmp], input=json.dumps(marker, indent=2) + "\n", timeout=30)
+    runner.run(["sync", tmp], check=False, timeout=30)
+    runner.run(["mv", "-f", "--", tmp, path], timeout=30)

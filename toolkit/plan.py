@@ -1,0 +1,427 @@
+"""The backup plan: a pure function of facts and config.
+
+``plan_backup`` turns what preflight learned about both hosts into an ordered
+list of steps per host, each with its undo. Executing a plan is the job of
+``toolkit.execute``; printing it is ``--dry-run`` and ``invoke plan``.
+
+Every filesystem is mounted at a path the tool builds from the disk target and
+partition number (``<prefix>/<domain>.<run>/xvda1``), never from guest data,
+so a hostile guest fstab or symlink cannot choose a host path (R5). The guest
+path a filesystem belongs to is shown beside it and used for excludes.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+
+from . import PREFIX
+from .config import Config, DomainConfig
+from .errors import LayoutMismatch, MountRefused
+from .facts.blkid import FilesystemProbe
+from .facts.lvm import LogicalVolume, dm_name
+from .facts.partitions import Partition, PartitionTable
+from .facts.virsh import DomainDisk
+
+SOURCE = "source"
+PEER = "peer"
+
+# Filesystems the tool will mount, with the options that keep the origin
+# untouched. ext3/ext4 `noload` skips journal replay (a read-only snapshot of a
+# live guest always has a dirty journal); XFS `norecovery` likewise, and
+# `nouuid` because the snapshot carries the origin's UUID (and in the lab the
+# standby's, on the same kernel).
+SOURCE_MOUNT_OPTIONS: Mapping[str, str] = {
+    "ext2": "ro,nosuid,nodev,noexec",
+    "ext3": "ro,nosuid,nodev,noexec,noload",
+    "ext4": "ro,nosuid,nodev,noexec,noload",
+    "xfs": "ro,nosuid,nodev,noexec,norecovery,nouuid",
+    "vfat": "ro,nosuid,nodev,noexec",
+    "btrfs": "ro,nosuid,nodev,noexec,nologreplay",
+}
+TARGET_MOUNT_OPTIONS: Mapping[str, str] = {
+    "ext2": "nosuid,nodev,noexec",
+    "ext3": "nosuid,nodev,noexec",
+    "ext4": "nosuid,nodev,noexec",
+    "xfs": "nosuid,nodev,noexec,nouuid",
+    "vfat": "nosuid,nodev,noexec",
+    "btrfs": "nosuid,nodev,noexec",
+}
+SKIPPED_TYPES: Mapping[str, str] = {
+    "swap": "swap space is not copied (recreated by init-standby)",
+    "LVM2_member": "guest LVM physical volume (not supported yet)",
+}
+
+
+@dataclass(frozen=True)
+class FsFacts:
+    """One filesystem candidate on a disk: a partition, or the whole disk."""
+
+    name: str  # "xvda1", or "xvda" for a whole-disk filesystem
+    partition: Partition | None
+    probe: FilesystemProbe
+
+
+@dataclass(frozen=True)
+class DiskFacts:
+    """What preflight learned about one guest disk on both hosts."""
+
+    disk: DomainDisk
+    source_lv: LogicalVolume
+    table: PartitionTable
+    filesystems: tuple[FsFacts, ...]
+    target_lv: LogicalVolume
+    target_table: PartitionTable
+    target_filesystems: tuple[FsFacts, ...]
+
+
+@dataclass(frozen=True)
+class BackupFacts:
+    """Everything the plan depends on, gathered by read-only commands."""
+
+    domain: str
+    source_host: str  # cluster name of this host
+    peer_host: str  # cluster name of the peer
+    peer_address: str  # user@host for rsync
+    peer_port: int
+    disks: tuple[DiskFacts, ...]
+    skipped_disks: tuple[DomainDisk, ...] = ()
+
+
+@dataclass(frozen=True)
+class Step:
+    """One command on one host, with the command that undoes it."""
+
+    host: str  # SOURCE or PEER
+    action: str  # lock, snapshot, map, mkdir, mount, alias, check, rsync, marker
+    argv: tuple[str, ...]
+    undo: tuple[str, ...] = ()
+    # Exits 0 while the resource exists: lets recover and teardown be idempotent.
+    exists: tuple[str, ...] = ()
+    resource: str = ""
+    note: str = ""
+    fs: str = ""  # filesystem name this step belongs to, if any
+
+
+@dataclass(frozen=True)
+class FilesystemPlan:
+    """One filesystem copied from the snapshot to the standby."""
+
+    name: str
+    disk: str
+    fstype: str
+    uuid: str | None
+    label: str | None
+    partition: int | None
+    partuuid: str | None
+    source_device: str
+    target_device: str
+    source_mount: str
+    target_mount: str
+    guest_path: str | None  # from config now, or from the guest fstab at run time
+
+
+@dataclass(frozen=True)
+class SnapshotPlan:
+    vg: str
+    name: str
+    origin: str
+    path: str
+    disk: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    domain: str
+    run_id: str
+    source_host: str
+    peer_host: str
+    peer_address: str
+    peer_port: int
+    snapshots: tuple[SnapshotPlan, ...]
+    filesystems: tuple[FilesystemPlan, ...]
+    steps: tuple[Step, ...]
+    skipped: tuple[str, ...] = field(default=())
+
+    def steps_for(self, host: str) -> tuple[Step, ...]:
+        return tuple(s for s in self.steps if s.host == host)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=False)
+
+
+def owned_name(run_id: str, *parts: str) -> str:
+    """A name the tool owns: prefix, run id, then the given parts."""
+    return "-".join((PREFIX, run_id, *parts))
+
+
+def run_tag(run_id: str) -> str:
+    return f"{PREFIX}_run_{run_id}"
+
+
+def mapped_partition(dm_parent: str, delimiter: str, number: int) -> str:
+    """Device kpartx creates for a partition: parent dm name + delimiter + number.
+
+    kpartx only inserts its own "p" when the parent name ends in a digit; with
+    ``-p`` it always uses ours. Always passing the same ``-p`` to add and delete
+    is what makes the name predictable (and deletable).
+    """
+    return f"/dev/mapper/{dm_parent}{delimiter}{number}"
+
+
+def guest_path_for(name: str, domain_cfg: DomainConfig) -> str | None:
+    return domain_cfg.mounts.get(name)
+
+
+def _copyable(fs: FsFacts) -> tuple[bool, str]:
+    if fs.partition is not None and fs.partition.is_container:
+        return False, "extended partition container"
+    fstype = fs.probe.type
+    if fstype is None:
+        return False, "no filesystem found"
+    if fstype in SKIPPED_TYPES:
+        return False, SKIPPED_TYPES[fstype]
+    if fstype not in SOURCE_MOUNT_OPTIONS:
+        return False, f"filesystem type {fstype!r} is not in the mount allowlist"
+    return True, ""
+
+
+def compare_layouts(disk: DiskFacts) -> list[str]:
+    """Differences between the source disk's layout and the standby's, as sentences."""
+    diffs: list[str] = []
+    src, dst = disk.table, disk.target_table
+    if src.label != dst.label:
+        diffs.append(f"partition table {src.label or 'none'} on source, "
+                     f"{dst.label or 'none'} on standby")
+        return diffs
+    src_parts = {p.number: p for p in src.partitions}
+    dst_parts = {p.number: p for p in dst.partitions}
+    for number in sorted(set(src_parts) | set(dst_parts)):
+        a, b = src_parts.get(number), dst_parts.get(number)
+        if a is None or b is None:
+            where = "standby" if a is None else "source"
+            diffs.append(f"partition {number} exists only on the {where}")
+        elif (a.start, a.size) != (b.start, b.size):
+            diffs.append(f"partition {number}: start/size {a.start}/{a.size} on source, "
+                         f"{b.start}/{b.size} on standby")
+        elif a.type.lower() != b.type.lower():
+            diffs.append(f"partition {number}: type {a.type} on source, {b.type} on standby")
+    dst_fs = {f.name: f for f in disk.target_filesystems}
+    for fs in disk.filesystems:
+        ok, _ = _copyable(fs)
+        if not ok:
+            continue
+        other = dst_fs.get(fs.name)
+        if other is None or other.probe.type is None:
+            diffs.append(f"{fs.name}: {fs.probe.type} on source, no filesystem on standby")
+            continue
+        if other.probe.type != fs.probe.type:
+            diffs.append(f"{fs.name}: {fs.probe.type} on source, {other.probe.type} on standby")
+        if other.probe.uuid != fs.probe.uuid:
+            diffs.append(f"{fs.name}: UUID {fs.probe.uuid} on source, "
+                         f"{other.probe.uuid} on standby")
+        if other.probe.label != fs.probe.label:
+            diffs.append(f"{fs.name}: label {fs.probe.label!r} on source, "
+                         f"{other.probe.label!r} on standby")
+    return diffs
+
+
+def _depth(path: str | None) -> tuple[int, str]:
+    if path is None:
+        return (99, "")
+    norm = posixpath.normpath(path)
+    return (0 if norm == "/" else norm.count("/"), norm)
+
+
+def plan_backup(facts: BackupFacts, config: Config, run_id: str) -> Plan:
+    """Build the ordered two-host plan for one domain; raises on a layout that cannot work."""
+    dcfg = config.domain(facts.domain)
+    d = config.defaults
+    sep = d.kpartx_delimiter
+    run_dir_name = f"{facts.domain}.{run_id}"
+    src_root = posixpath.join(d.source_prefix, run_dir_name)
+    dst_root = posixpath.join(d.target_prefix, run_dir_name)
+    size_args = (dcfg.snapshot_size or d.snapshot_size).lvcreate_args()
+
+    steps: list[Step] = []
+    snapshots: list[SnapshotPlan] = []
+    filesystems: list[FilesystemPlan] = []
+    skipped: list[str] = [f"disk {disk.target}: {disk.skip_reason}" for disk in facts.skipped_disks]
+
+    lock_path = posixpath.join(d.lock_dir, f"{facts.domain}.lock")
+    steps.append(Step(SOURCE, "lock", ("flock", "--nonblock", lock_path), resource=lock_path,
+                      note="one run per domain; held for the whole run"))
+
+    problems: list[str] = []
+    for disk in facts.disks:
+        problems += [f"disk {disk.disk.target}: {p}" for p in compare_layouts(disk)]
+    if problems:
+        raise LayoutMismatch(
+            "standby layout differs from the source (run `init-standby`): " + "; ".join(problems),
+            host=facts.peer_host,
+        )
+
+    # Source side: snapshot, map, mkdir, mount.
+    source_mount_steps: list[Step] = []
+    target_mount_steps: list[Step] = []
+    peer_alias_steps: list[Step] = []
+    for disk in facts.disks:
+        lv = disk.source_lv
+        snap_name = owned_name(run_id, facts.domain, disk.disk.target)
+        snap_path = f"/dev/{lv.vg}/{snap_name}"
+        snapshots.append(SnapshotPlan(lv.vg, snap_name, f"{lv.vg}/{lv.name}", snap_path,
+                                      disk.disk.target))
+        steps.append(Step(
+            SOURCE, "snapshot",
+            ("lvcreate", "--snapshot", "--permission", "r", "--name", snap_name,
+             "--addtag", PREFIX, "--addtag", run_tag(run_id), *size_args, f"{lv.vg}/{lv.name}"),
+            undo=("lvremove", "--force", "--yes", f"{lv.vg}/{snap_name}"),
+            exists=("lvs", "--noheadings", f"{lv.vg}/{snap_name}"),
+            resource=snap_path,
+            note=f"read-only snapshot of {lv.path} (disk {disk.disk.target})",
+        ))
+        snap_dm = dm_name(lv.vg, snap_name)
+        alias = owned_name(run_id, facts.domain, disk.disk.target)
+        alias_dev = f"/dev/mapper/{alias}"
+        sectors = disk.target_lv.size_bytes // 512
+        peer_alias_steps.append(Step(
+            PEER, "alias",
+            ("dmsetup", "create", alias, "--table",
+             f"0 {sectors} linear {disk.target_lv.path} 0"),
+            undo=("dmsetup", "remove", "--retry", alias),
+            exists=("dmsetup", "info", alias),
+            resource=alias_dev,
+            note=f"owned device-mapper alias of the standby {disk.target_lv.path}",
+        ))
+        if disk.table.label is not None:
+            steps.append(Step(
+                SOURCE, "map", ("kpartx", "-a", "-s", "-p", sep, snap_path),
+                undo=("kpartx", "-d", "-s", "-p", sep, snap_path),
+                exists=("dmsetup", "info", f"{snap_dm}{sep}{disk.table.partitions[0].number}")
+                if disk.table.partitions else (),
+                resource=snap_path,
+                note=f"partition maps {snap_dm}{sep}N (same delimiter for add and delete)",
+            ))
+            peer_alias_steps.append(Step(
+                PEER, "map", ("kpartx", "-a", "-s", "-p", sep, alias_dev),
+                undo=("kpartx", "-d", "-s", "-p", sep, alias_dev),
+                exists=("dmsetup", "info", f"{alias}{sep}{disk.table.partitions[0].number}")
+                if disk.table.partitions else (),
+                resource=alias_dev,
+                note=f"partition maps {alias}{sep}N",
+            ))
+
+        for fs in disk.filesystems:
+            ok, why = _copyable(fs)
+            if not ok:
+                skipped.append(f"{fs.name}: {why}")
+                continue
+            assert fs.probe.type is not None
+            if fs.partition is None:
+                src_dev, dst_dev = snap_path, alias_dev
+            else:
+                src_dev = mapped_partition(snap_dm, sep, fs.partition.number)
+                dst_dev = mapped_partition(alias, sep, fs.partition.number)
+            fsp = FilesystemPlan(
+                name=fs.name, disk=disk.disk.target, fstype=fs.probe.type, uuid=fs.probe.uuid,
+                label=fs.probe.label,
+                partition=fs.partition.number if fs.partition else None,
+                partuuid=(disk.table.partuuid(fs.partition.number) if fs.partition
+                          else fs.probe.partuuid),
+                source_device=src_dev, target_device=dst_dev,
+                source_mount=posixpath.join(src_root, fs.name),
+                target_mount=posixpath.join(dst_root, fs.name),
+                guest_path=guest_path_for(fs.name, dcfg),
+            )
+            filesystems.append(fsp)
+
+    if not filesystems:
+        raise MountRefused(f"domain {facts.domain}: no filesystem to copy ({'; '.join(skipped)})",
+                           host=facts.source_host)
+    filesystems.sort(key=lambda f: (_depth(f.guest_path), f.name))
+
+    for host, root, prefix in ((SOURCE, src_root, d.source_prefix),
+                               (PEER, dst_root, d.target_prefix)):
+        out = source_mount_steps if host == SOURCE else target_mount_steps
+        out.append(Step(host, "mkdir", ("mkdir", "-p", "-m", "0755", prefix),
+                        note="tool-owned mount prefix (kept between runs)"))
+        out.append(Step(host, "mkdir", ("mkdir", "-m", "0700", root),
+                        undo=("rmdir", root), exists=("test", "-d", root), resource=root))
+        for fsp in filesystems:
+            mnt = fsp.source_mount if host == SOURCE else fsp.target_mount
+            dev = fsp.source_device if host == SOURCE else fsp.target_device
+            opts = (SOURCE_MOUNT_OPTIONS if host == SOURCE else TARGET_MOUNT_OPTIONS)[fsp.fstype]
+            out.append(Step(host, "mkdir", ("mkdir", "-m", "0700", mnt), undo=("rmdir", mnt),
+                            exists=("test", "-d", mnt), resource=mnt, fs=fsp.name))
+            out.append(Step(
+                host, "mount", ("mount", "-t", fsp.fstype, "-o", opts, dev, mnt),
+                undo=("umount", mnt), exists=("mountpoint", "-q", mnt), resource=mnt,
+                fs=fsp.name,
+                note=f"{fsp.fstype} UUID={fsp.uuid} -> guest {fsp.guest_path or '(from fstab)'}",
+            ))
+
+    steps += source_mount_steps
+    steps.append(Step(SOURCE, "fstab", ("guest-fstab",),
+                      note="read the guest's /etc/fstab from the snapshot and name each "
+                           "filesystem's guest path (config mounts win)"))
+    steps += peer_alias_steps
+    steps += target_mount_steps
+    for fsp in filesystems:
+        steps.append(Step(SOURCE, "check", ("findmnt", "--json", "--mountpoint", fsp.source_mount),
+                          fs=fsp.name,
+                          note=f"prove {fsp.source_mount} is {fsp.source_device}, not empty"))
+        steps.append(Step(PEER, "check", ("findmnt", "--json", "--mountpoint", fsp.target_mount),
+                          fs=fsp.name,
+                          note=f"prove {fsp.target_mount} is {fsp.target_device}"))
+    steps.append(Step(PEER, "marker", ("standby-marker", "dirty"),
+                      note="mark the standby 'sync in progress' until the copy succeeds"))
+    for fsp in filesystems:
+        steps.append(Step(SOURCE, "rsync", ("rsync", f"{fsp.source_mount}/",
+                                            f"{facts.peer_address}:{fsp.target_mount}/"),
+                          fs=fsp.name, note=f"copy {fsp.name} ({fsp.guest_path or 'fstab'})"))
+    steps.append(Step(PEER, "marker", ("standby-marker", "clean"),
+                      note="record the last good sync (run id, time)"))
+
+    return Plan(
+        domain=facts.domain, run_id=run_id, source_host=facts.source_host,
+        peer_host=facts.peer_host, peer_address=facts.peer_address, peer_port=facts.peer_port,
+        snapshots=tuple(snapshots), filesystems=tuple(filesystems), steps=tuple(steps),
+        skipped=tuple(skipped),
+    )
+
+
+def render_plan(plan: Plan) -> str:
+    """A readable two-host plan: what will be done, in order, with its undo."""
+    lines = [
+        f"Plan for domain {plan.domain} (run {plan.run_id})",
+        f"  source: {plan.source_host}   peer: {plan.peer_host} ({plan.peer_address}:"
+        f"{plan.peer_port})",
+        "",
+        "Filesystems:",
+    ]
+    for f in plan.filesystems:
+        lines.append(f"  {f.name:<8} {f.fstype:<6} UUID={f.uuid or '-'} label={f.label or '-'}  "
+                     f"guest {f.guest_path or '(from guest fstab)'}")
+        lines.append(f"           {f.source_device} -> {f.target_device}")
+    if plan.skipped:
+        lines.append("Skipped:")
+        lines += [f"  {s}" for s in plan.skipped]
+    lines.append("")
+    for n, step in enumerate(plan.steps, 1):
+        host = plan.source_host if step.host == SOURCE else plan.peer_host
+        lines.append(f"{n:>3}. [{host}] {step.action:<8} {_show(step.argv)}")
+        if step.note:
+            lines.append(f"     {'':<{len(host) + 2}} # {step.note}")
+        if step.undo:
+            lines.append(f"     {'':<{len(host) + 2}}   undo: {_show(step.undo)}")
+    lines.append("")
+    lines.append("Teardown runs every undo above in reverse order, on success, error or signal.")
+    return "\n".join(lines)
+
+
+def _show(argv: Sequence[str]) -> str:
+    from shlex import join
+
+    return join(argv)

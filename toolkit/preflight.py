@@ -1,0 +1,229 @@
+"""Preflight: read-only facts from both hosts, and the checks that decide whether to run.
+
+Checks come in the order an operator reads them: is the domain ours to back
+up here, is the peer the right one and reachable, is the standby free and big
+enough, is there room for the snapshot, are the programs there. Every check
+that fails names the host and what to fix; "not running here" is a quiet skip.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .config import Config
+from .errors import (
+    DomainRunningOnPeer,
+    DomainUnknown,
+    HostNotInCluster,
+    MissingBinary,
+    NoSnapshotSpace,
+    NotRunningHere,
+    PeerInvalid,
+    TargetInvalid,
+)
+from .facts.blkid import blkid_argv, probe_from_result
+from .facts.lvm import LogicalVolume, lvs_argv, parse_lvs, parse_vgs, vgs_argv
+from .facts.partitions import PartitionTable, partition_table_from_result, sfdisk_argv
+from .facts.virsh import (
+    domain_missing,
+    domstate_argv,
+    dumpxml_argv,
+    parse_domain_disks,
+    parse_domstate,
+)
+from .plan import BackupFacts, DiskFacts, FsFacts
+from .runners import Runner
+
+# States in which the domain is "here": its disks are in use on this host.
+ACTIVE_STATES = frozenset({"running", "idle", "paused", "blocked", "in shutdown", "pmsuspended",
+                           "crashed"})
+
+SOURCE_BINARIES = ("virsh", "lvs", "vgs", "lvcreate", "lvremove", "kpartx", "dmsetup", "blkid",
+                   "sfdisk", "findmnt", "mount", "umount", "mountpoint", "rsync", "ssh")
+PEER_BINARIES = ("virsh", "lvs", "kpartx", "dmsetup", "blkid", "sfdisk", "findmnt", "mount",
+                 "umount", "mountpoint", "rsync", "tee")
+
+_SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)([bBkKmMgGtTpP]?)$")
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+
+
+def size_to_bytes(text: str) -> int:
+    """LVM-style size ("64M", "2G", "1.5g") in bytes; LVM's units are binary."""
+    m = _SIZE_RE.match(text.strip())
+    if not m:
+        raise ValueError(f"not a size: {text!r}")
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+def local_node_name(config: Config, override: str | None = None) -> str:
+    """This host's name in the cluster: --node, DOMU_BACKUP_NODE, or the short hostname."""
+    name = override or os.environ.get("DOMU_BACKUP_NODE") or socket.gethostname().split(".")[0]
+    if name not in config.dom0s:
+        raise HostNotInCluster(
+            f"this host is {name!r}, which is not one of the configured Dom0s "
+            f"({', '.join(config.dom0s)}) in {config.path}; fix [cluster.dom0s] or pass --node",
+            host=name)
+    return name
+
+
+def check_binaries(runner: Runner, names: tuple[str, ...]) -> None:
+    """Raise MissingBinary naming the host and every program it lacks."""
+    result = runner.run(["which", *names], check=False, timeout=30)
+    if result.exit_code not in (0, 1):
+        raise MissingBinary(f"cannot look up programs: `which` exited {result.exit_code}: "
+                            f"{result.stderr.strip()[-200:]}", host=runner.host)
+    found = {os.path.basename(line.strip()) for line in result.stdout.splitlines() if line.strip()}
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise MissingBinary(f"missing programs: {', '.join(missing)} (install them, e.g. lvm2, "
+                            "kpartx, rsync, openssh-client, util-linux, libvirt-clients)",
+                            host=runner.host)
+
+
+def domain_state(runner: Runner, uri: str, domain: str) -> str | None:
+    """The domain's state on that host, or None when it is not defined there."""
+    result = runner.run(domstate_argv(uri, domain), check=False, timeout=60)
+    if result.exit_code != 0:
+        if domain_missing(result):
+            return None
+        runner.run(domstate_argv(uri, domain), timeout=60)  # raises CommandFailed with details
+    return parse_domstate(result.stdout)
+
+
+def lookup_lv(runner: Runner, path: str) -> LogicalVolume | None:
+    result = runner.run(lvs_argv(path), check=False, timeout=60)
+    if result.exit_code != 0:
+        if "not found" in result.stderr or "Failed to find" in result.stderr:
+            return None
+        runner.run(lvs_argv(path), timeout=60)
+    lvs = parse_lvs(result.stdout)
+    return lvs[0] if lvs else None
+
+
+def read_layout(runner: Runner, device: str, disk_target: str) -> tuple[PartitionTable,
+                                                                         tuple[FsFacts, ...]]:
+    """Partition table and filesystems of a block device, probed read-only (no mapping)."""
+    table = partition_table_from_result(runner.run(sfdisk_argv(device), check=False, timeout=60))
+    found: list[FsFacts] = []
+    if table.label is None:
+        probe = probe_from_result(runner.run(blkid_argv(device), check=False, timeout=60))
+        found.append(FsFacts(disk_target, None, probe))
+    else:
+        for part in table.partitions:
+            if part.is_container:
+                from .facts.blkid import FilesystemProbe
+
+                found.append(FsFacts(f"{disk_target}{part.number}", part,
+                                     FilesystemProbe(None, None, None, None, None, None)))
+                continue
+            res = runner.run(blkid_argv(device, offset=part.start * table.sector_size,
+                                        size=part.size * table.sector_size),
+                             check=False, timeout=60)
+            found.append(FsFacts(f"{disk_target}{part.number}", part, probe_from_result(res)))
+    return table, tuple(found)
+
+
+@dataclass(frozen=True)
+class Preflight:
+    facts: BackupFacts
+    source_state: str
+    peer_state: str | None
+
+
+def gather(config: Config, domain: str, source: Runner, peer_factory: Callable[[str], Runner],
+           local_name: str) -> tuple[Preflight, Runner]:
+    """Run every read-only check and collect the facts the plan needs.
+
+    Returns the facts and the peer runner (already connected), or raises the
+    error of the first failed check.
+    """
+    dcfg = config.domain(domain)
+    uri = config.hypervisor_uri
+    peer_name = dcfg.peer
+    if peer_name == local_name:
+        raise PeerInvalid(f"domain {domain}: its peer {peer_name!r} is this host; set "
+                          f"domains.{domain}.peer to the other Dom0 in {config.path}",
+                          host=local_name)
+    if peer_name not in config.dom0s:
+        raise PeerInvalid(f"domain {domain}: peer {peer_name!r} is not a configured Dom0",
+                          host=local_name)
+
+    state = domain_state(source, uri, domain)
+    if state is None:
+        raise DomainUnknown(f"domain {domain} is not defined in {uri}", host=local_name)
+    if state not in ACTIVE_STATES:
+        raise NotRunningHere(f"domain {domain} is {state} here; nothing to do", host=local_name)
+
+    check_binaries(source, SOURCE_BINARIES)
+    disks = parse_domain_disks(source.run(dumpxml_argv(uri, domain), timeout=60).stdout)
+    backed = [d for d in disks if d.skip_reason is None]
+    skipped = tuple(d for d in disks if d.skip_reason is not None)
+    if not backed:
+        raise DomainUnknown(f"domain {domain} has no block-device disk to back up "
+                            f"({', '.join(f'{d.target}: {d.skip_reason}' for d in skipped)})",
+                            host=local_name)
+
+    peer_spec = config.dom0s[peer_name]
+    peer = peer_factory(peer_name)
+    check_binaries(peer, PEER_BINARIES)
+    peer_state = domain_state(peer, uri, domain)
+    if peer_state is not None and peer_state in ACTIVE_STATES:
+        raise DomainRunningOnPeer(
+            f"domain {domain} is {peer_state} on {peer_name}: its standby disks are in use "
+            "there; refusing to touch them", host=peer_name)
+
+    vg_need: dict[str, int] = {}
+    vg_free: dict[str, int] = {}
+    size = dcfg.snapshot_size or config.defaults.snapshot_size
+    disk_facts: list[DiskFacts] = []
+    for disk in backed:
+        assert disk.source is not None
+        lv = lookup_lv(source, disk.source)
+        if lv is None:
+            raise TargetInvalid(f"disk {disk.target} of {domain}: {disk.source} is not an LVM "
+                                "logical volume on this host", host=local_name)
+        if lv.is_snapshot:
+            raise TargetInvalid(f"disk {disk.target}: {disk.source} is itself a snapshot",
+                                host=local_name)
+        target_path = dcfg.disks[disk.target].target_lv if (
+            disk.target in dcfg.disks and dcfg.disks[disk.target].target_lv) else disk.source
+        tlv = lookup_lv(peer, target_path)
+        if tlv is None:
+            raise TargetInvalid(f"standby LV {target_path} for disk {disk.target} does not "
+                                f"exist; create it (at least {lv.size_bytes} bytes) and run "
+                                "init-standby", host=peer_name)
+        if tlv.is_open:
+            raise TargetInvalid(f"standby LV {target_path} is open (in use) on {peer_name}",
+                                host=peer_name)
+        if tlv.size_bytes < lv.size_bytes:
+            raise TargetInvalid(f"standby LV {target_path} is {tlv.size_bytes} bytes, smaller "
+                                f"than the source {lv.path} ({lv.size_bytes} bytes)",
+                                host=peer_name)
+        if size.percent_origin is not None:
+            need = lv.size_bytes * size.percent_origin // 100
+        else:
+            need = size_to_bytes(size.absolute or "0")
+        vg_need[lv.vg] = vg_need.get(lv.vg, 0) + need
+        table, filesystems = read_layout(source, lv.path, disk.target)
+        ttable, tfilesystems = read_layout(peer, tlv.path, disk.target)
+        disk_facts.append(DiskFacts(disk, lv, table, filesystems, tlv, ttable, tfilesystems))
+
+    for vg_name, need in vg_need.items():
+        vgs = parse_vgs(source.run(vgs_argv(vg_name), timeout=60).stdout)
+        free = vgs[0].free_bytes if vgs else 0
+        vg_free[vg_name] = free
+        if need > free:
+            raise NoSnapshotSpace(f"volume group {vg_name} has {free} bytes free, the snapshots "
+                                  f"need {need}; lower snapshot_size or free space",
+                                  host=local_name)
+
+    facts = BackupFacts(
+        domain=domain, source_host=local_name, peer_host=peer_name,
+        peer_address=f"{peer_spec.user}@{peer_spec.host}", peer_port=peer_spec.port,
+        disks=tuple(disk_facts), skipped_disks=skipped,
+    )
+    return Preflight(facts, state, peer_state), peer

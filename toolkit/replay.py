@@ -1,0 +1,74 @@
+"""Recording and replaying command results.
+
+``RecordingRunner`` wraps a real runner and keeps every result; ``ReplayRunner``
+answers the same argv with the recorded result. Recorded facts from the lab
+drive the plan golden tests and ``invoke plan --replay``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+from .errors import CommandFailed
+from .runners import DEFAULT_TIMEOUT, CommandResult, Runner, validate_argv
+
+
+class RecordingRunner:
+    """Passes commands to ``inner`` and remembers each result."""
+
+    def __init__(self, inner: Runner, role: str) -> None:
+        self.inner = inner
+        self.host = inner.host
+        self.role = role
+        self.records: list[dict] = []
+
+    def run(self, argv: Sequence[str], *, check: bool = True,
+            timeout: float | None = DEFAULT_TIMEOUT, input: str | None = None,
+            ok_codes: Iterable[int] = (0,), env: Mapping[str, str] | None = None) -> CommandResult:
+        result = self.inner.run(argv, check=False, timeout=timeout, input=input, env=env)
+        self.records.append({"role": self.role, "argv": list(result.argv),
+                             "exit_code": result.exit_code, "stdout": result.stdout,
+                             "stderr": result.stderr})
+        if check and result.exit_code not in tuple(ok_codes):
+            raise CommandFailed(result)
+        return result
+
+
+class ReplayRunner:
+    """Answers argv from recorded results; an unrecorded command is an error, never a guess."""
+
+    def __init__(self, host: str, records: Iterable[dict]) -> None:
+        self.host = host
+        self.calls: list[tuple[str, ...]] = []
+        self._answers: dict[tuple[str, ...], dict] = {}
+        for rec in records:
+            self._answers[tuple(rec["argv"])] = rec
+
+    def run(self, argv: Sequence[str], *, check: bool = True,
+            timeout: float | None = DEFAULT_TIMEOUT, input: str | None = None,
+            ok_codes: Iterable[int] = (0,), env: Mapping[str, str] | None = None) -> CommandResult:
+        args = validate_argv(argv)
+        self.calls.append(args)
+        rec = self._answers.get(args)
+        if rec is None:
+            raise KeyError(f"{self.host}: no recorded result for {list(args)}")
+        result = CommandResult(self.host, args, int(rec["exit_code"]), rec["stdout"],
+                               rec["stderr"], 0.0)
+        if check and result.exit_code not in tuple(ok_codes):
+            raise CommandFailed(result)
+        return result
+
+
+def save_recording(path: Path, runners: Iterable[RecordingRunner]) -> None:
+    records = [rec for r in runners for rec in r.records]
+    path.write_text(json.dumps(records, indent=1) + "\n", encoding="utf-8")
+
+
+def load_replay(path: Path, source_host: str, peer_host: str) -> tuple[ReplayRunner, ReplayRunner]:
+    """Source and peer replay runners from one recording file."""
+    records = json.loads(Path(path).read_text(encoding="utf-8"))
+    src = [r for r in records if r["role"] == "source"]
+    peer = [r for r in records if r["role"] == "peer"]
+    return ReplayRunner(source_host, src), ReplayRunner(peer_host, peer)

@@ -1,0 +1,142 @@
+"""The run report: JSON for machines, a short summary for people."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class FilesystemReport:
+    name: str
+    guest_path: str | None
+    fstype: str
+    outcome: str = "pending"  # pending, copied, failed
+    files: int = 0
+    files_transferred: int = 0
+    files_deleted: int = 0
+    total_size: int = 0
+    transferred_size: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    duration: float = 0.0
+
+
+@dataclass
+class SnapshotReport:
+    name: str
+    origin: str
+    size_bytes: int = 0
+    fill_percent: float | None = None
+    invalid: bool = False
+
+
+@dataclass
+class DomainReport:
+    domain: str
+    run_id: str = ""
+    source_host: str = ""
+    peer_host: str = ""
+    started: float = field(default_factory=time.time)
+    finished: float = 0.0
+    outcome: str = "pending"  # success, skipped, failed, interrupted, dry-run
+    exit_code: int = 0
+    message: str = ""
+    error: str = ""
+    phases: dict[str, float] = field(default_factory=dict)
+    filesystems: list[FilesystemReport] = field(default_factory=list)
+    snapshots: list[SnapshotReport] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    cleaned: list[str] = field(default_factory=list)
+    teardown_errors: list[str] = field(default_factory=list)
+
+    def add_phase(self, phase: str, seconds: float) -> None:
+        self.phases[phase] = round(self.phases.get(phase, 0.0) + seconds, 3)
+
+    @property
+    def duration(self) -> float:
+        return (self.finished or time.time()) - self.started
+
+
+@dataclass
+class RunReport:
+    """One invocation: one or more domains."""
+
+    host: str
+    started: float = field(default_factory=time.time)
+    finished: float = 0.0
+    exit_code: int = 0
+    domains: list[DomainReport] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=False)
+
+
+def write_report(report: RunReport, report_dir: str | Path) -> Path:
+    """Write the report as ``last.json`` and per-domain ``<domain>.json``; returns the first."""
+    d = Path(report_dir)
+    d.mkdir(parents=True, exist_ok=True, mode=0o750)
+    text = report.to_json()
+    last = d / "last.json"
+    _atomic_write(last, text)
+    for dom in report.domains:
+        _atomic_write(d / f"{dom.domain}.json", json.dumps(asdict(dom), indent=2))
+        if dom.outcome != "skipped":
+            with open(d / "history.jsonl", "a", encoding="utf-8") as fh:
+                fh.write(json.dumps({"domain": dom.domain, "run_id": dom.run_id,
+                                     "outcome": dom.outcome, "exit_code": dom.exit_code,
+                                     "started": dom.started, "finished": dom.finished,
+                                     "message": dom.message}) + "\n")
+    return last
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def human_size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def summary(report: RunReport) -> str:
+    """A few lines per domain: outcome, what was copied, how long each phase took."""
+    lines: list[str] = []
+    for d in report.domains:
+        head = f"{d.domain}: {d.outcome}"
+        if d.exit_code:
+            head += f" (exit {d.exit_code})"
+        if d.message:
+            head += f" - {d.message}"
+        lines.append(head)
+        if d.outcome in ("skipped",):
+            continue
+        for f in d.filesystems:
+            lines.append(f"  {f.name:<8} {f.guest_path or '-':<12} {f.outcome:<8} "
+                         f"{f.files_transferred} of {f.files} files, "
+                         f"{human_size(f.transferred_size)} changed, "
+                         f"{human_size(f.bytes_sent)} sent, {f.files_deleted} deleted, "
+                         f"{f.duration:.1f}s")
+        for s in d.snapshots:
+            fill = "-" if s.fill_percent is None else f"{s.fill_percent:.1f}%"
+            lines.append(f"  snapshot {s.name}: {human_size(s.size_bytes)}, peak fill {fill}"
+                         + (" INVALID" if s.invalid else ""))
+        if d.phases:
+            lines.append("  phases: " + ", ".join(f"{k} {v:.1f}s" for k, v in d.phases.items()))
+        for c in d.cleaned:
+            lines.append(f"  cleaned before run: {c}")
+        for e in d.teardown_errors:
+            lines.append(f"  TEARDOWN: {e}")
+    lines.append(f"exit code {report.exit_code}")
+    return "\n".join(lines)

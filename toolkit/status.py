@@ -1,0 +1,70 @@
+"""`status`: per domain, the last success and failure and whether the standby is clean."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Config
+
+
+@dataclass(frozen=True)
+class DomainStatus:
+    domain: str
+    peer: str
+    last_outcome: str | None
+    last_run_id: str | None
+    last_success: float | None
+    last_failure: float | None
+    last_failure_message: str | None
+    standby: str  # clean, dirty, unknown
+
+
+def domain_status(config: Config, domain: str, *, peer_marker: dict | None = None) -> DomainStatus:
+    """Status from the local report history, and the peer's marker when given."""
+    dcfg = config.domain(domain)
+    history = Path(config.defaults.report_dir) / "history.jsonl"
+    last = success = failure = None
+    for line in history.read_text().splitlines() if history.exists() else []:
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if rec.get("domain") != domain:
+            continue
+        last = rec
+        if rec.get("outcome") == "success":
+            success = rec
+        elif rec.get("outcome") in ("failed", "interrupted"):
+            failure = rec
+    standby = "unknown"
+    if peer_marker is not None:
+        standby = peer_marker.get("state", "unknown")
+    elif last is not None:
+        standby = "clean" if last.get("outcome") == "success" else "dirty"
+    return DomainStatus(
+        domain=domain, peer=dcfg.peer,
+        last_outcome=last.get("outcome") if last else None,
+        last_run_id=last.get("run_id") if last else None,
+        last_success=success.get("finished") if success else None,
+        last_failure=failure.get("finished") if failure else None,
+        last_failure_message=failure.get("message") if failure else None,
+        standby=standby,
+    )
+
+
+def _when(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "never"
+
+
+def render_status(rows: list[DomainStatus]) -> str:
+    lines = [f"{'domain':<12} {'peer':<10} {'standby':<8} {'last success':<20} last failure"]
+    for r in rows:
+        fail = _when(r.last_failure)
+        if r.last_failure_message:
+            fail += f" ({r.last_failure_message[:60]})"
+        lines.append(f"{r.domain:<12} {r.peer:<10} {r.standby:<8} {_when(r.last_success):<20} "
+                     f"{fail}")
+    return "\n".join(lines)
