@@ -78,11 +78,15 @@ def backup_domain(config: Config, domain: str, hosts: Hosts, *, node: str | None
             report.outcome = "dry-run"
             report.message = "plan only; nothing was changed"
             return report
+        from .execute import domain_lock
         from .recover import recover_domain
 
-        report.cleaned = recover_domain(config, domain, hosts.source, peer, log=log)
-        Executor(plan, config, hosts.source, peer, report, allow_mass_delete=allow_mass_delete,
-                 on_progress=on_progress, log=log).run()
+        with domain_lock(config.defaults.lock_dir, domain):
+            # Under the lock: what is left over can only be from a dead run.
+            report.cleaned = recover_domain(config, domain, hosts.source, peer, log=log)
+            Executor(plan, config, hosts.source, peer, report,
+                     allow_mass_delete=allow_mass_delete, on_progress=on_progress, log=log,
+                     lock_held=True).run()
         report.outcome = "success"
         report.message = f"{len(plan.filesystems)} filesystem(s) copied to {plan.peer_host}"
     except NotRunningHere as exc:

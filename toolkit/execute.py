@@ -112,8 +112,9 @@ def domain_lock(lock_dir: str, domain: str) -> Iterator[str]:
         except OSError as exc:
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
                 holder = _read_pid(fd)
-                raise LockBusy(f"domain {domain} is being backed up by another run"
-                               + (f" (pid {holder})" if holder else "") + f"; lock {path}") from None
+                who = f" (pid {holder})" if holder else ""
+                raise LockBusy(f"domain {domain} is being backed up by another run{who}; "
+                               f"lock {path}") from None
             raise
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
@@ -171,7 +172,9 @@ class Executor:
         allow_mass_delete: bool = False,
         on_progress: Callable[[str, str], None] | None = None,
         log: Callable[[str], None] | None = None,
+        lock_held: bool = False,
     ) -> None:
+        self.lock_held = lock_held
         self.plan = plan
         self.config = config
         self.source = source
@@ -289,6 +292,8 @@ class Executor:
                 self.report.teardown_errors.append(f"journal {journal.path}: {exc}")
 
     def _do_lock(self, step: Step, stack: ExitStack) -> None:
+        if self.lock_held:
+            return  # taken by the caller, before recovering earlier runs
         stack.enter_context(domain_lock(self.config.defaults.lock_dir, self.plan.domain))
 
     def _do_snapshot(self, step: Step, stack: ExitStack) -> None:
