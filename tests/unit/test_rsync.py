@@ -1,0 +1,157 @@
+"""rsync argv, exit-code table (R9), statistics and progress parsing."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from toolkit import errors
+from toolkit.rsync import (
+    RSYNC_EXIT_CODES,
+    SshOptions,
+    parse_progress,
+    parse_stats,
+    relative_excludes,
+    rsync_argv,
+    rsync_outcome,
+    ssh_argv,
+)
+
+RECORDED = Path(__file__).resolve().parents[2] / "fixtures" / "recorded" / "rsync"
+SSH = SshOptions(key="/etc/domu-backup/id_ed25519", known_hosts="/etc/domu-backup/known_hosts",
+                 port=2222)
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        (0, None),
+        (1, errors.TransferFailed),
+        (10, errors.ConnectionLost),
+        (12, errors.ConnectionLost),
+        (23, errors.TransferPartial),
+        (24, errors.TransferPartial),
+        (25, errors.MassDeleteRefused),
+        (30, errors.ConnectionLost),
+        (255, errors.ConnectionLost),
+        (99, errors.TransferFailed),
+    ],
+)
+def test_only_exit_zero_is_success(code, expected):
+    outcome = rsync_outcome(code, "some stderr", host="dom0-a")
+    if expected is None:
+        assert outcome is None
+    else:
+        assert type(outcome) is expected
+        assert f"rsync exited {code}" in str(outcome)
+        assert outcome.exit_code != 0
+
+
+def test_vanished_files_succeed_only_when_configured():
+    assert isinstance(rsync_outcome(24, ""), errors.TransferPartial)
+    assert rsync_outcome(24, "", allow_vanished=True) is None
+
+
+def test_killed_rsync_is_never_success():
+    assert isinstance(rsync_outcome(-9, ""), errors.TransferFailed)
+    interrupted = rsync_outcome(-15, "")
+    assert isinstance(interrupted, errors.Interrupted)
+    assert interrupted.exit_code == 128 + 15
+
+
+def test_full_standby_is_its_own_outcome():
+    err = rsync_outcome(23, 'rsync: write failed on "/x": No space left on device (28)')
+    assert isinstance(err, errors.PeerFull)
+
+
+def test_lost_connection_tells_operator_to_recover():
+    err = rsync_outcome(255, "Connection reset by peer")
+    assert isinstance(err, errors.ConnectionLost)
+    assert "recover" in str(err)
+
+
+def test_every_documented_rsync_code_maps_to_a_toolkit_error():
+    for code, (meaning, cls) in RSYNC_EXIT_CODES.items():
+        assert meaning
+        if code:
+            assert issubclass(cls, errors.ToolkitError)
+            assert cls.exit_code != 0
+
+
+def test_ssh_transport_is_strict_and_batch():
+    argv = ssh_argv(SSH)
+    joined = " ".join(argv)
+    assert "BatchMode=yes" in joined
+    assert "StrictHostKeyChecking=yes" in joined
+    assert "UserKnownHostsFile=/etc/domu-backup/known_hosts" in joined
+    assert "ForwardAgent=no" in joined
+    assert argv[argv.index("-p") + 1] == "2222"
+
+
+def test_rsync_argv_has_fidelity_flags_and_bounded_delete():
+    argv = rsync_argv("/run/src/x/xvda1", "root@dom0-b", "/run/dst/x/xvda1", SSH,
+                      excludes=["/tmp/*"], max_delete=100, bwlimit="10M")
+    assert argv[0] == "rsync"
+    assert "-aHAXSx" in argv and "--numeric-ids" in argv and "--delete" in argv
+    assert "--max-delete=100" in argv
+    assert "--bwlimit=10M" in argv
+    assert "--exclude=/tmp/*" in argv
+    assert argv[-2:] == ["/run/src/x/xvda1/", "root@dom0-b:/run/dst/x/xvda1/"]
+    assert argv[-3] == "--"
+    # -e is one argv item holding the ssh command, quoted with shlex.join
+    e = argv[argv.index("-e") + 1]
+    assert shlex.split(e) == ssh_argv(SSH)
+
+
+@given(st.text(min_size=1, max_size=40).filter(lambda s: "\0" not in s))
+def test_ssh_option_values_survive_quoting(value):
+    opts = SshOptions(key=value, known_hosts=value + "$(touch /tmp/x)")
+    argv = rsync_argv("/a", "root@b", "/c", opts)
+    e = argv[argv.index("-e") + 1]
+    assert shlex.split(e) == ssh_argv(opts)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "guest_path", "expected"),
+    [
+        ("/var/cache/*", "/var", ["/cache/*"]),
+        ("/var/cache/*", "/", ["/var/cache/*"]),
+        ("/var/cache/*", "/srv", []),
+        ("/var", "/var", ["/"]),
+        ("/variable", "/var", []),
+        ("*.tmp", "/srv", ["*.tmp"]),
+        ("/tmp/*", None, []),
+        ("*.tmp", None, ["*.tmp"]),
+    ],
+)
+def test_guest_excludes_apply_to_the_filesystem_that_holds_them(pattern, guest_path, expected):
+    assert relative_excludes([pattern], guest_path) == expected
+
+
+def test_stats_first_sync_recorded():
+    stats = parse_stats((RECORDED / "stats-first.txt").read_text())
+    assert stats.files == 54
+    assert stats.files_transferred == 50
+    assert stats.total_size == 1_275_004
+    assert stats.bytes_sent > stats.total_size
+
+
+def test_stats_incremental_recorded():
+    stats = parse_stats((RECORDED / "stats-incremental.txt").read_text())
+    assert stats.files_transferred == 1
+    assert stats.files_deleted == 2
+    assert stats.transferred_size == 10_002
+    assert stats.bytes_sent == 10_945
+
+
+def test_progress_lines_from_recording():
+    text = (RECORDED / "stats-incremental.txt").read_text()
+    updates = [p for p in (parse_progress(x) for x in text.replace("\r", "\n").splitlines()) if p]
+    assert updates, "the recording holds progress2 updates"
+    last = updates[-1]
+    assert last.bytes == 10_002 and last.files_left == 0 and last.files_total == 52
+    assert parse_progress("Number of files: 52") is None
