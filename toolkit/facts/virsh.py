@@ -1,0 +1,183 @@
+"""libvirt facts: domain state, the domain list and the disks of a domain."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lxml import etree
+
+from ..errors import ParseError
+from ..runners import CommandResult
+
+# Every state `virsh domstate` prints (virshDomainStateToString); "idle" is
+# libvirt's BLOCKED state.
+DOMAIN_STATES = frozenset({
+    "no state", "running", "idle", "paused", "in shutdown", "shut off", "crashed",
+    "pmsuspended",
+})
+
+
+@dataclass(frozen=True)
+class DomainDisk:
+    """One ``<disk>`` of a domain, and whether the backup takes it."""
+
+    target: str
+    source: str | None
+    disk_type: str
+    device: str
+    bus: str | None
+    readonly: bool
+    shareable: bool
+    skip_reason: str | None
+
+    @property
+    def backed_up(self) -> bool:
+        return self.skip_reason is None
+
+
+def _base(uri: str) -> list[str]:
+    if not uri or uri.startswith("-"):
+        raise ValueError(f"bad libvirt URI {uri!r}")
+    return ["virsh", "-c", uri]
+
+
+def domstate_argv(uri: str, domain: str) -> list[str]:
+    """`virsh domstate` for one domain; ``--`` keeps a name starting with "-" a name."""
+    return [*_base(uri), "domstate", "--", domain]
+
+
+def dumpxml_argv(uri: str, domain: str) -> list[str]:
+    """`virsh dumpxml` of the live definition of one domain."""
+    return [*_base(uri), "dumpxml", "--", domain]
+
+
+def list_argv(uri: str) -> list[str]:
+    """`virsh list --all --name`: every defined domain, one name a line."""
+    return [*_base(uri), "list", "--all", "--name"]
+
+
+def parse_domstate(text: str) -> str:
+    """The state `virsh domstate` printed ("running", "shut off", ...)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if len(lines) != 1:
+        raise ParseError(f"virsh domstate: expected one line, got {len(lines)}: {text[:200]!r}")
+    state = lines[0].strip()
+    if state not in DOMAIN_STATES:
+        raise ParseError(f"virsh domstate: unknown state {state!r}")
+    return state
+
+
+def parse_domain_list(text: str) -> list[str]:
+    """Domain names from `virsh list --all --name`, in the order printed."""
+    # virsh ends the list with an empty line (just "\n" for no domains): its
+    # absence means the output was cut short, not that the list is shorter.
+    if text == "\n":
+        return []
+    if not text.endswith("\n\n"):
+        raise ParseError(f"virsh list --name: output is truncated: {text[-200:]!r}")
+    names = text[:-2].split("\n")
+    for name in names:
+        if not name.strip():
+            raise ParseError(f"virsh list --name: blank line inside the list: {text[:200]!r}")
+        if any(ord(c) < 32 or ord(c) == 127 for c in name):
+            raise ParseError(f"virsh list --name: control character in {name!r}")
+        if name.split()[:2] == ["Id", "Name"] or set(name) == {"-"}:
+            raise ParseError("virsh list: table output, not --name output")
+    if len(set(names)) != len(names):
+        raise ParseError("virsh list --name: a domain name appears twice")
+    return names
+
+
+def domain_missing(result: CommandResult) -> bool:
+    """Whether virsh failed because the domain is not defined on that host."""
+    if result.exit_code == 0:
+        return False
+    err = result.stderr
+    return "failed to get domain" in err or "Domain not found" in err
+
+
+def _parser() -> etree.XMLParser:
+    # Domain XML comes from a hypervisor we do not fully trust: no entities,
+    # no DTD, no network, no huge trees.
+    return etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
+                           dtd_validation=False, huge_tree=False, remove_comments=True)
+
+
+def parse_domain_xml(xml_text: str) -> etree._Element:
+    """Parse `virsh dumpxml` output into the ``<domain>`` element."""
+    if not isinstance(xml_text, str) or not xml_text.strip():
+        raise ParseError("domain XML is empty")
+    try:
+        tree = etree.fromstring(xml_text.encode("utf-8", "surrogateescape"), _parser())
+    except (etree.XMLSyntaxError, ValueError) as exc:
+        raise ParseError(f"domain XML is not well-formed: {exc}") from None
+    doctype = tree.getroottree().docinfo.doctype
+    if doctype:
+        raise ParseError(f"domain XML carries a DOCTYPE ({doctype}); refusing it")
+    if tree.tag != "domain":
+        raise ParseError(f"expected a <domain> document, got <{tree.tag}>")
+    return tree
+
+
+def _source(disk: etree._Element, disk_type: str) -> str | None:
+    src = disk.find("source")
+    if src is None:
+        return None
+    attr = {"block": "dev", "file": "file", "dir": "dir"}.get(disk_type)
+    if attr is None:
+        return None
+    value = src.get(attr)
+    return value or None
+
+
+def _skip_reason(disk_type: str, device: str, source: str | None, readonly: bool,
+                 shareable: bool) -> str | None:
+    if device == "cdrom":
+        return "cdrom"
+    if device == "floppy":
+        return "floppy"
+    if device == "lun":
+        return "lun (SCSI passthrough)"
+    if device != "disk":
+        return f"device {device!r}"
+    if disk_type != "block":
+        return {
+            "file": "file-backed",
+            "network": "network",
+            "volume": "storage-pool volume",
+        }.get(disk_type, f"disk type {disk_type!r}")
+    if source is None:
+        return "no source"
+    if readonly:
+        return "readonly"
+    if shareable:
+        return "shareable"
+    return None
+
+
+def parse_domain_disks(xml_text: str) -> list[DomainDisk]:
+    """Every ``<disk>`` of a domain, in document order, with a skip reason where not backed up."""
+    domain = parse_domain_xml(xml_text)
+    disks: list[DomainDisk] = []
+    for disk in domain.iterfind("devices/disk"):
+        disk_type = disk.get("type")
+        device = disk.get("device")
+        target_el = disk.find("target")
+        target = target_el.get("dev") if target_el is not None else None
+        if not disk_type or not device:
+            raise ParseError(f"<disk> without type or device attribute (target {target!r})")
+        if not target:
+            raise ParseError(f"<disk type={disk_type!r}> has no <target dev=...>")
+        bus = target_el.get("bus") if target_el is not None else None
+        source = _source(disk, disk_type)
+        readonly = disk.find("readonly") is not None
+        shareable = disk.find("shareable") is not None
+        disks.append(DomainDisk(
+            target=target, source=source, disk_type=disk_type, device=device, bus=bus,
+            readonly=readonly, shareable=shareable,
+            skip_reason=_skip_reason(disk_type, device, source, readonly, shareable),
+        ))
+    targets = [d.target for d in disks]
+    if len(set(targets)) != len(targets):
+        raise ParseError(f"domain XML names a disk target twice: {targets}")
+    return disks
