@@ -118,8 +118,6 @@ class LocalRunner:
                 stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
-                text=True,
-                errors="surrogateescape",
                 env=full_env,
                 shell=False,
                 start_new_session=True,
@@ -132,8 +130,11 @@ class LocalRunner:
             result = CommandResult(self.host, args, 126, "", f"{args[0]}: permission denied",
                                    time.monotonic() - start)
             return _checked(result, check, ok_codes)
+        # Bytes, decoded here: text mode would turn a "\r" in the output
+        # (a file name, a progress line) into "\n".
+        data = input.encode("utf-8", "surrogateescape") if input is not None else None
         try:
-            stdout, stderr = proc.communicate(input, timeout=timeout)
+            stdout, stderr = proc.communicate(data, timeout=timeout)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
             stdout, stderr = _drain_after_kill(proc)
@@ -145,7 +146,7 @@ class LocalRunner:
             _kill_group(proc)
             proc.wait()
             raise
-        result = CommandResult(self.host, args, proc.returncode, stdout, stderr,
+        result = CommandResult(self.host, args, proc.returncode, _text(stdout), _text(stderr),
                                time.monotonic() - start)
         return _checked(result, check, ok_codes)
 
@@ -202,7 +203,7 @@ def _kill_group(proc: subprocess.Popen) -> None:
         pass
 
 
-def _drain_after_kill(proc: subprocess.Popen) -> tuple[str, str]:
+def _drain_after_kill(proc: subprocess.Popen) -> tuple[bytes, bytes]:
     try:
         return proc.communicate(timeout=5)
     except subprocess.TimeoutExpired:
@@ -211,7 +212,7 @@ def _drain_after_kill(proc: subprocess.Popen) -> tuple[str, str]:
             if pipe is not None:
                 pipe.close()
         proc.wait()
-        return "", ""
+        return b"", b""
 
 
 def _text(data: bytes | str | None) -> str:

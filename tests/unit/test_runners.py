@@ -102,6 +102,11 @@ def test_input_reaches_stdin_and_environment_is_c_locale_plus_extras() -> None:
     assert result.stdout == "C|a b;c"
 
 
+def test_output_is_not_newline_translated() -> None:
+    result = LocalRunner().run(["printf", "a\rb\r\nc"])
+    assert result.stdout == "a\rb\r\nc"
+
+
 def test_argv_must_be_a_nonempty_list_of_strings_without_nul() -> None:
     with pytest.raises(TypeError):
         validate_argv("ls -l")

@@ -1,0 +1,102 @@
+"""R13: argv reaches the program literally, locally and through the one shell
+string made for SSH; nothing hidden in an argument ever runs."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from toolkit.runners import LocalRunner, remote_command
+
+PY_ARGV = [sys.executable, "-c", "import json, sys; print(json.dumps(sys.argv[1:]))"]
+
+# Strings as hostile as guest data gets: shell syntax, quotes, newlines,
+# leading dashes, spaces and any unicode (no NUL: argv cannot carry it).
+_CHARS = st.characters(blacklist_categories=("Cs",), blacklist_characters="\0")
+_PAYLOADS = st.sampled_from([
+    "; touch SENTINEL", "$(touch SENTINEL)", "`touch SENTINEL`", "'; touch SENTINEL; '",
+    '"; touch SENTINEL; "', '"$(touch SENTINEL)"', "\ntouch SENTINEL\n", "| touch SENTINEL",
+    "&& touch SENTINEL", "> SENTINEL", "-rf", "--help", "-", "a b", "*", "?", "~", "$HOME",
+    "${IFS}", "\\", "'", '"', "", " ", "\t", "é漢字🙂", "!!", "#", "x=y",
+])
+ARG = st.one_of(st.text(_CHARS, max_size=30), _PAYLOADS)
+ARGS = st.lists(ARG, max_size=8)
+
+HYPOTHESIS = settings(max_examples=100, deadline=None,
+                      suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def _arm(args: list[str], sentinel: Path) -> list[str]:
+    return [a.replace("SENTINEL", str(sentinel)) for a in args]
+
+
+@HYPOTHESIS
+@given(args=ARGS)
+def test_local_argv_comes_back_identical(tmp_path: Path, args: list[str]) -> None:
+    sentinel = tmp_path / "sentinel"
+    args = _arm(args, sentinel)
+    result = LocalRunner().run([*PY_ARGV, *args])
+    assert json.loads(result.stdout) == args
+    assert not sentinel.exists()
+
+
+@HYPOTHESIS
+@given(arg=ARG)
+def test_local_printf_prints_each_argument_byte_for_byte(tmp_path: Path, arg: str) -> None:
+    sentinel = tmp_path / "sentinel"
+    arg = _arm([arg], sentinel)[0]
+    result = LocalRunner().run(["printf", "%s", arg])
+    assert result.stdout == arg
+    assert not sentinel.exists()
+
+
+@HYPOTHESIS
+@given(args=ARGS, value=ARG)
+def test_remote_command_splits_back_into_the_same_argv(args: list[str], value: str) -> None:
+    command = remote_command(["printf", *args], env={"VALUE": value})
+    assert shlex.split(command) == ["env", "LC_ALL=C", f"VALUE={value}", "printf", *args]
+
+
+@HYPOTHESIS
+@given(args=ARGS, value=ARG)
+def test_remote_command_through_a_real_shell_runs_only_argv(tmp_path: Path, args: list[str],
+                                                            value: str) -> None:
+    # What sshd does with the string: the login shell runs it with -c.
+    sentinel = tmp_path / "sentinel"
+    args = _arm(args, sentinel)
+    value = _arm([value], sentinel)[0]
+    command = remote_command([*PY_ARGV, *args], env={"VALUE": value})
+    proc = subprocess.run(["/bin/sh", "-c", command], capture_output=True, text=True,
+                          check=True)
+    assert json.loads(proc.stdout) == args
+    printed = subprocess.run(["/bin/sh", "-c", remote_command(["printenv", "VALUE"],
+                                                              env={"VALUE": value})],
+                             capture_output=True, text=True, check=True)
+    assert printed.stdout == value + "\n"
+    assert not sentinel.exists()
+
+
+@pytest.mark.parametrize("program", ["A=B", "LC_ALL=x"])
+def test_remote_command_refuses_a_program_name_env_would_take_as_an_assignment(
+        program: str) -> None:
+    with pytest.raises(ValueError):
+        remote_command([program, "arg"])
+
+
+@pytest.mark.parametrize("name", ["A B", "A=B", "1A", "", "$(x)", "A;B"])
+def test_remote_command_refuses_bad_environment_names(name: str) -> None:
+    with pytest.raises(ValueError):
+        remote_command(["true"], env={name: "v"})
+
+
+def test_a_leading_dash_argument_is_not_an_option_of_env() -> None:
+    proc = subprocess.run(["/bin/sh", "-c", remote_command(["printf", "%s", "-i"])],
+                          capture_output=True, text=True, check=True)
+    assert proc.stdout == "-i"
