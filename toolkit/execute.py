@@ -31,7 +31,7 @@ from .errors import (
     TeardownIncomplete,
     ToolkitError,
 )
-from .facts.fstab import GuestFilesystem, parse_fstab, resolve_fstab
+from .facts.fstab import GuestFilesystem, parse_fstab, resolve_fstab, target_index
 from .facts.lvm import lvs_argv, parse_lvs
 from .journal import Journal
 from .plan import PEER, SOURCE, FilesystemPlan, Plan, Step
@@ -145,17 +145,6 @@ def _read_pid(fd: int) -> str:
         return os.pread(fd, 32, 0).decode().strip()
     except OSError:
         return ""
-
-
-def disk_index(target: str) -> int:
-    """Guest disk index from its target name: xvda -> 0, vdb -> 1, sdaa -> 26."""
-    letters = target.rstrip("0123456789")
-    stem = letters[-1:] if not letters.startswith(("xvd", "vd", "sd", "hd")) else \
-        letters.removeprefix("xvd").removeprefix("vd").removeprefix("sd").removeprefix("hd")
-    n = 0
-    for ch in stem:
-        n = n * 26 + (ord(ch) - ord("a") + 1)
-    return max(n - 1, 0)
 
 
 class Executor:
@@ -337,7 +326,7 @@ class Executor:
                              "config", host=self.plan.source_host)
         root_fs, text = texts[0]
         entries, ignored = parse_fstab(text)
-        guest = [GuestFilesystem(name=f.name, disk_target=f.disk, disk_index=disk_index(f.disk),
+        guest = [GuestFilesystem(name=f.name, disk_target=f.disk, disk_index=target_index(f.disk),
                                  partition=f.partition, probe=_probe_of(f)) for f in fss]
         self.guest_paths = dict(resolve_fstab(entries, guest, overrides))
         if root_fs.name not in self.guest_paths:

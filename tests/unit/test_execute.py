@@ -1,0 +1,219 @@
+"""The executor on fake Dom0s: teardown always, guards before rsync, journals, signals."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+from fakes import FakeHost, config, web01_facts
+
+from toolkit import errors
+from toolkit.execute import Executor, domain_lock
+from toolkit.journal import list_journals
+from toolkit.plan import plan_backup
+from toolkit.report import DomainReport
+from toolkit.runners import CommandResult, LocalRunner
+
+RUN = "20260101T000000Z-abcd"
+
+
+def run_executor(tmp_path, source, peer, **kw):
+    cfg = config(tmp_path)
+    plan = plan_backup(web01_facts(), cfg, RUN)
+    report = DomainReport("web01")
+    ex = Executor(plan, cfg, source, peer, report, **kw)
+    # journals are written through the fakes; keep their paths on the real disk out of it
+    return plan, report, ex
+
+
+def fail_on(prefix, code=1, stderr="boom", times=None):
+    state = {"n": 0}
+
+    def fail(argv):
+        if argv[: len(prefix)] == tuple(prefix):
+            state["n"] += 1
+            if times is None or state["n"] <= times:
+                return CommandResult("fake", argv, code, "", stderr, 0.0)
+        return None
+
+    return fail
+
+
+def test_successful_run_tears_everything_down_in_reverse_order(tmp_path):
+    src, peer = FakeHost("dom0-a"), FakeHost("dom0-b")
+    src.fstab_on = "xvda1"
+    plan, report, ex = run_executor(tmp_path, src, peer)
+    ex.run()
+    assert src.leftovers() == [] and peer.leftovers() == []
+    creates = [c for c in src.calls if c[0] in ("lvcreate", "kpartx", "mount") and "-d" not in c]
+    undos = [c for c in src.calls if c[0] in ("lvremove", "umount") or c[:2] == ("kpartx", "-d")]
+    assert [c[0] for c in creates] == ["lvcreate", "kpartx", "mount", "mount", "mount"]
+    assert [c[0] for c in undos] == ["umount", "umount", "umount", "kpartx", "lvremove"]
+    assert [f.outcome for f in report.filesystems] == ["copied"] * 3
+    assert report.teardown_errors == []
+
+
+def test_rsync_runs_only_after_both_sides_are_proven_and_standby_marked_dirty(tmp_path):
+    src, peer = FakeHost("dom0-a"), FakeHost("dom0-b")
+    src.fstab_on = "xvda1"
+    plan, report, ex = run_executor(tmp_path, src, peer)
+    ex.run()
+    first_rsync = next(i for i, c in enumerate(src.calls) if c[0] == "rsync")
+    assert any(c[0] == "findmnt" for c in src.calls[:first_rsync])
+    marker = ex.marker_path()
+    assert '"state": "clean"' in peer.files[marker]
+    rsync = next(c for c in src.calls if c[0] == "rsync")
+    assert "--exclude=/var/cache/*" in rsync  # xvda1 is "/" by the guest fstab
+    assert rsync[-1].startswith("root@dom0-b:/run/domu-backup/dst/web01.")
+
+
+def test_failed_mount_tears_down_and_copies_nothing(tmp_path):
+    src, peer = FakeHost("dom0-a"), FakeHost("dom0-b", fail=fail_on(("mount",), 32, "wrong fs"))
+    src.fstab_on = "xvda1"
+    plan, report, ex = run_executor(tmp_path, src, peer)
+    with pytest.raises(errors.MountRefused, match="wrong fs"):
+        ex.run()
+    assert not any(c[0] == "rsync" for c in src.calls)
+    assert src.leftovers() == [] and peer.leftovers() == []
+
+
+@pytest.mark.parametrize("side", ["source", "peer"])
+def test_silently_failed_mount_is_caught_before_rsync(tmp_path, side):
+    # R7/R8: a `mount` that exits 0 and mounts nothing
+    src = FakeHost("dom0-a", silent_mount=side == "source")
+    peer = FakeHost("dom0-b", silent_mount=side == "peer")
+    src.fstab_on = "xvda1"
+    plan, report, ex = run_executor(tmp_path, src, peer)
+    expected = errors.SourceGuardFailed if side == "source" else errors.TargetGuardFailed
+    with pytest.raises(expected, match="not a mountpoint"):
+        ex.run()
+    assert not any(c[0] == "rsync" for c in src.calls)
+    assert src.leftovers() == [] and peer.leftovers() == []
+
+
+def test_signal_mid_run_still_tears_down_and_exits_128_plus_n(tmp_path):
+    def interrupt(argv):
+        if argv[0] == "dmsetup" and argv[1] == "create":
+            raise errors.Interrupted(signal.SIGTERM)
+        return None
+
+    src, peer = FakeHost("dom0-a"), FakeHost("dom0-b", fail=interrupt)
+    src.fstab_on = "xvda1"
+    plan, report, ex = run_executor(tmp_path, src, peer)
+    with pytest.raises(errors.Interrupted) as info:
+        ex.run()
+    assert info.value.exit_code == 143
+    assert src.leftovers() == [] and peer.leftovers() == []
+
+
+def test_busy_unmount_is_retried(tmp_path, monkeypatch):
+    monkeypatch.setattr("time.sleep", lambda s: None)
+    src = FakeHost("dom0-a", fail=fail_on(("umount",), 32, "target is busy", times=2))
+    peer = FakeHost("dom0-b")
+    src.fstab_on = "xvda1"
+    plan, report, ex = run_executor(tmp_path, src, peer)
+    ex.run()
+    assert src.leftovers() == []
+
+
+def test_teardown_failure_is_reported_and_journal_kept_for_recover(tmp_path, monkeypatch):
+    monkeypatch.setattr("time.sleep", lambda s: None)
+    src = FakeHost("dom0-a", fail=fail_on(("lvremove",), 5, "Logical volume in use"))
+    peer = FakeHost("dom0-b")
+    src.fstab_on = "xvda1"
+    plan, report, ex = run_executor(tmp_path, src, peer)
+    with pytest.raises(errors.TeardownIncomplete):
+        ex.run()
+    assert any("lvremove" in e or "snapshot" in e for e in report.teardown_errors)
+    journal = ex.journals["source"].path
+    assert journal in src.files and "lvremove" in src.files[journal]
+
+
+def test_overflowed_snapshot_fails_run_and_leaves_standby_dirty(tmp_path):
+    src, peer = FakeHost("dom0-a"), FakeHost("dom0-b")
+    src.fstab_on = "xvda1"
+    plan, report, ex = run_executor(tmp_path, src, peer)
+    original = src._answer
+
+    def overflow_after_rsync(a, input):
+        if a[0] == "rsync":
+            for v in src.lvs.values():
+                v["attr"] = "swi-I-s---"
+                v["percent"] = "100.00"
+        return original(a, input)
+
+    src._answer = overflow_after_rsync
+    with pytest.raises(errors.SnapshotInvalid):
+        ex.run()
+    assert '"state": "dirty"' in peer.files[ex.marker_path()]
+    assert report.snapshots[0].invalid
+    assert src.leftovers() == [] and peer.leftovers() == []
+
+
+def test_mass_delete_bound_is_its_own_outcome(tmp_path):
+    src, peer = FakeHost("dom0-a"), FakeHost("dom0-b")
+    src.fstab_on = "xvda1"
+    src.rsync_result = (25, "", "Deletions stopped due to --max-delete limit")
+    plan, report, ex = run_executor(tmp_path, src, peer)
+    with pytest.raises(errors.MassDeleteRefused):
+        ex.run()
+    assert '"state": "dirty"' in peer.files[ex.marker_path()]
+
+
+def test_allow_mass_delete_drops_the_bound(tmp_path):
+    src, peer = FakeHost("dom0-a"), FakeHost("dom0-b")
+    src.fstab_on = "xvda1"
+    plan, report, ex = run_executor(tmp_path, src, peer, allow_mass_delete=True)
+    ex.run()
+    assert not any(a.startswith("--max-delete") for c in src.calls if c[0] == "rsync" for a in c)
+
+
+def test_journal_entry_is_written_before_each_side_effect(tmp_path):
+    src, peer = FakeHost("dom0-a"), FakeHost("dom0-b")
+    src.fstab_on = "xvda1"
+    plan, report, ex = run_executor(tmp_path, src, peer)
+    ex.run()
+    lvcreate = next(i for i, c in enumerate(src.calls) if c[0] == "lvcreate")
+    tee = next(i for i, c in enumerate(src.calls) if c[0] == "tee")
+    assert tee < lvcreate
+    # the journal is removed after a clean teardown
+    assert ex.journals["source"].path not in src.files
+
+
+def test_second_run_of_a_domain_is_busy(tmp_path):
+    lock_dir = str(tmp_path / "lock")
+    with domain_lock(lock_dir, "web01"):
+        with pytest.raises(errors.LockBusy) as info:
+            with domain_lock(lock_dir, "web01"):
+                pass
+    assert info.value.exit_code == 75
+    with domain_lock(lock_dir, "web01"):
+        pass  # released
+
+
+def test_no_guest_fstab_is_a_clear_error_listing_filesystems(tmp_path):
+    src, peer = FakeHost("dom0-a"), FakeHost("dom0-b")
+    plan, report, ex = run_executor(tmp_path, src, peer)
+    with pytest.raises(errors.FstabError, match="xvda1 .*ext4"):
+        ex.run()
+    assert src.leftovers() == [] and peer.leftovers() == []
+
+
+def test_guest_symlinked_fstab_is_refused(tmp_path):
+    src, peer = FakeHost("dom0-a"), FakeHost("dom0-b")
+    original = src._answer
+
+    def symlinked(a, input):
+        if a[0] == "readlink" and a[-1].endswith("/xvda1/etc/fstab"):
+            return 0, "/etc/shadow\n", ""
+        return original(a, input)
+
+    src._answer = symlinked
+    plan, report, ex = run_executor(tmp_path, src, peer)
+    with pytest.raises(errors.FstabError, match="symlink"):
+        ex.run()
+    assert not any(c[:2] == ("cat", "--") and c[-1] == "/etc/shadow" for c in src.calls)
+
+
+def test_journals_are_listed_per_domain(tmp_path):
+    assert list_journals(LocalRunner(), str(tmp_path), "web01") == []
