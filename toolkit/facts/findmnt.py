@@ -120,3 +120,12 @@ def mounts_from_result(result: CommandResult) -> list[Mount]:
     if result.exit_code == 1 and not result.stdout.strip() and not result.stderr.strip():
         return []
     raise CommandFailed(result)
+
+
+def top_mount(mounts: list[Mount], target: str) -> Mount | None:
+    """The mount visible at ``target``: findmnt lists stacked mounts bottom first."""
+    visible = None
+    for mount in mounts:
+        if mount.target == target:
+            visible = mount
+    return visible
