@@ -249,7 +249,10 @@ def parse_host_spec(spec: str) -> HostSpec:
     if not isinstance(spec, str) or "://" not in spec:
         raise UsageError(f"host spec {spec!r} must look like local://, ssh://user@host:port "
                          "or docker://name")
-    parts = urlsplit(spec)
+    try:
+        parts = urlsplit(spec)
+    except ValueError as exc:  # e.g. an unbalanced "[" (IPv6 literal syntax)
+        raise UsageError(f"host spec {spec!r}: {exc}") from None
     scheme = parts.scheme
     if scheme == "local":
         return HostSpec("local", "localhost")

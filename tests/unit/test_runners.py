@@ -30,6 +30,7 @@ from toolkit.runners import (
     LocalRunner,
     Runner,
     SSHRunner,
+    parse_host_spec,
     runner_for,
     validate_argv,
 )
@@ -586,6 +587,24 @@ def test_docker_sdk_is_imported_lazily() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=Path(__file__).resolve().parents[2])
     assert out.stdout.strip() == "False"
+
+
+@given(st.text(max_size=40))
+def test_parse_host_spec_raises_only_usage_error(text: str) -> None:
+    for spec in (text, f"ssh://{text}", f"docker://{text}"):
+        try:
+            parsed = parse_host_spec(spec)
+        except errors.UsageError:
+            continue
+        assert parsed.scheme in ("local", "ssh", "docker")
+
+
+def test_parse_host_spec_reads_user_host_and_port() -> None:
+    assert parse_host_spec("ssh://backup@peer:2222") == HostSpec("ssh", "peer", "backup", 2222)
+    assert parse_host_spec("ssh://peer") == HostSpec("ssh", "peer", "root", 22)
+    assert parse_host_spec("docker://dom0-a") == HostSpec("docker", "dom0-a")
+    with pytest.raises(errors.UsageError):
+        parse_host_spec("ssh://root@[peer:22")
 
 
 # --- runner_for -----------------------------------------------------------------
