@@ -1,0 +1,95 @@
+"""Audit a standby against its source in the lab: a checksum rsync dry run per filesystem.
+
+Both disks are mapped read-only (``kpartx -r``) and mounted read-only on their
+own host; from the source host ``rsync -n -c -aHAX --numeric-ids --delete -i``
+compares each filesystem with the standby's over SSH. Any output line is a
+difference. Everything the audit maps and mounts is removed again.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import shlex
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+
+from ..facts.blkid import blkid_argv, probe_from_result
+from ..rsync import SshOptions, ssh_argv
+from ..runners import Runner
+
+AUDIT_ROOT = "/run/domubk-audit"
+MOUNTABLE = {"ext2": "ro,noload", "ext3": "ro,noload", "ext4": "ro,noload",
+             "xfs": "ro,norecovery,nouuid", "vfat": "ro", "btrfs": "ro"}
+
+
+@dataclass(frozen=True)
+class AuditedFs:
+    name: str
+    fstype: str
+    source: str
+    target: str
+    differences: tuple[str, ...]
+
+
+def _partitions(runner: Runner, device: str, tag: str, readonly: bool = True) -> list[
+        tuple[str, str]]:
+    """Map a device; (partition number, device) of each partition, or ("", the device)."""
+    ro = ["-r"] if readonly else []
+    res = runner.run(["kpartx", "-a", *ro, "-s", "-v", "-p", tag, device], check=False,
+                     timeout=120)
+    found = []
+    for line in res.stdout.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[0] == "add" and parts[1] == "map":
+            name = parts[2]
+            number = name.rsplit(tag, 1)[-1]
+            found.append((number, f"/dev/mapper/{name}"))
+    if not found:
+        runner.run(["kpartx", "-d", "-s", "-p", tag, device], check=False, timeout=120)
+        return [("", device)]
+    return found
+
+
+@contextmanager
+def mounted(runner: Runner, device: str, where: str, tag: str, *, readonly: bool = True
+            ) -> Iterator[dict[str, tuple[str, str]]]:
+    """Mount every filesystem of ``device`` under ``where``; yields number -> (dir, type)."""
+    with ExitStack() as stack:
+        parts = _partitions(runner, device, tag, readonly)
+        if parts and parts[0][1] != device:
+            stack.callback(runner.run, ["kpartx", "-d", "-s", "-p", tag, device], check=False,
+                           timeout=120)
+        out: dict[str, tuple[str, str]] = {}
+        for number, dev in parts:
+            probe = probe_from_result(runner.run(blkid_argv(dev), check=False, timeout=60))
+            if probe.type not in MOUNTABLE:
+                continue
+            mnt = posixpath.join(where, number or "whole")
+            runner.run(["mkdir", "-p", mnt], timeout=30)
+            stack.callback(runner.run, ["rmdir", mnt], check=False, timeout=30)
+            opts = MOUNTABLE[probe.type] if readonly else "rw"
+            runner.run(["mount", "-t", probe.type, "-o", opts, dev, mnt], timeout=120)
+            stack.callback(runner.run, ["umount", mnt], check=False, timeout=120)
+            out[number or "whole"] = (mnt, probe.type)
+        yield out
+
+
+def audit_standby(source: Runner, peer: Runner, source_lv: str, target_lv: str, peer_address: str,
+                  ssh: SshOptions) -> list[AuditedFs]:
+    """Compare every filesystem of source_lv with target_lv; returns per-filesystem differences."""
+    results: list[AuditedFs] = []
+    with mounted(source, source_lv, f"{AUDIT_ROOT}/src", "a") as src, \
+            mounted(peer, target_lv, f"{AUDIT_ROOT}/dst", "a") as dst:
+        for name, (mnt, fstype) in sorted(src.items()):
+            if name not in dst:
+                results.append(AuditedFs(name, fstype, mnt, "", ("missing on the standby",)))
+                continue
+            argv = ["rsync", "-n", "-c", "-aHAX", "--numeric-ids", "--delete", "-i",
+                    "-e", shlex.join(ssh_argv(ssh)), f"{mnt}/", f"{peer_address}:{dst[name][0]}/"]
+            res = source.run(argv, check=False, timeout=1800)
+            lines = tuple(line for line in res.stdout.splitlines() if line.strip())
+            if res.exit_code != 0:
+                lines += (f"rsync exited {res.exit_code}: {res.stderr.strip()[-300:]}",)
+            results.append(AuditedFs(name, fstype, mnt, dst[name][0], lines))
+    return results

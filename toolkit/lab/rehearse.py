@@ -1,0 +1,168 @@
+"""The rehearsal: a real backup between the two fake Dom0s, then an audit of the standby.
+
+Used by ``invoke rehearse`` (the README's first command) and by the e2e suite.
+The backup itself runs *inside* dom0-a exactly as on a production Dom0
+(``domu-backup backup --domu web01``: local commands plus paramiko to dom0-b).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..rsync import SshOptions
+from ..runners import CommandResult, DockerRunner, Runner
+from .audit import AuditedFs, audit_standby
+
+IMAGES = "/var/lib/domubk-lab/images"
+WORKDIR = "/var/lib/domubk-lab/work"
+SSH = SshOptions(key="/etc/domu-backup/id_ed25519", known_hosts="/etc/domu-backup/known_hosts")
+
+
+@dataclass(frozen=True)
+class GuestDisk:
+    """One guest disk of the sandbox: where it runs, its LV there and its standby's."""
+
+    domain: str
+    recipe: str
+    source: str  # container where the domain runs
+    peer: str
+    source_lv: str
+    target_lv: str
+
+    @property
+    def source_image(self) -> str:
+        return f"{IMAGES}/{self.domain}-source.img"
+
+    @property
+    def standby_image(self) -> str:
+        return f"{IMAGES}/{self.domain}-standby.img"
+
+
+GUESTS = (
+    GuestDisk("web01", "web01", "dom0-a", "dom0-b", "/dev/vg_a/web01", "/dev/vg_b/web01"),
+    GuestDisk("db01", "db01", "dom0-b", "dom0-a", "/dev/vg_b/db01", "/dev/vg_a/db01"),
+)
+
+
+def log(msg: str) -> None:
+    print(time.strftime("%H:%M:%S ") + msg, file=sys.stderr, flush=True)
+
+
+@dataclass
+class Lab:
+    engine: object
+    sandbox: object
+    client: object
+    started_engine: bool
+
+    def runner(self, container: str) -> Runner:
+        return DockerRunner(container, client=self.client)
+
+
+def sandbox_ready(engine_kind: str, checkout: Path, *, log: Callable[[str], None] = log) -> Lab:
+    """Bring up the lab engine and a fresh sandbox with guest disks built and written."""
+    from .engine import current_engine, lab_up
+    from .sandbox import sandbox_up
+
+    t0 = time.monotonic()
+    running = current_engine()
+    engine = lab_up(engine_kind)
+    log(f"lab engine {engine.kind} ready ({time.monotonic() - t0:.0f}s)")
+    t1 = time.monotonic()
+    sandbox = sandbox_up(engine, checkout)
+    log(f"sandbox up ({time.monotonic() - t1:.0f}s)")
+    lab = Lab(engine, sandbox, engine.client(), started_engine=running is None)
+    t2 = time.monotonic()
+    build_guest_images(lab, checkout)
+    log(f"guest images built ({time.monotonic() - t2:.0f}s)")
+    reset_disks(lab)
+    return lab
+
+
+def build_guest_images(lab: Lab, checkout: Path, scale: int = 1) -> None:
+    """Build each guest's source image where it runs and its empty standby on the peer."""
+    from .guests import build_disk_image, load_recipe
+
+    for g in GUESTS:
+        recipe = load_recipe(checkout / "fixtures" / "guests" / f"{g.recipe}.toml")
+        for container, path, standby in ((g.source, g.source_image, False),
+                                         (g.peer, g.standby_image, True)):
+            r = lab.runner(container)
+            r.run(["mkdir", "-p", IMAGES, WORKDIR], timeout=30)
+            build_disk_image(r, recipe, path, workdir=WORKDIR, standby=standby, scale=scale)
+
+
+def reset_disks(lab: Lab) -> None:
+    """Write the saved images into the LVs: the guest disks and their blank standbys."""
+    for g in GUESTS:
+        for container, image, lv in ((g.source, g.source_image, g.source_lv),
+                                     (g.peer, g.standby_image, g.target_lv)):
+            lab.runner(container).run(
+                ["dd", f"if={image}", f"of={lv}", "bs=4M", "conv=fsync", "status=none"],
+                timeout=600)
+
+
+def run_backup(lab: Lab, domain: str, *extra: str, container: str = "dom0-a",
+               env: dict[str, str] | None = None, timeout: float = 1800) -> CommandResult:
+    """``domu-backup backup --domu DOMAIN`` inside a fake Dom0, as cron would run it."""
+    r = lab.runner(container)
+    return r.run(["domu-backup", "backup", "--domu", domain, *extra], check=False,
+                 timeout=timeout, env=env)
+
+
+def audit(lab: Lab, domain: str = "web01") -> list[AuditedFs]:
+    g = next(x for x in GUESTS if x.domain == domain)
+    return audit_standby(lab.runner(g.source), lab.runner(g.peer), g.source_lv, g.target_lv,
+                         f"root@{g.peer}", SSH)
+
+
+def teardown(lab: Lab, *, keep: bool) -> None:
+    if keep:
+        log("sandbox kept: docker exec -it dom0-a bash (with the lab's DOCKER_HOST)")
+        return
+    from .engine import lab_down
+    from .sandbox import sandbox_down
+
+    sandbox_down(lab.engine)
+    if lab.started_engine:
+        lab_down()
+
+
+def rehearse(checkout: Path, *, engine: str = "auto", keep: bool = False) -> int:
+    """The README's main command; returns the exit code."""
+    t0 = time.monotonic()
+    lab = sandbox_ready(engine, checkout)
+    code = 1
+    try:
+        t1 = time.monotonic()
+        log("running `domu-backup backup --domu web01` inside dom0-a")
+        res = run_backup(lab, "web01")
+        print(res.stdout, end="")
+        print(res.stderr, end="", file=sys.stderr)
+        log(f"backup exited {res.exit_code} ({time.monotonic() - t1:.0f}s)")
+        if res.exit_code != 0:
+            return res.exit_code
+        t2 = time.monotonic()
+        results = audit(lab, "web01")
+        diffs = [(a.name, d) for a in results for d in a.differences]
+        for name, d in diffs:
+            print(f"audit {name}: {d}")
+        if not results:
+            print("audit: no filesystem compared")
+            return 1
+        names = ", ".join(f"{a.name} ({a.fstype})" for a in results)
+        if diffs:
+            print(f"audit FAILED: {len(diffs)} difference(s) between source and standby")
+            return 1
+        print(f"audit clean: the standby equals the source on {names} "
+              f"(rsync -n -c -aHAX --numeric-ids --delete -i printed nothing; "
+              f"{time.monotonic() - t2:.0f}s)")
+        code = 0
+        return code
+    finally:
+        teardown(lab, keep=keep)
+        log(f"rehearsal finished in {time.monotonic() - t0:.0f}s")
