@@ -1,0 +1,133 @@
+"""findmnt facts, on outputs recorded from a tree of read-only loop mounts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from toolkit.errors import CommandFailed, ParseError
+from toolkit.facts import findmnt
+from toolkit.runners import CommandResult
+
+RECORDED = Path(__file__).resolve().parents[2] / "fixtures" / "recorded"
+ROOT = "/tmp/domubk-fixture-recording/mnt/web01"
+
+
+def recorded(name: str) -> CommandResult:
+    data = json.loads((RECORDED / f"{name}.json").read_text(encoding="utf-8"))
+    return CommandResult("rec", tuple(data["argv"]), data["exit_code"], data["stdout"],
+                         data["stderr"], 0.0)
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (RECORDED / "findmnt").glob("*.json")
+                                        if p.stem != "bad-column"))
+def test_recordings_were_made_with_the_current_argv_builder(name):
+    argv = recorded(f"findmnt/{name}").argv
+    assert list(argv) == findmnt.findmnt_argv(argv[-1], submounts="--submounts" in argv)
+
+
+def test_argv_matches_mountpoints_exactly():
+    assert findmnt.findmnt_argv() == ["findmnt", "--json", "-o", "TARGET,SOURCE,FSTYPE,OPTIONS"]
+    assert findmnt.findmnt_argv("/-x")[-2:] == ["--mountpoint", "/-x"]
+    for bad in ({"target": "relative"}, {"target": None, "submounts": True}):
+        with pytest.raises(ValueError):
+            findmnt.findmnt_argv(**bad)
+
+
+def test_the_tree_is_flattened_parents_first_with_odd_names_decoded():
+    mounts = findmnt.mounts_from_result(recorded("findmnt/tree-submounts"))
+    assert [m.target[len(ROOT):] for m in mounts] == [
+        "", "/boot/efi", "/var lib", "/srv/wö rk", "/tab\there", "/data", "/data"]
+    assert {m.fstype for m in mounts} == {"ext4", "xfs"}
+    assert all(m.read_only and {"nosuid", "nodev", "noexec"} <= set(m.options) for m in mounts)
+    xfs = mounts[2]
+    assert {"norecovery", "nouuid", "logbsize=32k"} <= set(xfs.options)
+    assert all(m.source.startswith("/dev/loop") for m in mounts)
+
+
+def test_a_stacked_mountpoint_lists_both_and_the_last_is_visible():
+    mounts = findmnt.mounts_from_result(recorded("findmnt/stacked-mountpoint"))
+    assert [m.target for m in mounts] == [f"{ROOT}/data"] * 2
+    assert findmnt.top_mount(mounts, f"{ROOT}/data") is mounts[1]
+    assert mounts[0].source != mounts[1].source
+    assert findmnt.top_mount(mounts, ROOT) is None
+
+
+def test_a_bind_mount_shows_the_subdirectory_in_its_source():
+    (mount,) = findmnt.mounts_from_result(recorded("findmnt/bind-mount"))
+    assert mount.source.endswith("[/boot]")
+
+
+@pytest.mark.parametrize("name", ["not-a-mountpoint", "missing-path"])
+def test_no_match_is_exit_1_with_no_output_and_means_no_mounts(name):
+    result = recorded(f"findmnt/{name}")
+    assert (result.exit_code, result.stdout, result.stderr) == (1, "", "")
+    assert findmnt.mounts_from_result(result) == []
+    with pytest.raises(ParseError):
+        findmnt.parse_findmnt(result.stdout)
+
+
+def test_exit_1_with_a_message_is_a_failure():
+    with pytest.raises(CommandFailed, match="unknown column"):
+        findmnt.mounts_from_result(recorded("findmnt/bad-column"))
+
+
+def test_options_split_outside_quotes():
+    assert findmnt.split_options('rw,context="system_u:object_r:tmp_t:s0:c1,c2",noexec') == (
+        "rw", 'context="system_u:object_r:tmp_t:s0:c1,c2"', "noexec")
+    with pytest.raises(ParseError):
+        findmnt.split_options('rw,context="open')
+
+
+def entry(**over) -> dict:
+    return {"target": "/", "source": "/dev/vda", "fstype": "ext4", "options": "rw", **over}
+
+
+@pytest.mark.parametrize("doc", [
+    {}, [], {"filesystems": []}, {"filesystems": {}}, {"filesystems": [1]},
+    {"filesystems": [entry(target="relative")]}, {"filesystems": [entry(fstype=None)]},
+    {"filesystems": [entry(options=5)]}, {"filesystems": [entry(children={})]},
+    {"filesystems": [{"target": "/", "source": "x", "options": "rw"}]},
+])
+def test_parse_findmnt_rejects_wrong_shapes(doc):
+    with pytest.raises(ParseError):
+        findmnt.parse_findmnt(json.dumps(doc))
+
+
+def test_a_mount_without_source_keeps_an_empty_source():
+    (mount,) = findmnt.parse_findmnt(json.dumps({"filesystems": [entry(source=None)]}))
+    assert mount.source == ""
+
+
+@given(st.text())
+def test_parse_findmnt_raises_only_parse_error_on_any_text(text):
+    try:
+        findmnt.parse_findmnt(text)
+    except ParseError:
+        pass
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(),
+                     lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner),
+                     max_leaves=8)
+
+
+@given(st.sampled_from(["target", "source", "fstype", "options", "children"]), _JSON)
+def test_any_value_in_any_field_parses_or_raises_parse_error(field, value):
+    try:
+        findmnt.parse_findmnt(json.dumps({"filesystems": [entry(**{field: value})]}))
+    except ParseError:
+        pass
+
+
+@given(st.integers(min_value=0, max_value=3000))
+def test_truncated_output_is_an_error_not_fewer_mounts(cut):
+    text = recorded("findmnt/tree-submounts").stdout.rstrip()
+    if cut >= len(text):
+        return
+    with pytest.raises(ParseError):
+        findmnt.parse_findmnt(text[:cut])

@@ -1,0 +1,244 @@
+"""Guest fstab parsing and resolution against filesystems probed on recorded disk images."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from toolkit.errors import FstabError
+from toolkit.facts import fstab
+from toolkit.facts.blkid import FilesystemProbe, probe_from_result
+from toolkit.facts.fstab import GuestFilesystem, parse_fstab, resolve_fstab
+from toolkit.facts.partitions import partition_table_from_result
+from toolkit.runners import CommandResult
+
+RECORDED = Path(__file__).resolve().parents[2] / "fixtures" / "recorded"
+ODD_LABEL = "a b$c'd\"e\\f ä"
+
+
+def recorded(name: str) -> CommandResult:
+    data = json.loads((RECORDED / f"{name}.json").read_text(encoding="utf-8"))
+    return CommandResult("rec", tuple(data["argv"]), data["exit_code"], data["stdout"],
+                         data["stderr"], 0.0)
+
+
+def guest_disk(disk: str, probes: dict[int, str], target: str = "xvda") -> list[GuestFilesystem]:
+    """The filesystems of a recorded disk, as the backup assembles them: probe plus table."""
+    table = partition_table_from_result(recorded(f"sfdisk/{disk}"))
+    out = []
+    for number, name in probes.items():
+        probe = probe_from_result(recorded(f"blkid/{name}"))
+        probe = FilesystemProbe(**{**probe.__dict__, "partuuid": table.partuuid(number)})
+        out.append(GuestFilesystem(f"{target}{number}", target, fstab.target_index(target),
+                                   number, probe, table.partition(number).name))
+    return out
+
+
+GPT_DISK = {1: "gpt-p1", 2: "gpt-p2", 3: "gpt-p3", 4: "gpt-p4", 5: "gpt-p5-blank"}
+MSDOS_DISK = {1: "msdos-p1", 2: "msdos-p2", 5: "msdos-p5", 6: "msdos-p6", 7: "msdos-p7"}
+
+
+def fs(name: str, *, uuid: str | None = None, label: str | None = None, fstype: str = "ext4",
+       index: int = 0, partition: int | None = 1) -> GuestFilesystem:
+    probe = FilesystemProbe(fstype, uuid, label, "filesystem", None, None)
+    return GuestFilesystem(name, "xvda", index, partition, probe)
+
+
+def test_debian_installer_fstab_on_the_recorded_gpt_disk():
+    text = (RECORDED / "fstab" / "debian-installer-handwritten.fstab").read_text()
+    entries, ignored = parse_fstab(text)
+    assert [(e.kind, e.path) for e in entries] == [("uuid", "/"), ("uuid", "/boot/efi"),
+                                                   ("uuid", "/var/lib")]
+    assert ignored == [(18, "swap"), (19, "removable media")]
+    assert resolve_fstab(entries, guest_disk("gpt", GPT_DISK)) == {
+        "xvda2": "/", "xvda1": "/boot/efi", "xvda4": "/var/lib"}
+
+
+def test_classic_xen_fstab_on_the_recorded_msdos_disk():
+    text = (RECORDED / "fstab" / "xen-classic-handwritten.fstab").read_text()
+    entries, ignored = parse_fstab(text)
+    assert [(e.line, e.kind, e.value, e.path, e.optional) for e in entries] == [
+        (3, "device", "/dev/xvda1", "/", False),
+        (5, "label", ODD_LABEL, "/srv/my data", False),
+        (6, "partuuid", "1234abcd-06", "/srv/fat", False),
+        (7, "uuid", "0D9E8F7A-0000-4D3E-A2F1-0A9B8C7D6E5F", "/home", True),
+        (8, "label", "backup", "/var/data", True),
+        (9, "device", "/dev/xvdb1", "/mnt/usb", True),
+    ]
+    assert dict(ignored) == {
+        4: "swap", 10: "pseudo filesystem (proc)", 11: "pseudo filesystem (sysfs)",
+        12: "pseudo filesystem (devpts)", 13: "pseudo filesystem (tmpfs)",
+        14: "network or FUSE filesystem (nfs4)", 15: "network or FUSE filesystem (cifs)",
+        16: "network or FUSE filesystem (fuse.sshfs)", 17: "bind mount",
+        18: "loop-mounted image file"}
+    # optional entries naming nothing we have are left out, not errors
+    assert resolve_fstab(entries, guest_disk("msdos", MSDOS_DISK)) == {
+        "xvda1": "/", "xvda5": "/srv/my data", "xvda6": "/srv/fat"}
+
+
+def test_disk_device_names_map_by_index_and_partition():
+    entries, _ = parse_fstab("/dev/sda1 / ext4 defaults\n/dev/vdb /data xfs defaults\n"
+                             "/dev/hdaa3 /old ext4 defaults\n")
+    filesystems = [fs("xvda1"), fs("xvdb", fstype="xfs", index=1, partition=None),
+                   fs("xvdaa3", index=26, partition=3), fs("xvdb1", index=1, partition=1)]
+    assert resolve_fstab(entries, filesystems) == {"xvda1": "/", "xvdb": "/data",
+                                                   "xvdaa3": "/old"}
+
+
+def test_by_directories_and_quoted_tags():
+    text = ("/dev/disk/by-uuid/ABCD-0001 / ext4 defaults\n"
+            "/dev/disk/by-label/my\\x20data /data ext4 defaults\n"
+            "/dev/disk/by-partlabel/var /var ext4 defaults\n"
+            'LABEL="home vol" /home ext4 defaults\n')
+    entries, _ = parse_fstab(text.replace(" vol", "\\040vol"))
+    filesystems = [fs("xvda1", uuid="abcd-0001"), fs("xvda2", label="my data", partition=2),
+                   GuestFilesystem("xvda3", "xvda", 0, 3,
+                                   FilesystemProbe("ext4", None, None, None, None, None), "var"),
+                   fs("xvda4", label="home vol", partition=4)]
+    assert resolve_fstab(entries, filesystems) == {
+        "xvda1": "/", "xvda2": "/data", "xvda3": "/var", "xvda4": "/home"}
+
+
+def test_overrides_win_over_the_fstab():
+    entries, _ = parse_fstab("UUID=1 / ext4 defaults\nUUID=2 /srv ext4 defaults\n")
+    filesystems = [fs("xvda1", uuid="1"), fs("xvda2", uuid="2", partition=2),
+                   fs("xvdb", uuid="3", index=1, partition=None)]
+    assert resolve_fstab(entries, filesystems, {"xvda2": "/var//www/"}) == {
+        "xvda2": "/var/www", "xvda1": "/"}
+    # an override that claims a path takes it from the fstab entry
+    assert resolve_fstab(entries, filesystems, {"xvdb": "/srv"}) == {"xvdb": "/srv",
+                                                                     "xvda1": "/"}
+
+
+@pytest.mark.parametrize("overrides, words", [
+    ({"xvdz9": "/x"}, "no such filesystem"),
+    ({"xvda1": "relative"}, "not absolute"),
+    ({"xvda1": "/a/../etc"}, "'..'"),
+    ({"xvda1": "/a", "xvda2": "/a/"}, "one path"),
+])
+def test_bad_overrides_are_refused(overrides, words):
+    entries, _ = parse_fstab("UUID=1 / ext4 defaults\n")
+    with pytest.raises(FstabError, match=re.escape(words)):
+        resolve_fstab(entries, [fs("xvda1", uuid="1"), fs("xvda2", partition=2)], overrides)
+
+
+@pytest.mark.parametrize("text, words", [
+    ("UUID=1 / ext4 d\nUUID=2 / ext4 d\n", "both mount on /"),
+    ("UUID=1 / ext4 d\nLABEL=root /srv ext4 d\n", "both name"),
+    ("UUID=1 / ext4 d\nUUID=9 /srv ext4 d\n", "names no filesystem"),
+    ("UUID=1 / xfs d\n", "a ext4 filesystem"),
+    ("/dev/mapper/vg0-root / ext4 d\n", "names no filesystem"),
+    ("LABEL=twin / ext4 d\n", "matches several"),
+    ("", "no filesystem to mount"),
+])
+def test_fstab_resolution_errors(text, words):
+    entries, _ = parse_fstab(text)
+    filesystems = [fs("xvda1", uuid="1", label="root"), fs("xvda2", uuid="2", partition=2),
+                   fs("xvdb", label="twin", index=1, partition=None),
+                   fs("xvdc", label="twin", index=2, partition=None)]
+    with pytest.raises(FstabError, match=re.escape(words)):
+        resolve_fstab(entries, filesystems)
+
+
+def test_an_unresolved_entry_lists_what_was_found_and_what_was_asked():
+    entries, _ = parse_fstab("\n\nLABEL=nope /var ext4 defaults\n")
+    with pytest.raises(FstabError) as exc:
+        resolve_fstab(entries, guest_disk("gpt", GPT_DISK))
+    message = str(exc.value)
+    assert "line 3: LABEL=nope on /var" in message
+    assert "xvda2 ext4 UUID=c0ffee00-1111-4222-8333-444455556666 LABEL=root" in message
+    assert "xvda4 xfs UUID=8c0f6a7e-2b1d-4e3f-9a5c-7d6e5f4a3b2c LABEL=var lib" in message
+    assert "xvda5 (no filesystem)" in message
+
+
+def test_ext_family_and_auto_types_are_compatible():
+    entries, _ = parse_fstab("UUID=1 / ext3 d\nUUID=2 /b auto d\nUUID=3 /c msdos d\n")
+    filesystems = [fs("xvda1", uuid="1"), fs("xvda2", uuid="2", fstype="xfs", partition=2),
+                   fs("xvda3", uuid="3", fstype="vfat", partition=3)]
+    assert resolve_fstab(entries, filesystems) == {"xvda1": "/", "xvda2": "/b", "xvda3": "/c"}
+
+
+@pytest.mark.parametrize("line, words", [
+    ("UUID=1 relative ext4 defaults", "not absolute"),
+    ("UUID=1 /srv/../etc ext4 defaults", "'..'"),
+    ("UUID=1 /srv/a\\011b ext4 defaults", "control character"),
+    ("UUID=1 /srv/a\\012b ext4 defaults", "control character"),
+    ("UUID=1 /srv/\x1b[0m ext4 defaults", "control character"),
+    ("UUID=1 /", "3 to 6 fields"),
+    ("UUID=1 / ext4 defaults 0 1 extra", "3 to 6 fields"),
+    ("ID=abc / ext4 defaults", "unsupported source tag"),
+    ("UUID= / ext4 defaults", "empty UUID"),
+    ("rootfs / ext4 defaults", "neither a tag"),
+    ("/srv/image / ext4 defaults", "neither a tag"),
+])
+def test_unreadable_lines_and_unsafe_paths_are_errors_naming_the_line(line, words):
+    with pytest.raises(FstabError, match=re.escape(words)) as exc:
+        parse_fstab(f"# header\n{line}\n")
+    assert "fstab line 2" in str(exc.value)
+
+
+def test_ignored_lines_need_no_safe_path():
+    entries, ignored = parse_fstab("tmpfs ../x tmpfs defaults\nnone none swap sw\n"
+                                   "/dev/cdrom /media/cd auto ro,noauto\n"
+                                   "UUID=1 /a none bind\nUUID=2 /b none defaults\n")
+    assert entries == []
+    assert [r for _, r in ignored] == ["pseudo filesystem (tmpfs)", "swap", "removable media",
+                                       "bind mount", "no filesystem type (none)"]
+
+
+def test_octal_escapes_and_crlf():
+    (entry,), _ = parse_fstab("LABEL=my\\040root\t/srv/a\\040b\\134c\text4\tdefaults\r\n")
+    assert (entry.value, entry.path) == ("my root", "/srv/a b\\c")
+
+
+def test_target_index():
+    assert [fstab.target_index(t) for t in ("xvda", "sdb", "vdz", "hdaa", "xvdab")] == [
+        0, 1, 25, 26, 27]
+    with pytest.raises(ValueError):
+        fstab.target_index("nvme0n1")
+
+
+@given(st.text())
+def test_parse_fstab_raises_only_fstab_error_on_any_text(text):
+    try:
+        entries, ignored = parse_fstab(text)
+    except FstabError:
+        return
+    for entry in entries:
+        assert entry.path.startswith("/") and ".." not in entry.path.split("/")
+        assert not any(ord(c) < 32 for c in entry.path)
+        assert entry.kind in fstab.KINDS
+
+
+def _escape(path: str) -> str:
+    return "".join(f"\\{ord(c):03o}" if c in " \t\n\\" else c for c in path)
+
+
+@given(st.lists(st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")),
+                        min_size=1, max_size=10).filter(lambda p: "/" not in p),
+                min_size=1, max_size=4))
+def test_any_printable_path_survives_octal_escaping(parts):
+    path = "/" + "/".join(parts)
+    try:
+        (entry,), _ = parse_fstab(f"UUID=1 {_escape(path)} ext4 defaults 0 2\n")
+    except FstabError as exc:
+        assert ".." in parts or any(ord(c) == 127 for c in path), exc
+        return
+    assert entry.path == "/" + "/".join(p for p in parts if p != ".")
+
+
+@given(st.lists(st.sampled_from(["UUID=1", "LABEL=x y", "/dev/xvda1", "tmpfs", "none",
+                                 "host:/e", "/", "/srv", "../x", "ext4", "swap", "nfs",
+                                 "defaults", "noauto", "bind", "0", "#", "\\040", "\t"]),
+                max_size=7), st.integers(min_value=0, max_value=5))
+def test_fstab_shaped_lines_parse_or_raise_fstab_error(words, newline_at):
+    words.insert(min(newline_at, len(words)), "\n")
+    try:
+        parse_fstab(" ".join(words))
+    except FstabError:
+        pass
