@@ -34,14 +34,11 @@ from .errors import (
 from .facts.fstab import GuestFilesystem, parse_fstab, resolve_fstab, target_index
 from .facts.lvm import lvs_argv, parse_lvs
 from .journal import Journal
-from .plan import PEER, SOURCE, FilesystemPlan, Plan, Step
+from .plan import PEER, SOURCE, FilesystemPlan, Plan, Step, transfer_argv
 from .report import DomainReport, FilesystemReport, SnapshotReport
 from .rsync import (
-    SshOptions,
     parse_progress,
     parse_stats,
-    relative_excludes,
-    rsync_argv,
     rsync_outcome,
 )
 from .runners import CommandResult, Runner
@@ -419,22 +416,10 @@ class Executor:
     def _do_rsync(self, step: Step, stack: ExitStack) -> None:
         f = next(x for x in self.plan.filesystems if x.name == step.fs)
         fr = next(x for x in self.report.filesystems if x.name == f.name)
-        dcfg = self.config.domain(self.plan.domain)
         d = self.config.defaults
-        excludes = relative_excludes(list(d.excludes) + list(dcfg.excludes),
-                                     self.guest_paths.get(f.name))
-        ssh = self.config.ssh
-        argv = rsync_argv(
-            f.source_mount, self.plan.peer_address, f.target_mount,
-            SshOptions(key=str(ssh.key), known_hosts=str(ssh.known_hosts),
-                       port=self.plan.peer_port, connect_timeout=int(ssh.connect_timeout),
-                       keepalive=int(ssh.keepalive), cipher=ssh.cipher or "",
-                       compress=d.compress),
-            excludes=excludes,
-            extra_args=list(d.rsync_args) + list(dcfg.rsync_args),
-            bwlimit=d.bwlimit or "",
-            max_delete=None if self.allow_mass_delete else d.max_delete,
-        )
+        argv = transfer_argv(self.config, self.plan.domain, f, self.plan.peer_address,
+                             self.plan.peer_port, self.guest_paths.get(f.name),
+                             allow_mass_delete=self.allow_mass_delete)
         self.log(f"rsync {f.name}: {' '.join(argv[:3])} ... {argv[-2]} {argv[-1]}")
         start = time.monotonic()
         watch = SnapshotWatch(self, interval=2.0)

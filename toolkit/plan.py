@@ -24,6 +24,7 @@ from .facts.blkid import FilesystemProbe
 from .facts.lvm import LogicalVolume, dm_name
 from .facts.partitions import Partition, PartitionTable
 from .facts.virsh import DomainDisk
+from .rsync import SshOptions, relative_excludes, rsync_argv
 
 SOURCE = "source"
 PEER = "peer"
@@ -378,9 +379,12 @@ def plan_backup(facts: BackupFacts, config: Config, run_id: str) -> Plan:
     steps.append(Step(PEER, "marker", ("standby-marker", "dirty"),
                       note="mark the standby 'sync in progress' until the copy succeeds"))
     for fsp in filesystems:
-        steps.append(Step(SOURCE, "rsync", ("rsync", f"{fsp.source_mount}/",
-                                            f"{facts.peer_address}:{fsp.target_mount}/"),
-                          fs=fsp.name, note=f"copy {fsp.name} ({fsp.guest_path or 'fstab'})"))
+        argv = transfer_argv(config, facts.domain, fsp, facts.peer_address, facts.peer_port,
+                             fsp.guest_path)
+        note = f"copy {fsp.name} to the standby"
+        if fsp.guest_path is None:
+            note += " (guest path and its excludes from the guest fstab at run time)"
+        steps.append(Step(SOURCE, "rsync", tuple(argv), fs=fsp.name, note=note))
     steps.append(Step(PEER, "marker", ("standby-marker", "clean"),
                       note="record the last good sync (run id, time)"))
 
@@ -389,6 +393,25 @@ def plan_backup(facts: BackupFacts, config: Config, run_id: str) -> Plan:
         peer_host=facts.peer_host, peer_address=facts.peer_address, peer_port=facts.peer_port,
         snapshots=tuple(snapshots), filesystems=tuple(filesystems), steps=tuple(steps),
         skipped=tuple(skipped),
+    )
+
+
+def transfer_argv(config: Config, domain: str, fsp: FilesystemPlan, peer_address: str,
+                  peer_port: int, guest_path: str | None, *,
+                  allow_mass_delete: bool = False) -> list[str]:
+    """The rsync argv copying one filesystem, with the domain's excludes for its guest path."""
+    d = config.defaults
+    dcfg = config.domain(domain)
+    ssh = config.ssh
+    return rsync_argv(
+        fsp.source_mount, peer_address, fsp.target_mount,
+        SshOptions(key=str(ssh.key), known_hosts=str(ssh.known_hosts), port=peer_port,
+                   connect_timeout=int(ssh.connect_timeout), keepalive=int(ssh.keepalive),
+                   cipher=ssh.cipher or "", compress=d.compress),
+        excludes=relative_excludes(list(d.excludes) + list(dcfg.excludes), guest_path),
+        extra_args=list(d.rsync_args) + list(dcfg.rsync_args),
+        bwlimit=d.bwlimit or "",
+        max_delete=None if allow_mass_delete else d.max_delete,
     )
 
 

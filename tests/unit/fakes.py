@@ -14,7 +14,7 @@ from pathlib import Path
 
 from toolkit.config import parse_config
 from toolkit.errors import CommandFailed
-from toolkit.facts.blkid import parse_blkid_export
+from toolkit.facts.blkid import FilesystemProbe, parse_blkid_export
 from toolkit.facts.lvm import LogicalVolume, dm_name
 from toolkit.facts.partitions import parse_sfdisk
 from toolkit.facts.virsh import DomainDisk
@@ -46,6 +46,7 @@ UUID=3f1c2b9a-5d4e-4c7b-9a8f-0e1d2c3b4a59\t/\text4\tdefaults\t0 1
 proc /proc proc defaults 0 0
 """
 
+NOTHING = FilesystemProbe(None, None, None, None, None, None)
 RSYNC_STATS = (RECORDED / "rsync" / "stats-incremental.txt").read_text()
 
 
@@ -64,6 +65,30 @@ def lv(vg: str, name: str, size: int, attr: str = "-wi-ao----") -> LogicalVolume
                          dm_path=f"/dev/mapper/{vg}-{name}")
 
 
+def disk_facts(kind: str, target: str, vg_src: str, vg_dst: str, lv_name: str,
+               size: int = 512 << 20) -> DiskFacts:
+    """A guest disk from a recorded image: "msdos", "gpt" or "notable-ext4" (whole disk)."""
+    from toolkit.facts.partitions import partition_table_from_result
+    from toolkit.runners import CommandResult as R
+
+    rec = recorded("sfdisk", kind)
+    table = partition_table_from_result(R("h", tuple(rec["argv"]), rec["exit_code"],
+                                          rec["stdout"], rec["stderr"], 0.0))
+    fss = []
+    if table.label is None:
+        probe = parse_blkid_export(recorded("blkid", kind)["stdout"])
+        fss.append(FsFacts(target, None, probe))
+    for part in table.partitions:
+        path = RECORDED / "blkid" / f"{kind}-p{part.number}.json"
+        probe = (parse_blkid_export(json.loads(path.read_text())["stdout"]) if path.exists()
+                 else NOTHING)
+        fss.append(FsFacts(f"{target}{part.number}", part, probe))
+    disk = DomainDisk(target, f"/dev/{vg_src}/{lv_name}", "block", "disk", "xen", False, False,
+                      None)
+    return DiskFacts(disk, lv(vg_src, lv_name, size), table, tuple(fss),
+                     lv(vg_dst, lv_name, size, "-wi-a-----"), table, tuple(fss))
+
+
 def web01_facts() -> BackupFacts:
     """web01 with the recorded msdos disk: ext4 p1, and p2 as recorded."""
     table = parse_sfdisk(recorded("sfdisk", "msdos")["stdout"])
@@ -73,7 +98,7 @@ def web01_facts() -> BackupFacts:
         if path.exists():
             probe = parse_blkid_export(json.loads(path.read_text())["stdout"])
         else:
-            probe = parse_blkid_export("")
+            probe = NOTHING
         fss.append(FsFacts(f"xvda{part.number}", part, probe))
     disk = DomainDisk("xvda", "/dev/vg_a/web01", "block", "disk", "xen", False, False, None)
     size = 256 << 20
