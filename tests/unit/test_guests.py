@@ -207,7 +207,7 @@ _DELETE = object()
     (_set("sise", "256M"), "sise", "unknown key"),
     (_set("label", "bsd"), "label", "not one of"),
     (_set("disk_id", "5eed0001"), "disk_id", "not a dos disk id"),
-    (_set("seed", True), "seed", "must be a int"),
+    (_set("seed", True), "seed", "must be an integer"),
     (_set("name", "web_01"), "name", "not a valid host name"),
     (_set("partitions", []), "partitions", "missing or empty"),
     (_set("partitions.0.mnt", "/"), "partitions[0].mnt", "unknown key"),
@@ -234,7 +234,7 @@ _DELETE = object()
     (_set("partitions.1.partuuid", "5eed0001-0000-4000-8000-00000000000a"),
      "partitions[1].partuuid", "only gpt"),
     (_set("partitions.1.type", "zz"), "partitions[1].type", "not a dos partition type"),
-    (_set("partitions.1.bootable", "yes"), "partitions[1].bootable", "must be a bool"),
+    (_set("partitions.1.bootable", "yes"), "partitions[1].bootable", "must be true or false"),
     (_set("label", "none"), "disk_id", "has no disk id"),
     (_set("label", "gpt"), "disk_id", "not a UUID"),
 ])
@@ -333,7 +333,7 @@ def test_web01_var_is_its_own_rich_filesystem(web01_image: BuiltImage) -> None:
     names = _ls(web01_image.path, var.start, "/")
     assert {"data", "links", "special", "lost+found"} <= set(names)
     assert "etc" not in names
-    assert var.tree is not None and var.tree.files > 250
+    assert var.tree is not None and var.tree.files > 500
 
 
 @pytest.mark.parametrize(("path", "kind", "mode", "uid", "gid"), [
@@ -433,6 +433,13 @@ def test_web01_empty_directories_stay_empty(web01_image: BuiltImage) -> None:
     start = web01_image.partitions[0].start
     assert _ls(web01_image.path, start, "/data/empty-dir") == []
     assert _ls(web01_image.path, start, "/empty/nested/deeper") == []
+
+
+def test_web01_filesystems_pass_a_forced_fsck(web01_image: BuiltImage) -> None:
+    for part in web01_image.partitions[:2]:
+        result = RUNNER.run(["e2fsck", "-f", "-n", f"{web01_image.path}?offset={part.start}"],
+                            check=False)
+        assert result.exit_code == 0, result.stdout + result.stderr
 
 
 def test_web01_image_file_is_sparse(web01_image: BuiltImage) -> None:
@@ -584,9 +591,10 @@ def test_scale_multiplies_the_file_counts(tmp_path: Path) -> None:
     db01 = load_recipe(DB01)
     one, _ = stage_tree(RUNNER, db01, 1, str(tmp_path / "one"))
     three, caps = stage_tree(RUNNER, db01, 1, str(tmp_path / "three"), scale=3)
-    assert three.files - one.files == 2 * (250 + 3)
+    assert three.files - one.files == 2 * (500 + 2)
     assert caps == (("usr/bin/netprobe", "cap_net_raw+ep"),)
-    assert len(list((tmp_path / "three" / "data" / "small").rglob("*.dat"))) == 750
+    assert len(list((tmp_path / "three" / "data" / "small").rglob("*.dat"))) == 1500
+    assert len(list((tmp_path / "three" / "data" / "big").iterdir())) == 7
 
 
 def test_nested_mount_points_are_made_in_the_nearest_filesystem(tmp_path: Path) -> None:

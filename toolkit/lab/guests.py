@@ -176,7 +176,8 @@ def _get(data: dict[str, Any], key: str, kind: type, default: Any, fail: Any,
          prefix: str = "") -> Any:
     value = data.get(key, default)
     if value is None or (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
-        raise fail(prefix + key, f"must be a {kind.__name__}, got {value!r}")
+        what = {"str": "a string", "int": "an integer", "bool": "true or false"}[kind.__name__]
+        raise fail(prefix + key, f"must be {what}, got {value!r}")
     return value
 
 
@@ -522,7 +523,9 @@ def build_disk_image(
     """Build the recipe's disk image at ``out_path`` on the runner's host.
 
     ``standby=True`` builds the peer's copy: same table, UUIDs and labels, empty filesystems.
-    ``workdir`` must be on a filesystem with user xattrs and ACLs (not tmpfs).
+    ``workdir`` must hold user xattrs and POSIX ACLs: ext4, xfs, overlayfs (tmpfs only from
+    Linux 6.6 on). Inside the lab, dd the image into an LV without ``conv=sparse``, so the
+    image's holes overwrite what the LV held before.
     """
     _check_abs(out_path, "out_path")
     _check_abs(workdir, "workdir")
@@ -828,6 +831,12 @@ def _r_stage(spec):
     root, seed, scale = spec["root"], spec["seed"], spec["scale"]
     os.makedirs(root, mode=0o755)
     os.chmod(root, 0o755)
+    try:
+        os.setxattr(root, "user.domubk.probe", b"1")
+        os.removexattr(root, "user.domubk.probe")
+    except OSError as exc:
+        raise SystemExit(f"{root}: cannot hold user xattrs ({exc.strerror}); stage on ext4, "
+                         "xfs or overlayfs, not tmpfs") from None
     caps = []
     if spec["content"] == "rich":
         caps = _r_rich(root, seed, scale)
@@ -850,11 +859,12 @@ def _r_rich(root, seed, scale):
     for name, size in (("empty.bin", 0), ("one.bin", 1), ("page.bin", 4096),
                        ("page-plus-one.bin", 4097), ("mebi.bin", mib)):
         _r_put(root, "data/sizes/" + name, _r_bytes(seed, name, size))
-    for i in range(3 * scale):
+    # scale 1: 500 small files and 3 of several MiB; scale 40: 20000 small, about 330 MiB.
+    for i in range(1 + 2 * scale):
         rel = f"data/big/big-{i:04d}.bin"
         _r_put(root, rel, _r_bytes(seed, rel, rng.randint(2, 6) * mib + rng.randint(0, 4095)))
     small_sizes = (0, 1, 17, 100, 511, 512, 1000, 4095, 4096, 4097, 8192, 12000)
-    for i in range(250 * scale):
+    for i in range(500 * scale):
         rel = f"data/small/d{i // 50:04d}/f{i:06d}.dat"
         size = rng.choice(small_sizes) if i % 3 else rng.randint(0, 16384)
         _r_put(root, rel, _r_bytes(seed, rel, size), mode=rng.choice((0o644, 0o644, 0o600)))
