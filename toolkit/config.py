@@ -314,8 +314,7 @@ class _Parser:
     def absolute_path(self, table: Mapping[str, Any], key: str, dotted: str,
                       default: str) -> str:
         value = self.string(table, key, dotted, default)
-        if (_CONTROL.search(value) or not value.startswith("/") or value.startswith("//")
-                or posixpath.normpath(value) != value or value == "/"):
+        if not _clean_absolute(value) or value == "/":
             raise self.fail(dotted, "an absolute, normalized path other than /", value)
         return value
 
@@ -483,9 +482,8 @@ class _Parser:
                 raise self.fail(where, "a table", value)
             self.only(value, where, {"target_lv"})
             target_lv = self.string(value, "target_lv", f"{where}.target_lv", None)
-            if target_lv is not None and (
-                    not target_lv.startswith("/dev/") or _CONTROL.search(target_lv)
-                    or " " in target_lv or posixpath.normpath(target_lv) != target_lv):
+            if target_lv is not None and (not _clean_absolute(target_lv) or " " in target_lv
+                                          or not target_lv.startswith("/dev/")):
                 raise self.fail(f"{where}.target_lv",
                                 'an absolute, normalized /dev/... path like "/dev/vg0/web01"',
                                 target_lv)
@@ -503,8 +501,7 @@ class _Parser:
                                   "disk target alone)")
             if not isinstance(value, str):
                 raise self.fail(where, "an absolute guest path string", value)
-            if (not value.startswith("/") or value.startswith("//") or _CONTROL.search(value)
-                    or ".." in value.split("/") or posixpath.normpath(value) != value):
+            if not _clean_absolute(value):
                 raise self.fail(where, 'an absolute, normalized guest path without ".." '
                                 'like "/" or "/var"', value)
             if value in mounts.values():
@@ -512,6 +509,12 @@ class _Parser:
                 raise self.fail(where, f"a mount point not already used by {other}", value)
             mounts[fs_name] = value
         return mounts
+
+
+def _clean_absolute(path: str) -> bool:
+    """Absolute, one line, and already normal: no "..", ".", "//" or trailing "/"."""
+    return (path.startswith("/") and not path.startswith("//") and not _CONTROL.search(path)
+            and posixpath.normpath(path) == path)
 
 
 def _show(value: object) -> str:
