@@ -175,7 +175,7 @@ _DOS_PART = st.fixed_dictionaries({
 })
 
 
-@given(st.lists(_DOS_PART, max_size=8), st.integers(min_value=1, max_value=2**32 - 1))
+@given(st.lists(_DOS_PART, max_size=16), st.integers(min_value=1, max_value=2**32 - 1))
 def test_parse_sfdisk_round_trips_any_msdos_table(parts, ident):
     raw = [{"node": f"/dev/vg0/snap{i + 1}", **p} for i, p in enumerate(parts)]
     t = partitions.parse_sfdisk(doc(parts=raw, id=f"0x{ident:08x}"))
