@@ -86,6 +86,14 @@ def test_recorded_filesystems(name, fstype, uuid, label, usage, version):
     assert p.partuuid is None and p.pttype is None and p.found
 
 
+def test_probing_inside_the_image_equals_probing_the_partition_device():
+    inside = recorded("blkid/msdos-p5")
+    own = recorded("blkid/msdos-p5-own-device")
+    assert own.argv[-1].startswith("/dev/loop") and "-O" not in own.argv
+    assert inside.stdout.split("\n")[1:] == own.stdout.split("\n")[1:]  # all but DEVNAME
+    assert blkid.probe_from_result(inside) == blkid.probe_from_result(own)
+
+
 def test_an_extended_partition_probes_as_a_partition_table_not_a_filesystem():
     p = probe("msdos-p3")
     assert p.type is None and p.pttype == "dos" and p.found

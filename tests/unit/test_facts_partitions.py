@@ -118,6 +118,7 @@ def test_a_missing_device_is_a_failure_not_no_table():
     with pytest.raises(CommandFailed):
         partitions.partition_table_from_result(result)
     for code, err in ((1, "sfdisk: /dev/x: Permission denied\n"), (2, ""), (1, ""),
+                      (1, "sfdisk: /dev/x: enthält keine erkennbare Partitionstabelle\n"),
                       (137, partitions.NO_TABLE_MESSAGE)):
         with pytest.raises(CommandFailed):
             partitions.partition_table_from_result(CommandResult("h", ("sfdisk",), code, "",
