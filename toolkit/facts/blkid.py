@@ -29,6 +29,7 @@ class FilesystemProbe:
 
     @property
     def found(self) -> bool:
+        """Whether blkid recognised anything: a filesystem, a PV, or a partition table."""
         return self.type is not None or self.pttype is not None
 
 

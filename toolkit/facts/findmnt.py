@@ -23,6 +23,7 @@ class Mount:
 
     @property
     def read_only(self) -> bool:
+        """Mounted read-only (the "ro" option)."""
         return "ro" in self.options
 
 

@@ -68,6 +68,7 @@ class FstabEntry:
     optional: bool = False
 
     def describe(self) -> str:
+        """The entry as error messages name it: line, source, path, type."""
         return f"line {self.line}: {self.spec} on {self.path} ({self.vfstype})"
 
 
@@ -83,6 +84,7 @@ class GuestFilesystem:
     partlabel: str | None = None
 
     def describe(self) -> str:
+        """The filesystem as error messages list it: name, type, UUID, labels."""
         bits = [self.name, self.probe.type or "(no filesystem)"]
         for key, value in (("UUID", self.probe.uuid), ("LABEL", self.probe.label),
                            ("PARTUUID", self.probe.partuuid), ("PARTLABEL", self.partlabel)):

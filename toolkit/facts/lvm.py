@@ -45,6 +45,7 @@ class LogicalVolume:
 
     @property
     def is_snapshot(self) -> bool:
+        """A (possibly merging) snapshot: lv_attr type "s" or "S"."""
         return self.attr[0] in "sS"
 
     @property
@@ -75,6 +76,7 @@ class LogicalVolume:
 
     @property
     def full_name(self) -> str:
+        """"vg/lv", as LVM commands take it."""
         return f"{self.vg}/{self.name}"
 
 

@@ -32,6 +32,7 @@ class DomainDisk:
 
     @property
     def backed_up(self) -> bool:
+        """Whether the backup takes this disk (no skip reason)."""
         return self.skip_reason is None
 
 
