@@ -432,18 +432,15 @@ class SSHRunner:
         args = validate_argv(argv)
         command = remote_command(args, env)
         limit = self.command_timeout if timeout is None else timeout
-        client = self._connect()
         start = time.monotonic()
-        transport = client.get_transport()
+        channel = self._open_channel()
         try:
-            if transport is None:
-                raise paramiko.SSHException("no transport")
-            channel = transport.open_session(timeout=self.connect_timeout)
             channel.exec_command(command.encode("utf-8", "surrogateescape"))
         except (paramiko.SSHException, OSError, EOFError) as exc:
+            channel.close()
             self.close()
-            raise ConnectionLost(f"cannot start `{shlex.join(args)}`: {exc}",
-                                 host=self.host) from None
+            raise ConnectionLost(f"cannot start `{shlex.join(args)}`: {exc}; "
+                                 "whether it ran on the peer is unknown", host=self.host) from None
         data = input.encode("utf-8", "surrogateescape") if input is not None else b""
         try:
             code, out, err = self._pump(channel, data, start + limit)
@@ -474,6 +471,21 @@ class SSHRunner:
                                             "an exit status (killed by a signal?)")
             return result
         return _checked(result, check, ok_codes)
+
+    def _open_channel(self) -> paramiko.Channel:
+        """A session channel; a connection found dead before anything ran is reopened once."""
+        for attempt in (1, 2):
+            transport = self._connect().get_transport()
+            try:
+                if transport is None:
+                    raise paramiko.SSHException("no transport")
+                return transport.open_session(timeout=self.connect_timeout)
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                self.close()
+                if attempt == 2:
+                    raise ConnectionLost(f"cannot open an SSH session: {exc}",
+                                         host=self.host) from None
+        raise AssertionError("unreachable")
 
     def _pump(self, channel: paramiko.Channel, data: bytes,
               deadline: float) -> tuple[int, bytes, bytes]:

@@ -350,6 +350,15 @@ def test_ssh_connection_lost_mid_command_raises_and_reconnects(server: SSHServer
         assert len(server.transports) == before + 1
 
 
+def test_ssh_connection_dropped_between_commands_is_reopened(server: SSHServer) -> None:
+    with server.runner() as runner:
+        runner.run(["true"])
+        server.transports[-1].close()
+        before = len(server.transports)
+        assert runner.run(["echo", "fresh"]).stdout == "fresh\n"
+        assert len(server.transports) == before + 1
+
+
 def test_ssh_missing_exit_status_is_never_success(ssh: SSHRunner) -> None:
     # Kills the remote login shell itself, so sshd reports a signal, not a status.
     killed = ["sh", "-c", "kill -9 $PPID"]
