@@ -363,16 +363,19 @@ def plan_backup(facts: BackupFacts, config: Config, run_id: str) -> Plan:
                 note=f"{fsp.fstype} UUID={fsp.uuid} -> guest {fsp.guest_path or '(from fstab)'}",
             ))
 
+    # Prove the source mounts before reading any guest data from them, and the
+    # standby's before anything is written there (R7, R8).
     steps += source_mount_steps
+    for fsp in filesystems:
+        steps.append(Step(SOURCE, "check", ("findmnt", "--json", "--mountpoint", fsp.source_mount),
+                          fs=fsp.name,
+                          note=f"prove {fsp.source_mount} is {fsp.source_device}, not empty"))
     steps.append(Step(SOURCE, "fstab", ("guest-fstab",),
                       note="read the guest's /etc/fstab from the snapshot and name each "
                            "filesystem's guest path (config mounts win)"))
     steps += peer_alias_steps
     steps += target_mount_steps
     for fsp in filesystems:
-        steps.append(Step(SOURCE, "check", ("findmnt", "--json", "--mountpoint", fsp.source_mount),
-                          fs=fsp.name,
-                          note=f"prove {fsp.source_mount} is {fsp.source_device}, not empty"))
         steps.append(Step(PEER, "check", ("findmnt", "--json", "--mountpoint", fsp.target_mount),
                           fs=fsp.name,
                           note=f"prove {fsp.target_mount} is {fsp.target_device}"))
