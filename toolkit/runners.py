@@ -156,44 +156,70 @@ class LocalRunner:
         on_line: Callable[[str], None],
         *,
         env: Mapping[str, str] | None = None,
+        on_start: Callable[[subprocess.Popen], None] | None = None,
     ) -> CommandResult:
         """Run argv, calling ``on_line`` for each stdout line or carriage-return update.
 
         Used for rsync's ``--info=progress2``, which rewrites one line with \\r.
-        The result's stdout holds the last 200 lines only, so memory does not
-        grow with the size of the transfer.
+        The result keeps the last 200 lines of stdout and of stderr only, so memory
+        does not grow with the size of the transfer. ``on_start`` receives the
+        process (a watcher may terminate it). If this call is interrupted (a
+        signal raised as an exception), the child is terminated, never orphaned.
         """
         args = validate_argv(argv)
         full_env = {**os.environ, "LC_ALL": "C", **(env or {})}
         start = time.monotonic()
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 env=full_env, shell=False)
+        err_tail: list[str] = []
+
+        def drain_stderr() -> None:
+            assert proc.stderr is not None
+            for raw in proc.stderr:
+                err_tail.append(raw.decode("utf-8", "surrogateescape").rstrip("\n"))
+                del err_tail[:-200]
+
+        reader = threading.Thread(target=drain_stderr, daemon=True)
+        reader.start()
         tail: list[str] = []
         buf = b""
         assert proc.stdout is not None
-        while True:
-            chunk = proc.stdout.read1(65536)
-            if not chunk:
-                break
-            buf += chunk
+        try:
+            if on_start is not None:
+                on_start(proc)
             while True:
-                idx = min((i for i in (buf.find(b"\n"), buf.find(b"\r")) if i >= 0), default=-1)
-                if idx < 0:
+                chunk = proc.stdout.read1(65536)
+                if not chunk:
                     break
-                line, buf = buf[:idx], buf[idx + 1:]
-                text = line.decode("utf-8", "surrogateescape")
-                if text.strip():
-                    on_line(text)
-                    tail.append(text)
-                    del tail[:-200]
-        if buf.strip():
-            text = buf.decode("utf-8", "surrogateescape")
-            on_line(text)
-            tail.append(text)
-        stderr = proc.stderr.read().decode("utf-8", "surrogateescape") if proc.stderr else ""
-        code = proc.wait()
-        return CommandResult(self.host, args, code, "\n".join(tail[-200:]), stderr,
-                             time.monotonic() - start)
+                buf += chunk
+                while True:
+                    idx = min((i for i in (buf.find(b"\n"), buf.find(b"\r")) if i >= 0),
+                              default=-1)
+                    if idx < 0:
+                        break
+                    line, buf = buf[:idx], buf[idx + 1:]
+                    text = line.decode("utf-8", "surrogateescape")
+                    if text.strip():
+                        on_line(text)
+                        tail.append(text)
+                        del tail[:-200]
+            if buf.strip():
+                text = buf.decode("utf-8", "surrogateescape")
+                on_line(text)
+                tail.append(text)
+            code = proc.wait()
+        except BaseException:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            raise
+        finally:
+            reader.join(timeout=10)
+        return CommandResult(self.host, args, code, "\n".join(tail[-200:]),
+                             "\n".join(err_tail), time.monotonic() - start)
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
