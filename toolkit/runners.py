@@ -183,6 +183,7 @@ class LocalRunner:
         reader.start()
         tail: list[str] = []
         buf = b""
+        interrupted = False
         assert proc.stdout is not None
         try:
             if on_start is not None:
@@ -209,6 +210,7 @@ class LocalRunner:
                 tail.append(text)
             code = proc.wait()
         except BaseException:
+            interrupted = True
             proc.terminate()
             try:
                 proc.wait(timeout=10)
@@ -217,7 +219,8 @@ class LocalRunner:
                 proc.wait()
             raise
         finally:
-            reader.join(timeout=10)
+            # A grandchild may keep stderr open after an interruption: do not wait long.
+            reader.join(timeout=2 if interrupted else 10)
         return CommandResult(self.host, args, code, "\n".join(tail[-200:]),
                              "\n".join(err_tail), time.monotonic() - start)
 
