@@ -132,11 +132,11 @@ _MARK_RUNNING = """
 import sys
 from lxml import etree
 path, name = sys.argv[1], sys.argv[2]
+ns = {"test": "http://libvirt.org/schemas/domain/test/1.0"}
 tree = etree.parse(path)
 for dom in tree.iter("domain"):
     if dom.findtext("name") == name:
-        dom.set("state", "running") if False else None
-        for st in dom.iter("state"):
-            st.text = "running"
+        for state in dom.findall("test:runstate", ns):
+            state.text = "1"
 tree.write(path)
 """
