@@ -1,0 +1,91 @@
+"""The rehearsal lab: a Docker engine whose kernel has device-mapper, and the sandbox on it.
+
+``engine`` picks or boots the engine (``vm`` runs QEMU), ``images`` makes the
+fake Dom0 image, ``sandbox`` runs the pair of fake Dom0s. This module holds
+what they share: where the cache lives, where the recipes are, recipe hashing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from ..errors import ToolkitError
+
+# Bumped when the code that turns a recipe into an artefact changes in a way
+# the recipe files do not show, so cached artefacts are rebuilt.
+BUILD_FORMAT = "1"
+
+
+def say(message: str) -> None:
+    """Progress of slow lab steps, on stderr with a timestamp."""
+    print(time.strftime("%H:%M:%S ") + message, file=sys.stderr, flush=True)
+
+
+def cache_dir() -> Path:
+    """The lab's cache directory (``${XDG_CACHE_HOME:-~/.cache}/domu-backup/lab``), created."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    path = Path(base) / "domu-backup" / "lab"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def checkout_root() -> Path:
+    """The source checkout this package runs from (it holds ``docker/`` and ``fixtures/``)."""
+    root = Path(__file__).resolve().parents[2]
+    if not (root / "docker").is_dir():
+        raise ToolkitError(f"the lab recipes are not next to the toolkit ({root}/docker is "
+                           "missing): run the lab from a source checkout")
+    return root
+
+
+def recipe_dir(name: str) -> Path:
+    """One recipe directory under ``docker/`` (``vm``, ``base``, ``dom0``)."""
+    path = checkout_root() / "docker" / name
+    if not path.is_dir():
+        raise ToolkitError(f"lab recipe {path} is missing")
+    return path
+
+
+def tree_hash(root: Path, extra: Iterable[str] = ()) -> str:
+    """SHA-256 of a recipe tree: relative paths, executable bits, contents, plus ``extra`` strings.
+
+    Two trees with the same files hash the same wherever they live; any change
+    to a name, a mode's executable bit or a byte changes the hash.
+    """
+    digest = hashlib.sha256()
+    digest.update(f"format {BUILD_FORMAT}\0".encode())
+    for item in extra:
+        digest.update(f"extra {item}\0".encode())
+    files = sorted(p for p in root.rglob("*") if p.is_file() or p.is_symlink())
+    for path in files:
+        rel = path.relative_to(root).as_posix()
+        if "__pycache__" in rel.split("/"):
+            continue
+        if path.is_symlink():
+            digest.update(f"link {rel}\0{os.readlink(path)}\0".encode())
+            continue
+        executable = "x" if path.stat().st_mode & 0o111 else "-"
+        data = path.read_bytes()
+        digest.update(f"file {rel}\0{executable}\0{len(data)}\0".encode())
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def prune(parent: Path, prefix: str, keep: str) -> None:
+    """Remove cached artefacts of earlier recipes (same prefix, another key).
+
+    Callers hold the lab lock, so no other build is writing beside them.
+    """
+    for entry in parent.glob(f"{prefix}*"):
+        if entry.name == keep:
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)

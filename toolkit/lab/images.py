@@ -1,0 +1,139 @@
+"""The fake Dom0 image (``docker/dom0/Dockerfile``) and the base it is built on.
+
+No image registry answers on this project's machines, so ``debian:bookworm-slim``
+is made locally: ``debootstrap --variant=minbase`` on the host (fast, native),
+the slim settings of ``docker/base/`` copied over it, cached as a tarball and
+imported into the engine when the engine lacks it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import ToolkitError
+from ..runners import LocalRunner
+from . import cache_dir, prune, recipe_dir, say, tree_hash
+from .vm import BUILD_TIMEOUT, MIRROR, SUITE
+
+if TYPE_CHECKING:
+    import docker
+
+    from .engine import LabEngine
+
+BASE_IMAGE = ("debian", "bookworm-slim")
+DOM0_REPOSITORY = "domubk-dom0"
+RECIPE_LABEL = "org.domu-backup.recipe"
+HOST = "lab-images"
+
+
+def base_recipe_key() -> str:
+    """Hash of ``docker/base/`` and the debootstrap settings."""
+    return tree_hash(recipe_dir("base"), extra=(MIRROR, SUITE, "minbase"))
+
+
+def dom0_recipe_key() -> str:
+    """Hash of ``docker/dom0/`` and of the base it builds on."""
+    return tree_hash(recipe_dir("dom0"), extra=(base_recipe_key(),))
+
+
+def dom0_tag(key: str | None = None) -> str:
+    """The dom0 image's tag for a recipe key (the current recipe by default)."""
+    return f"{DOM0_REPOSITORY}:{(key or dom0_recipe_key())[:16]}"
+
+
+def ensure_base_tarball(log: Callable[[str], None] = say) -> Path:
+    """The cached root tarball of ``debian:bookworm-slim``, debootstrapped if missing."""
+    key = base_recipe_key()
+    tarball = cache_dir() / f"base-{key[:16]}.tar"
+    if tarball.is_file():
+        return tarball
+    if os.geteuid() != 0:
+        from ..errors import NotRoot
+
+        raise NotRoot("debootstrap of the lab's base image needs root", host=HOST)
+    log(f"debootstrap --variant=minbase {SUITE} for the base image (about a minute)")
+    start = time.monotonic()
+    run = LocalRunner(HOST).run
+    work = Path(tempfile.mkdtemp(prefix="base.", dir=cache_dir()))
+    try:
+        root = work / "root"
+        debs = cache_dir() / "debs"
+        debs.mkdir(exist_ok=True)
+        run(["debootstrap", "--variant=minbase", f"--cache-dir={debs}", SUITE, str(root),
+             MIRROR], timeout=BUILD_TIMEOUT)
+        run(["cp", "-a", "--no-preserve=ownership", f"{recipe_dir('base') / 'rootfs'}/.",
+             f"{root}/"])
+        for leftover in ("var/lib/apt/lists", "var/cache/apt/archives"):
+            for entry in (root / leftover).glob("*"):
+                if entry.is_file():
+                    entry.unlink()
+        # The engine's resolver and name are set per container; the host's must not leak in.
+        for name in ("etc/resolv.conf", "etc/hostname"):
+            (root / name).unlink(missing_ok=True)
+        partial = work / "base.tar"
+        run(["tar", "-C", str(root), "--numeric-owner", "--xattrs", "-cf", str(partial), "."],
+            timeout=600)
+        os.replace(partial, tarball)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    prune(cache_dir(), "base-", keep=tarball.name)
+    log(f"base tarball made in {time.monotonic() - start:.0f}s")
+    return tarball
+
+
+def has_image(client: docker.DockerClient, ref: str) -> bool:
+    """True if the engine holds an image named ``ref``."""
+    import docker.errors
+
+    try:
+        client.images.get(ref)
+    except docker.errors.ImageNotFound:
+        return False
+    return True
+
+
+def ensure_base_image(client: docker.DockerClient, log: Callable[[str], None] = say) -> str:
+    """Make sure the engine has ``debian:bookworm-slim``, importing the local one if not."""
+    ref = ":".join(BASE_IMAGE)
+    if has_image(client, ref):
+        return ref
+    tarball = ensure_base_tarball(log)
+    log(f"importing {ref} into the engine")
+    repository, tag = BASE_IMAGE
+    client.api.import_image_from_file(str(tarball), repository=repository, tag=tag)
+    if not has_image(client, ref):
+        raise ToolkitError(f"docker import of {tarball} did not give {ref}", host=HOST)
+    return ref
+
+
+def ensure_dom0_image(engine: LabEngine, log: Callable[[str], None] = say) -> str:
+    """The dom0 image's tag, built in the engine from ``docker/dom0/`` if it lacks it."""
+    key = dom0_recipe_key()
+    tag = dom0_tag(key)
+    client = engine.client(timeout=1800)
+    if has_image(client, tag):
+        return tag
+    ensure_base_image(client, log)
+    log(f"building {tag} in the {engine.kind} engine (minutes under the VM's TCG)")
+    start = time.monotonic()
+    lines: list[str] = []
+    for chunk in client.api.build(path=str(recipe_dir("dom0")), tag=tag, labels={RECIPE_LABEL: key},
+                                  rm=True, forcerm=True, pull=False, decode=True):
+        if "error" in chunk:
+            tail = "\n".join(lines[-30:])
+            raise ToolkitError(f"building {tag} failed: {chunk['error'].strip()}\n{tail}",
+                               host=HOST)
+        text = chunk.get("stream", "")
+        lines.extend(line for line in text.splitlines() if line.strip())
+    if not has_image(client, tag):
+        raise ToolkitError(f"the build of {tag} ended without the image:\n"
+                           + "\n".join(lines[-30:]), host=HOST)
+    client.api.tag(tag, DOM0_REPOSITORY, "latest")
+    log(f"{tag} built in {time.monotonic() - start:.0f}s")
+    return tag

@@ -1,0 +1,454 @@
+"""The sandbox: two fake Dom0 containers with loop-device LVM, SSH between them, virsh test driver.
+
+``sandbox_up`` destroys what an earlier run left, then creates the private
+network ``domubk-lab`` and the privileged containers ``dom0-a`` and ``dom0-b``
+(``/dev`` bind-mounted from the engine, so device-mapper and loop devices are
+the engine kernel's). Each gets a sparse-file loop PV and its own VG (``vg_a``,
+``vg_b``: dm names are global to the kernel), the LVs ``web01`` and ``db01``, a
+root SSH key trusted by its peer with the peer's host key pinned, the test
+driver's node XML, the toolkit config, and the toolkit installed from the
+checkout. ``sandbox_down`` removes all of it, loop devices and dm maps included.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import posixpath
+import subprocess
+import tarfile
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
+
+from .. import PREFIX
+from ..errors import CommandFailed, CommandTimedOut, ToolkitError
+from ..runners import CommandResult, validate_argv
+from . import say
+from .images import ensure_dom0_image
+
+if TYPE_CHECKING:
+    from docker.models.containers import Container
+
+    import docker
+
+    from .engine import LabEngine
+
+NETWORK = "domubk-lab"
+LAB_LABEL = "org.domu-backup.lab"
+JANITOR = "domubk-lab-janitor"
+CONFIG_DIR = "/etc/domu-backup"
+PV_DIR = "/var/lib/domu-lab"
+PV_SIZE = "2G"
+SOURCE_DIR = "/opt/domu-backup/src"
+LVS = (("web01", "256M"), ("db01", "64M"))
+MOUNT_ROOT = "/run/domu-backup"
+EXEC_TIMEOUT = 600.0
+# Directories of a checkout that never belong in the containers.
+SKIP_DIRS = frozenset({".git", "__pycache__", ".venv", "venv", "build", "dist", ".pytest_cache",
+                       ".ruff_cache", ".hypothesis", "reports", ".lab", ".mypy_cache"})
+
+
+@dataclass(frozen=True)
+class FakeDom0:
+    """One fake Dom0 of the pair: its name (container and host name), VG, and peer."""
+
+    name: str
+    letter: str
+    peer: str
+
+    @property
+    def vg(self) -> str:
+        return f"vg_{self.letter}"
+
+    @property
+    def pv_file(self) -> str:
+        return f"{PV_DIR}/{self.name}.pv"
+
+    @property
+    def volume(self) -> str:
+        return f"domubk-lab-{self.name}"
+
+
+DOM0S = (FakeDom0("dom0-a", "a", "dom0-b"), FakeDom0("dom0-b", "b", "dom0-a"))
+PV_FILES = frozenset(PurePosixPath(d.pv_file).name for d in DOM0S)
+
+
+@dataclass(frozen=True)
+class LoopDevice:
+    """A loop device and the file behind it, as ``losetup --list --json`` reports them."""
+
+    name: str
+    back_file: str
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """The running pair: container names, the docker client, helpers to run and copy in."""
+
+    client: docker.DockerClient
+    image: str
+    containers: tuple[str, ...] = tuple(d.name for d in DOM0S)
+    loop_devices: Mapping[str, str] = field(default_factory=dict)
+
+    def container(self, name: str) -> Container:
+        """The docker SDK container object of one fake Dom0."""
+        return self.client.containers.get(name)
+
+    def exec(self, container: str, argv: Sequence[str], *, check: bool = True,
+             timeout: float | None = EXEC_TIMEOUT, ok_codes: Iterable[int] = (0,),
+             env: Mapping[str, str] | None = None) -> CommandResult:
+        """Run argv in a container (docker exec); raise CommandFailed on a bad exit code."""
+        return exec_in(self.container(container), argv, check=check, timeout=timeout,
+                       ok_codes=ok_codes, env=env)
+
+    def put_file(self, container: str, path: str, data: bytes, mode: int = 0o644) -> None:
+        """Write one file into a container (its directory must exist)."""
+        put_file(self.container(container), path, data, mode)
+
+    def leak_report(self, container: str) -> list[str]:
+        """The tool's leftovers on one fake Dom0 (see ``leak_report``)."""
+        return leak_report(self.container(container))
+
+
+# -- running commands and copying files in ------------------------------------------------
+
+def exec_in(container: Container, argv: Sequence[str], *, check: bool = True,
+            timeout: float | None = EXEC_TIMEOUT, ok_codes: Iterable[int] = (0,),
+            env: Mapping[str, str] | None = None) -> CommandResult:
+    """Run argv in a container with docker exec; stdout and stderr kept apart."""
+    args = validate_argv(argv)
+    wrapped = args
+    if timeout is not None:
+        # docker exec has no timeout of its own: coreutils' timeout bounds the
+        # command inside the container (exit 124, or 137 once killed).
+        wrapped = ("timeout", "-k", "10", f"{timeout:g}", *args)
+    start = time.monotonic()
+    code, (out, err) = container.exec_run(list(wrapped), demux=True,
+                                          environment={"LC_ALL": "C", **(env or {})})
+    result = CommandResult(f"docker://{container.name}", args, code,
+                           (out or b"").decode("utf-8", "surrogateescape"),
+                           (err or b"").decode("utf-8", "surrogateescape"),
+                           time.monotonic() - start)
+    if timeout is not None and code in (124, 137):
+        raise CommandTimedOut(result, f"`{args[0]}` timed out after {timeout:g}s "
+                                      f"in {container.name}")
+    if check and code not in tuple(ok_codes):
+        raise CommandFailed(result)
+    return result
+
+
+def tar_bytes(files: Mapping[str, tuple[bytes, int]]) -> bytes:
+    """A tar archive of ``{path: (data, mode)}``, owned by root, for ``put_archive``."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for path, (data, mode) in sorted(files.items()):
+            info = tarfile.TarInfo(path.lstrip("/"))
+            info.size = len(data)
+            info.mode = mode
+            info.uid = info.gid = 0
+            info.mtime = int(time.time())
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def put_file(container: Container, path: str, data: bytes, mode: int = 0o644) -> None:
+    """Write one file into a container through the Docker API (no shared folder needed)."""
+    if not container.put_archive("/", tar_bytes({path: (data, mode)})):
+        raise ToolkitError(f"could not write {path}", host=f"docker://{container.name}")
+
+
+def checkout_files(checkout: Path) -> list[Path]:
+    """The checkout's files to install: git's tracked and unignored files, else a filtered walk."""
+    if (checkout / ".git").exists():
+        proc = subprocess.run(["git", "-C", str(checkout), "ls-files", "-z", "--cached",
+                               "--others", "--exclude-standard"],
+                              capture_output=True, check=False)
+        if proc.returncode == 0:
+            names = sorted({n for n in proc.stdout.decode().split("\0") if n})
+            return [checkout / n for n in names
+                    if not SKIP_DIRS.intersection(Path(n).parts) and (checkout / n).is_file()]
+    return sorted(p for p in checkout.rglob("*")
+                  if p.is_file() and not SKIP_DIRS.intersection(p.relative_to(checkout).parts))
+
+
+def checkout_archive(checkout: Path, dest: str) -> bytes:
+    """A tar of the checkout's files under ``dest``, owned by root, modes kept."""
+    files = {}
+    for path in checkout_files(checkout):
+        rel = path.relative_to(checkout).as_posix()
+        files[posixpath.join(dest, rel)] = (path.read_bytes(), path.stat().st_mode & 0o7777)
+    return tar_bytes(files)
+
+
+# -- parsers of the leak and sweep commands -----------------------------------------------
+
+def parse_dmsetup_ls(text: str) -> list[str]:
+    """Map names from ``dmsetup ls`` ("No devices found" gives none)."""
+    names = []
+    for line in text.splitlines():
+        if not line.strip() or line.strip() == "No devices found":
+            continue
+        names.append(line.split()[0])
+    return names
+
+
+def parse_losetup_json(text: str) -> list[LoopDevice]:
+    """Loop devices from ``losetup --list --json -O NAME,BACK-FILE`` (empty output: none)."""
+    if not text.strip():
+        return []
+    try:
+        rows = json.loads(text)["loopdevices"]
+        return [LoopDevice(r["name"], r.get("back-file") or "") for r in rows]
+    except (ValueError, KeyError, TypeError) as exc:
+        from ..errors import ParseError
+
+        raise ParseError(f"unexpected losetup output: {text[:200]!r}") from exc
+
+
+def is_sandbox_pv(loop: LoopDevice) -> bool:
+    """True for the loop device of a sandbox PV (matched by the backing file's name)."""
+    # The kernel reports the backing path as seen where losetup ran, or relative
+    # to the volume's root from elsewhere, with " (deleted)" once it is removed.
+    back = loop.back_file.removesuffix(" (deleted)").rstrip()
+    return PurePosixPath(back).name in PV_FILES
+
+
+def sandbox_dm_names(names: Iterable[str]) -> list[str]:
+    """The dm maps the sandbox may remove: its VGs' LVs and kpartx maps, and the tool's."""
+    vg_prefixes = tuple(f"{d.vg}-" for d in DOM0S)
+    return [n for n in names if n.startswith(vg_prefixes) or PREFIX in n]
+
+
+# -- leak report ---------------------------------------------------------------------------
+
+def leak_report(container: Container) -> list[str]:
+    """The tool's leftovers seen from one fake Dom0: dm maps, LVs, mounts, loops, held locks."""
+    leaks: list[str] = []
+    ls = exec_in(container, ["dmsetup", "ls"], timeout=60)
+    leaks += [f"dm map {n}" for n in parse_dmsetup_ls(ls.stdout) if PREFIX in n]
+    lvs = exec_in(container, ["lvs", "--noheadings", "--separator", "|",
+                              "-o", "vg_name,lv_name,lv_tags"], timeout=60)
+    for line in lvs.stdout.splitlines():
+        if PREFIX in line:
+            vg, lv, *_ = (part.strip() for part in line.split("|"))
+            leaks.append(f"LV {vg}/{lv}")
+    mounts = exec_in(container, ["findmnt", "-rn", "-o", "TARGET"], timeout=60)
+    for target in mounts.stdout.splitlines():
+        if target == MOUNT_ROOT or target.startswith(MOUNT_ROOT + "/"):
+            leaks.append(f"mount {target}")
+    loops = exec_in(container, ["losetup", "--list", "--json", "-O", "NAME,BACK-FILE"],
+                    timeout=60)
+    leaks += [f"loop {lo.name} ({lo.back_file})" for lo in parse_losetup_json(loops.stdout)
+              if not is_sandbox_pv(lo)]
+    locks = exec_in(container, ["lslocks", "-n", "-r", "-o", "PATH"], timeout=60)
+    for path in locks.stdout.splitlines():
+        if "domu-backup" in path or PREFIX in path:
+            leaks.append(f"lock {path}")
+    return leaks
+
+
+# -- guest disks ---------------------------------------------------------------------------
+
+def write_disk_image(container: Container, image_path_in_container: str,
+                     lv_path: str) -> CommandResult:
+    """Write a disk image file (already in the container) onto an LV, byte for byte."""
+    size = int(exec_in(container, ["stat", "-c", "%s", image_path_in_container]).stdout)
+    lv_size = int(exec_in(container, ["blockdev", "--getsize64", lv_path]).stdout)
+    if size > lv_size:
+        raise ToolkitError(f"{image_path_in_container} ({size} bytes) does not fit {lv_path} "
+                           f"({lv_size} bytes)", host=f"docker://{container.name}")
+    # conv=sparse skips the image's holes, so those must read as zeroes first:
+    # zero-out the LV (on a loop-backed VG this punches holes, it writes nothing).
+    zeroed = exec_in(container, ["blkdiscard", "--zeroout", "--force", lv_path], check=False)
+    conv = "fsync,sparse" if zeroed.exit_code == 0 else "fsync"
+    return exec_in(container, ["dd", f"if={image_path_in_container}", f"of={lv_path}",
+                               "bs=4M", f"conv={conv}", "status=none"])
+
+
+# -- up and down ---------------------------------------------------------------------------
+
+def sandbox_up(engine: LabEngine, checkout: Path) -> Sandbox:
+    """Create the pair from scratch (destroying what an earlier run left) and check it works."""
+    start = time.monotonic()
+    image = ensure_dom0_image(engine)
+    client = engine.client(timeout=600)
+    _destroy(client, image)
+    client.networks.create(NETWORK, driver="bridge", internal=True, labels={LAB_LABEL: "sandbox"})
+    for dom0 in DOM0S:
+        client.volumes.create(dom0.volume, labels={LAB_LABEL: "sandbox"})
+        client.containers.run(
+            image, name=dom0.name, hostname=dom0.name, detach=True, privileged=True,
+            network=NETWORK, labels={LAB_LABEL: "sandbox"},
+            environment={"DM_DISABLE_UDEV": "1"},
+            volumes={"/dev": {"bind": "/dev", "mode": "rw"},
+                     dom0.volume: {"bind": PV_DIR, "mode": "rw"}})
+    say(f"sandbox containers started ({time.monotonic() - start:.0f}s)")
+    sources = checkout_archive(checkout, SOURCE_DIR)
+    with ThreadPoolExecutor(len(DOM0S)) as pool:
+        loops = dict(pool.map(lambda d: _provision(engine, d, checkout, sources), DOM0S))
+    sandbox = Sandbox(client, image, loop_devices=loops)
+    _trust_peers(sandbox)
+    _check(sandbox)
+    say(f"sandbox up in {time.monotonic() - start:.0f}s")
+    return sandbox
+
+
+def _provision(engine: LabEngine, dom0: FakeDom0, checkout: Path,
+               sources: bytes) -> tuple[str, str]:
+    """Everything one fake Dom0 needs on its own: toolkit, storage, key, node XML, config."""
+    # A client per thread: the SDK's HTTP session is not shared across threads.
+    container = engine.client(timeout=600).containers.get(dom0.name)
+    if not container.put_archive("/", sources):
+        raise ToolkitError("could not copy the checkout in", host=f"docker://{dom0.name}")
+    exec_in(container, ["python3", "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
+                        "--no-build-isolation", "--break-system-packages",
+                        "--disable-pip-version-check", "--root-user-action=ignore", SOURCE_DIR])
+    loop = _make_storage(container, dom0)
+    exec_in(container, ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C",
+                        f"{PREFIX}-lab@{dom0.name}", "-f", f"{CONFIG_DIR}/id_ed25519"])
+    fixtures = checkout / "fixtures" / "sandbox"
+    put_file(container, f"{CONFIG_DIR}/node.xml",
+             (fixtures / f"node-{dom0.letter}.xml").read_bytes(), 0o644)
+    put_file(container, f"{CONFIG_DIR}/backup.toml", (fixtures / "backup.toml").read_bytes(),
+             0o600)
+    return dom0.name, loop
+
+
+def _make_storage(container: Container, dom0: FakeDom0) -> str:
+    """A sparse-file loop PV listed in the devices file, the VG and its LVs; returns the loop."""
+    exec_in(container, ["truncate", "-s", PV_SIZE, dom0.pv_file])
+    loop = ""
+    for attempt in range(5):
+        # Two containers may pick the same free loop device at once; one loses.
+        res = exec_in(container, ["losetup", "--find", "--show", dom0.pv_file], check=False)
+        if res.exit_code == 0:
+            loop = res.stdout.strip()
+            break
+        time.sleep(0.5 * (attempt + 1))
+    if not loop:
+        raise ToolkitError(f"losetup could not attach {dom0.pv_file}",
+                           host=f"docker://{dom0.name}")
+    exec_in(container, ["lvm", "lvmdevices", "--adddev", loop])
+    exec_in(container, ["pvcreate", "-y", loop])
+    exec_in(container, ["vgcreate", dom0.vg, loop])
+    for name, size in LVS:
+        exec_in(container, ["lvcreate", "-y", "-L", size, "-n", name, dom0.vg])
+    return loop
+
+
+def _trust_peers(sandbox: Sandbox) -> None:
+    """Each host's key authorized on its peer; each peer's host keys pinned with ssh-keyscan."""
+    for dom0 in DOM0S:
+        public = sandbox.exec(dom0.name, ["cat", f"{CONFIG_DIR}/id_ed25519.pub"]).stdout
+        sandbox.put_file(dom0.peer, "/root/.ssh/authorized_keys", public.encode(), 0o600)
+    for dom0 in DOM0S:
+        sandbox.put_file(dom0.name, f"{CONFIG_DIR}/known_hosts",
+                         _scan_host_keys(sandbox, dom0.name, dom0.peer).encode(), 0o644)
+
+
+def _scan_host_keys(sandbox: Sandbox, container: str, peer: str, timeout: float = 120) -> str:
+    """The peer's host keys as ``ssh-keyscan`` sees them from ``container`` (sshd may lag)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        res = sandbox.exec(container, ["ssh-keyscan", "-T", "5", peer], check=False)
+        keys = [line for line in res.stdout.splitlines() if line and not line.startswith("#")]
+        if keys:
+            return "\n".join(keys) + "\n"
+        if time.monotonic() > deadline:
+            raise ToolkitError(f"sshd on {peer} did not answer ssh-keyscan: {res.stderr.strip()}",
+                               host=f"docker://{container}")
+        time.sleep(1)
+
+
+def ssh_check_argv(peer: str) -> list[str]:
+    """The strict, non-interactive SSH login the sandbox must allow from each host to its peer."""
+    return ["ssh", "-i", f"{CONFIG_DIR}/id_ed25519", "-o", "BatchMode=yes",
+            "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={CONFIG_DIR}/known_hosts",
+            f"root@{peer}", "true"]
+
+
+def _check(sandbox: Sandbox) -> None:
+    """Prove the pair is usable: SSH both ways, virsh's view, LVs, the installed toolkit."""
+    expected = {("dom0-a", "web01"): "running", ("dom0-a", "db01"): "shut off",
+                ("dom0-b", "web01"): "shut off", ("dom0-b", "db01"): "running"}
+    for dom0 in DOM0S:
+        sandbox.exec(dom0.name, ssh_check_argv(dom0.peer), timeout=60)
+        for (host, domain), state in expected.items():
+            if host != dom0.name:
+                continue
+            got = sandbox.exec(dom0.name, ["virsh", "-c", f"test://{CONFIG_DIR}/node.xml",
+                                           "domstate", domain]).stdout.strip()
+            if got != state:
+                raise ToolkitError(f"virsh says {domain} is {got!r}, expected {state!r}",
+                                   host=f"docker://{dom0.name}")
+        for name, _size in LVS:
+            sandbox.exec(dom0.name, ["test", "-b", f"/dev/{dom0.vg}/{name}"])
+        sandbox.exec(dom0.name, ["python3", "-c", "import toolkit"])
+        sandbox.exec(dom0.name, ["domu-backup", "--version"])
+
+
+def sandbox_down(engine: LabEngine) -> None:
+    """Remove the pair, its loop devices and dm maps, volumes and network; idempotent."""
+    from .images import DOM0_REPOSITORY, dom0_tag, has_image
+
+    client = engine.client(timeout=600)
+    # Any dom0 image can sweep (it has dmsetup and losetup), also one of an older recipe.
+    image = next((ref for ref in (dom0_tag(), f"{DOM0_REPOSITORY}:latest")
+                  if has_image(client, ref)), None)
+    _destroy(client, image)
+
+
+def _destroy(client: docker.DockerClient, image: str | None) -> None:
+    """Remove containers, then sweep dm maps and loops, then volumes and the network."""
+    import docker.errors
+
+    for name in (*(d.name for d in DOM0S), JANITOR):
+        try:
+            client.containers.get(name).remove(force=True, v=True)
+        except docker.errors.NotFound:
+            pass
+    # The containers' mount namespaces are gone with them, so nothing holds
+    # the maps open any more: the sweep sees the kernel's global state.
+    if image is not None:
+        _sweep_kernel(client, image)
+    for dom0 in DOM0S:
+        try:
+            client.volumes.get(dom0.volume).remove(force=True)
+        except docker.errors.NotFound:
+            pass
+    for network in client.networks.list(names=[NETWORK]):
+        network.remove()
+
+
+def _sweep_kernel(client: docker.DockerClient, image: str) -> None:
+    """Remove the sandbox's dm maps and detach its loop devices, from a throwaway container."""
+    janitor = client.containers.run(
+        image, entrypoint=["sleep", "infinity"], name=JANITOR, detach=True, privileged=True,
+        network_mode="none", labels={LAB_LABEL: "janitor"},
+        environment={"DM_DISABLE_UDEV": "1"}, volumes={"/dev": {"bind": "/dev", "mode": "rw"}})
+    try:
+        names = sandbox_dm_names(parse_dmsetup_ls(exec_in(janitor, ["dmsetup", "ls"]).stdout))
+        # Holders before what they hold (partitions, snapshots, origins): retry
+        # until a pass removes nothing more.
+        while names:
+            left = [n for n in names
+                    if exec_in(janitor, ["dmsetup", "remove", n], check=False).exit_code != 0]
+            if len(left) == len(names):
+                break
+            names = left
+        for loop in parse_losetup_json(exec_in(janitor, ["losetup", "--list", "--json", "-O",
+                                                          "NAME,BACK-FILE"]).stdout):
+            if is_sandbox_pv(loop):
+                exec_in(janitor, ["losetup", "-d", loop.name], check=False)
+        leftovers = sandbox_dm_names(parse_dmsetup_ls(exec_in(janitor, ["dmsetup", "ls"]).stdout))
+        loops = [lo.name for lo in parse_losetup_json(
+            exec_in(janitor, ["losetup", "--list", "--json", "-O", "NAME,BACK-FILE"]).stdout)
+            if is_sandbox_pv(lo)]
+    finally:
+        janitor.remove(force=True)
+    if leftovers or loops:
+        raise ToolkitError(f"sandbox teardown left dm maps {leftovers} and loop devices {loops}")
