@@ -208,11 +208,24 @@ def recover(c, domu=None, host="both", config=None, node=None):
 @task(help={"domu": "only this domain", "config": "config file", "json": "print JSON"})
 def status(c, domu=None, config=None, json=False):
     """Per domain: last success, last failure, and whether the standby is clean or dirty."""
-    from toolkit.status import domain_status, render_status
+    from toolkit.execute import read_marker
+    from toolkit.runners import runner_for
+    from toolkit.status import domain_status, marker_path, render_status
 
     try:
         cfg = _config(config)
-        rows = [domain_status(cfg, name) for name in ([domu] if domu else list(cfg.domains))]
+        rows = []
+        for name in [domu] if domu else list(cfg.domains):
+            marker = None
+            peer = runner_for(cfg.dom0s[cfg.domain(name).peer], cfg.ssh)
+            try:
+                marker = read_marker(peer, marker_path(cfg, name))
+            except ToolkitError as exc:
+                print(f"warning: cannot read the standby marker of {name}: {exc}",
+                      file=sys.stderr)
+            finally:
+                getattr(peer, "close", lambda: None)()
+            rows.append(domain_status(cfg, name, peer_marker=marker))
     except ToolkitError as exc:
         raise _fail(exc) from None
     if json:

@@ -42,6 +42,7 @@ from .rsync import (
     rsync_outcome,
 )
 from .runners import CommandResult, Runner
+from .status import marker_path
 
 FAILPOINT_ENV = "DOMU_BACKUP_FAILPOINT"
 BUSY_MARKERS = ("busy", "in use", "Device or resource busy")
@@ -391,8 +392,7 @@ class Executor:
     # -- standby marker -------------------------------------------------
 
     def marker_path(self) -> str:
-        return posixpath.join(self.config.defaults.state_dir, "standby",
-                              f"{self.plan.domain}.json")
+        return marker_path(self.config, self.plan.domain)
 
     def _do_marker(self, step: Step, stack: ExitStack) -> None:
         state = step.argv[-1]

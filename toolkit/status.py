@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import posixpath
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,11 @@ class DomainStatus:
     last_failure: float | None
     last_failure_message: str | None
     standby: str  # clean, dirty, unknown
+
+
+def marker_path(config: Config, domain: str) -> str:
+    """Where the standby marker of a domain lives on its peer."""
+    return posixpath.join(config.defaults.state_dir, "standby", f"{domain}.json")
 
 
 def domain_status(config: Config, domain: str, *, peer_marker: dict | None = None) -> DomainStatus:
@@ -40,8 +46,10 @@ def domain_status(config: Config, domain: str, *, peer_marker: dict | None = Non
         elif rec.get("outcome") in ("failed", "interrupted"):
             failure = rec
     standby = "unknown"
-    if peer_marker is not None:
+    if peer_marker:
         standby = peer_marker.get("state", "unknown")
+        if success is None and peer_marker.get("last_success"):
+            success = {"finished": peer_marker["last_success"]}
     elif last is not None:
         standby = "clean" if last.get("outcome") == "success" else "dirty"
     return DomainStatus(

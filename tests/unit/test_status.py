@@ -1,0 +1,47 @@
+"""`status` from the report history and the standby marker; reports written atomically."""
+
+from __future__ import annotations
+
+from fakes import config
+
+from toolkit.report import DomainReport, RunReport, summary, write_report
+from toolkit.status import domain_status, render_status
+
+
+def _cfg(tmp_path):
+    cfg = config(tmp_path)
+    # report_dir default is a system path; point it into tmp for the test
+    import dataclasses
+
+    return dataclasses.replace(cfg, defaults=dataclasses.replace(
+        cfg.defaults, report_dir=str(tmp_path / "reports")))
+
+
+def test_status_shows_last_success_failure_and_dirty_standby(tmp_path):
+    cfg = _cfg(tmp_path)
+    ok = DomainReport("web01", run_id="R1", outcome="success", finished=1000.0)
+    write_report(RunReport("dom0-a", domains=[ok]), cfg.defaults.report_dir)
+    bad = DomainReport("web01", run_id="R2", outcome="failed", exit_code=43,
+                       message="the standby filesystem is full", finished=2000.0)
+    write_report(RunReport("dom0-a", domains=[bad]), cfg.defaults.report_dir)
+    st = domain_status(cfg, "web01", peer_marker={"state": "dirty", "run_id": "R2"})
+    assert st.last_success == 1000.0 and st.last_failure == 2000.0
+    assert st.standby == "dirty" and st.last_outcome == "failed"
+    text = render_status([st])
+    assert "web01" in text and "dirty" in text and "full" in text
+
+
+def test_status_without_history_uses_the_marker(tmp_path):
+    cfg = _cfg(tmp_path)
+    st = domain_status(cfg, "web01", peer_marker={"state": "clean", "last_success": 5.0})
+    assert st.standby == "clean" and st.last_success == 5.0
+    assert domain_status(cfg, "web01").standby == "unknown"
+
+
+def test_skipped_runs_do_not_enter_the_history(tmp_path):
+    cfg = _cfg(tmp_path)
+    skip = DomainReport("web01", outcome="skipped", message="not running here")
+    path = write_report(RunReport("dom0-b", domains=[skip]), cfg.defaults.report_dir)
+    assert path.exists()
+    assert not (tmp_path / "reports" / "history.jsonl").exists()
+    assert "web01: skipped" in summary(RunReport("dom0-b", domains=[skip]))
