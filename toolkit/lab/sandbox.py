@@ -278,30 +278,30 @@ def sandbox_up(engine: LabEngine, checkout: Path) -> Sandbox:
     client = engine.client(timeout=600)
     _destroy(client, image)
     client.networks.create(NETWORK, driver="bridge", internal=True, labels={LAB_LABEL: "sandbox"})
-    for dom0 in DOM0S:
-        client.volumes.create(dom0.volume, labels={LAB_LABEL: "sandbox"})
-        client.containers.run(
-            image, name=dom0.name, hostname=dom0.name, detach=True, privileged=True,
-            network=NETWORK, labels={LAB_LABEL: "sandbox"},
-            environment={"DM_DISABLE_UDEV": "1"},
-            volumes={"/dev": {"bind": "/dev", "mode": "rw"},
-                     dom0.volume: {"bind": PV_DIR, "mode": "rw"}})
-    say(f"sandbox containers started ({time.monotonic() - start:.0f}s)")
     sources = checkout_archive(checkout, SOURCE_DIR)
+    # The two hosts are independent until they trade keys: set them up side by side.
     with ThreadPoolExecutor(len(DOM0S)) as pool:
-        loops = dict(pool.map(lambda d: _provision(engine, d, checkout, sources), DOM0S))
-    sandbox = Sandbox(client, image, loop_devices=loops)
-    _trust_peers(sandbox)
-    _check(sandbox)
+        loops = dict(pool.map(lambda d: _provision(engine, image, d, checkout, sources), DOM0S))
+        sandbox = Sandbox(client, image, loop_devices=loops)
+        for dom0 in DOM0S:
+            public = sandbox.exec(dom0.name, ["cat", f"{CONFIG_DIR}/id_ed25519.pub"]).stdout
+            sandbox.put_file(dom0.peer, "/root/.ssh/authorized_keys", public.encode(), 0o600)
+        list(pool.map(lambda d: _pin_and_check(engine, d), DOM0S))
     say(f"sandbox up in {time.monotonic() - start:.0f}s")
     return sandbox
 
 
-def _provision(engine: LabEngine, dom0: FakeDom0, checkout: Path,
+def _provision(engine: LabEngine, image: str, dom0: FakeDom0, checkout: Path,
                sources: bytes) -> tuple[str, str]:
-    """Everything one fake Dom0 needs on its own: toolkit, storage, key, node XML, config."""
+    """One fake Dom0 on its own: container, toolkit, storage, SSH key, node XML, config."""
     # A client per thread: the SDK's HTTP session is not shared across threads.
-    container = engine.client(timeout=600).containers.get(dom0.name)
+    client = engine.client(timeout=600)
+    client.volumes.create(dom0.volume, labels={LAB_LABEL: "sandbox"})
+    container = client.containers.run(
+        image, name=dom0.name, hostname=dom0.name, detach=True, privileged=True,
+        network=NETWORK, labels={LAB_LABEL: "sandbox"}, environment={"DM_DISABLE_UDEV": "1"},
+        volumes={"/dev": {"bind": "/dev", "mode": "rw"},
+                 dom0.volume: {"bind": PV_DIR, "mode": "rw"}})
     if not container.put_archive("/", sources):
         raise ToolkitError("could not copy the checkout in", host=f"docker://{dom0.name}")
     exec_in(container, ["python3", "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
@@ -340,27 +340,17 @@ def _make_storage(container: Container, dom0: FakeDom0) -> str:
     return loop
 
 
-def _trust_peers(sandbox: Sandbox) -> None:
-    """Each host's key authorized on its peer; each peer's host keys pinned with ssh-keyscan."""
-    for dom0 in DOM0S:
-        public = sandbox.exec(dom0.name, ["cat", f"{CONFIG_DIR}/id_ed25519.pub"]).stdout
-        sandbox.put_file(dom0.peer, "/root/.ssh/authorized_keys", public.encode(), 0o600)
-    for dom0 in DOM0S:
-        sandbox.put_file(dom0.name, f"{CONFIG_DIR}/known_hosts",
-                         _scan_host_keys(sandbox, dom0.name, dom0.peer).encode(), 0o644)
-
-
-def _scan_host_keys(sandbox: Sandbox, container: str, peer: str, timeout: float = 120) -> str:
+def _scan_host_keys(container: Container, peer: str, timeout: float = 120) -> str:
     """The peer's host keys as ``ssh-keyscan`` sees them from ``container`` (sshd may lag)."""
     deadline = time.monotonic() + timeout
     while True:
-        res = sandbox.exec(container, ["ssh-keyscan", "-T", "5", peer], check=False)
+        res = exec_in(container, ["ssh-keyscan", "-T", "5", peer], check=False)
         keys = [line for line in res.stdout.splitlines() if line and not line.startswith("#")]
         if keys:
             return "\n".join(keys) + "\n"
         if time.monotonic() > deadline:
             raise ToolkitError(f"sshd on {peer} did not answer ssh-keyscan: {res.stderr.strip()}",
-                               host=f"docker://{container}")
+                               host=f"docker://{container.name}")
         time.sleep(1)
 
 
@@ -371,24 +361,27 @@ def ssh_check_argv(peer: str) -> list[str]:
             f"root@{peer}", "true"]
 
 
-def _check(sandbox: Sandbox) -> None:
-    """Prove the pair is usable: SSH both ways, virsh's view, LVs, the installed toolkit."""
-    expected = {("dom0-a", "web01"): "running", ("dom0-a", "db01"): "shut off",
-                ("dom0-b", "web01"): "shut off", ("dom0-b", "db01"): "running"}
-    for dom0 in DOM0S:
-        sandbox.exec(dom0.name, ssh_check_argv(dom0.peer), timeout=60)
-        for (host, domain), state in expected.items():
-            if host != dom0.name:
-                continue
-            got = sandbox.exec(dom0.name, ["virsh", "-c", f"test://{CONFIG_DIR}/node.xml",
-                                           "domstate", domain]).stdout.strip()
-            if got != state:
-                raise ToolkitError(f"virsh says {domain} is {got!r}, expected {state!r}",
-                                   host=f"docker://{dom0.name}")
-        for name, _size in LVS:
-            sandbox.exec(dom0.name, ["test", "-b", f"/dev/{dom0.vg}/{name}"])
-        sandbox.exec(dom0.name, ["python3", "-c", "import toolkit"])
-        sandbox.exec(dom0.name, ["domu-backup", "--version"])
+# Where each guest runs; it is defined, shut off, on the other host.
+RUNS_ON = {"web01": "dom0-a", "db01": "dom0-b"}
+
+
+def _pin_and_check(engine: LabEngine, dom0: FakeDom0) -> None:
+    """Pin the peer's host keys, then prove the host is usable: SSH, virsh, LVs, toolkit."""
+    container = engine.client(timeout=600).containers.get(dom0.name)
+    put_file(container, f"{CONFIG_DIR}/known_hosts",
+             _scan_host_keys(container, dom0.peer).encode(), 0o644)
+    exec_in(container, ssh_check_argv(dom0.peer), timeout=60)
+    for domain, host in RUNS_ON.items():
+        expected = "running" if host == dom0.name else "shut off"
+        got = exec_in(container, ["virsh", "-c", f"test://{CONFIG_DIR}/node.xml", "domstate",
+                                  domain]).stdout.strip()
+        if got != expected:
+            raise ToolkitError(f"virsh says {domain} is {got!r}, expected {expected!r}",
+                               host=f"docker://{dom0.name}")
+    for name, _size in LVS:
+        exec_in(container, ["test", "-b", f"/dev/{dom0.vg}/{name}"])
+    exec_in(container, ["python3", "-c", "import toolkit"])
+    exec_in(container, ["domu-backup", "--version"])
 
 
 def sandbox_down(engine: LabEngine) -> None:
@@ -406,20 +399,31 @@ def _destroy(client: docker.DockerClient, image: str | None) -> None:
     """Remove containers, then sweep dm maps and loops, then volumes and the network."""
     import docker.errors
 
-    for name in (*(d.name for d in DOM0S), JANITOR):
-        try:
-            client.containers.get(name).remove(force=True, v=True)
-        except docker.errors.NotFound:
-            pass
-    # The containers' mount namespaces are gone with them, so nothing holds
-    # the maps open any more: the sweep sees the kernel's global state.
-    if image is not None:
-        _sweep_kernel(client, image)
+    found = False
     for dom0 in DOM0S:
         try:
-            client.volumes.get(dom0.volume).remove(force=True)
+            container = client.containers.get(dom0.name)
         except docker.errors.NotFound:
-            pass
+            continue
+        found = True
+        if container.status == "running":
+            # LVM's own deactivation also removes the /dev/VG links it made
+            # (udev does not run here); whatever stays busy is swept below.
+            exec_in(container, ["vgchange", "-an", dom0.vg], check=False, timeout=120)
+        container.remove(force=True, v=True)
+    try:
+        client.containers.get(JANITOR).remove(force=True)
+    except docker.errors.NotFound:
+        pass
+    volumes = [v for v in client.volumes.list() if v.name in {d.volume for d in DOM0S}]
+    # The containers' mount namespaces are gone with them, so nothing holds
+    # the maps open any more: the sweep sees the kernel's global state. With no
+    # container and no volume left, no loop PV can exist, and the sweep (a
+    # container start, slow under TCG) is skipped.
+    if image is not None and (found or volumes):
+        _sweep_kernel(client, image)
+    for volume in volumes:
+        volume.remove(force=True)
     for network in client.networks.list(names=[NETWORK]):
         network.remove()
 
@@ -445,6 +449,10 @@ def _sweep_kernel(client: docker.DockerClient, image: str) -> None:
             if is_sandbox_pv(loop):
                 exec_in(janitor, ["losetup", "-d", loop.name], check=False)
         leftovers = sandbox_dm_names(parse_dmsetup_ls(exec_in(janitor, ["dmsetup", "ls"]).stdout))
+        for dom0 in DOM0S:
+            # Links LVM made in the shared /dev; a later vgcreate refuses to run beside them.
+            if not any(name.startswith(f"{dom0.vg}-") for name in leftovers):
+                exec_in(janitor, ["rm", "-rf", "--", f"/dev/{dom0.vg}"])
         loops = [lo.name for lo in parse_losetup_json(
             exec_in(janitor, ["losetup", "--list", "--json", "-O", "NAME,BACK-FILE"]).stdout)
             if is_sandbox_pv(lo)]
