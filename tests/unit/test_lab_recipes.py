@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from toolkit.lab import cache_dir, prune, recipe_dir, tree_hash
-from toolkit.lab.vm import VmImage, qemu_argv, read_packages
+from toolkit.lab.vm import VmImage, console_tail, qemu_argv, read_packages
 
 
 def make_tree(root: Path) -> Path:
@@ -137,3 +137,16 @@ def test_dom0_recipe_builds_on_the_local_slim_base_and_disables_udev() -> None:
                 if "=" in line and not line.lstrip().startswith("#")}
     assert settings == {"udev_sync": "0", "udev_rules": "0",
                         "obtain_device_list_from_udev": "0", "use_devicesfile": "1"}
+
+
+def test_console_tail_is_plain_text_without_blank_lines(tmp_path: Path) -> None:
+    log = tmp_path / "console.log"
+    log.write_text("boot\r\n\r\n[\x1b[0;32m  OK  \x1b[0m] Started \x1b[0;1;39mdocker\x1b[0m.\r\n"
+                   + "".join(f"line {i}\n" for i in range(50)))
+    tail = console_tail(log, lines=3)
+    assert tail == "line 47\nline 48\nline 49"
+    assert console_tail(log, lines=100).splitlines()[1] == "[  OK  ] Started docker."
+
+
+def test_console_tail_of_a_missing_log_says_so(tmp_path: Path) -> None:
+    assert console_tail(tmp_path / "nope.log") == "(no console log)"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -20,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ToolkitError
+from ..errors import CommandFailed, ToolkitError
 from ..runners import LocalRunner
 from . import cache_dir, prune, recipe_dir, say, tree_hash
 
@@ -33,6 +34,8 @@ DOCKER_PORT = 2375
 # A root file system is built on the host in a few minutes; give slow mirrors room.
 BUILD_TIMEOUT = 3600.0
 HOST = "lab-vm"
+# systemd colours its console status lines.
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 @dataclass(frozen=True)
@@ -177,8 +180,14 @@ def boot(disk: Path, image: VmImage, run_dir: Path) -> VmProcess:
     run = LocalRunner(HOST).run
     run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(disk),
          str(run_dir / "overlay.qcow2")])
-    port = free_port()
-    run(qemu_argv(image, run_dir, port), timeout=120)
+    for attempt in range(3):
+        # The port is free when picked but could be taken before QEMU binds it.
+        port = free_port()
+        result = run(qemu_argv(image, run_dir, port), timeout=120, check=False)
+        if result.exit_code == 0:
+            break
+        if "host forwarding" not in result.stderr or attempt == 2:
+            raise CommandFailed(result)
     pid = int((run_dir / "qemu.pid").read_text().strip())
     return VmProcess(pid, port, run_dir / "overlay.qcow2", run_dir / "console.log",
                      run_dir / "qmp.sock")
@@ -199,7 +208,8 @@ def console_tail(path: Path, lines: int = 40) -> str:
         text = path.read_text(errors="replace")
     except OSError:
         return "(no console log)"
-    return "\n".join(text.replace("\r", "").splitlines()[-lines:])
+    text = ANSI_ESCAPE.sub("", text.replace("\r", ""))
+    return "\n".join([line for line in text.splitlines() if line.strip()][-lines:])
 
 
 def wait_ready(vm: VmProcess, ready: Callable[[], bool], timeout: float) -> None:
