@@ -163,15 +163,17 @@ def probe_local(log: Callable[[str], None] = say) -> str | None:
         return "no local Docker engine answers"
     client = engine.client(timeout=600)
     image = images_mod.ensure_base_image(client, log)
+    probe = client.containers.create(image, ["sh", "-c", PROBE_SCRIPT], privileged=True,
+                                     network_mode="none",
+                                     volumes={"/dev": {"bind": "/dev", "mode": "rw"}})
     try:
-        client.containers.run(image, ["sh", "-c", PROBE_SCRIPT], privileged=True,
-                              network_mode="none", remove=True,
-                              volumes={"/dev": {"bind": "/dev", "mode": "rw"}})
-    except docker.errors.ContainerError:
-        return "the local engine's kernel has no device-mapper"
+        probe.start()
+        code = probe.wait(timeout=120)["StatusCode"]
     except docker.errors.APIError as exc:
-        return f"the local engine cannot run a privileged probe: {exc}"
-    return None
+        return f"the local engine cannot run a privileged container: {exc.explanation or exc}"
+    finally:
+        probe.remove(force=True)
+    return None if code == 0 else "the local engine's kernel has no device-mapper"
 
 
 def lab_up(engine: str = "auto", *, log: Callable[[str], None] = say) -> LabEngine:
