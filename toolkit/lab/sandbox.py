@@ -225,11 +225,22 @@ def sandbox_dm_names(names: Iterable[str]) -> list[str]:
 
 # -- leak report ---------------------------------------------------------------------------
 
+def list_dm_maps(container: Container) -> list[str]:
+    """Every device-mapper map of the engine's kernel, seen from a container."""
+    return parse_dmsetup_ls(exec_in(container, ["dmsetup", "ls"], timeout=60).stdout)
+
+
+def list_loops(container: Container) -> list[LoopDevice]:
+    """Every loop device of the engine's kernel with its backing file."""
+    return parse_losetup_json(exec_in(container, ["losetup", "--list", "--json", "-O",
+                                                  "NAME,BACK-FILE"], timeout=60).stdout)
+
+
+
 def leak_report(container: Container) -> list[str]:
     """The tool's leftovers seen from one fake Dom0: dm maps, LVs, mounts, loops, held locks."""
     leaks: list[str] = []
-    ls = exec_in(container, ["dmsetup", "ls"], timeout=60)
-    leaks += [f"dm map {n}" for n in parse_dmsetup_ls(ls.stdout) if PREFIX in n]
+    leaks += [f"dm map {n}" for n in list_dm_maps(container) if PREFIX in n]
     lvs = exec_in(container, ["lvs", "--noheadings", "--separator", "|",
                               "-o", "vg_name,lv_name,lv_tags"], timeout=60)
     for line in lvs.stdout.splitlines():
@@ -240,9 +251,7 @@ def leak_report(container: Container) -> list[str]:
     for target in mounts.stdout.splitlines():
         if target == MOUNT_ROOT or target.startswith(MOUNT_ROOT + "/"):
             leaks.append(f"mount {target}")
-    loops = exec_in(container, ["losetup", "--list", "--json", "-O", "NAME,BACK-FILE"],
-                    timeout=60)
-    leaks += [f"loop {lo.name} ({lo.back_file})" for lo in parse_losetup_json(loops.stdout)
+    leaks += [f"loop {lo.name} ({lo.back_file})" for lo in list_loops(container)
               if not is_sandbox_pv(lo)]
     locks = exec_in(container, ["lslocks", "-n", "-r", "-o", "PATH"], timeout=60)
     for path in locks.stdout.splitlines():
@@ -435,7 +444,7 @@ def _sweep_kernel(client: docker.DockerClient, image: str) -> None:
         network_mode="none", labels={LAB_LABEL: "janitor"},
         environment={"DM_DISABLE_UDEV": "1"}, volumes={"/dev": {"bind": "/dev", "mode": "rw"}})
     try:
-        names = sandbox_dm_names(parse_dmsetup_ls(exec_in(janitor, ["dmsetup", "ls"]).stdout))
+        names = sandbox_dm_names(list_dm_maps(janitor))
         # Holders before what they hold (partitions, snapshots, origins): retry
         # until a pass removes nothing more.
         while names:
@@ -444,18 +453,15 @@ def _sweep_kernel(client: docker.DockerClient, image: str) -> None:
             if len(left) == len(names):
                 break
             names = left
-        for loop in parse_losetup_json(exec_in(janitor, ["losetup", "--list", "--json", "-O",
-                                                          "NAME,BACK-FILE"]).stdout):
+        for loop in list_loops(janitor):
             if is_sandbox_pv(loop):
                 exec_in(janitor, ["losetup", "-d", loop.name], check=False)
-        leftovers = sandbox_dm_names(parse_dmsetup_ls(exec_in(janitor, ["dmsetup", "ls"]).stdout))
+        leftovers = sandbox_dm_names(list_dm_maps(janitor))
         for dom0 in DOM0S:
             # Links LVM made in the shared /dev; a later vgcreate refuses to run beside them.
             if not any(name.startswith(f"{dom0.vg}-") for name in leftovers):
                 exec_in(janitor, ["rm", "-rf", "--", f"/dev/{dom0.vg}"])
-        loops = [lo.name for lo in parse_losetup_json(
-            exec_in(janitor, ["losetup", "--list", "--json", "-O", "NAME,BACK-FILE"]).stdout)
-            if is_sandbox_pv(lo)]
+        loops = [lo.name for lo in list_loops(janitor) if is_sandbox_pv(lo)]
     finally:
         janitor.remove(force=True)
     if leftovers or loops:
