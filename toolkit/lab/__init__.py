@@ -11,15 +11,21 @@ import hashlib
 import os
 import shutil
 import sys
+import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from ..errors import ToolkitError
+from ..errors import NotRoot, ToolkitError
+from ..runners import LocalRunner
 
 # Bumped when the code that turns a recipe into an artefact changes in a way
 # the recipe files do not show, so cached artefacts are rebuilt.
 BUILD_FORMAT = "1"
+MIRROR = os.environ.get("DOMU_LAB_MIRROR", "http://deb.debian.org/debian")
+SUITE = "bookworm"
+# A root file system is built on the host in a minute or two; give slow mirrors room.
+BUILD_TIMEOUT = 3600.0
 
 
 def say(message: str) -> None:
@@ -89,3 +95,34 @@ def prune(parent: Path, prefix: str, keep: str) -> None:
             shutil.rmtree(entry, ignore_errors=True)
         else:
             entry.unlink(missing_ok=True)
+
+
+def build_cached(out: Path, prefix: str, build: Callable[[Path], Path]) -> None:
+    """Make ``out`` with ``build(scratch_dir)``, moved in place only once complete.
+
+    A killed build leaves no half-made artefact under the final name; earlier
+    recipes' artefacts (same ``prefix``) are pruned afterwards.
+    """
+    work = Path(tempfile.mkdtemp(prefix=f"{out.name}.", dir=out.parent))
+    try:
+        made = build(work)
+        if out.is_dir():
+            shutil.rmtree(out)
+        os.replace(made, out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    prune(out.parent, prefix, keep=out.name)
+
+
+def debootstrap(root: Path, recipe: Path, include: Sequence[str] = ()) -> None:
+    """``debootstrap --variant=minbase`` into ``root``, then the recipe's ``rootfs/`` over it."""
+    if os.geteuid() != 0:
+        raise NotRoot("debootstrap of the lab's images needs root", host="lab")
+    run = LocalRunner("lab").run
+    debs = cache_dir() / "debs"  # downloaded packages, shared by every build
+    debs.mkdir(exist_ok=True)
+    extra = [f"--include={','.join(include)}"] if include else []
+    run(["debootstrap", "--variant=minbase", f"--cache-dir={debs}", *extra, SUITE, str(root),
+         MIRROR], timeout=BUILD_TIMEOUT)
+    run(["cp", "-a", "--no-preserve=ownership", f"{recipe / 'rootfs'}/.", f"{root}/"])
+

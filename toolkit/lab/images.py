@@ -8,9 +8,6 @@ imported into the engine when the engine lacks it.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,8 +15,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import ToolkitError
 from ..runners import LocalRunner
-from . import cache_dir, prune, recipe_dir, say, tree_hash
-from .vm import BUILD_TIMEOUT, MIRROR, SUITE
+from . import MIRROR, SUITE, build_cached, cache_dir, debootstrap, recipe_dir, say, tree_hash
 
 if TYPE_CHECKING:
     import docker
@@ -53,37 +49,26 @@ def ensure_base_tarball(log: Callable[[str], None] = say) -> Path:
     tarball = cache_dir() / f"base-{key[:16]}.tar"
     if tarball.is_file():
         return tarball
-    if os.geteuid() != 0:
-        from ..errors import NotRoot
-
-        raise NotRoot("debootstrap of the lab's base image needs root", host=HOST)
     log(f"debootstrap --variant=minbase {SUITE} for the base image (about a minute)")
     start = time.monotonic()
-    run = LocalRunner(HOST).run
-    work = Path(tempfile.mkdtemp(prefix="base.", dir=cache_dir()))
-    try:
-        root = work / "root"
-        debs = cache_dir() / "debs"
-        debs.mkdir(exist_ok=True)
-        run(["debootstrap", "--variant=minbase", f"--cache-dir={debs}", SUITE, str(root),
-             MIRROR], timeout=BUILD_TIMEOUT)
-        run(["cp", "-a", "--no-preserve=ownership", f"{recipe_dir('base') / 'rootfs'}/.",
-             f"{root}/"])
-        for leftover in ("var/lib/apt/lists", "var/cache/apt/archives"):
-            for entry in (root / leftover).glob("*"):
-                if entry.is_file():
-                    entry.unlink()
-        # The engine's resolver and name are set per container; the host's must not leak in.
-        for name in ("etc/resolv.conf", "etc/hostname"):
-            (root / name).unlink(missing_ok=True)
-        partial = work / "base.tar"
-        run(["tar", "-C", str(root), "--numeric-owner", "--xattrs", "-cf", str(partial), "."],
-            timeout=600)
-        os.replace(partial, tarball)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    prune(cache_dir(), "base-", keep=tarball.name)
+    build_cached(tarball, "base-", _build_base_tarball)
     log(f"base tarball made in {time.monotonic() - start:.0f}s")
+    return tarball
+
+
+def _build_base_tarball(work: Path) -> Path:
+    root = work / "root"
+    debootstrap(root, recipe_dir("base"))
+    for leftover in ("var/lib/apt/lists", "var/cache/apt/archives"):
+        for entry in (root / leftover).glob("*"):
+            if entry.is_file():
+                entry.unlink()
+    # The engine's resolver and name are set per container; the host's must not leak in.
+    for name in ("etc/resolv.conf", "etc/hostname"):
+        (root / name).unlink(missing_ok=True)
+    tarball = work / "base.tar"
+    LocalRunner(HOST).run(["tar", "-C", str(root), "--numeric-owner", "--xattrs", "-cf",
+                           str(tarball), "."], timeout=600)
     return tarball
 
 

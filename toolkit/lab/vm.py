@@ -15,7 +15,6 @@ import re
 import shutil
 import signal
 import socket
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,16 +22,12 @@ from pathlib import Path
 
 from ..errors import CommandFailed, ToolkitError
 from ..runners import LocalRunner
-from . import cache_dir, prune, recipe_dir, say, tree_hash
+from . import MIRROR, SUITE, build_cached, cache_dir, debootstrap, recipe_dir, say, tree_hash
 
-MIRROR = os.environ.get("DOMU_LAB_MIRROR", "http://deb.debian.org/debian")
-SUITE = "bookworm"
 DISK_SIZE = "64G"
 MEMORY_MIB = 8192
 CPUS = 2
 DOCKER_PORT = 2375
-# A root file system is built on the host in a few minutes; give slow mirrors room.
-BUILD_TIMEOUT = 3600.0
 HOST = "lab-vm"
 # systemd colours its console status lines.
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -85,30 +80,19 @@ def ensure_vm_image(log: Callable[[str], None] = say) -> VmImage:
     image = VmImage(key, out / "disk.qcow2", out / "vmlinuz", out / "initrd.img")
     if image.disk.is_file() and image.kernel.is_file() and image.initrd.is_file():
         return image
-    _require_root("building the lab VM image")
     log(f"building the lab VM image {out.name} (debootstrap {SUITE}, about 2 minutes)")
     start = time.monotonic()
-    work = Path(tempfile.mkdtemp(prefix=f"{out.name}.", dir=cache_dir()))
-    try:
-        _build_vm_image(recipe_dir("vm"), work)
-        shutil.rmtree(out, ignore_errors=True)
-        os.replace(work, out)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    prune(cache_dir(), "vm-", keep=out.name)
+    build_cached(out, "vm-", lambda work: _build_vm_image(recipe_dir("vm"), work))
     log(f"lab VM image built in {time.monotonic() - start:.0f}s")
     return image
 
 
-def _build_vm_image(recipe: Path, work: Path) -> None:
+def _build_vm_image(recipe: Path, work: Path) -> Path:
+    """debootstrap, customize in a chroot, then the disk, kernel and initrd in one directory."""
     run = LocalRunner(HOST).run
-    root = work / "root"
-    packages = read_packages(recipe / "packages.txt")
-    debs = cache_dir() / "debs"
-    debs.mkdir(exist_ok=True)
-    run(["debootstrap", "--variant=minbase", f"--cache-dir={debs}",
-         f"--include={','.join(packages)}", SUITE, str(root), MIRROR], timeout=BUILD_TIMEOUT)
-    run(["cp", "-a", "--no-preserve=ownership", f"{recipe / 'rootfs'}/.", f"{root}/"])
+    root, out = work / "root", work / "image"
+    out.mkdir()
+    debootstrap(root, recipe, read_packages(recipe / "packages.txt"))
     shutil.copy(recipe / "customize", root / "root" / "customize")
     run(["chroot", str(root), "/bin/sh", "-eu", "/root/customize"], timeout=600)
     (root / "root" / "customize").unlink()
@@ -116,21 +100,14 @@ def _build_vm_image(recipe: Path, work: Path) -> None:
     initrds = sorted((root / "boot").glob("initrd.img-*"))
     if not kernels or not initrds:
         raise ToolkitError(f"the VM root has no kernel or initrd in {root}/boot", host=HOST)
-    shutil.copy(kernels[-1], work / "vmlinuz")
-    shutil.copy(initrds[-1], work / "initrd.img")
+    shutil.copy(kernels[-1], out / "vmlinuz")
+    shutil.copy(initrds[-1], out / "initrd.img")
     raw = work / "disk.raw"
     run(["mkfs.ext4", "-q", "-F", "-L", "domu-lab", "-d", str(root), str(raw), DISK_SIZE],
         timeout=600)
     shutil.rmtree(root)
-    run(["qemu-img", "convert", "-O", "qcow2", str(raw), str(work / "disk.qcow2")], timeout=600)
-    raw.unlink()
-
-
-def _require_root(what: str) -> None:
-    if os.geteuid() != 0:
-        from ..errors import NotRoot
-
-        raise NotRoot(f"{what} needs root (debootstrap, chroot)", host=HOST)
+    run(["qemu-img", "convert", "-O", "qcow2", str(raw), str(out / "disk.qcow2")], timeout=600)
+    return out
 
 
 def free_port() -> int:
