@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.lab import cache_dir, prune, recipe_dir, tree_hash
+from toolkit.lab import build_cached, cache_dir, prune, recipe_dir, tree_hash
 from toolkit.lab.vm import VmImage, console_tail, qemu_argv, read_packages
 
 
@@ -150,3 +150,27 @@ def test_console_tail_is_plain_text_without_blank_lines(tmp_path: Path) -> None:
 
 def test_console_tail_of_a_missing_log_says_so(tmp_path: Path) -> None:
     assert console_tail(tmp_path / "nope.log") == "(no console log)"
+
+
+def test_a_build_lands_under_its_final_name_and_prunes_older_keys(tmp_path: Path) -> None:
+    (tmp_path / "base-old.tar").write_text("old")
+
+    def build(work: Path) -> Path:
+        (work / "base.tar").write_text("new")
+        return work / "base.tar"
+
+    build_cached(tmp_path / "base-new.tar", "base-", build)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["base-new.tar"]
+    assert (tmp_path / "base-new.tar").read_text() == "new"
+
+
+def test_a_failed_build_leaves_neither_artefact_nor_scratch(tmp_path: Path) -> None:
+    (tmp_path / "vm-old").mkdir()
+
+    def build(work: Path) -> Path:
+        (work / "image").mkdir()
+        raise RuntimeError("mirror unreachable")
+
+    with pytest.raises(RuntimeError):
+        build_cached(tmp_path / "vm-new", "vm-", build)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["vm-old"]
