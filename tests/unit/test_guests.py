@@ -223,7 +223,7 @@ _DELETE = object()
     (_set("partitions.1.mount", "/"), "partitions[1].mount", "already used"),
     (_set("partitions.1.mount", "var"), "partitions[1].mount", "absolute path"),
     (_set("partitions.1.mount", "/var/../etc"), "partitions[1].mount", "normalised"),
-    (_set("partitions.1.fs", "xfs"), "partitions[1].fs", "not buildable yet"),
+    (_set("partitions.1.fs", "xfs"), "partitions[1].size", "xfs needs at least 300 MiB"),
     (_set("partitions.1.fs", "ntfs"), "partitions[1].fs", "not one of"),
     (_set("partitions.1.fs", _DELETE), "partitions[1].fs", "missing"),
     (_set("partitions.1.label", "a-label-of-17-chr"), "partitions[1].label", "at most 16"),

@@ -1,18 +1,66 @@
 """Fake guest disks built from declarative recipes, for the rehearsal lab and its tests.
 
-A recipe (TOML, ``fixtures/guests/*.toml``) describes one guest disk: its size,
-partition table and filesystems. ``build_disk_image`` turns it into a sparse
-disk image file on the host behind a runner, without loop devices or
-device-mapper: each filesystem is made as its own file (``mkfs.ext4 -d TREE``
-from a staging tree, ``mkswap``) and copied into its partition with ``dd``.
-The staging tree is created on the target host by a small self-contained
-Python program passed as an argv item, so the build runs the same locally and
-inside a lab container. Builds are deterministic: two builds of one recipe
-give byte-identical images.
+A recipe (TOML, ``fixtures/guests/*.toml``) describes one guest domain and its disks. A
+domain with one disk writes the disk's keys at the top level (``size``, ``label``,
+``disk_id``, ``device``, ``boot_area``, ``[[partitions]]``). A domain with several disks
+lists them as ``[[disks]]`` tables holding those same keys (``[[disks.partitions]]``), and
+shares ``name``, ``seed``, ``epoch`` and ``extra_fstab``; each disk's seed defaults to the
+domain's plus its index. The guest's ``/etc/fstab``, in whichever filesystem is mounted at
+``/``, names every filesystem of the domain on every disk, parents before children.
+``load_domain`` reads any recipe; ``load_recipe`` reads one disk of it.
+
+What a disk can hold:
+
+- ``label``: ``dos``, ``gpt``, or ``none`` (no table: one filesystem spans the disk, as Xen
+  PV guests given an LV as ``xvda1`` have).
+- ``logical = true`` on the last dos partitions puts them in an extended partition:
+  primaries are numbered 1.., the extended container takes the next number and spans the
+  logicals, which are numbered 5, 6, ... Each logical is preceded by the MiB holding its EBR.
+- ``boot_area = true`` fills the MBR boot code (bytes 0-439) and the gap between the table
+  and the first partition (sectors 1-2047 on dos, 34-2047 on gpt) with seeded bytes, as a
+  BIOS boot loader does.
+- ``fs``: ``ext2``/``ext3``/``ext4``, ``xfs``, ``vfat`` (FAT32; ``content = "esp"`` puts
+  ``EFI/BOOT/BOOTX64.EFI`` in it; its ``uuid`` is the volume id, ``"5EED-0B01"``), ``swap``,
+  ``raw`` (no filesystem: ``content = "pattern"`` fills it with seeded bytes, e.g. a gpt BIOS
+  boot partition) and ``lvm``: a PV holding one guest VG (``vg``, ``vg_uuid``,
+  ``extent_size``) whose linear LVs, ``[[partitions.volumes]]``, carry filesystems named in
+  the fstab by ``uuid``, ``label``, ``device`` (``/dev/VG/LV``) or ``mapper``
+  (``/dev/mapper/VG-LV``). LVM UUIDs are written as lvs prints them.
+- ``dirty = true`` on ext3/ext4 leaves one committed journal transaction unreplayed
+  (``needs_recovery``): it rewrites the first block of ``data/sizes/page.bin`` (rich) or
+  ``README.txt`` (minimal). On xfs it leaves the log dirty: the tree is written back in
+  place (freeze), then the directory ``log-pending`` is made and the filesystem shut down,
+  so that directory exists only after log recovery.
+
+``build_disk_image`` builds one disk into a sparse image file on the host behind a runner;
+``build_domain_images`` builds every disk of a domain. Each filesystem is made as its own
+file and copied into place with ``dd``:
+
+- ext: ``mkfs.ext4 -d TREE`` from a staging tree, then debugfs pins inode ctimes; no mount.
+- xfs: ``mkfs.xfs -m uuid=`` then a loop mount (``nouuid``: a guest's UUID may be mounted
+  elsewhere in this kernel), ``cp -a`` of the staging tree, unmount, detach.
+- vfat: ``mkfs.fat --invariant``, then files written straight into the FAT32 structures (the
+  lab kernel may lack vfat, its containers lack mtools).
+- lvm: ``pvcreate --restorefile`` and ``vgcfgrestore`` on a loop device of the partition's
+  file, from VG metadata rendered here with the recipe's UUIDs, under a private LVM setup
+  (an empty ``LVM_SYSTEM_DIR``, ``--devices`` that one loop device, no locking, no
+  device-mapper, no hints, backups or archives): the host's LVM never sees the guest VG,
+  even when it has the same name as a host VG, and nothing is activated. Each LV's
+  filesystem is then written where ``pvs -o pe_start`` and ``lvs -o seg_pe_ranges`` say.
+
+``standby=True`` builds the peer's copy: the same tables, UUIDs, labels, PARTUUIDs and guest
+VG, empty filesystems, and the same raw partitions and boot area bytes.
+
+Staging trees are created by a small self-contained Python program passed as an argv item,
+so a build runs the same locally and inside a lab container. ext, vfat, swap and raw bytes
+are identical between two builds; xfs (filled through a mount), guest LVM metadata (LVM
+stamps the write time) and a dirty ext journal (its commit time) differ in those bytes
+between builds, never in content.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import json
@@ -24,6 +72,7 @@ import struct
 import time
 import tomllib
 import uuid as uuidlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,20 +83,46 @@ from ..runners import Runner
 MIB = 1024 * 1024
 SECTOR = 512
 EXT_FILESYSTEMS = ("ext2", "ext3", "ext4")
-BUILDABLE_FILESYSTEMS = (*EXT_FILESYSTEMS, "swap")
-# Named in the schema so recipes can say them; the builder does not make them yet.
-PLANNED_FILESYSTEMS = ("xfs", "vfat", "lvm")
+BUILDABLE_FILESYSTEMS = (*EXT_FILESYSTEMS, "xfs", "vfat", "swap", "raw", "lvm")
+VOLUME_FILESYSTEMS = (*EXT_FILESYSTEMS, "xfs", "swap")
 TABLES = ("dos", "gpt", "none")
-CONTENTS = ("rich", "minimal", "empty")
+CONTENTS = ("rich", "minimal", "empty", "esp", "pattern")
 FSTAB_BY = ("uuid", "label", "device", "partuuid")
+VOLUME_FSTAB_BY = ("uuid", "label", "device", "mapper")
 DEFAULT_EPOCH = 1700000000
-# mke2fs caps volume labels at 16 bytes; mkswap does too.
+# mke2fs caps volume labels at 16 bytes; mkswap does too. xfs takes 12, FAT 11.
 MAX_LABEL_BYTES = 16
+_LABEL_BYTES = {"xfs": 12, "vfat": 11}
+# mkfs.xfs (xfsprogs >= 5.19) refuses less than 300 MB; FAT32 needs 65525 clusters.
+_MIN_SIZES = {"xfs": 300 * MIB, "vfat": 40 * MIB}
+# Where a guest PV's first extent starts (LVM's default alignment).
+PE_START = MIB
+DEFAULT_EXTENT = 4 * MIB
+# The MBR's boot code ends where the disk signature starts.
+MBR_CODE_BYTES = 440
+GPT_FIRST_FREE_SECTOR = 34
+ESP_LOADER = ("EFI/BOOT/BOOTX64.EFI", 40000)
+XFS_PENDING_DIR = "log-pending"
+_PENDING_FILE = {"rich": "data/sizes/page.bin", "minimal": "README.txt"}
 
-_DOS_TYPES = {"swap": "82"}
-_GPT_TYPES = {"swap": "0657FD6D-A4AB-43C4-84E5-0933C84B4F4F"}
+_NO_MOUNT = ("swap", "raw", "lvm")
+_CONTENT_CHOICES = {"swap": ("empty",), "vfat": ("esp", "empty"), "raw": ("pattern", "empty"),
+                    "lvm": ("empty",)}
+_DEFAULT_CONTENT = {"swap": "empty", "vfat": "esp", "raw": "pattern", "lvm": "empty"}
+_DOS_TYPES = {"swap": "82", "vfat": "ef", "lvm": "8e", "raw": "da"}
+_GPT_TYPES = {"swap": "0657FD6D-A4AB-43C4-84E5-0933C84B4F4F",
+              "vfat": "C12A7328-F81F-11D2-BA4B-00A0C93EC93B",
+              "lvm": "E6D6D379-F507-44C2-A23C-238F2A3DF928",
+              "raw": "21686148-6449-6E6F-744E-656564454649"}
 _DOS_LINUX = "83"
+_DOS_EXTENDED = "5"
 _GPT_LINUX = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
+_LVM_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+_.-")
+# The private LVM setup for guest PVs: see the module docstring.
+_LVM_CONFIG = ('devices { hints = "none" use_devicesfile = 0 obtain_device_list_from_udev = 0 } '
+               "backup { backup = 0 archive = 0 } "
+               "activation { udev_sync = 0 udev_rules = 0 monitoring = 0 } "
+               "global { use_lvmlockd = 0 event_activation = 0 }")
 
 _OS_RELEASE = """\
 PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"
@@ -61,8 +136,48 @@ SUPPORT_URL="https://www.debian.org/support"
 BUG_REPORT_URL="https://bugs.debian.org/"
 """
 
+Fail = Callable[[str, str], ConfigError]
+
 
 # --------------------------------------------------------------------------- recipes
+
+
+@dataclass(frozen=True)
+class VolumeRecipe:
+    """One linear LV of a guest VG and the filesystem on it."""
+
+    name: str
+    lv_uuid: str
+    size: int | None  # bytes, whole extents; None: the rest of the PV
+    fs: str
+    uuid: str
+    label: str | None
+    mount: str | None
+    fstab_by: str  # "uuid" | "label" | "device" (/dev/VG/LV) | "mapper" (/dev/mapper/VG-LV)
+    options: str
+    content: str
+    dirty: bool
+    vg: str
+
+    @property
+    def device(self) -> str:
+        """The guest's ``/dev/VG/LV`` name for this LV."""
+        return f"/dev/{self.vg}/{self.name}"
+
+    @property
+    def mapper(self) -> str:
+        """The guest's ``/dev/mapper`` name for this LV (dashes in names doubled)."""
+        return f"/dev/mapper/{self.vg.replace('-', '--')}-{self.name.replace('-', '--')}"
+
+
+@dataclass(frozen=True)
+class VolumeGroupRecipe:
+    """A guest VG on one PV partition; its LVs are allocated in order from extent 0."""
+
+    name: str
+    uuid: str
+    extent_size: int
+    volumes: tuple[VolumeRecipe, ...]
 
 
 @dataclass(frozen=True)
@@ -72,7 +187,7 @@ class PartitionRecipe:
     number: int
     size: int | None  # bytes; None: the rest of the disk
     fs: str
-    uuid: str
+    uuid: str | None  # filesystem UUID, FAT volume id, LVM PV UUID; None for raw
     label: str | None
     mount: str | None  # mount point in the guest fstab; None: not in the fstab
     fstab_by: str
@@ -82,6 +197,27 @@ class PartitionRecipe:
     partuuid: str | None  # gpt only; dos PARTUUIDs derive from the disk id
     name: str | None  # gpt partition name
     bootable: bool
+    logical: bool = False  # a dos logical partition, inside the extended one
+    dirty: bool = False  # leave the journal (ext3/4) or log (xfs) needing recovery
+    vg: VolumeGroupRecipe | None = None  # fs == "lvm": the guest VG on this PV
+
+
+Filesystem = PartitionRecipe | VolumeRecipe
+
+
+@dataclass(frozen=True)
+class FstabEntry:
+    """One line of the guest's /etc/fstab."""
+
+    spec: str
+    mount: str  # "none" for swap
+    fs: str
+    options: str
+    passno: int
+
+    def line(self) -> str:
+        """The tab-separated fstab line."""
+        return f"{self.spec}\t{self.mount}\t{self.fs}\t{self.options}\t0\t{self.passno}"
 
 
 @dataclass(frozen=True)
@@ -89,7 +225,7 @@ class GuestRecipe:
     """A guest disk: size, partition table and filesystems."""
 
     source: str
-    name: str
+    name: str  # the domain's (host) name
     size: int
     table: str  # "dos" | "gpt" | "none"
     disk_id: str | None
@@ -98,6 +234,8 @@ class GuestRecipe:
     epoch: int
     extra_fstab: tuple[str, ...]
     partitions: tuple[PartitionRecipe, ...]
+    boot_area: bool = False
+    fstab_entries: tuple[FstabEntry, ...] = ()  # the whole domain's, on every disk
 
     def partition(self, number: int) -> PartitionRecipe:
         """The partition with this number; KeyError if there is none."""
@@ -106,20 +244,62 @@ class GuestRecipe:
                 return part
         raise KeyError(number)
 
+    def volume(self, path: str) -> VolumeRecipe:
+        """The LV named ``VG/LV``; KeyError if there is none."""
+        for vol in self.volumes:
+            if f"{vol.vg}/{vol.name}" == path:
+                return vol
+        raise KeyError(path)
+
     @property
-    def root(self) -> PartitionRecipe | None:
-        """The partition mounted at ``/`` (it holds /etc/fstab), if any."""
-        return next((p for p in self.partitions if p.mount == "/"), None)
+    def volumes(self) -> tuple[VolumeRecipe, ...]:
+        """Every LV of the guest VGs on this disk, in recipe order."""
+        return tuple(v for p in self.partitions if p.vg for v in p.vg.volumes)
+
+    @property
+    def filesystems(self) -> tuple[Filesystem, ...]:
+        """Partitions and LVs that carry a filesystem or swap, in recipe order."""
+        out: list[Filesystem] = []
+        for part in self.partitions:
+            if part.vg is not None:
+                out.extend(part.vg.volumes)
+            elif part.fs != "raw":
+                out.append(part)
+        return tuple(out)
+
+    @property
+    def root(self) -> Filesystem | None:
+        """The filesystem on this disk mounted at ``/`` (it holds /etc/fstab), if any."""
+        return next((f for f in self.filesystems if f.mount == "/"), None)
 
 
-_TOP_KEYS = {"name", "size", "label", "disk_id", "device", "seed", "epoch", "extra_fstab",
-             "partitions"}
-_PART_KEYS = {"size", "fs", "uuid", "label", "mount", "fstab_by", "options", "content", "type",
-              "partuuid", "name", "bootable"}
+@dataclass(frozen=True)
+class DomainRecipe:
+    """A guest domain: its disks, in recipe order."""
+
+    source: str
+    name: str
+    disks: tuple[GuestRecipe, ...]
+
+    def disk(self, device: str) -> GuestRecipe:
+        """The disk the guest calls ``device``; KeyError if there is none."""
+        for disk in self.disks:
+            if disk.device == device:
+                return disk
+        raise KeyError(device)
 
 
-def load_recipe(path: str | os.PathLike[str]) -> GuestRecipe:
-    """Read and validate a guest disk recipe; ConfigError names the file and the key."""
+_DOMAIN_KEYS = {"name", "seed", "epoch", "extra_fstab", "disks"}
+_DISK_KEYS = {"size", "label", "disk_id", "device", "seed", "boot_area", "partitions"}
+_TOP_KEYS = (_DOMAIN_KEYS - {"disks"}) | _DISK_KEYS
+_FS_KEYS = {"size", "fs", "uuid", "label", "mount", "fstab_by", "options", "content", "dirty"}
+_PART_KEYS = _FS_KEYS | {"type", "partuuid", "name", "bootable", "logical", "vg", "vg_uuid",
+                         "extent_size", "volumes"}
+_VOLUME_KEYS = _FS_KEYS | {"name", "lv_uuid"}
+
+
+def load_domain(path: str | os.PathLike[str]) -> DomainRecipe:
+    """Read and validate a guest recipe (one or several disks); ConfigError names file and key."""
     source = str(path)
     try:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
@@ -127,33 +307,52 @@ def load_recipe(path: str | os.PathLike[str]) -> GuestRecipe:
         raise ConfigError(f"{source}: cannot read recipe: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
-    default_name = Path(path).stem
-    return parse_recipe(data, source=source, default_name=default_name)
+    return parse_domain(data, source=source, default_name=Path(path).stem)
 
 
-def parse_recipe(data: dict[str, Any], *, source: str, default_name: str = "") -> GuestRecipe:
-    """Validate parsed TOML into a GuestRecipe; ConfigError names ``source`` and the key."""
+def load_recipe(path: str | os.PathLike[str], device: str | None = None) -> GuestRecipe:
+    """Read one disk of a guest recipe: the only one, or the one named ``device``."""
+    return _pick_disk(load_domain(path), device)
+
+
+def parse_recipe(data: dict[str, Any], *, source: str, default_name: str = "",
+                 device: str | None = None) -> GuestRecipe:
+    """Validate parsed TOML into one disk's GuestRecipe; ConfigError names ``source`` and key."""
+    return _pick_disk(parse_domain(data, source=source, default_name=default_name), device)
+
+
+def _pick_disk(domain: DomainRecipe, device: str | None) -> GuestRecipe:
+    if device is not None:
+        try:
+            return domain.disk(device)
+        except KeyError:
+            raise ConfigError(f"{domain.source}: disks: no disk {device!r} (has "
+                              f"{', '.join(d.device for d in domain.disks)})") from None
+    if len(domain.disks) != 1:
+        raise ConfigError(f"{domain.source}: disks: {domain.name} has "
+                          f"{len(domain.disks)} disks ({', '.join(d.device for d in domain.disks)})"
+                          "; name one, or read them all with load_domain")
+    return domain.disks[0]
+
+
+def parse_domain(data: dict[str, Any], *, source: str, default_name: str = "") -> DomainRecipe:
+    """Validate parsed TOML into a DomainRecipe; ConfigError names ``source`` and the key."""
 
     def fail(key: str, why: str) -> ConfigError:
         return ConfigError(f"{source}: {key}: {why}")
 
-    unknown = sorted(set(data) - _TOP_KEYS)
+    several = "disks" in data
+    allowed = _DOMAIN_KEYS if several else _TOP_KEYS
+    unknown = sorted(set(data) - allowed)
     if unknown:
-        raise fail(unknown[0], f"unknown key (expected one of {', '.join(sorted(_TOP_KEYS))})")
-
+        if several and unknown[0] in _DISK_KEYS:
+            why = "unknown key at the top of a recipe with [[disks]]: put it in each [[disks]]"
+        else:
+            why = f"unknown key (expected one of {', '.join(sorted(allowed))})"
+        raise fail(unknown[0], why)
     name = _get(data, "name", str, default_name, fail)
     if not name or not _is_hostname(name):
         raise fail("name", f"{name!r} is not a valid host name")
-    if "size" not in data:
-        raise fail("size", "missing")
-    size = _size(data["size"], "size", fail)
-    table = _get(data, "label", str, "dos", fail)
-    if table not in TABLES:
-        raise fail("label", f"{table!r} is not one of {', '.join(TABLES)}")
-    disk_id = _disk_id(data, table, fail)
-    device = _get(data, "device", str, "xvda", fail)
-    if not device.isascii() or not device.isalnum():
-        raise fail("device", f"{device!r} must be a bare device name such as xvda")
     seed = _get(data, "seed", int, 1, fail)
     epoch = _get(data, "epoch", int, DEFAULT_EPOCH, fail)
     if epoch < 0:
@@ -161,18 +360,29 @@ def parse_recipe(data: dict[str, Any], *, source: str, default_name: str = "") -
     extra = data.get("extra_fstab", [])
     if not isinstance(extra, list) or not all(isinstance(x, str) and "\n" not in x for x in extra):
         raise fail("extra_fstab", "must be a list of single-line strings")
+    shared = (source, name, epoch, tuple(extra))
+    if not several:
+        disks = [(_disk(data, "", seed, shared, fail), "")]
+    else:
+        raw_disks = data["disks"]
+        if not isinstance(raw_disks, list) or not raw_disks:
+            raise fail("disks", "must be a non-empty list of [[disks]] tables")
+        disks = []
+        for i, raw in enumerate(raw_disks):
+            pre = f"disks[{i}]."
+            if not isinstance(raw, dict):
+                raise fail(f"disks[{i}]", "must be a table")
+            unknown = sorted(set(raw) - _DISK_KEYS)
+            if unknown:
+                raise fail(pre + unknown[0], "unknown key")
+            disks.append((_disk(raw, pre, seed + i, shared, fail), pre))
+    _check_domain(disks, fail)
+    entries = _domain_fstab([d for d, _ in disks])
+    return DomainRecipe(source, name, tuple(dataclasses.replace(d, fstab_entries=entries)
+                                            for d, _ in disks))
 
-    raw_parts = data.get("partitions")
-    if not isinstance(raw_parts, list) or not raw_parts:
-        raise fail("partitions", "missing or empty (need at least one [[partitions]] table)")
-    parts = tuple(_partition(raw, i, table, disk_id, fail) for i, raw in enumerate(raw_parts))
-    recipe = GuestRecipe(source, name, size, table, disk_id, device, seed, epoch, tuple(extra),
-                         parts)
-    _check_whole(recipe, fail)
-    return recipe
 
-
-def _get(data: dict[str, Any], key: str, kind: type, default: Any, fail: Any,
+def _get(data: dict[str, Any], key: str, kind: type, default: Any, fail: Fail,
          prefix: str = "") -> Any:
     value = data.get(key, default)
     if value is None or (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
@@ -207,7 +417,7 @@ def parse_size(value: int | str) -> int:
     return int(text) * factor
 
 
-def _size(value: Any, key: str, fail: Any) -> int:
+def _size(value: Any, key: str, fail: Fail) -> int:
     try:
         size = parse_size(value)
     except ValueError as exc:
@@ -217,7 +427,40 @@ def _size(value: Any, key: str, fail: Any) -> int:
     return size
 
 
-def _disk_id(data: dict[str, Any], table: str, fail: Any) -> str | None:
+def _disk(data: dict[str, Any], pre: str, seed: int, shared: tuple[str, str, int, tuple[str, ...]],
+          fail: Fail) -> GuestRecipe:
+    source, name, epoch, extra = shared
+
+    def dfail(key: str, why: str) -> ConfigError:
+        return fail(pre + key, why)
+
+    if "size" not in data:
+        raise dfail("size", "missing")
+    size = _size(data["size"], pre + "size", fail)
+    table = _get(data, "label", str, "dos", dfail)
+    if table not in TABLES:
+        raise dfail("label", f"{table!r} is not one of {', '.join(TABLES)}")
+    disk_id = _disk_id(data, table, dfail)
+    device = _get(data, "device", str, "xvda", dfail)
+    if not device or not device.isascii() or not device.isalnum():
+        raise dfail("device", f"{device!r} must be a bare device name such as xvda")
+    seed = _get(data, "seed", int, seed, dfail)
+    boot_area = _get(data, "boot_area", bool, False, dfail)
+    if boot_area and table == "none":
+        raise dfail("boot_area", "a disk without a partition table has no boot area")
+    raw_parts = data.get("partitions")
+    if not isinstance(raw_parts, list) or not raw_parts:
+        raise dfail("partitions", "missing or empty (need at least one [[partitions]] table)")
+    numbers = _numbers(raw_parts, table, dfail)
+    parts = tuple(_partition(raw, i, numbers[i], table, disk_id, dfail)
+                  for i, raw in enumerate(raw_parts))
+    recipe = GuestRecipe(source, name, size, table, disk_id, device, seed, epoch, extra, parts,
+                         boot_area)
+    _check_whole(recipe, dfail)
+    return recipe
+
+
+def _disk_id(data: dict[str, Any], table: str, fail: Fail) -> str | None:
     if table == "none":
         if "disk_id" in data:
             raise fail("disk_id", "a whole-disk filesystem (label = \"none\") has no disk id")
@@ -239,7 +482,7 @@ def _is_hex(text: str) -> bool:
     return bool(text) and all(c in "0123456789abcdef" for c in text.lower())
 
 
-def _uuid(value: Any, key: str, fail: Any) -> str:
+def _uuid(value: Any, key: str, fail: Fail) -> str:
     if not isinstance(value, str):
         raise fail(key, f"must be a UUID string, got {value!r}")
     try:
@@ -251,38 +494,101 @@ def _uuid(value: Any, key: str, fail: Any) -> str:
     return str(parsed)
 
 
-def _partition(raw: Any, index: int, table: str, disk_id: str | None,
-               fail: Any) -> PartitionRecipe:
-    key = f"partitions[{index}]"
-    if not isinstance(raw, dict):
-        raise fail(key, "must be a table")
-    unknown = sorted(set(raw) - _PART_KEYS)
-    if unknown:
-        raise fail(f"{key}.{unknown[0]}", "unknown key")
-    pre = key + "."
+def _fat_id(value: Any, key: str, fail: Fail) -> str:
+    text = value if isinstance(value, str) else ""
+    if len(text) != 9 or text[4] != "-" or not _is_hex(text[:4] + text[5:]):
+        raise fail(key, f"{value!r} is not a FAT volume id such as 5EED-0B01")
+    return text.upper()
+
+
+def _lvm_uuid(value: Any, key: str, fail: Fail) -> str:
+    groups = value.split("-") if isinstance(value, str) else []
+    if ([len(g) for g in groups] != [6, 4, 4, 4, 4, 4, 6]
+            or not all(g.isascii() and g.isalnum() for g in groups)):
+        raise fail(key, f"{value!r} is not an LVM UUID such as 5eed17-0000-0000-0000-0000-0000-"
+                   "000001 (32 letters or digits, grouped 6-4-4-4-4-4-6)")
+    return value
+
+
+def _lvm_name(value: Any, key: str, fail: Fail) -> str:
+    if (not isinstance(value, str) or not value or len(value) > 127 or value[0] == "-"
+            or value in (".", "..") or not set(value) <= _LVM_NAME_CHARS):
+        raise fail(key, f"{value!r} is not an LVM name (letters, digits, +_.- ; not starting "
+                   "with -)")
+    return value
+
+
+def _numbers(raw_parts: list[Any], table: str, fail: Fail) -> list[int]:
+    """Partition numbers: primaries 1.., logicals 5.. (the extended container between)."""
+    logical: list[bool] = []
+    for i, raw in enumerate(raw_parts):
+        if not isinstance(raw, dict):
+            raise fail(f"partitions[{i}]", "must be a table")
+        flag = _get(raw, "logical", bool, False, fail, f"partitions[{i}].")
+        if flag and table != "dos":
+            raise fail(f"partitions[{i}].logical", "only dos partitions can be logical")
+        if not flag and logical and logical[-1]:
+            raise fail(f"partitions[{i}].logical", "a primary partition cannot follow a "
+                       "logical one (list logical partitions last)")
+        logical.append(flag)
+    primaries = logical.count(False)
+    if table == "dos" and not any(logical) and primaries > 4:
+        raise fail("partitions", "more than 4 dos partitions needs extended/logical partitions "
+                   "(logical = true on the last ones)")
+    if table == "dos" and any(logical) and primaries > 3:
+        raise fail("partitions", "more than 3 primary dos partitions beside an extended one")
+    numbers = list(range(1, primaries + 1))
+    numbers += list(range(5, 5 + len(raw_parts) - primaries))
+    return numbers
+
+
+@dataclass(frozen=True)
+class _FsFields:
+    fs: str
+    size: int | None
+    uuid: str | None
+    label: str | None
+    mount: str | None
+    fstab_by: str
+    options: str
+    content: str
+    dirty: bool
+
+
+def _fs_fields(raw: dict[str, Any], pre: str, what: str, allowed: tuple[str, ...],
+               fstab_choices: tuple[str, ...], table: str, fail: Fail) -> _FsFields:
+    """The keys a partition and an LV share: filesystem, identity, fstab line, content."""
     if "fs" not in raw:
         raise fail(pre + "fs", "missing")
     fs = _get(raw, "fs", str, None, fail, pre)
-    if fs in PLANNED_FILESYSTEMS:
-        raise fail(pre + "fs", f"{fs!r} is not buildable yet (buildable: "
-                   f"{', '.join(BUILDABLE_FILESYSTEMS)})")
-    if fs not in BUILDABLE_FILESYSTEMS:
-        raise fail(pre + "fs", f"{fs!r} is not one of {', '.join(BUILDABLE_FILESYSTEMS)}")
+    if fs not in allowed:
+        raise fail(pre + "fs", f"{fs!r} is not one of {', '.join(allowed)}")
     size = _size(raw["size"], pre + "size", fail) if "size" in raw else None
-    if "uuid" not in raw:
+    uuid = None
+    if fs == "raw":
+        if "uuid" in raw:
+            raise fail(pre + "uuid", f"a raw {what} has no filesystem UUID")
+    elif "uuid" not in raw:
         raise fail(pre + "uuid", "missing (a fixed UUID keeps builds deterministic)")
-    uuid = _uuid(raw["uuid"], pre + "uuid", fail)
+    else:
+        check = {"vfat": _fat_id, "lvm": _lvm_uuid}.get(fs, _uuid)
+        uuid = check(raw["uuid"], pre + "uuid", fail)
     label = raw.get("label")
     if label is not None:
+        limit = _LABEL_BYTES.get(fs, MAX_LABEL_BYTES)
+        if fs in ("raw", "lvm"):
+            raise fail(pre + "label", f"a {fs} {what} has no label")
         if not isinstance(label, str) or not label:
             raise fail(pre + "label", f"must be a non-empty string, got {label!r}")
-        if len(label.encode()) > MAX_LABEL_BYTES or any(c in label for c in " \t\n\"'\\"):
-            raise fail(pre + "label", f"{label!r} must be at most {MAX_LABEL_BYTES} bytes "
+        if len(label.encode()) > limit or any(c in label for c in " \t\n\"'\\"):
+            raise fail(pre + "label", f"{label!r} must be at most {limit} bytes "
                        "without blanks or quotes")
+        if fs == "vfat" and (label != label.upper() or not label.isascii()):
+            raise fail(pre + "label", f"{label!r}: FAT labels are upper-case ASCII")
     mount = raw.get("mount")
-    if fs == "swap":
+    if fs in _NO_MOUNT:
         if mount not in (None, "none", "swap"):
-            raise fail(pre + "mount", "a swap partition has no mount point")
+            raise fail(pre + "mount", f"a {fs} {what} has no mount point")
         mount = None
     elif mount is not None:
         if not isinstance(mount, str) or not mount.startswith("/"):
@@ -291,22 +597,42 @@ def _partition(raw: Any, index: int, table: str, disk_id: str | None,
                 c.isspace() for c in mount):
             raise fail(pre + "mount", f"{mount!r} must be a normalised path without blanks")
     fstab_by = _get(raw, "fstab_by", str, "uuid", fail, pre)
-    if fstab_by not in FSTAB_BY:
-        raise fail(pre + "fstab_by", f"{fstab_by!r} is not one of {', '.join(FSTAB_BY)}")
+    if fstab_by not in fstab_choices:
+        raise fail(pre + "fstab_by", f"{fstab_by!r} is not one of {', '.join(fstab_choices)}")
     if fstab_by == "label" and label is None:
         raise fail(pre + "fstab_by", "\"label\" needs a label")
     if fstab_by == "partuuid" and table == "none":
         raise fail(pre + "fstab_by", "a whole-disk filesystem has no PARTUUID")
-    default_options = "sw" if fs == "swap" else ("errors=remount-ro" if mount == "/"
-                                                 else "defaults")
+    default_options = {"swap": "sw", "vfat": "umask=0077"}.get(
+        fs, "errors=remount-ro" if mount == "/" else "defaults")
     options = _get(raw, "options", str, default_options, fail, pre)
     if not options or any(c.isspace() for c in options):
         raise fail(pre + "options", f"{options!r} must be a non-empty word")
-    content = _get(raw, "content", str, "empty" if fs == "swap" else "rich", fail, pre)
+    content = _get(raw, "content", str, _DEFAULT_CONTENT.get(fs, "rich"), fail, pre)
     if content not in CONTENTS:
         raise fail(pre + "content", f"{content!r} is not one of {', '.join(CONTENTS)}")
+    choices = _CONTENT_CHOICES.get(fs, ("rich", "minimal", "empty"))
     if fs == "swap" and content != "empty":
-        raise fail(pre + "content", "a swap partition holds no files")
+        raise fail(pre + "content", f"a swap {what} holds no files")
+    if content not in choices:
+        raise fail(pre + "content", f"{content!r} does not apply to {fs} (one of "
+                   f"{', '.join(choices)})")
+    dirty = _get(raw, "dirty", bool, False, fail, pre)
+    if dirty and fs not in ("ext3", "ext4", "xfs"):
+        raise fail(pre + "dirty", "only ext3, ext4 (journal) and xfs (log) can be left dirty")
+    if dirty and content not in _PENDING_FILE:
+        raise fail(pre + "dirty", "a dirty filesystem needs content (rich or minimal)")
+    return _FsFields(fs, size, uuid, label, mount, fstab_by, options, content, dirty)
+
+
+def _partition(raw: dict[str, Any], index: int, number: int, table: str, disk_id: str | None,
+               fail: Fail) -> PartitionRecipe:
+    key = f"partitions[{index}]"
+    unknown = sorted(set(raw) - _PART_KEYS)
+    if unknown:
+        raise fail(f"{key}.{unknown[0]}", "unknown key")
+    pre = key + "."
+    f = _fs_fields(raw, pre, "partition", BUILDABLE_FILESYSTEMS, FSTAB_BY, table, fail)
     ptype = raw.get("type")
     if ptype is not None:
         if table == "none":
@@ -323,7 +649,7 @@ def _partition(raw: Any, index: int, table: str, disk_id: str | None,
     elif table == "gpt":
         raise fail(pre + "partuuid", "missing (a fixed PARTUUID keeps builds deterministic)")
     elif table == "dos":
-        partuuid = f"{disk_id[2:]}-{index + 1:02x}" if disk_id else None
+        partuuid = f"{disk_id[2:]}-{number:02x}" if disk_id else None
     pname = raw.get("name")
     if pname is not None and (table != "gpt" or not isinstance(pname, str)
                               or any(c in pname for c in "\"\n,")):
@@ -331,8 +657,55 @@ def _partition(raw: Any, index: int, table: str, disk_id: str | None,
     bootable = _get(raw, "bootable", bool, False, fail, pre)
     if bootable and table != "dos":
         raise fail(pre + "bootable", "only dos partitions carry a bootable flag")
-    return PartitionRecipe(index + 1, size, fs, uuid, label, mount, fstab_by, options, content,
-                           ptype, partuuid, pname, bootable)
+    vg = None
+    if f.fs == "lvm":
+        vg = _volume_group(raw, pre, table, fail)
+    else:
+        for k in ("vg", "vg_uuid", "extent_size", "volumes"):
+            if k in raw:
+                raise fail(pre + k, "only an lvm partition holds a volume group")
+    return PartitionRecipe(number, f.size, f.fs, f.uuid, f.label, f.mount, f.fstab_by, f.options,
+                           f.content, ptype, partuuid, pname, bootable,
+                           bool(raw.get("logical", False)), f.dirty, vg)
+
+
+def _volume_group(raw: dict[str, Any], pre: str, table: str, fail: Fail) -> VolumeGroupRecipe:
+    if "vg" not in raw:
+        raise fail(pre + "vg", "missing (the guest VG's name)")
+    name = _lvm_name(raw["vg"], pre + "vg", fail)
+    if "vg_uuid" not in raw:
+        raise fail(pre + "vg_uuid", "missing (a fixed UUID keeps builds deterministic)")
+    vg_uuid = _lvm_uuid(raw["vg_uuid"], pre + "vg_uuid", fail)
+    extent = _size(raw.get("extent_size", DEFAULT_EXTENT), pre + "extent_size", fail)
+    if extent & (extent - 1):
+        raise fail(pre + "extent_size", f"{extent // MIB} MiB is not a power of two")
+    raw_vols = raw.get("volumes")
+    if not isinstance(raw_vols, list) or not raw_vols:
+        raise fail(pre + "volumes", "missing or empty (need at least one [[partitions.volumes]])")
+    vols = []
+    for j, rv in enumerate(raw_vols):
+        vpre = f"{pre}volumes[{j}]."
+        if not isinstance(rv, dict):
+            raise fail(vpre[:-1], "must be a table")
+        unknown = sorted(set(rv) - _VOLUME_KEYS)
+        if unknown:
+            raise fail(vpre + unknown[0], "unknown key")
+        if "name" not in rv:
+            raise fail(vpre + "name", "missing (the LV's name)")
+        lv = _lvm_name(rv["name"], vpre + "name", fail)
+        if "lv_uuid" not in rv:
+            raise fail(vpre + "lv_uuid", "missing (a fixed UUID keeps builds deterministic)")
+        lv_uuid = _lvm_uuid(rv["lv_uuid"], vpre + "lv_uuid", fail)
+        f = _fs_fields(rv, vpre, "volume", VOLUME_FILESYSTEMS, VOLUME_FSTAB_BY, table, fail)
+        if f.size is not None and f.size % extent:
+            raise fail(vpre + "size", f"must be a whole number of {extent // MIB} MiB extents")
+        if f.size is None and j != len(raw_vols) - 1:
+            raise fail(vpre + "size", "only the last volume may take the rest")
+        if any(v.name == lv for v in vols):
+            raise fail(vpre + "name", f"{lv!r} is already an LV of {name}")
+        vols.append(VolumeRecipe(lv, lv_uuid, f.size, f.fs, f.uuid or "", f.label, f.mount,
+                                 f.fstab_by, f.options, f.content, f.dirty, name))
+    return VolumeGroupRecipe(name, vg_uuid, extent, tuple(vols))
 
 
 def _valid_uuid(text: str) -> bool:
@@ -343,33 +716,99 @@ def _valid_uuid(text: str) -> bool:
     return True
 
 
-def _check_whole(recipe: GuestRecipe, fail: Any) -> None:
+def _check_whole(recipe: GuestRecipe, fail: Fail) -> None:
+    """Checks on one disk: sizes fit, whole-disk rules, per-filesystem minimum sizes."""
     parts = recipe.partitions
     if recipe.table == "none":
         if len(parts) != 1:
             raise fail("partitions", "a whole-disk filesystem (label = \"none\") has exactly one")
         if parts[0].size not in (None, recipe.size):
             raise fail("partitions[0].size", "a whole-disk filesystem spans the whole disk")
-    if recipe.table == "dos" and len(parts) > 4:
-        raise fail("partitions", "more than 4 dos partitions needs extended/logical partitions, "
-                   "which the builder does not make yet")
     for i, part in enumerate(parts[:-1]):
         if part.size is None and recipe.table != "none":
             raise fail(f"partitions[{i}].size", "only the last partition may take the rest")
-    seen: dict[tuple[str, str], int] = {}
-    for i, part in enumerate(parts):
-        for kind, value in (("uuid", part.uuid), ("label", part.label), ("mount", part.mount),
-                            ("partuuid", part.partuuid if recipe.table == "gpt" else None)):
-            if value is None:
-                continue
-            if (kind, value) in seen:
-                raise fail(f"partitions[{i}].{kind}",
-                           f"{value!r} is already used by partitions[{seen[(kind, value)]}]")
-            seen[(kind, value)] = i
     try:
-        plan_layout(recipe)
+        layout = plan_layout(recipe)
     except ValueError as exc:
         raise fail("size", str(exc)) from None
+    for i, (part, ext) in enumerate(zip(parts, layout, strict=True)):
+        if ext.size < _MIN_SIZES.get(part.fs, 0):
+            raise fail(f"partitions[{i}].size", f"{part.fs} needs at least "
+                       f"{_MIN_SIZES[part.fs] // MIB} MiB, not {ext.size // MIB}")
+        if part.vg is None:
+            continue
+        try:
+            extents = [v for v in plan_volumes(recipe) if v.vg == part.vg.name]
+        except ValueError as exc:
+            raise fail(f"partitions[{i}].volumes", str(exc)) from None
+        for j, (vol, vx) in enumerate(zip(part.vg.volumes, extents, strict=True)):
+            if vx.size < _MIN_SIZES.get(vol.fs, 0):
+                raise fail(f"partitions[{i}].volumes[{j}].size", f"{vol.fs} needs at least "
+                           f"{_MIN_SIZES[vol.fs] // MIB} MiB, not {vx.size // MIB}")
+
+
+def _places(disk: GuestRecipe, pre: str) -> Iterator[tuple[str, PartitionRecipe | VolumeRecipe]]:
+    for i, part in enumerate(disk.partitions):
+        yield f"{pre}partitions[{i}]", part
+        if part.vg is not None:
+            for j, vol in enumerate(part.vg.volumes):
+                yield f"{pre}partitions[{i}].volumes[{j}]", vol
+
+
+def _check_domain(disks: list[tuple[GuestRecipe, str]], fail: Fail) -> None:
+    """Names that must be unique across the whole domain, and one root at most."""
+    seen: dict[tuple[str, str], str] = {}
+
+    def claim(where: str, kind: str, value: str | None) -> None:
+        if value is None:
+            return
+        if (kind, value) in seen:
+            raise fail(f"{where}.{kind}", f"{value!r} is already used by {seen[(kind, value)]}")
+        seen[(kind, value)] = where
+
+    for disk, pre in disks:
+        if pre:
+            claim(pre[:-1], "device", disk.device)
+            claim(pre[:-1], "disk_id", disk.disk_id)
+        for where, item in _places(disk, pre):
+            claim(where, "uuid", item.uuid)
+            claim(where, "label", item.label)
+            claim(where, "mount", item.mount)
+            if isinstance(item, PartitionRecipe):
+                claim(where, "partuuid", item.partuuid if disk.table == "gpt" else None)
+                if item.vg is not None:
+                    claim(where, "vg", item.vg.name)
+                    claim(where, "vg_uuid", item.vg.uuid)
+            else:
+                claim(where, "lv_uuid", item.lv_uuid)
+
+
+def _domain_fstab(disks: list[GuestRecipe]) -> tuple[FstabEntry, ...]:
+    """The domain's fstab: every mounted filesystem and swap, parents before children."""
+    entries = []
+    for disk in disks:
+        for fs in disk.filesystems:
+            if fs.fs != "swap" and fs.mount is None:
+                continue
+            entries.append(FstabEntry(_fstab_spec(disk, fs), fs.mount or "none", fs.fs,
+                                      fs.options, 0 if fs.fs == "swap" else
+                                      (1 if fs.mount == "/" else 2)))
+    # Shallower mount points first (a parent before its children), else recipe order; swap
+    # last.
+    return tuple(sorted(entries, key=lambda e: (e.mount == "none",
+                                                len([c for c in e.mount.split("/") if c]))))
+
+
+def _fstab_spec(disk: GuestRecipe, fs: Filesystem) -> str:
+    if fs.fstab_by == "uuid":
+        return f"UUID={fs.uuid}"
+    if fs.fstab_by == "label":
+        return f"LABEL={fs.label}"
+    if isinstance(fs, VolumeRecipe):
+        return fs.mapper if fs.fstab_by == "mapper" else fs.device
+    if fs.fstab_by == "partuuid":
+        return f"PARTUUID={fs.partuuid}"
+    return guest_device(disk, fs.number)
 
 
 # --------------------------------------------------------------------------- layout
@@ -384,8 +823,24 @@ class Extent:
     size: int
 
 
+@dataclass(frozen=True)
+class VolumeExtent:
+    """Where one linear LV lives: its extents on the PV and its bytes in the disk image."""
+
+    vg: str
+    name: str
+    partition: int  # the PV partition's number
+    first_extent: int
+    extent_count: int
+    start: int  # byte offset in the disk image
+    size: int
+
+
 def plan_layout(recipe: GuestRecipe) -> tuple[Extent, ...]:
-    """Partition extents: MiB-aligned from 1 MiB on; the last may take the rest of the disk."""
+    """Partition extents: MiB-aligned from 1 MiB on; the last may take the rest of the disk.
+
+    A logical partition starts one MiB after the end of the one before: its EBR lives there.
+    """
     if recipe.table == "none":
         return (Extent(1, 0, recipe.size),)
     # gpt keeps its backup header in the last 33 sectors; leave that whole MiB free.
@@ -393,6 +848,8 @@ def plan_layout(recipe: GuestRecipe) -> tuple[Extent, ...]:
     offset = MIB
     out = []
     for part in recipe.partitions:
+        if part.logical:
+            offset += MIB
         size = part.size if part.size is not None else end - offset
         if size <= 0 or offset + size > end:
             raise ValueError(f"the partitions need more than the {recipe.size // MIB} MiB disk "
@@ -400,6 +857,38 @@ def plan_layout(recipe: GuestRecipe) -> tuple[Extent, ...]:
                              f"{(offset + max(size, 0)) // MIB} MiB of {end // MIB} usable)")
         out.append(Extent(part.number, offset, size))
         offset += size
+    return tuple(out)
+
+
+def container_extent(recipe: GuestRecipe) -> Extent | None:
+    """The dos extended partition holding the logical ones, if there are any."""
+    logical = [e for p, e in zip(recipe.partitions, plan_layout(recipe), strict=True)
+               if p.logical]
+    if not logical:
+        return None
+    number = sum(1 for p in recipe.partitions if not p.logical) + 1
+    start = logical[0].start - MIB
+    return Extent(number, start, logical[-1].start + logical[-1].size - start)
+
+
+def plan_volumes(recipe: GuestRecipe) -> tuple[VolumeExtent, ...]:
+    """Each guest LV's extents, allocated in order from the PV's first extent."""
+    out = []
+    for part, ext in zip(recipe.partitions, plan_layout(recipe), strict=True):
+        if part.vg is None:
+            continue
+        extent = part.vg.extent_size
+        pe_count = (ext.size - PE_START) // extent
+        first = 0
+        for vol in part.vg.volumes:
+            count = vol.size // extent if vol.size is not None else pe_count - first
+            if count <= 0 or first + count > pe_count:
+                raise ValueError(f"the volumes need more than the {pe_count} extents of "
+                                 f"{extent // MIB} MiB on {part.vg.name}'s PV (LV {vol.name} "
+                                 f"would end at extent {first + max(count, 0)})")
+            out.append(VolumeExtent(part.vg.name, vol.name, part.number, first, count,
+                                    ext.start + PE_START + first * extent, count * extent))
+            first += count
     return tuple(out)
 
 
@@ -412,23 +901,10 @@ def guest_device(recipe: GuestRecipe, number: int) -> str:
 
 
 def render_fstab(recipe: GuestRecipe) -> str:
-    """The guest's /etc/fstab, naming each filesystem as its recipe says."""
+    """The guest's /etc/fstab, naming each filesystem of the domain as its recipe says."""
     lines = [f"# /etc/fstab of {recipe.name}: static file system information.",
              "# <file system>\t<mount point>\t<type>\t<options>\t<dump>\t<pass>"]
-    for part in recipe.partitions:
-        if part.fs != "swap" and part.mount is None:
-            continue
-        spec = {
-            "uuid": f"UUID={part.uuid}",
-            "label": f"LABEL={part.label}",
-            "device": guest_device(recipe, part.number),
-            "partuuid": f"PARTUUID={part.partuuid}",
-        }[part.fstab_by]
-        if part.fs == "swap":
-            lines.append(f"{spec}\tnone\tswap\t{part.options}\t0\t0")
-        else:
-            passno = 1 if part.mount == "/" else 2
-            lines.append(f"{spec}\t{part.mount}\t{part.fs}\t{part.options}\t0\t{passno}")
+    lines.extend(e.line() for e in recipe.fstab_entries)
     lines.extend(recipe.extra_fstab)
     return "\n".join(lines) + "\n"
 
@@ -439,7 +915,11 @@ def sfdisk_script(recipe: GuestRecipe) -> str:
     if recipe.table == "gpt":
         lines.append(f"first-lba: {MIB // SECTOR}")
     lines.append("")
+    container = container_extent(recipe)
     for part, ext in zip(recipe.partitions, plan_layout(recipe), strict=True):
+        if part.logical and container and ext.start == container.start + MIB:
+            lines.append(f"start={container.start // SECTOR}, size={container.size // SECTOR}, "
+                         f"type={_DOS_EXTENDED}")
         fields = [f"start={ext.start // SECTOR}", f"size={ext.size // SECTOR}",
                   f"type={partition_type(recipe, part)}"]
         if recipe.table == "gpt":
@@ -461,6 +941,38 @@ def partition_type(recipe: GuestRecipe, part: PartitionRecipe) -> str:
     return _DOS_TYPES.get(part.fs, _DOS_LINUX)
 
 
+def render_vg_metadata(recipe: GuestRecipe, number: int) -> str:
+    """LVM text metadata (as vgcfgbackup writes it) for the guest VG on partition ``number``."""
+    part = recipe.partition(number)
+    if part.vg is None:
+        raise KeyError(number)
+    vg = part.vg
+    ext = next(e for e in plan_layout(recipe) if e.number == number)
+    extents = [v for v in plan_volumes(recipe) if v.partition == number]
+    lines = ['contents = "Text Format Volume Group"', "version = 1", "",
+             f'description = "guest volume group of {recipe.name}"', "",
+             f'creation_host = "{recipe.name}"', f"creation_time = {recipe.epoch}", "",
+             f"{vg.name} {{", f'\tid = "{vg.uuid}"', "\tseqno = 1", '\tformat = "lvm2"',
+             '\tstatus = ["RESIZEABLE", "READ", "WRITE"]', "\tflags = []",
+             f"\textent_size = {vg.extent_size // SECTOR}", "\tmax_lv = 0", "\tmax_pv = 0",
+             "\tmetadata_copies = 0", "", "\tphysical_volumes {", "", "\t\tpv0 {",
+             f'\t\t\tid = "{part.uuid}"', f'\t\t\tdevice = "{guest_device(recipe, number)}"',
+             '\t\t\tstatus = ["ALLOCATABLE"]', "\t\t\tflags = []",
+             f"\t\t\tdev_size = {ext.size // SECTOR}", f"\t\t\tpe_start = {PE_START // SECTOR}",
+             f"\t\t\tpe_count = {(ext.size - PE_START) // vg.extent_size}", "\t\t}", "\t}", "",
+             "\tlogical_volumes {"]
+    for vol, vx in zip(vg.volumes, extents, strict=True):
+        lines += ["", f"\t\t{vol.name} {{", f'\t\t\tid = "{vol.lv_uuid}"',
+                  '\t\t\tstatus = ["READ", "WRITE", "VISIBLE"]', "\t\t\tflags = []",
+                  f"\t\t\tcreation_time = {recipe.epoch}", f'\t\t\tcreation_host = "{recipe.name}"',
+                  "\t\t\tsegment_count = 1", "", "\t\t\tsegment1 {", "\t\t\t\tstart_extent = 0",
+                  f"\t\t\t\textent_count = {vx.extent_count}", "", '\t\t\t\ttype = "striped"',
+                  "\t\t\t\tstripe_count = 1", "", "\t\t\t\tstripes = [",
+                  f'\t\t\t\t\t"pv0", {vx.first_extent}', "\t\t\t\t]", "\t\t\t}", "\t\t}"]
+    lines += ["\t}", "}", ""]
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------- builder
 
 
@@ -479,19 +991,39 @@ class TreeSummary:
 
 @dataclass(frozen=True)
 class BuiltPartition:
-    """One filesystem as built into the image."""
+    """One partition as built into the image."""
 
     number: int
     start: int
     size: int
     fs: str
-    uuid: str
+    uuid: str | None
     label: str | None
     mount: str | None
     partuuid: str | None
     device: str  # the guest's name for it, e.g. /dev/xvda1
     content: str  # what was built: "empty" for every filesystem of a standby
     tree: TreeSummary | None
+    dirty: bool = False
+
+
+@dataclass(frozen=True)
+class BuiltVolume:
+    """One guest LV's filesystem as built into the image."""
+
+    vg: str
+    name: str
+    lv_uuid: str
+    start: int  # byte offset in the disk image
+    size: int
+    fs: str
+    uuid: str
+    label: str | None
+    mount: str | None
+    device: str  # the guest's /dev/VG/LV
+    content: str
+    tree: TreeSummary | None
+    dirty: bool = False
 
 
 @dataclass(frozen=True)
@@ -508,6 +1040,31 @@ class BuiltImage:
     standby: bool
     scale: int
     duration: float
+    device: str = "xvda"
+    boot_area: bool = False
+    volumes: tuple[BuiltVolume, ...] = ()
+
+
+def build_domain_images(
+    runner: Runner,
+    domain: DomainRecipe,
+    out_dir: str,
+    *,
+    workdir: str,
+    standby: bool = False,
+    scale: int = 1,
+    python: str = "python3",
+) -> tuple[BuiltImage, ...]:
+    """Build every disk of ``domain`` as ``OUT_DIR/NAME-DEVICE.img`` (e.g. multi01-xvdb.img)."""
+    _check_abs(out_dir, "out_dir")
+    return tuple(build_disk_image(runner, disk, posixpath.join(out_dir, image_name(disk)),
+                                  workdir=workdir, standby=standby, scale=scale, python=python)
+                 for disk in domain.disks)
+
+
+def image_name(recipe: GuestRecipe) -> str:
+    """The file name ``build_domain_images`` gives a disk's image."""
+    return f"{recipe.name}-{recipe.device}.img"
 
 
 def build_disk_image(
@@ -529,6 +1086,8 @@ def build_disk_image(
     """
     _check_abs(out_path, "out_path")
     _check_abs(workdir, "workdir")
+    if '"' in workdir:
+        raise UsageError(f"workdir must not hold a double quote (debugfs names it): {workdir!r}")
     if not isinstance(scale, int) or scale < 1:
         raise UsageError(f"scale must be a positive integer, got {scale!r}")
     started = time.monotonic()
@@ -541,54 +1100,64 @@ def build_disk_image(
     if recipe.table != "none":
         runner.run(["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", "--wipe", "never",
                     out_path], input=sfdisk_script(recipe))
+        if recipe.boot_area:
+            # After sfdisk: it would clear the MBR's boot code when it writes a new label.
+            gap = (GPT_FIRST_FREE_SECTOR if recipe.table == "gpt" else 1) * SECTOR
+            _fill(runner, python, out_path, 0, MBR_CODE_BYTES, f"{recipe.seed}:boot-code")
+            _fill(runner, python, out_path, gap, layout[0].start - gap, f"{recipe.seed}:boot-gap")
         _verify_table(runner, recipe, out_path)
-    built = []
+    ctx = _Build(runner, recipe, workdir, standby, scale, python, fstab)
+    built: list[BuiltPartition] = []
+    volumes: list[BuiltVolume] = []
     for part, ext in zip(recipe.partitions, layout, strict=True):
-        content = "empty" if standby else part.content
-        fs_file = posixpath.join(workdir, f"{recipe.name}-p{part.number}.fs")
-        try:
-            tree = _make_filesystem(runner, recipe, part, ext, fs_file, workdir, content, scale,
-                                    fstab, python)
-            runner.run(["dd", f"if={fs_file}", f"of={out_path}", "bs=1M", f"seek={ext.start}",
-                        "oflag=seek_bytes", "conv=notrunc,sparse", "status=none"],
-                       timeout=_timeout(scale))
-        finally:
-            runner.run(["rm", "-f", "--", fs_file], check=False)
+        tree = None
+        content = "empty" if standby and part.fs != "raw" else part.content
+        if part.fs == "raw":
+            # Raw bytes are no filesystem a file copy could carry: the standby has them too.
+            if content == "pattern":
+                _fill(runner, python, out_path, ext.start, ext.size,
+                      f"{recipe.seed}:{part.number}:raw")
+        elif part.vg is not None:
+            volumes.extend(ctx.physical_volume(part, ext, out_path))
+        else:
+            tree = ctx.filesystem_into(part, f"p{part.number}", ext.size, out_path, ext.start)
         built.append(BuiltPartition(part.number, ext.start, ext.size, part.fs, part.uuid,
                                     part.label, part.mount, part.partuuid,
-                                    guest_device(recipe, part.number), content, tree))
+                                    guest_device(recipe, part.number), content, tree,
+                                    part.dirty and not standby))
     return BuiltImage(out_path, recipe.name, recipe.size, recipe.table, recipe.disk_id,
                       tuple(built), fstab if not standby else None, standby, scale,
-                      time.monotonic() - started)
+                      time.monotonic() - started, recipe.device, recipe.boot_area,
+                      tuple(volumes))
 
 
 def stage_tree(
     runner: Runner,
     recipe: GuestRecipe,
-    number: int,
+    number: int | str,
     dest: str,
     *,
     scale: int = 1,
     python: str = "python3",
     debugfs_cmds: str | None = None,
 ) -> tuple[TreeSummary, tuple[tuple[str, str], ...]]:
-    """Create partition ``number``'s file tree under ``dest`` (which must not exist).
+    """Create the file tree of partition ``number`` (or LV ``"VG/LV"``) under ``dest``.
 
-    Returns the tree's summary and the (relative path, capability) pairs still to be set
-    with setcap. ``debugfs_cmds``, if given, receives debugfs commands that pin every
-    inode's ctime to the recipe's epoch.
+    ``dest`` must not exist. Returns the tree's summary and the (relative path, capability)
+    pairs still to be set with setcap. ``debugfs_cmds``, if given, receives debugfs commands
+    that pin every inode's ctime to the recipe's epoch.
     """
     _check_abs(dest, "dest")
-    part = recipe.partition(number)
+    fs: Filesystem = recipe.volume(number) if isinstance(number, str) else recipe.partition(number)
     spec = {
         "op": "stage",
         "root": dest,
-        "content": part.content,
-        "seed": f"{recipe.seed}:{part.number}",
+        "content": fs.content,
+        "seed": f"{recipe.seed}:{_seed_key(fs)}",
         "scale": scale,
         "epoch": recipe.epoch,
-        "etc": _etc_files(recipe) if part.mount == "/" and part.content != "empty" else {},
-        "mountpoints": _mountpoints(recipe, part),
+        "etc": _etc_files(recipe) if fs.mount == "/" and fs.content != "empty" else {},
+        "mountpoints": _mountpoints(recipe, fs),
         "debugfs_cmds": debugfs_cmds,
     }
     out = _run_program(runner, spec, python, timeout=_timeout(scale))
@@ -597,56 +1166,304 @@ def stage_tree(
     return summary, caps
 
 
-def _make_filesystem(runner: Runner, recipe: GuestRecipe, part: PartitionRecipe, ext: Extent,
-                     fs_file: str, workdir: str, content: str, scale: int, fstab: str | None,
-                     python: str) -> TreeSummary | None:
-    runner.run(["rm", "-f", "--", fs_file])
-    runner.run(["truncate", "-s", str(ext.size), "--", fs_file])
-    if part.fs == "swap":
-        argv = ["mkswap", "-U", part.uuid]
-        if part.label:
-            argv += ["-L", part.label]
-        runner.run([*argv, "--", fs_file])
-        return None
-    # E2FSPROGS_FAKE_TIME pins the superblock and lost+found times, so builds are identical.
-    env = {"E2FSPROGS_FAKE_TIME": str(recipe.epoch), "E2FSPROGS_SKIP_PROGRESS": "1"}
-    argv = [f"mkfs.{part.fs}", "-F", "-q", "-U", part.uuid,
-            "-E", f"root_owner=0:0,hash_seed={part.uuid}"]
-    if part.label:
-        argv += ["-L", part.label]
-    if content == "empty":
-        runner.run([*argv, fs_file], env=env)
-        return None
-    tree = posixpath.join(workdir, f"{recipe.name}-p{part.number}.tree")
-    cmds = posixpath.join(workdir, f"{recipe.name}-p{part.number}.debugfs")
-    runner.run(["rm", "-rf", "--one-file-system", "--", tree])
-    try:
-        staged = _stage_for_build(runner, recipe, part, tree, cmds, scale, python)
-        _check_fits(recipe, part, ext, staged, scale)
-        if staged.entries + 64 > ext.size // _inode_ratio(ext.size):
-            argv += ["-N", str(staged.entries + 1024)]
-        runner.run([*argv, "-d", tree, fs_file], env=env, timeout=_timeout(scale))
-        # populate copies each inode's ctime from the staging tree, where it is "now";
-        # pin them so two builds give identical bytes.
-        result = runner.run(["debugfs", "-w", "-f", cmds, fs_file], env=env,
-                            timeout=_timeout(scale))
-        errors = [ln for ln in result.stderr.splitlines() if ln and not ln.startswith("debugfs ")]
+def _seed_key(fs: Filesystem) -> str:
+    return f"{fs.vg}/{fs.name}" if isinstance(fs, VolumeRecipe) else str(fs.number)
+
+
+@dataclass(frozen=True)
+class _Build:
+    """One disk build in progress: where it runs and what it makes."""
+
+    runner: Runner
+    recipe: GuestRecipe
+    workdir: str
+    standby: bool
+    scale: int
+    python: str
+    fstab: str | None
+
+    def path(self, key: str, suffix: str) -> str:
+        name = f"{self.recipe.name}-{self.recipe.device}-{key}.{suffix}"
+        return posixpath.join(self.workdir, name)
+
+    def filesystem_into(self, fs: Filesystem, key: str, size: int, out_path: str,
+                        offset: int) -> TreeSummary | None:
+        """Make one filesystem as a file and copy it into the image at ``offset``."""
+        fs_file = self.path(key, "fs")
+        try:
+            tree = self.make(fs, key, size, fs_file)
+            self.copy_in(fs_file, out_path, offset)
+        finally:
+            self.runner.run(["rm", "-f", "--", fs_file], check=False)
+        return tree
+
+    def copy_in(self, src: str, out_path: str, offset: int) -> None:
+        self.runner.run(["dd", f"if={src}", f"of={out_path}", "bs=1M", f"seek={offset}",
+                         "oflag=seek_bytes", "conv=notrunc,sparse", "status=none"],
+                        timeout=_timeout(self.scale))
+
+    def make(self, fs: Filesystem, key: str, size: int, fs_file: str) -> TreeSummary | None:
+        content = "empty" if self.standby else fs.content
+        dirty = fs.dirty and not self.standby
+        self.runner.run(["rm", "-f", "--", fs_file])
+        self.runner.run(["truncate", "-s", str(size), "--", fs_file])
+        if fs.fs == "swap":
+            argv = ["mkswap", "-U", fs.uuid or ""]
+            if fs.label:
+                argv += ["-L", fs.label]
+            self.runner.run([*argv, "--", fs_file])
+            return None
+        if fs.fs == "vfat":
+            self.make_vfat(fs, content, fs_file)
+            return None
+        if fs.fs == "xfs":
+            return self.make_xfs(fs, key, size, fs_file, content, dirty)
+        return self.make_ext(fs, key, size, fs_file, content, dirty)
+
+    def make_ext(self, fs: Filesystem, key: str, size: int, fs_file: str, content: str,
+                 dirty: bool) -> TreeSummary | None:
+        runner, recipe = self.runner, self.recipe
+        # E2FSPROGS_FAKE_TIME pins the superblock and lost+found times, so builds are identical.
+        env = {"E2FSPROGS_FAKE_TIME": str(recipe.epoch), "E2FSPROGS_SKIP_PROGRESS": "1"}
+        argv = [f"mkfs.{fs.fs}", "-F", "-q", "-U", fs.uuid or "",
+                "-E", f"root_owner=0:0,hash_seed={fs.uuid}"]
+        if fs.label:
+            argv += ["-L", fs.label]
+        if content == "empty":
+            runner.run([*argv, fs_file], env=env)
+            return None
+        tree, cmds = self.path(key, "tree"), self.path(key, "debugfs")
+        runner.run(["rm", "-rf", "--one-file-system", "--", tree])
+        try:
+            staged = self.stage(fs, tree, cmds)
+            _check_fits(recipe, fs, size, staged, self.scale)
+            if staged.entries + 64 > size // _inode_ratio(size):
+                argv += ["-N", str(staged.entries + 1024)]
+            runner.run([*argv, "-d", tree, fs_file], env=env, timeout=_timeout(self.scale))
+            # populate copies each inode's ctime from the staging tree, where it is "now";
+            # pin them so two builds give identical bytes.
+            result = runner.run(["debugfs", "-w", "-f", cmds, fs_file], env=env,
+                                timeout=_timeout(self.scale))
+            self.debugfs_errors(result.stderr, fs, "pinning inode times")
+        finally:
+            runner.run(["rm", "-rf", "--one-file-system", "--", tree, cmds], check=False)
+        if dirty:
+            self.dirty_journal(fs, key, fs_file, content, env)
+        return staged
+
+    def debugfs_errors(self, stderr: str, fs: Filesystem, doing: str) -> None:
+        errors = [ln for ln in stderr.splitlines() if ln and not ln.startswith("debugfs ")]
         if errors:
-            raise ToolkitError(f"{recipe.source}: pinning inode times in partition "
-                               f"{part.number} failed: {errors[0]}", host=runner.host)
-    finally:
-        runner.run(["rm", "-rf", "--one-file-system", "--", tree, cmds], check=False)
-    return staged
+            raise ToolkitError(f"{self.recipe.source}: {doing} in {_describe(fs)} failed: "
+                               f"{errors[0]}", host=self.runner.host)
+
+    def dirty_journal(self, fs: Filesystem, key: str, fs_file: str, content: str,
+                      env: dict[str, str]) -> None:
+        """Commit one transaction to the journal and leave it unreplayed (needs_recovery)."""
+        runner = self.runner
+        rel = _PENDING_FILE[content]
+        out = runner.run(["debugfs", "-R", f'bmap "/{rel}" 0', fs_file]).stdout.strip()
+        block_size = _dumpe2fs_field(runner, fs_file, "Block size")
+        if not out.isdigit() or not block_size.isdigit():
+            raise ParseError(f"{fs_file}: no block for /{rel} ({out!r}) or block size "
+                             f"({block_size!r})", host=runner.host)
+        data = self.path(key, "journal")
+        try:
+            _fill(runner, self.python, data, 0, int(block_size),
+                  f"{self.recipe.seed}:{_seed_key(fs)}:journal", create=True)
+            result = runner.run(["debugfs", "-w", "-f", "-", fs_file], env=env,
+                                input=f'jo\njw -b {out} "{data}"\njc\n')
+            self.debugfs_errors(result.stderr, fs, "writing a journal transaction")
+        finally:
+            runner.run(["rm", "-f", "--", data], check=False)
+        if "needs_recovery" not in _dumpe2fs_field(runner, fs_file, "Filesystem features"):
+            raise ToolkitError(f"{fs_file}: the journal was written but needs_recovery is not "
+                               "set", host=runner.host)
+
+    def make_xfs(self, fs: Filesystem, key: str, size: int, fs_file: str, content: str,
+                 dirty: bool) -> TreeSummary | None:
+        runner = self.runner
+        argv = ["mkfs.xfs", "-f", "-q", "-m", f"uuid={fs.uuid}"]
+        if fs.label:
+            argv += ["-L", fs.label]
+        runner.run([*argv, fs_file])
+        staged = None
+        if content != "empty":
+            tree, mnt = self.path(key, "tree"), self.path(key, "mnt")
+            runner.run(["rm", "-rf", "--one-file-system", "--", tree])
+            try:
+                staged = self.stage(fs, tree, None)
+                _check_fits(self.recipe, fs, size, staged, self.scale)
+                self.fill_through_mount(fs_file, tree, mnt, dirty)
+            finally:
+                runner.run(["rm", "-rf", "--one-file-system", "--", tree], check=False)
+        probe = _probe(runner, fs_file)
+        if (probe.get("TYPE"), probe.get("UUID"), probe.get("LABEL")) != ("xfs", fs.uuid,
+                                                                           fs.label):
+            raise ToolkitError(f"{fs_file}: blkid finds {probe}, not xfs {fs.uuid} {fs.label}",
+                               host=runner.host)
+        if dirty and "<DIRTY>" not in runner.run(["xfs_logprint", "-t", fs_file]).stdout:
+            raise ToolkitError(f"{fs_file}: the xfs log was left clean", host=runner.host)
+        return staged
+
+    def fill_through_mount(self, fs_file: str, tree: str, mnt: str, dirty: bool) -> None:
+        """Copy a staging tree into an xfs file through a loop mount; always detach."""
+        runner = self.runner
+        runner.run(["mkdir", "-p", "--", mnt])
+        loop = _attach(runner, fs_file)
+        try:
+            runner.run(["mount", "-t", "xfs", "-o", "nouuid", loop, mnt])
+            try:
+                runner.run(["cp", "-a", "--sparse=always", "--", tree + "/.", mnt + "/"],
+                           timeout=_timeout(self.scale))
+                if dirty:
+                    # Freeze writes everything back in place; what follows lives only in the
+                    # log, and the shutdown keeps it there.
+                    runner.run(["xfs_io", "-x", "-c", "freeze", "-c", "thaw", mnt])
+                    runner.run(["mkdir", "--", posixpath.join(mnt, XFS_PENDING_DIR)])
+                    runner.run(["xfs_io", "-x", "-c", "shutdown -f", mnt])
+            finally:
+                runner.run(["umount", mnt])
+        finally:
+            runner.run(["losetup", "-d", loop], check=False)
+            runner.run(["rmdir", "--", mnt], check=False)
+
+    def make_vfat(self, fs: Filesystem, content: str, fs_file: str) -> None:
+        runner = self.runner
+        # --invariant pins the boot sector's and the label entry's time-based values.
+        argv = ["mkfs.fat", "-F", "32", "--invariant", "-i", (fs.uuid or "").replace("-", "")]
+        if fs.label:
+            argv += ["-n", fs.label]
+        runner.run([*argv, fs_file])
+        if content == "esp":
+            _run_program(runner, {"op": "fat", "path": fs_file, "epoch": self.recipe.epoch,
+                                  "seed": f"{self.recipe.seed}:{_seed_key(fs)}",
+                                  "files": [list(ESP_LOADER)]}, self.python,
+                         timeout=_timeout(1))
+        runner.run(["fsck.fat", "-n", fs_file])
+
+    def stage(self, fs: Filesystem, tree: str, cmds: str | None) -> TreeSummary:
+        which = f"{fs.vg}/{fs.name}" if isinstance(fs, VolumeRecipe) else fs.number
+        staged, caps = stage_tree(self.runner, self.recipe, which, tree, scale=self.scale,
+                                  python=self.python, debugfs_cmds=cmds)
+        for rel, cap in caps:
+            # After the program's chown/chmod: chown clears a file capability.
+            self.runner.run(["setcap", cap, posixpath.join(tree, rel)])
+        return staged
+
+    def physical_volume(self, part: PartitionRecipe, ext: Extent,
+                        out_path: str) -> list[BuiltVolume]:
+        """Write the guest PV and VG metadata, then each LV's filesystem at its extents."""
+        runner, vg = self.runner, part.vg
+        assert vg is not None
+        pv_file = self.path(f"p{part.number}", "pv")
+        meta, sysdir = self.path(f"p{part.number}", "vg"), self.path(f"p{part.number}", "lvm")
+        planned = [v for v in plan_volumes(self.recipe) if v.partition == part.number]
+        try:
+            runner.run(["rm", "-rf", "--", pv_file, sysdir])
+            runner.run(["truncate", "-s", str(ext.size), "--", pv_file])
+            runner.run(["mkdir", "-m", "0700", "--", sysdir])
+            _write_file(runner, self.python, meta,
+                        render_vg_metadata(self.recipe, part.number))
+            loop = _attach(runner, pv_file)
+            try:
+                env = {"LVM_SYSTEM_DIR": sysdir, "LVM_SUPPRESS_FD_WARNINGS": "1"}
+                opts = ["--devices", loop, "--nolocking", "--driverloaded", "n",
+                        "--config", _LVM_CONFIG]
+                runner.run(["lvm", "pvcreate", *opts, "--uuid", part.uuid or "",
+                            "--restorefile", meta, loop], env=env)
+                runner.run(["lvm", "vgcfgrestore", *opts, "-f", meta, vg.name], env=env)
+                pvs = runner.run(["lvm", "pvs", *opts, "--reportformat", "json", "--units", "b",
+                                  "--nosuffix", "-o", "pv_uuid,pe_start,vg_name,vg_uuid,"
+                                  "vg_extent_size"], env=env).stdout
+                lvs = runner.run(["lvm", "lvs", *opts, "--reportformat", "json", "-o",
+                                  "lv_name,lv_uuid,vg_name,seg_start_pe,seg_pe_ranges"],
+                                 env=env).stdout
+            finally:
+                runner.run(["losetup", "-d", loop], check=False)
+            starts = _check_lvm_reports(runner, part, ext, loop, pvs, lvs)
+            if starts != {v.name: v.start for v in planned}:
+                raise ToolkitError(f"{out_path}: LVM placed {vg.name}'s LVs at {starts}, "
+                                   f"expected {[(v.name, v.start) for v in planned]}",
+                                   host=runner.host)
+            self.copy_in(pv_file, out_path, ext.start)
+        finally:
+            runner.run(["rm", "-rf", "--", pv_file, meta, sysdir], check=False)
+        built = []
+        for vol, vx in zip(vg.volumes, planned, strict=True):
+            tree = self.filesystem_into(vol, f"{vg.name}-{vol.name}", vx.size, out_path,
+                                        vx.start)
+            built.append(BuiltVolume(vg.name, vol.name, vol.lv_uuid, vx.start, vx.size, vol.fs,
+                                     vol.uuid, vol.label, vol.mount, vol.device,
+                                     "empty" if self.standby else vol.content, tree,
+                                     vol.dirty and not self.standby))
+        return built
 
 
-def _stage_for_build(runner: Runner, recipe: GuestRecipe, part: PartitionRecipe, tree: str,
-                     cmds: str, scale: int, python: str) -> TreeSummary:
-    staged, caps = stage_tree(runner, recipe, part.number, tree, scale=scale, python=python,
-                              debugfs_cmds=cmds)
-    for rel, cap in caps:
-        # After the program's chown/chmod: chown clears a file capability.
-        runner.run(["setcap", cap, posixpath.join(tree, rel)])
-    return staged
+def _describe(fs: Filesystem) -> str:
+    if isinstance(fs, VolumeRecipe):
+        return f"LV {fs.vg}/{fs.name}"
+    return f"partition {fs.number}"
+
+
+def _check_lvm_reports(runner: Runner, part: PartitionRecipe, ext: Extent, loop: str, pvs: str,
+                       lvs: str) -> dict[str, int]:
+    """Image offsets of each LV, from what pvs and lvs report; errors if the VG is not ours."""
+    vg = part.vg
+    assert vg is not None
+    try:
+        pv_rows = json.loads(pvs)["report"][0]["pv"]
+        lv_rows = json.loads(lvs)["report"][0]["lv"]
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise ParseError(f"unexpected pvs/lvs report ({exc})", host=runner.host) from exc
+    got_pv = [(r.get("pv_uuid"), r.get("vg_name"), r.get("vg_uuid"), r.get("vg_extent_size"))
+              for r in pv_rows]
+    want_pv = [(part.uuid, vg.name, vg.uuid, str(vg.extent_size))]
+    if got_pv != want_pv or not str(pv_rows[0].get("pe_start", "")).isdigit():
+        raise ToolkitError(f"pvs reports {pv_rows}, expected {want_pv}", host=runner.host)
+    pe_start = int(pv_rows[0]["pe_start"])
+    starts: dict[str, int] = {}
+    uuids = {v.name: v.lv_uuid for v in vg.volumes}
+    for row in lv_rows:
+        device, _, extents = str(row.get("seg_pe_ranges", "")).rpartition(":")
+        first = extents.split("-")[0]
+        if (device != loop or row.get("vg_name") != vg.name or row.get("seg_start_pe") != "0"
+                or uuids.get(row.get("lv_name")) != row.get("lv_uuid") or not first.isdigit()):
+            raise ToolkitError(f"lvs reports {row}: not one linear segment of an LV of "
+                               f"{vg.name} on {loop}", host=runner.host)
+        starts[row["lv_name"]] = ext.start + pe_start + int(first) * vg.extent_size
+    return starts
+
+
+def _dumpe2fs_field(runner: Runner, fs_file: str, field: str) -> str:
+    for line in runner.run(["dumpe2fs", "-h", fs_file]).stdout.splitlines():
+        name, sep, value = line.partition(":")
+        if sep and name.strip() == field:
+            return value.strip()
+    return ""
+
+
+def _probe(runner: Runner, path: str) -> dict[str, str]:
+    out = runner.run(["blkid", "-p", "-o", "export", "--", path]).stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def _attach(runner: Runner, path: str) -> str:
+    loop = runner.run(["losetup", "--find", "--show", "--", path]).stdout.strip()
+    if not loop.startswith("/dev/loop"):
+        raise ParseError(f"losetup printed {loop!r}, not a loop device", host=runner.host)
+    return loop
+
+
+def _fill(runner: Runner, python: str, path: str, offset: int, size: int, key: str, *,
+          create: bool = False) -> None:
+    _run_program(runner, {"op": "fill", "path": path, "offset": offset, "size": size,
+                          "key": key, "create": create}, python, timeout=_timeout(1))
+
+
+def _write_file(runner: Runner, python: str, path: str, text: str) -> None:
+    _run_program(runner, {"op": "write", "path": path, "text": text}, python,
+                 timeout=_timeout(1))
 
 
 def _inode_ratio(size: int) -> int:
@@ -654,14 +1471,15 @@ def _inode_ratio(size: int) -> int:
     return 4096 if size < 512 * MIB else 16384
 
 
-def _check_fits(recipe: GuestRecipe, part: PartitionRecipe, ext: Extent, tree: TreeSummary,
+def _check_fits(recipe: GuestRecipe, fs: Filesystem, size: int, tree: TreeSummary,
                 scale: int) -> None:
     # Metadata (inode tables, journal, directories) needs room beside the data.
-    need = tree.allocated_bytes + tree.entries * 256 + ext.size // 10 + 4 * MIB
-    if need > ext.size:
-        raise ConfigError(f"{recipe.source}: partitions[{part.number - 1}].size: the "
-                          f"{part.content} tree at scale {scale} needs about {need // MIB} MiB, "
-                          f"more than the {ext.size // MIB} MiB partition")
+    need = tree.allocated_bytes + tree.entries * 256 + size // 10 + 4 * MIB
+    if need > size:
+        where = next(w for w, item in _places(recipe, "") if item is fs)
+        raise ConfigError(f"{recipe.source}: {where}.size: the "
+                          f"{fs.content} tree at scale {scale} needs about {need // MIB} MiB, "
+                          f"more than the {size // MIB} MiB partition")
 
 
 def _etc_files(recipe: GuestRecipe) -> dict[str, str]:
@@ -669,19 +1487,19 @@ def _etc_files(recipe: GuestRecipe) -> dict[str, str]:
             "os-release": _OS_RELEASE}
 
 
-def _mountpoints(recipe: GuestRecipe, part: PartitionRecipe) -> list[str]:
+def _mountpoints(recipe: GuestRecipe, fs: Filesystem) -> list[str]:
     """Directories in this filesystem on which the guest mounts its other filesystems."""
-    if part.mount is None or part.content == "empty":
+    if fs.mount is None or fs.content == "empty":
         return []
-    mounts = [p.mount for p in recipe.partitions if p.mount is not None]
+    mounts = [e.mount for e in recipe.fstab_entries if e.mount.startswith("/")]
     out = []
     for other in mounts:
-        if other == part.mount or not _under(other, part.mount):
+        if other == fs.mount or not _under(other, fs.mount):
             continue
         # Only the nearest enclosing filesystem holds the mount point.
         parents = [m for m in mounts if m != other and _under(other, m)]
-        if max(parents, key=len) == part.mount:
-            out.append(posixpath.relpath(other, part.mount))
+        if max(parents, key=len) == fs.mount:
+            out.append(posixpath.relpath(other, fs.mount))
     return sorted(out)
 
 
@@ -712,7 +1530,11 @@ def _verify_table(runner: Runner, recipe: GuestRecipe, out_path: str) -> None:
     except (ValueError, KeyError, TypeError) as exc:
         raise ParseError(f"sfdisk --json {out_path}: unexpected output ({exc})",
                          host=runner.host) from exc
-    want = [(e.start // SECTOR, e.size // SECTOR) for e in plan_layout(recipe)]
+    extents = list(plan_layout(recipe))
+    container = container_extent(recipe)
+    if container is not None:
+        extents.append(container)
+    want = [(e.start // SECTOR, e.size // SECTOR) for e in sorted(extents, key=lambda e: e.number)]
     if label != recipe.table or got != want:
         raise ToolkitError(f"{out_path}: sfdisk wrote {label} {got}, expected {recipe.table} "
                            f"{want}", host=runner.host)
@@ -774,7 +1596,7 @@ def _run_program(runner: Runner, spec: dict[str, Any], python: str, *,
 @functools.cache
 def remote_program() -> str:
     """The self-contained program text run on the target host (stdlib only)."""
-    parts = ["import json, os, random, stat, struct, sys"]
+    parts = ["import json, os, random, stat, struct, sys, time"]
     parts += [inspect.getsource(fn) for fn in _REMOTE_FUNCTIONS]
     parts.append("print(json.dumps(_r_main(json.loads(sys.argv[1]))))")
     return "\n\n".join(parts) + "\n"
@@ -792,6 +1614,12 @@ def _r_main(spec):
         return _r_stage(spec)
     if spec["op"] == "mutate":
         return _r_mutate(spec)
+    if spec["op"] == "fill":
+        return _r_fill(spec)
+    if spec["op"] == "write":
+        return _r_write(spec)
+    if spec["op"] == "fat":
+        return _r_fat(spec)
     raise SystemExit(f"unknown op {spec['op']!r}")
 
 
@@ -1049,12 +1877,146 @@ def _r_mutate(spec):
     return counts
 
 
+def _r_fill(spec):
+    """Write ``size`` seeded bytes at ``offset`` of an existing file (or a new one)."""
+    path, left = spec["path"], spec["size"]
+    rng = random.Random(spec["key"])
+    if not spec["create"] and not os.path.isfile(path):
+        raise SystemExit(f"{path}: no such file to fill")
+    fd = os.open(path, os.O_WRONLY | (os.O_CREAT if spec["create"] else 0), 0o600)
+    try:
+        offset = spec["offset"]
+        while left:
+            chunk = rng.randbytes(min(left, 1 << 20))
+            os.pwrite(fd, chunk, offset)
+            offset += len(chunk)
+            left -= len(chunk)
+    finally:
+        os.close(fd)
+    return {"written": spec["size"]}
+
+
+def _r_write(spec):
+    fd = os.open(spec["path"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(spec["text"])
+    return {"written": len(spec["text"])}
+
+
+def _r_fat(spec):
+    """Put seeded files into a fresh FAT32 filesystem image, without mounting it.
+
+    Clusters are taken in order from the first free one; every FAT copy and the FSInfo
+    free count (which fsck.fat checks) are updated. Names must be 8.3 and upper case.
+    """
+    t = time.gmtime(spec["epoch"])
+    dos_date = ((t.tm_year - 1980) << 9) | (t.tm_mon << 5) | t.tm_mday
+    dos_time = (t.tm_hour << 11) | (t.tm_min << 5) | (t.tm_sec // 2)
+    path = spec["path"]
+    with open(path, "r+b") as f:
+        boot = f.read(512)
+        bps, spc, reserved, nfats = struct.unpack_from("<HBHB", boot, 11)
+        fatsz16 = struct.unpack_from("<H", boot, 22)[0]
+        total, fatsz, _flags, _ver, root, fsinfo, backup = struct.unpack_from("<IIHHIHH", boot,
+                                                                              32)
+        if boot[510:512] != b"\x55\xaa" or fatsz16 or not fatsz or boot[82:90] != b"FAT32   ":
+            raise SystemExit(f"{path}: not a FAT32 filesystem")
+        data_start = reserved + nfats * fatsz
+        last = (total - data_start) // spc + 1
+        csize = bps * spc
+        f.seek(reserved * bps)
+        fat = bytearray(f.read(fatsz * bps))
+        state = {"next": 2, "taken": 0}
+
+        def get(n):
+            return struct.unpack_from("<I", fat, 4 * n)[0] & 0x0FFFFFFF
+
+        def alloc(count):
+            out = []
+            n = state["next"]
+            while len(out) < count:
+                if n > last:
+                    raise SystemExit(f"{path}: no free cluster left")
+                if get(n) == 0:
+                    out.append(n)
+                n += 1
+            state["next"] = n
+            state["taken"] += count
+            for a, b in zip(out, out[1:] + [0x0FFFFFFF], strict=True):
+                struct.pack_into("<I", fat, 4 * a, b)
+            return out
+
+        def where(cluster):
+            return (data_start + (cluster - 2) * spc) * bps
+
+        def short_name(name):
+            base, _, ext = name.partition(".")
+            allowed = set("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-~!#$%&'()@^{}")
+            if not (0 < len(base) <= 8 and len(ext) <= 3 and set(base + ext) <= allowed):
+                raise SystemExit(f"{name!r} is not an upper-case 8.3 name")
+            return (base.ljust(8) + ext.ljust(3)).encode("ascii")
+
+        def entry(name, attr, cluster, size):
+            return struct.pack("<11sBBBHHHHHHHI", name, attr, 0, 0, dos_time, dos_date, dos_date,
+                               cluster >> 16, dos_time, dos_date, cluster & 0xFFFF, size)
+
+        def add(directory, raw):
+            cluster = directory
+            while cluster < 0x0FFFFFF8:
+                f.seek(where(cluster))
+                block = f.read(csize)
+                for i in range(0, csize, 32):
+                    if block[i] in (0, 0xE5):
+                        f.seek(where(cluster) + i)
+                        f.write(raw)
+                        return
+                cluster = get(cluster)
+            raise SystemExit(f"{path}: directory at cluster {directory} is full")
+
+        dirs = {"": root}
+        for rel, size in spec["files"]:
+            names = rel.split("/")
+            parent, walked = root, ""
+            for name in names[:-1]:
+                walked += "/" + name
+                if walked not in dirs:
+                    (cluster,) = alloc(1)
+                    f.seek(where(cluster))
+                    f.write(entry(b".          ", 0x10, cluster, 0)
+                            + entry(b"..         ", 0x10, 0 if parent == root else parent, 0)
+                            + bytes(csize - 64))
+                    add(parent, entry(short_name(name), 0x10, cluster, 0))
+                    dirs[walked] = cluster
+                parent = dirs[walked]
+            data = _r_bytes(spec["seed"], rel, size)
+            chain = alloc(-(-size // csize)) if size else []
+            for i, cluster in enumerate(chain):
+                f.seek(where(cluster))
+                f.write(data[i * csize:(i + 1) * csize])
+            add(parent, entry(short_name(names[-1]), 0x20, chain[0] if chain else 0, size))
+        for i in range(nfats):
+            f.seek((reserved + i * fatsz) * bps)
+            f.write(fat)
+        for sector in (fsinfo, backup + fsinfo) if backup else (fsinfo,):
+            f.seek(sector * bps)
+            info = f.read(512)
+            if info[:4] != b"RRaA" or info[484:488] != b"rrAa":
+                raise SystemExit(f"{path}: no FSInfo sector at {sector}")
+            free = struct.unpack_from("<I", info, 488)[0]
+            f.seek(sector * bps + 488)
+            f.write(struct.pack("<II", free - state["taken"], state["next"]))
+    return {"clusters": state["taken"]}
+
+
 _REMOTE_FUNCTIONS = (_r_main, _r_bytes, _r_put, _r_dir, _r_acl, _r_stage, _r_rich, _r_finish,
-                     _r_mutate)
+                     _r_mutate, _r_fill, _r_write, _r_fat)
 
 __all__ = [
-    "BuiltImage", "BuiltPartition", "Extent", "GuestRecipe", "MutationSummary",
-    "PartitionRecipe", "TreeSummary", "build_disk_image", "guest_device", "load_recipe",
-    "mutate", "parse_recipe", "parse_size", "partition_type", "plan_layout", "remote_program",
-    "render_fstab", "sfdisk_script", "stage_tree",
+    "BuiltImage", "BuiltPartition", "BuiltVolume", "DomainRecipe", "Extent", "FstabEntry",
+    "GuestRecipe", "MutationSummary", "PartitionRecipe", "TreeSummary", "VolumeExtent",
+    "VolumeGroupRecipe", "VolumeRecipe", "build_disk_image", "build_domain_images",
+    "container_extent", "guest_device", "image_name", "load_domain", "load_recipe", "mutate",
+    "parse_domain", "parse_recipe", "parse_size", "partition_type", "plan_layout",
+    "plan_volumes", "remote_program", "render_fstab", "render_vg_metadata", "sfdisk_script",
+    "stage_tree",
 ]
