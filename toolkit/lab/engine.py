@@ -302,9 +302,10 @@ def current_engine() -> LabEngine | None:
     state = read_state()
     if state is None:
         return None
-    if state.kind == "vm" and not vm.is_running(state.vm_process().pid,
-                                                state.vm_process().overlay):
-        return None
+    if state.kind == "vm":
+        proc = state.vm_process()
+        if not vm.is_running(proc.pid, proc.overlay):
+            return None
     engine = LabEngine(state.kind, state.docker_host)
     return engine if answers(engine) else None
 
