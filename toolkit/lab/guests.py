@@ -67,6 +67,7 @@ import json
 import os
 import posixpath
 import random
+import shutil
 import stat
 import struct
 import time
@@ -1079,10 +1080,11 @@ def build_disk_image(
 ) -> BuiltImage:
     """Build the recipe's disk image at ``out_path`` on the runner's host.
 
-    ``standby=True`` builds the peer's copy: same table, UUIDs and labels, empty filesystems.
-    ``workdir`` must hold user xattrs and POSIX ACLs: ext4, xfs, overlayfs (tmpfs only from
-    Linux 6.6 on). Inside the lab, dd the image into an LV without ``conv=sparse``, so the
-    image's holes overwrite what the LV held before.
+    ``standby=True`` builds the peer's copy: same table, UUIDs, labels and guest VG, empty
+    filesystems, the same raw partitions and boot area bytes. ``workdir`` must hold user
+    xattrs and POSIX ACLs: ext4, xfs, overlayfs (tmpfs only from Linux 6.6 on). Inside the
+    lab, dd the image into an LV without ``conv=sparse``, so the image's holes overwrite what
+    the LV held before.
     """
     _check_abs(out_path, "out_path")
     _check_abs(workdir, "workdir")
@@ -1596,7 +1598,7 @@ def _run_program(runner: Runner, spec: dict[str, Any], python: str, *,
 @functools.cache
 def remote_program() -> str:
     """The self-contained program text run on the target host (stdlib only)."""
-    parts = ["import json, os, random, stat, struct, sys, time"]
+    parts = ["import json, os, random, shutil, stat, struct, sys, time"]
     parts += [inspect.getsource(fn) for fn in _REMOTE_FUNCTIONS]
     parts.append("print(json.dumps(_r_main(json.loads(sys.argv[1]))))")
     return "\n\n".join(parts) + "\n"
@@ -1676,6 +1678,12 @@ def _r_stage(spec):
         for name, text in sorted(spec["etc"].items()):
             _r_put(root, "etc/" + name, text.encode())
     for rel in spec["mountpoints"]:
+        # A mount point is an empty directory: what the tree put there would be hidden.
+        path = os.path.join(root, rel)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        elif os.path.lexists(path):
+            os.unlink(path)
         _r_dir(root, rel)
     summary = _r_finish(root, spec["epoch"], spec["debugfs_cmds"])
     return {"summary": summary, "capabilities": caps}
