@@ -44,6 +44,8 @@ def fresh(lab):
     from toolkit.lab.rehearse import reset_disks
 
     reset_disks(lab)
+    for c in ("dom0-a", "dom0-b"):  # reports, journals and standby markers of earlier tests
+        lab.runner(c).run(["rm", "-rf", "/var/lib/domu-backup"], timeout=60)
     yield lab
     leaks = {c: lab.sandbox.leak_report(c) for c in ("dom0-a", "dom0-b")}
     leaks = {c: v for c, v in leaks.items() if v}
