@@ -144,19 +144,20 @@ def gather(config: Config, domain: str, source: Runner, peer_factory: Callable[[
     dcfg = config.domain(domain)
     uri = config.hypervisor_uri
     peer_name = dcfg.peer
-    if peer_name == local_name:
-        raise PeerInvalid(f"domain {domain}: its peer {peer_name!r} is this host; set "
-                          f"domains.{domain}.peer to the other Dom0 in {config.path}",
-                          host=local_name)
-    if peer_name not in config.dom0s:
-        raise PeerInvalid(f"domain {domain}: peer {peer_name!r} is not a configured Dom0",
-                          host=local_name)
-
     state = domain_state(source, uri, domain)
     if state is None:
         raise DomainUnknown(f"domain {domain} is not defined in {uri}", host=local_name)
     if state not in ACTIVE_STATES:
         raise NotRunningHere(f"domain {domain} is {state} here; nothing to do", host=local_name)
+    # Running here: this host is the source, so the peer must be another Dom0.
+    if peer_name == local_name:
+        raise PeerInvalid(f"domain {domain} runs here and its peer {peer_name!r} is this "
+                          f"host; set domains.{domain}.peer to the other Dom0 in {config.path}",
+                          host=local_name)
+    if peer_name not in config.dom0s:
+        raise PeerInvalid(f"domain {domain}: peer {peer_name!r} is not a configured Dom0",
+                          host=local_name)
+
 
     check_binaries(source, SOURCE_BINARIES)
     disks = parse_domain_disks(source.run(dumpxml_argv(uri, domain), timeout=60).stdout)
