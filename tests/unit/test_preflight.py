@@ -1,0 +1,132 @@
+"""Preflight and plan on facts recorded in the lab (a replay runner answers the commands)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from test_plan import check_golden
+
+from toolkit import errors
+from toolkit.config import load_config
+from toolkit.plan import plan_backup, render_plan
+from toolkit.preflight import gather, local_node_name
+from toolkit.replay import ReplayRunner
+
+ROOT = Path(__file__).resolve().parents[2]
+RECORDING = ROOT / "fixtures" / "replay" / "web01-on-dom0-a.json"
+CONFIG = ROOT / "fixtures" / "sandbox" / "backup.toml"
+RUN = "20260101T000000Z-0000"
+
+
+def records() -> list[dict]:
+    return json.loads(RECORDING.read_text())
+
+
+def patch(recs: list[dict], role: str, argv0: str, **changes) -> list[dict]:
+    """Change the first recorded result of `argv0` on one host."""
+    out = [dict(r) for r in recs]
+    for r in out:
+        if r["role"] == role and r["argv"][0] == argv0:
+            r.update(changes)
+            break
+    else:
+        raise AssertionError(f"no {argv0} recorded on {role}")
+    return out
+
+
+def run_gather(recs: list[dict], domain: str = "web01", node: str = "dom0-a"):
+    cfg = load_config(CONFIG, check_permissions=False)
+    source = ReplayRunner("dom0-a", [r for r in recs if r["role"] == "source"])
+    peer = ReplayRunner("dom0-b", [r for r in recs if r["role"] == "peer"])
+    peers_made: list[str] = []
+
+    def peer_factory(name: str) -> ReplayRunner:
+        peers_made.append(name)
+        return peer
+
+    pre, _ = gather(cfg, domain, source, peer_factory, local_node_name(cfg, node))
+    return cfg, pre, peers_made
+
+
+def test_recorded_lab_facts_give_the_expected_plan():
+    cfg, pre, peers = run_gather(records())
+    assert peers == ["dom0-b"]
+    (disk,) = pre.facts.disks
+    assert disk.table.label == "dos"
+    assert [(f.name, f.probe.type) for f in disk.filesystems] == [
+        ("xvda1", "ext4"), ("xvda2", "ext4"), ("xvda3", "swap")]
+    assert disk.target_lv.path == "/dev/vg_b/web01"
+    plan = plan_backup(pre.facts, cfg, RUN)
+    check_golden("plan-lab-web01.txt", render_plan(plan))
+
+
+@pytest.mark.parametrize(("role", "argv0", "changes", "error", "words"), [
+    ("source", "virsh", {"stdout": "shut off\n\n"}, errors.NotRunningHere, "shut off here"),
+    ("peer", "virsh", {"stdout": "running\n\n"}, errors.DomainRunningOnPeer, "running on dom0-b"),
+    ("source", "which", {"stdout": "/usr/bin/virsh\n", "exit_code": 1}, errors.MissingBinary,
+     "rsync"),
+    ("peer", "which", {"stdout": "", "exit_code": 1}, errors.MissingBinary, "kpartx"),
+])
+def test_each_failed_check_names_host_and_fix(role, argv0, changes, error, words):
+    with pytest.raises(error) as info:
+        run_gather(patch(records(), role, argv0, **changes))
+    assert words in str(info.value)
+    assert info.value.host in ("dom0-a", "dom0-b")
+
+
+def _lvs(recs: list[dict], role: str, **fields) -> list[dict]:
+    out = [dict(r) for r in recs]
+    for r in out:
+        if r["role"] == role and r["argv"][0] == "lvs":
+            data = json.loads(r["stdout"])
+            data["report"][0]["lv"][0].update(fields)
+            r["stdout"] = json.dumps(data)
+            return out
+    raise AssertionError("no lvs")
+
+
+def test_standby_lv_in_use_is_refused():
+    with pytest.raises(errors.TargetInvalid, match="open"):
+        run_gather(_lvs(records(), "peer", lv_attr="-wi-ao----"))
+
+
+def test_smaller_standby_lv_is_refused():
+    with pytest.raises(errors.TargetInvalid, match="smaller"):
+        run_gather(_lvs(records(), "peer", lv_size="1048576"))
+
+
+def test_missing_standby_lv_is_refused():
+    recs = patch(records(), "peer", "lvs", exit_code=5, stdout="",
+                 stderr='  Failed to find logical volume "vg_b/web01"\n')
+    with pytest.raises(errors.TargetInvalid, match="does not exist"):
+        run_gather(recs)
+
+
+def test_no_room_for_the_snapshot():
+    recs = [dict(r) for r in records()]
+    for r in recs:
+        if r["argv"][0] == "vgs":
+            r["stdout"] = re.sub(r'"vg_free":"\d+"', '"vg_free":"1048576"', r["stdout"])
+    with pytest.raises(errors.NoSnapshotSpace, match="vg_a"):
+        run_gather(recs)
+
+
+def test_domain_not_running_here_never_contacts_the_peer():
+    recs = patch(records(), "source", "virsh", stdout="shut off\n\n")
+    with pytest.raises(errors.NotRunningHere):
+        run_gather(recs)
+    assert errors.NotRunningHere.exit_code == 0
+
+
+def test_host_outside_the_cluster_is_refused():
+    cfg = load_config(CONFIG, check_permissions=False)
+    with pytest.raises(errors.HostNotInCluster, match="dom0-c"):
+        local_node_name(cfg, "dom0-c")
+
+
+def test_unrecorded_command_is_an_error_not_a_guess():
+    with pytest.raises(KeyError):
+        ReplayRunner("x", []).run(["lvs"])
