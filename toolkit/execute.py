@@ -45,7 +45,6 @@ from .runners import CommandResult, Runner
 from .status import marker_path
 
 FAILPOINT_ENV = "DOMU_BACKUP_FAILPOINT"
-BUSY_MARKERS = ("busy", "in use", "Device or resource busy")
 
 PHASE_OF = {
     (SOURCE, "lock"): "preflight", (SOURCE, "snapshot"): "snapshot", (SOURCE, "map"): "map",
@@ -96,6 +95,35 @@ class Failpoint:
             raise ToolkitError(f"failpoint action {self.what!r} unknown")
         os.kill(os.getpid(), signum)
         time.sleep(5)  # the handler raises; SIGKILL never returns
+
+
+def resource_exists(runner: Runner, probe: tuple[str, ...]) -> bool:
+    """An exists-probe says "there" by exiting 0 and printing something."""
+    res = runner.run(probe, check=False, timeout=60)
+    return res.exit_code == 0 and bool(res.stdout.strip())
+
+
+def undo_with_retry(runner: Runner, undo: tuple[str, ...], exists: tuple[str, ...],
+                    timeout: float, attempts: int = 6) -> bool:
+    """Undo one resource while it exists; True if something was removed.
+
+    A device that was just mapped or unmounted can be held for a moment (udev,
+    blkid, a lazy close): kpartx -d then exits 1 without a word, umount says
+    "target is busy". So any failure is retried with a bounded back-off, as
+    long as the exists-probe says the resource is still there.
+    """
+    delay = 0.25
+    for attempt in range(attempts):
+        if exists and not resource_exists(runner, exists):
+            return attempt > 0
+        res = runner.run(undo, check=False, timeout=timeout)
+        if res.exit_code == 0:
+            return True
+        if attempt == attempts - 1:
+            raise CommandFailed(res)
+        time.sleep(delay)
+        delay = min(delay * 2, 4.0)
+    return False
 
 
 @contextmanager
@@ -221,12 +249,12 @@ class Executor:
                 raise Interrupted(pending)
 
     def _fire(self, when: str, step: Step) -> None:
+        if when == "before":
+            self._counts[step.action] = self._counts.get(step.action, 0) + 1
         fp = self.failpoint
         if fp is None or fp.when != when or fp.action != step.action:
             return
-        if when == "before":
-            self._counts[step.action] = self._counts.get(step.action, 0) + 1
-        count = self._counts.get(step.action, 0)
+        count = self._counts[step.action]
         if fp.index in (0, count):
             self.log(f"failpoint {fp.when}:{fp.action}@{count}:{fp.what}")
             fp.fire()
@@ -251,20 +279,7 @@ class Executor:
     def _undo(self, step: Step) -> None:
         runner = self.runner(step.host)
         try:
-            if step.exists:
-                probe = runner.run(step.exists, check=False, timeout=60)
-                if probe.exit_code != 0:
-                    return
-            delay = 0.5
-            for attempt in range(5):
-                res = runner.run(step.undo, check=False, timeout=self.config.ssh.command_timeout)
-                if res.exit_code == 0:
-                    return
-                busy = any(m in res.stderr for m in BUSY_MARKERS)
-                if not busy or attempt == 4:
-                    raise CommandFailed(res)
-                time.sleep(delay)
-                delay *= 2
+            undo_with_retry(runner, step.undo, step.exists, self.config.ssh.command_timeout)
         except ToolkitError as exc:
             self.report.teardown_errors.append(f"[{runner.host}] {step.action} {step.resource}: "
                                                f"{exc}")

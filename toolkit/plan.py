@@ -162,6 +162,23 @@ def run_tag(run_id: str) -> str:
     return f"{PREFIX}_run_{run_id}"
 
 
+# Exists-probes print something (and exit 0) while the resource is there.
+def dir_probe(path: str) -> tuple[str, ...]:
+    return ("find", path, "-maxdepth", "0", "-type", "d")
+
+
+def mount_probe(path: str) -> tuple[str, ...]:
+    return ("findmnt", "-n", "-o", "TARGET", "--mountpoint", path)
+
+
+def partition_maps_probe(parent: str, delimiter: str) -> tuple[str, ...]:
+    """Lists every partition map kpartx made of ``parent`` (any left means not gone)."""
+    special = set(".^$*+?()[]{}|\\/")
+    escaped = "".join("\\" + ch if ch in special else ch for ch in parent + delimiter)
+    return ("dmsetup", "info", "-c", "--noheadings", "-o", "name", "-S",
+            f'name=~"^{escaped}[0-9]+$"')
+
+
 def mapped_partition(dm_parent: str, delimiter: str, number: int) -> str:
     """Device kpartx creates for a partition: parent dm name + delimiter + number.
 
@@ -279,7 +296,7 @@ def plan_backup(facts: BackupFacts, config: Config, run_id: str) -> Plan:
             ("lvcreate", "--snapshot", "--permission", "r", "--name", snap_name,
              "--addtag", PREFIX, "--addtag", run_tag(run_id), *size_args, f"{lv.vg}/{lv.name}"),
             undo=("lvremove", "--force", "--yes", f"{lv.vg}/{snap_name}"),
-            exists=("lvs", "--noheadings", f"{lv.vg}/{snap_name}"),
+            exists=("lvs", "--noheadings", "-o", "lv_name", f"{lv.vg}/{snap_name}"),
             resource=snap_path,
             note=f"read-only snapshot of {lv.path} (disk {disk.disk.target})",
         ))
@@ -292,7 +309,7 @@ def plan_backup(facts: BackupFacts, config: Config, run_id: str) -> Plan:
             ("dmsetup", "create", alias, "--table",
              f"0 {sectors} linear {disk.target_lv.path} 0"),
             undo=("dmsetup", "remove", "--retry", alias),
-            exists=("dmsetup", "info", alias),
+            exists=("dmsetup", "info", "-c", "--noheadings", "-o", "name", alias),
             resource=alias_dev,
             note=f"owned device-mapper alias of the standby {disk.target_lv.path}",
         ))
@@ -300,16 +317,14 @@ def plan_backup(facts: BackupFacts, config: Config, run_id: str) -> Plan:
             steps.append(Step(
                 SOURCE, "map", ("kpartx", "-a", "-s", "-p", sep, snap_path),
                 undo=("kpartx", "-d", "-s", "-p", sep, snap_path),
-                exists=("dmsetup", "info", f"{snap_dm}{sep}{disk.table.partitions[0].number}")
-                if disk.table.partitions else (),
+                exists=partition_maps_probe(snap_dm, sep),
                 resource=snap_path,
                 note=f"partition maps {snap_dm}{sep}N (same delimiter for add and delete)",
             ))
             peer_alias_steps.append(Step(
                 PEER, "map", ("kpartx", "-a", "-s", "-p", sep, alias_dev),
                 undo=("kpartx", "-d", "-s", "-p", sep, alias_dev),
-                exists=("dmsetup", "info", f"{alias}{sep}{disk.table.partitions[0].number}")
-                if disk.table.partitions else (),
+                exists=partition_maps_probe(alias, sep),
                 resource=alias_dev,
                 note=f"partition maps {alias}{sep}N",
             ))
@@ -349,16 +364,16 @@ def plan_backup(facts: BackupFacts, config: Config, run_id: str) -> Plan:
         out.append(Step(host, "mkdir", ("mkdir", "-p", "-m", "0755", prefix),
                         note="tool-owned mount prefix (kept between runs)"))
         out.append(Step(host, "mkdir", ("mkdir", "-m", "0700", root),
-                        undo=("rmdir", root), exists=("test", "-d", root), resource=root))
+                        undo=("rmdir", root), exists=dir_probe(root), resource=root))
         for fsp in filesystems:
             mnt = fsp.source_mount if host == SOURCE else fsp.target_mount
             dev = fsp.source_device if host == SOURCE else fsp.target_device
             opts = (SOURCE_MOUNT_OPTIONS if host == SOURCE else TARGET_MOUNT_OPTIONS)[fsp.fstype]
             out.append(Step(host, "mkdir", ("mkdir", "-m", "0700", mnt), undo=("rmdir", mnt),
-                            exists=("test", "-d", mnt), resource=mnt, fs=fsp.name))
+                            exists=dir_probe(mnt), resource=mnt, fs=fsp.name))
             out.append(Step(
                 host, "mount", ("mount", "-t", fsp.fstype, "-o", opts, dev, mnt),
-                undo=("umount", mnt), exists=("mountpoint", "-q", mnt), resource=mnt,
+                undo=("umount", mnt), exists=mount_probe(mnt), resource=mnt,
                 fs=fsp.name,
                 note=f"{fsp.fstype} UUID={fsp.uuid} -> guest {fsp.guest_path or '(from fstab)'}",
             ))

@@ -15,33 +15,20 @@ never touched.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 
 from . import PREFIX
 from .config import Config
-from .errors import CommandFailed, ToolkitError
+from .errors import ToolkitError
+from .execute import undo_with_retry
 from .journal import list_journals, parse_journal
+from .plan import mount_probe
 from .runners import Runner
-
-BUSY_MARKERS = ("busy", "in use")
 
 
 def _undo(runner: Runner, undo: tuple[str, ...], exists: tuple[str, ...]) -> bool:
     """Run undo if the resource still exists; True if something was removed."""
-    if exists:
-        if runner.run(exists, check=False, timeout=60).exit_code != 0:
-            return False
-    delay = 0.5
-    for attempt in range(5):
-        res = runner.run(undo, check=False, timeout=300)
-        if res.exit_code == 0:
-            return True
-        if not any(m in res.stderr for m in BUSY_MARKERS) or attempt == 4:
-            raise CommandFailed(res)
-        time.sleep(delay)
-        delay *= 2
-    return False
+    return undo_with_retry(runner, undo, exists, timeout=300)
 
 
 def recover_journals(runner: Runner, state_dir: str, domain: str | None,
@@ -60,66 +47,97 @@ def recover_journals(runner: Runner, state_dir: str, domain: str | None,
     return done
 
 
-def sweep(runner: Runner, config: Config, domain: str | None,
+def _dm_names(runner: Runner) -> list[str]:
+    res = runner.run(["dmsetup", "info", "-c", "--noheadings", "-o", "name"], check=False,
+                     timeout=60)
+    if res.exit_code != 0 or "No devices found" in res.stdout:
+        return []
+    return [line.strip() for line in res.stdout.splitlines() if line.strip()]
+
+
+def _local_vgs(runner: Runner) -> list[str]:
+    res = runner.run(["vgs", "--noheadings", "-o", "vg_name"], check=False, timeout=60)
+    return [line.strip() for line in res.stdout.splitlines() if line.strip()]
+
+
+def owned_maps(names: list[str], role: str, domain: str | None, vgs: list[str],
+               delimiter: str) -> list[str]:
+    """The device-mapper maps a run of ``domain`` makes on a host in ``role``, deepest first.
+
+    On the peer: the alias ``domubk-<run>-<domain>-<disk>`` and its partition
+    maps. On the source: kpartx maps of our snapshots in this host's VGs. Never
+    LVM's own devices (the snapshot, its -cow and -real): lvremove owns those.
+    """
+    dom = domain.replace("-", "--") if domain else None
+    picked: list[str] = []
+    for name in names:
+        if role == "peer":
+            if not name.startswith(f"{PREFIX}-"):
+                continue
+            if domain is not None and f"-{domain}-" not in name:
+                continue
+            picked.append(name)
+        else:
+            if not any(name.startswith(f"{vg.replace('-', '--')}-{PREFIX}--") for vg in vgs):
+                continue
+            stem, _, number = name.rpartition(delimiter)
+            if not number.isdigit() or stem.endswith(("-cow", "-real")):
+                continue
+            if dom is not None and f"--{dom}--" not in stem:
+                continue
+            picked.append(name)
+    # partitions (longer names) before the device they sit on
+    return sorted(picked, key=len, reverse=True)
+
+
+def sweep(runner: Runner, config: Config, domain: str | None, role: str,
           log: Callable[[str], None]) -> list[str]:
     """Remove owned leftovers that no journal names (belt and braces)."""
     d = config.defaults
     done: list[str] = []
     tag = f"{domain}." if domain else ""
-    # Mounts under our prefixes, deepest first.
+    prefix = d.source_prefix if role == "source" else d.target_prefix
+    base = prefix.rstrip("/") + "/"
+    # Mounts under our prefix, deepest first.
     res = runner.run(["findmnt", "--json", "--list", "-o", "TARGET"], check=False, timeout=60)
     targets: list[str] = []
     if res.exit_code == 0 and res.stdout.strip():
         for fs in json.loads(res.stdout).get("filesystems", []):
             t = fs.get("target", "")
-            for prefix in (d.source_prefix, d.target_prefix):
-                if t.startswith(prefix.rstrip("/") + "/"):
-                    rest = t[len(prefix.rstrip("/")) + 1:]
-                    if rest.startswith(tag):
-                        targets.append(t)
+            if t.startswith(base) and t[len(base):].startswith(tag):
+                targets.append(t)
     for t in sorted(targets, key=lambda p: p.count("/"), reverse=True):
-        if _undo(runner, ("umount", t), ("mountpoint", "-q", t)):
+        if _undo(runner, ("umount", t), mount_probe(t)):
             done.append(f"[{runner.host}] unmounted {t}")
-    # Device-mapper maps we own: partitions first (longer names), then aliases.
-    res = runner.run(["dmsetup", "ls"], check=False, timeout=60)
-    names = []
-    if res.exit_code == 0:
-        for line in res.stdout.splitlines():
-            name = line.split()[0] if line.split() else ""
-            owned = name.startswith(f"{PREFIX}-") or f"-{PREFIX}--" in name
-            if owned and (domain is None or f"-{domain}-" in name
-                          or f"-{domain.replace('-', '--')}--" in name):
-                names.append(name)
-    for name in sorted(names, key=len, reverse=True):
-        if _undo(runner, ("dmsetup", "remove", "--retry", name), ("dmsetup", "info", name)):
+    vgs = _local_vgs(runner) if role == "source" else []
+    for name in owned_maps(_dm_names(runner), role, domain, vgs, d.kpartx_delimiter):
+        if _undo(runner, ("dmsetup", "remove", "--retry", name),
+                 ("dmsetup", "info", "-c", "--noheadings", "-o", "name", name)):
             done.append(f"[{runner.host}] removed map {name}")
-    # Snapshot LVs carrying our tag.
-    res = runner.run(["lvs", "--noheadings", "-o", "vg_name,lv_name", "-S", f"lv_tags={PREFIX}"],
-                     check=False, timeout=60)
-    if res.exit_code == 0:
-        for line in res.stdout.splitlines():
+    if role == "source":
+        # Snapshots carrying our tag AND our name: a look-alike is not ours.
+        res = runner.run(["lvs", "--noheadings", "-o", "vg_name,lv_name", "-S",
+                          f"lv_tags={PREFIX}"], check=False, timeout=60)
+        for line in res.stdout.splitlines() if res.exit_code == 0 else []:
             parts = line.split()
-            if len(parts) != 2:
+            if len(parts) != 2 or not parts[1].startswith(f"{PREFIX}-"):
                 continue
             vg, lv = parts
-            if not lv.startswith(f"{PREFIX}-"):
-                continue  # tagged but not named by us: not ours
             if domain is not None and f"-{domain}-" not in lv:
                 continue
             if _undo(runner, ("lvremove", "--force", "--yes", f"{vg}/{lv}"),
-                     ("lvs", f"{vg}/{lv}")):
+                     ("lvs", "--noheadings", "-o", "lv_name", f"{vg}/{lv}")):
                 done.append(f"[{runner.host}] removed snapshot {vg}/{lv}")
-    # Run directories under our prefixes: rmdir only ever removes empty ones.
-    for prefix in (d.source_prefix, d.target_prefix):
-        res = runner.run(["find", prefix, "-mindepth", "1", "-maxdepth", "1", "-type", "d",
-                          "-name", f"{tag}*"], check=False, timeout=60)
-        for run_dir in res.stdout.splitlines():
-            sub = runner.run(["find", run_dir, "-mindepth", "1", "-maxdepth", "1", "-type", "d"],
-                             check=False, timeout=60)
-            for path in sub.stdout.splitlines():
-                runner.run(["rmdir", "--", path], check=False, timeout=60)
-            if runner.run(["rmdir", "--", run_dir], check=False, timeout=60).exit_code == 0:
-                done.append(f"[{runner.host}] removed directory {run_dir}")
+    # Run directories under our prefix: rmdir only ever removes empty ones.
+    res = runner.run(["find", prefix, "-mindepth", "1", "-maxdepth", "1", "-type", "d",
+                      "-name", f"{tag}*"], check=False, timeout=60)
+    for run_dir in res.stdout.splitlines():
+        sub = runner.run(["find", run_dir, "-mindepth", "1", "-maxdepth", "1", "-type", "d"],
+                         check=False, timeout=60)
+        for path in sub.stdout.splitlines():
+            runner.run(["rmdir", "--", path], check=False, timeout=60)
+        if runner.run(["rmdir", "--", run_dir], check=False, timeout=60).exit_code == 0:
+            done.append(f"[{runner.host}] removed directory {run_dir}")
     for msg in done:
         log(msg)
     return done
@@ -130,18 +148,18 @@ def recover_domain(config: Config, domain: str | None, source: Runner, peer: Run
                    hosts: str = "both") -> list[str]:
     """Undo what killed runs of ``domain`` left on the chosen hosts; returns what was done."""
     done: list[str] = []
-    order: list[Runner] = []
-    # The source holds the snapshots the peer's copy is made from: unmount
-    # and unmap the peer first, then the source.
+    order: list[tuple[Runner, str]] = []
+    # The peer's copy is written from the source's snapshot: unmount and unmap
+    # the peer first, then the source.
     if hosts in ("peer", "both") and peer is not None:
-        order.append(peer)
+        order.append((peer, "peer"))
     if hosts in ("local", "source", "both"):
-        order.append(source)
+        order.append((source, "source"))
     errors: list[str] = []
-    for runner in order:
+    for runner, role in order:
         try:
             done += recover_journals(runner, config.defaults.state_dir, domain, log)
-            done += sweep(runner, config, domain, log)
+            done += sweep(runner, config, domain, role, log)
         except ToolkitError as exc:
             errors.append(str(exc))
     if errors:

@@ -9,6 +9,7 @@ exists after a run. Outputs for fact commands come from recorded real outputs.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -157,7 +158,8 @@ class FakeHost:
         if cmd == "lvremove":
             return (0, "", "") if self.lvs.pop(a[-1], None) is not None else (5, "", "not found")
         if cmd == "lvs" and "--noheadings" in a:
-            return (0, a[-1], "") if a[-1] in self.lvs else (5, "", "Failed to find")
+            return (0, a[-1].split("/")[-1] + "\n", "") if a[-1] in self.lvs else (
+                5, "", "Failed to find")
         if cmd == "lvs":
             names = a[a.index("--") + 1:]
             rows = []
@@ -181,6 +183,10 @@ class FakeHost:
             else:
                 self.maps -= parts
             return 0, "", ""
+        if cmd == "dmsetup" and "-S" in a:
+            pattern = a[a.index("-S") + 1].removeprefix('name=~"').removesuffix('"')
+            rx = re.compile(pattern.replace("\\", "\\"))
+            return 0, "".join(f"{m}\n" for m in sorted(self.maps) if rx.search(m)), ""
         if cmd == "dmsetup":
             name = a[2] if a[1] == "create" else a[-1]
             if a[1] == "create":
@@ -190,7 +196,8 @@ class FakeHost:
                 return 1, "", f"Device {name} not found"
             if a[1] == "remove":
                 self.maps.discard(name)
-            return 0, "", ""
+                return 0, "", ""
+            return 0, f"{name}\n", ""
         if cmd == "mkdir":
             if "-p" not in a:
                 self.dirs.add(a[-1])
@@ -201,8 +208,8 @@ class FakeHost:
                 return 1, "", f"rmdir: failed to remove '{path}': Device or resource busy"
             self.dirs.discard(path)
             return 0, "", ""
-        if cmd == "test":
-            return (0, "", "") if a[-1] in self.dirs else (1, "", "")
+        if cmd == "find" and "-maxdepth" in a and a[a.index("-maxdepth") + 1] == "0":
+            return (0, a[1] + "\n", "") if a[1] in self.dirs else (1, "", "No such file")
         if cmd == "mount":
             dev, mnt, fstype = a[-2], a[-1], a[a.index("-t") + 1]
             if not self.silent_mount:
@@ -214,6 +221,9 @@ class FakeHost:
             return 0, "", ""
         if cmd == "mountpoint":
             return (0, "", "") if a[-1] in self.mounts else (32, "", "")
+        if cmd == "findmnt" and "-n" in a:
+            mnt = a[-1]
+            return (0, mnt + "\n", "") if mnt in self.mounts else (1, "", "")
         if cmd == "findmnt":
             mnt = a[a.index("--mountpoint") + 1]
             if mnt not in self.mounts:

@@ -1,0 +1,195 @@
+"""Faults injected in the lab: every promise of RELIABILITY.md that needs real LVM, mounts, ssh.
+
+Each test leaves both hosts clean (the `fresh` fixture's leak check) and checks
+that nothing was lost: the standby is unchanged, or converges on the next run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from toolkit.lab.rehearse import audit, run_backup
+
+pytestmark = pytest.mark.e2e
+
+FAILPOINT = "DOMU_BACKUP_FAILPOINT"
+# One occurrence of every kind of step that creates something, on both hosts.
+STEPS = ["snapshot", "map", "mount", "check", "fstab", "alias", "marker", "rsync"]
+
+
+def recover(lab, *extra):
+    return lab.runner("dom0-a").run(["domu-backup", "recover", *extra], check=False,
+                                    timeout=600)
+
+
+def checksum(lab, container, lv):
+    return lab.runner(container).run(["sha256sum", lv], timeout=600).stdout.split()[0]
+
+
+def marker(lab):
+    res = lab.runner("dom0-b").run(["cat", "/var/lib/domu-backup/standby/web01.json"],
+                                   check=False)
+    return json.loads(res.stdout) if res.exit_code == 0 else {}
+
+
+def leftovers(lab):
+    return {c: lab.sandbox.leak_report(c) for c in ("dom0-a", "dom0-b")}
+
+
+def assert_clean_audit(lab):
+    diffs = {a.name: a.differences for a in audit(lab, "web01") if a.differences}
+    assert diffs == {}
+
+
+def install_fake(lab, container, name, script):
+    r = lab.runner(container)
+    path = f"/usr/local/sbin/{name}"
+    r.run(["tee", path], input=script)
+    r.run(["chmod", "0755", path])
+    return lambda: r.run(["rm", "-f", path])
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_sigterm_at_each_step_tears_down_everything(fresh, step):
+    # R1, R16: a signal at any step; teardown runs on both hosts; exit 128+15.
+    res = run_backup(fresh, "web01", env={FAILPOINT: f"after:{step}:sigterm"})
+    assert res.exit_code == 143, res.stdout + res.stderr
+    assert "SIGTERM" in res.stdout + res.stderr
+    assert leftovers(fresh) == {"dom0-a": [], "dom0-b": []}
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_sigkill_at_each_step_then_recover_twice(fresh, step):
+    # R1: SIGKILL leaves things behind; recover removes them; the second recover is a no-op.
+    res = run_backup(fresh, "web01", env={FAILPOINT: f"after:{step}:sigkill"})
+    assert res.exit_code == 137, res.stdout + res.stderr
+    first = recover(fresh)
+    assert first.exit_code == 0, first.stdout + first.stderr
+    assert leftovers(fresh) == {"dom0-a": [], "dom0-b": []}
+    second = recover(fresh)
+    assert second.exit_code == 0 and second.stdout.strip() == "nothing to recover"
+
+
+def test_lookalike_snapshot_not_owned_survives_recover(fresh):
+    # R1: a snapshot named like ours but without our tag is not ours.
+    a = fresh.runner("dom0-a")
+    name = "domubk-20990101T000000Z-0000-web01-xvda"
+    a.run(["lvcreate", "--snapshot", "-L", "8M", "-n", name, "vg_a/web01"], timeout=120)
+    try:
+        res = recover(fresh)
+        assert res.exit_code == 0, res.stderr
+        assert a.run(["lvs", f"vg_a/{name}"], check=False).exit_code == 0
+    finally:
+        a.run(["lvremove", "-f", f"vg_a/{name}"], timeout=120)
+
+
+def test_silent_source_mount_failure_changes_nothing_on_the_standby(fresh):
+    # R7: `mount` exits 0 and mounts nothing: rsync --delete must never run.
+    assert run_backup(fresh, "web01").exit_code == 0
+    before = checksum(fresh, "dom0-b", "/dev/vg_b/web01")
+    remove = install_fake(fresh, "dom0-a", "mount", "#!/bin/sh\nexit 0\n")
+    try:
+        res = run_backup(fresh, "web01")
+    finally:
+        remove()
+    assert res.exit_code == 35, res.stdout + res.stderr
+    assert "not a mountpoint" in res.stderr
+    assert checksum(fresh, "dom0-b", "/dev/vg_b/web01") == before
+
+
+def test_silent_peer_mount_failure_writes_nothing(fresh):
+    # R8: the peer's mount silently fails: nothing is written to the peer's root fs.
+    remove = install_fake(fresh, "dom0-b", "mount", "#!/bin/sh\nexit 0\n")
+    try:
+        res = run_backup(fresh, "web01")
+    finally:
+        remove()
+    assert res.exit_code == 36, res.stdout + res.stderr
+    b = fresh.runner("dom0-b")
+    assert b.run(["find", "/run/domu-backup/dst", "-mindepth", "1"], check=False).stdout == ""
+
+
+def test_changed_peer_host_key_is_rejected(fresh):
+    # R12: a known_hosts entry that does not match dom0-b's key: refused, never learned.
+    a = fresh.runner("dom0-a")
+    kh = "/etc/domu-backup/known_hosts"
+    original = a.run(["cat", kh]).stdout
+    a.run(["rm", "-f", "/tmp/other", "/tmp/other.pub"])
+    a.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", "/tmp/other"])
+    other = a.run(["cat", "/tmp/other.pub"]).stdout.split()
+    a.run(["tee", kh], input=f"dom0-b {other[0]} {other[1]}\n")
+    try:
+        res = run_backup(fresh, "web01")
+        assert res.exit_code == 13, res.stdout + res.stderr
+        assert "dom0-b" in res.stderr
+        assert a.run(["cat", kh]).stdout == f"dom0-b {other[0]} {other[1]}\n"
+    finally:
+        a.run(["tee", kh], input=original)
+
+
+def test_second_run_is_busy_and_recover_leaves_the_live_run_alone(fresh):
+    # R15: a run paused at a fail-point; a second run and a recover beside it.
+    container = fresh.client.containers.get("dom0-a")
+    exec_id = fresh.client.api.exec_create(
+        container.id, ["domu-backup", "backup", "--domu", "web01"],
+        environment={FAILPOINT: "before:rsync:sleep=25"})
+    fresh.client.api.exec_start(exec_id, detach=True)
+    a = fresh.runner("dom0-a")
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:  # wait until the first run holds its mounts
+        if "domubk" in a.run(["lvs", "--noheadings", "-o", "lv_name"]).stdout and \
+                a.run(["findmnt", "-n", "-o", "TARGET", "-R", "/run/domu-backup/src"],
+                      check=False).stdout.count("/") >= 2:
+            break
+        time.sleep(1)
+    busy = run_backup(fresh, "web01")
+    assert busy.exit_code == 75, busy.stdout + busy.stderr
+    rec = recover(fresh)
+    assert rec.exit_code == 75, rec.stdout + rec.stderr
+    assert "domubk" in a.run(["lvs", "--noheadings", "-o", "lv_name"]).stdout
+    while fresh.client.api.exec_inspect(exec_id)["Running"]:
+        time.sleep(1)
+    assert fresh.client.api.exec_inspect(exec_id)["ExitCode"] == 0
+    assert marker(fresh)["state"] == "clean"
+
+
+def test_killed_copy_leaves_standby_dirty_and_next_run_converges(fresh):
+    # R10: the standby is marked dirty from before rsync until success.
+    res = run_backup(fresh, "web01", env={FAILPOINT: "after:rsync@1:sigkill"})
+    assert res.exit_code == 137
+    assert marker(fresh)["state"] == "dirty"
+    assert recover(fresh).exit_code == 0
+    assert marker(fresh)["state"] == "dirty"
+    ok = run_backup(fresh, "web01")
+    assert ok.exit_code == 0, ok.stdout + ok.stderr
+    m = marker(fresh)
+    assert m["state"] == "clean" and m["last_success_run_id"] == m["run_id"]
+    assert_clean_audit(fresh)
+
+
+def test_full_standby_fails_clearly_and_converges_after_freeing_space(fresh):
+    # R19: ENOSPC on the peer: its own exit code, standby dirty; free space, run, converge.
+    assert run_backup(fresh, "web01").exit_code == 0
+    b = fresh.runner("dom0-b")
+    from toolkit.lab.audit import mounted
+
+    with mounted(b, "/dev/vg_b/web01", "/run/domubk-audit/fill", "f", readonly=False) as fs:
+        b.run(["dd", "if=/dev/zero", f"of={fs['2'][0]}/junk", "bs=1M", "count=200",
+               "status=none"], check=False, timeout=600)
+    # the guest writes new data to /var that can no longer fit
+    a = fresh.runner("dom0-a")
+    with mounted(a, "/dev/vg_a/web01", "/run/domubk-audit/grow", "g", readonly=False) as fs:
+        a.run(["dd", "if=/dev/urandom", f"of={fs['2'][0]}/data/new.bin", "bs=1M", "count=8",
+               "status=none"], timeout=600)
+    res = run_backup(fresh, "web01")
+    assert res.exit_code == 43, res.stdout + res.stderr
+    assert marker(fresh)["state"] == "dirty"
+    with mounted(b, "/dev/vg_b/web01", "/run/domubk-audit/fill", "f", readonly=False) as fs:
+        b.run(["rm", "-f", f"{fs['2'][0]}/junk"])
+    ok = run_backup(fresh, "web01")
+    assert ok.exit_code == 0, ok.stdout + ok.stderr
+    assert marker(fresh)["state"] == "clean"
+    assert_clean_audit(fresh)
