@@ -32,18 +32,26 @@ def _undo(runner: Runner, undo: tuple[str, ...], exists: tuple[str, ...]) -> boo
 
 
 def recover_journals(runner: Runner, state_dir: str, domain: str | None,
-                     log: Callable[[str], None]) -> list[str]:
+                     log: Callable[[str], None], errors: list[str]) -> list[str]:
+    """Undo journal entries newest first; failures are collected, not raised."""
     done: list[str] = []
     for path in list_journals(runner, state_dir, domain):
         text = runner.run(["cat", "--", path], timeout=60).stdout
-        entries = parse_journal(text, path)
-        for entry in reversed(entries):
-            if _undo(runner, entry.undo, entry.exists):
+        failed = False
+        for entry in reversed(parse_journal(text, path)):
+            try:
+                removed = _undo(runner, entry.undo, entry.exists)
+            except ToolkitError as exc:
+                failed = True
+                errors.append(f"{entry.action} {entry.resource}: {exc}")
+                continue
+            if removed:
                 msg = (f"[{runner.host}] removed {entry.action} {entry.resource} "
                        f"(run {entry.run_id})")
                 log(msg)
                 done.append(msg)
-        runner.run(["rm", "-f", "--", path], timeout=60)
+        if not failed:
+            runner.run(["rm", "-f", "--", path], timeout=60)
     return done
 
 
@@ -158,8 +166,14 @@ def recover_domain(config: Config, domain: str | None, source: Runner, peer: Run
     errors: list[str] = []
     for runner, role in order:
         try:
-            done += recover_journals(runner, config.defaults.state_dir, domain, log)
+            # Journals first (exact), then the prefix sweep (what no journal
+            # names, e.g. maps left by an older version), then the journals
+            # again for what the sweep unblocked (a snapshot held by its maps).
+            first: list[str] = []
+            done += recover_journals(runner, config.defaults.state_dir, domain, log, first)
             done += sweep(runner, config, domain, role, log)
+            if first:
+                done += recover_journals(runner, config.defaults.state_dir, domain, log, errors)
         except ToolkitError as exc:
             errors.append(str(exc))
     if errors:
