@@ -231,6 +231,14 @@ class Executor:
                 self._fire("after", step)
                 self.report.add_phase(PHASE_OF.get((step.host, step.action), step.action),
                                       time.monotonic() - start)
+        except ToolkitError as exc:
+            body_error = exc
+            # A step that failed on an overflowed snapshot (I/O errors in kpartx,
+            # mount or rsync) is reported as what it is: the snapshot's fault.
+            invalid = self._invalid_snapshot_cause()
+            if invalid is not None and not isinstance(exc, SnapshotInvalid):
+                raise invalid from exc
+            raise
         except BaseException as exc:
             body_error = exc
             raise
@@ -467,6 +475,17 @@ class Executor:
             self.on_progress(fs, line)
 
     # -- snapshot health -------------------------------------------------
+
+    def _invalid_snapshot_cause(self) -> SnapshotInvalid | None:
+        if not any(s.action == "snapshot" for s in self.plan.steps):
+            return None
+        try:
+            self._check_snapshots(final=True)
+        except SnapshotInvalid as exc:
+            return exc
+        except ToolkitError:
+            return None
+        return None
 
     def _check_snapshots(self, *, final: bool) -> None:
         """Record fill and validity; an invalid snapshot fails the run (R3)."""

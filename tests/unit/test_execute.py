@@ -217,3 +217,22 @@ def test_guest_symlinked_fstab_is_refused(tmp_path):
 
 def test_journals_are_listed_per_domain(tmp_path):
     assert list_journals(LocalRunner(), str(tmp_path), "web01") == []
+
+
+def test_failure_on_an_overflowed_snapshot_is_reported_as_the_snapshot(tmp_path):
+    src = FakeHost("dom0-a")
+    src.fstab_on = "xvda1"
+
+    def mount_fails_after_overflow(argv):
+        if argv[0] == "mount":
+            for v in src.lvs.values():
+                v["attr"] = "swi-I-s---"
+            return CommandResult("dom0-a", argv, 32, "", "can't read superblock", 0.0)
+        return None
+
+    src.fail = mount_fails_after_overflow
+    plan, report, ex = run_executor(tmp_path, src, FakeHost("dom0-b"))
+    with pytest.raises(errors.SnapshotInvalid) as info:
+        ex.run()
+    assert isinstance(info.value.__cause__, errors.MountRefused)
+    assert src.leftovers() == []
