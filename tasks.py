@@ -205,6 +205,39 @@ def recover(c, domu=None, host="both", config=None, node=None):
         raise _fail(exc) from None
 
 
+@task(help={
+    "domu": "domain whose standby to prepare",
+    "force": "overwrite a standby that already holds a partition table or filesystems",
+    "dry-run": "print the plan and change nothing",
+    "config": "config file",
+    "node": "this host's name in [cluster.dom0s]",
+})
+def init_standby(c, domu, force=False, dry_run=False, config=None, node=None):
+    """Give the peer's LV the source disk's table, boot area, filesystem types, UUIDs, labels."""
+    from toolkit.app import Hosts, new_run_id, stderr_log
+    from toolkit.config import check_root
+    from toolkit.preflight import gather, local_node_name
+    from toolkit.standby import plan_standby, render_standby_plan, run_standby
+
+    try:
+        cfg = _config(config)
+        local = local_node_name(cfg, node)
+        hosts = Hosts()
+        try:
+            pre, peer = gather(cfg, domu, hosts.source, lambda n: hosts.peer(cfg, n), local)
+            sp = plan_standby(pre.facts, cfg, new_run_id(), force=force)
+            print(render_standby_plan(sp, local, pre.facts.peer_host))
+            if dry_run:
+                return
+            check_root()
+            run_standby(sp, cfg, hosts.source, peer, log=stderr_log)
+            print(f"standby of {domu} on {pre.facts.peer_host} prepared; run a backup to fill it")
+        finally:
+            hosts.close()
+    except ToolkitError as exc:
+        raise _fail(exc) from None
+
+
 @task(help={"domu": "only this domain", "config": "config file", "json": "print JSON"})
 def status(c, domu=None, config=None, json=False):
     """Per domain: last success, last failure, and whether the standby is clean or dirty."""
@@ -325,7 +358,8 @@ sandbox = Collection("sandbox")
 sandbox.add_task(sandbox_up, "up")
 sandbox.add_task(sandbox_down, "down")
 
-ns = Collection(backup, plan, check_config, recover, status, exit_codes, rehearse, test)
+ns = Collection(backup, plan, check_config, recover, status, init_standby, exit_codes, rehearse,
+                test)
 ns.add_collection(lab)
 ns.add_collection(sandbox)
 

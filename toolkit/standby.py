@@ -1,0 +1,234 @@
+"""init-standby: make the peer's LV a bootable copy of the source disk's layout.
+
+The standby gets the same partition table (``sfdisk --dump`` restored, so the
+disk identifier, partition UUIDs, names and types are equal), the same boot
+area (the first MiB and any BIOS boot partition, copied raw) and, on each
+partition or the whole disk, a new empty filesystem of the same type with the
+same UUID and label, so the guest's own fstab and boot loader resolve on it.
+The next ``backup`` fills the filesystems.
+
+It refuses a standby that is in use or already holds a partition table or a
+filesystem, unless forced; it prints its plan first, like ``plan`` does.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import shlex
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+
+from . import PREFIX
+from .config import Config
+from .errors import LayoutMismatch, TargetInvalid, ToolkitError
+from .execute import domain_lock, undo_with_retry
+from .journal import Journal
+from .plan import (
+    PEER,
+    SOURCE,
+    BackupFacts,
+    DiskFacts,
+    Step,
+    dir_probe,
+    mapped_partition,
+    owned_name,
+    partition_maps_probe,
+)
+from .rsync import SshOptions, ssh_argv
+from .runners import Runner
+
+BIOS_BOOT = "21686148-6449-6e6f-744e-656564454649"
+BOOT_AREA = 1 << 20
+
+
+def mkfs_argv(fstype: str, device: str, uuid: str | None, label: str | None) -> list[str]:
+    """A new, empty filesystem with the source's UUID and label."""
+    if fstype in ("ext2", "ext3", "ext4"):
+        argv = [f"mkfs.{fstype}", "-F", "-q"]
+        if uuid:
+            argv += ["-U", uuid]
+        if label:
+            argv += ["-L", label]
+        return [*argv, device]
+    if fstype == "xfs":
+        argv = ["mkfs.xfs", "-f", "-q"]
+        if uuid:
+            argv += ["-m", f"uuid={uuid}"]
+        if label:
+            argv += ["-L", label]
+        return [*argv, device]
+    if fstype == "vfat":
+        argv = ["mkfs.vfat"]
+        if uuid:
+            argv += ["-i", uuid.replace("-", "")]
+        if label:
+            argv += ["-n", label]
+        return [*argv, device]
+    if fstype == "swap":
+        argv = ["mkswap", "-f"]
+        if uuid:
+            argv += ["-U", uuid]
+        if label:
+            argv += ["-L", label]
+        return [*argv, device]
+    raise LayoutMismatch(f"cannot create a {fstype} filesystem on the standby; prepare {device} "
+                         "by hand")
+
+
+@dataclass(frozen=True)
+class StandbyPlan:
+    domain: str
+    run_id: str
+    steps: tuple[Step, ...]
+    refusals: tuple[str, ...]
+
+
+def _in_use(disk: DiskFacts) -> list[str]:
+    found = []
+    if disk.target_table.label is not None:
+        found.append(f"a {disk.target_table.label} partition table")
+    for fs in disk.target_filesystems:
+        if fs.probe.type:
+            found.append(f"{fs.probe.type} on {fs.name}")
+    return found
+
+
+def plan_standby(facts: BackupFacts, config: Config, run_id: str, *,
+                 force: bool = False) -> StandbyPlan:
+    """Steps on both hosts that give the standby the source's layout (pure)."""
+    d = config.defaults
+    sep = d.kpartx_delimiter
+    tmp_src = posixpath.join(d.state_dir, f"{PREFIX}-{run_id}-standby")
+    tmp_dst = tmp_src
+    ssh = config.ssh
+    steps: list[Step] = []
+    refusals: list[str] = []
+    for disk in facts.disks:
+        used = _in_use(disk)
+        if used and not force:
+            refusals.append(f"standby {disk.target_lv.path} of disk {disk.disk.target} already "
+                            f"holds {', '.join(used)}; use --force to overwrite it")
+    steps.append(Step(SOURCE, "mkdir", ("mkdir", "-p", "-m", "0700", tmp_src),
+                      undo=("rm", "-rf", tmp_src), exists=dir_probe(tmp_src), resource=tmp_src))
+    for disk in facts.disks:
+        t = disk.disk.target
+        steps.append(Step(SOURCE, "copy", ("dd", f"if={disk.source_lv.path}",
+                                           f"of={tmp_src}/{t}.boot", f"bs={BOOT_AREA}", "count=1",
+                                           "status=none"),
+                          note=f"boot area of {t} (first MiB, read from the origin)"))
+        if disk.table.label is not None:
+            steps.append(Step(SOURCE, "dump", ("sfdisk", "--dump", disk.source_lv.path),
+                              resource=f"{tmp_src}/{t}.sfdisk", note="partition table"))
+        for part in disk.table.partitions:
+            if part.type.lower() == BIOS_BOOT:
+                start = part.start * disk.table.sector_size
+                size = part.size * disk.table.sector_size
+                steps.append(Step(SOURCE, "copy", (
+                    "dd", f"if={disk.source_lv.path}", f"of={tmp_src}/{t}{part.number}.raw",
+                    "bs=4096", f"skip={start}", f"count={size}", "iflag=skip_bytes,count_bytes",
+                    "status=none"), note=f"BIOS boot partition {part.number}, raw"))
+    steps.append(Step(PEER, "mkdir", ("mkdir", "-p", "-m", "0700", tmp_dst),
+                      undo=("rm", "-rf", tmp_dst), exists=dir_probe(tmp_dst), resource=tmp_dst))
+    opts = SshOptions(key=str(ssh.key), known_hosts=str(ssh.known_hosts), port=facts.peer_port,
+                      connect_timeout=int(ssh.connect_timeout), keepalive=int(ssh.keepalive),
+                      cipher=ssh.cipher or "")
+    steps.append(Step(SOURCE, "send", ("rsync", "-a", "-e", shlex.join(ssh_argv(opts)), "--",
+                                       f"{tmp_src}/", f"{facts.peer_address}:{tmp_dst}/"),
+                      note="boot areas and partition tables to the peer"))
+    for disk in facts.disks:
+        t = disk.disk.target
+        alias = owned_name(run_id, facts.domain, t)
+        alias_dev = f"/dev/mapper/{alias}"
+        sectors = disk.target_lv.size_bytes // 512
+        steps.append(Step(PEER, "alias", ("dmsetup", "create", alias, "--table",
+                                          f"0 {sectors} linear {disk.target_lv.path} 0"),
+                          undo=("dmsetup", "remove", "--retry", alias),
+                          exists=("dmsetup", "info", "-c", "--noheadings", "-o", "name", alias),
+                          resource=alias_dev))
+        steps.append(Step(PEER, "write", ("dd", f"if={tmp_dst}/{t}.boot", f"of={alias_dev}",
+                                          f"bs={BOOT_AREA}", "count=1", "conv=notrunc,fsync",
+                                          "status=none"), note="boot area, raw"))
+        if disk.table.label is None:
+            fs = disk.filesystems[0]
+            if fs.probe.type:
+                steps.append(Step(PEER, "mkfs", tuple(mkfs_argv(fs.probe.type, alias_dev,
+                                                                fs.probe.uuid, fs.probe.label)),
+                                  note=f"whole-disk {fs.probe.type}"))
+            continue
+        steps.append(Step(PEER, "table", ("sfdisk", "--no-reread", "--no-tell-kernel", "--wipe",
+                                          "never", alias_dev),
+                          resource=f"{tmp_dst}/{t}.sfdisk", note="same table, ids and names"))
+        steps.append(Step(PEER, "map", ("kpartx", "-a", "-s", "-p", sep, alias_dev),
+                          undo=("kpartx", "-d", "-s", "-p", sep, alias_dev),
+                          exists=partition_maps_probe(alias, sep), resource=alias_dev))
+        for fs in disk.filesystems:
+            part = fs.partition
+            if part is None or part.is_container:
+                continue
+            dev = mapped_partition(alias, sep, part.number)
+            if part.type.lower() == BIOS_BOOT:
+                steps.append(Step(PEER, "write", (
+                    "dd", f"if={tmp_dst}/{t}{part.number}.raw", f"of={dev}", "bs=4096",
+                    "conv=fsync", "status=none"), note=f"BIOS boot partition {part.number}"))
+            elif fs.probe.type and fs.probe.type != "LVM2_member":
+                steps.append(Step(PEER, "mkfs", tuple(mkfs_argv(fs.probe.type, dev, fs.probe.uuid,
+                                                                fs.probe.label)),
+                                  note=f"{fs.name}: empty {fs.probe.type}, same UUID and label"))
+            elif fs.probe.type == "LVM2_member":
+                refusals.append(f"{fs.name} holds guest LVM: recreate its VG on the standby by "
+                                "hand (vgcfgrestore), init-standby does not yet")
+    return StandbyPlan(facts.domain, run_id, tuple(steps), tuple(refusals))
+
+
+def render_standby_plan(plan: StandbyPlan, source_host: str, peer_host: str) -> str:
+    lines = [f"init-standby for {plan.domain} (run {plan.run_id})", ""]
+    for n, s in enumerate(plan.steps, 1):
+        host = source_host if s.host == SOURCE else peer_host
+        lines.append(f"{n:>3}. [{host}] {s.action:<6} {shlex.join(s.argv)}")
+        if s.resource and s.action in ("dump", "table"):
+            lines.append(f"      {'':<{len(host) + 2}} (table text via {s.resource})")
+        if s.note:
+            lines.append(f"      {'':<{len(host) + 2}} # {s.note}")
+        if s.undo:
+            lines.append(f"      {'':<{len(host) + 2}}   undo: {shlex.join(s.undo)}")
+    for r in plan.refusals:
+        lines.append(f"REFUSED: {r}")
+    return "\n".join(lines)
+
+
+def run_standby(plan: StandbyPlan, config: Config, source: Runner, peer: Runner,
+                log: Callable[[str], None] = lambda m: None) -> None:
+    """Execute the init-standby plan; everything it maps or writes to a temp dir is undone."""
+    if plan.refusals:
+        raise TargetInvalid("; ".join(plan.refusals))
+    runners = {SOURCE: source, PEER: peer}
+    journals = {h: Journal(r, config.defaults.state_dir, plan.domain, plan.run_id)
+                for h, r in runners.items()}
+    tables: dict[str, str] = {}
+    errors: list[str] = []
+    with domain_lock(config.defaults.lock_dir, plan.domain), ExitStack() as stack:
+        def undo(step: Step) -> None:
+            try:
+                undo_with_retry(runners[step.host], step.undo, step.exists, 600)
+            except ToolkitError as exc:
+                errors.append(str(exc))
+
+        for step in plan.steps:
+            r = runners[step.host]
+            log(f"[{r.host}] {shlex.join(step.argv)}")
+            if step.undo:
+                journals[step.host].record(step.action, step.resource, step.undo, step.exists)
+                stack.callback(undo, step)
+            if step.action == "dump":
+                tables[step.resource.rsplit("/", 1)[1]] = r.run(step.argv, timeout=120).stdout
+                continue
+            if step.action == "table":
+                name = step.resource.rsplit("/", 1)[1]
+                r.run(step.argv, input=tables[name], timeout=300)
+                continue
+            r.run(step.argv, timeout=config.ssh.command_timeout)
+    if errors:
+        raise TargetInvalid("init-standby could not tear down: " + "; ".join(errors))
+    for j in journals.values():
+        j.remove()
