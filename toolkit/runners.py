@@ -643,7 +643,8 @@ class DockerRunner:
         deadline = None if timeout is None else start + timeout + self._GRACE
         data = input.encode("utf-8", "surrogateescape") if input is not None else None
         try:
-            out, err, complete = _read_exec_stream(raw, data, deadline)
+            out, err, complete = _read_exec_stream(
+                raw, data, deadline, lambda: bool(api.exec_inspect(exec_id).get("Running")))
         finally:
             raw.close()
             if raw is not sock:
@@ -664,9 +665,14 @@ class DockerRunner:
         return _checked(result, check, ok_codes)
 
 
-def _read_exec_stream(sock: socket.socket, data: bytes | None,
-                      deadline: float | None) -> tuple[bytes, bytes, bool]:
-    """Demultiplex a non-tty exec stream until EOF or the deadline; False if cut short."""
+def _read_exec_stream(sock: socket.socket, data: bytes | None, deadline: float | None,
+                      running: Callable[[], bool] | None = None) -> tuple[bytes, bytes, bool]:
+    """Demultiplex a non-tty exec stream until EOF or the deadline; False if cut short.
+
+    The engine sometimes never closes the stream of a finished exec (seen with
+    the lab VM's engine behind QEMU's user network): after a quiet second the
+    exec is inspected, and once it has ended and stays quiet the output is done.
+    """
     if data is not None:
         # A writer thread, so a large input and a large output cannot wait on
         # each other; shutting down our side closes the command's stdin.
@@ -680,16 +686,23 @@ def _read_exec_stream(sock: socket.socket, data: bytes | None,
         threading.Thread(target=feed, daemon=True).start()
     streams: dict[int, list[bytes]] = {1: [], 2: []}
     buf = b""
+    quiet_after_exit = 0
     while True:
+        slice_ = 1.0 if running is not None else None
         if deadline is not None:
             left = deadline - time.monotonic()
             if left <= 0:
                 return b"".join(streams[1]), b"".join(streams[2]), False
-            sock.settimeout(left)
+            slice_ = min(slice_, left) if slice_ is not None else left
+        sock.settimeout(slice_)
         try:
             chunk = sock.recv(65536)
         except TimeoutError:
-            return b"".join(streams[1]), b"".join(streams[2]), False
+            if running is not None and not running():
+                quiet_after_exit += 1
+                if quiet_after_exit >= 2:
+                    break
+            continue
         if not chunk:
             break
         buf += chunk
