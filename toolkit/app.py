@@ -10,13 +10,15 @@ import secrets
 import sys
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 from .config import Config
 from .errors import Interrupted, NotRunningHere, ToolkitError, most_severe
-from .execute import Executor
+from .execute import Executor, domain_lock
 from .plan import Plan, plan_backup
 from .preflight import gather, local_node_name
+from .recover import recover_domain
 from .report import DomainReport, RunReport
 from .runners import LocalRunner, Runner, runner_for
 
@@ -66,22 +68,24 @@ def backup_domain(config: Config, domain: str, hosts: Hosts, *, node: str | None
     report = DomainReport(domain=domain)
     start = time.monotonic()
     try:
-        local = local_node_name(config, node)
-        report.source_host = local
-        pre, peer = gather(config, domain, hosts.source, lambda n: hosts.peer(config, n), local)
-        report.peer_host = pre.facts.peer_host
-        report.add_phase("preflight", time.monotonic() - start)
-        plan = plan_backup(pre.facts, config, new_run_id())
-        report.run_id = plan.run_id
-        report.skipped = list(plan.skipped)
-        if dry_run:
-            report.outcome = "dry-run"
-            report.message = "plan only; nothing was changed"
-            return report
-        from .execute import domain_lock
-        from .recover import recover_domain
-
-        with domain_lock(config.defaults.lock_dir, domain):
+        with ExitStack() as held:
+            if not dry_run:
+                # The lock comes first: a second run of the same domain must stop
+                # here ("busy") before it looks at, or touches, anything.
+                held.enter_context(domain_lock(config.defaults.lock_dir, domain))
+            local = local_node_name(config, node)
+            report.source_host = local
+            pre, peer = gather(config, domain, hosts.source, lambda n: hosts.peer(config, n),
+                               local)
+            report.peer_host = pre.facts.peer_host
+            report.add_phase("preflight", time.monotonic() - start)
+            plan = plan_backup(pre.facts, config, new_run_id())
+            report.run_id = plan.run_id
+            report.skipped = list(plan.skipped)
+            if dry_run:
+                report.outcome = "dry-run"
+                report.message = "plan only; nothing was changed"
+                return report
             # Under the lock: what is left over can only be from a dead run.
             report.cleaned = recover_domain(config, domain, hosts.source, peer, log=log)
             Executor(plan, config, hosts.source, peer, report,

@@ -135,16 +135,15 @@ def test_second_run_is_busy_and_recover_leaves_the_live_run_alone(fresh):
     container = fresh.client.containers.get("dom0-a")
     exec_id = fresh.client.api.exec_create(
         container.id, ["domu-backup", "backup", "--domu", "web01"],
-        environment={FAILPOINT: "before:rsync:sleep=25"})
+        environment={FAILPOINT: "before:rsync:sleep=45"})
     fresh.client.api.exec_start(exec_id, detach=True)
     a = fresh.runner("dom0-a")
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:  # wait until the first run holds its mounts
-        if "domubk" in a.run(["lvs", "--noheadings", "-o", "lv_name"]).stdout and \
-                a.run(["findmnt", "-n", "-o", "TARGET", "-R", "/run/domu-backup/src"],
-                      check=False).stdout.count("/") >= 2:
+    while time.monotonic() < deadline:  # the standby is marked dirty: the first run is copying
+        if marker(fresh).get("state") == "dirty":
             break
         time.sleep(1)
+    assert marker(fresh).get("state") == "dirty"
     busy = run_backup(fresh, "web01")
     assert busy.exit_code == 75, busy.stdout + busy.stderr
     rec = recover(fresh)

@@ -14,7 +14,9 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
+from ..execute import undo_with_retry
 from ..facts.blkid import blkid_argv, probe_from_result
+from ..plan import dir_probe, mount_probe, partition_maps_probe
 from ..rsync import SshOptions, ssh_argv
 from ..runners import Runner
 
@@ -58,8 +60,10 @@ def mounted(runner: Runner, device: str, where: str, tag: str, *, readonly: bool
     with ExitStack() as stack:
         parts = _partitions(runner, device, tag, readonly)
         if parts and parts[0][1] != device:
-            stack.callback(runner.run, ["kpartx", "-d", "-s", "-p", tag, device], check=False,
-                           timeout=120)
+            name = parts[0][1].removeprefix("/dev/mapper/")
+            stack.callback(undo_with_retry, runner, ("kpartx", "-d", "-s", "-p", tag, device),
+                           partition_maps_probe(name.removesuffix(f"{tag}{parts[0][0]}"), tag),
+                           120)
         out: dict[str, tuple[str, str]] = {}
         for number, dev in parts:
             probe = probe_from_result(runner.run(blkid_argv(dev), check=False, timeout=60))
@@ -67,10 +71,10 @@ def mounted(runner: Runner, device: str, where: str, tag: str, *, readonly: bool
                 continue
             mnt = posixpath.join(where, number or "whole")
             runner.run(["mkdir", "-p", mnt], timeout=30)
-            stack.callback(runner.run, ["rmdir", mnt], check=False, timeout=30)
+            stack.callback(undo_with_retry, runner, ("rmdir", mnt), dir_probe(mnt), 30)
             opts = MOUNTABLE[probe.type] if readonly else "rw"
             runner.run(["mount", "-t", probe.type, "-o", opts, dev, mnt], timeout=120)
-            stack.callback(runner.run, ["umount", mnt], check=False, timeout=120)
+            stack.callback(undo_with_retry, runner, ("umount", mnt), mount_probe(mnt), 120)
             out[number or "whole"] = (mnt, probe.type)
         yield out
 
