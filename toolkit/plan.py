@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 from . import PREFIX
-from .config import Config, DomainConfig
+from .config import Config
 from .errors import LayoutMismatch, MountRefused
 from .facts.blkid import FilesystemProbe
 from .facts.lvm import LogicalVolume, dm_name
@@ -189,8 +189,29 @@ def mapped_partition(dm_parent: str, delimiter: str, number: int) -> str:
     return f"/dev/mapper/{dm_parent}{delimiter}{number}"
 
 
-def guest_path_for(name: str, domain_cfg: DomainConfig) -> str | None:
-    return domain_cfg.mounts.get(name)
+def alias_step(run_id: str, domain: str, disk: DiskFacts) -> Step:
+    """The peer's owned device-mapper alias of a standby LV (what it maps and mounts)."""
+    alias = owned_name(run_id, domain, disk.disk.target)
+    sectors = disk.target_lv.size_bytes // 512
+    return Step(
+        PEER, "alias",
+        ("dmsetup", "create", alias, "--table", f"0 {sectors} linear {disk.target_lv.path} 0"),
+        undo=("dmsetup", "remove", "--retry", alias),
+        exists=("dmsetup", "info", "-c", "--noheadings", "-o", "name", alias),
+        resource=f"/dev/mapper/{alias}",
+        note=f"owned device-mapper alias of the standby {disk.target_lv.path}",
+    )
+
+
+def map_step(host: str, device: str, dm_parent: str, sep: str, note_tail: str = "") -> Step:
+    """kpartx partition maps of a device, unmapped with the same delimiter."""
+    return Step(
+        host, "map", ("kpartx", "-a", "-s", "-p", sep, device),
+        undo=("kpartx", "-d", "-s", "-p", sep, device),
+        exists=partition_maps_probe(dm_parent, sep),
+        resource=device,
+        note=f"partition maps {dm_parent}{sep}N{note_tail}",
+    )
 
 
 def _copyable(fs: FsFacts) -> tuple[bool, str]:
@@ -301,33 +322,13 @@ def plan_backup(facts: BackupFacts, config: Config, run_id: str) -> Plan:
             note=f"read-only snapshot of {lv.path} (disk {disk.disk.target})",
         ))
         snap_dm = dm_name(lv.vg, snap_name)
-        alias = owned_name(run_id, facts.domain, disk.disk.target)
-        alias_dev = f"/dev/mapper/{alias}"
-        sectors = disk.target_lv.size_bytes // 512
-        peer_alias_steps.append(Step(
-            PEER, "alias",
-            ("dmsetup", "create", alias, "--table",
-             f"0 {sectors} linear {disk.target_lv.path} 0"),
-            undo=("dmsetup", "remove", "--retry", alias),
-            exists=("dmsetup", "info", "-c", "--noheadings", "-o", "name", alias),
-            resource=alias_dev,
-            note=f"owned device-mapper alias of the standby {disk.target_lv.path}",
-        ))
+        alias_st = alias_step(run_id, facts.domain, disk)
+        alias, alias_dev = alias_st.argv[2], alias_st.resource
+        peer_alias_steps.append(alias_st)
         if disk.table.label is not None:
-            steps.append(Step(
-                SOURCE, "map", ("kpartx", "-a", "-s", "-p", sep, snap_path),
-                undo=("kpartx", "-d", "-s", "-p", sep, snap_path),
-                exists=partition_maps_probe(snap_dm, sep),
-                resource=snap_path,
-                note=f"partition maps {snap_dm}{sep}N (same delimiter for add and delete)",
-            ))
-            peer_alias_steps.append(Step(
-                PEER, "map", ("kpartx", "-a", "-s", "-p", sep, alias_dev),
-                undo=("kpartx", "-d", "-s", "-p", sep, alias_dev),
-                exists=partition_maps_probe(alias, sep),
-                resource=alias_dev,
-                note=f"partition maps {alias}{sep}N",
-            ))
+            steps.append(map_step(SOURCE, snap_path, snap_dm, sep, " (same delimiter for add "
+                                                                    "and delete)"))
+            peer_alias_steps.append(map_step(PEER, alias_dev, alias, sep))
 
         for fs in disk.filesystems:
             ok, why = _copyable(fs)
@@ -349,7 +350,7 @@ def plan_backup(facts: BackupFacts, config: Config, run_id: str) -> Plan:
                 source_device=src_dev, target_device=dst_dev,
                 source_mount=posixpath.join(src_root, fs.name),
                 target_mount=posixpath.join(dst_root, fs.name),
-                guest_path=guest_path_for(fs.name, dcfg),
+                guest_path=dcfg.mounts.get(fs.name),
             )
             filesystems.append(fsp)
 

@@ -27,7 +27,7 @@ from .runners import Runner
 
 
 def _undo(runner: Runner, undo: tuple[str, ...], exists: tuple[str, ...]) -> bool:
-    """Run undo if the resource still exists; True if something was removed."""
+    # the same bounded retry as the executor's teardown, with recover's longer timeout
     return undo_with_retry(runner, undo, exists, timeout=300)
 
 

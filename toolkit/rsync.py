@@ -92,7 +92,6 @@ def rsync_argv(
     bwlimit: str = "",
     max_delete: int | None = None,
     progress: bool = True,
-    mountpoint_excludes: Sequence[str] = (),
 ) -> list[str]:
     """The full rsync argv for one filesystem, source on this host, target on the peer."""
     argv = ["rsync", *BASE_ARGS, "--stats"]
@@ -103,8 +102,6 @@ def rsync_argv(
     if bwlimit:
         argv.append(f"--bwlimit={bwlimit}")
     argv += ["-e", shlex.join(ssh_argv(ssh))]
-    for pat in mountpoint_excludes:
-        argv.append(f"--exclude={pat}")
     for pat in excludes:
         argv.append(f"--exclude={pat}")
     argv += list(extra_args)

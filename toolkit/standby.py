@@ -30,10 +30,10 @@ from .plan import (
     BackupFacts,
     DiskFacts,
     Step,
+    alias_step,
     dir_probe,
+    map_step,
     mapped_partition,
-    owned_name,
-    partition_maps_probe,
 )
 from .rsync import SshOptions, ssh_argv
 from .runners import Runner
@@ -138,14 +138,9 @@ def plan_standby(facts: BackupFacts, config: Config, run_id: str, *,
                       note="boot areas and partition tables to the peer"))
     for disk in facts.disks:
         t = disk.disk.target
-        alias = owned_name(run_id, facts.domain, t)
-        alias_dev = f"/dev/mapper/{alias}"
-        sectors = disk.target_lv.size_bytes // 512
-        steps.append(Step(PEER, "alias", ("dmsetup", "create", alias, "--table",
-                                          f"0 {sectors} linear {disk.target_lv.path} 0"),
-                          undo=("dmsetup", "remove", "--retry", alias),
-                          exists=("dmsetup", "info", "-c", "--noheadings", "-o", "name", alias),
-                          resource=alias_dev))
+        alias_st = alias_step(run_id, facts.domain, disk)
+        alias, alias_dev = alias_st.argv[2], alias_st.resource
+        steps.append(alias_st)
         steps.append(Step(PEER, "write", ("dd", f"if={tmp_dst}/{t}.boot", f"of={alias_dev}",
                                           f"bs={BOOT_AREA}", "count=1", "conv=notrunc,fsync",
                                           "status=none"), note="boot area, raw"))
@@ -159,9 +154,7 @@ def plan_standby(facts: BackupFacts, config: Config, run_id: str, *,
         steps.append(Step(PEER, "table", ("sfdisk", "--no-reread", "--no-tell-kernel", "--wipe",
                                           "never", alias_dev),
                           resource=f"{tmp_dst}/{t}.sfdisk", note="same table, ids and names"))
-        steps.append(Step(PEER, "map", ("kpartx", "-a", "-s", "-p", sep, alias_dev),
-                          undo=("kpartx", "-d", "-s", "-p", sep, alias_dev),
-                          exists=partition_maps_probe(alias, sep), resource=alias_dev))
+        steps.append(map_step(PEER, alias_dev, alias, sep))
         for fs in disk.filesystems:
             part = fs.partition
             if part is None or part.is_container:
