@@ -10,19 +10,34 @@ from pathlib import Path
 
 import pytest
 
+from toolkit.config import load_config
 from toolkit.errors import ParseError
+from toolkit.facts.virsh import parse_domain_disks
+from toolkit.lab.guests import load_domain, parse_size
+from toolkit.lab.rehearse import GUESTS, LAYOUTS, guest_disks
 from toolkit.lab.sandbox import (
     DOM0S,
+    PV_SIZE,
+    RUNS_ON,
     LoopDevice,
     checkout_archive,
     checkout_files,
+    guest_domains,
     is_sandbox_pv,
+    lv_name,
     parse_dmsetup_ls,
     parse_losetup_json,
+    parse_virsh_list,
     sandbox_dm_names,
+    sandbox_volumes,
     ssh_check_argv,
     tar_bytes,
 )
+
+ROOT = Path(__file__).resolve().parents[2]
+SANDBOX = ROOT / "fixtures" / "sandbox"
+VG = {d.name: d.vg for d in DOM0S}
+PEER = {d.name: d.peer for d in DOM0S}
 
 DMSETUP_LS = """\
 vg_a-web01\t(253:0)
@@ -146,3 +161,94 @@ def test_checkout_archive_puts_files_under_dest_and_keeps_exec_bits(tmp_path: Pa
         modes = {m.name: m.mode for m in tar.getmembers()}
     assert modes["opt/src/run.sh"] & 0o111
     assert not modes["opt/src/pyproject.toml"] & 0o111
+
+
+# -- the guest domains: recipes, LVs, node XML, config and the rehearsal's tables agree ----
+
+def test_every_disk_of_every_domain_has_an_lv_sized_from_its_recipe() -> None:
+    volumes = dict(sandbox_volumes(ROOT))
+    assert len(volumes) == len(sandbox_volumes(ROOT))  # no name twice
+    assert volumes["web01"] == 256 << 20 and volumes["db01"] == 64 << 20
+    assert volumes["multi01-xvda"] == 128 << 20 and volumes["multi01-xvdb"] == 96 << 20
+    assert "multi01" not in volumes
+    expected = {lv_name(dom, disk.device): disk.size for dom in guest_domains(ROOT)
+                for disk in dom.disks}
+    assert volumes == expected
+    assert {dom.name for dom in guest_domains(ROOT)} == set(RUNS_ON)
+
+
+def test_the_pv_holds_every_lv_and_the_snapshots_of_any_one_run() -> None:
+    snapshot = 64 << 20  # backup.toml's snapshot_size, per disk
+    most_disks = max(len(dom.disks) for dom in guest_domains(ROOT))
+    extent = 4 << 20
+    need = sum(-(-size // extent) * extent for _name, size in sandbox_volumes(ROOT))
+    need += most_disks * snapshot + extent  # and LVM's metadata area
+    assert need <= parse_size(PV_SIZE)
+
+
+def test_the_config_snapshot_size_is_the_one_the_pv_was_sized_for() -> None:
+    cfg = load_config(SANDBOX / "backup.toml", check_permissions=False)
+    assert cfg.defaults.snapshot_size.lvcreate_args() == ["-L", "64M"]
+
+
+def _node_domains(letter: str) -> dict[str, tuple[str, list]]:
+    """Domain name -> (test:runstate, disks) of one node XML."""
+    from lxml import etree
+
+    ns = {"test": "http://libvirt.org/schemas/domain/test/1.0"}
+    tree = etree.parse(str(SANDBOX / f"node-{letter}.xml"))
+    out = {}
+    for dom in tree.iter("domain"):
+        state = dom.findtext("test:runstate", namespaces=ns)
+        xml = etree.tostring(dom, encoding="unicode")
+        out[dom.findtext("name")] = (state, parse_domain_disks(xml))
+    return out
+
+
+@pytest.mark.parametrize("dom0", DOM0S, ids=lambda d: d.name)
+def test_node_xml_defines_every_domain_running_where_it_runs(dom0) -> None:
+    nodes = _node_domains(dom0.letter)
+    assert set(nodes) == set(RUNS_ON)
+    for dom in guest_domains(ROOT):
+        state, disks = nodes[dom.name]
+        assert state == ("1" if RUNS_ON[dom.name] == dom0.name else "5"), dom.name
+        assert [(d.target, d.source, d.backed_up) for d in disks] == [
+            (disk.device, f"/dev/{dom0.vg}/{lv_name(dom, disk.device)}", True)
+            for disk in dom.disks], dom.name
+
+
+def test_config_sends_each_domain_to_the_other_host_by_disk() -> None:
+    cfg = load_config(SANDBOX / "backup.toml", check_permissions=False)
+    for dom in guest_domains(ROOT):
+        dcfg = cfg.domain(dom.name)
+        peer = PEER[RUNS_ON[dom.name]]
+        assert dcfg.peer == peer
+        assert {t: d.target_lv for t, d in dcfg.disks.items()} == {
+            disk.device: f"/dev/{VG[peer]}/{lv_name(dom, disk.device)}" for disk in dom.disks}
+
+
+def test_rehearsal_tables_name_the_sandbox_lvs_of_each_disk() -> None:
+    assert {g.domain for g in GUESTS} == {"web01", "db01"}
+    assert set(LAYOUTS) | {"web01", "db01"} == set(RUNS_ON)
+    assert not set(LAYOUTS) & {g.domain for g in GUESTS}
+    for dom in guest_domains(ROOT):
+        disks = guest_disks(dom.name)
+        assert [g.device for g in disks] == [d.device for d in dom.disks]
+        for g in disks:
+            lv = lv_name(dom, g.device)
+            assert (g.source, g.peer) == (RUNS_ON[dom.name], PEER[RUNS_ON[dom.name]])
+            assert g.source_lv == f"/dev/{VG[g.source]}/{lv}"
+            assert g.target_lv == f"/dev/{VG[g.peer]}/{lv}"
+            assert load_domain(ROOT / "fixtures" / "guests" / f"{g.recipe}.toml").name == dom.name
+    images = [img for dom in RUNS_ON for g in guest_disks(dom)
+              for img in (g.source_image, g.standby_image)]
+    assert len(set(images)) == len(images)
+    with pytest.raises(KeyError):
+        guest_disks("nosuch01")
+
+
+def test_virsh_list_gives_each_domains_state() -> None:
+    text = (" Id   Name      State\n--------------------------\n 1    web01     running\n"
+            " -    db01      shut off\n\n")
+    assert parse_virsh_list(text) == {"web01": "running", "db01": "shut off"}
+    assert parse_virsh_list("") == {}

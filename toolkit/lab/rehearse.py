@@ -3,13 +3,20 @@
 Used by ``invoke rehearse`` (the README's first command) and by the e2e suite.
 The backup itself runs *inside* dom0-a exactly as on a production Dom0
 (``domu-backup backup --domu web01``: local commands plus paramiko to dom0-b).
+
+The everyday guests (``GUESTS``: web01, db01) are built when the sandbox comes up. The
+disk layout guests (``LAYOUTS``: gpt01, multi01, ...) are built on demand by
+``prepare_layout``, once per sandbox, so a run that does not test them does not pay for
+them.
 """
 
 from __future__ import annotations
 
+import posixpath
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,20 +39,55 @@ class GuestDisk:
     peer: str
     source_lv: str
     target_lv: str
+    device: str = "xvda"  # the recipe's disk, the domain's <target dev>
 
     @property
     def source_image(self) -> str:
-        return f"{IMAGES}/{self.domain}-source.img"
+        return f"{IMAGES}/{posixpath.basename(self.source_lv)}-source.img"
 
     @property
     def standby_image(self) -> str:
-        return f"{IMAGES}/{self.domain}-standby.img"
+        return f"{IMAGES}/{posixpath.basename(self.target_lv)}-standby.img"
 
 
 GUESTS = (
     GuestDisk("web01", "web01", "dom0-a", "dom0-b", "/dev/vg_a/web01", "/dev/vg_b/web01"),
     GuestDisk("db01", "db01", "dom0-b", "dom0-a", "/dev/vg_b/db01", "/dev/vg_a/db01"),
 )
+
+
+def _layout(domain: str, *devices: str) -> tuple[GuestDisk, ...]:
+    """A layout guest's disks: running on dom0-a, standby on dom0-b, same LV names.
+
+    One disk (``devices`` is its device alone): the LV is named after the domain;
+    several: ``DOMAIN-DEVICE`` (as ``sandbox.lv_name``).
+    """
+    out = []
+    for device in devices:
+        lv = domain if len(devices) == 1 else f"{domain}-{device}"
+        out.append(GuestDisk(domain, domain, "dom0-a", "dom0-b", f"/dev/vg_a/{lv}",
+                             f"/dev/vg_b/{lv}", device))
+    return tuple(out)
+
+
+# The disk layouts of fixtures/guests, built on demand by prepare_layout.
+LAYOUTS = {
+    "gpt01": _layout("gpt01", "xvda"),
+    "whole01": _layout("whole01", "xvda1"),
+    "multi01": _layout("multi01", "xvda", "xvdb"),
+    "ext01": _layout("ext01", "xvda"),
+    "xfs01": _layout("xfs01", "xvda"),
+    "dirty01": _layout("dirty01", "xvda"),
+    "lvm01": _layout("lvm01", "xvda"),
+}
+
+
+def guest_disks(domain: str) -> tuple[GuestDisk, ...]:
+    """Every disk of one sandbox domain, everyday guest or layout; KeyError if unknown."""
+    found = tuple(g for g in GUESTS if g.domain == domain) or LAYOUTS.get(domain, ())
+    if not found:
+        raise KeyError(domain)
+    return found
 
 
 def log(msg: str) -> None:
@@ -58,9 +100,15 @@ class Lab:
     sandbox: object
     client: object
     started_engine: bool
+    checkout: Path | None = None
 
     def runner(self, container: str) -> Runner:
         return DockerRunner(container, client=self.client)
+
+    def recipe_path(self, name: str) -> Path:
+        from . import checkout_root
+
+        return (self.checkout or checkout_root()) / "fixtures" / "guests" / f"{name}.toml"
 
 
 def sandbox_ready(engine_kind: str, checkout: Path, *, log: Callable[[str], None] = log) -> Lab:
@@ -75,7 +123,8 @@ def sandbox_ready(engine_kind: str, checkout: Path, *, log: Callable[[str], None
     t1 = time.monotonic()
     sandbox = sandbox_up(engine, checkout)
     log(f"sandbox up ({time.monotonic() - t1:.0f}s)")
-    lab = Lab(engine, sandbox, engine.client(), started_engine=running is None)
+    lab = Lab(engine, sandbox, engine.client(), started_engine=running is None,
+              checkout=checkout)
     t2 = time.monotonic()
     build_guest_images(lab, checkout)
     log(f"guest images built ({time.monotonic() - t2:.0f}s)")
@@ -88,7 +137,7 @@ def build_guest_images(lab: Lab, checkout: Path, scale: int = 1) -> None:
     from .guests import build_disk_image, load_recipe
 
     for g in GUESTS:
-        recipe = load_recipe(checkout / "fixtures" / "guests" / f"{g.recipe}.toml")
+        recipe = load_recipe(checkout / "fixtures" / "guests" / f"{g.recipe}.toml", g.device)
         for container, path, standby in ((g.source, g.source_image, False),
                                          (g.peer, g.standby_image, True)):
             r = lab.runner(container)
@@ -106,6 +155,52 @@ def reset_disks(lab: Lab) -> None:
                 timeout=600)
 
 
+def prepare_layout(lab: Lab, domain: str) -> tuple[GuestDisk, ...]:
+    """Give a layout guest freshly written disks: its source image(s) and blank standby(s).
+
+    The images are built the first time a sandbox needs them (the source where the domain
+    runs, the standby on the peer, side by side) and kept in the containers; later calls
+    only write them onto the LVs again. Returns the domain's disks.
+    """
+    from .sandbox import write_disk_image
+
+    disks = LAYOUTS[domain]
+    t0 = time.monotonic()
+    jobs = [(g.source, g.source_image, g, False) for g in disks]
+    jobs += [(g.peer, g.standby_image, g, True) for g in disks]
+    by_host: dict[str, list[tuple[str, GuestDisk, bool]]] = {}
+    for container, image, g, standby in jobs:
+        by_host.setdefault(container, []).append((image, g, standby))
+    with ThreadPoolExecutor(len(by_host)) as pool:
+        built = sum(pool.map(lambda item: _build_missing(lab, *item), by_host.items()))
+    if built:
+        log(f"{domain}: {built} image(s) built ({time.monotonic() - t0:.0f}s)")
+    for container, image, g, standby in jobs:
+        write_disk_image(lab.sandbox.container(container), image,
+                         g.target_lv if standby else g.source_lv)
+    return disks
+
+
+def _build_missing(lab: Lab, container: str, items: list[tuple[str, GuestDisk, bool]]) -> int:
+    """Build the images of one container that are not there yet; returns how many were built."""
+    from .guests import build_disk_image, load_recipe
+
+    # A client of its own: the SDK's HTTP session is not shared across threads.
+    with DockerRunner(container, client=lab.engine.client(timeout=600)) as r:
+        r.run(["mkdir", "-p", IMAGES, WORKDIR], timeout=30)
+        built = 0
+        for image, g, standby in items:
+            if r.run(["test", "-f", image], check=False, timeout=30).exit_code == 0:
+                continue
+            recipe = load_recipe(lab.recipe_path(g.recipe), g.device)
+            # Under a temporary name until complete: an interrupted build is redone.
+            partial = f"{image}.partial"
+            build_disk_image(r, recipe, partial, workdir=WORKDIR, standby=standby)
+            r.run(["mv", "-f", "--", partial, image], timeout=30)
+            built += 1
+        return built
+
+
 def run_backup(lab: Lab, domain: str, *extra: str, container: str = "dom0-a",
                env: dict[str, str] | None = None, timeout: float = 1800) -> CommandResult:
     """``domu-backup backup --domu DOMAIN`` inside a fake Dom0, as cron would run it."""
@@ -114,8 +209,10 @@ def run_backup(lab: Lab, domain: str, *extra: str, container: str = "dom0-a",
                  timeout=timeout, env=env)
 
 
-def audit(lab: Lab, domain: str = "web01") -> list[AuditedFs]:
-    g = next(x for x in GUESTS if x.domain == domain)
+def audit(lab: Lab, domain: str = "web01", device: str | None = None) -> list[AuditedFs]:
+    """Audit one disk of a domain: its only or first disk, or the one named ``device``."""
+    disks = guest_disks(domain)
+    g = next(x for x in disks if x.device == device) if device else disks[0]
     return audit_standby(lab.runner(g.source), lab.runner(g.peer), g.source_lv, g.target_lv,
                          f"root@{g.peer}", SSH)
 

@@ -4,10 +4,12 @@
 network ``domubk-lab`` and the privileged containers ``dom0-a`` and ``dom0-b``
 (``/dev`` bind-mounted from the engine, so device-mapper and loop devices are
 the engine kernel's). Each gets a sparse-file loop PV and its own VG (``vg_a``,
-``vg_b``: dm names are global to the kernel), the LVs ``web01`` and ``db01``, a
-root SSH key trusted by its peer with the peer's host key pinned, the test
-driver's node XML, the toolkit config, and the toolkit installed from the
-checkout. ``sandbox_down`` removes all of it, loop devices and dm maps included.
+``vg_b``: dm names are global to the kernel), one LV per disk of every guest domain
+(``RUNS_ON``, sized from its recipe in ``fixtures/guests``: the source where the
+domain runs, its standby on the other host), a root SSH key trusted by its peer with
+the peer's host key pinned, the test driver's node XML, the toolkit config, and the
+toolkit installed from the checkout. ``sandbox_down`` removes all of it, loop devices
+and dm maps included.
 """
 
 from __future__ import annotations
@@ -36,15 +38,17 @@ if TYPE_CHECKING:
     import docker
 
     from .engine import LabEngine
+    from .guests import DomainRecipe
 
 NETWORK = "domubk-lab"
 LAB_LABEL = "org.domu-backup.lab"
 JANITOR = "domubk-lab-janitor"
 CONFIG_DIR = "/etc/domu-backup"
 PV_DIR = "/var/lib/domu-lab"
-PV_SIZE = "2G"
+# Sparse: only what the guest images write is allocated. Every LV of RUNS_ON fits
+# (2.6 GiB), with room left for the 64M snapshots of any one run.
+PV_SIZE = "4G"
 SOURCE_DIR = "/opt/domu-backup/src"
-LVS = (("web01", "256M"), ("db01", "64M"))
 MOUNT_ROOT = "/run/domu-backup"
 EXEC_TIMEOUT = 600.0
 # Directories of a checkout that never belong in the containers.
@@ -262,6 +266,33 @@ def leak_report(container: Container) -> list[str]:
 
 # -- guest disks ---------------------------------------------------------------------------
 
+# Where each guest domain runs; it is defined, shut off, on the other host, which keeps
+# its standby. web01 and db01 are the everyday guests; the others are the disk layouts
+# of fixtures/guests (lvm01's e2e test waits for guest LVM support in the engine).
+RUNS_ON = {"web01": "dom0-a", "db01": "dom0-b", "gpt01": "dom0-a", "whole01": "dom0-a",
+           "multi01": "dom0-a", "ext01": "dom0-a", "xfs01": "dom0-a", "dirty01": "dom0-a",
+           "lvm01": "dom0-a"}
+
+
+def lv_name(domain: DomainRecipe, device: str) -> str:
+    """The LV holding one disk of a domain: the domain's name, or NAME-DEVICE for several disks."""
+    return domain.name if len(domain.disks) == 1 else f"{domain.name}-{device}"
+
+
+def guest_domains(checkout: Path) -> tuple[DomainRecipe, ...]:
+    """The recipes of every domain in ``RUNS_ON``, from ``fixtures/guests``."""
+    from .guests import load_domain
+
+    return tuple(load_domain(checkout / "fixtures" / "guests" / f"{name}.toml")
+                 for name in RUNS_ON)
+
+
+def sandbox_volumes(checkout: Path) -> tuple[tuple[str, int], ...]:
+    """(LV name, size in bytes) of every guest disk; each fake Dom0 has them all."""
+    return tuple((lv_name(dom, disk.device), disk.size)
+                 for dom in guest_domains(checkout) for disk in dom.disks)
+
+
 def write_disk_image(container: Container, image_path_in_container: str,
                      lv_path: str) -> CommandResult:
     """Write a disk image file (already in the container) onto an LV, byte for byte."""
@@ -295,7 +326,7 @@ def sandbox_up(engine: LabEngine, checkout: Path) -> Sandbox:
         for dom0 in DOM0S:
             public = sandbox.exec(dom0.name, ["cat", f"{CONFIG_DIR}/id_ed25519.pub"]).stdout
             sandbox.put_file(dom0.peer, "/root/.ssh/authorized_keys", public.encode(), 0o600)
-        list(pool.map(lambda d: _pin_and_check(engine, d), DOM0S))
+        list(pool.map(lambda d: _pin_and_check(engine, d, checkout), DOM0S))
     say(f"sandbox up in {time.monotonic() - start:.0f}s")
     return sandbox
 
@@ -316,7 +347,7 @@ def _provision(engine: LabEngine, image: str, dom0: FakeDom0, checkout: Path,
     exec_in(container, ["python3", "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
                         "--no-build-isolation", "--break-system-packages",
                         "--disable-pip-version-check", "--root-user-action=ignore", SOURCE_DIR])
-    loop = _make_storage(container, dom0)
+    loop = _make_storage(container, dom0, sandbox_volumes(checkout))
     exec_in(container, ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C",
                         f"{PREFIX}-lab@{dom0.name}", "-f", f"{CONFIG_DIR}/id_ed25519"])
     fixtures = checkout / "fixtures" / "sandbox"
@@ -327,7 +358,8 @@ def _provision(engine: LabEngine, image: str, dom0: FakeDom0, checkout: Path,
     return dom0.name, loop
 
 
-def _make_storage(container: Container, dom0: FakeDom0) -> str:
+def _make_storage(container: Container, dom0: FakeDom0,
+                  volumes: Sequence[tuple[str, int]]) -> str:
     """A sparse-file loop PV listed in the devices file, the VG and its LVs; returns the loop."""
     exec_in(container, ["truncate", "-s", PV_SIZE, dom0.pv_file])
     loop = ""
@@ -344,8 +376,8 @@ def _make_storage(container: Container, dom0: FakeDom0) -> str:
     exec_in(container, ["lvm", "lvmdevices", "--adddev", loop])
     exec_in(container, ["pvcreate", "-y", loop])
     exec_in(container, ["vgcreate", dom0.vg, loop])
-    for name, size in LVS:
-        exec_in(container, ["lvcreate", "-y", "-L", size, "-n", name, dom0.vg])
+    for name, size in volumes:
+        exec_in(container, ["lvcreate", "-y", "-L", f"{size}b", "-n", name, dom0.vg])
     return loop
 
 
@@ -370,24 +402,32 @@ def ssh_check_argv(peer: str) -> list[str]:
             f"root@{peer}", "true"]
 
 
-# Where each guest runs; it is defined, shut off, on the other host.
-RUNS_ON = {"web01": "dom0-a", "db01": "dom0-b"}
+def parse_virsh_list(text: str) -> dict[str, str]:
+    """Domain name -> state from ``virsh list --all`` (columns Id, Name, State)."""
+    states = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) < 3 or parts[0] == "Id" or set(line.strip()) == {"-"}:
+            continue
+        states[parts[1]] = " ".join(parts[2:])
+    return states
 
 
-def _pin_and_check(engine: LabEngine, dom0: FakeDom0) -> None:
+def _pin_and_check(engine: LabEngine, dom0: FakeDom0, checkout: Path) -> None:
     """Pin the peer's host keys, then prove the host is usable: SSH, virsh, LVs, toolkit."""
     container = engine.client(timeout=600).containers.get(dom0.name)
     put_file(container, f"{CONFIG_DIR}/known_hosts",
              _scan_host_keys(container, dom0.peer).encode(), 0o644)
     exec_in(container, ssh_check_argv(dom0.peer), timeout=60)
+    states = parse_virsh_list(exec_in(container, ["virsh", "-c", f"test://{CONFIG_DIR}/node.xml",
+                                                  "list", "--all"]).stdout)
     for domain, host in RUNS_ON.items():
         expected = "running" if host == dom0.name else "shut off"
-        got = exec_in(container, ["virsh", "-c", f"test://{CONFIG_DIR}/node.xml", "domstate",
-                                  domain]).stdout.strip()
+        got = states.get(domain)
         if got != expected:
             raise ToolkitError(f"virsh says {domain} is {got!r}, expected {expected!r}",
                                host=f"docker://{dom0.name}")
-    for name, _size in LVS:
+    for name, _size in sandbox_volumes(checkout):
         exec_in(container, ["test", "-b", f"/dev/{dom0.vg}/{name}"])
     exec_in(container, ["python3", "-c", "import toolkit"])
     exec_in(container, ["domu-backup", "--version"])
