@@ -113,6 +113,11 @@ class ParseError(ToolkitError):
     summary = "a tool's output could not be parsed"
 
 
+class GuestLvmUnreadable(ToolkitError):
+    exit_code = 21
+    summary = "a guest's LVM label or metadata could not be read"
+
+
 class LockBusy(ToolkitError):
     exit_code = 75
     summary = "another run holds this domain's lock"

@@ -52,6 +52,7 @@ PHASE_OF = {
     (PEER, "alias"): "peer", (PEER, "map"): "peer", (PEER, "mkdir"): "peer",
     (PEER, "mount"): "peer", (SOURCE, "check"): "guards", (PEER, "check"): "guards",
     (PEER, "marker"): "marker", (SOURCE, "rsync"): "rsync",
+    (SOURCE, "lvmap"): "map", (PEER, "lvmap"): "peer",
 }
 
 
@@ -316,6 +317,9 @@ class Executor:
     def _do_alias(self, step: Step, stack: ExitStack) -> None:
         self._create(step, stack)
 
+    def _do_lvmap(self, step: Step, stack: ExitStack) -> None:
+        self._create(step, stack)
+
     def _do_mkdir(self, step: Step, stack: ExitStack) -> None:
         if not step.undo:
             self.runner(step.host).run(step.argv, timeout=60)
@@ -348,7 +352,10 @@ class Executor:
         root_fs, text = texts[0]
         entries, ignored = parse_fstab(text)
         guest = [GuestFilesystem(name=f.name, disk_target=f.disk, disk_index=target_index(f.disk),
-                                 partition=f.partition, probe=_probe_of(f)) for f in fss]
+                                 partition=f.partition, probe=_probe_of(f),
+                                 volume=(f.guest_vg, f.guest_lv) if f.guest_vg and f.guest_lv
+                                 else None)
+                 for f in fss]
         self.guest_paths = dict(resolve_fstab(entries, guest, overrides))
         if root_fs.name not in self.guest_paths:
             self.guest_paths[root_fs.name] = "/"
@@ -584,7 +591,7 @@ def _probe_of(f: FilesystemPlan):  # noqa: ANN202 - FilesystemProbe
 def _error_for(step: Step, result: CommandResult) -> ToolkitError:
     from .errors import MapFailed, MountRefused, SnapshotFailed
 
-    cls = {"snapshot": SnapshotFailed, "map": MapFailed, "alias": MapFailed,
+    cls = {"snapshot": SnapshotFailed, "map": MapFailed, "alias": MapFailed, "lvmap": MapFailed,
            "mount": MountRefused}.get(step.action)
     if cls is None:
         return CommandFailed(result)

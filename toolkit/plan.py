@@ -21,6 +21,7 @@ from . import PREFIX
 from .config import Config
 from .errors import LayoutMismatch, MountRefused
 from .facts.blkid import FilesystemProbe
+from .facts.guestlvm import GuestVolume
 from .facts.lvm import LogicalVolume, dm_name
 from .facts.partitions import Partition, PartitionTable
 from .facts.virsh import DomainDisk
@@ -52,7 +53,7 @@ TARGET_MOUNT_OPTIONS: Mapping[str, str] = {
 }
 SKIPPED_TYPES: Mapping[str, str] = {
     "swap": "swap space is not copied (recreated by init-standby)",
-    "LVM2_member": "guest LVM physical volume (not supported yet)",
+    "LVM2_member": "guest LVM physical volume (its logical volumes are copied one by one)",
 }
 
 
@@ -60,9 +61,10 @@ SKIPPED_TYPES: Mapping[str, str] = {
 class FsFacts:
     """One filesystem candidate on a disk: a partition, or the whole disk."""
 
-    name: str  # "xvda1", or "xvda" for a whole-disk filesystem
+    name: str  # "xvda1", "xvda" for a whole-disk filesystem, "xvda2.vg0.root" for a guest LV
     partition: Partition | None
     probe: FilesystemProbe
+    volume: GuestVolume | None = None  # a guest LV inside the PV on this partition (or disk)
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,8 @@ class FilesystemPlan:
     source_mount: str
     target_mount: str
     guest_path: str | None  # from config now, or from the guest fstab at run time
+    guest_vg: str | None = None  # a guest LV: its guest VG and LV names (for the guest fstab)
+    guest_lv: str | None = None
 
 
 @dataclass(frozen=True)
@@ -214,7 +218,38 @@ def map_step(host: str, device: str, dm_parent: str, sep: str, note_tail: str = 
     )
 
 
+def volume_map_name(run_id: str, domain: str, role: str, fs_name: str) -> str:
+    """The owned dm name of a guest LV's map: ``domubk-<run>-<domain>-src|dst-<fs>``.
+
+    The role marker keeps the two hosts' maps apart where they share one
+    kernel (the lab) and tells recover which side made it. dm names are at
+    most 127 bytes; a longer one has its guest part replaced by a digest.
+    """
+    name = owned_name(run_id, domain, role, fs_name)
+    if len(name) > 127:
+        import hashlib
+
+        name = owned_name(run_id, domain, role, hashlib.sha256(fs_name.encode()).hexdigest()[:16])
+    return name
+
+
+def volume_map_step(host: str, name: str, vol: GuestVolume, pv_device: str) -> Step:
+    """Map one guest LV from its PV's device (read-only on the source), as the segments say."""
+    flags = "ro" if host == SOURCE else "rw"
+    return Step(
+        host, "lvmap",
+        ("dmsetup", "create", "--concise", f"{name},,,{flags},{vol.dm_table(pv_device)}"),
+        undo=("dmsetup", "remove", "--retry", name),
+        exists=("dmsetup", "info", "-c", "--noheadings", "-o", "name", name),
+        resource=f"/dev/mapper/{name}",
+        note=f"guest LV {vol.vg}/{vol.name} ({flags}) from its PV, under an owned name; the "
+             "guest's VG is never activated",
+    )
+
+
 def _copyable(fs: FsFacts) -> tuple[bool, str]:
+    if fs.volume is not None and fs.volume.skip_reason is not None:
+        return False, f"guest LV {fs.volume.vg}/{fs.volume.name}: {fs.volume.skip_reason}"
     if fs.partition is not None and fs.partition.is_container:
         return False, "extended partition container"
     fstype = fs.probe.type
@@ -253,6 +288,17 @@ def compare_layouts(disk: DiskFacts) -> list[str]:
         if not ok:
             continue
         other = dst_fs.get(fs.name)
+        if fs.volume is not None:
+            theirs = other.volume if other is not None else None
+            if theirs is None:
+                diffs.append(f"{fs.name}: guest LV {fs.volume.vg}/{fs.volume.name} is missing "
+                             "on the standby")
+                continue
+            if (theirs.segments, theirs.vg_uuid, theirs.uuid) != (
+                    fs.volume.segments, fs.volume.vg_uuid, fs.volume.uuid):
+                diffs.append(f"{fs.name}: guest LV {fs.volume.vg}/{fs.volume.name} differs "
+                             "(UUIDs or extents) on the standby")
+                continue
         if other is None or other.probe.type is None:
             diffs.append(f"{fs.name}: {fs.probe.type} on source, no filesystem on standby")
             continue
@@ -341,16 +387,25 @@ def plan_backup(facts: BackupFacts, config: Config, run_id: str) -> Plan:
             else:
                 src_dev = mapped_partition(snap_dm, sep, fs.partition.number)
                 dst_dev = mapped_partition(alias, sep, fs.partition.number)
+            if fs.volume is not None:
+                src_name = volume_map_name(run_id, facts.domain, "src", fs.name)
+                dst_name = volume_map_name(run_id, facts.domain, "dst", fs.name)
+                steps.append(volume_map_step(SOURCE, src_name, fs.volume, src_dev))
+                peer_alias_steps.append(volume_map_step(PEER, dst_name, fs.volume, dst_dev))
+                src_dev, dst_dev = f"/dev/mapper/{src_name}", f"/dev/mapper/{dst_name}"
             fsp = FilesystemPlan(
                 name=fs.name, disk=disk.disk.target, fstype=fs.probe.type, uuid=fs.probe.uuid,
                 label=fs.probe.label,
                 partition=fs.partition.number if fs.partition else None,
-                partuuid=(disk.table.partuuid(fs.partition.number) if fs.partition
+                partuuid=(None if fs.volume is not None
+                          else disk.table.partuuid(fs.partition.number) if fs.partition
                           else fs.probe.partuuid),
                 source_device=src_dev, target_device=dst_dev,
                 source_mount=posixpath.join(src_root, fs.name),
                 target_mount=posixpath.join(dst_root, fs.name),
                 guest_path=dcfg.mounts.get(fs.name),
+                guest_vg=fs.volume.vg if fs.volume else None,
+                guest_lv=fs.volume.name if fs.volume else None,
             )
             filesystems.append(fsp)
 

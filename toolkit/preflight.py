@@ -25,9 +25,25 @@ from .errors import (
     PeerInvalid,
     TargetInvalid,
 )
-from .facts.blkid import blkid_argv, probe_from_result
+from .facts.blkid import FilesystemProbe, blkid_argv, probe_from_result
+from .facts.guestlvm import (
+    HEAD_BYTES,
+    GuestLvmError,
+    GuestVG,
+    fs_name,
+    metadata_text,
+    parse_pv_header,
+    parse_vg,
+    read_argv,
+    to_bytes,
+)
 from .facts.lvm import LogicalVolume, lvs_argv, parse_lvs, parse_vgs, vgs_argv
-from .facts.partitions import PartitionTable, partition_table_from_result, sfdisk_argv
+from .facts.partitions import (
+    Partition,
+    PartitionTable,
+    partition_table_from_result,
+    sfdisk_argv,
+)
 from .facts.virsh import (
     domain_missing,
     domstate_argv,
@@ -106,25 +122,64 @@ def lookup_lv(runner: Runner, path: str) -> LogicalVolume | None:
 
 def read_layout(runner: Runner, device: str, disk_target: str) -> tuple[PartitionTable,
                                                                          tuple[FsFacts, ...]]:
-    """Partition table and filesystems of a block device, probed read-only (no mapping)."""
+    """Partition table and filesystems of a block device, probed read-only (no mapping).
+
+    A guest LVM physical volume (a partition, or the whole disk) is followed
+    by one entry per guest LV, read from the PV's own metadata (R6).
+    """
     table = partition_table_from_result(runner.run(sfdisk_argv(device), check=False, timeout=60))
     found: list[FsFacts] = []
     if table.label is None:
         probe = probe_from_result(runner.run(blkid_argv(device), check=False, timeout=60))
         found.append(FsFacts(disk_target, None, probe))
+        if probe.type == "LVM2_member":
+            found += _guest_volumes(runner, device, disk_target, None, 0)
     else:
         for part in table.partitions:
+            name = f"{disk_target}{part.number}"
             if part.is_container:
-                from .facts.blkid import FilesystemProbe
-
-                found.append(FsFacts(f"{disk_target}{part.number}", part,
-                                     FilesystemProbe(None, None, None, None, None, None)))
+                found.append(FsFacts(name, part, FilesystemProbe(None, None, None, None, None,
+                                                                 None)))
                 continue
-            res = runner.run(blkid_argv(device, offset=part.start * table.sector_size,
+            offset = part.start * table.sector_size
+            res = runner.run(blkid_argv(device, offset=offset,
                                         size=part.size * table.sector_size),
                              check=False, timeout=60)
-            found.append(FsFacts(f"{disk_target}{part.number}", part, probe_from_result(res)))
+            probe = probe_from_result(res)
+            found.append(FsFacts(name, part, probe))
+            if probe.type == "LVM2_member":
+                found += _guest_volumes(runner, device, name, part, offset)
     return table, tuple(found)
+
+
+def read_guest_vg(runner: Runner, device: str, offset: int, where: str) -> GuestVG:
+    """The guest VG whose PV starts at byte ``offset`` of ``device``, read with dd."""
+    try:
+        head = to_bytes(runner.run(read_argv(device, offset, HEAD_BYTES), timeout=60).stdout)
+        pv = parse_pv_header(head)
+        if pv is None:
+            raise GuestLvmError("blkid calls it an LVM PV but it has no LVM label")
+        area = to_bytes(runner.run(read_argv(device, offset, -(-pv.mda_end // 512) * 512),
+                                   timeout=120).stdout)
+        return parse_vg(metadata_text(area, pv), pv)
+    except GuestLvmError as exc:
+        raise GuestLvmError(f"guest LVM on {where} ({device} at byte {offset}): {exc}",
+                            host=runner.host) from None
+
+
+def _guest_volumes(runner: Runner, device: str, pv_name: str, part: Partition | None,
+                   offset: int) -> list[FsFacts]:
+    vg = read_guest_vg(runner, device, offset, pv_name)
+    out: list[FsFacts] = []
+    for vol in vg.volumes:
+        probe = FilesystemProbe(None, None, None, None, None, None)
+        if vol.skip_reason is None:
+            first = vol.segments[0]
+            res = runner.run(blkid_argv(device, offset=offset + vol.first_offset,
+                                        size=first.length * 512), check=False, timeout=60)
+            probe = probe_from_result(res)
+        out.append(FsFacts(fs_name(pv_name, vol.vg, vol.name), part, probe, vol))
+    return out
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ never touched.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 
 from . import PREFIX
@@ -72,30 +73,43 @@ def owned_maps(names: list[str], role: str, domain: str | None, vgs: list[str],
                delimiter: str) -> list[str]:
     """The device-mapper maps a run of ``domain`` makes on a host in ``role``, deepest first.
 
-    On the peer: the alias ``domubk-<run>-<domain>-<disk>`` and its partition
-    maps. On the source: kpartx maps of our snapshots in this host's VGs. Never
-    LVM's own devices (the snapshot, its -cow and -real): lvremove owns those.
+    On the peer: the alias ``domubk-<run>-<domain>-<disk>``, its partition maps
+    and the guest LV maps ``domubk-<run>-<domain>-dst-<fs>``. On the source:
+    kpartx maps of our snapshots in this host's VGs and the guest LV maps
+    ``domubk-<run>-<domain>-src-<fs>``. Never LVM's own devices (the snapshot,
+    its -cow and -real): lvremove owns those.
     """
     dom = domain.replace("-", "--") if domain else None
     picked: list[str] = []
     for name in names:
+        ours = name.startswith(f"{PREFIX}-")
+        if ours and domain is not None and f"-{domain}-" not in name:
+            continue
         if role == "peer":
-            if not name.startswith(f"{PREFIX}-"):
-                continue
-            if domain is not None and f"-{domain}-" not in name:
-                continue
-            picked.append(name)
-        else:
-            if not any(name.startswith(f"{vg.replace('-', '--')}-{PREFIX}--") for vg in vgs):
-                continue
-            stem, _, number = name.rpartition(delimiter)
-            if not number.isdigit() or stem.endswith(("-cow", "-real")):
-                continue
-            if dom is not None and f"--{dom}--" not in stem:
-                continue
-            picked.append(name)
-    # partitions (longer names) before the device they sit on
-    return sorted(picked, key=len, reverse=True)
+            if ours and not _volume_map(name, "src"):
+                picked.append(name)
+            continue
+        if ours:
+            if _volume_map(name, "src"):
+                picked.append(name)
+            continue
+        if not any(name.startswith(f"{vg.replace('-', '--')}-{PREFIX}--") for vg in vgs):
+            continue
+        stem, _, number = name.rpartition(delimiter)
+        if not number.isdigit() or stem.endswith(("-cow", "-real")):
+            continue
+        if dom is not None and f"--{dom}--" not in stem:
+            continue
+        picked.append(name)
+    # guest LV maps first, then partitions (longer names) before the device they sit on
+    return sorted(picked, key=lambda n: (not (_volume_map(n, "src") or _volume_map(n, "dst")),
+                                         -len(n)))
+
+
+def _volume_map(name: str, role: str) -> bool:
+    """``domubk-<run>-...-<role>-<disk><n>.<vg>.<lv>``: a guest LV map of that side."""
+    return name.startswith(f"{PREFIX}-") and re.search(
+        rf"-{role}-(?:[a-z]+\d*\.[^.]+\.|[0-9a-f]{{16}}$)", name) is not None
 
 
 def sweep(runner: Runner, config: Config, domain: str | None, role: str,

@@ -189,6 +189,8 @@ class FakeHost:
             return 0, "".join(f"{m}\n" for m in sorted(self.maps) if rx.search(m)), ""
         if cmd == "dmsetup":
             name = a[2] if a[1] == "create" else a[-1]
+            if name == "--concise":
+                name = a[3].split(",", 1)[0]
             if a[1] == "create":
                 self.maps.add(name)
                 return 0, "", ""

@@ -82,6 +82,7 @@ class GuestFilesystem:
     partition: int | None
     probe: FilesystemProbe
     partlabel: str | None = None
+    volume: tuple[str, str] | None = None  # a guest LV: (VG name, LV name)
 
     def describe(self) -> str:
         """The filesystem as error messages list it: name, type, UUID, labels."""
@@ -216,6 +217,10 @@ def _matches(entry: FstabEntry, fs: GuestFilesystem) -> bool:
         return _same(fs.probe.partuuid, entry.value)
     if entry.kind == "partlabel":
         return fs.partlabel == entry.value
+    if fs.volume is not None:
+        vg, lv = fs.volume
+        dm = f"{vg.replace('-', '--')}-{lv.replace('-', '--')}"
+        return entry.value in (f"/dev/mapper/{dm}", f"/dev/{vg}/{lv}")
     match = _DISK_DEV.fullmatch(entry.value)
     if not match:
         return False

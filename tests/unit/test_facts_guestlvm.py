@@ -1,0 +1,409 @@
+"""Guest LVM: the PV label and metadata parser, preflight, plan, fstab and recover.
+
+Recordings under fixtures/recorded/guestlvm are the first MiB of real PVs
+written by lvm2 2.03.16 on loop devices of this machine kind: lvm01's PV
+(written by ``vgcfgrestore`` from the recipe) and ``vg0`` made by pvcreate,
+vgcreate, lvcreate (root, swap), lvextend root (two segments) and lvcreate
+``odd.name+x`` (five metadata writes, the current one last in the ring).
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import pytest
+from fakes import config, lv, recorded  # noqa: F401 - config is a fixture helper
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from toolkit.errors import GuestLvmUnreadable, LayoutMismatch
+from toolkit.facts.blkid import FilesystemProbe, parse_blkid_export
+from toolkit.facts.fstab import GuestFilesystem, parse_fstab, resolve_fstab
+from toolkit.facts.guestlvm import (
+    HEAD_BYTES,
+    MDA_HEADER_SIZE,
+    MDA_MAGIC,
+    GuestVolume,
+    PvHeader,
+    Segment,
+    metadata_text,
+    parse_config,
+    parse_pv_header,
+    parse_vg,
+    read_argv,
+)
+from toolkit.facts.virsh import DomainDisk
+from toolkit.plan import BackupFacts, DiskFacts, plan_backup
+from toolkit.preflight import read_layout
+from toolkit.recover import owned_maps
+from toolkit.runners import CommandResult
+
+DATA = Path(__file__).resolve().parents[2] / "fixtures" / "recorded" / "guestlvm"
+NOTHING = FilesystemProbe(None, None, None, None, None, None)
+
+
+def head(name: str) -> bytes:
+    return gzip.decompress((DATA / name).read_bytes())
+
+
+def vg_of(name: str):
+    data = head(name)
+    pv = parse_pv_header(data[:HEAD_BYTES])
+    assert pv is not None
+    return parse_vg(metadata_text(data[:pv.mda_end], pv), pv)
+
+
+# -- parser -----------------------------------------------------------------
+
+def test_lvm01_pv_header_and_volumes_match_the_recipe():
+    data = head("lvm01-p2-head.bin.gz")
+    pv = parse_pv_header(data[:HEAD_BYTES])
+    assert pv == PvHeader("5eed17-0000-0000-0000-0000-0000-0000p2", 267386880, 1 << 20, 4096,
+                          1044480)
+    vg = vg_of("lvm01-p2-head.bin.gz")
+    assert (vg.name, vg.uuid, vg.extent_sectors) == (
+        "vg_a", "5eed17-0000-0000-0000-0000-0000-0000vg", 8192)
+    root, var = vg.volumes
+    # the recipe put root at byte 69206016 of the disk, var at 236978176; p2 starts at 68157440
+    assert root.segments == (Segment(0, 160 << 11, (69206016 - 68157440) // 512),)
+    assert var.segments == (Segment(0, 23 * 8192, (236978176 - 68157440) // 512),)
+    assert (root.uuid, var.name, root.skip_reason) == (
+        "5eed17-0000-0000-0000-0000-0000-00root", "var", None)
+    assert root.first_offset == 1 << 20
+
+
+def test_extended_lv_maps_as_two_linear_segments_in_lv_order():
+    vg = vg_of("vg0-extended-head.bin.gz")
+    by = {v.name: v for v in vg.volumes}
+    assert set(by) == {"root", "swap", "odd.name+x"}
+    # root: extents 0-7 then 12-17 of the PV (1 MiB extents = 2048 sectors, pe_start 2048)
+    assert by["root"].dm_table("/dev/mapper/p2") == (
+        "0 16384 linear /dev/mapper/p2 2048,16384 12288 linear /dev/mapper/p2 26624")
+    assert by["root"].sectors == 14 * 2048
+    assert by["odd.name+x"].segments == (Segment(0, 8192, 2048 + 18 * 2048),)
+
+
+def test_no_label_is_not_a_pv():
+    assert parse_pv_header(bytes(HEAD_BYTES)) is None
+
+
+def test_label_of_another_type_is_refused():
+    data = bytearray(head("lvm01-p2-head.bin.gz")[:HEAD_BYTES])
+    data[512 + 24:512 + 32] = b"LVM1 001"
+    with pytest.raises(GuestLvmUnreadable, match="LVM1 001"):
+        parse_pv_header(bytes(data))
+
+
+def test_bad_metadata_magic_is_refused():
+    data = bytearray(head("lvm01-p2-head.bin.gz"))
+    data[4096 + 4] ^= 0xFF
+    pv = parse_pv_header(bytes(data[:HEAD_BYTES]))
+    assert pv is not None
+    with pytest.raises(GuestLvmUnreadable, match="magic"):
+        metadata_text(bytes(data[:pv.mda_end]), pv)
+
+
+def test_short_read_of_the_metadata_area_is_refused():
+    data = head("lvm01-p2-head.bin.gz")
+    pv = parse_pv_header(data[:HEAD_BYTES])
+    assert pv is not None
+    with pytest.raises(GuestLvmUnreadable, match="bytes of a"):
+        metadata_text(data[:pv.mda_end - 512], pv)
+
+
+def test_metadata_text_wrapping_round_the_ring_is_joined():
+    text = b'vg9 {\nid = "x"\n}\n'
+    size = 4096
+    pv = PvHeader("u", 1 << 20, 1 << 20, 4096, size)
+    area = bytearray(4096 + size)
+    mda = 4096
+    area[mda + 4:mda + 20] = MDA_MAGIC
+    offset = size - 7  # 7 bytes at the end of the ring, the rest after the header
+    struct.pack_into("<QQ", area, mda + 40, offset, len(text))
+    area[mda + offset:mda + size] = text[:7]
+    area[mda + MDA_HEADER_SIZE:mda + MDA_HEADER_SIZE + len(text) - 7] = text[7:]
+    assert metadata_text(bytes(area), pv) == text.decode()
+
+
+def test_config_syntax_nested_sections_lists_strings_and_comments():
+    cfg = parse_config('a {\n b = "x \\"q\\"" # note\n c = [ "p", 3 ]\n d { e = -1 }\n}\n'
+                       'f = 1.5\n')
+    assert cfg == {"a": {"b": 'x "q"', "c": ["p", 3], "d": {"e": -1}}, "f": 1.5}
+
+
+@pytest.mark.parametrize("text", ["a {", "a = ", "a = [1 2]", "{", "a = }", "a b"])
+def test_broken_config_syntax_is_a_clear_error(text):
+    with pytest.raises(GuestLvmUnreadable, match="metadata text"):
+        parse_config(text)
+
+
+def _vg_text(lvs: str, pvs: str = 'pv0 { id = "PVID" pe_start = 2048 pe_count = 10 }') -> str:
+    return (f'g {{ id = "VGID" extent_size = 8192 physical_volumes {{ {pvs} }} '
+            f'logical_volumes {{ {lvs} }} }}')
+
+
+PV = PvHeader("PVID", 1 << 30, 1 << 20, 4096, 1 << 20)
+
+
+@pytest.mark.parametrize("lv,reason", [
+    ('t { id = "T" status = ["READ", "VISIBLE"] segment_count = 1 segment1 { start_extent = 0 '
+     'extent_count = 2 type = "thin" } }', "thin LV"),
+    ('s { id = "S" status = ["VISIBLE"] segment_count = 1 segment1 { start_extent = 0 '
+     'extent_count = 2 type = "striped" stripe_count = 2 stripes = ["pv0", 0, "pv1", 0] } }',
+     "2-way striped"),
+    ('h { id = "H" status = ["READ"] segment_count = 0 }', "hidden LV"),
+    ('o { id = "O" status = ["VISIBLE"] segment_count = 1 segment1 { start_extent = 0 '
+     'extent_count = 2 type = "striped" stripe_count = 1 stripes = ["pv1", 0] } }',
+     "another of the VG's 2 PVs"),
+])
+def test_lvs_that_cannot_be_mapped_carry_their_reason(lv, reason):
+    pvs = 'pv0 { id = "PVID" pe_start = 2048 } pv1 { id = "OTHER" pe_start = 2048 }'
+    vg = parse_vg(_vg_text(lv, pvs), PV)
+    (vol,) = vg.volumes
+    assert vol.skip_reason is not None and reason in vol.skip_reason
+    assert vol.segments == ()
+
+
+def test_metadata_that_does_not_name_this_pv_is_refused():
+    with pytest.raises(GuestLvmUnreadable, match="not in its metadata"):
+        parse_vg(_vg_text("", 'pv0 { id = "SOMEONE" pe_start = 2048 }'), PV)
+
+
+def test_gap_between_segments_is_refused():
+    lv = ('r { id = "R" status = ["VISIBLE"] segment_count = 2 '
+          'segment1 { start_extent = 0 extent_count = 1 type = "striped" stripe_count = 1 '
+          'stripes = ["pv0", 0] } segment2 { start_extent = 5 extent_count = 1 '
+          'type = "striped" stripe_count = 1 stripes = ["pv0", 3] } }')
+    with pytest.raises(GuestLvmUnreadable, match="not contiguous"):
+        parse_vg(_vg_text(lv), PV)
+
+
+def test_dm_table_refuses_a_device_path_with_a_separator():
+    vol = GuestVolume("g", "V", "r", "R", (Segment(0, 8, 2048),))
+    with pytest.raises(ValueError):
+        vol.dm_table("/dev/mapper/a,b")
+
+
+def test_read_argv_reads_whole_sectors_only():
+    assert read_argv("/dev/vg/lv", 1024, 4096) == [
+        "dd", "if=/dev/vg/lv", "bs=512", "skip=2", "count=8", "status=none"]
+    with pytest.raises(ValueError):
+        read_argv("/dev/vg/lv", 100, 512)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=0, max_size=HEAD_BYTES), st.integers(0, 3))
+def test_random_head_bytes_never_crash_the_label_parser(noise, sector):
+    data = bytearray(noise.ljust(HEAD_BYTES, b"\0"))
+    data[sector * 512:sector * 512 + 8] = b"LABELONE"
+    try:
+        parse_pv_header(bytes(data))
+    except GuestLvmUnreadable:
+        pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(0, (1 << 20) - 1), min_size=1, max_size=8),
+       st.binary(min_size=1, max_size=8))
+def test_corrupted_recording_gives_a_vg_or_a_clear_error(positions, junk):
+    data = bytearray(head("vg0-extended-head.bin.gz"))
+    for p in positions:
+        data[p:p + len(junk)] = junk
+    data = data[:1 << 20]
+    try:
+        pv = parse_pv_header(bytes(data[:HEAD_BYTES]))
+        if pv is not None:
+            parse_vg(metadata_text(bytes(data[:pv.mda_end]), pv), pv)
+    except GuestLvmUnreadable:
+        pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet='ab01 ={}[],"#\n\\-.', max_size=80))
+def test_random_config_text_never_crashes(text):
+    try:
+        parse_config(text)
+    except GuestLvmUnreadable:
+        pass
+
+
+# -- preflight: read_layout of a disk whose p2 is a guest PV ----------------
+
+class DiskRunner:
+    """Answers sfdisk, blkid and dd for one image held in memory (lvm01's layout)."""
+
+    host = "dom0-a"
+
+    def __init__(self, image: bytes, sfdisk: str, probes: dict[int, str]) -> None:
+        self.image, self.sfdisk, self.probes = image, sfdisk, probes
+        self.calls: list[list[str]] = []
+
+    def run(self, argv, *, check=True, timeout=None, input=None, ok_codes=(0,), env=None):
+        argv = list(argv)
+        self.calls.append(argv)
+        out = ""
+        if argv[0] == "sfdisk":
+            out = self.sfdisk
+        elif argv[0] == "blkid":
+            offset = int(argv[argv.index("-O") + 1]) if "-O" in argv else 0
+            out = self.probes.get(offset, "")
+        elif argv[0] == "dd":
+            opts = dict(a.split("=", 1) for a in argv[1:])
+            skip, count = int(opts["skip"]) * 512, int(opts["count"]) * 512
+            out = self.image[skip:skip + count].decode("utf-8", "surrogateescape")
+        return CommandResult(self.host, tuple(argv), 0 if out or argv[0] != "blkid" else 2,
+                             out, "", 0.0)
+
+
+LVM01_SFDISK = """{"partitiontable": {"label": "dos", "id": "0x5eed0017",
+ "device": "/dev/vg_a/lvm01", "unit": "sectors", "sectorsize": 512, "partitions": [
+ {"node": "/dev/vg_a/lvm01p1", "start": 2048, "size": 131072, "type": "83", "bootable": true},
+ {"node": "/dev/vg_a/lvm01p2", "start": 133120, "size": 522240, "type": "8e"}]}}"""
+P2 = 133120 * 512
+
+
+def lvm01_runner() -> DiskRunner:
+    image = bytearray(P2 + (1 << 20))
+    image[P2:P2 + (1 << 20)] = head("lvm01-p2-head.bin.gz")
+    probes = {
+        1 << 20: "DEVNAME=x\nUUID=5eed0017-0000-4000-8000-000000000001\nTYPE=ext4\n",
+        P2: "DEVNAME=x\nUUID=5eed17-0000-0000-0000-0000-0000-0000p2\nTYPE=LVM2_member\n"
+            "USAGE=raid\n",
+        P2 + (1 << 20): "DEVNAME=x\nUUID=5eed0017-0000-4000-8000-000000000002\n"
+                        "LABEL=lvm01-root\nTYPE=ext4\n",
+        P2 + 329728 * 512: "DEVNAME=x\nUUID=5eed0017-0000-4000-8000-000000000003\n"
+                           "LABEL=lvm01-var\nTYPE=ext4\n",
+    }
+    return DiskRunner(bytes(image), LVM01_SFDISK, probes)
+
+
+def test_read_layout_lists_each_guest_lv_after_its_pv_without_lvm_commands():
+    runner = lvm01_runner()
+    table, fss = read_layout(runner, "/dev/vg_a/lvm01", "xvda")
+    assert [f.name for f in fss] == ["xvda1", "xvda2", "xvda2.vg_a.root", "xvda2.vg_a.var"]
+    root = fss[2]
+    assert root.volume is not None and root.volume.vg == "vg_a"
+    assert (root.probe.type, root.probe.label) == ("ext4", "lvm01-root")
+    assert root.partition is not None and root.partition.number == 2
+    assert {c[0] for c in runner.calls} == {"sfdisk", "blkid", "dd"}  # never lvs/vgchange
+    assert all(c[1] == "if=/dev/vg_a/lvm01" for c in runner.calls if c[0] == "dd")
+
+
+def test_unreadable_guest_pv_names_the_partition_and_host():
+    runner = lvm01_runner()
+    runner.image = runner.image[:P2 + 4096]  # label but no metadata area
+    with pytest.raises(GuestLvmUnreadable, match=r"\[dom0-a\] guest LVM on xvda2 "):
+        read_layout(runner, "/dev/vg_a/lvm01", "xvda")
+
+
+# -- plan ---------------------------------------------------------------------
+
+def lvm01_facts(target_runner: DiskRunner | None = None) -> BackupFacts:
+    table, fss = read_layout(lvm01_runner(), "/dev/vg_a/lvm01", "xvda")
+    ttable, tfss = read_layout(target_runner or lvm01_runner(), "/dev/vg_b/lvm01", "xvda")
+    disk = DomainDisk("xvda", "/dev/vg_a/lvm01", "block", "disk", "xen", False, False, None)
+    size = 320 << 20
+    d = DiskFacts(disk, lv("vg_a", "lvm01", size), table, fss,
+                  lv("vg_b", "lvm01", size, "-wi-a-----"), ttable, tfss)
+    # named web01: the unit config (fakes.CONFIG_TEXT) configures that domain
+    return BackupFacts("web01", "dom0-a", "dom0-b", "root@dom0-b", 22, (d,))
+
+
+def test_plan_maps_guest_lvs_read_only_on_the_source_and_writable_on_the_peer(tmp_path):
+    plan = plan_backup(lvm01_facts(), config(tmp_path), "R1")
+    assert [f.name for f in plan.filesystems] == ["xvda1", "xvda2.vg_a.root", "xvda2.vg_a.var"]
+    assert any("xvda2: guest LVM physical volume" in s for s in plan.skipped)
+    actions = [(s.host, s.action) for s in plan.steps]
+    lvmaps = [s for s in plan.steps if s.action == "lvmap"]
+    assert len(lvmaps) == 4
+    src = next(s for s in lvmaps if s.host == "source" and "root" in s.resource)
+    assert src.argv == ("dmsetup", "create", "--concise",
+                        "domubk-R1-web01-src-xvda2.vg_a.root,,,ro,"
+                        "0 327680 linear /dev/mapper/vg_a-domubk--R1--web01--xvdap2 2048")
+    assert src.undo == ("dmsetup", "remove", "--retry", "domubk-R1-web01-src-xvda2.vg_a.root")
+    dst = next(s for s in lvmaps if s.host == "peer" and "var" in s.resource)
+    assert dst.argv[3].startswith("domubk-R1-web01-dst-xvda2.vg_a.var,,,rw,0 188416 linear "
+                                  "/dev/mapper/domubk-R1-web01-xvdap2 329728")
+    # each side: the partition maps first, the LV maps next, mounts after
+    for host in ("source", "peer"):
+        seq = [a for h, a in actions if h == host]
+        assert seq.index("map") < seq.index("lvmap") < seq.index("mount")
+    root = next(f for f in plan.filesystems if f.name == "xvda2.vg_a.root")
+    assert root.source_device == "/dev/mapper/domubk-R1-web01-src-xvda2.vg_a.root"
+    assert (root.guest_vg, root.guest_lv, root.partuuid) == ("vg_a", "root", None)
+    mount = next(s for s in plan.steps if s.action == "mount" and s.fs == root.name
+                 and s.host == "source")
+    assert "ro" in mount.argv[4].split(",") and mount.argv[-1].endswith("/xvda2.vg_a.root")
+
+
+def test_standby_whose_guest_lv_moved_is_a_layout_mismatch(tmp_path):
+    target = lvm01_runner()
+    image = bytearray(target.image)
+    text_at = P2 + 4096 + 512
+    assert image.find(b'"pv0", 40', text_at) > 0
+    at = image.find(b'"pv0", 40', text_at)
+    image[at:at + 9] = b'"pv0", 41'  # var one extent further on the standby
+    target.image = bytes(image)
+    with pytest.raises(LayoutMismatch, match=r"xvda2\.vg_a\.var: guest LV vg_a/var differs"):
+        plan_backup(lvm01_facts(target), config(tmp_path), "R1")
+
+
+def test_long_guest_names_get_a_digest_within_the_dm_name_limit():
+    from toolkit.plan import volume_map_name
+
+    name = volume_map_name("20261127T101010-abcd", "d" * 40, "src", "xvda2." + "v" * 60 + ".x")
+    assert len(name) <= 127 and name.startswith("domubk-20261127T101010-abcd-" + "d" * 40
+                                                  + "-src-")
+
+
+# -- guest fstab ----------------------------------------------------------------
+
+def _guest(name: str, vg: str | None, lv_name: str | None, part: int, uuid: str):
+    return GuestFilesystem(name, "xvda", 0, part,
+                           parse_blkid_export(f"DEVNAME=x\nUUID={uuid}\nTYPE=ext4\n"),
+                           volume=(vg, lv_name) if vg and lv_name else None)
+
+
+def test_fstab_names_guest_lvs_by_mapper_and_vg_paths_with_dm_hyphen_escaping():
+    fss = [_guest("xvda1", None, None, 1, "u1"),
+           _guest("xvda2.my-vg.root", "my-vg", "root", 2, "u2"),
+           _guest("xvda2.my-vg.var-log", "my-vg", "var-log", 2, "u3")]
+    entries, _ = parse_fstab("/dev/mapper/my--vg-root / ext4 defaults 0 1\n"
+                             "/dev/my-vg/var-log /var/log ext4 defaults 0 2\n"
+                             "/dev/xvda1 /boot ext4 defaults 0 2\n")
+    assert resolve_fstab(entries, fss) == {"xvda2.my-vg.root": "/", "xvda2.my-vg.var-log":
+                                           "/var/log", "xvda1": "/boot"}
+
+
+def test_a_partition_device_name_never_matches_a_guest_lv_on_it():
+    fss = [_guest("xvda2.vg.root", "vg", "root", 2, "u2")]
+    entries, _ = parse_fstab("/dev/xvda2 / ext4 defaults 0 1\n")
+    from toolkit.errors import FstabError
+
+    with pytest.raises(FstabError, match="names no filesystem"):
+        resolve_fstab(entries, fss)
+
+
+# -- recover ------------------------------------------------------------------
+
+KERNEL = [
+    "vg_a-domubk--R1--lvm01--xvda", "vg_a-domubk--R1--lvm01--xvda-cow",
+    "vg_a-domubk--R1--lvm01--xvdap1", "vg_a-domubk--R1--lvm01--xvdap2",
+    "domubk-R1-lvm01-src-xvda2.vg_a.root", "domubk-R1-lvm01-src-xvda2.vg_a.var",
+    "domubk-R1-lvm01-xvda", "domubk-R1-lvm01-xvdap1", "domubk-R1-lvm01-xvdap2",
+    "domubk-R1-lvm01-dst-xvda2.vg_a.root", "vg_a-root", "domubk-R1-web01-xvda",
+]
+
+
+def test_source_recover_takes_its_guest_lv_maps_before_the_partition_maps():
+    picked = owned_maps(KERNEL, "source", "lvm01", ["vg_a"], "p")
+    assert picked == ["domubk-R1-lvm01-src-xvda2.vg_a.root", "domubk-R1-lvm01-src-xvda2.vg_a.var",
+                      "vg_a-domubk--R1--lvm01--xvdap1", "vg_a-domubk--R1--lvm01--xvdap2"]
+
+
+def test_peer_recover_takes_its_guest_lv_maps_first_and_never_the_sources():
+    picked = owned_maps(KERNEL, "peer", "lvm01", [], "p")
+    assert picked == ["domubk-R1-lvm01-dst-xvda2.vg_a.root", "domubk-R1-lvm01-xvdap1",
+                      "domubk-R1-lvm01-xvdap2", "domubk-R1-lvm01-xvda"]
