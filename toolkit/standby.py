@@ -5,6 +5,9 @@ disk identifier, partition UUIDs, names and types are equal), the same boot
 area (the first MiB and any BIOS boot partition, copied raw) and, on each
 partition or the whole disk, a new empty filesystem of the same type with the
 same UUID and label, so the guest's own fstab and boot loader resolve on it.
+A guest LVM PV gets its label and metadata copied raw (the guest VG keeps its
+name and UUIDs on the standby, and no LVM command runs on it), and each guest
+LV, mapped from those extents under an owned name, a new empty filesystem.
 The next ``backup`` fills the filesystems.
 
 It refuses a standby that is in use or already holds a partition table or a
@@ -29,11 +32,14 @@ from .plan import (
     SOURCE,
     BackupFacts,
     DiskFacts,
+    FsFacts,
     Step,
     alias_step,
     dir_probe,
     map_step,
     mapped_partition,
+    volume_map_name,
+    volume_map_step,
 )
 from .rsync import SshOptions, ssh_argv
 from .runners import Runner
@@ -120,6 +126,15 @@ def plan_standby(facts: BackupFacts, config: Config, run_id: str, *,
         if disk.table.label is not None:
             steps.append(Step(SOURCE, "dump", ("sfdisk", "--dump", disk.source_lv.path),
                               resource=f"{tmp_src}/{t}.sfdisk", note="partition table"))
+        for fs in disk.filesystems:
+            head = _pv_head_bytes(disk, fs)
+            if head is not None:
+                start = fs.partition.start * disk.table.sector_size if fs.partition else 0
+                steps.append(Step(SOURCE, "copy", (
+                    "dd", f"if={disk.source_lv.path}", f"of={tmp_src}/{fs.name}.pvhead",
+                    "bs=4096", f"skip={start}", f"count={head}", "iflag=skip_bytes,count_bytes",
+                    "status=none"), note=f"guest LVM label and metadata of {fs.name} (same VG "
+                                         "name and UUIDs on the standby), raw"))
         for part in disk.table.partitions:
             if part.type.lower() == BIOS_BOOT:
                 start = part.start * disk.table.sector_size
@@ -146,7 +161,9 @@ def plan_standby(facts: BackupFacts, config: Config, run_id: str, *,
                                           "status=none"), note="boot area, raw"))
         if disk.table.label is None:
             fs = disk.filesystems[0]
-            if fs.probe.type:
+            if fs.probe.type == "LVM2_member":
+                steps += _guest_lvm_steps(run_id, facts.domain, disk, alias_dev, tmp_dst)
+            elif fs.probe.type:
                 steps.append(Step(PEER, "mkfs", tuple(mkfs_argv(fs.probe.type, alias_dev,
                                                                 fs.probe.uuid, fs.probe.label)),
                                   note=f"whole-disk {fs.probe.type}"))
@@ -157,7 +174,7 @@ def plan_standby(facts: BackupFacts, config: Config, run_id: str, *,
         steps.append(map_step(PEER, alias_dev, alias, sep))
         for fs in disk.filesystems:
             part = fs.partition
-            if part is None or part.is_container:
+            if part is None or part.is_container or fs.volume is not None:
                 continue
             dev = mapped_partition(alias, sep, part.number)
             if part.type.lower() == BIOS_BOOT:
@@ -169,9 +186,38 @@ def plan_standby(facts: BackupFacts, config: Config, run_id: str, *,
                                                                 fs.probe.label)),
                                   note=f"{fs.name}: empty {fs.probe.type}, same UUID and label"))
             elif fs.probe.type == "LVM2_member":
-                refusals.append(f"{fs.name} holds guest LVM: recreate its VG on the standby by "
-                                "hand (vgcfgrestore), init-standby does not yet")
+                steps += _guest_lvm_steps(run_id, facts.domain, disk, dev, tmp_dst, fs.name)
     return StandbyPlan(facts.domain, run_id, tuple(steps), tuple(refusals))
+
+
+def _pv_head_bytes(disk: DiskFacts, pv: FsFacts) -> int | None:
+    """Bytes from a guest PV's start to its first extent (label and metadata), if a PV."""
+    if pv.probe.type != "LVM2_member" or pv.volume is not None:
+        return None
+    prefix = pv.name + "."
+    starts = {fs.volume.pe_start for fs in disk.filesystems
+              if fs.volume is not None and fs.name.startswith(prefix) and fs.volume.pe_start}
+    return (max(starts) if starts else BOOT_AREA // 512) * 512
+
+
+def _guest_lvm_steps(run_id: str, domain: str, disk: DiskFacts, pv_dev: str, tmp_dst: str,
+                     pv_name: str | None = None) -> list[Step]:
+    """The guest PV's head written raw, then each guest LV mapped and given its filesystem."""
+    pv_name = pv_name or disk.filesystems[0].name
+    steps = [Step(PEER, "write", ("dd", f"if={tmp_dst}/{pv_name}.pvhead", f"of={pv_dev}",
+                                  "bs=4096", "conv=notrunc,fsync", "status=none"),
+                  note=f"guest LVM label and metadata of {pv_name}")]
+    for fs in disk.filesystems:
+        vol = fs.volume
+        if vol is None or not fs.name.startswith(pv_name + ".") or vol.skip_reason:
+            continue
+        name = volume_map_name(run_id, domain, "dst", fs.name)
+        steps.append(volume_map_step(PEER, name, vol, pv_dev))
+        if fs.probe.type:
+            steps.append(Step(PEER, "mkfs", tuple(mkfs_argv(fs.probe.type, f"/dev/mapper/{name}",
+                                                            fs.probe.uuid, fs.probe.label)),
+                              note=f"{fs.name}: empty {fs.probe.type}, same UUID and label"))
+    return steps
 
 
 def render_standby_plan(plan: StandbyPlan, source_host: str, peer_host: str) -> str:

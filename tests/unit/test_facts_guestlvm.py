@@ -407,3 +407,34 @@ def test_peer_recover_takes_its_guest_lv_maps_first_and_never_the_sources():
     picked = owned_maps(KERNEL, "peer", "lvm01", [], "p")
     assert picked == ["domubk-R1-lvm01-dst-xvda2.vg_a.root", "domubk-R1-lvm01-xvdap1",
                       "domubk-R1-lvm01-xvdap2", "domubk-R1-lvm01-xvda"]
+
+
+# -- init-standby ---------------------------------------------------------------
+
+def test_init_standby_copies_the_pv_head_raw_and_makes_each_guest_lv_filesystem(tmp_path):
+    from toolkit.standby import plan_standby
+
+    sp = plan_standby(lvm01_facts(), config(tmp_path), "R1", force=True)
+    copy = next(s for s in sp.steps if s.action == "copy" and "pvhead" in " ".join(s.argv))
+    assert copy.host == "source"
+    assert f"skip={P2}" in copy.argv and f"count={1 << 20}" in copy.argv  # label + metadata
+    assert copy.argv[1] == "if=/dev/vg_a/lvm01"
+    peer = [s for s in sp.steps if s.host == "peer"]
+    write = next(s for s in peer if s.action == "write" and "pvhead" in " ".join(s.argv))
+    assert write.argv[2] == "of=/dev/mapper/domubk-R1-web01-xvdap2"
+    lvmaps = [s for s in peer if s.action == "lvmap"]
+    assert [s.resource for s in lvmaps] == ["/dev/mapper/domubk-R1-web01-dst-xvda2.vg_a.root",
+                                            "/dev/mapper/domubk-R1-web01-dst-xvda2.vg_a.var"]
+    assert all(s.undo and ",,,rw," in s.argv[3] for s in lvmaps)
+    mkfs = [s.argv for s in peer if s.action == "mkfs"]
+    assert ("mkfs.ext4", "-F", "-q", "-U", "5eed0017-0000-4000-8000-000000000002", "-L",
+            "lvm01-root", "/dev/mapper/domubk-R1-web01-dst-xvda2.vg_a.root") in mkfs
+    # never a filesystem on the PV partition itself, and never an LVM command
+    assert not any(a[-1] == "/dev/mapper/domubk-R1-web01-xvdap2" for a in mkfs)
+    assert not any(s.argv[0] in ("pvcreate", "vgcreate", "lvcreate", "vgchange", "lvm")
+                   for s in sp.steps)
+    order = [(s.action, s.argv[-1]) for s in peer]
+    root_dev = "/dev/mapper/domubk-R1-web01-dst-xvda2.vg_a.root"
+    assert [a for a, _ in order].index("map") < [a for a, _ in order].index("lvmap") < \
+        order.index(("mkfs", root_dev))
+    assert not sp.refusals

@@ -78,6 +78,7 @@ class GuestVolume:
     uuid: str
     segments: tuple[Segment, ...]
     skip_reason: str | None = None
+    pe_start: int = 0  # sectors from the PV's start to its first extent (label and metadata)
 
     @property
     def sectors(self) -> int:
@@ -358,7 +359,7 @@ def _volume(vg: str, vg_uuid: str, name: str, lv: Mapping[str, Any], pv_key: str
         expected += s.length
     if not segments:
         return GuestVolume(vg, vg_uuid, name, uuid, (), "LV without segments")
-    return GuestVolume(vg, vg_uuid, name, uuid, tuple(segments))
+    return GuestVolume(vg, vg_uuid, name, uuid, tuple(segments), pe_start=pe_start)
 
 
 def _int(section: Mapping[str, Any], key: str, where: str) -> int:
