@@ -65,8 +65,12 @@ def mounted(runner: Runner, device: str, where: str, tag: str, *, readonly: bool
                            partition_maps_probe(name.removesuffix(f"{tag}{parts[0][0]}"), tag),
                            120)
         out: dict[str, tuple[str, str]] = {}
+        parts = list(parts)
         for number, dev in parts:
             probe = probe_from_result(runner.run(blkid_argv(dev), check=False, timeout=60))
+            if probe.type == "LVM2_member":
+                parts += _guest_volumes(runner, stack, dev, where, number or "whole", readonly)
+                continue
             if probe.type not in MOUNTABLE:
                 continue
             mnt = posixpath.join(where, number or "whole")
@@ -77,6 +81,27 @@ def mounted(runner: Runner, device: str, where: str, tag: str, *, readonly: bool
             stack.callback(undo_with_retry, runner, ("umount", mnt), mount_probe(mnt), 120)
             out[number or "whole"] = (mnt, probe.type)
         yield out
+
+
+def _guest_volumes(runner: Runner, stack: ExitStack, pv_dev: str, where: str, number: str,
+                   readonly: bool) -> list[tuple[str, str]]:
+    """Map each linear LV of the guest VG on ``pv_dev`` (as the backup does, no LVM command)."""
+    from ..preflight import read_guest_vg
+
+    vg = read_guest_vg(runner, pv_dev, 0, pv_dev)
+    found = []
+    for vol in vg.volumes:
+        if vol.skip_reason:
+            continue
+        key = f"{number}.{vol.vg}.{vol.name}"
+        name = f"domubk-audit-{posixpath.basename(where)}-{key}"
+        flags = "ro" if readonly else "rw"
+        runner.run(["dmsetup", "create", "--concise",
+                    f"{name},,,{flags},{vol.dm_table(pv_dev)}"], timeout=60)
+        stack.callback(undo_with_retry, runner, ("dmsetup", "remove", "--retry", name),
+                       ("dmsetup", "info", "-c", "--noheadings", "-o", "name", name), 120)
+        found.append((key, f"/dev/mapper/{name}"))
+    return found
 
 
 def audit_standby(source: Runner, peer: Runner, source_lv: str, target_lv: str, peer_address: str,
