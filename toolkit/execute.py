@@ -23,6 +23,8 @@ from . import signals
 from .config import Config
 from .errors import (
     CommandFailed,
+    CommandTimedOut,
+    ConnectionLost,
     FstabError,
     LockBusy,
     SnapshotInvalid,
@@ -200,6 +202,7 @@ class Executor:
         self.on_progress = on_progress or (lambda fs, line: None)
         self.log = log or (lambda msg: None)
         self.failpoint = Failpoint.from_env()
+        self._peer_lost = False
         self._counts: dict[str, int] = {}
         d = config.defaults
         self.journals = {
@@ -287,9 +290,18 @@ class Executor:
 
     def _undo(self, step: Step) -> None:
         runner = self.runner(step.host)
+        if step.host == PEER and self._peer_lost:
+            # R17: once the peer is gone, each further undo there would only wait
+            # for its own timeout; what is left is recorded in the peer's journal.
+            self.report.teardown_errors.append(
+                f"[{runner.host}] {step.action} {step.resource}: not undone, the connection to "
+                "the peer is lost (state there unknown: run recover)")
+            return
         try:
             undo_with_retry(runner, step.undo, step.exists, self.config.ssh.command_timeout)
         except ToolkitError as exc:
+            if step.host == PEER and isinstance(exc, ConnectionLost | CommandTimedOut):
+                self._peer_lost = True
             self.report.teardown_errors.append(f"[{runner.host}] {step.action} {step.resource}: "
                                                f"{exc}")
 

@@ -236,3 +236,41 @@ def test_failure_on_an_overflowed_snapshot_is_reported_as_the_snapshot(tmp_path)
         ex.run()
     assert isinstance(info.value.__cause__, errors.MountRefused)
     assert src.leftovers() == []
+
+
+def test_lost_peer_is_tried_once_in_teardown_and_the_source_still_cleaned(tmp_path, monkeypatch):
+    # R17: rsync's ssh fails (255) because the peer vanished; the first peer undo finds
+    # the connection gone; the other peer undos are not attempted (each would wait for
+    # its own timeout) and the source is torn down completely.
+    monkeypatch.setattr("time.sleep", lambda s: None)
+
+    class GonePeer(FakeHost):
+        gone = False
+
+        def run(self, argv, **kw):
+            if self.gone:
+                self.calls.append(tuple(argv))
+                raise errors.ConnectionLost("cannot open an SSH session: timed out",
+                                            host=self.host)
+            return super().run(argv, **kw)
+
+    peer = GonePeer("dom0-b")
+
+    def rsync_loses_the_peer(argv):
+        if argv[0] == "rsync":
+            peer.gone = True
+            return CommandResult("dom0-a", argv, 255, "", "ssh: connect to host dom0-b port 22: "
+                                 "Connection timed out", 0.0)
+        return None
+
+    src = FakeHost("dom0-a", fail=rsync_loses_the_peer)
+    src.fstab_on = "xvda1"
+    plan, report, ex = run_executor(tmp_path, src, peer)
+    with pytest.raises(errors.ConnectionLost):
+        ex.run()
+    assert src.leftovers() == []
+    lost = [e for e in report.teardown_errors if "connection to the peer is lost" in e]
+    undos = [s for s in plan.steps_for("peer") if s.undo]
+    assert len(lost) == len(undos) - 1
+    assert sum("cannot open an SSH session" in e for e in report.teardown_errors) == 1
+    assert peer.mounts  # left on the peer, for recover (its journal names them)
