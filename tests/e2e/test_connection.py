@@ -1,0 +1,85 @@
+"""R17: the peer drops off the network mid-run; the run says so and recover cleans up.
+
+dom0-b is disconnected from the lab network while the run waits before its
+first rsync (a fail-point sleep). rsync's ssh cannot connect, the run ends
+with exit 44 and tears the source down completely; the peer keeps what it
+had mounted and mapped. Once dom0-b is back, ``recover`` removes it (the
+leak check of the ``fresh`` fixture proves both hosts clean), and the next
+backup converges.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from toolkit.lab.rehearse import run_backup
+
+pytestmark = pytest.mark.e2e
+
+FAILPOINT = "DOMU_BACKUP_FAILPOINT"
+FAST = "/etc/domu-backup/fast.toml"
+
+
+def fast_config(runner):
+    """The sandbox config with short SSH timeouts, so a lost peer shows in seconds."""
+    text = runner.run(["cat", "/etc/domu-backup/backup.toml"]).stdout
+    assert "[ssh]\n" in text
+    text = text.replace("[ssh]\n", "[ssh]\nconnect_timeout = 5\ncommand_timeout = 60\n"
+                                   "keepalive = 2\n", 1)
+    runner.run(["tee", FAST], input=text)
+    runner.run(["chmod", "0600", FAST])
+
+
+def marker(lab):
+    res = lab.runner("dom0-b").run(["cat", "/var/lib/domu-backup/standby/web01.json"],
+                                   check=False)
+    return json.loads(res.stdout) if res.exit_code == 0 else {}
+
+
+def web01_mounts(runner):
+    res = runner.run(["findmnt", "-rn", "-o", "TARGET"], timeout=60)
+    return [t for t in res.stdout.split() if "/web01." in t]
+
+
+def test_peer_lost_mid_run_is_reported_and_recover_cleans_the_peer(fresh):
+    a, b = fresh.runner("dom0-a"), fresh.runner("dom0-b")
+    fast_config(a)
+    net = fresh.client.networks.get("domubk-lab")
+    container = fresh.client.containers.get("dom0-a")
+    exec_id = fresh.client.api.exec_create(
+        container.id, ["domu-backup", "backup", "--domu", "web01", "--config", FAST],
+        environment={FAILPOINT: "before:rsync@1:sleep=15"})
+    fresh.client.api.exec_start(exec_id, detach=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and marker(fresh).get("state") != "dirty":
+        time.sleep(1)
+    assert marker(fresh).get("state") == "dirty"
+    net.disconnect("dom0-b")
+    try:
+        deadline = time.monotonic() + 300
+        while fresh.client.api.exec_inspect(exec_id)["Running"]:
+            assert time.monotonic() < deadline, "the run did not end after losing its peer"
+            time.sleep(1)
+        assert fresh.client.api.exec_inspect(exec_id)["ExitCode"] == 44
+        # the source is clean; the peer still holds the run's mounts, for recover
+        assert web01_mounts(a) == []
+        assert "domubk" not in a.run(["lvs", "--noheadings", "-o", "lv_name"]).stdout
+        assert web01_mounts(b) != []
+    finally:
+        net.connect("dom0-b")
+    report = json.loads(a.run(["cat", "/var/lib/domu-backup/reports/web01.json"]).stdout)
+    assert report["exit_code"] == 44 and "run `recover`" in report["message"]
+    deadline = time.monotonic() + 120
+    while True:  # the peer's name resolves again once it is back on the network
+        rec = a.run(["domu-backup", "recover", "--domu", "web01"], check=False, timeout=600)
+        if rec.exit_code == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(3)
+    assert rec.exit_code == 0, rec.stdout + rec.stderr
+    assert web01_mounts(b) == []
+    ok = run_backup(fresh, "web01")
+    assert ok.exit_code == 0, ok.stdout + ok.stderr
+    assert marker(fresh)["state"] == "clean"
