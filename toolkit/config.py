@@ -86,6 +86,7 @@ class Defaults:
     snapshot_max_fill: int = 80
     snapshot_extend: str | None = None
     allow_vanished: bool = False
+    copy_unlisted: bool = True
 
 
 @dataclass(frozen=True)
@@ -431,6 +432,8 @@ class _Parser:
             snapshot_extend=extend or None,
             allow_vanished=self.boolean(table, "allow_vanished", "defaults.allow_vanished",
                                         base.allow_vanished),
+            copy_unlisted=self.boolean(table, "copy_unlisted", "defaults.copy_unlisted",
+                                       base.copy_unlisted),
             **prefixes,
         )
 

@@ -459,6 +459,11 @@ class Executor:
         f = next(x for x in self.plan.filesystems if x.name == step.fs)
         fr = next(x for x in self.report.filesystems if x.name == f.name)
         d = self.config.defaults
+        if not d.copy_unlisted and f.name not in self.guest_paths:
+            fr.outcome = "skipped"
+            self.log(f"{f.name}: not named by the guest fstab nor an override; skipped "
+                     "(copy_unlisted = false)")
+            return
         argv = transfer_argv(self.config, self.plan.domain, f, self.plan.peer_address,
                              self.plan.peer_port, self.guest_paths.get(f.name),
                              allow_mass_delete=self.allow_mass_delete)

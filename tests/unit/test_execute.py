@@ -274,3 +274,26 @@ def test_lost_peer_is_tried_once_in_teardown_and_the_source_still_cleaned(tmp_pa
     assert len(lost) == len(undos) - 1
     assert sum("cannot open an SSH session" in e for e in report.teardown_errors) == 1
     assert peer.mounts  # left on the peer, for recover (its journal names them)
+
+
+def test_filesystems_the_guest_fstab_does_not_name_are_copied_unless_configured_off(tmp_path):
+    from fakes import CONFIG_TEXT
+
+    from toolkit.config import parse_config
+
+    for setting, copied in (("", {"xvda1", "xvda5", "xvda6"}), ("copy_unlisted = false\n",
+                                                               {"xvda1"})):
+        src, peer = FakeHost("dom0-a"), FakeHost("dom0-b")
+        src.fstab_on = "xvda1"  # its fstab names only / (xvda1)
+        text = CONFIG_TEXT.format(state=tmp_path / "s", lock=tmp_path / "l").replace(
+            "[defaults]\n", "[defaults]\n" + setting)
+        cfg = parse_config(text, tmp_path / "backup.toml")
+        plan = plan_backup(web01_facts(), cfg, RUN)
+        report = DomainReport("web01")
+        Executor(plan, cfg, src, peer, report).run()
+        assert {f.name for f in report.filesystems if f.outcome == "copied"} == copied
+        assert {f.name for f in report.filesystems if f.outcome == "skipped"} == (
+            {f.name for f in plan.filesystems} - copied)
+        rsynced = {c[-1].rsplit("/", 2)[-2] for c in src.calls if c[0] == "rsync"}
+        assert rsynced == copied
+        assert src.leftovers() == [] and peer.leftovers() == []
