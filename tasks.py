@@ -335,6 +335,26 @@ def rehearse(c, keep=False, engine="auto"):
         raise Exit(code=code)
 
 
+@task(help={
+    "scale": "small (a quick look, the default) or large (the real figures)",
+    "workloads": "comma-separated subset of full,nochange,churn,twodisk,guest (default: all)",
+    "keep": "leave the sandbox and the bench's volumes up for inspection",
+    "engine": "auto, local or vm",
+    "out": "output directory (default: reports/bench/<timestamp>)",
+})
+def bench(c, scale="small", workloads="", keep=False, engine="auto", out=None):
+    """Benchmark the toolkit against a bare rsync and block copies in the lab; JSON, table, PNG."""
+    from toolkit.lab.bench import bench as run
+
+    try:
+        code = run(HERE, scale=scale, workloads=workloads, engine=engine, keep=keep,
+                   out_dir=Path(out) if out else None)
+    except ToolkitError as exc:
+        raise _fail(exc) from None
+    if code:
+        raise Exit(code=code)
+
+
 @task(help={"unit": "unit tests only (no lab)", "keep": "leave the sandbox up afterwards"})
 def test(c, unit=False, keep=False):
     """Run the tests: unit and end-to-end (the e2e tests must run, or this fails)."""
@@ -359,7 +379,7 @@ sandbox.add_task(sandbox_up, "up")
 sandbox.add_task(sandbox_down, "down")
 
 ns = Collection(backup, plan, check_config, recover, status, init_standby, exit_codes, rehearse,
-                test)
+                bench, test)
 ns.add_collection(lab)
 ns.add_collection(sandbox)
 
