@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from toolkit.lab.rehearse import run_backup
+from toolkit.lab.rehearse import audit, run_backup
 
 pytestmark = pytest.mark.e2e
 
@@ -83,3 +83,40 @@ def test_peer_lost_mid_run_is_reported_and_recover_cleans_the_peer(fresh):
     ok = run_backup(fresh, "web01")
     assert ok.exit_code == 0, ok.stdout + ok.stderr
     assert marker(fresh)["state"] == "clean"
+
+
+def test_ssh_session_killed_mid_rsync_leaves_standby_dirty_and_next_run_converges(fresh):
+    # R10: the sshd session carrying rsync dies while it copies; rsync is slowed down
+    # with a bandwidth limit so the kill lands mid-copy, every time.
+    a, b = fresh.runner("dom0-a"), fresh.runner("dom0-b")
+    text = a.run(["cat", "/etc/domu-backup/backup.toml"]).stdout
+    assert "[defaults]\n" in text
+    a.run(["tee", FAST], input=text.replace("[defaults]\n", '[defaults]\nbwlimit = "1M"\n', 1))
+    a.run(["chmod", "0600", FAST])
+    container = fresh.client.containers.get("dom0-a")
+    exec_id = fresh.client.api.exec_create(
+        container.id, ["domu-backup", "backup", "--domu", "web01", "--config", FAST])
+    fresh.client.api.exec_start(exec_id, detach=True)
+    deadline = time.monotonic() + 300
+    server = ""
+    while time.monotonic() < deadline and not server:
+        server = b.run(["pgrep", "-o", "-f", "^rsync --server"], check=False).stdout.strip()
+        time.sleep(0.5)
+    assert server, "rsync never started on the peer"
+    time.sleep(3)  # some data has been written
+    session = b.run(["ps", "-o", "ppid=", "-p", server]).stdout.strip()
+    assert "sshd" in b.run(["ps", "-o", "args=", "-p", session]).stdout
+    b.run(["kill", "-KILL", session])
+    deadline = time.monotonic() + 300
+    while fresh.client.api.exec_inspect(exec_id)["Running"]:
+        assert time.monotonic() < deadline, "the run did not end after its session died"
+        time.sleep(1)
+    code = fresh.client.api.exec_inspect(exec_id)["ExitCode"]
+    assert code == 44, code
+    assert marker(fresh)["state"] == "dirty"
+    report = json.loads(a.run(["cat", "/var/lib/domu-backup/reports/web01.json"]).stdout)
+    assert "run `recover`" in report["message"]
+    ok = run_backup(fresh, "web01")
+    assert ok.exit_code == 0, ok.stdout + ok.stderr
+    assert marker(fresh)["state"] == "clean"
+    assert {x.name: x.differences for x in audit(fresh, "web01") if x.differences} == {}
