@@ -340,6 +340,7 @@ def test_toolkit_measurement_from_meter_and_report() -> None:
     assert m.cpu_seconds == pytest.approx(20.5)
     assert m.peak_rss_kib == 61440 and m.tree_maxrss_kib == 48000
     assert m.snapshot_seconds == {next(iter(seen)): 24.75}
+    assert m.tree_io == (268439552, 268435456)
     assert m.notes and "sequentially" in m.notes[0]
     json.dumps(m.to_dict())
 

@@ -600,6 +600,9 @@ class Measurement:
     peak_rss_kib: int | None  # the first process of the method (the toolkit's Python)
     tree_maxrss_kib: int | None
     snapshot_seconds: dict[str, float] = field(default_factory=dict)
+    # Storage bytes (read, written) of the measured process tree on dom0-a, from the
+    # meter's /proc/self/io once its children are reaped (None: no task I/O accounting).
+    tree_io: tuple[int, int] | None = None
     caches_dropped: bool = False
     notes: tuple[str, ...] = ()
 
@@ -684,7 +687,8 @@ def measurement(workload: str, method: str, domain: str, meter: MeterResult, *,
         wire_received=wire[0] if wire else None, wire_sent=wire[1] if wire else None,
         rsync_sent=sent, rsync_received=received, changed_bytes=changed_bytes,
         peak_rss_kib=first_hwm or None, tree_maxrss_kib=meter.maxrss_kib or None,
-        snapshot_seconds=snapshot_lifetimes(meter.dm_seen), caches_dropped=caches_dropped,
+        snapshot_seconds=snapshot_lifetimes(meter.dm_seen),
+        tree_io=io_delta(b.proc_io, a.proc_io), caches_dropped=caches_dropped,
         notes=tuple(notes))
 
 
@@ -750,7 +754,7 @@ def table_rows(results: Sequence[Measurement]) -> list[tuple[str, ...]]:
     bare = {m.workload: m.wall for m in results if m.method == "bare-rsync" and not m.exit_code}
     rows = []
     for m in results:
-        ratio = m.wall / bare[m.workload] if bare.get(m.workload) else None
+        ratio = round(m.wall / bare[m.workload], 3) if bare.get(m.workload) else None
         rows.append((m.workload, m.method if not m.exit_code else f"{m.method} (exit "
                      f"{m.exit_code})", f"{m.wall:.1f}", f"{m.cpu_seconds:.1f}",
                      _mib(m.source.read_bytes), _mib(m.source.written_bytes),
@@ -815,7 +819,7 @@ def write_chart(path: Path, results: Sequence[Measurement], title: str) -> bool:
     import matplotlib.pyplot as plt
 
     labels, phases, values = chart_series(results)
-    fig, ax = plt.subplots(figsize=(10, 1.2 + 0.4 * max(len(labels), 1)))
+    fig, ax = plt.subplots(figsize=(11, 1.6 + 0.4 * max(len(labels), len(phases) / 2, 1)))
     left = [0.0] * len(labels)
     colors = plt.get_cmap("tab20").colors
     for i, (phase, row) in enumerate(zip(phases, values, strict=True)):
@@ -824,7 +828,7 @@ def write_chart(path: Path, results: Sequence[Measurement], title: str) -> bool:
     ax.invert_yaxis()
     ax.set_xlabel("seconds (wall)")
     ax.set_title(title)
-    ax.legend(loc="lower right", fontsize="small", ncol=2)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", title="phase")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -1570,6 +1574,8 @@ def bench(checkout: Path, *, scale: str = "small", workloads: str = "", engine: 
     except ToolkitError as exc:
         error = f"{type(exc).__name__}: {exc}"
         log(f"FAILED: {error}")
+        if not keep:
+            log("run again with --keep to inspect the sandbox (docker exec -it dom0-a bash)")
         return exc.exit_code or 1
     except BaseException as exc:
         error = f"{type(exc).__name__}: {exc}"
