@@ -87,7 +87,9 @@ def backup_domain(config: Config, domain: str, hosts: Hosts, *, node: str | None
                 report.message = "plan only; nothing was changed"
                 return report
             # Under the lock: what is left over can only be from a dead run.
+            t = time.monotonic()
             report.cleaned = recover_domain(config, domain, hosts.source, peer, log=log)
+            report.add_phase("recover", time.monotonic() - t)
             Executor(plan, config, hosts.source, peer, report,
                      allow_mass_delete=allow_mass_delete, on_progress=on_progress, log=log,
                      lock_held=True).run()

@@ -229,12 +229,15 @@ class Executor:
         body_error: BaseException | None = None
         try:
             for step in self.plan.steps:
-                start = time.monotonic()
+                start, wall = time.monotonic(), time.time()
                 self._fire("before", step)
                 getattr(self, f"_do_{step.action}")(step, stack)
                 self._fire("after", step)
+                elapsed = time.monotonic() - start
                 self.report.add_phase(PHASE_OF.get((step.host, step.action), step.action),
-                                      time.monotonic() - start)
+                                      elapsed)
+                self.report.add_step(step.host, step.action, step.resource or step.fs, wall,
+                                     elapsed)
         except ToolkitError as exc:
             body_error = exc
             # A step that failed on an overflowed snapshot (I/O errors in kpartx,
@@ -297,6 +300,7 @@ class Executor:
                 f"[{runner.host}] {step.action} {step.resource}: not undone, the connection to "
                 "the peer is lost (state there unknown: run recover)")
             return
+        start, wall = time.monotonic(), time.time()
         try:
             undo_with_retry(runner, step.undo, step.exists, self.config.ssh.command_timeout)
         except ToolkitError as exc:
@@ -304,6 +308,9 @@ class Executor:
                 self._peer_lost = True
             self.report.teardown_errors.append(f"[{runner.host}] {step.action} {step.resource}: "
                                                f"{exc}")
+        finally:
+            self.report.add_step(step.host, f"undo {step.action}", step.resource, wall,
+                                 time.monotonic() - start)
 
     def _finish_journals(self) -> None:
         if self.report.teardown_errors:

@@ -35,6 +35,17 @@ class SnapshotReport:
 
 
 @dataclass
+class StepTiming:
+    """One step of the run (or its undo): when it started, relative to the run, and for how long."""
+
+    host: str  # source or peer
+    action: str  # the plan's action; "undo <action>" in teardown
+    resource: str
+    started: float  # seconds after DomainReport.started
+    seconds: float
+
+
+@dataclass
 class DomainReport:
     domain: str
     run_id: str = ""
@@ -52,9 +63,15 @@ class DomainReport:
     skipped: list[str] = field(default_factory=list)
     cleaned: list[str] = field(default_factory=list)
     teardown_errors: list[str] = field(default_factory=list)
+    steps: list[StepTiming] = field(default_factory=list)
 
     def add_phase(self, phase: str, seconds: float) -> None:
         self.phases[phase] = round(self.phases.get(phase, 0.0) + seconds, 3)
+
+    def add_step(self, host: str, action: str, resource: str, started_wall: float,
+                 seconds: float) -> None:
+        self.steps.append(StepTiming(host, action, resource,
+                                     round(started_wall - self.started, 3), round(seconds, 3)))
 
     @property
     def duration(self) -> float:

@@ -297,3 +297,18 @@ def test_filesystems_the_guest_fstab_does_not_name_are_copied_unless_configured_
         rsynced = {c[-1].rsplit("/", 2)[-2] for c in src.calls if c[0] == "rsync"}
         assert rsynced == copied
         assert src.leftovers() == [] and peer.leftovers() == []
+
+
+def test_each_step_and_undo_is_timed_in_order_for_the_report(tmp_path):
+    src, peer = FakeHost("dom0-a"), FakeHost("dom0-b")
+    src.fstab_on = "xvda1"
+    plan, report, ex = run_executor(tmp_path, src, peer)
+    ex.run()
+    actions = [s.action for s in report.steps]
+    assert actions[:len(plan.steps)] == [s.action for s in plan.steps]
+    undos = [a for a in actions if a.startswith("undo ")]
+    assert undos[-1] == "undo snapshot" and len(undos) == len([s for s in plan.steps if s.undo])
+    starts = [s.started for s in report.steps]
+    assert starts == sorted(starts) and all(s.seconds >= 0 for s in report.steps)
+    snap = next(s for s in report.steps if s.action == "snapshot")
+    assert snap.resource == plan.snapshots[0].path
