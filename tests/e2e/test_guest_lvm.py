@@ -14,6 +14,7 @@ import pytest
 
 from toolkit.lab.audit import audit_standby
 from toolkit.lab.rehearse import SSH, prepare_layout, run_backup
+from toolkit.preflight import read_guest_vg
 
 pytestmark = pytest.mark.e2e
 
@@ -40,6 +41,11 @@ def pv_head(runner, lv):
     runner.run(["dd", f"if={lv}", "of=/tmp/pv-head", "bs=512", f"skip={P2_START // 512}",
                 "count=2048", "status=none"], timeout=120)
     return runner.run(["sha256sum", "/tmp/pv-head"]).stdout.split()[0]
+
+
+def guest_vg(runner, lv):
+    vg = read_guest_vg(runner, lv, P2_START, "p2")
+    return vg.name, vg.uuid, [(v.name, v.uuid, v.segments) for v in vg.volumes]
 
 
 def standby_marker(lab):
@@ -94,8 +100,10 @@ def test_guest_vg_named_like_the_hosts_is_copied_without_host_lvm_seeing_it(fres
     results = audit_lvm01(fresh)
     assert sorted(r.name for r in results) == ["1", "2.vg_a.root", "2.vg_a.var"]
     assert {r.name: r.differences for r in results if r.differences} == {}
-    # the standby's guest VG was never rewritten: same label and metadata bytes
-    assert pv_head(b, TARGET_LV) == standby_head == pv_head(a, SOURCE_LV)
+    # the standby's guest VG was never rewritten (same label and metadata bytes), and it is
+    # the source's VG: same name, UUIDs and extents
+    assert pv_head(b, TARGET_LV) == standby_head
+    assert guest_vg(b, TARGET_LV) == guest_vg(a, SOURCE_LV)
 
 
 @pytest.mark.parametrize("point", ["after:lvmap@2:sigkill", "after:lvmap@4:sigkill"])

@@ -1374,7 +1374,11 @@ class _Build:
                         "--config", _LVM_CONFIG]
                 runner.run(["lvm", "pvcreate", *opts, "--uuid", part.uuid or "",
                             "--restorefile", meta, loop], env=env)
-                runner.run(["lvm", "vgcfgrestore", *opts, "-f", meta, vg.name], env=env)
+                # Where a VG of the same name is active (lvm01's guest VG is named like
+                # dom0-a's own), vgcfgrestore asks first; the answer is yes: it writes only
+                # to this loop device (--devices), the host's VG is not touched.
+                runner.run(["lvm", "vgcfgrestore", *opts, "-f", meta, vg.name], env=env,
+                           input="y\n")
                 pvs = runner.run(["lvm", "pvs", *opts, "--reportformat", "json", "--units", "b",
                                   "--nosuffix", "-o", "pv_uuid,pe_start,vg_name,vg_uuid,"
                                   "vg_extent_size"], env=env).stdout
