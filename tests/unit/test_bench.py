@@ -780,3 +780,18 @@ def test_the_program_is_stdlib_only() -> None:
     assert imports == ["import hashlib, json, os, random, resource, stat, struct, subprocess, "
                        "sys, tempfile, time"]
     assert "toolkit" not in text
+
+
+def test_snapshot_life_is_read_from_the_reports_step_timings():
+    from toolkit.lab.bench import snapshot_lives_from_steps
+
+    steps = [
+        {"action": "lock", "resource": "/run/lock/x", "started": 0.0, "seconds": 0.0},
+        {"action": "snapshot", "resource": "/dev/vg_a/domubk-R-web01-xvda", "started": 1.5,
+         "seconds": 0.8},
+        {"action": "rsync", "resource": "xvda1", "started": 4.0, "seconds": 20.0},
+        {"action": "undo snapshot", "resource": "/dev/vg_a/domubk-R-web01-xvda", "started": 30.0,
+         "seconds": 1.25},
+    ]
+    assert snapshot_lives_from_steps(steps) == {"domubk-R-web01-xvda": 29.75}
+    assert snapshot_lives_from_steps(steps[:3]) == {}  # never removed: no figure

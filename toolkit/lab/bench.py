@@ -462,6 +462,8 @@ class ToolkitRun:
     phases: dict[str, float]
     filesystems: tuple[FsCopy, ...]
     snapshot_fill: float | None
+    # From the report's step timings: each snapshot, from its lvcreate to its lvremove's end.
+    snapshot_lives: dict[str, float] = field(default_factory=dict)
 
 
 def parse_toolkit_report(text: str) -> ToolkitRun:
@@ -477,9 +479,24 @@ def parse_toolkit_report(text: str) -> ToolkitRun:
         return ToolkitRun(int(run.get("exit_code", dom.get("exit_code", 0))),
                           str(dom.get("outcome", "")), str(dom.get("message", "")),
                           {str(k): float(v) for k, v in (dom.get("phases") or {}).items()}, fss,
-                          max(fills) if fills else None)
+                          max(fills) if fills else None,
+                          snapshot_lives_from_steps(dom.get("steps") or ()))
     except (ValueError, KeyError, IndexError, TypeError) as exc:
         raise ParseError(f"the toolkit printed no JSON report: {text[-300:]!r} ({exc})") from None
+
+
+def snapshot_lives_from_steps(steps: Iterable[Mapping[str, Any]]) -> dict[str, float]:
+    """Seconds from each snapshot step's start to the end of its undo, from report steps."""
+    born: dict[str, float] = {}
+    lives: dict[str, float] = {}
+    for st in steps:
+        action, resource = st.get("action"), str(st.get("resource", ""))
+        if action == "snapshot":
+            born[resource] = float(st["started"])
+        elif action == "undo snapshot" and resource in born:
+            end = float(st["started"]) + float(st["seconds"])
+            lives[resource.rsplit("/", 1)[-1]] = round(end - born[resource], 3)
+    return lives
 
 
 # -- derived figures -----------------------------------------------------------------------
@@ -687,7 +704,9 @@ def measurement(workload: str, method: str, domain: str, meter: MeterResult, *,
         wire_received=wire[0] if wire else None, wire_sent=wire[1] if wire else None,
         rsync_sent=sent, rsync_received=received, changed_bytes=changed_bytes,
         peak_rss_kib=first_hwm or None, tree_maxrss_kib=meter.maxrss_kib or None,
-        snapshot_seconds=snapshot_lifetimes(meter.dm_seen),
+        snapshot_seconds={**snapshot_lifetimes(meter.dm_seen),
+                          **({f"{k} (report)": v for k, v in run.snapshot_lives.items()}
+                             if run is not None else {})},
         tree_io=io_delta(b.proc_io, a.proc_io), caches_dropped=caches_dropped,
         notes=tuple(notes))
 
