@@ -33,7 +33,7 @@ from .errors import (
     TeardownIncomplete,
     ToolkitError,
 )
-from .facts.fstab import GuestFilesystem, parse_fstab, resolve_fstab, target_index
+from .facts.fstab import GuestFilesystem, guest_position, parse_fstab, resolve_fstab
 from .facts.lvm import lvs_argv, parse_lvs
 from .journal import Journal
 from .plan import PEER, SOURCE, FilesystemPlan, Plan, Step, transfer_argv
@@ -370,8 +370,8 @@ class Executor:
                              "config", host=self.plan.source_host)
         root_fs, text = texts[0]
         entries, ignored = parse_fstab(text)
-        guest = [GuestFilesystem(name=f.name, disk_target=f.disk, disk_index=target_index(f.disk),
-                                 partition=f.partition, probe=_probe_of(f),
+        guest = [GuestFilesystem(f.name, f.disk, *guest_position(f.disk, f.partition),
+                                 probe=_probe_of(f),
                                  volume=(f.guest_vg, f.guest_lv) if f.guest_vg and f.guest_lv
                                  else None)
                  for f in fss]

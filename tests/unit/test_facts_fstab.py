@@ -203,6 +203,31 @@ def test_target_index():
         fstab.target_index("nvme0n1")
 
 
+def test_guest_position_of_disks_partitions_and_partition_named_disks():
+    assert fstab.guest_position("xvdb", 3) == (1, 3)
+    assert fstab.guest_position("xvda", None) == (0, None)
+    # A Xen PV guest given its LV as xvda1: the whole disk is the guest's /dev/xvda1.
+    assert fstab.guest_position("xvda1", None) == (0, 1)
+    assert fstab.guest_position("sdc12", None) == (2, 12)
+    # No /dev name of the guest can mean these: nothing matches them by device name.
+    assert fstab.guest_position("nvme0n1", None) == (-1, None)
+    assert fstab.guest_position("xvda1", 2) == (-1, 2)
+
+
+def test_fstab_device_name_resolves_a_partition_named_whole_disk():
+    ext4 = FilesystemProbe("ext4", "5eed0012-0000-4000-8000-000000000001", "whole01-root",
+                           "filesystem", None, "1.0")
+    whole = GuestFilesystem("xvda1", "xvda1", *fstab.guest_position("xvda1", None), ext4)
+    data = GuestFilesystem("xvdb", "xvdb", *fstab.guest_position("xvdb", None),
+                           FilesystemProbe("ext4", "5eed0012-0000-4000-8000-000000000002", None,
+                                           "filesystem", None, "1.0"))
+    entries, _ = parse_fstab("/dev/xvda1 / ext4 defaults 0 1\n/dev/xvdb /srv ext4 defaults 0 2\n")
+    assert resolve_fstab(entries, [whole, data]) == {"xvda1": "/", "xvdb": "/srv"}
+    entries, _ = parse_fstab("/dev/xvda / ext4 defaults 0 1\n")
+    with pytest.raises(FstabError, match="names no filesystem"):
+        resolve_fstab(entries, [whole])
+
+
 @given(st.text())
 def test_parse_fstab_raises_only_fstab_error_on_any_text(text):
     try:

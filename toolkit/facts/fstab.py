@@ -105,6 +105,22 @@ def target_index(target: str) -> int:
     return index - 1
 
 
+def guest_position(target: str, partition: int | None) -> tuple[int, int | None]:
+    """(disk index, partition) of a filesystem as the guest's /dev/xvdXN names it.
+
+    A whole-disk filesystem on a disk the guest calls ``xvda1`` (a Xen PV guest given an
+    LV as a partition) is /dev/xvda1 there: disk xvda, partition 1. A target that is no
+    such name gets index -1: no /dev name in the fstab matches it, UUID= and LABEL= still do.
+    """
+    match = _DISK_DEV.fullmatch(f"/dev/{target}")
+    if not match:
+        return -1, partition
+    index = target_index(match.group(1) + match.group(2))
+    if match.group(3):
+        return (index, int(match.group(3))) if partition is None else (-1, partition)
+    return index, partition
+
+
 def _unoctal(text: str) -> str:
     raw = text.encode("utf-8", "surrogateescape")
     raw = _OCTAL.sub(lambda m: bytes([int(m.group(1), 8)]), raw)
