@@ -15,7 +15,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 from ..execute import undo_with_retry
-from ..facts.blkid import blkid_argv, probe_from_result
+from ..facts.blkid import NOTHING, FilesystemProbe, blkid_argv, probe_from_result
 from ..plan import dir_probe, mount_probe, partition_maps_probe
 from ..rsync import SshOptions, ssh_argv
 from ..runners import Runner
@@ -53,6 +53,21 @@ def _partitions(runner: Runner, device: str, tag: str, readonly: bool = True) ->
     return found
 
 
+def _probe(runner: Runner, device: str) -> FilesystemProbe:
+    """What blkid finds on a device; a partition map without a filesystem holds nothing.
+
+    On a kpartx partition map blkid also reports the partition's own table entry
+    (``PART_ENTRY_*``), alone when the partition holds no filesystem, such as a gpt BIOS
+    boot partition: that is nothing found, not an unreadable probe.
+    """
+    res = runner.run(blkid_argv(device), check=False, timeout=60)
+    if res.exit_code == 0:
+        keys = {line.partition("=")[0] for line in res.stdout.splitlines() if line}
+        if keys and all(k == "DEVNAME" or k.startswith("PART_ENTRY_") for k in keys):
+            return NOTHING
+    return probe_from_result(res)
+
+
 @contextmanager
 def mounted(runner: Runner, device: str, where: str, tag: str, *, readonly: bool = True
             ) -> Iterator[dict[str, tuple[str, str]]]:
@@ -67,7 +82,7 @@ def mounted(runner: Runner, device: str, where: str, tag: str, *, readonly: bool
         out: dict[str, tuple[str, str]] = {}
         parts = list(parts)
         for number, dev in parts:
-            probe = probe_from_result(runner.run(blkid_argv(dev), check=False, timeout=60))
+            probe = _probe(runner, dev)
             if probe.type == "LVM2_member":
                 parts += _guest_volumes(runner, stack, dev, where, number or "whole", readonly)
                 continue
