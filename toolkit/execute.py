@@ -386,7 +386,11 @@ class Executor:
         # not make us read a host file: the canonical path must equal the path.
         res = self.source.run(["readlink", "-e", "--", path], check=False, timeout=30)
         if res.exit_code != 0:
-            return None
+            # Missing, or a guest symlink to something this host lacks (etc -> /):
+            # only a path free of symlinks is "no fstab here".
+            res = self.source.run(["readlink", "-m", "--", path], check=False, timeout=30)
+            if res.exit_code != 0 or res.stdout.strip() == path:
+                return None
         if res.stdout.strip() != path:
             raise FstabError(f"{path} on {f.name} is a symlink (to {res.stdout.strip()!r}); "
                              "refusing to follow guest symlinks", host=self.plan.source_host)

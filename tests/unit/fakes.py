@@ -242,6 +242,8 @@ class FakeHost:
             return 0, (f"{mnt}/etc\n" if mnt in self.mounts else ""), ""
         if cmd == "readlink":
             path = a[-1]
+            if "-m" in a:  # canonical form, existing or not: no symlinks in fake trees
+                return 0, path + "\n", ""
             if self.fstab_on and path.endswith(f"/{self.fstab_on}/etc/fstab"):
                 return 0, path + "\n", ""
             return 1, "", ""

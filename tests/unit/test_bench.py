@@ -664,7 +664,9 @@ def test_meter_times_steps_and_takes_counters(tmp_path: Path, program: str) -> N
     out = tmp_path / "out.bin"
     spec = {"op": "meter", "poll": 0.05, "devices": devices, "cgroup_cpu": b.CGROUP_CPU_FILES,
             "watch_dm": None,
-            "steps": [["python3", "-c", "x = bytearray(64 << 20); print('hello')"],
+            # the allocation is held a second: peak memory is sampled every 50 ms
+            "steps": [["python3", "-c",
+                       "import time; x = b'x' * (64 << 20); time.sleep(1); print('hello')"],
                       ["sh", "-c", f"head -c 3000000 /dev/zero > {out} && sync {out}"],
                       ["sh", "-c", "echo oops >&2; exit 3"], ["true"]]}
     res = parse_meter(RUNNER.run(b.program_argv(spec, program), timeout=300).stdout)

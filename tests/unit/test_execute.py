@@ -215,6 +215,25 @@ def test_guest_symlinked_fstab_is_refused(tmp_path):
     assert not any(c[:2] == ("cat", "--") and c[-1] == "/etc/shadow" for c in src.calls)
 
 
+def test_guest_etc_symlinked_to_a_path_missing_on_the_host_is_refused_not_ignored(tmp_path):
+    # etc -> / in the guest: etc/fstab would be the host's /fstab, which does not exist;
+    # that is a symlink to refuse, not "no fstab on this filesystem".
+    src, peer = FakeHost("dom0-a"), FakeHost("dom0-b")
+    src.fstab_on = "xvda5"
+    original = src._answer
+
+    def etc_to_root(a, input):
+        if a[0] == "readlink" and a[-1].endswith("/xvda1/etc/fstab"):
+            return (0, "/fstab\n", "") if "-m" in a else (1, "", "")
+        return original(a, input)
+
+    src._answer = etc_to_root
+    plan, report, ex = run_executor(tmp_path, src, peer)
+    with pytest.raises(errors.FstabError, match="is a symlink"):
+        ex.run()
+    assert src.leftovers() == [] and peer.leftovers() == []
+
+
 def test_journals_are_listed_per_domain(tmp_path):
     assert list_journals(LocalRunner(), str(tmp_path), "web01") == []
 
