@@ -15,7 +15,13 @@ import time
 
 import pytest
 
-from toolkit.lab.rehearse import audit, run_backup
+from toolkit.lab.rehearse import (
+    audit,
+    run_backup,
+    standby_marker,
+    start_backup,
+    wait_until_dirty,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -34,9 +40,7 @@ def fast_config(runner):
 
 
 def marker(lab):
-    res = lab.runner("dom0-b").run(["cat", "/var/lib/domu-backup/standby/web01.json"],
-                                   check=False)
-    return json.loads(res.stdout) if res.exit_code == 0 else {}
+    return standby_marker(lab, "web01")
 
 
 def web01_mounts(runner):
@@ -48,22 +52,12 @@ def test_peer_lost_mid_run_is_reported_and_recover_cleans_the_peer(fresh):
     a, b = fresh.runner("dom0-a"), fresh.runner("dom0-b")
     fast_config(a)
     net = fresh.client.networks.get("domubk-lab")
-    container = fresh.client.containers.get("dom0-a")
-    exec_id = fresh.client.api.exec_create(
-        container.id, ["domu-backup", "backup", "--domu", "web01", "--config", FAST],
-        environment={FAILPOINT: "before:rsync@1:sleep=15"})
-    fresh.client.api.exec_start(exec_id, detach=True)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and marker(fresh).get("state") != "dirty":
-        time.sleep(1)
-    assert marker(fresh).get("state") == "dirty"
+    run = start_backup(fresh, "web01", "--config", FAST,
+                       env={FAILPOINT: "before:rsync@1:sleep=15"})
+    assert wait_until_dirty(fresh, "web01")
     net.disconnect("dom0-b")
     try:
-        deadline = time.monotonic() + 300
-        while fresh.client.api.exec_inspect(exec_id)["Running"]:
-            assert time.monotonic() < deadline, "the run did not end after losing its peer"
-            time.sleep(1)
-        assert fresh.client.api.exec_inspect(exec_id)["ExitCode"] == 44
+        assert run.wait(timeout=300) == 44  # not forever: the run notices the lost peer
         # the source is clean; the peer still holds the run's mounts, for recover
         assert web01_mounts(a) == []
         assert "domubk" not in a.run(["lvs", "--noheadings", "-o", "lv_name"]).stdout
@@ -93,10 +87,7 @@ def test_ssh_session_killed_mid_rsync_leaves_standby_dirty_and_next_run_converge
     assert "[defaults]\n" in text
     a.run(["tee", FAST], input=text.replace("[defaults]\n", '[defaults]\nbwlimit = "1M"\n', 1))
     a.run(["chmod", "0600", FAST])
-    container = fresh.client.containers.get("dom0-a")
-    exec_id = fresh.client.api.exec_create(
-        container.id, ["domu-backup", "backup", "--domu", "web01", "--config", FAST])
-    fresh.client.api.exec_start(exec_id, detach=True)
+    run = start_backup(fresh, "web01", "--config", FAST)
     deadline = time.monotonic() + 300
     server = ""
     while time.monotonic() < deadline and not server:
@@ -107,11 +98,7 @@ def test_ssh_session_killed_mid_rsync_leaves_standby_dirty_and_next_run_converge
     session = b.run(["ps", "-o", "ppid=", "-p", server]).stdout.strip()
     assert "sshd" in b.run(["ps", "-o", "args=", "-p", session]).stdout
     b.run(["kill", "-KILL", session])
-    deadline = time.monotonic() + 300
-    while fresh.client.api.exec_inspect(exec_id)["Running"]:
-        assert time.monotonic() < deadline, "the run did not end after its session died"
-        time.sleep(1)
-    code = fresh.client.api.exec_inspect(exec_id)["ExitCode"]
+    code = run.wait(timeout=300)  # not forever: the run notices its session died
     assert code == 44, code
     assert marker(fresh)["state"] == "dirty"
     report = json.loads(a.run(["cat", "/var/lib/domu-backup/reports/web01.json"]).stdout)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 
 import pytest
 
-from toolkit.lab.rehearse import run_backup
+from toolkit.lab.rehearse import run_backup, standby_marker
 
 pytestmark = pytest.mark.e2e
 
@@ -17,9 +16,7 @@ SMALL = "/etc/domu-backup/small-snapshot.toml"
 
 
 def marker(lab):
-    res = lab.runner("dom0-b").run(["cat", "/var/lib/domu-backup/standby/web01.json"],
-                                   check=False)
-    return json.loads(res.stdout) if res.exit_code == 0 else {}
+    return standby_marker(lab, "web01")
 
 
 def small_snapshot_config(lab):

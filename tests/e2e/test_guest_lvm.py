@@ -8,12 +8,11 @@ guest VG keeps its name and UUIDs on disk.
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
 from toolkit.lab.audit import audit_standby
-from toolkit.lab.rehearse import SSH, prepare_layout, run_backup
+from toolkit.lab.rehearse import SSH, prepare_layout, run_backup, start_backup, wait_until_dirty
 from toolkit.preflight import read_guest_vg
 
 pytestmark = pytest.mark.e2e
@@ -48,12 +47,6 @@ def guest_vg(runner, lv):
     return vg.name, vg.uuid, [(v.name, v.uuid, v.segments) for v in vg.volumes]
 
 
-def standby_marker(lab):
-    res = lab.runner("dom0-b").run(["cat", "/var/lib/domu-backup/standby/lvm01.json"],
-                                   check=False)
-    return json.loads(res.stdout) if res.exit_code == 0 else {}
-
-
 def latest_report(runner):
     return json.loads(runner.run(["cat", "/var/lib/domu-backup/reports/lvm01.json"]).stdout)
 
@@ -68,15 +61,8 @@ def test_guest_vg_named_like_the_hosts_is_copied_without_host_lvm_seeing_it(fres
     prepare_layout(fresh, "lvm01")
     before = {"a": host_lvm(a), "b": host_lvm(b)}
     standby_head = pv_head(b, TARGET_LV)
-    container = fresh.client.containers.get("dom0-a")
-    exec_id = fresh.client.api.exec_create(
-        container.id, ["domu-backup", "backup", "--domu", "lvm01"],
-        environment={FAILPOINT: "before:rsync@1:sleep=20"})
-    fresh.client.api.exec_start(exec_id, detach=True)
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and standby_marker(fresh).get("state") != "dirty":
-        time.sleep(1)
-    assert standby_marker(fresh).get("state") == "dirty"
+    run = start_backup(fresh, "lvm01", env={FAILPOINT: "before:rsync@1:sleep=20"})
+    assert wait_until_dirty(fresh, "lvm01", timeout=600)
     # mid-run: the guest LVs are mapped under owned names on both sides...
     names = dm_names(a)
     ours = sorted(n for n in names if n.startswith("domubk-") and "-lvm01-" in n)
@@ -89,9 +75,7 @@ def test_guest_vg_named_like_the_hosts_is_copied_without_host_lvm_seeing_it(fres
     assert during["a"]["pvs"] == before["a"]["pvs"] and during["b"] == before["b"]
     assert [lv for lv in during["a"]["lvs"] if lv not in before["a"]["lvs"]] == [
         next(lv for lv in during["a"]["lvs"] if lv.startswith("domubk-"))]  # the snapshot only
-    while fresh.client.api.exec_inspect(exec_id)["Running"]:
-        time.sleep(1)
-    assert fresh.client.api.exec_inspect(exec_id)["ExitCode"] == 0
+    assert run.wait() == 0
     assert host_lvm(a) == before["a"] and host_lvm(b) == before["b"]
 
     report = latest_report(a)

@@ -6,12 +6,15 @@ that nothing was lost: the standby is unchanged, or converges on the next run.
 
 from __future__ import annotations
 
-import json
-import time
-
 import pytest
 
-from toolkit.lab.rehearse import audit, run_backup
+from toolkit.lab.rehearse import (
+    audit,
+    run_backup,
+    standby_marker,
+    start_backup,
+    wait_until_dirty,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -30,9 +33,7 @@ def checksum(lab, container, lv):
 
 
 def marker(lab):
-    res = lab.runner("dom0-b").run(["cat", "/var/lib/domu-backup/standby/web01.json"],
-                                   check=False)
-    return json.loads(res.stdout) if res.exit_code == 0 else {}
+    return standby_marker(lab, "web01")
 
 
 def leftovers(lab):
@@ -132,26 +133,15 @@ def test_changed_peer_host_key_is_rejected(fresh):
 
 def test_second_run_is_busy_and_recover_leaves_the_live_run_alone(fresh):
     # R15: a run paused at a fail-point; a second run and a recover beside it.
-    container = fresh.client.containers.get("dom0-a")
-    exec_id = fresh.client.api.exec_create(
-        container.id, ["domu-backup", "backup", "--domu", "web01"],
-        environment={FAILPOINT: "before:rsync:sleep=45"})
-    fresh.client.api.exec_start(exec_id, detach=True)
+    first = start_backup(fresh, "web01", env={FAILPOINT: "before:rsync:sleep=45"})
     a = fresh.runner("dom0-a")
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:  # the standby is marked dirty: the first run is copying
-        if marker(fresh).get("state") == "dirty":
-            break
-        time.sleep(1)
-    assert marker(fresh).get("state") == "dirty"
+    assert wait_until_dirty(fresh, "web01")  # the first run is about to copy
     busy = run_backup(fresh, "web01")
     assert busy.exit_code == 75, busy.stdout + busy.stderr
     rec = recover(fresh)
     assert rec.exit_code == 75, rec.stdout + rec.stderr
     assert "domubk" in a.run(["lvs", "--noheadings", "-o", "lv_name"]).stdout
-    while fresh.client.api.exec_inspect(exec_id)["Running"]:
-        time.sleep(1)
-    assert fresh.client.api.exec_inspect(exec_id)["ExitCode"] == 0
+    assert first.wait() == 0
     assert marker(fresh)["state"] == "clean"
 
 

@@ -12,6 +12,7 @@ them.
 
 from __future__ import annotations
 
+import json
 import posixpath
 import sys
 import time
@@ -207,6 +208,54 @@ def run_backup(lab: Lab, domain: str, *extra: str, container: str = "dom0-a",
     r = lab.runner(container)
     return r.run(["domu-backup", "backup", "--domu", domain, *extra], check=False,
                  timeout=timeout, env=env)
+
+
+def standby_marker(lab: Lab, domain: str, peer: str = "dom0-b") -> dict:
+    """The standby marker of ``domain`` on its peer ({} while there is none)."""
+    res = lab.runner(peer).run(["cat", f"/var/lib/domu-backup/standby/{domain}.json"],
+                               check=False, timeout=60)
+    return json.loads(res.stdout) if res.exit_code == 0 else {}
+
+
+@dataclass
+class BackgroundRun:
+    """A ``domu-backup backup`` started with docker exec and left running."""
+
+    lab: Lab
+    exec_id: str
+
+    def running(self) -> bool:
+        return bool(self.lab.client.api.exec_inspect(self.exec_id)["Running"])
+
+    def wait(self, timeout: float = 1800) -> int:
+        """Its exit code, once it has ended; TimeoutError if it runs past ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while self.running():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the backup still runs after {timeout:g}s")
+            time.sleep(1)
+        return int(self.lab.client.api.exec_inspect(self.exec_id)["ExitCode"])
+
+
+def start_backup(lab: Lab, domain: str, *extra: str, env: dict[str, str] | None = None,
+                 container: str = "dom0-a") -> BackgroundRun:
+    """``domu-backup backup --domu DOMAIN`` in the background, as cron would start it."""
+    api = lab.client.api
+    box = lab.client.containers.get(container)
+    exec_id = api.exec_create(box.id, ["domu-backup", "backup", "--domu", domain, *extra],
+                              environment=env or {})
+    api.exec_start(exec_id, detach=True)
+    return BackgroundRun(lab, exec_id)
+
+
+def wait_until_dirty(lab: Lab, domain: str, timeout: float = 300) -> bool:
+    """Wait for the run to mark the standby "sync in progress" (it is about to copy)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if standby_marker(lab, domain).get("state") == "dirty":
+            return True
+        time.sleep(1)
+    return False
 
 
 def audit(lab: Lab, domain: str = "web01", device: str | None = None) -> list[AuditedFs]:
