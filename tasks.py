@@ -358,7 +358,7 @@ def bench(c, scale="small", workloads="", keep=False, engine="auto", out=None):
 @task(help={"unit": "unit tests only (no lab)", "keep": "leave the sandbox up afterwards"})
 def test(c, unit=False, keep=False):
     """Run the tests: unit and end-to-end (the e2e tests must run, or this fails)."""
-    args = [sys.executable, "-m", "pytest", "-ra"]
+    args = [sys.executable, "-m", "pytest", "-ra", "--durations=20"]
     if unit:
         args += ["tests/unit"]
     else:

@@ -27,6 +27,7 @@ from .errors import (
     ConnectionLost,
     FstabError,
     LockBusy,
+    MapFailed,
     SnapshotInvalid,
     SourceGuardFailed,
     TargetGuardFailed,
@@ -335,9 +336,27 @@ class Executor:
 
     def _do_alias(self, step: Step, stack: ExitStack) -> None:
         self._create(step, stack)
+        self._ensure_node(step)
 
     def _do_lvmap(self, step: Step, stack: ExitStack) -> None:
         self._create(step, stack)
+        self._ensure_node(step)
+
+    def _ensure_node(self, step: Step) -> None:
+        """The /dev/mapper node of a map just made is a block device before anything uses it.
+
+        Where no udev makes the node (or it is late), ``dmsetup mknodes`` makes it; writing
+        to a missing node would otherwise create a regular file in /dev and write there.
+        """
+        runner, node = self.runner(step.host), step.resource
+        if runner.run(["test", "-b", node], check=False, timeout=60).exit_code == 0:
+            return
+        name = node.rsplit("/", 1)[-1]
+        runner.run(["dmsetup", "mknodes", name], check=False, timeout=60)
+        if runner.run(["test", "-b", node], check=False, timeout=60).exit_code != 0:
+            raise MapFailed(f"{node} is not a block device after `dmsetup create {name}` "
+                            "(is udev running and able to create /dev/mapper nodes?)",
+                            host=runner.host)
 
     def _do_mkdir(self, step: Step, stack: ExitStack) -> None:
         if not step.undo:

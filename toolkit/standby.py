@@ -156,9 +156,11 @@ def plan_standby(facts: BackupFacts, config: Config, run_id: str, *,
         alias_st = alias_step(run_id, facts.domain, disk)
         alias, alias_dev = alias_st.argv[2], alias_st.resource
         steps.append(alias_st)
+        # nocreat: a missing node is an error, never a new regular file in /dev
         steps.append(Step(PEER, "write", ("dd", f"if={tmp_dst}/{t}.boot", f"of={alias_dev}",
-                                          f"bs={BOOT_AREA}", "count=1", "conv=notrunc,fsync",
-                                          "status=none"), note="boot area, raw"))
+                                          f"bs={BOOT_AREA}", "count=1",
+                                          "conv=notrunc,nocreat,fsync", "status=none"),
+                          note="boot area, raw"))
         if disk.table.label is None:
             fs = disk.filesystems[0]
             if fs.probe.type == "LVM2_member":
@@ -180,7 +182,8 @@ def plan_standby(facts: BackupFacts, config: Config, run_id: str, *,
             if part.type.lower() == BIOS_BOOT:
                 steps.append(Step(PEER, "write", (
                     "dd", f"if={tmp_dst}/{t}{part.number}.raw", f"of={dev}", "bs=4096",
-                    "conv=fsync", "status=none"), note=f"BIOS boot partition {part.number}"))
+                    "conv=nocreat,fsync", "status=none"),
+                    note=f"BIOS boot partition {part.number}"))
             elif fs.probe.type and fs.probe.type != "LVM2_member":
                 steps.append(Step(PEER, "mkfs", tuple(mkfs_argv(fs.probe.type, dev, fs.probe.uuid,
                                                                 fs.probe.label)),
@@ -205,7 +208,7 @@ def _guest_lvm_steps(run_id: str, domain: str, disk: DiskFacts, pv_dev: str, tmp
     """The guest PV's head written raw, then each guest LV mapped and given its filesystem."""
     pv_name = pv_name or disk.filesystems[0].name
     steps = [Step(PEER, "write", ("dd", f"if={tmp_dst}/{pv_name}.pvhead", f"of={pv_dev}",
-                                  "bs=4096", "conv=notrunc,fsync", "status=none"),
+                                  "bs=4096", "conv=notrunc,nocreat,fsync", "status=none"),
                   note=f"guest LVM label and metadata of {pv_name}")]
     for fs in disk.filesystems:
         vol = fs.volume

@@ -182,3 +182,43 @@ def test_full_standby_fails_clearly_and_converges_after_freeing_space(fresh):
     assert ok.exit_code == 0, ok.stdout + ok.stderr
     assert marker(fresh)["state"] == "clean"
     assert_clean_audit(fresh)
+
+
+def test_mass_deletion_stops_at_the_bound_and_converges_when_allowed(fresh):
+    # R7: deletions are bounded. The guest loses 30 files of its root; with max_delete = 5
+    # rsync deletes at most 5 and the run stops with its own exit code (42), the standby
+    # marked dirty and /var not touched; --allow-mass-delete then converges.
+    a, b = fresh.runner("dom0-a"), fresh.runner("dom0-b")
+    assert run_backup(fresh, "web01").exit_code == 0
+    bounded = "/etc/domu-backup/bounded.toml"
+    text = a.run(["cat", "/etc/domu-backup/backup.toml"]).stdout
+    assert "[defaults]\n" in text
+    a.run(["tee", bounded], input=text.replace("[defaults]\n", "[defaults]\nmax_delete = 5\n", 1))
+    a.run(["chmod", "0600", bounded])
+    doomed = [f"data/small/d0000/f{i:06d}.dat" for i in range(30)]
+    from toolkit.lab.audit import mounted
+
+    with mounted(a, "/dev/vg_a/web01", "/run/domubk-audit/mass", "m", readonly=False) as fs:
+        root, var = fs["1"][0], fs["2"][0]
+        a.run(["rm", "--", *(f"{root}/{p}" for p in doomed)])
+        a.run(["tee", f"{var}/after-the-bound.txt"], input="written after the deletions\n")
+
+    def on_standby():
+        with mounted(b, "/dev/vg_b/web01", "/run/domubk-audit/mass", "s") as fs:
+            left = b.run(["sh", "-c", 'cd "$1" && ls -1 data/small/d0000', "-", fs["1"][0]])
+            var = b.run(["test", "-e", f"{fs['2'][0]}/after-the-bound.txt"], check=False)
+        names = {f"data/small/d0000/{n}" for n in left.stdout.split()}
+        return len(set(doomed) & names), var.exit_code == 0
+
+    res = run_backup(fresh, "web01", "--config", bounded)
+    assert res.exit_code == 42, res.stdout + res.stderr
+    assert "--allow-mass-delete" in res.stderr
+    kept, var_copied = on_standby()
+    assert 25 <= kept < 30  # at most max_delete of them went, and the copy stopped there
+    assert not var_copied
+    assert marker(fresh)["state"] == "dirty"
+    ok = run_backup(fresh, "web01", "--config", bounded, "--allow-mass-delete")
+    assert ok.exit_code == 0, ok.stdout + ok.stderr
+    assert on_standby() == (0, True)
+    assert marker(fresh)["state"] == "clean"
+    assert_clean_audit(fresh)

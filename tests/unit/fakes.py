@@ -266,6 +266,8 @@ class FakeHost:
             return 0, "", ""
         if cmd == "sync":
             return 0, "", ""
+        if cmd == "test" and a[1] == "-b":  # a dm node exists while its map does
+            return (0, "", "") if a[2].removeprefix("/dev/mapper/") in self.maps else (1, "", "")
         if cmd == "rsync":
             return self.rsync_result
         return 127, "", f"fake host: unknown command {a!r}"

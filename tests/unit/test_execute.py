@@ -331,3 +331,26 @@ def test_each_step_and_undo_is_timed_in_order_for_the_report(tmp_path):
     assert starts == sorted(starts) and all(s.seconds >= 0 for s in report.steps)
     snap = next(s for s in report.steps if s.action == "snapshot")
     assert snap.resource == plan.snapshots[0].path
+
+
+def test_missing_dm_node_is_made_before_use_or_the_run_fails_clearly(tmp_path):
+    # Where nothing makes /dev/mapper nodes, a write to the alias would create a
+    # regular file in /dev: the node is made with `dmsetup mknodes`, or the run stops.
+    def no_nodes(argv):
+        return CommandResult("dom0-b", argv, 1, "", "", 0.0) if argv[:2] == ("test", "-b") \
+            else None
+
+    src, peer = FakeHost("dom0-a"), FakeHost("dom0-b", fail=no_nodes)
+    src.fstab_on = "xvda1"
+    plan, report, ex = run_executor(tmp_path, src, peer)
+    with pytest.raises(errors.MapFailed, match="not a block device"):
+        ex.run()
+    assert ("dmsetup", "mknodes") in [c[:2] for c in peer.calls]
+    assert not [c for c in peer.calls if c[0] in ("kpartx", "mount", "rsync")]
+    assert src.leftovers() == [] and peer.leftovers() == []
+
+    src, peer = FakeHost("dom0-a"), FakeHost("dom0-b")
+    src.fstab_on = "xvda1"
+    plan, report, ex = run_executor(tmp_path, src, peer)
+    ex.run()
+    assert ("dmsetup", "mknodes") not in [c[:2] for c in peer.calls]

@@ -147,13 +147,24 @@ def build_guest_images(lab: Lab, checkout: Path, scale: int = 1) -> None:
 
 
 def reset_disks(lab: Lab) -> None:
-    """Write the saved images into the LVs: the guest disks and their blank standbys."""
+    """Write the saved images into the LVs: the guest disks and their blank standbys.
+
+    Each fake Dom0 writes its own LVs, both at once (one docker client per thread).
+    """
+    by_host: dict[str, list[tuple[str, str]]] = {}
     for g in GUESTS:
-        for container, image, lv in ((g.source, g.source_image, g.source_lv),
-                                     (g.peer, g.standby_image, g.target_lv)):
-            lab.runner(container).run(
-                ["dd", f"if={image}", f"of={lv}", "bs=4M", "conv=fsync", "status=none"],
-                timeout=600)
+        by_host.setdefault(g.source, []).append((g.source_image, g.source_lv))
+        by_host.setdefault(g.peer, []).append((g.standby_image, g.target_lv))
+
+    def write(item: tuple[str, list[tuple[str, str]]]) -> None:
+        container, pairs = item
+        with DockerRunner(container, client=lab.engine.client(timeout=600)) as r:
+            for image, lv in pairs:
+                r.run(["dd", f"if={image}", f"of={lv}", "bs=4M", "conv=fsync", "status=none"],
+                      timeout=600)
+
+    with ThreadPoolExecutor(len(by_host)) as pool:
+        list(pool.map(write, by_host.items()))
 
 
 def prepare_layout(lab: Lab, domain: str) -> tuple[GuestDisk, ...]:
