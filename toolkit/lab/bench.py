@@ -17,8 +17,8 @@ Methods, side by side in each workload (in this order):
   from its own JSON report;
 - ``bare-rsync``: the toolkit's rsync options between the same trees, already mounted
   (the origin read-only on dom0-a, a target of the same layout on dom0-b): the floor;
-- ``block-delta``: a chunk-hash compare over ssh (both sides hash, changed chunks are
-  sent), onto a block target that holds the previous workload's copy;
+- ``block-delta``: rsync of the disk device itself (``--copy-devices --write-devices
+  --inplace``, every block compared), onto a block target holding the previous copy;
 - ``block-copy``: ``dd | ssh dd`` of the whole disk, onto that same block target (after
   the delta, which needs the previous copy there).
 
@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import hashlib
 import inspect
 import json
 import os
@@ -46,7 +45,6 @@ import re
 import resource
 import shlex
 import stat
-import struct
 import subprocess
 import sys
 import tempfile
@@ -86,7 +84,6 @@ SNAPSHOT_SIZE = "20%ORIGIN"
 SNAPSHOT_SHARE = 0.2
 MARGIN = 64 * MIB
 EXTRA_PV_STEP = 256 * MIB
-DELTA_CHUNK = 64 * 1024
 METER_POLL = 0.25
 METER_TIMEOUT = 6 * 3600.0
 OVERHEAD_TARGET = 1.10
@@ -685,7 +682,7 @@ def measurement(workload: str, method: str, domain: str, meter: MeterResult, *,
             notes.append(f"filesystems copied {overlap.mode}ly: per-filesystem rsync times add "
                          f"up to {overlap.fs_sum:.1f}s in a {overlap.rsync_phase:.1f}s rsync "
                          f"phase (x{overlap.factor})")
-    elif method == "bare-rsync":
+    elif method in ("bare-rsync", "block-delta"):
         stats = [parse_stats(s.stdout) for s in meter.steps if s.argv0 == "rsync"]
         sent = sum(s.bytes_sent for s in stats)
         received = sum(s.bytes_received for s in stats)
@@ -896,14 +893,15 @@ def program_argv(spec: Mapping[str, Any], program: str = PROGRAM_PATH,
     return [python, program, json.dumps(spec, separators=(",", ":"))]
 
 
-def delta_argv(source: str, target: str, size: int, remote: Sequence[str], *,
-               chunk: int = DELTA_CHUNK, program: str = PROGRAM_PATH) -> list[str]:
-    """The chunk-hash delta copy of ``source`` onto ``target`` (through ``remote``, e.g. ssh)."""
-    hash_argv = remote_argv(remote, program_argv({"op": "hash", "path": target, "size": size,
-                                                  "chunk": chunk}, program))
-    write_argv = remote_argv(remote, program_argv({"op": "write", "path": target}, program))
-    return program_argv({"op": "push", "path": source, "size": size, "chunk": chunk,
-                         "hash_argv": hash_argv, "write_argv": write_argv}, program)
+def delta_argv(source: str, target: str, ssh: Sequence[str]) -> list[str]:
+    """A block-level delta copy: rsync of the device itself onto the peer's device, in place.
+
+    ``--copy-devices`` reads the device as a file, ``--write-devices`` writes into the
+    existing target device; ``-I`` turns the size-and-mtime quick check off, so every
+    block is compared (rsync's rolling checksum) and only changed blocks are sent.
+    """
+    return ["rsync", "--copy-devices", "--write-devices", "--inplace", "--no-whole-file", "-I",
+            "--stats", "-e", shlex.join(ssh), "--", source, f"{PEER_ADDRESS}:{target}"]
 
 
 def block_copy_argv(source: str, target: str, remote: Sequence[str]) -> list[str]:
@@ -925,8 +923,7 @@ def bare_rsync_argv(source_dir: str, target_dir: str, ssh: Sequence[str]) -> lis
 @functools.cache
 def bench_program() -> str:
     """The self-contained program text, stdlib only: ``python3 PROGRAM '{"op": ...}'``."""
-    parts = ["import hashlib, json, os, random, resource, stat, struct, subprocess, sys, "
-             "tempfile, time"]
+    parts = ["import json, os, random, resource, stat, subprocess, sys, tempfile, time"]
     parts += [inspect.getsource(fn) for fn in _REMOTE_FUNCTIONS]
     parts.append("_b_result(_b_main(json.loads(sys.argv[1])))")
     return "\n\n".join(parts) + "\n"
@@ -950,8 +947,7 @@ def run_program(runner: Runner, spec: Mapping[str, Any], *, timeout: float,
 # references to anything else in this module.
 
 def _b_main(spec):
-    ops = {"meter": _b_meter, "scan": _b_scan, "large": _b_large, "churn": _b_churn,
-           "push": _b_push, "hash": _b_hash, "write": _b_write}
+    ops = {"meter": _b_meter, "scan": _b_scan, "large": _b_large, "churn": _b_churn}
     if spec["op"] not in ops:
         raise SystemExit(f"unknown op {spec['op']!r}")
     return ops[spec["op"]](spec)
@@ -1163,87 +1159,8 @@ def _b_churn(spec):
     return counts
 
 
-def _b_read_exact(stream, n):
-    data = b""
-    while len(data) < n:
-        more = stream.read(n - len(data))
-        if not more:
-            break
-        data += more
-    return data
-
-
-def _b_hash(spec):
-    """Digests of ``size`` bytes of a device, chunk by chunk, to stdout (binary)."""
-    chunk, size = spec["chunk"], spec["size"]
-    out = sys.stdout.buffer
-    fd = os.open(spec["path"], os.O_RDONLY)
-    try:
-        for offset in range(0, size, chunk):
-            data = os.pread(fd, min(chunk, size - offset), offset)
-            out.write(hashlib.blake2b(data, digest_size=16).digest())
-    finally:
-        os.close(fd)
-        out.flush()
-    return None
-
-
-def _b_write(spec):
-    """Write (offset, length, bytes) records from stdin into a device, then fsync."""
-    fd = os.open(spec["path"], os.O_WRONLY)
-    inp = sys.stdin.buffer
-    written = records = 0
-    try:
-        while True:
-            head = _b_read_exact(inp, 12)
-            if not head:
-                break
-            if len(head) != 12:
-                raise SystemExit("truncated record header")
-            offset, length = struct.unpack("<QI", head)
-            data = _b_read_exact(inp, length)
-            if len(data) != length:
-                raise SystemExit("truncated record")
-            os.pwrite(fd, data, offset)
-            written += length
-            records += 1
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return {"written": written, "records": records}
-
-
-def _b_push(spec):
-    """Send the chunks of ``path`` whose digest differs from the target's (hash, write)."""
-    chunk, size = spec["chunk"], spec["size"]
-    hasher = subprocess.Popen(spec["hash_argv"], stdin=subprocess.DEVNULL,
-                              stdout=subprocess.PIPE)
-    writer = subprocess.Popen(spec["write_argv"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    fd = os.open(spec["path"], os.O_RDONLY)
-    chunks = changed = sent = 0
-    try:
-        for offset in range(0, size, chunk):
-            data = os.pread(fd, min(chunk, size - offset), offset)
-            theirs = _b_read_exact(hasher.stdout, 16)
-            chunks += 1
-            if hashlib.blake2b(data, digest_size=16).digest() != theirs:
-                writer.stdin.write(struct.pack("<QI", offset, len(data)) + data)
-                changed += 1
-                sent += len(data)
-    finally:
-        os.close(fd)
-        writer.stdin.close()
-    result = writer.stdout.read()
-    codes = (hasher.wait(), writer.wait())
-    if codes != (0, 0):
-        raise SystemExit(f"delta copy: hash exited {codes[0]}, write exited {codes[1]}")
-    return {"size": size, "chunk": chunk, "chunks": chunks, "changed": changed, "sent": sent,
-            "target": json.loads(result.decode().splitlines()[-1])}
-
-
 _REMOTE_FUNCTIONS = (_b_main, _b_result, _b_read, _b_counters, _b_hwm, _b_watch, _b_step,
-                     _b_meter, _b_files, _b_scan, _b_fill, _b_large, _b_churn,
-                     _b_read_exact, _b_hash, _b_write, _b_push)
+                     _b_meter, _b_files, _b_scan, _b_fill, _b_large, _b_churn)
 
 
 # -- the run in the lab --------------------------------------------------------------------
@@ -1460,7 +1377,10 @@ class Bench:
             steps = [bare_rsync_argv(src[k], dst[k], self.ssh) for k in sorted(src)]
             return [*steps, [*peer_ssh, "sync"]]
         if method == "block-delta":
-            return [delta_argv(d.source_lv, d.block_lv, d.size, peer_ssh) for d in disks]
+            # The device node itself: rsync would replace a symlink (/dev/VG/LV) by a file.
+            return [delta_argv(d.source_lv, self.peer.run(["readlink", "-e", d.block_lv],
+                                                          timeout=60).stdout.strip(), self.ssh)
+                    for d in disks]
         return [block_copy_argv(d.source_lv, d.block_lv, peer_ssh) for d in disks]
 
     def drop_caches(self) -> bool:
@@ -1570,7 +1490,7 @@ def bench(checkout: Path, *, scale: str = "small", workloads: str = "", engine: 
     meta: dict[str, Any] = {"command": bench_command(scale, plan), "scale": asdict(sc),
                             "workloads": [asdict(w) for w in plan],
                             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                            "methods": list(METHODS), "delta_chunk": DELTA_CHUNK,
+                            "methods": list(METHODS),
                             "overhead_target": OVERHEAD_TARGET}
     log(f"{meta['command']}: workloads {', '.join(w.name for w in plan)}; output in {out}")
     t0 = time.monotonic()
