@@ -337,7 +337,8 @@ def rehearse(c, keep=False, engine="auto"):
 
 @task(help={
     "scale": "small (a quick look, the default) or large (the real figures)",
-    "workloads": "comma-separated subset of full,nochange,churn,twodisk,guest (default: all)",
+    "workloads": "comma-separated subset of full,nochange,churn,twodisk,guest,cipher "
+                 "(default: all)",
     "keep": "leave the sandbox and the bench's volumes up for inspection",
     "engine": "auto, local or vm",
     "out": "output directory (default: reports/bench/<timestamp>)",

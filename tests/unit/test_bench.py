@@ -766,3 +766,21 @@ def test_snapshot_life_is_read_from_the_reports_step_timings():
     ]
     assert snapshot_lives_from_steps(steps) == {"domubk-R-web01-xvda": 29.75}
     assert snapshot_lives_from_steps(steps[:3]) == {}  # never removed: no figure
+
+
+def test_cipher_rates_are_ssh_with_each_cipher_and_rendered_against_the_default() -> None:
+    argv = b.cipher_argv(SSH, "aes128-gcm@openssh.com", 8)
+    assert argv[:2] == ["bash", "-c"]
+    producer, client = argv[2].removeprefix("set -o pipefail; ").split(" | ")
+    assert producer == f"head -c {8 * MIB} /dev/zero"
+    words = shlex.split(client)
+    assert words[:3] == [SSH[0], "-c", "aes128-gcm@openssh.com"]
+    assert words[3:-2] == SSH[1:] and words[-2:] == ["root@dom0-b", "cat > /dev/null"]
+    rates = [b.CipherRate("chacha20-poly1305@openssh.com", 64, 8.0, 9.0),
+             b.CipherRate("aes128-gcm@openssh.com", 64, 4.0, 5.0)]
+    assert [r.mib_per_s for r in rates] == [8.0, 16.0]
+    table = b.render_table([], (), None, rates)
+    assert "ssh cipher aes128-gcm@openssh.com: 16.0 MiB/s" in table
+    assert "x2.00 of chacha20-poly1305@openssh.com" in table
+    doc = b.bench_document({}, [], None, None, rates)
+    assert doc["ciphers"][1]["mib_per_s"] == 16.0

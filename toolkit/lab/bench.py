@@ -90,7 +90,10 @@ OVERHEAD_TARGET = 1.10
 CGROUP_CPU_FILES = ("/sys/fs/cgroup/cpu.stat", "/sys/fs/cgroup/cpuacct/cpuacct.usage",
                     "/sys/fs/cgroup/cpu,cpuacct/cpuacct.usage")
 
-WORKLOADS = ("full", "nochange", "churn", "twodisk", "guest")
+WORKLOADS = ("full", "nochange", "churn", "twodisk", "guest", "cipher")
+# The ssh ciphers compared by the ``cipher`` workload (the first is OpenSSH's default).
+CIPHERS = ("chacha20-poly1305@openssh.com", "aes128-gcm@openssh.com", "aes256-gcm@openssh.com",
+           "aes128-ctr")
 # A workload that needs the targets to hold an earlier copy runs after the one making it.
 REQUIRES = {"nochange": "full", "churn": "full"}
 WORKLOAD_DOMAIN = {"full": "bench01", "nochange": "bench01", "churn": "bench01",
@@ -753,6 +756,27 @@ class GuestCost:
         return round(self.with_snapshot / base, 3) if base > 0 else None
 
 
+@dataclass(frozen=True)
+class CipherRate:
+    """One ssh cipher's throughput: zeroes piped through ssh to the peer's /dev/null."""
+
+    cipher: str
+    mib: int
+    wall: float
+    cpu_seconds: float
+
+    @property
+    def mib_per_s(self) -> float:
+        return round(self.mib / self.wall, 1) if self.wall > 0 else 0.0
+
+
+def cipher_argv(ssh: Sequence[str], cipher: str, mib: int) -> list[str]:
+    """``head -c N /dev/zero | ssh -c CIPHER peer 'cat > /dev/null'`` (compression off)."""
+    client = [ssh[0], "-c", cipher, *ssh[1:], PEER_ADDRESS, "cat > /dev/null"]
+    return ["bash", "-c", f"set -o pipefail; head -c {mib * MIB} /dev/zero | "
+            + shlex.join(client)]
+
+
 def _mib(n: int | None) -> str:
     return "-" if n is None else f"{n / MIB:.1f}"
 
@@ -782,7 +806,7 @@ def table_rows(results: Sequence[Measurement]) -> list[tuple[str, ...]]:
 
 
 def render_table(results: Sequence[Measurement], ratios: Sequence[Ratio] = (),
-                 guest: GuestCost | None = None) -> str:
+                 guest: GuestCost | None = None, ciphers: Sequence[CipherRate] = ()) -> str:
     """The plain-text table printed at the end of a run (and saved as table.txt)."""
     rows = [TABLE_COLUMNS, *table_rows(results)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(TABLE_COLUMNS))]
@@ -810,6 +834,11 @@ def render_table(results: Sequence[Measurement], ratios: Sequence[Ratio] = (),
         lines.append(f"origin writes ({guest.written_mib} MiB, oflag=direct): {base} MiB/s "
                      f"without a snapshot, {guest.with_snapshot:.1f} MiB/s with one "
                      f"(x{_num(guest.slowdown, '.2f')})")
+    base_rate = ciphers[0].mib_per_s if ciphers else 0.0
+    for c in ciphers:
+        rel = f", x{c.mib_per_s / base_rate:.2f} of {ciphers[0].cipher}" if base_rate else ""
+        lines.append(f"ssh cipher {c.cipher}: {c.mib_per_s:.1f} MiB/s ({c.mib} MiB in "
+                     f"{c.wall:.1f}s, {c.cpu_seconds:.1f}s CPU{rel})")
     return "\n".join(lines) + "\n"
 
 
@@ -852,7 +881,8 @@ def write_chart(path: Path, results: Sequence[Measurement], title: str) -> bool:
 
 
 def bench_document(meta: Mapping[str, Any], results: Sequence[Measurement],
-                   guest: GuestCost | None, error: str | None = None) -> dict[str, Any]:
+                   guest: GuestCost | None, error: str | None = None,
+                   ciphers: Sequence[CipherRate] = ()) -> dict[str, Any]:
     """Everything ``bench.json`` holds."""
     ratios = overhead_ratios(results)
     snapshot = {f"{m.workload}": {"watched": m.snapshot_seconds,
@@ -869,6 +899,7 @@ def bench_document(meta: Mapping[str, Any], results: Sequence[Measurement],
                 "written_mib": guest.written_mib, "without_mib_s": list(guest.without),
                 "with_snapshot_mib_s": guest.with_snapshot, "ratio": guest.slowdown},
         },
+        "ciphers": [{**asdict(c), "mib_per_s": c.mib_per_s} for c in ciphers],
         "error": error,
     })
     return doc
@@ -1187,6 +1218,7 @@ class Bench:
         self.devices: dict[str, list[str]] = {}
         self.results: list[Measurement] = []
         self.guest: GuestCost | None = None
+        self.ciphers: list[CipherRate] = []
 
     @property
     def all_disks(self) -> list[BenchDisk]:
@@ -1333,6 +1365,9 @@ class Bench:
         if workload == "guest":
             self.guest = self.guest_cost()
             return
+        if workload == "cipher":
+            self.ciphers = self.cipher_rates()
+            return
         name = WORKLOAD_DOMAIN[workload]
         changed = self.data_bytes[name]
         if workload == "nochange":
@@ -1449,6 +1484,22 @@ class Bench:
         second = write("without a snapshot, again")
         return GuestCost(count, (round(first, 1), round(second, 1)), round(during, 1))
 
+    def cipher_rates(self) -> list[CipherRate]:
+        """Each cipher of CIPHERS, one after another, on the same amount of zeroes."""
+        mib = self.scale.scratch_mib
+        out = []
+        for cipher in CIPHERS:
+            meter = self.meter([cipher_argv(self.ssh, cipher, mib)], watch=False)
+            if meter.exit_code != 0:
+                log(f"cipher {cipher}: ssh exited {meter.exit_code} (not offered?): "
+                    f"{meter.steps[-1].stderr.strip()[-300:] if meter.steps else ''}")
+                continue
+            rate = CipherRate(cipher, mib, round(meter.wall, 3),
+                              round(meter.user + meter.system, 3))
+            log(f"cipher {cipher}: {rate.mib_per_s:.1f} MiB/s")
+            out.append(rate)
+        return out
+
     def environment(self) -> dict[str, str]:
         def first_line(r: Runner, argv: list[str]) -> str:
             res = r.run(argv, check=False, timeout=60)
@@ -1524,10 +1575,11 @@ def bench(checkout: Path, *, scale: str = "small", workloads: str = "", engine: 
         try:
             results = b.results if b is not None else []
             guest = b.guest if b is not None else None
+            ciphers = b.ciphers if b is not None else []
             meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             meta["duration"] = round(time.monotonic() - t0, 1)
-            table = render_table(results, overhead_ratios(results), guest)
-            doc = bench_document(meta, results, guest, error)
+            table = render_table(results, overhead_ratios(results), guest, ciphers)
+            doc = bench_document(meta, results, guest, error, ciphers)
             paths = write_outputs(out, doc, results, table, f"{meta['command']}")
             print(table, end="")
             log("written: " + ", ".join(str(p) for p in paths))
@@ -1537,9 +1589,11 @@ def bench(checkout: Path, *, scale: str = "small", workloads: str = "", engine: 
 
 
 __all__ = [
-    "BenchDisk", "BlockStat", "DdResult", "GuestCost", "Measurement", "MeterResult", "Ratio",
+    "BenchDisk", "BlockStat", "CipherRate", "DdResult", "GuestCost", "Measurement",
+    "MeterResult", "Ratio",
     "Scale", "SCALES", "ToolkitRun", "WorkloadRun", "bench", "bench_command", "bench_config",
     "bench_disks", "bench_document", "bench_program", "block_copy_argv", "chart_series",
+    "cipher_argv",
     "copy_overlap", "delta_argv", "extra_pv_size", "load_bench_domain", "measurement",
     "node_xml", "overhead_ratios", "parse_block_stat", "parse_cgroup_cpu", "parse_dd",
     "parse_meter", "parse_net_dev", "parse_proc_io", "parse_pv_names", "parse_toolkit_report",
