@@ -88,7 +88,7 @@ def test_a_minimal_config_gets_the_documented_defaults() -> None:
     assert (ssh.key, ssh.known_hosts) == (Path("/etc/domu-backup/id_ed25519"),
                                           Path("/etc/domu-backup/known_hosts"))
     assert (ssh.connect_timeout, ssh.command_timeout, ssh.keepalive, ssh.cipher) == (
-        10.0, 600.0, 15, None)
+        10.0, 600.0, 15, "aes128-gcm@openssh.com,chacha20-poly1305@openssh.com")
     web01 = config.domain("web01")
     assert web01 == DomainConfig("web01", "dom0-b")
     assert web01.target_lv("xvda", "/dev/vg_a/web01") == "/dev/vg_a/web01"
@@ -516,3 +516,10 @@ def test_toml_shaped_garbage_gives_config_error_or_a_config(
         assert str(exc).startswith(f"{CONF}: ")
     else:
         assert len(config.dom0s) >= 2
+
+
+def test_cipher_defaults_to_aes_gcm_first_and_empty_means_ssh_default() -> None:
+    preferred = "aes128-gcm@openssh.com,chacha20-poly1305@openssh.com"
+    assert parse().ssh.cipher == SSHSettings().cipher == preferred
+    assert parse("[ssh]\ncipher = \"\"\n").ssh.cipher is None
+    assert parse("[ssh]\ncipher = \"aes256-ctr\"\n").ssh.cipher == "aes256-ctr"
