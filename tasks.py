@@ -177,32 +177,45 @@ def recover(c, domu=None, host="both", config=None, node=None):
     from toolkit.config import check_root
     from toolkit.execute import domain_lock
     from toolkit.preflight import local_node_name
-    from toolkit.recover import recover_domain
+    from toolkit.recover import recover_domain, take_inventory
     from toolkit.runners import LocalRunner, runner_for
 
     if host not in ("local", "peer", "both"):
         raise Exit("error: --host must be local, peer or both", code=4)
+    peers: dict[str, object] = {}  # one connection per peer host, for all its domains
     try:
         check_root()
         cfg = _config(config)
         local = local_node_name(cfg, node)
+        source = LocalRunner(local)
         names = [domu] if domu else list(cfg.domains)
+        # One look at each host first; a domain with nothing on a host is skipped there.
+        inventories = {}
+        if host in ("local", "both"):
+            inventories[(local, "source")] = take_inventory(source, cfg, "source")
         done: list[str] = []
         for name in names:
             dcfg = cfg.domain(name)
             peer = None
             if host in ("peer", "both") and dcfg.peer != local:
-                peer = runner_for(cfg.dom0s[dcfg.peer], cfg.ssh)
-            try:
-                with domain_lock(cfg.defaults.lock_dir, name):
-                    done += recover_domain(cfg, name, LocalRunner(local), peer, log=stderr_log,
-                                           hosts=host)
-            finally:
-                if peer is not None:
-                    peer.close()
+                if dcfg.peer not in peers:
+                    peers[dcfg.peer] = runner_for(cfg.dom0s[dcfg.peer], cfg.ssh)
+                    inventories[(dcfg.peer, "peer")] = take_inventory(peers[dcfg.peer], cfg,
+                                                                      "peer")
+                peer = peers[dcfg.peer]
+            seen = {"source": inventories.get((local, "source")),
+                    "peer": inventories.get((dcfg.peer, "peer"))}
+            if not any(inv is not None and inv.pending(cfg, name) for inv in seen.values()):
+                continue
+            with domain_lock(cfg.defaults.lock_dir, name):
+                done += recover_domain(cfg, name, source, peer, log=stderr_log, hosts=host,
+                                       inventories={k: v for k, v in seen.items() if v})
         print("\n".join(done) if done else "nothing to recover")
     except ToolkitError as exc:
         raise _fail(exc) from None
+    finally:
+        for runner in peers.values():
+            runner.close()
 
 
 @task(help={

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from . import PREFIX
 from .config import Config
@@ -112,23 +113,46 @@ def _volume_map(name: str, role: str) -> bool:
         rf"-{role}-(?:[a-z]+\d*\.[^.]+\.|[0-9a-f]{{16}}$)", name) is not None
 
 
+def _mount_targets(runner: Runner) -> list[str]:
+    res = runner.run(["findmnt", "--json", "--list", "-o", "TARGET"], check=False, timeout=60)
+    if res.exit_code != 0 or not res.stdout.strip():
+        return []
+    return [fs.get("target", "") for fs in json.loads(res.stdout).get("filesystems", [])]
+
+
+def owned_mounts(targets: list[str], prefix: str, domain: str | None) -> list[str]:
+    """Mounts under the tool's prefix (of ``domain``'s runs), deepest first."""
+    base, tag = prefix.rstrip("/") + "/", f"{domain}." if domain else ""
+    picked = [t for t in targets if t.startswith(base) and t[len(base):].startswith(tag)]
+    return sorted(picked, key=lambda p: p.count("/"), reverse=True)
+
+
+def _tagged_lvs(runner: Runner) -> list[tuple[str, str]]:
+    res = runner.run(["lvs", "--noheadings", "-o", "vg_name,lv_name", "-S",
+                      f"lv_tags={PREFIX}"], check=False, timeout=60)
+    pairs = [line.split() for line in res.stdout.splitlines()] if res.exit_code == 0 else []
+    return [(p[0], p[1]) for p in pairs if len(p) == 2]
+
+
+def owned_snapshots(tagged: list[tuple[str, str]], domain: str | None) -> list[str]:
+    """``vg/lv`` of snapshots carrying our tag AND our name: a look-alike is not ours."""
+    return [f"{vg}/{lv}" for vg, lv in tagged if lv.startswith(f"{PREFIX}-")
+            and (domain is None or f"-{domain}-" in lv)]
+
+
+def _run_dirs(runner: Runner, prefix: str, domain: str | None) -> list[str]:
+    res = runner.run(["find", prefix, "-mindepth", "1", "-maxdepth", "1", "-type", "d",
+                      "-name", f"{domain}.*" if domain else "*"], check=False, timeout=60)
+    return [line for line in res.stdout.splitlines() if line.strip()]
+
+
 def sweep(runner: Runner, config: Config, domain: str | None, role: str,
           log: Callable[[str], None]) -> list[str]:
     """Remove owned leftovers that no journal names (belt and braces)."""
     d = config.defaults
     done: list[str] = []
-    tag = f"{domain}." if domain else ""
     prefix = d.source_prefix if role == "source" else d.target_prefix
-    base = prefix.rstrip("/") + "/"
-    # Mounts under our prefix, deepest first.
-    res = runner.run(["findmnt", "--json", "--list", "-o", "TARGET"], check=False, timeout=60)
-    targets: list[str] = []
-    if res.exit_code == 0 and res.stdout.strip():
-        for fs in json.loads(res.stdout).get("filesystems", []):
-            t = fs.get("target", "")
-            if t.startswith(base) and t[len(base):].startswith(tag):
-                targets.append(t)
-    for t in sorted(targets, key=lambda p: p.count("/"), reverse=True):
+    for t in owned_mounts(_mount_targets(runner), prefix, domain):
         if _undo(runner, ("umount", t), mount_probe(t)):
             done.append(f"[{runner.host}] unmounted {t}")
     vgs = _local_vgs(runner) if role == "source" else []
@@ -137,23 +161,12 @@ def sweep(runner: Runner, config: Config, domain: str | None, role: str,
                  ("dmsetup", "info", "-c", "--noheadings", "-o", "name", name)):
             done.append(f"[{runner.host}] removed map {name}")
     if role == "source":
-        # Snapshots carrying our tag AND our name: a look-alike is not ours.
-        res = runner.run(["lvs", "--noheadings", "-o", "vg_name,lv_name", "-S",
-                          f"lv_tags={PREFIX}"], check=False, timeout=60)
-        for line in res.stdout.splitlines() if res.exit_code == 0 else []:
-            parts = line.split()
-            if len(parts) != 2 or not parts[1].startswith(f"{PREFIX}-"):
-                continue
-            vg, lv = parts
-            if domain is not None and f"-{domain}-" not in lv:
-                continue
-            if _undo(runner, ("lvremove", "--force", "--yes", f"{vg}/{lv}"),
-                     ("lvs", "--noheadings", "-o", "lv_name", f"{vg}/{lv}")):
-                done.append(f"[{runner.host}] removed snapshot {vg}/{lv}")
+        for lv in owned_snapshots(_tagged_lvs(runner), domain):
+            if _undo(runner, ("lvremove", "--force", "--yes", lv),
+                     ("lvs", "--noheadings", "-o", "lv_name", lv)):
+                done.append(f"[{runner.host}] removed snapshot {lv}")
     # Run directories under our prefix: rmdir only ever removes empty ones.
-    res = runner.run(["find", prefix, "-mindepth", "1", "-maxdepth", "1", "-type", "d",
-                      "-name", f"{tag}*"], check=False, timeout=60)
-    for run_dir in res.stdout.splitlines():
+    for run_dir in _run_dirs(runner, prefix, domain):
         sub = runner.run(["find", run_dir, "-mindepth", "1", "-maxdepth", "1", "-type", "d"],
                          check=False, timeout=60)
         for path in sub.stdout.splitlines():
@@ -165,10 +178,54 @@ def sweep(runner: Runner, config: Config, domain: str | None, role: str,
     return done
 
 
+@dataclass(frozen=True)
+class Inventory:
+    """What the tool may own on one host in one role, read once for every domain.
+
+    ``pending`` uses the sweep's own filters, so a domain it calls clean has nothing
+    the sweep or its journals would remove there; recover then skips it on that host.
+    """
+
+    role: str
+    journals: tuple[str, ...]
+    mounts: tuple[str, ...]
+    maps: tuple[str, ...]
+    vgs: tuple[str, ...]
+    snapshots: tuple[tuple[str, str], ...]
+    run_dirs: tuple[str, ...]
+
+    def pending(self, config: Config, domain: str) -> bool:
+        d = config.defaults
+        prefix = d.source_prefix if self.role == "source" else d.target_prefix
+        return bool(
+            any(j.rsplit("/", 1)[-1].startswith(f"{domain}.") for j in self.journals)
+            or owned_mounts(list(self.mounts), prefix, domain)
+            or owned_maps(list(self.maps), self.role, domain, list(self.vgs), d.kpartx_delimiter)
+            or (self.role == "source" and owned_snapshots(list(self.snapshots), domain))
+            or any(r.rsplit("/", 1)[-1].startswith(f"{domain}.") for r in self.run_dirs))
+
+
+def take_inventory(runner: Runner, config: Config, role: str) -> Inventory:
+    """One look at a host: journals, mounts, maps, tagged LVs and run directories."""
+    d = config.defaults
+    prefix = d.source_prefix if role == "source" else d.target_prefix
+    source = role == "source"
+    return Inventory(
+        role, tuple(list_journals(runner, d.state_dir)),
+        tuple(t for t in _mount_targets(runner) if t.startswith(prefix.rstrip("/") + "/")),
+        tuple(_dm_names(runner)), tuple(_local_vgs(runner) if source else ()),
+        tuple(_tagged_lvs(runner) if source else ()), tuple(_run_dirs(runner, prefix, None)))
+
+
 def recover_domain(config: Config, domain: str | None, source: Runner, peer: Runner | None,
                    *, log: Callable[[str], None] = lambda m: None,
-                   hosts: str = "both") -> list[str]:
-    """Undo what killed runs of ``domain`` left on the chosen hosts; returns what was done."""
+                   hosts: str = "both",
+                   inventories: Mapping[str, Inventory] | None = None) -> list[str]:
+    """Undo what killed runs of ``domain`` left on the chosen hosts; returns what was done.
+
+    With ``inventories`` (role -> what that host held a moment ago), a host on which the
+    domain has nothing is skipped.
+    """
     done: list[str] = []
     order: list[tuple[Runner, str]] = []
     # The peer's copy is written from the source's snapshot: unmount and unmap
@@ -179,6 +236,9 @@ def recover_domain(config: Config, domain: str | None, source: Runner, peer: Run
         order.append((source, "source"))
     errors: list[str] = []
     for runner, role in order:
+        inv = (inventories or {}).get(role)
+        if inv is not None and domain is not None and not inv.pending(config, domain):
+            continue
         try:
             # Journals first (exact), then the prefix sweep (what no journal
             # names, e.g. maps left by an older version), then the journals

@@ -15,7 +15,8 @@ from toolkit.lab.audit import audit_standby
 from toolkit.lab.rehearse import SSH, prepare_layout, run_backup, start_backup, wait_until_dirty
 from toolkit.preflight import read_guest_vg
 
-pytestmark = pytest.mark.e2e
+# Each test writes its own guest's disks (prepare_layout); web01 and db01 stay as they are.
+pytestmark = [pytest.mark.e2e, pytest.mark.own_disks]
 
 FAILPOINT = "DOMU_BACKUP_FAILPOINT"
 SOURCE_LV, TARGET_LV = "/dev/vg_a/lvm01", "/dev/vg_b/lvm01"

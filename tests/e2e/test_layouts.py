@@ -16,7 +16,8 @@ from toolkit.lab.audit import AUDIT_ROOT, mounted
 from toolkit.lab.guests import ESP_LOADER, load_recipe, plan_layout
 from toolkit.lab.rehearse import audit, prepare_layout, run_backup
 
-pytestmark = pytest.mark.e2e
+# Each test writes its own guest's disks (prepare_layout); web01 and db01 stay as they are.
+pytestmark = [pytest.mark.e2e, pytest.mark.own_disks]
 
 
 def backup_ok(lab, domain):

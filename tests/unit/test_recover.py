@@ -34,3 +34,44 @@ def test_other_vgs_and_lookalikes_are_never_taken():
     assert picked == ["vg_b-domubk--20261127T085229Z--ce91--db01--xvdap1"]
     assert not any("lookalike" in n or n.startswith("my") for n in
                    owned_maps(LAB_KERNEL, "peer", None, [], "p"))
+
+
+def _inventory(role, **kw):
+    from toolkit.recover import Inventory
+
+    fields = {"journals": (), "mounts": (), "maps": (), "vgs": (), "snapshots": (),
+              "run_dirs": ()}
+    fields.update({k: tuple(v) for k, v in kw.items()})
+    return Inventory(role, **fields)
+
+
+def test_inventory_names_a_domain_pending_only_for_what_the_sweep_would_take():
+    from toolkit.config import Config, parse_config
+
+    cfg: Config = parse_config('[cluster.dom0s]\ndom0-a = "local://"\ndom0-b = "ssh://root@b"\n'
+                               '[hypervisor]\nuri = "test:///default"\n'
+                               '[domains.web01]\npeer = "dom0-b"\n'
+                               '[domains.db01]\npeer = "dom0-b"\n',
+                               "/etc/domu-backup/backup.toml")
+    src, dst = cfg.defaults.source_prefix.rstrip("/"), cfg.defaults.target_prefix.rstrip("/")
+    clean = _inventory("source", maps=["vg_a-web01", "vg_a-domubklookalike"], vgs=["vg_a"],
+                       snapshots=[("vg_a", "domubk-lookalike")],
+                       mounts=["/", f"{src}2/web01.x/xvda1"])
+    assert not clean.pending(cfg, "web01")
+    # the snapshot's own device (and -cow) is LVM's: the tagged LV says so, not dmsetup
+    assert not _inventory("source", maps=LAB_KERNEL[:5], vgs=["vg_a"]).pending(cfg, "web01")
+    cases = [
+        _inventory("source", journals=["/var/lib/domu-backup/journal/web01.20261127T0-ab.jsonl"]),
+        _inventory("source", mounts=[f"{src}/web01.20261127T085229Z-ce91/xvda1"]),
+        _inventory("source", maps=LAB_KERNEL[:6], vgs=["vg_a"]),  # a snapshot's partition map
+        _inventory("source", snapshots=[("vg_a", "domubk-20261127T085229Z-ce91-web01-xvda")]),
+        _inventory("source", run_dirs=[f"{src}/web01.20261127T085229Z-ce91"]),
+        _inventory("peer", maps=["domubk-20261127T085229Z-ce91-web01-xvda"]),
+        _inventory("peer", mounts=[f"{dst}/web01.20261127T085229Z-ce91/xvda1"]),
+    ]
+    for inv in cases:
+        assert inv.pending(cfg, "web01"), inv
+        assert not inv.pending(cfg, "db01"), inv
+    # a snapshot is only swept on the source: the peer's inventory never lists one
+    assert not _inventory("peer", snapshots=[("vg_a", "domubk-2026-web01-xvda")]).pending(
+        cfg, "web01")
