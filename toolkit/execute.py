@@ -177,6 +177,22 @@ def _read_pid(fd: int) -> str:
         return ""
 
 
+def ensure_dm_node(runner: Runner, node: str) -> None:
+    """The /dev/mapper node of a map just made is a block device before anything uses it.
+
+    Where no udev makes the node (or it is late, or removed it), ``dmsetup mknodes`` makes
+    it; writing to a missing node would otherwise create a regular file in /dev.
+    """
+    if runner.run(["test", "-b", node], check=False, timeout=60).exit_code == 0:
+        return
+    name = node.rsplit("/", 1)[-1]
+    runner.run(["dmsetup", "mknodes", name], check=False, timeout=60)
+    if runner.run(["test", "-b", node], check=False, timeout=60).exit_code != 0:
+        raise MapFailed(f"{node} is not a block device after `dmsetup create {name}` "
+                        "(is udev running and able to create /dev/mapper nodes?)",
+                        host=runner.host)
+
+
 class Executor:
     """Runs one domain's plan with a source and a peer runner."""
 
@@ -343,20 +359,7 @@ class Executor:
         self._ensure_node(step)
 
     def _ensure_node(self, step: Step) -> None:
-        """The /dev/mapper node of a map just made is a block device before anything uses it.
-
-        Where no udev makes the node (or it is late), ``dmsetup mknodes`` makes it; writing
-        to a missing node would otherwise create a regular file in /dev and write there.
-        """
-        runner, node = self.runner(step.host), step.resource
-        if runner.run(["test", "-b", node], check=False, timeout=60).exit_code == 0:
-            return
-        name = node.rsplit("/", 1)[-1]
-        runner.run(["dmsetup", "mknodes", name], check=False, timeout=60)
-        if runner.run(["test", "-b", node], check=False, timeout=60).exit_code != 0:
-            raise MapFailed(f"{node} is not a block device after `dmsetup create {name}` "
-                            "(is udev running and able to create /dev/mapper nodes?)",
-                            host=runner.host)
+        ensure_dm_node(self.runner(step.host), step.resource)
 
     def _do_mkdir(self, step: Step, stack: ExitStack) -> None:
         if not step.undo:

@@ -60,6 +60,8 @@ def test_sigterm_then_sigkill_at_each_step_leave_nothing_after_recover(fresh, st
     assert res.exit_code == 143, res.stdout + res.stderr
     assert "SIGTERM" in res.stdout + res.stderr
     assert leftovers(fresh) == {"dom0-a": [], "dom0-b": []}
+    after_term = recover(fresh)  # the teardown finished: recover finds nothing
+    assert after_term.exit_code == 0 and after_term.stdout.strip() == "nothing to recover"
     # R1: SIGKILL at the same step leaves things behind; recover removes them; the
     # second recover is a no-op.
     res = run_backup(fresh, "web01", env={FAILPOINT: f"after:{step}:sigkill"})
