@@ -177,6 +177,10 @@ def _read_pid(fd: int) -> str:
         return ""
 
 
+# Steps whose resource is a /dev/mapper node the next steps write to or map.
+DM_NODE_ACTIONS = ("alias", "lvmap")
+
+
 def ensure_dm_node(runner: Runner, node: str) -> None:
     """The /dev/mapper node of a map just made is a block device before anything uses it.
 
@@ -306,6 +310,8 @@ class Executor:
             raise _error_for(step, result)
         if step.undo:
             stack.callback(self._undo, step)
+        if step.action in DM_NODE_ACTIONS:
+            ensure_dm_node(runner, step.resource)
         return result
 
     def _undo(self, step: Step) -> None:
@@ -352,14 +358,9 @@ class Executor:
 
     def _do_alias(self, step: Step, stack: ExitStack) -> None:
         self._create(step, stack)
-        self._ensure_node(step)
 
     def _do_lvmap(self, step: Step, stack: ExitStack) -> None:
         self._create(step, stack)
-        self._ensure_node(step)
-
-    def _ensure_node(self, step: Step) -> None:
-        ensure_dm_node(self.runner(step.host), step.resource)
 
     def _do_mkdir(self, step: Step, stack: ExitStack) -> None:
         if not step.undo:

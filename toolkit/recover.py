@@ -113,6 +113,16 @@ def _volume_map(name: str, role: str) -> bool:
         rf"-{role}-(?:[a-z]+\d*\.[^.]+\.|[0-9a-f]{{16}}$)", name) is not None
 
 
+def _prefix(config: Config, role: str) -> str:
+    d = config.defaults
+    return d.source_prefix if role == "source" else d.target_prefix
+
+
+def _of_domain(paths: tuple[str, ...], domain: str) -> bool:
+    """Some journal or run directory named ``<domain>.<run>...``."""
+    return any(p.rsplit("/", 1)[-1].startswith(f"{domain}.") for p in paths)
+
+
 def _mount_targets(runner: Runner) -> list[str]:
     res = runner.run(["findmnt", "--json", "--list", "-o", "TARGET"], check=False, timeout=60)
     if res.exit_code != 0 or not res.stdout.strip():
@@ -151,7 +161,7 @@ def sweep(runner: Runner, config: Config, domain: str | None, role: str,
     """Remove owned leftovers that no journal names (belt and braces)."""
     d = config.defaults
     done: list[str] = []
-    prefix = d.source_prefix if role == "source" else d.target_prefix
+    prefix = _prefix(config, role)
     for t in owned_mounts(_mount_targets(runner), prefix, domain):
         if _undo(runner, ("umount", t), mount_probe(t)):
             done.append(f"[{runner.host}] unmounted {t}")
@@ -196,19 +206,18 @@ class Inventory:
 
     def pending(self, config: Config, domain: str) -> bool:
         d = config.defaults
-        prefix = d.source_prefix if self.role == "source" else d.target_prefix
         return bool(
-            any(j.rsplit("/", 1)[-1].startswith(f"{domain}.") for j in self.journals)
-            or owned_mounts(list(self.mounts), prefix, domain)
+            _of_domain(self.journals, domain)
+            or owned_mounts(list(self.mounts), _prefix(config, self.role), domain)
             or owned_maps(list(self.maps), self.role, domain, list(self.vgs), d.kpartx_delimiter)
             or (self.role == "source" and owned_snapshots(list(self.snapshots), domain))
-            or any(r.rsplit("/", 1)[-1].startswith(f"{domain}.") for r in self.run_dirs))
+            or _of_domain(self.run_dirs, domain))
 
 
 def take_inventory(runner: Runner, config: Config, role: str) -> Inventory:
     """One look at a host: journals, mounts, maps, tagged LVs and run directories."""
     d = config.defaults
-    prefix = d.source_prefix if role == "source" else d.target_prefix
+    prefix = _prefix(config, role)
     source = role == "source"
     return Inventory(
         role, tuple(list_journals(runner, d.state_dir)),

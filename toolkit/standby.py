@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from . import PREFIX
 from .config import Config
 from .errors import LayoutMismatch, TargetInvalid, ToolkitError
-from .execute import domain_lock, ensure_dm_node, undo_with_retry
+from .execute import DM_NODE_ACTIONS, domain_lock, ensure_dm_node, undo_with_retry
 from .journal import Journal
 from .plan import (
     PEER,
@@ -270,7 +270,7 @@ def run_standby(plan: StandbyPlan, config: Config, source: Runner, peer: Runner,
                 r.run(step.argv, input=tables[name], timeout=300)
                 continue
             r.run(step.argv, timeout=config.ssh.command_timeout)
-            if step.action in ("alias", "lvmap"):
+            if step.action in DM_NODE_ACTIONS:
                 ensure_dm_node(r, step.resource)
     if errors:
         raise TargetInvalid("init-standby could not tear down: " + "; ".join(errors))

@@ -146,25 +146,37 @@ def build_guest_images(lab: Lab, checkout: Path, scale: int = 1) -> None:
             build_disk_image(r, recipe, path, workdir=WORKDIR, standby=standby, scale=scale)
 
 
+def on_each_host(lab: Lab, by_host: dict[str, list], work: Callable[[Runner, list], int | None]
+                 ) -> list[int | None]:
+    """``work(runner, items)`` for each container's items, all containers at once.
+
+    Each thread gets a docker client of its own: the SDK's HTTP session is not shared.
+    """
+    def one(item: tuple[str, list]) -> int | None:
+        container, items = item
+        with DockerRunner(container, client=lab.engine.client(timeout=600)) as r:
+            return work(r, items)
+
+    with ThreadPoolExecutor(len(by_host)) as pool:
+        return list(pool.map(one, by_host.items()))
+
+
 def reset_disks(lab: Lab) -> None:
     """Write the saved images into the LVs: the guest disks and their blank standbys.
 
-    Each fake Dom0 writes its own LVs, both at once (one docker client per thread).
+    Each fake Dom0 writes its own LVs, both at once.
     """
     by_host: dict[str, list[tuple[str, str]]] = {}
     for g in GUESTS:
         by_host.setdefault(g.source, []).append((g.source_image, g.source_lv))
         by_host.setdefault(g.peer, []).append((g.standby_image, g.target_lv))
 
-    def write(item: tuple[str, list[tuple[str, str]]]) -> None:
-        container, pairs = item
-        with DockerRunner(container, client=lab.engine.client(timeout=600)) as r:
-            for image, lv in pairs:
-                r.run(["dd", f"if={image}", f"of={lv}", "bs=4M", "conv=fsync", "status=none"],
-                      timeout=600)
+    def write(r: Runner, pairs: list[tuple[str, str]]) -> None:
+        for image, lv in pairs:
+            r.run(["dd", f"if={image}", f"of={lv}", "bs=4M", "conv=fsync", "status=none"],
+                  timeout=600)
 
-    with ThreadPoolExecutor(len(by_host)) as pool:
-        list(pool.map(write, by_host.items()))
+    on_each_host(lab, by_host, write)
 
 
 def prepare_layout(lab: Lab, domain: str) -> tuple[GuestDisk, ...]:
@@ -183,8 +195,7 @@ def prepare_layout(lab: Lab, domain: str) -> tuple[GuestDisk, ...]:
     by_host: dict[str, list[tuple[str, GuestDisk, bool]]] = {}
     for container, image, g, standby in jobs:
         by_host.setdefault(container, []).append((image, g, standby))
-    with ThreadPoolExecutor(len(by_host)) as pool:
-        built = sum(pool.map(lambda item: _build_missing(lab, *item), by_host.items()))
+    built = sum(on_each_host(lab, by_host, lambda r, items: _build_missing(lab, r, items)))
     if built:
         log(f"{domain}: {built} image(s) built ({time.monotonic() - t0:.0f}s)")
     for container, image, g, standby in jobs:
@@ -193,24 +204,22 @@ def prepare_layout(lab: Lab, domain: str) -> tuple[GuestDisk, ...]:
     return disks
 
 
-def _build_missing(lab: Lab, container: str, items: list[tuple[str, GuestDisk, bool]]) -> int:
+def _build_missing(lab: Lab, r: Runner, items: list[tuple[str, GuestDisk, bool]]) -> int:
     """Build the images of one container that are not there yet; returns how many were built."""
     from .guests import build_disk_image, load_recipe
 
-    # A client of its own: the SDK's HTTP session is not shared across threads.
-    with DockerRunner(container, client=lab.engine.client(timeout=600)) as r:
-        r.run(["mkdir", "-p", IMAGES, WORKDIR], timeout=30)
-        built = 0
-        for image, g, standby in items:
-            if r.run(["test", "-f", image], check=False, timeout=30).exit_code == 0:
-                continue
-            recipe = load_recipe(lab.recipe_path(g.recipe), g.device)
-            # Under a temporary name until complete: an interrupted build is redone.
-            partial = f"{image}.partial"
-            build_disk_image(r, recipe, partial, workdir=WORKDIR, standby=standby)
-            r.run(["mv", "-f", "--", partial, image], timeout=30)
-            built += 1
-        return built
+    r.run(["mkdir", "-p", IMAGES, WORKDIR], timeout=30)
+    built = 0
+    for image, g, standby in items:
+        if r.run(["test", "-f", image], check=False, timeout=30).exit_code == 0:
+            continue
+        recipe = load_recipe(lab.recipe_path(g.recipe), g.device)
+        # Under a temporary name until complete: an interrupted build is redone.
+        partial = f"{image}.partial"
+        build_disk_image(r, recipe, partial, workdir=WORKDIR, standby=standby)
+        r.run(["mv", "-f", "--", partial, image], timeout=30)
+        built += 1
+    return built
 
 
 def run_backup(lab: Lab, domain: str, *extra: str, container: str = "dom0-a",
