@@ -663,9 +663,9 @@ def read_marker(runner: Runner, path: str) -> dict:
 
 
 def write_marker(runner: Runner, path: str, marker: dict) -> None:
-    """Replace the marker atomically and durably (tee to a temp file, sync, mv)."""
+    """Replace the marker atomically and durably (a temp file written and fsynced, then mv)."""
     runner.run(["mkdir", "-p", "-m", "0700", posixpath.dirname(path)], timeout=30)
     tmp = path + ".tmp"
-    runner.run(["tee", tmp], input=json.dumps(marker, indent=2) + "\n", timeout=30)
-    runner.run(["sync", tmp], check=False, timeout=30)
+    runner.run(["dd", f"of={tmp}", "conv=fsync", "status=none"],
+               input=json.dumps(marker, indent=2) + "\n", timeout=30)
     runner.run(["mv", "-f", "--", tmp, path], timeout=30)

@@ -36,6 +36,11 @@ def journal_dir(state_dir: str) -> str:
     return posixpath.join(state_dir, "journal")
 
 
+def append_argv(path: str) -> list[str]:
+    """dd that appends stdin to ``path`` and fsyncs it before exiting (no shell)."""
+    return ["dd", f"of={path}", "oflag=append", "conv=notrunc,fsync", "status=none"]
+
+
 def journal_path(state_dir: str, domain: str, run_id: str) -> str:
     return posixpath.join(journal_dir(state_dir), f"{domain}.{run_id}.jsonl")
 
@@ -57,10 +62,9 @@ class Journal:
                             timeout=30)
             self._ready = True
         entry = JournalEntry(self.run_id, self.domain, action, resource, undo, exists, time.time())
-        # tee -a appends without a shell; stdout is discarded by the runner.
-        self.runner.run(["tee", "-a", self.path], input=entry.to_line(), timeout=30)
-        # fsync through `sync FILE` so the entry survives power loss.
-        self.runner.run(["sync", self.path], check=False, timeout=30)
+        # One command appends the entry and fsyncs the file (it survives power loss):
+        # a peer step costs one round trip less than tee followed by sync.
+        self.runner.run(append_argv(self.path), input=entry.to_line(), timeout=30)
 
     def remove(self) -> None:
         if self._ready:

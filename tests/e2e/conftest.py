@@ -43,12 +43,14 @@ def fresh(lab, request: pytest.FixtureRequest):
     """Guest and standby disks as built; a leak check on both hosts afterwards.
 
     Tests marked ``own_disks`` write their own guest's disks (``prepare_layout``) and never
-    touch web01 or db01, so those are not rewritten for them.
+    touch web01 or db01, so those are not rewritten for them. Tests marked
+    ``synced_standby`` start with web01's standby already in sync with its disk.
     """
     from toolkit.lab.rehearse import reset_disks
 
     if request.node.get_closest_marker("own_disks") is None:
-        reset_disks(lab)
+        synced = ("web01",) if request.node.get_closest_marker("synced_standby") else ()
+        reset_disks(lab, synced=synced)
     for c in ("dom0-a", "dom0-b"):  # reports, journals and standby markers of earlier tests
         lab.runner(c).run(["rm", "-rf", "/var/lib/domu-backup"], timeout=60)
     yield lab

@@ -48,6 +48,7 @@ def web01_mounts(runner):
     return [t for t in res.stdout.split() if "/web01." in t]
 
 
+@pytest.mark.synced_standby
 def test_peer_lost_mid_run_is_reported_and_recover_cleans_the_peer(fresh):
     a, b = fresh.runner("dom0-a"), fresh.runner("dom0-b")
     fast_config(a)

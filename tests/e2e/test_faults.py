@@ -9,7 +9,7 @@ import pytest
 
 from toolkit.lab.rehearse import run_backup, standby_marker
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.synced_standby]
 
 FAILPOINT = "DOMU_BACKUP_FAILPOINT"
 SMALL = "/etc/domu-backup/small-snapshot.toml"

@@ -14,7 +14,7 @@ import pytest
 from toolkit.lab.audit import mounted
 from toolkit.lab.rehearse import audit, run_backup
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.synced_standby]
 
 SOURCE_LV, TARGET_LV = "/dev/vg_a/web01", "/dev/vg_b/web01"
 VAR_UUID = "5eed0001-0000-4000-8000-000000000002"

@@ -258,6 +258,11 @@ class FakeHost:
             path = a[-1]
             self.files[path] = (self.files.get(path, "") if "-a" in a else "") + (input or "")
             return 0, "", ""
+        if cmd == "dd" and not any(x.startswith("if=") for x in a):  # stdin to a file
+            path = next(x for x in a if x.startswith("of=")).removeprefix("of=")
+            kept = self.files.get(path, "") if "oflag=append" in a else ""
+            self.files[path] = kept + (input or "")
+            return 0, "", ""
         if cmd == "mv":
             self.files[a[-1]] = self.files.pop(a[-2])
             return 0, "", ""

@@ -174,8 +174,10 @@ def test_journal_entry_is_written_before_each_side_effect(tmp_path):
     plan, report, ex = run_executor(tmp_path, src, peer)
     ex.run()
     lvcreate = next(i for i, c in enumerate(src.calls) if c[0] == "lvcreate")
-    tee = next(i for i, c in enumerate(src.calls) if c[0] == "tee")
-    assert tee < lvcreate
+    path = ex.journals["source"].path
+    append = next(i for i, c in enumerate(src.calls) if c[:2] == ("dd", f"of={path}"))
+    assert append < lvcreate
+    assert "conv=notrunc,fsync" in src.calls[append]  # durable before the side effect
     # the journal is removed after a clean teardown
     assert ex.journals["source"].path not in src.files
 

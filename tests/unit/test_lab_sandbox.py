@@ -17,6 +17,7 @@ from toolkit.lab.guests import load_domain, parse_size
 from toolkit.lab.rehearse import GUESTS, LAYOUTS, guest_disks
 from toolkit.lab.sandbox import (
     DOM0S,
+    LEAK_PROBES,
     PV_SIZE,
     RUNS_ON,
     LoopDevice,
@@ -24,10 +25,13 @@ from toolkit.lab.sandbox import (
     checkout_files,
     guest_domains,
     is_sandbox_pv,
+    leaks_from,
     lv_name,
     parse_dmsetup_ls,
     parse_losetup_json,
+    parse_probe_output,
     parse_virsh_list,
+    probe_script,
     sandbox_dm_names,
     sandbox_volumes,
     ssh_check_argv,
@@ -252,3 +256,62 @@ def test_virsh_list_gives_each_domains_state() -> None:
             " -    db01      shut off\n\n")
     assert parse_virsh_list(text) == {"web01": "running", "db01": "shut off"}
     assert parse_virsh_list("") == {}
+
+
+FAKE_PROBES = {
+    "dmsetup": "vg_a-web01\t(254:0)\ndomubk-20261127T183004Z-c917-web01-xvda1\t(254:7)\n",
+    "lvs": "  vg_a|web01|\n  vg_a|domubk-20261127T183004Z-c917-web01-xvda|domubk,domubk-run\n",
+    "findmnt": "/\n/etc/hosts\n/run/domu-backup/src/web01.20261127T183004Z-c917/xvda1\n",
+    "losetup": json.dumps({"loopdevices": [
+        {"name": "/dev/loop0", "back-file": DOM0S[0].pv_file},
+        {"name": "/dev/loop3", "back-file": "/tmp/stray.img"}]}),
+    "lslocks": "/run/lock/domu-backup/web01.lock\n/run/other.lock\n",
+}
+
+
+def fake_bin(tmp_path: Path, outputs: dict[str, str], failing: str = "") -> dict[str, str]:
+    """A PATH of fake probe commands printing recorded-style outputs."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for name, text in outputs.items():
+        script = bindir / name
+        (tmp_path / f"{name}.out").write_text(text)
+        code = 3 if name == failing else 0
+        script.write_text(f"#!/bin/sh\ncat '{tmp_path / f'{name}.out'}'\nexit {code}\n")
+        script.chmod(0o755)
+    return {"PATH": f"{bindir}:/usr/bin:/bin"}
+
+
+def test_leak_probes_run_in_one_script_and_name_every_leftover(tmp_path: Path) -> None:
+    out = subprocess.run(["sh", "-c", probe_script(LEAK_PROBES)],
+                         env=fake_bin(tmp_path, FAKE_PROBES), capture_output=True, text=True,
+                         check=True).stdout
+    sections = parse_probe_output(out, LEAK_PROBES)
+    assert sections["mounts"].splitlines()[0] == "/"
+    leaks = leaks_from(sections)
+    assert leaks == [
+        "dm map domubk-20261127T183004Z-c917-web01-xvda1",
+        "LV vg_a/domubk-20261127T183004Z-c917-web01-xvda",
+        "mount /run/domu-backup/src/web01.20261127T183004Z-c917/xvda1",
+        "loop /dev/loop3 (/tmp/stray.img)",
+        "lock /run/lock/domu-backup/web01.lock",
+    ]
+
+
+def test_a_clean_host_has_no_leaks(tmp_path: Path) -> None:
+    clean = {"dmsetup": "vg_a-web01\t(254:0)\n", "lvs": "  vg_a|web01|\n", "findmnt": "/\n",
+             "losetup": "", "lslocks": ""}
+    out = subprocess.run(["sh", "-c", probe_script(LEAK_PROBES)], env=fake_bin(tmp_path, clean),
+                         capture_output=True, text=True, check=True).stdout
+    assert leaks_from(parse_probe_output(out, LEAK_PROBES)) == []
+
+
+def test_a_failed_or_missing_probe_is_an_error_not_a_clean_host(tmp_path: Path) -> None:
+    out = subprocess.run(["sh", "-c", probe_script(LEAK_PROBES)],
+                         env=fake_bin(tmp_path, FAKE_PROBES, failing="lslocks"),
+                         capture_output=True, text=True, check=True).stdout
+    with pytest.raises(ParseError, match="lslocks -n -r -o PATH` exited 3"):
+        parse_probe_output(out, LEAK_PROBES)
+    cut = out[:out.index("@@domubk-probe loops")]  # the output stops early
+    with pytest.raises(ParseError, match="losetup .* did not run"):
+        parse_probe_output(cut, LEAK_PROBES)

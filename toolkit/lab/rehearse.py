@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..rsync import SshOptions
@@ -49,6 +49,11 @@ class GuestDisk:
     @property
     def standby_image(self) -> str:
         return f"{IMAGES}/{posixpath.basename(self.target_lv)}-standby.img"
+
+    @property
+    def synced_image(self) -> str:
+        """On the peer: the source image itself, i.e. a standby already in sync."""
+        return f"{IMAGES}/{posixpath.basename(self.target_lv)}-synced.img"
 
 
 GUESTS = (
@@ -102,6 +107,7 @@ class Lab:
     client: object
     started_engine: bool
     checkout: Path | None = None
+    synced_images: set[str] = field(default_factory=set)  # made on the peers by reset_disks
 
     def runner(self, container: str) -> Runner:
         return DockerRunner(container, client=self.client)
@@ -146,6 +152,25 @@ def build_guest_images(lab: Lab, checkout: Path, scale: int = 1) -> None:
             build_disk_image(r, recipe, path, workdir=WORKDIR, standby=standby, scale=scale)
 
 
+def copy_file(lab: Lab, src: str, src_path: str, dst: str, dst_path: str) -> None:
+    """Copy one file between containers through the docker API (a tar stream)."""
+    import io
+    import tarfile
+
+    stream, _ = lab.client.api.get_archive(src, src_path)
+    raw = b"".join(stream)
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tin:
+        member = tin.next()
+        if member is None or not member.isfile():
+            raise RuntimeError(f"{src}:{src_path} is not a regular file")
+        member.name = posixpath.basename(dst_path)
+        out = io.BytesIO()
+        with tarfile.open(fileobj=out, mode="w") as tout:
+            tout.addfile(member, tin.extractfile(member))
+    if not lab.client.api.put_archive(dst, posixpath.dirname(dst_path), out.getvalue()):
+        raise RuntimeError(f"could not write {dst}:{dst_path}")
+
+
 def on_each_host(lab: Lab, by_host: dict[str, list], work: Callable[[Runner, list], int | None]
                  ) -> list[int | None]:
     """``work(runner, items)`` for each container's items, all containers at once.
@@ -161,15 +186,21 @@ def on_each_host(lab: Lab, by_host: dict[str, list], work: Callable[[Runner, lis
         return list(pool.map(one, by_host.items()))
 
 
-def reset_disks(lab: Lab) -> None:
+def reset_disks(lab: Lab, *, synced: tuple[str, ...] = ()) -> None:
     """Write the saved images into the LVs: the guest disks and their blank standbys.
 
-    Each fake Dom0 writes its own LVs, both at once.
+    The standbys of the domains named in ``synced`` are written already in sync
+    (block for block the guest's disk), so a test that needs a full standby does not
+    pay for a first full copy. Each fake Dom0 writes its own LVs, both at once.
     """
     by_host: dict[str, list[tuple[str, str]]] = {}
     for g in GUESTS:
         by_host.setdefault(g.source, []).append((g.source_image, g.source_lv))
-        by_host.setdefault(g.peer, []).append((g.standby_image, g.target_lv))
+        if g.domain in synced and g.domain not in lab.synced_images:
+            copy_file(lab, g.source, g.source_image, g.peer, g.synced_image)  # once a sandbox
+            lab.synced_images.add(g.domain)
+        standby = g.synced_image if g.domain in synced else g.standby_image
+        by_host.setdefault(g.peer, []).append((standby, g.target_lv))
 
     def write(r: Runner, pairs: list[tuple[str, str]]) -> None:
         for image, lv in pairs:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import json
 import posixpath
+import shlex
 import subprocess
 import tarfile
 import time
@@ -27,7 +28,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from .. import PREFIX
-from ..errors import CommandFailed, CommandTimedOut, ToolkitError
+from ..errors import CommandFailed, CommandTimedOut, ParseError, ToolkitError
 from ..runners import CommandResult, validate_argv
 from . import say
 from .images import ensure_dom0_image
@@ -241,24 +242,77 @@ def list_loops(container: Container) -> list[LoopDevice]:
 
 
 
+# What leak_report reads, each command's output in its own section of one docker exec
+# (a docker exec costs about half a second in the emulated lab).
+LEAK_PROBES = {
+    "dm": ("dmsetup", "ls"),
+    "lvs": ("lvs", "--noheadings", "--separator", "|", "-o", "vg_name,lv_name,lv_tags"),
+    "mounts": ("findmnt", "-rn", "-o", "TARGET"),
+    "loops": ("losetup", "--list", "--json", "-O", "NAME,BACK-FILE"),
+    "locks": ("lslocks", "-n", "-r", "-o", "PATH"),
+}
+_SECTION = "@@domubk-probe"
+
+
+def probe_script(probes: Mapping[str, Sequence[str]]) -> str:
+    """A sh script printing each probe's output after a ``@@domubk-probe NAME`` line and
+    its exit status after an ``@@domubk-probe NAME rc`` line."""
+    parts = []
+    for name, argv in probes.items():
+        # the empty echo ends a last line printed without a newline; the parser drops it
+        parts.append(f"echo '{_SECTION} {name}'; {shlex.join(argv)}; rc=$?; echo; "
+                     f"echo '{_SECTION} {name} rc' $rc")
+    return "\n".join(parts) + "\n"
+
+
+def parse_probe_output(text: str, probes: Mapping[str, Sequence[str]]) -> dict[str, str]:
+    """Each probe's output from ``probe_script``'s; ParseError if one is missing or failed."""
+    out: dict[str, list[str]] = {}
+    codes: dict[str, str] = {}
+    current: str | None = None
+    for line in text.splitlines():
+        if line.startswith(_SECTION + " "):
+            fields = line.split()
+            if len(fields) == 2:
+                current = fields[1]
+                out[current] = []
+            elif len(fields) == 4 and fields[2] == "rc":
+                codes[fields[1]] = fields[3]
+                if out.get(fields[1]) and out[fields[1]][-1] == "":
+                    out[fields[1]].pop()  # the script's own newline
+                current = None
+            continue
+        if current is not None:
+            out[current].append(line)
+    for name, argv in probes.items():
+        if codes.get(name) != "0":
+            raise ParseError(f"leak probe `{shlex.join(argv)}` "
+                             + ("did not run" if name not in codes else
+                                f"exited {codes[name]}"))
+    return {name: "\n".join(lines) + ("\n" if lines else "") for name, lines in out.items()}
+
+
 def leak_report(container: Container) -> list[str]:
     """The tool's leftovers seen from one fake Dom0: dm maps, LVs, mounts, loops, held locks."""
+    res = exec_in(container, ["sh", "-c", probe_script(LEAK_PROBES)], timeout=120)
+    out = parse_probe_output(res.stdout, LEAK_PROBES)
+    return leaks_from(out)
+
+
+def leaks_from(out: Mapping[str, str]) -> list[str]:
+    """The leftovers named by the probes' outputs (``parse_probe_output``)."""
     leaks: list[str] = []
-    leaks += [f"dm map {n}" for n in list_dm_maps(container) if PREFIX in n]
-    lvs = exec_in(container, ["lvs", "--noheadings", "--separator", "|",
-                              "-o", "vg_name,lv_name,lv_tags"], timeout=60)
-    for line in lvs.stdout.splitlines():
+    leaks += [f"dm map {n}" for n in parse_dmsetup_ls(out["dm"]) if PREFIX in n]
+    for line in out["lvs"].splitlines():
         if PREFIX in line:
             vg, lv, *_ = (part.strip() for part in line.split("|"))
             leaks.append(f"LV {vg}/{lv}")
-    mounts = exec_in(container, ["findmnt", "-rn", "-o", "TARGET"], timeout=60)
-    for target in mounts.stdout.splitlines():
+    for target in out["mounts"].splitlines():
         if target == MOUNT_ROOT or target.startswith(MOUNT_ROOT + "/"):
             leaks.append(f"mount {target}")
-    leaks += [f"loop {lo.name} ({lo.back_file})" for lo in list_loops(container)
+    leaks += [f"loop {lo.name} ({lo.back_file})" for lo in parse_losetup_json(out["loops"])
               if not is_sandbox_pv(lo)]
-    locks = exec_in(container, ["lslocks", "-n", "-r", "-o", "PATH"], timeout=60)
-    for path in locks.stdout.splitlines():
+    for path in out["locks"].splitlines():
         if "domu-backup" in path or PREFIX in path:
             leaks.append(f"lock {path}")
     return leaks
