@@ -61,7 +61,7 @@ ACTIVE_STATES = frozenset({"running", "idle", "paused", "blocked", "in shutdown"
 SOURCE_BINARIES = ("virsh", "lvs", "vgs", "lvcreate", "lvremove", "kpartx", "dmsetup", "blkid",
                    "sfdisk", "findmnt", "mount", "umount", "rsync", "ssh")
 PEER_BINARIES = ("virsh", "lvs", "kpartx", "dmsetup", "blkid", "sfdisk", "findmnt", "mount",
-                 "umount", "rsync", "tee")
+                 "umount", "rsync", "dd")
 
 _SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)([bBkKmMgGtTpP]?)$")
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
