@@ -1412,9 +1412,12 @@ class Bench:
             steps = [bare_rsync_argv(src[k], dst[k], self.ssh) for k in sorted(src)]
             return [*steps, [*peer_ssh, "sync"]]
         if method == "block-delta":
-            # The device node itself: rsync would replace a symlink (/dev/VG/LV) by a file.
-            return [delta_argv(d.source_lv, self.peer.run(["readlink", "-e", d.block_lv],
-                                                          timeout=60).stdout.strip(), self.ssh)
+            # The device nodes themselves, on both sides: rsync skips a source symlink
+            # (/dev/VG/LV) as a non-regular file, and would replace a target one by a file.
+            return [delta_argv(self.src.run(["readlink", "-e", d.source_lv],
+                                            timeout=60).stdout.strip(),
+                               self.peer.run(["readlink", "-e", d.block_lv],
+                                             timeout=60).stdout.strip(), self.ssh)
                     for d in disks]
         return [block_copy_argv(d.source_lv, d.block_lv, peer_ssh) for d in disks]
 
@@ -1446,6 +1449,10 @@ class Bench:
                 + "; ".join(shlex.join(s)[:100] for s in steps))
             meter = self.meter(steps, watch=method == "toolkit")
             cpu1 = self.peer_cpu()
+        skipped = [st for st in meter.steps if "skipping non-regular file" in st.stdout + st.stderr]
+        if skipped:
+            raise ToolkitError(f"{workload}/{method}: rsync skipped the device instead of "
+                               f"copying it: {skipped[0].stderr.strip()[-300:]}", host=SOURCE_HOST)
         if meter.exit_code != 0:
             step = meter.steps[-1]
             raise ToolkitError(f"{workload}/{method}: `{step.argv0}` exited {step.exit_code}: "
