@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import ToolkitError
 from ..rsync import SshOptions
 from ..runners import CommandResult, DockerRunner, Runner
 from .audit import AuditedFs, audit_standby
@@ -153,22 +154,17 @@ def build_guest_images(lab: Lab, checkout: Path, scale: int = 1) -> None:
 
 
 def copy_file(lab: Lab, src: str, src_path: str, dst: str, dst_path: str) -> None:
-    """Copy one file between containers through the docker API (a tar stream)."""
+    """Copy one regular file between containers through the docker API."""
     import io
     import tarfile
 
     stream, _ = lab.client.api.get_archive(src, src_path)
-    raw = b"".join(stream)
-    with tarfile.open(fileobj=io.BytesIO(raw)) as tin:
-        member = tin.next()
+    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+        member = tar.next()
         if member is None or not member.isfile():
-            raise RuntimeError(f"{src}:{src_path} is not a regular file")
-        member.name = posixpath.basename(dst_path)
-        out = io.BytesIO()
-        with tarfile.open(fileobj=out, mode="w") as tout:
-            tout.addfile(member, tin.extractfile(member))
-    if not lab.client.api.put_archive(dst, posixpath.dirname(dst_path), out.getvalue()):
-        raise RuntimeError(f"could not write {dst}:{dst_path}")
+            raise ToolkitError(f"{src_path} is not a regular file", host=src)
+        data = tar.extractfile(member).read()
+    lab.sandbox.put_file(dst, dst_path, data, member.mode)
 
 
 def on_each_host(lab: Lab, by_host: dict[str, list], work: Callable[[Runner, list], int | None]

@@ -230,25 +230,27 @@ def sandbox_dm_names(names: Iterable[str]) -> list[str]:
 
 # -- leak report ---------------------------------------------------------------------------
 
+DMSETUP_LS = ("dmsetup", "ls")
+LOSETUP_LIST = ("losetup", "--list", "--json", "-O", "NAME,BACK-FILE")
+
+
 def list_dm_maps(container: Container) -> list[str]:
     """Every device-mapper map of the engine's kernel, seen from a container."""
-    return parse_dmsetup_ls(exec_in(container, ["dmsetup", "ls"], timeout=60).stdout)
+    return parse_dmsetup_ls(exec_in(container, DMSETUP_LS, timeout=60).stdout)
 
 
 def list_loops(container: Container) -> list[LoopDevice]:
     """Every loop device of the engine's kernel with its backing file."""
-    return parse_losetup_json(exec_in(container, ["losetup", "--list", "--json", "-O",
-                                                  "NAME,BACK-FILE"], timeout=60).stdout)
-
+    return parse_losetup_json(exec_in(container, LOSETUP_LIST, timeout=60).stdout)
 
 
 # What leak_report reads, each command's output in its own section of one docker exec
 # (a docker exec costs about half a second in the emulated lab).
 LEAK_PROBES = {
-    "dm": ("dmsetup", "ls"),
+    "dm": DMSETUP_LS,
     "lvs": ("lvs", "--noheadings", "--separator", "|", "-o", "vg_name,lv_name,lv_tags"),
     "mounts": ("findmnt", "-rn", "-o", "TARGET"),
-    "loops": ("losetup", "--list", "--json", "-O", "NAME,BACK-FILE"),
+    "loops": LOSETUP_LIST,
     "locks": ("lslocks", "-n", "-r", "-o", "PATH"),
 }
 _SECTION = "@@domubk-probe"
