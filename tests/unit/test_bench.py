@@ -784,3 +784,33 @@ def test_cipher_rates_are_ssh_with_each_cipher_and_rendered_against_the_default(
     assert "x2.00 of chacha20-poly1305@openssh.com" in table
     doc = b.bench_document({}, [], None, None, rates)
     assert doc["ciphers"][1]["mib_per_s"] == 16.0
+
+
+def test_step_totals_sum_each_host_and_action_in_first_seen_order():
+    from toolkit.lab.bench import step_totals
+
+    steps = [
+        {"host": "source", "action": "mount", "resource": "xvda1", "seconds": 0.5},
+        {"host": "peer", "action": "mount", "resource": "xvda1", "seconds": 0.75},
+        {"host": "source", "action": "mount", "resource": "xvda2", "seconds": 0.25},
+        {"host": "source", "action": "undo mount", "resource": "xvda2", "seconds": 2.0},
+    ]
+    totals = step_totals(steps)
+    assert totals == {"source mount": 0.75, "peer mount": 0.75, "source undo mount": 2.0}
+    assert list(totals) == ["source mount", "peer mount", "source undo mount"]
+
+
+def test_toolkit_steps_reach_the_measurement_and_the_table():
+    dom = DomainReport(domain="bench01", run_id="R", source_host="dom0-a", peer_host="dom0-b",
+                       outcome="success", phases=dict(PHASES), filesystems=list(TWO_FS))
+    dom.add_step("source", "snapshot", "/dev/vg_a/s", dom.started + 1.0, 1.5)
+    dom.add_step("source", "undo snapshot", "/dev/vg_a/s", dom.started + 20.0, 2.5)
+    text = RunReport(host="dom0-a", domains=[dom]).to_json()
+    m = b.measurement("full", "toolkit", "bench01",
+                      _meter([StepResult("domu-backup", 0, 27.0, 40000, text, "")]),
+                      source_devices=["loop3"], peer_devices=["loop7"], peer_cpu=(None, None),
+                      changed_bytes=MIB, caches_dropped=True)
+    assert m.steps == {"source snapshot": 1.5, "source undo snapshot": 2.5}
+    assert "full toolkit steps: source snapshot 1.5s, source undo snapshot 2.5s" in (
+        b.render_table([m]))
+    assert json.loads(json.dumps(m.to_dict()))["steps"]["source undo snapshot"] == 2.5

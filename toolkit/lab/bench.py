@@ -464,6 +464,8 @@ class ToolkitRun:
     snapshot_fill: float | None
     # From the report's step timings: each snapshot, from its lvcreate to its lvremove's end.
     snapshot_lives: dict[str, float] = field(default_factory=dict)
+    # Seconds per "host action" of the report's steps (undos included), in first-seen order.
+    step_seconds: dict[str, float] = field(default_factory=dict)
 
 
 def parse_toolkit_report(text: str) -> ToolkitRun:
@@ -480,9 +482,19 @@ def parse_toolkit_report(text: str) -> ToolkitRun:
                           str(dom.get("outcome", "")), str(dom.get("message", "")),
                           {str(k): float(v) for k, v in (dom.get("phases") or {}).items()}, fss,
                           max(fills) if fills else None,
-                          snapshot_lives_from_steps(dom.get("steps") or ()))
+                          snapshot_lives_from_steps(dom.get("steps") or ()),
+                          step_totals(dom.get("steps") or ()))
     except (ValueError, KeyError, IndexError, TypeError) as exc:
         raise ParseError(f"the toolkit printed no JSON report: {text[-300:]!r} ({exc})") from None
+
+
+def step_totals(steps: Iterable[Mapping[str, Any]]) -> dict[str, float]:
+    """Seconds spent per ``host action`` (e.g. ``peer mount``, ``source undo snapshot``)."""
+    out: dict[str, float] = {}
+    for st in steps:
+        key = f"{st.get('host', '?')} {st.get('action', '?')}"
+        out[key] = round(out.get(key, 0.0) + float(st.get("seconds") or 0.0), 3)
+    return out
 
 
 def snapshot_lives_from_steps(steps: Iterable[Mapping[str, Any]]) -> dict[str, float]:
@@ -622,6 +634,8 @@ class Measurement:
     tree_io: tuple[int, int] | None = None
     caches_dropped: bool = False
     notes: tuple[str, ...] = ()
+    # The toolkit's report steps, summed per host and action (see step_totals).
+    steps: dict[str, float] = field(default_factory=dict)
 
     @property
     def wire_bytes(self) -> int | None:
@@ -708,7 +722,7 @@ def measurement(workload: str, method: str, domain: str, meter: MeterResult, *,
                           **({f"{k} (report)": v for k, v in run.snapshot_lives.items()}
                              if run is not None else {})},
         tree_io=io_delta(b.proc_io, a.proc_io), caches_dropped=caches_dropped,
-        notes=tuple(notes))
+        notes=tuple(notes), steps=dict(run.step_seconds) if run is not None else {})
 
 
 @dataclass(frozen=True)
@@ -821,6 +835,9 @@ def render_table(results: Sequence[Measurement], ratios: Sequence[Ratio] = (),
         if m.method == "toolkit" and m.phases:
             lines.append(f"{m.workload} toolkit phases: "
                          + ", ".join(f"{k} {v:.1f}s" for k, v in m.phases.items()))
+        if m.steps:
+            lines.append(f"{m.workload} toolkit steps: "
+                         + ", ".join(f"{k} {v:.1f}s" for k, v in m.steps.items()))
         for note in m.notes:
             lines.append(f"{m.workload} {m.method}: {note}")
         for name, secs in m.snapshot_seconds.items():
