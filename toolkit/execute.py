@@ -108,21 +108,29 @@ def resource_exists(runner: Runner, probe: tuple[str, ...]) -> bool:
 
 
 def undo_with_retry(runner: Runner, undo: tuple[str, ...], exists: tuple[str, ...],
-                    timeout: float, attempts: int = 6) -> bool:
+                    timeout: float, attempts: int = 6, *, probe_first: bool = True) -> bool:
     """Undo one resource while it exists; True if something was removed.
 
     A device that was just mapped or unmounted can be held for a moment (udev,
     blkid, a lazy close): kpartx -d then exits 1 without a word, umount says
     "target is busy". So any failure is retried with a bounded back-off, as
     long as the exists-probe says the resource is still there.
+
+    ``probe_first=False`` is for a resource this process made and has not seen go
+    (a run's own teardown): the undo runs at once, and the probe only after a
+    failure, to tell "already gone" from "held". That saves a round trip per
+    resource; the outcome is the same, as every undo fails harmlessly on a
+    resource that is not there (and run-unique names mean it is nobody else's).
     """
     delay = 0.25
     for attempt in range(attempts):
-        if exists and not resource_exists(runner, exists):
+        if exists and (probe_first or attempt > 0) and not resource_exists(runner, exists):
             return attempt > 0
         res = runner.run(undo, check=False, timeout=timeout)
         if res.exit_code == 0:
             return True
+        if not probe_first and attempt == 0 and exists and not resource_exists(runner, exists):
+            return False  # it was gone before the undo: nothing removed
         if attempt == attempts - 1:
             raise CommandFailed(res)
         time.sleep(delay)
@@ -325,7 +333,8 @@ class Executor:
             return
         start, wall = time.monotonic(), time.time()
         try:
-            undo_with_retry(runner, step.undo, step.exists, self.config.ssh.command_timeout)
+            undo_with_retry(runner, step.undo, step.exists, self.config.ssh.command_timeout,
+                            probe_first=False)
         except ToolkitError as exc:
             if step.host == PEER and isinstance(exc, ConnectionLost | CommandTimedOut):
                 self._peer_lost = True

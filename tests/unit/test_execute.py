@@ -116,6 +116,44 @@ def test_busy_unmount_is_retried(tmp_path, monkeypatch):
     assert src.leftovers() == []
 
 
+def test_teardown_undoes_without_probing_first_when_nothing_fails(tmp_path):
+    src, peer = FakeHost("dom0-a"), FakeHost("dom0-b")
+    src.fstab_on = "xvda1"
+    plan, report, ex = run_executor(tmp_path, src, peer)
+    ex.run()
+    assert src.leftovers() == [] and peer.leftovers() == []
+    for host in (src, peer):
+        first_undo = next(i for i, c in enumerate(host.calls) if c[0] == "umount")
+        after = host.calls[first_undo:]
+        # every undo succeeded on its first try: no exists-probe (findmnt, lvs --noheadings,
+        # dmsetup info, test -d) ran during teardown
+        assert not [c for c in after if c[0] in ("findmnt", "test")
+                    or c[:2] == ("dmsetup", "info") or (c[0] == "lvs" and "--noheadings" in c)]
+
+
+def test_teardown_undo_of_a_resource_already_gone_probes_once_and_moves_on(tmp_path,
+                                                                        monkeypatch):
+    sleeps: list[float] = []
+    monkeypatch.setattr("time.sleep", sleeps.append)
+    src, peer = FakeHost("dom0-a"), FakeHost("dom0-b")
+    src.fstab_on = "xvda1"
+    plan, report, ex = run_executor(tmp_path, src, peer)
+    real_answer = src._answer
+
+    def vanish_snapshot_first(argv, input):
+        if argv[0] == "lvremove":  # something else removed it between rsync and teardown
+            src.lvs.pop(argv[-1], None)
+        return real_answer(argv, input)
+
+    src._answer = vanish_snapshot_first
+    ex.run()
+    removes = [c for c in src.calls if c[0] == "lvremove"]
+    probes = [c for c in src.calls if c[0] == "lvs" and "--noheadings" in c]
+    assert len(removes) == 1 and len(probes) == 1  # one failed undo, one probe: gone
+    assert sleeps == [] and report.teardown_errors == []
+    assert src.leftovers() == []
+
+
 def test_teardown_failure_is_reported_and_journal_kept_for_recover(tmp_path, monkeypatch):
     monkeypatch.setattr("time.sleep", lambda s: None)
     src = FakeHost("dom0-a", fail=fail_on(("lvremove",), 5, "Logical volume in use"))
