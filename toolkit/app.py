@@ -45,7 +45,8 @@ class Hosts:
         return self._peers[name]
 
     def close(self) -> None:
-        for r in self._peers.values():
+        # A copy: a preflight thread stopped by a signal may still be adding its peer.
+        for r in list(self._peers.values()):
             close = getattr(r, "close", None)
             if close:
                 close()

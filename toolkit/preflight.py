@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -24,6 +25,7 @@ from .errors import (
     NotRunningHere,
     PeerInvalid,
     TargetInvalid,
+    ToolkitError,
 )
 from .facts.blkid import FilesystemProbe, blkid_argv, probe_from_result
 from .facts.guestlvm import (
@@ -45,6 +47,7 @@ from .facts.partitions import (
     sfdisk_argv,
 )
 from .facts.virsh import (
+    DomainDisk,
     domain_missing,
     domstate_argv,
     dumpxml_argv,
@@ -189,12 +192,70 @@ class Preflight:
     peer_state: str | None
 
 
+_Layout = tuple[PartitionTable, tuple[FsFacts, ...]]
+
+
+class _Background:
+    """One call run on a daemon thread; ``result()`` waits for it and returns or re-raises.
+
+    Daemon, so a run stopped by a signal while the peer is still answering exits at
+    once instead of waiting for the peer's command (preflight only reads).
+    """
+
+    def __init__(self, fn: Callable[[], object], name: str) -> None:
+        self._value: object = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(fn,), name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self, fn: Callable[[], object]) -> None:
+        try:
+            self._value = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller of result()
+            self._error = exc
+
+    def wait(self) -> None:
+        self._thread.join()
+
+    def result(self) -> object:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+@dataclass(frozen=True)
+class _PeerDisk:
+    lv: LogicalVolume | None
+    layout: _Layout | None
+
+
+def _peer_prelude(peer_factory: Callable[[str], Runner], peer_name: str, uri: str,
+                  domain: str) -> tuple[Runner, str | None]:
+    peer = peer_factory(peer_name)
+    check_binaries(peer, PEER_BINARIES)
+    return peer, domain_state(peer, uri, domain)
+
+
+def _peer_disks(peer: Runner, targets: list[tuple[str, str]]) -> list[_PeerDisk]:
+    """Each standby LV and, where it exists and is free, its layout (read-only)."""
+    out: list[_PeerDisk] = []
+    for path, disk_target in targets:
+        lv = lookup_lv(peer, path)
+        layout = read_layout(peer, lv.path, disk_target) if lv and not lv.is_open else None
+        out.append(_PeerDisk(lv, layout))
+    return out
+
+
 def gather(config: Config, domain: str, source: Runner, peer_factory: Callable[[str], Runner],
            local_name: str) -> tuple[Preflight, Runner]:
     """Run every read-only check and collect the facts the plan needs.
 
     Returns the facts and the peer runner (already connected), or raises the
-    error of the first failed check.
+    error of the first failed check. Once the domain is known to run here, the
+    peer's reads (connect, programs, domain state, standby LVs and layouts) run on
+    a second thread beside the source's; every check is then applied in a fixed
+    order, the source's first, so the error reported does not depend on timing.
     """
     dcfg = config.domain(domain)
     uri = config.hypervisor_uri
@@ -213,7 +274,23 @@ def gather(config: Config, domain: str, source: Runner, peer_factory: Callable[[
         raise PeerInvalid(f"domain {domain}: peer {peer_name!r} is not a configured Dom0",
                           host=local_name)
 
+    prelude = _Background(lambda: _peer_prelude(peer_factory, peer_name, uri, domain),
+                          "preflight-peer")
+    try:
+        return _gather_rest(config, domain, source, local_name, state, prelude)
+    except ToolkitError:
+        # A failed source check: let the peer's reads end first, so no connection is
+        # still being made while the caller closes its runners. (A signal does not wait.)
+        prelude.wait()
+        raise
 
+
+def _gather_rest(config: Config, domain: str, source: Runner, local_name: str, state: str,
+                 prelude: _Background) -> tuple[Preflight, Runner]:
+    dcfg = config.domain(domain)
+    uri = config.hypervisor_uri
+    peer_name = dcfg.peer
+    peer_spec = config.dom0s[peer_name]
     check_binaries(source, SOURCE_BINARIES)
     disks = parse_domain_disks(source.run(dumpxml_argv(uri, domain), timeout=60).stdout)
     backed = [d for d in disks if d.skip_reason is None]
@@ -222,32 +299,35 @@ def gather(config: Config, domain: str, source: Runner, peer_factory: Callable[[
         raise DomainUnknown(f"domain {domain} has no block-device disk to back up "
                             f"({', '.join(f'{d.target}: {d.skip_reason}' for d in skipped)})",
                             host=local_name)
+    targets: list[tuple[str, str]] = []
+    for disk in backed:
+        assert disk.source is not None
+        spec = dcfg.disks.get(disk.target)
+        targets.append((spec.target_lv if spec and spec.target_lv else disk.source,
+                        disk.target))
 
-    peer_spec = config.dom0s[peer_name]
-    peer = peer_factory(peer_name)
-    check_binaries(peer, PEER_BINARIES)
-    peer_state = domain_state(peer, uri, domain)
+    def peer_side() -> tuple[Runner, str | None, list[_PeerDisk]]:
+        peer, peer_state = prelude.result()  # type: ignore[misc]
+        if peer_state is not None and peer_state in ACTIVE_STATES:
+            return peer, peer_state, []  # refused below: its standby disks are in use
+        return peer, peer_state, _peer_disks(peer, targets)
+
+    peer_reads = _Background(peer_side, "preflight-peer-disks")
+    try:
+        source_disks, vg_need, vg_free = _source_disks(config, domain, source, local_name, backed)
+    except ToolkitError:
+        peer_reads.wait()
+        raise
+
+    peer, peer_state, peer_disks = peer_reads.result()  # type: ignore[misc]
     if peer_state is not None and peer_state in ACTIVE_STATES:
         raise DomainRunningOnPeer(
             f"domain {domain} is {peer_state} on {peer_name}: its standby disks are in use "
             "there; refusing to touch them", host=peer_name)
-
-    vg_need: dict[str, int] = {}
-    vg_free: dict[str, int] = {}
-    size = dcfg.snapshot_size or config.defaults.snapshot_size
     disk_facts: list[DiskFacts] = []
-    for disk in backed:
-        assert disk.source is not None
-        lv = lookup_lv(source, disk.source)
-        if lv is None:
-            raise TargetInvalid(f"disk {disk.target} of {domain}: {disk.source} is not an LVM "
-                                "logical volume on this host", host=local_name)
-        if lv.is_snapshot:
-            raise TargetInvalid(f"disk {disk.target}: {disk.source} is itself a snapshot",
-                                host=local_name)
-        target_path = dcfg.disks[disk.target].target_lv if (
-            disk.target in dcfg.disks and dcfg.disks[disk.target].target_lv) else disk.source
-        tlv = lookup_lv(peer, target_path)
+    for disk, (target_path, _), (lv, (table, filesystems)), theirs in zip(
+            backed, targets, source_disks, peer_disks, strict=True):
+        tlv = theirs.lv
         if tlv is None:
             raise TargetInvalid(f"standby LV {target_path} for disk {disk.target} does not "
                                 f"exist; create it (at least {lv.size_bytes} bytes) and run "
@@ -259,19 +339,12 @@ def gather(config: Config, domain: str, source: Runner, peer_factory: Callable[[
             raise TargetInvalid(f"standby LV {target_path} is {tlv.size_bytes} bytes, smaller "
                                 f"than the source {lv.path} ({lv.size_bytes} bytes)",
                                 host=peer_name)
-        if size.percent_origin is not None:
-            need = lv.size_bytes * size.percent_origin // 100
-        else:
-            need = size_to_bytes(size.absolute or "0")
-        vg_need[lv.vg] = vg_need.get(lv.vg, 0) + need
-        table, filesystems = read_layout(source, lv.path, disk.target)
-        ttable, tfilesystems = read_layout(peer, tlv.path, disk.target)
+        assert theirs.layout is not None
+        ttable, tfilesystems = theirs.layout
         disk_facts.append(DiskFacts(disk, lv, table, filesystems, tlv, ttable, tfilesystems))
 
     for vg_name, need in vg_need.items():
-        vgs = parse_vgs(source.run(vgs_argv(vg_name), timeout=60).stdout)
-        free = vgs[0].free_bytes if vgs else 0
-        vg_free[vg_name] = free
+        free = vg_free[vg_name]
         if need > free:
             raise NoSnapshotSpace(f"volume group {vg_name} has {free} bytes free, the snapshots "
                                   f"need {need}; lower snapshot_size or free space",
@@ -283,3 +356,33 @@ def gather(config: Config, domain: str, source: Runner, peer_factory: Callable[[
         disks=tuple(disk_facts), skipped_disks=skipped,
     )
     return Preflight(facts, state, peer_state), peer
+
+
+def _source_disks(config: Config, domain: str, source: Runner, local_name: str,
+                  backed: list[DomainDisk]
+                  ) -> tuple[list[tuple[LogicalVolume, _Layout]], dict[str, int], dict[str, int]]:
+    """Each source LV and its layout, what its snapshot needs and what its VG has free."""
+    dcfg = config.domain(domain)
+    size = dcfg.snapshot_size or config.defaults.snapshot_size
+    vg_need: dict[str, int] = {}
+    source_disks: list[tuple[LogicalVolume, _Layout]] = []
+    for disk in backed:
+        assert disk.source is not None
+        lv = lookup_lv(source, disk.source)
+        if lv is None:
+            raise TargetInvalid(f"disk {disk.target} of {domain}: {disk.source} is not an LVM "
+                                "logical volume on this host", host=local_name)
+        if lv.is_snapshot:
+            raise TargetInvalid(f"disk {disk.target}: {disk.source} is itself a snapshot",
+                                host=local_name)
+        if size.percent_origin is not None:
+            need = lv.size_bytes * size.percent_origin // 100
+        else:
+            need = size_to_bytes(size.absolute or "0")
+        vg_need[lv.vg] = vg_need.get(lv.vg, 0) + need
+        source_disks.append((lv, read_layout(source, lv.path, disk.target)))
+    vg_free: dict[str, int] = {}
+    for vg_name in vg_need:
+        vgs = parse_vgs(source.run(vgs_argv(vg_name), timeout=60).stdout)
+        vg_free[vg_name] = vgs[0].free_bytes if vgs else 0
+    return source_disks, vg_need, vg_free

@@ -130,3 +130,61 @@ def test_host_outside_the_cluster_is_refused():
 def test_unrecorded_command_is_an_error_not_a_guess():
     with pytest.raises(KeyError):
         ReplayRunner("x", []).run(["lvs"])
+
+
+class _Watched(ReplayRunner):
+    """A replay runner that calls ``before(argv)`` ahead of each command."""
+
+    def __init__(self, host, recs, before):
+        super().__init__(host, recs)
+        self.before = before
+
+    def run(self, argv, **kw):
+        self.before(tuple(argv))
+        return super().run(argv, **kw)
+
+
+def test_the_peers_reads_run_beside_the_sources():
+    import threading
+
+    recs = records()
+    peer_started = threading.Event()
+    waited: list[bool] = []
+
+    def hold_dumpxml(argv):
+        # Run one after the other (the peer only after the source's reads), the
+        # source's dumpxml would wait here in vain for the peer's first command.
+        if "dumpxml" in argv:
+            waited.append(peer_started.wait(5))
+
+    source = _Watched("dom0-a", [r for r in recs if r["role"] == "source"], hold_dumpxml)
+    peer = _Watched("dom0-b", [r for r in recs if r["role"] == "peer"],
+                    lambda argv: peer_started.set())
+    cfg = load_config(CONFIG, check_permissions=False)
+    pre, got = gather(cfg, "web01", source, lambda name: peer, local_node_name(cfg, "dom0-a"))
+    assert waited == [True]
+    assert got is peer and pre.facts.disks[0].target_lv.path == "/dev/vg_b/web01"
+
+
+def test_a_source_error_wins_over_a_peer_error_and_the_peer_thread_has_ended():
+    import threading
+
+    recs = patch(records(), "peer", "which", stdout="", exit_code=1)
+    recs = patch(recs, "source", "lvs", exit_code=5, stdout="",
+                 stderr='  Failed to find logical volume "vg_a/web01"\n')
+    with pytest.raises(errors.TargetInvalid, match="not an LVM logical volume") as info:
+        run_gather(recs)
+    assert info.value.host == "dom0-a"
+    assert not [t for t in threading.enumerate() if t.name.startswith("preflight-peer")]
+
+
+def test_a_peer_that_cannot_be_reached_is_reported_from_the_peer_thread():
+    cfg = load_config(CONFIG, check_permissions=False)
+    source = ReplayRunner("dom0-a", [r for r in records() if r["role"] == "source"])
+
+    def unreachable(name):
+        raise errors.ConnectionLost("ssh root@dom0-b:22: connection refused", host=name)
+
+    with pytest.raises(errors.ConnectionLost, match="connection refused") as info:
+        gather(cfg, "web01", source, unreachable, local_node_name(cfg, "dom0-a"))
+    assert info.value.host == "dom0-b"
