@@ -73,7 +73,7 @@ from toolkit.lab.guests import (
     stage_tree,
 )
 from toolkit.report import DomainReport, FilesystemReport, RunReport, SnapshotReport
-from toolkit.rsync import BASE_ARGS
+from toolkit.rsync import BASE_ARGS, parse_stats
 from toolkit.runners import LocalRunner
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -534,9 +534,10 @@ def test_space_needed_and_the_extra_pv() -> None:
     need = space_needed(disks, sc, guest=True)
     # The largest domain's snapshots (20% of 512 MiB) plus 8 MiB each for rounding.
     assert need["vg_a"] == 1024 * MIB + int(512 * MIB * 0.2) + 24 * MIB + 64 * MIB + 512 * MIB
-    assert need["vg_b"] == 3 * 1024 * MIB + 64 * MIB
+    # the standby, bare-rsync's, bare-parallel's and the block copies' targets
+    assert need["vg_b"] == 4 * 1024 * MIB + 64 * MIB
     assert space_needed(disks, sc, guest=False)["vg_a"] == need["vg_a"] - 512 * MIB
-    assert extra_pv_size(need["vg_b"], 4096 * MIB) == 0
+    assert extra_pv_size(need["vg_b"], 5120 * MIB) == 0
     size = extra_pv_size(need["vg_b"], 1700 * MIB)
     assert size % (256 * MIB) == 0 and size >= need["vg_b"] - 1700 * MIB + 64 * MIB
 
@@ -814,3 +815,52 @@ def test_toolkit_steps_reach_the_measurement_and_the_table():
     assert "full toolkit steps: source snapshot 1.5s, source undo snapshot 2.5s" in (
         b.render_table([m]))
     assert json.loads(json.dumps(m.to_dict()))["steps"]["source undo snapshot"] == 2.5
+
+
+def _fake_rsync(tmp_path: Path) -> dict[str, str]:
+    """A PATH whose rsync waits for its sibling to start, then prints stats (23 on .../fail/)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    started = tmp_path / "started"
+    started.mkdir()
+    script = bin_dir / "rsync"
+    script.write_text(f"""#!/bin/bash
+touch {started}/$$
+for i in $(seq 50); do [ "$(ls {started} | wc -l)" -ge 2 ] && break; sleep 0.1; done
+[ "$(ls {started} | wc -l)" -ge 2 ] || {{ echo "ran alone" >&2; exit 99; }}
+src="${{@: -2:1}}"
+echo "Total bytes sent: ${{#src}}00"
+echo "Total bytes received: 7"
+case "$src" in */fail/*) exit 23;; esac
+exit 0
+""")
+    script.chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
+def test_parallel_rsyncs_run_at_once_and_their_outputs_come_back_apart(tmp_path):
+    import subprocess
+
+    env = _fake_rsync(tmp_path)
+    argv = b.parallel_rsync_argv([("/run/a/xvda1", "/run/b/xvda1"), ("/run/a/xvda2x", "/b/2")],
+                                 ["ssh", "-i", "k"])
+    res = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0, res.stdout + res.stderr
+    parts = res.stdout.split(b.PARALLEL_SEPARATOR)
+    assert [parse_stats(p).bytes_sent for p in parts] == [1300, 1400]  # 100 x len(source/)
+    steps = [StepResult("bash", 0, 5.0, 3000, res.stdout, ""), StepResult("ssh", 0, 0.5, 0, "", "")]
+    m = measurement("full", "bare-parallel", "bench01", _meter(steps, wall=5.5),
+                    source_devices=["loop3"], peer_devices=["loop7"], peer_cpu=(None, None),
+                    changed_bytes=MIB, caches_dropped=True)
+    assert (m.rsync_sent, m.rsync_received) == (2700, 14)
+    assert m.phases == {"rsync": 5.0, "flush": 0.5}
+
+
+def test_parallel_rsyncs_fail_with_the_failing_ones_code(tmp_path):
+    import subprocess
+
+    env = _fake_rsync(tmp_path)
+    argv = b.parallel_rsync_argv([("/run/a/1", "/b/1"), ("/run/fail/2", "/b/2")], ["ssh"])
+    res = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
+    assert res.returncode == 23
+    assert res.stdout.count("Total bytes sent") == 2

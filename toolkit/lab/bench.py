@@ -17,6 +17,8 @@ Methods, side by side in each workload (in this order):
   from its own JSON report;
 - ``bare-rsync``: the toolkit's rsync options between the same trees, already mounted
   (the origin read-only on dom0-a, a target of the same layout on dom0-b): the floor;
+- ``bare-parallel``: the same rsyncs, one per filesystem, all at once (onto a third target
+  of the same layout): would copying a domain's filesystems side by side pay?
 - ``block-delta``: rsync of the disk device itself (``--copy-devices --write-devices
   --inplace``, every block compared), onto a block target holding the previous copy;
 - ``block-copy``: ``dd | ssh dd`` of the whole disk, onto that same block target (after
@@ -98,7 +100,9 @@ CIPHERS = ("chacha20-poly1305@openssh.com", "aes128-gcm@openssh.com", "aes256-gc
 REQUIRES = {"nochange": "full", "churn": "full"}
 WORKLOAD_DOMAIN = {"full": "bench01", "nochange": "bench01", "churn": "bench01",
                    "twodisk": "bench02"}
-METHODS = ("toolkit", "bare-rsync", "block-delta", "block-copy")
+METHODS = ("toolkit", "bare-rsync", "bare-parallel", "block-delta", "block-copy")
+# Between the outputs of the rsyncs of bare-parallel (printed one after another at the end).
+PARALLEL_SEPARATOR = "=== bench: next rsync ==="
 # The toolkit's phases (DomainReport.phases), in the order a run goes through them.
 TOOLKIT_PHASES = ("preflight", "snapshot", "map", "mount", "peer", "guards", "marker", "rsync",
                   "teardown")
@@ -219,6 +223,11 @@ class BenchDisk:
         return f"/dev/{PEER_VG}/{self.lv_name}_bare"
 
     @property
+    def par_lv(self) -> str:
+        """bare-parallel's target: same layout as the standby."""
+        return f"/dev/{PEER_VG}/{self.lv_name}_par"
+
+    @property
     def block_lv(self) -> str:
         """The block copies' target (delta first, then the full copy)."""
         return f"/dev/{PEER_VG}/{self.lv_name}_blk"
@@ -246,7 +255,7 @@ def space_needed(disks: Sequence[BenchDisk], scale: Scale, *, guest: bool) -> di
     source = sum(d.size for d in disks) + snapshots + MARGIN
     if guest:
         source += 2 * scale.scratch_mib * MIB  # the scratch LV and its snapshot
-    return {SOURCE_VG: source, PEER_VG: 3 * sum(d.size for d in disks) + MARGIN}
+    return {SOURCE_VG: source, PEER_VG: 4 * sum(d.size for d in disks) + MARGIN}
 
 
 def extra_pv_size(need: int, free: int) -> int:
@@ -671,7 +680,7 @@ def method_phases(method: str, meter: MeterResult) -> tuple[dict[str, float], To
             return {}, None
         run = parse_toolkit_report(meter.steps[0].stdout)
         return toolkit_phases(run, meter.steps[0].wall), run
-    if method == "bare-rsync":
+    if method in ("bare-rsync", "bare-parallel"):
         # Its last step is the remote sync that flushes the target, as umount does for the
         # toolkit; a failed run may stop before it.
         copies = walls[:-1] if len(walls) > 1 else walls
@@ -701,6 +710,10 @@ def measurement(workload: str, method: str, domain: str, meter: MeterResult, *,
                          f"phase (x{overlap.factor})")
     elif method in ("bare-rsync", "block-delta"):
         stats = [parse_stats(s.stdout) for s in meter.steps if s.argv0 == "rsync"]
+        sent = sum(s.bytes_sent for s in stats)
+        received = sum(s.bytes_received for s in stats)
+    elif method == "bare-parallel" and meter.steps:
+        stats = [parse_stats(part) for part in meter.steps[0].stdout.split(PARALLEL_SEPARATOR)]
         sent = sum(s.bytes_sent for s in stats)
         received = sum(s.bytes_received for s in stats)
     src = block_delta(b.block, a.block, source_devices)
@@ -964,6 +977,25 @@ def bare_rsync_argv(source_dir: str, target_dir: str, ssh: Sequence[str]) -> lis
     """The floor: the toolkit's own rsync options, nothing around them."""
     return ["rsync", *BASE_ARGS, "--stats", "-e", shlex.join(ssh),
             "--", source_dir.rstrip("/") + "/", f"{PEER_ADDRESS}:{target_dir.rstrip('/')}/"]
+
+
+def parallel_rsync_argv(pairs: Sequence[tuple[str, str]], ssh: Sequence[str]) -> list[str]:
+    """Each pair's bare rsync started at once; their outputs printed after all have ended.
+
+    Exits with the first failure's code (0 if all succeeded). Outputs are kept in a
+    temporary directory and printed one after another, PARALLEL_SEPARATOR between them.
+    """
+    lines = ['out=$(mktemp -d)', 'trap \'rm -rf "$out"\' EXIT', "pids=()"]
+    for n, (source_dir, target_dir) in enumerate(pairs):
+        cmd = shlex.join(bare_rsync_argv(source_dir, target_dir, ssh))
+        lines.append(f'{cmd} >"$out/{n}" 2>&1 & pids+=($!)')
+    lines += ["rc=0", 'for p in "${pids[@]}"; do wait "$p" || { s=$?; [ "$rc" = 0 ] && rc=$s; };'
+              " done",
+              f'first=1; for n in $(seq 0 {len(pairs) - 1}); do '
+              f'[ "$first" = 1 ] || echo {shlex.quote(PARALLEL_SEPARATOR)}; first=0; '
+              'cat "$out/$n"; done',
+              'exit "$rc"']
+    return ["bash", "-c", "\n".join(lines)]
 
 
 # -- the program run inside the fake Dom0s (stdlib only, shipped as source) ------------------
@@ -1255,6 +1287,7 @@ class Bench:
             for runner, vg, name in ((self.src, SOURCE_VG, d.lv_name),
                                      (self.peer, PEER_VG, d.lv_name),
                                      (self.peer, PEER_VG, f"{d.lv_name}_bare"),
+                                     (self.peer, PEER_VG, f"{d.lv_name}_par"),
                                      (self.peer, PEER_VG, f"{d.lv_name}_blk")):
                 self._lvcreate(runner, vg, name, d.size)
         if guest:
@@ -1312,7 +1345,8 @@ class Bench:
             for disk, bd in zip(domain.disks, self.disks[name], strict=True):
                 for runner, image, lvs, standby in (
                         (self.src, bd.source_image, (bd.source_lv,), False),
-                        (self.peer, bd.standby_image, (bd.standby_lv, bd.bare_lv), True)):
+                        (self.peer, bd.standby_image, (bd.standby_lv, bd.bare_lv, bd.par_lv),
+                         True)):
                     t0 = time.monotonic()
                     runner.run(["mkdir", "-p", IMAGES, WORKDIR], timeout=30)
                     build_disk_image(runner, disk, image, workdir=WORKDIR, standby=standby,
@@ -1428,6 +1462,15 @@ class Bench:
                 raise ToolkitError(f"bare rsync: filesystems {missing} are not on both sides")
             steps = [bare_rsync_argv(src[k], dst[k], self.ssh) for k in sorted(src)]
             return [*steps, [*peer_ssh, "sync"]]
+        if method == "bare-parallel":
+            src = self._source_trees(stack, name, readonly=True)
+            dst = self._mounted(stack, self.peer, [(d.par_lv, d.device) for d in disks], "bp",
+                                readonly=False)
+            missing = sorted(set(src) ^ set(dst))
+            if missing:
+                raise ToolkitError(f"bare parallel: filesystems {missing} are not on both sides")
+            pairs = [(src[k], dst[k]) for k in sorted(src)]
+            return [parallel_rsync_argv(pairs, self.ssh), [*peer_ssh, "sync"]]
         if method == "block-delta":
             # The device nodes themselves, on both sides: rsync skips a source symlink
             # (/dev/VG/LV) as a non-regular file, and would replace a target one by a file.
