@@ -307,9 +307,14 @@ class Executor:
 
     def _create(self, step: Step, stack: ExitStack) -> CommandResult:
         runner = self.runner(step.host)
+        timeout = self.config.ssh.command_timeout
         if step.undo:
-            self.journals[step.host].record(step.action, step.resource, step.undo, step.exists)
-        result = runner.run(step.argv, timeout=self.config.ssh.command_timeout, check=False)
+            # The journal entry and the command go in one round trip; the entry is on
+            # disk before the command starts (the wrapper runs it only then).
+            result = self.journals[step.host].run_recorded(
+                step.action, step.resource, step.undo, step.exists, step.argv, timeout=timeout)
+        else:
+            result = runner.run(step.argv, timeout=timeout, check=False)
         if result.exit_code != 0:
             # The command may have half-succeeded (kpartx maps some partitions,
             # lvcreate leaves an LV behind): the exists-probe in the undo sorts it out.

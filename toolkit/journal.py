@@ -12,10 +12,16 @@ from __future__ import annotations
 import json
 import posixpath
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
 
-from .errors import ParseError
-from .runners import Runner
+from .errors import CommandFailed, ParseError
+from .runners import CommandResult, Runner
+
+# What the journalled wrapper says, and exits with, when the entry could not be written
+# (the command it wraps then never ran).
+JOURNAL_FAILED_EXIT = 125
+JOURNAL_FAILED_MESSAGE = "domu-backup: journal entry not written, command not run"
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,28 @@ def journal_dir(state_dir: str) -> str:
 def append_argv(path: str) -> list[str]:
     """dd that appends stdin to ``path`` and fsyncs it before exiting (no shell)."""
     return ["dd", f"of={path}", "oflag=append", "conv=notrunc,fsync", "status=none"]
+
+
+def journalled_argv(path: str, argv: Sequence[str]) -> list[str]:
+    """One command that appends stdin to the journal ``path`` (fsynced), then runs ``argv``.
+
+    ``argv`` runs only once the entry is on disk; if it is not, the wrapper prints
+    JOURNAL_FAILED_MESSAGE and exits JOURNAL_FAILED_EXIT without running it. Positional
+    parameters carry the path and argv, so nothing is interpolated into the script.
+    """
+    script = ('mkdir -p -m 0700 "${1%/*}" && '
+              'dd of="$1" oflag=append conv=notrunc,fsync status=none || '
+              f'{{ echo "{JOURNAL_FAILED_MESSAGE}: $1" >&2; exit {JOURNAL_FAILED_EXIT}; }}; '
+              'shift; exec "$@"')
+    return ["sh", "-c", script, "sh", path, *argv]
+
+
+def unwrap_journalled(argv: Sequence[str]) -> tuple[str, list[str]] | None:
+    """(journal path, argv) of a journalled_argv command; None for any other argv."""
+    a = tuple(argv)
+    if len(a) > 5 and a[:2] == ("sh", "-c") and a[3] == "sh" and JOURNAL_FAILED_MESSAGE in a[2]:
+        return a[4], list(a[5:])
+    return None
 
 
 def journal_path(state_dir: str, domain: str, run_id: str) -> str:
@@ -65,6 +93,23 @@ class Journal:
         # One command appends the entry and fsyncs the file (it survives power loss):
         # a peer step costs one round trip less than tee followed by sync.
         self.runner.run(append_argv(self.path), input=entry.to_line(), timeout=30)
+
+    def run_recorded(self, action: str, resource: str, undo: tuple[str, ...],
+                     exists: tuple[str, ...], argv: Sequence[str], *,
+                     timeout: float) -> CommandResult:
+        """Record the entry and run ``argv`` in one command (one round trip to a peer).
+
+        The entry is fsynced before ``argv`` starts, as with record() then run(). The
+        result is argv's, named by argv; a journal that cannot be written raises
+        CommandFailed, and then argv never ran.
+        """
+        self._ready = True  # the wrapper makes the directory; remove() may now delete
+        entry = JournalEntry(self.run_id, self.domain, action, resource, undo, exists, time.time())
+        res = self.runner.run(journalled_argv(self.path, argv), input=entry.to_line(),
+                              check=False, timeout=timeout)
+        if res.exit_code == JOURNAL_FAILED_EXIT and JOURNAL_FAILED_MESSAGE in res.stderr:
+            raise CommandFailed(res)
+        return replace(res, argv=tuple(argv))
 
     def remove(self) -> None:
         if self._ready:

@@ -19,6 +19,7 @@ from toolkit.facts.blkid import FilesystemProbe, parse_blkid_export
 from toolkit.facts.lvm import LogicalVolume, dm_name
 from toolkit.facts.partitions import parse_sfdisk
 from toolkit.facts.virsh import DomainDisk
+from toolkit.journal import JOURNAL_FAILED_EXIT, JOURNAL_FAILED_MESSAGE, unwrap_journalled
 from toolkit.plan import BackupFacts, DiskFacts, FsFacts
 from toolkit.runners import CommandResult, validate_argv
 
@@ -140,6 +141,21 @@ class FakeHost:
             env: Mapping[str, str] | None = None) -> CommandResult:
         args = validate_argv(argv)
         self.calls.append(args)
+        wrapped = unwrap_journalled(args)
+        if wrapped is not None:
+            # journalled_argv: the entry is appended (unless the fail hook refuses the
+            # write), then the wrapped command runs as a call of its own.
+            path, inner = wrapped
+            refused = self.fail(("dd", f"of={path}")) if self.fail else None
+            if refused is not None:
+                res = CommandResult(self.host, args, JOURNAL_FAILED_EXIT, "",
+                                    f"{JOURNAL_FAILED_MESSAGE}: {path}", 0.0)
+            else:
+                self.files[path] = self.files.get(path, "") + (input or "")
+                res = self.run(inner, check=False, timeout=timeout, env=env)
+            if check and res.exit_code not in tuple(ok_codes):
+                raise CommandFailed(res)
+            return res
         res = self.fail(args) if self.fail else None
         if res is None:
             code, out, err = self._answer(args, input)

@@ -9,7 +9,7 @@ from fakes import FakeHost, config, web01_facts
 
 from toolkit import errors
 from toolkit.execute import Executor, domain_lock
-from toolkit.journal import list_journals
+from toolkit.journal import list_journals, unwrap_journalled
 from toolkit.plan import plan_backup
 from toolkit.report import DomainReport
 from toolkit.runners import CommandResult, LocalRunner
@@ -213,9 +213,16 @@ def test_journal_entry_is_written_before_each_side_effect(tmp_path):
     ex.run()
     lvcreate = next(i for i, c in enumerate(src.calls) if c[0] == "lvcreate")
     path = ex.journals["source"].path
-    append = next(i for i, c in enumerate(src.calls) if c[:2] == ("dd", f"of={path}"))
-    assert append < lvcreate
-    assert "conv=notrunc,fsync" in src.calls[append]  # durable before the side effect
+    # The call before it is the journalled wrapper of that very lvcreate: the entry is
+    # appended and fsynced, then it runs (tests/unit/test_journal.py runs the wrapper).
+    assert unwrap_journalled(src.calls[lvcreate - 1]) == (path, list(src.calls[lvcreate]))
+    assert "conv=notrunc,fsync" in src.calls[lvcreate - 1][2]
+    for host in (src, peer):  # every step with an undo went through the wrapper
+        wrapped = [unwrap_journalled(c) for c in host.calls]
+        creates = [c for c in host.calls if c[0] in ("lvcreate", "kpartx", "mount")
+                   and "-d" not in c]
+        assert creates and all(w is not None for w in (wrapped[host.calls.index(c) - 1]
+                                                       for c in creates))
     # the journal is removed after a clean teardown
     assert ex.journals["source"].path not in src.files
 

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from toolkit.errors import ParseError
-from toolkit.journal import Journal, JournalEntry, list_journals, parse_journal
+from toolkit.errors import CommandFailed, ParseError
+from toolkit.journal import (
+    JOURNAL_FAILED_EXIT,
+    JOURNAL_FAILED_MESSAGE,
+    Journal,
+    JournalEntry,
+    journalled_argv,
+    list_journals,
+    parse_journal,
+    unwrap_journalled,
+)
 from toolkit.runners import LocalRunner
 
 
@@ -41,3 +50,45 @@ def test_names_with_odd_characters_survive(tmp_path):
     (entry,) = parse_journal(open(j.path).read())
     assert entry.resource == odd and entry.undo == ("rmdir", odd)
     assert not (tmp_path / "pwned").exists()
+
+
+def test_run_recorded_writes_the_entry_before_the_command_starts(tmp_path):
+    j = Journal(LocalRunner(), str(tmp_path / "state"), "web01", "RUN2")
+    seen = tmp_path / "seen"
+    # The command copies the journal as it finds it: the entry must already be there.
+    res = j.run_recorded("mount", "/run/x", ("umount", "/run/x"), ("findmnt", "/run/x"),
+                         ["cp", j.path, str(seen)], timeout=30)
+    assert res.exit_code == 0 and res.argv == ("cp", j.path, str(seen))
+    (entry,) = parse_journal(seen.read_text())
+    assert (entry.action, entry.resource, entry.undo) == ("mount", "/run/x", ("umount", "/run/x"))
+    assert oct((tmp_path / "state" / "journal").stat().st_mode & 0o777) == "0o700"
+    # a second entry is appended, and the command's own exit code comes back as is
+    res = j.run_recorded("map", "/dev/x", ("kpartx", "-d", "/dev/x"), (), ["sh", "-c", "exit 5"],
+                         timeout=30)
+    assert res.exit_code == 5 and res.argv == ("sh", "-c", "exit 5")
+    assert [e.action for e in parse_journal(open(j.path).read())] == ["mount", "map"]
+    j.remove()
+    assert list_journals(LocalRunner(), str(tmp_path / "state"), "web01") == []
+
+
+def test_a_journal_that_cannot_be_written_means_the_command_never_runs(tmp_path):
+    (tmp_path / "state").write_text("a file where the state directory should be")
+    j = Journal(LocalRunner(), str(tmp_path / "state"), "web01", "RUN3")
+    ran = tmp_path / "ran"
+    with pytest.raises(CommandFailed) as info:
+        j.run_recorded("snapshot", "/dev/vg/s", ("lvremove", "vg/s"), (), ["touch", str(ran)],
+                       timeout=30)
+    assert info.value.result.exit_code == JOURNAL_FAILED_EXIT
+    assert JOURNAL_FAILED_MESSAGE in info.value.result.stderr
+    assert not ran.exists()
+
+
+def test_odd_paths_and_arguments_pass_through_the_wrapper_untouched(tmp_path):
+    odd = tmp_path / "st ate;$(touch pwned)'\""
+    j = Journal(LocalRunner(), str(odd), "web01", "RUN4")
+    res = j.run_recorded("mkdir", "x", ("rmdir", "x"), (),
+                         ["printf", "%s|", "a b", "$(id)", "'q'", "*"], timeout=30)
+    assert res.stdout == "a b|$(id)|'q'|*|"
+    assert not (tmp_path / "pwned").exists() and not list(tmp_path.glob("pwned*"))
+    assert unwrap_journalled(journalled_argv(j.path, ["ls"])) == (j.path, ["ls"])
+    assert unwrap_journalled(["sh", "-c", "ls", "sh", "x", "y"]) is None
