@@ -89,6 +89,7 @@ class Defaults:
     snapshot_extend: str | None = None
     allow_vanished: bool = False
     copy_unlisted: bool = True
+    copy_jobs: int = 1  # filesystems of one domain copied at once (rsyncs side by side)
 
 
 @dataclass(frozen=True)
@@ -436,6 +437,8 @@ class _Parser:
                                         base.allow_vanished),
             copy_unlisted=self.boolean(table, "copy_unlisted", "defaults.copy_unlisted",
                                        base.copy_unlisted),
+            copy_jobs=self.integer(table, "copy_jobs", "defaults.copy_jobs", base.copy_jobs,
+                                   1, 16),
             **prefixes,
         )
 

@@ -233,6 +233,8 @@ class Executor:
         self.failpoint = Failpoint.from_env()
         self._peer_lost = False
         self._counts: dict[str, int] = {}
+        self._nth: dict[int, int] = {}  # id(step) -> its occurrence number among its action
+        self._counts_lock = threading.Lock()
         d = config.defaults
         self.journals = {
             SOURCE: Journal(source, d.state_dir, plan.domain, plan.run_id),
@@ -257,7 +259,17 @@ class Executor:
         stack = ExitStack()
         body_error: BaseException | None = None
         try:
-            for step in self.plan.steps:
+            steps = list(self.plan.steps)
+            i = 0
+            while i < len(steps):
+                step = steps[i]
+                copies = _copy_run(steps, i)
+                if len(copies) > 1 and self.config.defaults.copy_jobs > 1:
+                    start = time.monotonic()
+                    SideBySide(self, copies, stack).run()
+                    self.report.add_phase("rsync", time.monotonic() - start)
+                    i += len(copies)
+                    continue
                 start, wall = time.monotonic(), time.time()
                 self._fire("before", step)
                 getattr(self, f"_do_{step.action}")(step, stack)
@@ -267,6 +279,7 @@ class Executor:
                                       elapsed)
                 self.report.add_step(step.host, step.action, step.resource or step.fs, wall,
                                      elapsed)
+                i += 1
         except ToolkitError as exc:
             body_error = exc
             # A step that failed on an overflowed snapshot (I/O errors in kpartx,
@@ -293,12 +306,14 @@ class Executor:
                 raise Interrupted(pending)
 
     def _fire(self, when: str, step: Step) -> None:
-        if when == "before":
-            self._counts[step.action] = self._counts.get(step.action, 0) + 1
+        with self._counts_lock:  # copies side by side fire from their own threads
+            if when == "before":
+                self._counts[step.action] = self._counts.get(step.action, 0) + 1
+                self._nth[id(step)] = self._counts[step.action]
+            count = self._nth.get(id(step), self._counts.get(step.action, 0))
         fp = self.failpoint
         if fp is None or fp.when != when or fp.action != step.action:
             return
-        count = self._counts[step.action]
         if fp.index in (0, count):
             self.log(f"failpoint {fp.when}:{fp.action}@{count}:{fp.what}")
             fp.fire()
@@ -503,7 +518,8 @@ class Executor:
 
     # -- the copy --------------------------------------------------------
 
-    def _do_rsync(self, step: Step, stack: ExitStack) -> None:
+    def _do_rsync(self, step: Step, stack: ExitStack,
+                  on_start: Callable[[object], None] | None = None) -> None:
         f = next(x for x in self.plan.filesystems if x.name == step.fs)
         fr = next(x for x in self.report.filesystems if x.name == f.name)
         d = self.config.defaults
@@ -521,8 +537,13 @@ class Executor:
         with watch:
             stream = getattr(self.source, "stream", None)
             if stream is not None:
+                def started(proc: object) -> None:
+                    watch.attach(proc)
+                    if on_start is not None:
+                        on_start(proc)
+
                 result = stream(argv, lambda line: self._progress(f.name, line),
-                                on_start=watch.attach)
+                                on_start=started)
             else:
                 result = self.source.run(argv, check=False, timeout=None)
         fr.duration = round(time.monotonic() - start, 3)
@@ -578,6 +599,124 @@ class Executor:
                     f"snapshot {lv.vg}/{lv.name} overflowed and is invalid: the copy is not "
                     "consistent and the standby stays marked dirty; raise snapshot_size",
                     host=self.plan.source_host)
+
+
+def _copy_run(steps: list[Step], i: int) -> list[Step]:
+    """The rsync steps that follow one another from ``steps[i]`` (empty if it is not one)."""
+    out: list[Step] = []
+    while i < len(steps) and steps[i].action == "rsync":
+        out.append(steps[i])
+        i += 1
+    return out
+
+
+class SideBySide:
+    """Copy several filesystems at once (``copy_jobs`` rsyncs), each as its own step would.
+
+    Workers take the filesystems in plan order. The first copy that fails stops the
+    others (their rsyncs are terminated), as a failure would have stopped the next
+    copy when run one after another, and its error is the one raised; the stopped
+    ones are reported as not copied. A signal reaches the main thread, waiting here:
+    it stops every rsync, waits for the workers, then raises, so teardown never
+    meets a mount that a copy is still writing to. The standby stays marked dirty
+    until every copy has succeeded (the marker steps come before and after).
+    """
+
+    STOP_GRACE = 10.0  # seconds a terminated rsync gets before it is killed
+
+    def __init__(self, executor: Executor, steps: list[Step], stack: ExitStack) -> None:
+        self.ex = executor
+        self.steps = steps
+        self.stack = stack
+        self.jobs = min(executor.config.defaults.copy_jobs, len(steps))
+        self._lock = threading.Lock()
+        self._todo = list(steps)
+        self._procs: list[object] = []
+        self._stop = threading.Event()
+        self._failure: BaseException | None = None  # the first error, not caused by a stop
+
+    def run(self) -> None:
+        self.ex.log(f"copying {len(self.steps)} filesystems, {self.jobs} at a time")
+        threads = [threading.Thread(target=self._worker, name=f"copy-{n}", daemon=True)
+                   for n in range(self.jobs)]
+        for t in threads:
+            t.start()
+        try:
+            for t in threads:
+                while t.is_alive():
+                    t.join(0.25)  # short waits: a signal's exception is raised here
+        except BaseException:
+            # Shielded: a second signal must not leave an rsync writing under teardown.
+            with signals.shielded():
+                self._halt()
+                for t in threads:
+                    t.join()
+            raise
+        if self._failure is not None:
+            raise self._failure
+
+    def _next(self) -> Step | None:
+        with self._lock:
+            if self._stop.is_set() or not self._todo:
+                return None
+            return self._todo.pop(0)
+
+    def _started(self, proc: object) -> None:
+        with self._lock:
+            self._procs.append(proc)
+            stopping = self._stop.is_set()
+        if stopping:
+            _terminate(proc)
+
+    def _halt(self) -> None:
+        """Stop every copy: no new one starts, running rsyncs are terminated (then killed)."""
+        with self._lock:
+            self._stop.set()
+            procs = list(self._procs)
+        for proc in procs:
+            _terminate(proc)
+        deadline = time.monotonic() + self.STOP_GRACE
+        for proc in procs:
+            try:
+                proc.wait(timeout=max(deadline - time.monotonic(), 0.1))  # type: ignore[attr-defined]
+            except Exception:  # noqa: BLE001 - subprocess.TimeoutExpired, or a fake
+                try:
+                    proc.kill()  # type: ignore[attr-defined]
+                except OSError:
+                    pass
+
+    def _worker(self) -> None:
+        ex = self.ex
+        while (step := self._next()) is not None:
+            fr = next(x for x in ex.report.filesystems if x.name == step.fs)
+            start, wall = time.monotonic(), time.time()
+            try:
+                ex._fire("before", step)
+                if self._stop.is_set():
+                    return  # stopped while it was about to start: never ran
+                ex._do_rsync(step, self.stack, on_start=self._started)
+                ex._fire("after", step)
+            except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+                with self._lock:
+                    first = not self._stop.is_set()
+                    if first:
+                        self._failure = exc
+                        self._stop.set()
+                if first:
+                    self._halt()
+                else:
+                    fr.outcome = "stopped"  # terminated because the run is stopping
+                return
+            finally:
+                ex.report.add_step(step.host, step.action, step.fs, wall,
+                                   time.monotonic() - start)
+
+
+def _terminate(proc: object) -> None:
+    try:
+        proc.terminate()  # type: ignore[attr-defined]
+    except OSError:
+        pass
 
 
 class SnapshotWatch:

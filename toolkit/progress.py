@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Callable
 
@@ -20,11 +21,16 @@ class ProgressReporter:
         self._last = 0.0
         self._progress = None
         self._tasks: dict[str, object] = {}
+        self._lock = threading.Lock()  # copies side by side report from their own threads
 
     def __call__(self, fs: str, line: str) -> None:
         p = parse_progress(line)
         if p is None:
             return
+        with self._lock:
+            self._show(fs, p)
+
+    def _show(self, fs: str, p) -> None:  # noqa: ANN001 - rsync.Progress
         if self.tty:
             self._bar(fs, p.percent, p.rate, p.bytes)
             return

@@ -14,7 +14,7 @@ class FilesystemReport:
     name: str
     guest_path: str | None
     fstype: str
-    outcome: str = "pending"  # pending, copied, failed
+    outcome: str = "pending"  # pending, copied, skipped, failed, stopped (by another's failure)
     files: int = 0
     files_transferred: int = 0
     files_deleted: int = 0
