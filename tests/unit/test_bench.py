@@ -428,8 +428,8 @@ def test_outputs_are_json_table_and_chart(tmp_path: Path) -> None:
     names = {p.name for p in written}
     assert {"bench.json", "table.txt"} <= names
     loaded = json.loads((tmp_path / "out" / "bench.json").read_text())
-    assert loaded["ratios"][0] == {"workload": "full", "toolkit_wall": 11.0, "bare_wall": 10.0,
-                                   "ratio": 1.1, "target": 1.1, "met": True}
+    assert loaded["ratios"][0] == {"workload": "full", "method": "toolkit", "toolkit_wall": 11.0,
+                                   "bare_wall": 10.0, "ratio": 1.1, "target": 1.1, "met": True}
     assert loaded["results"][0]["wire_bytes"] == 110 * MIB
     assert loaded["guest_cost"]["snapshot_seconds"]["full"]["from_phases"] == 11.0
 
@@ -534,10 +534,10 @@ def test_space_needed_and_the_extra_pv() -> None:
     need = space_needed(disks, sc, guest=True)
     # The largest domain's snapshots (20% of 512 MiB) plus 8 MiB each for rounding.
     assert need["vg_a"] == 1024 * MIB + int(512 * MIB * 0.2) + 24 * MIB + 64 * MIB + 512 * MIB
-    # the standby, bare-rsync's, bare-parallel's and the block copies' targets
-    assert need["vg_b"] == 4 * 1024 * MIB + 64 * MIB
+    # the standby, toolkit-parallel's, bare-rsync's, bare-parallel's and the block targets
+    assert need["vg_b"] == 5 * 1024 * MIB + 64 * MIB
     assert space_needed(disks, sc, guest=False)["vg_a"] == need["vg_a"] - 512 * MIB
-    assert extra_pv_size(need["vg_b"], 5120 * MIB) == 0
+    assert extra_pv_size(need["vg_b"], 6144 * MIB) == 0
     size = extra_pv_size(need["vg_b"], 1700 * MIB)
     assert size % (256 * MIB) == 0 and size >= need["vg_b"] - 1700 * MIB + 64 * MIB
 
@@ -561,8 +561,16 @@ def test_config_is_valid_and_names_every_standby(tmp_path: Path) -> None:
     assert {k: v.target_lv for k, v in cfg.domain("bench02").disks.items()} == {
         "xvda": "/dev/vg_b/bench02_xvda", "xvdb": "/dev/vg_b/bench02_xvdb"}
     assert cfg.defaults.report_dir == b.REPORT_DIR
+    assert cfg.defaults.copy_jobs == 1
     with pytest.raises(ConfigError):
         parse_config(text + "[domains.bench01.oops]\n", tmp_path / "bench.toml")
+    # toolkit-parallel's config: the same guests, copied side by side onto their own LVs
+    par = parse_config(bench_config(domains, key="/etc/domu-backup/id_ed25519",
+                                    known_hosts="/etc/domu-backup/known_hosts", copy_jobs=2),
+                       tmp_path / "bench-parallel.toml")
+    assert par.defaults.copy_jobs == 2
+    assert {k: v.target_lv for k, v in par.domain("bench02").disks.items()} == {
+        "xvda": "/dev/vg_b/bench02_xvda_tkp", "xvdb": "/dev/vg_b/bench02_xvdb_tkp"}
 
 
 @pytest.mark.parametrize(("vg", "running", "state"), [("vg_a", True, "1"), ("vg_b", False, "5")])

@@ -15,6 +15,8 @@ Methods, side by side in each workload (in this order):
 
 - ``toolkit``: ``domu-backup backup --domu NAME`` inside dom0-a, its time split by phase
   from its own JSON report;
+- ``toolkit-parallel``: the same with ``copy_jobs = 2`` (the domain's filesystems copied
+  side by side), onto its own standby LVs, from its own config (``bench-parallel.toml``);
 - ``bare-rsync``: the toolkit's rsync options between the same trees, already mounted
   (the origin read-only on dom0-a, a target of the same layout on dom0-b): the floor;
 - ``bare-parallel``: the same rsyncs, one per filesystem, all at once (onto a third target
@@ -74,6 +76,7 @@ IMAGES = f"{BENCH_DIR}/images"
 WORKDIR = f"{BENCH_DIR}/work"
 MOUNT_ROOT = "/run/domu-bench"
 CONFIG_PATH = "/etc/domu-backup/bench.toml"
+PARALLEL_CONFIG_PATH = "/etc/domu-backup/bench-parallel.toml"
 NODE_PATH = "/etc/domu-backup/bench-node.xml"
 REPORT_DIR = f"{BENCH_DIR}/reports"
 # The bench program (see bench_program), put on both fake Dom0s at setup.
@@ -100,7 +103,10 @@ CIPHERS = ("chacha20-poly1305@openssh.com", "aes128-gcm@openssh.com", "aes256-gc
 REQUIRES = {"nochange": "full", "churn": "full"}
 WORKLOAD_DOMAIN = {"full": "bench01", "nochange": "bench01", "churn": "bench01",
                    "twodisk": "bench02"}
-METHODS = ("toolkit", "bare-rsync", "bare-parallel", "block-delta", "block-copy")
+METHODS = ("toolkit", "toolkit-parallel", "bare-rsync", "bare-parallel", "block-delta",
+           "block-copy")
+TOOLKIT_METHODS = ("toolkit", "toolkit-parallel")
+PARALLEL_JOBS = 2  # toolkit-parallel's copy_jobs
 # Between the outputs of the rsyncs of bare-parallel (printed one after another at the end).
 PARALLEL_SEPARATOR = "=== bench: next rsync ==="
 # The toolkit's phases (DomainReport.phases), in the order a run goes through them.
@@ -223,6 +229,11 @@ class BenchDisk:
         return f"/dev/{PEER_VG}/{self.lv_name}_bare"
 
     @property
+    def standby_parallel_lv(self) -> str:
+        """toolkit-parallel's target (its configured standby)."""
+        return f"/dev/{PEER_VG}/{self.lv_name}_tkp"
+
+    @property
     def par_lv(self) -> str:
         """bare-parallel's target: same layout as the standby."""
         return f"/dev/{PEER_VG}/{self.lv_name}_par"
@@ -255,7 +266,7 @@ def space_needed(disks: Sequence[BenchDisk], scale: Scale, *, guest: bool) -> di
     source = sum(d.size for d in disks) + snapshots + MARGIN
     if guest:
         source += 2 * scale.scratch_mib * MIB  # the scratch LV and its snapshot
-    return {SOURCE_VG: source, PEER_VG: 4 * sum(d.size for d in disks) + MARGIN}
+    return {SOURCE_VG: source, PEER_VG: 5 * sum(d.size for d in disks) + MARGIN}
 
 
 def extra_pv_size(need: int, free: int) -> int:
@@ -293,18 +304,25 @@ def node_xml(domains: Mapping[str, Sequence[BenchDisk]], vg: str, *, running: bo
 
 
 def bench_config(domains: Mapping[str, Sequence[BenchDisk]], *, key: str,
-                 known_hosts: str) -> str:
-    """The toolkit config for the bench guests (same cluster and SSH key as the sandbox's)."""
+                 known_hosts: str, copy_jobs: int = 1) -> str:
+    """The toolkit config for the bench guests (same cluster and SSH key as the sandbox's).
+
+    With ``copy_jobs`` above 1 it is toolkit-parallel's: its own standby LVs.
+    """
+    def target(d: BenchDisk) -> str:
+        return d.standby_lv if copy_jobs == 1 else d.standby_parallel_lv
+
     lines = ["# written by invoke bench: the bench guests only", "[cluster.dom0s]",
              f'{SOURCE_HOST} = "ssh://root@{SOURCE_HOST}:22"',
              f'{PEER_HOST} = "ssh://root@{PEER_HOST}:22"', "",
              "[hypervisor]", f'uri = "test://{NODE_PATH}"', "",
              "[ssh]", f'key = "{key}"', f'known_hosts = "{known_hosts}"', "",
-             "[defaults]", f'snapshot_size = "{SNAPSHOT_SIZE}"', f'report_dir = "{REPORT_DIR}"']
+             "[defaults]", f'snapshot_size = "{SNAPSHOT_SIZE}"', f'report_dir = "{REPORT_DIR}"',
+             f"copy_jobs = {copy_jobs}"]
     for name, disks in domains.items():
         lines += ["", f"[domains.{name}]", f'peer = "{PEER_HOST}"']
         for d in disks:
-            lines += ["", f"[domains.{name}.disks.{d.device}]", f'target_lv = "{d.standby_lv}"']
+            lines += ["", f"[domains.{name}.disks.{d.device}]", f'target_lv = "{target(d)}"']
     return "\n".join(lines) + "\n"
 
 
@@ -675,7 +693,7 @@ class Measurement:
 def method_phases(method: str, meter: MeterResult) -> tuple[dict[str, float], ToolkitRun | None]:
     """Per-phase seconds of one method (the toolkit's from its report) and its parsed report."""
     walls = [s.wall for s in meter.steps]
-    if method == "toolkit":
+    if method in TOOLKIT_METHODS:
         if not meter.steps:
             return {}, None
         run = parse_toolkit_report(meter.steps[0].stdout)
@@ -746,6 +764,7 @@ class Ratio:
     toolkit: float
     bare: float
     target: float | None  # OVERHEAD_TARGET on the full and 1% workloads
+    method: str = "toolkit"
 
     @property
     def value(self) -> float | None:
@@ -763,9 +782,10 @@ def overhead_ratios(results: Sequence[Measurement]) -> list[Ratio]:
     out = []
     for workload in dict.fromkeys(m.workload for m in results):
         walls = {m.method: m.wall for m in results if m.workload == workload and not m.exit_code}
-        if "toolkit" in walls and "bare-rsync" in walls:
-            target = OVERHEAD_TARGET if workload in ("full", "churn") else None
-            out.append(Ratio(workload, walls["toolkit"], walls["bare-rsync"], target))
+        for method in TOOLKIT_METHODS:
+            if method in walls and "bare-rsync" in walls:
+                target = OVERHEAD_TARGET if workload in ("full", "churn") else None
+                out.append(Ratio(workload, walls[method], walls["bare-rsync"], target, method))
     return out
 
 
@@ -845,11 +865,11 @@ def render_table(results: Sequence[Measurement], ratios: Sequence[Ratio] = (),
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     for m in results:
-        if m.method == "toolkit" and m.phases:
-            lines.append(f"{m.workload} toolkit phases: "
+        if m.method in TOOLKIT_METHODS and m.phases:
+            lines.append(f"{m.workload} {m.method} phases: "
                          + ", ".join(f"{k} {v:.1f}s" for k, v in m.phases.items()))
         if m.steps:
-            lines.append(f"{m.workload} toolkit steps: "
+            lines.append(f"{m.workload} {m.method} steps: "
                          + ", ".join(f"{k} {v:.1f}s" for k, v in m.steps.items()))
         for note in m.notes:
             lines.append(f"{m.workload} {m.method}: {note}")
@@ -858,7 +878,7 @@ def render_table(results: Sequence[Measurement], ratios: Sequence[Ratio] = (),
     for r in ratios:
         verdict = "" if r.met is None else (f" (target <= {r.target:.2f}: "
                                              f"{'met' if r.met else 'MISSED'})")
-        lines.append(f"toolkit/bare-rsync {r.workload}: {_num(r.value, '.2f')}{verdict}")
+        lines.append(f"{r.method}/bare-rsync {r.workload}: {_num(r.value, '.2f')}{verdict}")
     if guest is not None:
         base = ", ".join(f"{v:.1f}" for v in guest.without)
         lines.append(f"origin writes ({guest.written_mib} MiB, oflag=direct): {base} MiB/s "
@@ -921,7 +941,8 @@ def bench_document(meta: Mapping[str, Any], results: Sequence[Measurement],
     doc: dict[str, Any] = dict(meta)
     doc.update({
         "results": [m.to_dict() for m in results],
-        "ratios": [{"workload": r.workload, "toolkit_wall": r.toolkit, "bare_wall": r.bare,
+        "ratios": [{"workload": r.workload, "method": r.method, "toolkit_wall": r.toolkit,
+                    "bare_wall": r.bare,
                     "ratio": r.value, "target": r.target, "met": r.met} for r in ratios],
         "guest_cost": {
             "snapshot_seconds": snapshot,
@@ -1288,6 +1309,7 @@ class Bench:
                                      (self.peer, PEER_VG, d.lv_name),
                                      (self.peer, PEER_VG, f"{d.lv_name}_bare"),
                                      (self.peer, PEER_VG, f"{d.lv_name}_par"),
+                                     (self.peer, PEER_VG, f"{d.lv_name}_tkp"),
                                      (self.peer, PEER_VG, f"{d.lv_name}_blk")):
                 self._lvcreate(runner, vg, name, d.size)
         if guest:
@@ -1345,8 +1367,8 @@ class Bench:
             for disk, bd in zip(domain.disks, self.disks[name], strict=True):
                 for runner, image, lvs, standby in (
                         (self.src, bd.source_image, (bd.source_lv,), False),
-                        (self.peer, bd.standby_image, (bd.standby_lv, bd.bare_lv, bd.par_lv),
-                         True)):
+                        (self.peer, bd.standby_image, (bd.standby_lv, bd.standby_parallel_lv,
+                                                       bd.bare_lv, bd.par_lv), True)):
                     t0 = time.monotonic()
                     runner.run(["mkdir", "-p", IMAGES, WORKDIR], timeout=30)
                     build_disk_image(runner, disk, image, workdir=WORKDIR, standby=standby,
@@ -1403,12 +1425,16 @@ class Bench:
 
     def _write_config(self) -> None:
         sandbox = self.lab.sandbox
-        config = bench_config(self.disks, key=self.ssh_key, known_hosts=self.known_hosts)
+        configs = {CONFIG_PATH: 1, PARALLEL_CONFIG_PATH: PARALLEL_JOBS}
         for host, vg, running in ((SOURCE_HOST, SOURCE_VG, True), (PEER_HOST, PEER_VG, False)):
             sandbox.put_file(host, NODE_PATH, node_xml(self.disks, vg, running=running).encode(),
                              0o644)
-            sandbox.put_file(host, CONFIG_PATH, config.encode(), 0o600)
-        self.src.run(["domu-backup", "check-config", "--config", CONFIG_PATH], timeout=120)
+            for path, jobs in configs.items():
+                text = bench_config(self.disks, key=self.ssh_key, known_hosts=self.known_hosts,
+                                    copy_jobs=jobs)
+                sandbox.put_file(host, path, text.encode(), 0o600)
+        for path in configs:
+            self.src.run(["domu-backup", "check-config", "--config", path], timeout=120)
 
     # -- workloads -----------------------------------------------------------
 
@@ -1451,8 +1477,9 @@ class Bench:
         """The commands one method runs on dom0-a (mounting, for the floor, beforehand)."""
         disks = self.disks[name]
         peer_ssh = [*self.ssh, PEER_ADDRESS]
-        if method == "toolkit":
-            return [["domu-backup", "backup", "--domu", name, "--config", CONFIG_PATH, "--json"]]
+        if method in TOOLKIT_METHODS:
+            config = CONFIG_PATH if method == "toolkit" else PARALLEL_CONFIG_PATH
+            return [["domu-backup", "backup", "--domu", name, "--config", config, "--json"]]
         if method == "bare-rsync":
             src = self._source_trees(stack, name, readonly=True)
             dst = self._mounted(stack, self.peer, [(d.bare_lv, d.device) for d in disks], "bt",
@@ -1507,7 +1534,7 @@ class Bench:
             cpu0 = self.peer_cpu()
             log(f"{workload}/{method}: running {len(steps)} command(s): "
                 + "; ".join(shlex.join(s)[:100] for s in steps))
-            meter = self.meter(steps, watch=method == "toolkit")
+            meter = self.meter(steps, watch=method in TOOLKIT_METHODS)
             cpu1 = self.peer_cpu()
         skipped = [st for st in meter.steps if "skipping non-regular file" in st.stdout + st.stderr]
         if skipped:
