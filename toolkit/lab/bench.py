@@ -1480,23 +1480,20 @@ class Bench:
         if method in TOOLKIT_METHODS:
             config = CONFIG_PATH if method == "toolkit" else PARALLEL_CONFIG_PATH
             return [["domu-backup", "backup", "--domu", name, "--config", config, "--json"]]
-        if method == "bare-rsync":
+        if method in ("bare-rsync", "bare-parallel"):
+            # The origin read-only here, the method's own target of the same layout there.
             src = self._source_trees(stack, name, readonly=True)
-            dst = self._mounted(stack, self.peer, [(d.bare_lv, d.device) for d in disks], "bt",
-                                readonly=False)
+            parallel = method == "bare-parallel"
+            dst = self._mounted(stack, self.peer,
+                                [(d.par_lv if parallel else d.bare_lv, d.device) for d in disks],
+                                "bp" if parallel else "bt", readonly=False)
             missing = sorted(set(src) ^ set(dst))
             if missing:
-                raise ToolkitError(f"bare rsync: filesystems {missing} are not on both sides")
-            steps = [bare_rsync_argv(src[k], dst[k], self.ssh) for k in sorted(src)]
-            return [*steps, [*peer_ssh, "sync"]]
-        if method == "bare-parallel":
-            src = self._source_trees(stack, name, readonly=True)
-            dst = self._mounted(stack, self.peer, [(d.par_lv, d.device) for d in disks], "bp",
-                                readonly=False)
-            missing = sorted(set(src) ^ set(dst))
-            if missing:
-                raise ToolkitError(f"bare parallel: filesystems {missing} are not on both sides")
+                raise ToolkitError(f"{method}: filesystems {missing} are not on both sides")
             pairs = [(src[k], dst[k]) for k in sorted(src)]
+            if not parallel:
+                steps = [bare_rsync_argv(a, b, self.ssh) for a, b in pairs]
+                return [*steps, [*peer_ssh, "sync"]]
             return [parallel_rsync_argv(pairs, self.ssh), [*peer_ssh, "sync"]]
         if method == "block-delta":
             # The device nodes themselves, on both sides: rsync skips a source symlink
