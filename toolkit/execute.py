@@ -743,12 +743,8 @@ class SnapshotWatch:
 
     def _abort(self, error: ToolkitError) -> None:
         self.error = error
-        proc = self._proc
-        if proc is not None:
-            try:
-                proc.terminate()  # type: ignore[attr-defined]
-            except OSError:
-                pass
+        if self._proc is not None:
+            _terminate(self._proc)
 
     def _loop(self) -> None:
         ex = self.executor
