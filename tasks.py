@@ -355,14 +355,16 @@ def rehearse(c, keep=False, engine="auto"):
     "keep": "leave the sandbox and the bench's volumes up for inspection",
     "engine": "auto, local or vm",
     "out": "output directory (default: reports/bench/<timestamp>)",
+    "methods": "comma-separated subset of toolkit,toolkit-parallel,bare-rsync,bare-parallel,"
+               "block-delta,block-copy (default: all)",
 })
-def bench(c, scale="small", workloads="", keep=False, engine="auto", out=None):
+def bench(c, scale="small", workloads="", keep=False, engine="auto", out=None, methods=""):
     """Benchmark the toolkit against a bare rsync and block copies in the lab; JSON, table, PNG."""
     from toolkit.lab.bench import bench as run
 
     try:
         code = run(HERE, scale=scale, workloads=workloads, engine=engine, keep=keep,
-                   out_dir=Path(out) if out else None)
+                   out_dir=Path(out) if out else None, methods=methods)
     except ToolkitError as exc:
         raise _fail(exc) from None
     if code:

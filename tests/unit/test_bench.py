@@ -449,6 +449,27 @@ def test_a_workload_brings_the_one_it_needs_first() -> None:
     assert bench_command("large", plan) == "invoke bench --scale large --workloads churn,guest"
 
 
+def test_methods_default_to_all_and_a_subset_keeps_their_order() -> None:
+    assert b.plan_methods("") == b.METHODS
+    chosen = b.plan_methods("bare-rsync, toolkit")
+    assert chosen == ("toolkit", "bare-rsync")
+    plan = plan_workloads("full")
+    assert bench_command("large", plan, chosen) == (
+        "invoke bench --scale large --workloads full --methods toolkit,bare-rsync")
+    with pytest.raises(UsageError, match="rsync-fast"):
+        b.plan_methods("toolkit,rsync-fast")
+
+
+def test_only_the_chosen_methods_targets_are_written(tmp_path: Path) -> None:
+    bench = object.__new__(b.Bench)
+    disk = BenchDisk("bench01", "xvda", 512 * MIB)
+    bench.methods = b.plan_methods("toolkit,bare-parallel,block-copy")
+    assert bench._standby_targets(disk) == ("/dev/vg_b/bench01_xvda", "/dev/vg_b/bench01_xvda_par")
+    bench.methods = b.METHODS
+    assert bench._standby_targets(disk) == (disk.standby_lv, disk.standby_parallel_lv,
+                                            disk.bare_lv, disk.par_lv)
+
+
 def test_unknown_workload_or_scale_is_a_usage_error() -> None:
     with pytest.raises(UsageError, match="fast"):
         plan_workloads("full,fast")

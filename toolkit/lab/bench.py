@@ -170,12 +170,27 @@ def plan_workloads(text: str | Iterable[str] = "") -> tuple[WorkloadRun, ...]:
     return tuple(WorkloadRun(n, n in wanted) for n in WORKLOADS if n in needed)
 
 
-def bench_command(scale: str, workloads: Sequence[WorkloadRun]) -> str:
+def plan_methods(text: str | Iterable[str] = "") -> tuple[str, ...]:
+    """The methods to measure, in METHODS order, from ``--methods`` (comma-separated; empty:
+    all). Each needs its own targets, so one left out is neither set up nor run."""
+    names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text)]
+    names = [n for n in names if n]
+    unknown = [n for n in names if n not in METHODS]
+    if unknown:
+        raise UsageError(f"unknown method(s) {', '.join(unknown)}: choose from "
+                         f"{', '.join(METHODS)}")
+    return tuple(m for m in METHODS if not names or m in names)
+
+
+def bench_command(scale: str, workloads: Sequence[WorkloadRun],
+                  methods: Sequence[str] = METHODS) -> str:
     """The command line that reproduces a run (for the JSON and the README)."""
     cmd = f"invoke bench --scale {scale}"
     asked = [w.name for w in workloads if w.requested]
     if asked != list(WORKLOADS):
         cmd += " --workloads " + ",".join(asked)
+    if tuple(methods) != METHODS:
+        cmd += " --methods " + ",".join(methods)
     return cmd
 
 
@@ -1270,13 +1285,14 @@ class Bench:
     """The bench guests in a running sandbox, and the measurements taken on them."""
 
     def __init__(self, lab: Any, checkout: Path, scale: Scale,
-                 workloads: Sequence[WorkloadRun]) -> None:
+                 workloads: Sequence[WorkloadRun], methods: Sequence[str] = METHODS) -> None:
         from .rehearse import SSH
 
         self.lab = lab
         self.checkout = checkout
         self.scale = scale
         self.workloads = workloads
+        self.methods = tuple(methods)
         self.ssh = ssh_argv(SSH)
         self.ssh_key, self.known_hosts = SSH.key, SSH.known_hosts
         self.src: Runner = lab.runner(SOURCE_HOST)
@@ -1367,8 +1383,7 @@ class Bench:
             for disk, bd in zip(domain.disks, self.disks[name], strict=True):
                 for runner, image, lvs, standby in (
                         (self.src, bd.source_image, (bd.source_lv,), False),
-                        (self.peer, bd.standby_image, (bd.standby_lv, bd.standby_parallel_lv,
-                                                       bd.bare_lv, bd.par_lv), True)):
+                        (self.peer, bd.standby_image, self._standby_targets(bd), True)):
                     t0 = time.monotonic()
                     runner.run(["mkdir", "-p", IMAGES, WORKDIR], timeout=30)
                     build_disk_image(runner, disk, image, workdir=WORKDIR, standby=standby,
@@ -1378,7 +1393,14 @@ class Bench:
                                     "status=none"], timeout=3600)
                     log(f"{bd.lv_name}: {'standby' if standby else 'source'} image built and "
                         f"written to {', '.join(lvs)} ({time.monotonic() - t0:.0f}s)")
-                self._zero(self.peer, bd.block_lv, bd.size)
+                if {"block-delta", "block-copy"} & set(self.methods):
+                    self._zero(self.peer, bd.block_lv, bd.size)
+
+    def _standby_targets(self, bd: BenchDisk) -> tuple[str, ...]:
+        """The peer LVs that start as the built standby image: one per file-level method."""
+        wanted = {"toolkit": bd.standby_lv, "toolkit-parallel": bd.standby_parallel_lv,
+                  "bare-rsync": bd.bare_lv, "bare-parallel": bd.par_lv}
+        return tuple(lv for m, lv in wanted.items() if m in self.methods)
 
     def _zero(self, runner: Runner, lv: str, size: int) -> None:
         # On a loop-backed VG this punches holes; dd is the slow way round.
@@ -1451,7 +1473,7 @@ class Bench:
             changed = 0
         elif workload == "churn":
             changed = self.churn(name)
-        for method in METHODS:
+        for method in self.methods:
             self.results.append(self.measure(workload, method, name, changed))
 
     def churn(self, name: str) -> int:
@@ -1622,17 +1644,18 @@ def write_outputs(out_dir: Path, doc: Mapping[str, Any], results: Sequence[Measu
 
 
 def bench(checkout: Path, *, scale: str = "small", workloads: str = "", engine: str = "auto",
-          keep: bool = False, out_dir: Path | None = None) -> int:
+          keep: bool = False, out_dir: Path | None = None, methods: str = "") -> int:
     """``invoke bench``: bring up the lab, run the workloads, write the report; exit code."""
     from .rehearse import sandbox_ready, teardown
 
     sc = get_scale(scale)
     plan = plan_workloads(workloads)
+    chosen = plan_methods(methods)
     out = out_dir or default_out_dir(checkout)
-    meta: dict[str, Any] = {"command": bench_command(scale, plan), "scale": asdict(sc),
+    meta: dict[str, Any] = {"command": bench_command(scale, plan, chosen), "scale": asdict(sc),
                             "workloads": [asdict(w) for w in plan],
                             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                            "methods": list(METHODS),
+                            "methods": list(chosen),
                             "overhead_target": OVERHEAD_TARGET}
     log(f"{meta['command']}: workloads {', '.join(w.name for w in plan)}; output in {out}")
     t0 = time.monotonic()
@@ -1640,7 +1663,7 @@ def bench(checkout: Path, *, scale: str = "small", workloads: str = "", engine: 
     b: Bench | None = None
     error: str | None = None
     try:
-        b = Bench(lab, checkout, sc, plan)
+        b = Bench(lab, checkout, sc, plan, chosen)
         t1 = time.monotonic()
         b.setup()
         log(f"bench guests ready ({time.monotonic() - t1:.0f}s)")
