@@ -154,3 +154,22 @@ def test_copy_jobs_is_checked_in_the_config(tmp_path):
     for bad in ("0", "17", '"2"', "true"):
         with pytest.raises(errors.ConfigError, match=r"defaults\.copy_jobs"):
             parse(bad)
+
+
+def test_a_failpoint_in_a_copy_thread_fails_the_run_and_the_others_stop(tmp_path, monkeypatch):
+    monkeypatch.setenv("DOMU_BACKUP_FAILPOINT", "before:rsync@2:raise")
+    src, peer = StreamingHost("dom0-a"), FakeHost("dom0-b")
+    src.fstab_on = "xvda1"
+    cfg, plan, report, ex = executor(tmp_path, src, peer, 2)
+    start = time.monotonic()
+    with pytest.raises(errors.ToolkitError, match=r"failpoint before:rsync raised"):
+        ex.run()
+    assert time.monotonic() - start < 15
+    # A copy that had started was stopped (the other thread may not have got that far);
+    # the one at the failpoint and the third never ran.
+    assert len(src.procs) <= 1 and all(p.poll() is not None for p in src.procs)
+    outcomes = sorted(f.outcome for f in report.filesystems)
+    assert outcomes.count("stopped") == len(src.procs)
+    assert outcomes.count("pending") == 3 - len(src.procs)
+    assert marker_state(cfg, peer) == "dirty"
+    assert src.leftovers() == [] and peer.leftovers() == []
