@@ -157,15 +157,20 @@ class WorkloadRun:
     requested: bool  # False: run only because a requested workload needs its result
 
 
-def plan_workloads(text: str | Iterable[str] = "") -> tuple[WorkloadRun, ...]:
-    """The workloads to run, in order, from ``--workloads`` (comma-separated; empty: all)."""
+def _chosen(text: str | Iterable[str], allowed: Sequence[str], what: str) -> list[str]:
+    """Names from a comma-separated option (or a list), each one of ``allowed``."""
     names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text)]
     names = [n for n in names if n]
-    unknown = [n for n in names if n not in WORKLOADS]
+    unknown = [n for n in names if n not in allowed]
     if unknown:
-        raise UsageError(f"unknown workload(s) {', '.join(unknown)}: choose from "
-                         f"{', '.join(WORKLOADS)}")
-    wanted = set(names or WORKLOADS)
+        raise UsageError(f"unknown {what}(s) {', '.join(unknown)}: choose from "
+                         f"{', '.join(allowed)}")
+    return names
+
+
+def plan_workloads(text: str | Iterable[str] = "") -> tuple[WorkloadRun, ...]:
+    """The workloads to run, in order, from ``--workloads`` (comma-separated; empty: all)."""
+    wanted = set(_chosen(text, WORKLOADS, "workload") or WORKLOADS)
     needed = wanted | {REQUIRES[n] for n in wanted if n in REQUIRES}
     return tuple(WorkloadRun(n, n in wanted) for n in WORKLOADS if n in needed)
 
@@ -173,12 +178,7 @@ def plan_workloads(text: str | Iterable[str] = "") -> tuple[WorkloadRun, ...]:
 def plan_methods(text: str | Iterable[str] = "") -> tuple[str, ...]:
     """The methods to measure, in METHODS order, from ``--methods`` (comma-separated; empty:
     all). Each needs its own targets, so one left out is neither set up nor run."""
-    names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text)]
-    names = [n for n in names if n]
-    unknown = [n for n in names if n not in METHODS]
-    if unknown:
-        raise UsageError(f"unknown method(s) {', '.join(unknown)}: choose from "
-                         f"{', '.join(METHODS)}")
+    names = _chosen(text, METHODS, "method")
     return tuple(m for m in METHODS if not names or m in names)
 
 
