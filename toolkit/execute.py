@@ -232,9 +232,13 @@ class Executor:
         self.log = log or (lambda msg: None)
         self.failpoint = Failpoint.from_env()
         self._peer_lost = False
-        self._counts: dict[str, int] = {}
-        self._nth: dict[int, int] = {}  # id(step) -> its occurrence number among its action
-        self._counts_lock = threading.Lock()
+        # id(step) -> its occurrence among the plan's steps of its action (a failpoint's @n),
+        # fixed by plan order, so copies side by side do not race for their numbers.
+        self._nth: dict[int, int] = {}
+        counts: dict[str, int] = {}
+        for s in plan.steps:
+            counts[s.action] = counts.get(s.action, 0) + 1
+            self._nth[id(s)] = counts[s.action]
         d = config.defaults
         self.journals = {
             SOURCE: Journal(source, d.state_dir, plan.domain, plan.run_id),
@@ -306,14 +310,10 @@ class Executor:
                 raise Interrupted(pending)
 
     def _fire(self, when: str, step: Step) -> None:
-        with self._counts_lock:  # copies side by side fire from their own threads
-            if when == "before":
-                self._counts[step.action] = self._counts.get(step.action, 0) + 1
-                self._nth[id(step)] = self._counts[step.action]
-            count = self._nth.get(id(step), self._counts.get(step.action, 0))
         fp = self.failpoint
         if fp is None or fp.when != when or fp.action != step.action:
             return
+        count = self._nth[id(step)]
         if fp.index in (0, count):
             self.log(f"failpoint {fp.when}:{fp.action}@{count}:{fp.what}")
             fp.fire()

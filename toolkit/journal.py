@@ -42,9 +42,13 @@ def journal_dir(state_dir: str) -> str:
     return posixpath.join(state_dir, "journal")
 
 
+# dd's options that append stdin to its ``of=`` file and fsync it before exiting.
+APPEND_OPTIONS = ("oflag=append", "conv=notrunc,fsync", "status=none")
+
+
 def append_argv(path: str) -> list[str]:
     """dd that appends stdin to ``path`` and fsyncs it before exiting (no shell)."""
-    return ["dd", f"of={path}", "oflag=append", "conv=notrunc,fsync", "status=none"]
+    return ["dd", f"of={path}", *APPEND_OPTIONS]
 
 
 def journalled_argv(path: str, argv: Sequence[str]) -> list[str]:
@@ -55,7 +59,7 @@ def journalled_argv(path: str, argv: Sequence[str]) -> list[str]:
     parameters carry the path and argv, so nothing is interpolated into the script.
     """
     script = ('mkdir -p -m 0700 "${1%/*}" && '
-              'dd of="$1" oflag=append conv=notrunc,fsync status=none || '
+              f'dd of="$1" {" ".join(APPEND_OPTIONS)} || '
               f'{{ echo "{JOURNAL_FAILED_MESSAGE}: $1" >&2; exit {JOURNAL_FAILED_EXIT}; }}; '
               'shift; exec "$@"')
     return ["sh", "-c", script, "sh", path, *argv]
