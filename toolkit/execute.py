@@ -36,7 +36,7 @@ from .errors import (
 )
 from .facts.fstab import GuestFilesystem, guest_position, parse_fstab, resolve_fstab
 from .facts.lvm import lvs_argv, parse_lvs
-from .journal import Journal
+from .journal import Journal, replace_file_argv
 from .plan import PEER, SOURCE, FilesystemPlan, Plan, Step, transfer_argv
 from .report import DomainReport, FilesystemReport, SnapshotReport
 from .rsync import (
@@ -501,20 +501,24 @@ class Executor:
 
     def _do_marker(self, step: Step, stack: ExitStack) -> None:
         state = step.argv[-1]
-        path = self.marker_path()
-        previous = read_marker(self.peer, path)
         now = time.time()
+        if state == "clean":
+            last_success, last_run = now, self.plan.run_id
+        else:
+            # Only a dirty marker keeps what the last clean one said.
+            previous = read_marker(self.peer, self.marker_path())
+            last_success = previous.get("last_success")
+            last_run = previous.get("last_success_run_id")
         marker = {
             "domain": self.plan.domain,
             "state": state,
             "run_id": self.plan.run_id,
             "source_host": self.plan.source_host,
             "updated": now,
-            "last_success": now if state == "clean" else previous.get("last_success"),
-            "last_success_run_id": self.plan.run_id if state == "clean"
-            else previous.get("last_success_run_id"),
+            "last_success": last_success,
+            "last_success_run_id": last_run,
         }
-        write_marker(self.peer, path, marker)
+        write_marker(self.peer, self.marker_path(), marker)
 
     # -- the copy --------------------------------------------------------
 
@@ -812,9 +816,5 @@ def read_marker(runner: Runner, path: str) -> dict:
 
 
 def write_marker(runner: Runner, path: str, marker: dict) -> None:
-    """Replace the marker atomically and durably (a temp file written and fsynced, then mv)."""
-    runner.run(["mkdir", "-p", "-m", "0700", posixpath.dirname(path)], timeout=30)
-    tmp = path + ".tmp"
-    runner.run(["dd", f"of={tmp}", "conv=fsync", "status=none"],
-               input=json.dumps(marker, indent=2) + "\n", timeout=30)
-    runner.run(["mv", "-f", "--", tmp, path], timeout=30)
+    """Replace the marker atomically and durably, in one command (one round trip)."""
+    runner.run(replace_file_argv(path), input=json.dumps(marker, indent=2) + "\n", timeout=30)

@@ -73,6 +73,31 @@ def unwrap_journalled(argv: Sequence[str]) -> tuple[str, list[str]] | None:
     return None
 
 
+# $0 of replace_file_argv's script: how a fake host (and a reader of `ps`) recognises it.
+REPLACE_NAME = "domu-backup-replace"
+
+
+def replace_file_argv(path: str) -> list[str]:
+    """One command that replaces ``path`` with stdin atomically and durably.
+
+    stdin goes to ``path.tmp`` (fsynced), which is renamed over ``path``; the directory
+    is then fsynced, so the rename itself survives a power loss. The directory is made
+    (0700) if missing. Any failed part fails the command, and ``path`` then still holds
+    its old content.
+    """
+    script = ('mkdir -p -m 0700 "${1%/*}" && dd of="$1.tmp" conv=fsync status=none && '
+              'mv -f -- "$1.tmp" "$1" && sync -- "${1%/*}"')
+    return ["sh", "-c", script, REPLACE_NAME, path]
+
+
+def unwrap_replace(argv: Sequence[str]) -> str | None:
+    """The path a replace_file_argv command writes; None for any other argv."""
+    a = tuple(argv)
+    if len(a) == 5 and a[:2] == ("sh", "-c") and a[3] == REPLACE_NAME:
+        return a[4]
+    return None
+
+
 def journal_path(state_dir: str, domain: str, run_id: str) -> str:
     return posixpath.join(journal_dir(state_dir), f"{domain}.{run_id}.jsonl")
 

@@ -19,7 +19,12 @@ from toolkit.facts.blkid import FilesystemProbe, parse_blkid_export
 from toolkit.facts.lvm import LogicalVolume, dm_name
 from toolkit.facts.partitions import parse_sfdisk
 from toolkit.facts.virsh import DomainDisk
-from toolkit.journal import JOURNAL_FAILED_EXIT, JOURNAL_FAILED_MESSAGE, unwrap_journalled
+from toolkit.journal import (
+    JOURNAL_FAILED_EXIT,
+    JOURNAL_FAILED_MESSAGE,
+    unwrap_journalled,
+    unwrap_replace,
+)
 from toolkit.plan import BackupFacts, DiskFacts, FsFacts
 from toolkit.runners import CommandResult, validate_argv
 
@@ -153,6 +158,16 @@ class FakeHost:
             else:
                 self.files[path] = self.files.get(path, "") + (input or "")
                 res = self.run(inner, check=False, timeout=timeout, env=env)
+            if check and res.exit_code not in tuple(ok_codes):
+                raise CommandFailed(res)
+            return res
+        replaced = unwrap_replace(args)
+        if replaced is not None:
+            # replace_file_argv: the fail hook sees it as the dd of the temp file.
+            res = self.fail(("dd", f"of={replaced}.tmp")) if self.fail else None
+            if res is None:
+                self.files[replaced] = input or ""
+                res = CommandResult(self.host, args, 0, "", "", 0.0)
             if check and res.exit_code not in tuple(ok_codes):
                 raise CommandFailed(res)
             return res

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 
 import pytest
@@ -401,3 +402,32 @@ def test_missing_dm_node_is_made_before_use_or_the_run_fails_clearly(tmp_path):
     plan, report, ex = run_executor(tmp_path, src, peer)
     ex.run()
     assert ("dmsetup", "mknodes") not in [c[:2] for c in peer.calls]
+
+
+def test_marker_writes_are_one_command_each_and_only_the_dirty_one_reads_the_old(tmp_path):
+    src, peer = FakeHost("dom0-a"), FakeHost("dom0-b")
+    src.fstab_on = "xvda1"
+    plan, report, ex = run_executor(tmp_path, src, peer)
+    marker = ex.marker_path()
+    peer.files[marker] = json.dumps({"state": "clean", "last_success": 1.0,
+                                     "last_success_run_id": "OLD"})
+    ex.run()
+    touching = [c for c in peer.calls if any(marker in a for a in c)]
+    assert [c[0] if c[0] != "sh" else "replace" for c in touching] == ["cat", "replace",
+                                                                        "replace"]
+    final = json.loads(peer.files[marker])
+    assert final["state"] == "clean" and final["last_success_run_id"] == plan.run_id
+
+
+def test_a_dirty_marker_keeps_the_last_success_of_the_marker_before_it(tmp_path):
+    src, peer = FakeHost("dom0-a"), FakeHost("dom0-b")
+    src.fstab_on = "xvda1"
+    src.rsync_result = (23, "", "rsync: some files vanished")
+    plan, report, ex = run_executor(tmp_path, src, peer)
+    peer.files[ex.marker_path()] = json.dumps({"state": "clean", "last_success": 1.0,
+                                               "last_success_run_id": "OLD"})
+    with pytest.raises(errors.ToolkitError):
+        ex.run()
+    marker = json.loads(peer.files[ex.marker_path()])
+    assert (marker["state"], marker["run_id"]) == ("dirty", plan.run_id)
+    assert (marker["last_success"], marker["last_success_run_id"]) == (1.0, "OLD")

@@ -13,7 +13,9 @@ from toolkit.journal import (
     journalled_argv,
     list_journals,
     parse_journal,
+    replace_file_argv,
     unwrap_journalled,
+    unwrap_replace,
 )
 from toolkit.runners import LocalRunner
 
@@ -92,3 +94,23 @@ def test_odd_paths_and_arguments_pass_through_the_wrapper_untouched(tmp_path):
     assert not (tmp_path / "pwned").exists() and not list(tmp_path.glob("pwned*"))
     assert unwrap_journalled(journalled_argv(j.path, ["ls"])) == (j.path, ["ls"])
     assert unwrap_journalled(["sh", "-c", "ls", "sh", "x", "y"]) is None
+
+
+def test_replace_file_writes_atomically_makes_its_directory_and_keeps_the_old_on_failure(
+        tmp_path):
+    runner = LocalRunner()
+    odd = tmp_path / "stand by;$(touch pwned)" / "web01.json"
+    res = runner.run(replace_file_argv(str(odd)), input='{"state": "dirty"}\n', timeout=30)
+    assert res.exit_code == 0 and odd.read_text() == '{"state": "dirty"}\n'
+    assert oct(odd.parent.stat().st_mode & 0o777) == "0o700"
+    assert not (tmp_path / "pwned").exists() and not odd.with_name("web01.json.tmp").exists()
+    runner.run(replace_file_argv(str(odd)), input='{"state": "clean"}\n', timeout=30)
+    assert odd.read_text() == '{"state": "clean"}\n'
+    # The temp file cannot be written (a directory is in its way): the command fails
+    # and the file keeps its old content.
+    odd.with_name("web01.json.tmp").mkdir()
+    res = runner.run(replace_file_argv(str(odd)), input="new", check=False, timeout=30)
+    assert res.exit_code != 0 and odd.read_text() == '{"state": "clean"}\n'
+    assert unwrap_replace(replace_file_argv(str(odd))) == str(odd)
+    assert unwrap_replace(journalled_argv(str(odd), ["ls"])) is None
+
