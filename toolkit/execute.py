@@ -1,9 +1,12 @@
 """Execute a plan: each undo registered the moment its resource exists.
 
 The executor walks the plan's steps in order. Before a step creates something
-it is written to that host's journal; right after, its undo goes on an
-``ExitStack``. Whatever happens next (an error, a signal, a failed guard), the
-stack unwinds in reverse order on both hosts, shielded from further signals.
+it is written to that host's journal; right after, its undo is registered.
+Whatever happens next (an error, a signal, a failed guard), teardown undoes
+every registered resource, newest first on each host, shielded from further
+signals. The two hosts are torn down side by side: nothing on one depends on
+the other once the copies have stopped, and the source's snapshot goes without
+waiting for the peer's unmount to flush.
 """
 
 from __future__ import annotations
@@ -246,6 +249,7 @@ class Executor:
         }
         self.guest_paths: dict[str, str] = {
             f.name: f.guest_path for f in plan.filesystems if f.guest_path}
+        self._made: list[Step] = []  # steps whose undo teardown runs, in creation order
         self._snapshot_peak: dict[str, float] = {}
         self._snapshot_invalid: set[str] = set()
         for s in plan.snapshots:
@@ -298,8 +302,8 @@ class Executor:
         finally:
             start = time.monotonic()
             with signals.shielded():
-                stack.close()
-                self._finish_journals()
+                self._teardown()
+                stack.close()  # the domain lock (when taken here) goes last
             self.report.add_phase("teardown", time.monotonic() - start)
             pending = signals.pending_signal()
             if self.report.teardown_errors and body_error is None:
@@ -328,21 +332,45 @@ class Executor:
             # disk before the command starts (the wrapper runs it only then).
             result = self.journals[step.host].run_recorded(
                 step.action, step.resource, step.undo, step.exists, step.argv, timeout=timeout)
+            # Registered even if the command failed: it may have half-succeeded (kpartx
+            # maps some partitions, lvcreate leaves an LV behind), and the undo's
+            # exists-probe sorts that out.
+            self._made.append(step)
         else:
             result = runner.run(step.argv, timeout=timeout, check=False)
         if result.exit_code != 0:
-            # The command may have half-succeeded (kpartx maps some partitions,
-            # lvcreate leaves an LV behind): the exists-probe in the undo sorts it out.
-            if step.undo:
-                stack.callback(self._undo, step)
             raise _error_for(step, result)
-        if step.undo:
-            stack.callback(self._undo, step)
         if step.action in DM_NODE_ACTIONS:
             ensure_dm_node(runner, step.resource)
         return result
 
-    def _undo(self, step: Step) -> None:
+    def _teardown(self) -> None:
+        """Undo what was made, newest first per host: the peer on a thread, the source here.
+
+        A host's journal is removed once everything on it is undone, and kept for
+        recover otherwise.
+        """
+        peer = threading.Thread(target=self._teardown_host, args=(PEER,), name="teardown-peer",
+                                daemon=True)
+        peer.start()
+        self._teardown_host(SOURCE)
+        peer.join()
+
+    def _teardown_host(self, host: str) -> None:
+        clean = True
+        try:
+            for step in reversed([s for s in self._made if s.host == host]):
+                clean = self._undo(step) and clean
+            if clean:
+                self.journals[host].remove()
+        except ToolkitError as exc:
+            self.report.teardown_errors.append(f"journal {self.journals[host].path}: {exc}")
+        except BaseException as exc:  # noqa: BLE001 - a bug must not end the other host's teardown
+            self.report.teardown_errors.append(f"[{self.runner(host).host}] teardown stopped: "
+                                               f"{type(exc).__name__}: {exc}")
+
+    def _undo(self, step: Step) -> bool:
+        """Undo one step's resource; False (and a teardown error) if it may still exist."""
         runner = self.runner(step.host)
         if step.host == PEER and self._peer_lost:
             # R17: once the peer is gone, each further undo there would only wait
@@ -350,28 +378,21 @@ class Executor:
             self.report.teardown_errors.append(
                 f"[{runner.host}] {step.action} {step.resource}: not undone, the connection to "
                 "the peer is lost (state there unknown: run recover)")
-            return
+            return False
         start, wall = time.monotonic(), time.time()
         try:
             undo_with_retry(runner, step.undo, step.exists, self.config.ssh.command_timeout,
                             probe_first=False)
+            return True
         except ToolkitError as exc:
             if step.host == PEER and isinstance(exc, ConnectionLost | CommandTimedOut):
                 self._peer_lost = True
             self.report.teardown_errors.append(f"[{runner.host}] {step.action} {step.resource}: "
                                                f"{exc}")
+            return False
         finally:
             self.report.add_step(step.host, f"undo {step.action}", step.resource, wall,
                                  time.monotonic() - start)
-
-    def _finish_journals(self) -> None:
-        if self.report.teardown_errors:
-            return  # keep them: recover needs them
-        for journal in self.journals.values():
-            try:
-                journal.remove()
-            except ToolkitError as exc:
-                self.report.teardown_errors.append(f"journal {journal.path}: {exc}")
 
     def _do_lock(self, step: Step, stack: ExitStack) -> None:
         if self.lock_held:

@@ -166,6 +166,53 @@ def test_teardown_failure_is_reported_and_journal_kept_for_recover(tmp_path, mon
     assert any("lvremove" in e or "snapshot" in e for e in report.teardown_errors)
     journal = ex.journals["source"].path
     assert journal in src.files and "lvremove" in src.files[journal]
+    # The peer, whose teardown went through, keeps no journal.
+    assert ex.journals["peer"].path not in peer.files and peer.leftovers() == []
+
+
+class BlockingUnmount(FakeHost):
+    """A peer whose first umount waits (up to 10 s) until the source has removed its snapshot."""
+
+    def __init__(self, host, source_done):
+        super().__init__(host)
+        self.source_done = source_done
+        self.waited: bool | None = None
+
+    def _answer(self, a, input):
+        if a[0] == "umount" and self.waited is None:
+            self.waited = self.source_done.wait(10)
+        return super()._answer(a, input)
+
+
+class SignallingSource(FakeHost):
+    def __init__(self, host, done):
+        super().__init__(host)
+        self.done = done
+
+    def _answer(self, a, input):
+        res = super()._answer(a, input)
+        if a[0] == "lvremove":
+            self.done.set()
+        return res
+
+
+def test_the_hosts_are_torn_down_side_by_side(tmp_path):
+    import threading
+
+    done = threading.Event()
+    src, peer = SignallingSource("dom0-a", done), BlockingUnmount("dom0-b", done)
+    src.fstab_on = "xvda1"
+    plan, report, ex = run_executor(tmp_path, src, peer)
+    ex.run()
+    # One after another, the peer's unmount would wait in vain for the source's snapshot
+    # removal, which would only come after it.
+    assert peer.waited is True
+    assert src.leftovers() == [] and peer.leftovers() == [] and report.teardown_errors == []
+    # each host still undoes newest first
+    first = next(i for i, c in enumerate(src.calls) if c[0] == "umount")
+    undos = [c[0] for c in src.calls[first:] if c[0] in ("umount", "rmdir", "kpartx",
+                                                        "lvremove")]
+    assert undos[-2:] == ["kpartx", "lvremove"]
 
 
 def test_overflowed_snapshot_fails_run_and_leaves_standby_dirty(tmp_path):
