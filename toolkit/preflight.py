@@ -195,7 +195,7 @@ class Preflight:
 _Layout = tuple[PartitionTable, tuple[FsFacts, ...]]
 
 
-class _Background:
+class Background:
     """One call run on a daemon thread; ``result()`` waits for it and returns or re-raises.
 
     Daemon, so a run stopped by a signal while the peer is still answering exits at
@@ -274,7 +274,7 @@ def gather(config: Config, domain: str, source: Runner, peer_factory: Callable[[
         raise PeerInvalid(f"domain {domain}: peer {peer_name!r} is not a configured Dom0",
                           host=local_name)
 
-    prelude = _Background(lambda: _peer_prelude(peer_factory, peer_name, uri, domain),
+    prelude = Background(lambda: _peer_prelude(peer_factory, peer_name, uri, domain),
                           "preflight-peer")
     try:
         return _gather_rest(config, domain, source, local_name, state, prelude)
@@ -286,7 +286,7 @@ def gather(config: Config, domain: str, source: Runner, peer_factory: Callable[[
 
 
 def _gather_rest(config: Config, domain: str, source: Runner, local_name: str, state: str,
-                 prelude: _Background) -> tuple[Preflight, Runner]:
+                 prelude: Background) -> tuple[Preflight, Runner]:
     dcfg = config.domain(domain)
     uri = config.hypervisor_uri
     peer_name = dcfg.peer
@@ -312,7 +312,7 @@ def _gather_rest(config: Config, domain: str, source: Runner, local_name: str, s
             return peer, peer_state, []  # refused below: its standby disks are in use
         return peer, peer_state, _peer_disks(peer, targets)
 
-    peer_reads = _Background(peer_side, "preflight-peer-disks")
+    peer_reads = Background(peer_side, "preflight-peer-disks")
     try:
         source_disks, vg_need, vg_free = _source_disks(config, domain, source, local_name, backed)
     except ToolkitError:

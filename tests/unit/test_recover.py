@@ -75,3 +75,69 @@ def test_inventory_names_a_domain_pending_only_for_what_the_sweep_would_take():
     # a snapshot is only swept on the source: the peer's inventory never lists one
     assert not _inventory("peer", snapshots=[("vg_a", "domubk-2026-web01-xvda")]).pending(
         cfg, "web01")
+
+
+class _Host:
+    """Answers the inventory's reads with nothing owned; records the calls."""
+
+    def __init__(self, host, *, wait_for=None, started=None, lost=False):
+        import threading
+
+        self.host = host
+        self.calls = []
+        self.wait_for = wait_for
+        self.started = started or threading.Event()
+        self.waited = None
+        self.lost = lost
+
+    def run(self, argv, **kw):
+        from toolkit.errors import ConnectionLost
+        from toolkit.runners import CommandResult
+
+        self.calls.append(tuple(argv))
+        self.started.set()
+        if self.lost:
+            raise ConnectionLost("the peer went away", host=self.host)
+        if self.wait_for is not None and self.waited is None:
+            self.waited = self.wait_for.wait(10)
+        out = '{"filesystems": []}' if argv[0] == "findmnt" else ""
+        return CommandResult(self.host, tuple(argv), 0, out, "", 0.0)
+
+
+def _two_host_config():
+    from toolkit.config import parse_config
+
+    return parse_config('[cluster.dom0s]\ndom0-a = "local://"\ndom0-b = "ssh://root@b"\n'
+                        '[hypervisor]\nuri = "test:///default"\n'
+                        '[domains.web01]\npeer = "dom0-b"\n', "/etc/domu-backup/backup.toml")
+
+
+def test_start_of_run_inventories_look_at_both_hosts_side_by_side_and_skip_clean_hosts():
+    from toolkit.app import inventories
+    from toolkit.recover import recover_domain
+
+    cfg = _two_host_config()
+    peer = _Host("dom0-b")
+    # The source's first read waits for the peer's first read: one after the other
+    # (source first), it would wait in vain.
+    source = _Host("dom0-a", wait_for=peer.started)
+    seen = inventories(cfg, source, peer)
+    assert source.waited is True and set(seen) == {"source", "peer"}
+    calls = len(source.calls), len(peer.calls)
+    assert recover_domain(cfg, "web01", source, peer, inventories=seen) == []
+    assert (len(source.calls), len(peer.calls)) == calls  # nothing pending: nothing more run
+
+
+def test_a_host_that_cannot_be_looked_at_is_left_to_recover_in_full():
+    import pytest
+
+    from toolkit.app import inventories
+    from toolkit.errors import TeardownIncomplete
+    from toolkit.recover import recover_domain
+
+    cfg = _two_host_config()
+    source, peer = _Host("dom0-a"), _Host("dom0-b", lost=True)
+    seen = inventories(cfg, source, peer)
+    assert set(seen) == {"source"}
+    with pytest.raises(TeardownIncomplete, match="the peer went away"):
+        recover_domain(cfg, "web01", source, peer, inventories=seen)
