@@ -230,11 +230,11 @@ class _PeerDisk:
     layout: _Layout | None
 
 
-def _peer_prelude(peer_factory: Callable[[str], Runner], peer_name: str, uri: str,
-                  domain: str) -> tuple[Runner, str | None]:
+def _peer_connect(peer_factory: Callable[[str], Runner], peer_name: str) -> Runner:
+    """The peer's runner, connected: its first command checks the programs it needs."""
     peer = peer_factory(peer_name)
     check_binaries(peer, PEER_BINARIES)
-    return peer, domain_state(peer, uri, domain)
+    return peer
 
 
 def _peer_disks(peer: Runner, targets: list[tuple[str, str]]) -> list[_PeerDisk]:
@@ -274,19 +274,50 @@ def gather(config: Config, domain: str, source: Runner, peer_factory: Callable[[
         raise PeerInvalid(f"domain {domain}: peer {peer_name!r} is not a configured Dom0",
                           host=local_name)
 
-    prelude = Background(lambda: _peer_prelude(peer_factory, peer_name, uri, domain),
-                          "preflight-peer")
+    peer = _PeerReads(peer_factory, peer_name, uri, domain)
     try:
-        return _gather_rest(config, domain, source, local_name, state, prelude)
+        return _gather_rest(config, domain, source, local_name, state, peer)
     except ToolkitError:
         # A failed source check: let the peer's reads end first, so no connection is
         # still being made while the caller closes its runners. (A signal does not wait.)
-        prelude.wait()
+        peer.wait()
         raise
 
 
+class _PeerReads:
+    """The peer's reads on threads of their own, beside the source's.
+
+    The connection (with the check of the peer's programs) comes first; then the
+    domain's state there and, once the source has named the disks, the standby LVs
+    and their layouts are read side by side, over the one connection. The layouts
+    of a standby LV that is open are never read; all of it is discarded if the
+    domain turns out to run on the peer.
+    """
+
+    def __init__(self, peer_factory: Callable[[str], Runner], peer_name: str, uri: str,
+                 domain: str) -> None:
+        self.connected = Background(lambda: _peer_connect(peer_factory, peer_name),
+                                    "preflight-peer")
+        self.state = Background(lambda: domain_state(self.runner(), uri, domain),
+                                "preflight-peer-state")
+        self.disks: Background | None = None
+
+    def runner(self) -> Runner:
+        return self.connected.result()  # type: ignore[return-value]
+
+    def read_disks(self, targets: list[tuple[str, str]]) -> None:
+        self.disks = Background(lambda: _peer_disks(self.runner(), targets),
+                                "preflight-peer-disks")
+
+    def wait(self) -> None:
+        for bg in (self.connected, self.state, self.disks):
+            if bg is not None:
+                bg.wait()
+
+
+
 def _gather_rest(config: Config, domain: str, source: Runner, local_name: str, state: str,
-                 prelude: Background) -> tuple[Preflight, Runner]:
+                 prelude: _PeerReads) -> tuple[Preflight, Runner]:
     dcfg = config.domain(domain)
     uri = config.hypervisor_uri
     peer_name = dcfg.peer
@@ -306,24 +337,23 @@ def _gather_rest(config: Config, domain: str, source: Runner, local_name: str, s
         targets.append((spec.target_lv if spec and spec.target_lv else disk.source,
                         disk.target))
 
-    def peer_side() -> tuple[Runner, str | None, list[_PeerDisk]]:
-        peer, peer_state = prelude.result()  # type: ignore[misc]
-        if peer_state is not None and peer_state in ACTIVE_STATES:
-            return peer, peer_state, []  # refused below: its standby disks are in use
-        return peer, peer_state, _peer_disks(peer, targets)
-
-    peer_reads = Background(peer_side, "preflight-peer-disks")
+    prelude.read_disks(targets)
     try:
         source_disks, vg_need, vg_free = _source_disks(config, domain, source, local_name, backed)
     except ToolkitError:
-        peer_reads.wait()
+        prelude.wait()
         raise
 
-    peer, peer_state, peer_disks = peer_reads.result()  # type: ignore[misc]
+    # The peer's checks, in a fixed order: connection and programs, domain state, disks.
+    peer = prelude.runner()
+    peer_state: str | None = prelude.state.result()  # type: ignore[assignment]
     if peer_state is not None and peer_state in ACTIVE_STATES:
+        prelude.wait()
         raise DomainRunningOnPeer(
             f"domain {domain} is {peer_state} on {peer_name}: its standby disks are in use "
             "there; refusing to touch them", host=peer_name)
+    assert prelude.disks is not None
+    peer_disks: list[_PeerDisk] = prelude.disks.result()  # type: ignore[assignment]
     disk_facts: list[DiskFacts] = []
     for disk, (target_path, _), (lv, (table, filesystems)), theirs in zip(
             backed, targets, source_disks, peer_disks, strict=True):

@@ -371,6 +371,9 @@ class SSHRunner:
         self.command_timeout = command_timeout
         self.keepalive = keepalive
         self._client: paramiko.SSHClient | None = None
+        # Commands may run side by side over the one connection (preflight's peer reads);
+        # only one of them (re)connects.
+        self._connecting = threading.Lock()
 
     def __enter__(self) -> SSHRunner:
         return self
@@ -385,6 +388,10 @@ class SSHRunner:
             client.close()
 
     def _connect(self) -> paramiko.SSHClient:
+        with self._connecting:
+            return self._connect_locked()
+
+    def _connect_locked(self) -> paramiko.SSHClient:
         if self._client is not None:
             transport = self._client.get_transport()
             if transport is not None and transport.is_active():
@@ -553,8 +560,9 @@ class SSHRunner:
             if not busy:
                 if channel.eof_received:
                     # After EOF the channel's fileno stays readable; select
-                    # would spin while the exit status is still on its way.
-                    time.sleep(_POLL)
+                    # would spin while the exit status is still on its way:
+                    # wait for the status itself (set by paramiko when it comes).
+                    channel.status_event.wait(_POLL)
                 else:
                     select.select([channel], [], [], _POLL)
 

@@ -166,6 +166,30 @@ def test_the_peers_reads_run_beside_the_sources():
     assert got is peer and pre.facts.disks[0].target_lv.path == "/dev/vg_b/web01"
 
 
+def test_the_peers_domain_state_and_standby_reads_run_side_by_side():
+    import threading
+
+    recs = records()
+    lvs_started = threading.Event()
+    waited: list[bool] = []
+
+    def on_peer(argv):
+        if argv[0] == "lvs":
+            lvs_started.set()
+        if "domstate" in argv:
+            # One after the other, the standby's lvs would only start after this.
+            waited.append(lvs_started.wait(5))
+
+    source = ReplayRunner("dom0-a", [r for r in recs if r["role"] == "source"])
+    peer = _Watched("dom0-b", [r for r in recs if r["role"] == "peer"], on_peer)
+    cfg = load_config(CONFIG, check_permissions=False)
+    pre, _ = gather(cfg, "web01", source, lambda name: peer, local_node_name(cfg, "dom0-a"))
+    assert waited == [True] and pre.peer_state == "shut off"
+    assert pre.facts.disks[0].target_lv.path == "/dev/vg_b/web01"
+    # the programs were checked (and the connection made) before anything else
+    assert peer.calls[0][0] == "which"
+
+
 def test_a_source_error_wins_over_a_peer_error_and_the_peer_thread_has_ended():
     import threading
 
