@@ -302,15 +302,17 @@ def test_meter_result_round_trip_and_garbage() -> None:
 
 def test_toolkit_phases_keep_run_order_and_add_the_rest_as_other() -> None:
     run = parse_toolkit_report(_toolkit_report(phases={"rsync": 20.0, "preflight": 1.0,
-                                                       "future": 0.5}, filesystems=[]))
+                                                       "future": 0.5, "recover": 0.5},
+                                               filesystems=[]))
     phases = toolkit_phases(run, wall=25.0)
-    assert list(phases) == ["preflight", "rsync", "future", "other"]
-    assert phases["other"] == 3.5
+    assert list(phases) == ["preflight", "recover", "rsync", "future", "other"]
+    assert phases["other"] == 3.0
     assert toolkit_phases(run, wall=1.0)["other"] == 0.0
 
 
-def test_snapshot_window_is_everything_after_preflight() -> None:
-    assert snapshot_window({**PHASES, "other": 2.0}) == pytest.approx(sum(PHASES.values()) - 1.2)
+def test_snapshot_window_is_everything_after_preflight_and_the_recover_check() -> None:
+    phases = {"preflight": 1.2, "recover": 0.7, **PHASES, "other": 2.0}
+    assert snapshot_window(phases) == pytest.approx(sum(PHASES.values()) - 1.2)
 
 
 @pytest.mark.parametrize(("phase", "durations", "mode"), [

@@ -110,9 +110,11 @@ PARALLEL_JOBS = 2  # toolkit-parallel's copy_jobs
 # Between the outputs of the rsyncs of bare-parallel (printed one after another at the end).
 PARALLEL_SEPARATOR = "=== bench: next rsync ==="
 # The toolkit's phases (DomainReport.phases), in the order a run goes through them.
-TOOLKIT_PHASES = ("preflight", "snapshot", "map", "mount", "peer", "guards", "marker", "rsync",
-                  "teardown")
-# Wall time the report does not split: process start, config, the recover sweep, the report.
+TOOLKIT_PHASES = ("preflight", "recover", "snapshot", "map", "mount", "peer", "guards", "marker",
+                  "rsync", "teardown")
+# Phases that end before the snapshot is taken.
+BEFORE_SNAPSHOT = ("preflight", "recover")
+# Wall time the report does not split: process start, config, the report, the exit.
 OTHER = "other"
 CHURN_PERCENT = 1.0
 CHURN_SEED = 7
@@ -617,7 +619,7 @@ def snapshot_window(phases: Mapping[str, float]) -> float:
     An upper bound: the snapshot phase includes the lvcreate itself and teardown ends
     with the snapshot's removal.
     """
-    return round(sum(v for k, v in phases.items() if k not in ("preflight", OTHER)), 3)
+    return round(sum(v for k, v in phases.items() if k not in (*BEFORE_SNAPSHOT, OTHER)), 3)
 
 
 @dataclass(frozen=True)
