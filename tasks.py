@@ -69,12 +69,10 @@ def backup(c, domu=None, all=False, dry_run=False, json=False, config=None, node
     from toolkit.plan import render_plan
     from toolkit.progress import ProgressReporter
     from toolkit.report import summary, write_report
-    from toolkit.runners import preload_ssh
     from toolkit.signals import signals_raise
 
     if bool(domu) == bool(all):
         raise Exit("error: give exactly one of --domu NAME or --all", code=4)
-    preload_ssh()
     try:
         cfg = _config(config)
         domains = list(cfg.domains) if all else [domu]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import importlib
 import os
 import re
 import select
@@ -18,7 +17,6 @@ import signal
 import socket
 import struct
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -26,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from urllib.parse import urlsplit
+
+import paramiko
 
 from .errors import (
     CommandFailed,
@@ -37,8 +37,6 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    import paramiko
-
     from .config import SSHSettings
 
 DEFAULT_TIMEOUT = 600.0
@@ -309,19 +307,6 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _POLL = 0.05  # seconds between checks of a remote command's channel
 
 
-def preload_ssh() -> None:
-    """Start importing paramiko on a daemon thread (about a second on a slow Dom0).
-
-    The peer's connection is made later, on a preflight thread, once the domain is known
-    to run here; by then the import is done or under way, and Python's import lock makes
-    that thread wait for it rather than import twice. Call it once the caller's own
-    imports are done.
-    """
-    if "paramiko" not in sys.modules:
-        threading.Thread(target=importlib.import_module, args=("paramiko",),
-                         name="preload-ssh", daemon=True).start()
-
-
 def remote_command(argv: Sequence[str], env: Mapping[str, str] | None = None) -> str:
     """The one shell string sent to the peer for argv: ``env LC_ALL=C ... argv`` quoted once.
 
@@ -342,20 +327,20 @@ def remote_command(argv: Sequence[str], env: Mapping[str, str] | None = None) ->
     return shlex.join(["env", *assignments, *args])
 
 
-def _reject_unknown_host(host: str, known_hosts: Path) -> paramiko.MissingHostKeyPolicy:
-    """paramiko's RejectPolicy, saying which known_hosts file lacked the key."""
-    import paramiko
+class _RejectUnknownHost(paramiko.RejectPolicy):
+    """RejectPolicy that says which known_hosts file lacked the key."""
 
-    class RejectUnknownHost(paramiko.RejectPolicy):
-        def missing_host_key(self, client, hostname, key) -> None:  # noqa: ANN001
-            raise HostKeyRejected(
-                f"unknown host key for {hostname} ({key.get_name()} "
-                f"{_fingerprint(key)}): not in {known_hosts}; refusing to connect "
-                "(pin the peer's key in that file)",
-                host=host,
-            )
+    def __init__(self, host: str, known_hosts: Path) -> None:
+        self._host = host
+        self._known_hosts = known_hosts
 
-    return RejectUnknownHost()
+    def missing_host_key(self, client, hostname, key) -> None:  # noqa: ANN001
+        raise HostKeyRejected(
+            f"unknown host key for {hostname} ({key.get_name()} "
+            f"{_fingerprint(key)}): not in {self._known_hosts}; refusing to connect "
+            "(pin the peer's key in that file)",
+            host=self._host,
+        )
 
 
 def _fingerprint(key: paramiko.PKey) -> str:
@@ -407,10 +392,6 @@ class SSHRunner:
             return self._connect_locked()
 
     def _connect_locked(self) -> paramiko.SSHClient:
-        # paramiko is imported on first connect, not with this module: a run imports it
-        # on the preflight thread that connects to the peer, beside the source's reads.
-        import paramiko
-
         if self._client is not None:
             transport = self._client.get_transport()
             if transport is not None and transport.is_active():
@@ -427,7 +408,7 @@ class SSHRunner:
                 f"no host key can be trusted for {self.spec.host}",
                 host=self.host,
             ) from None
-        client.set_missing_host_key_policy(_reject_unknown_host(self.host, self.known_hosts))
+        client.set_missing_host_key_policy(_RejectUnknownHost(self.host, self.known_hosts))
         try:
             client.connect(
                 self.spec.host,
@@ -484,8 +465,6 @@ class SSHRunner:
     ) -> CommandResult:
         """Run argv on the peer. ``timeout=None`` means the runner's command_timeout:
         a remote command is never unbounded."""
-        import paramiko
-
         args = validate_argv(argv)
         command = remote_command(args, env)
         limit = self.command_timeout if timeout is None else timeout
@@ -531,8 +510,6 @@ class SSHRunner:
 
     def _open_channel(self) -> paramiko.Channel:
         """A session channel; a connection found dead before anything ran is reopened once."""
-        import paramiko
-
         for attempt in (1, 2):
             transport = self._connect().get_transport()
             try:
