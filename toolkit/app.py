@@ -17,8 +17,8 @@ from .config import Config
 from .errors import Interrupted, NotRunningHere, ToolkitError, most_severe
 from .execute import Executor, domain_lock
 from .plan import Plan, plan_backup
-from .preflight import Background, gather, local_node_name
-from .recover import Inventory, recover_domain, take_inventory
+from .preflight import gather, local_node_name
+from .recover import recover_domain, take_inventories
 from .report import DomainReport, RunReport
 from .runners import LocalRunner, Runner, runner_for
 
@@ -89,8 +89,9 @@ def backup_domain(config: Config, domain: str, hosts: Hosts, *, node: str | None
                 return report
             # Under the lock: what is left over can only be from a dead run.
             t = time.monotonic()
+            seen = take_inventories(config, hosts.source, peer)
             report.cleaned = recover_domain(config, domain, hosts.source, peer, log=log,
-                                            inventories=inventories(config, hosts.source, peer))
+                                            inventories=seen)
             report.add_phase("recover", time.monotonic() - t)
             Executor(plan, config, hosts.source, peer, report,
                      allow_mass_delete=allow_mass_delete, on_progress=on_progress, log=log,
@@ -114,26 +115,6 @@ def backup_domain(config: Config, domain: str, hosts: Hosts, *, node: str | None
     finally:
         report.finished = time.time()
     return report
-
-
-def inventories(config: Config, source: Runner, peer: Runner) -> dict[str, Inventory]:
-    """What each host holds that a run may own, both looked at side by side.
-
-    recover then skips a host where the domain has nothing. A host that cannot be
-    looked at is left out, so recover goes through it in full (and reports why it
-    cannot).
-    """
-    seen: dict[str, Inventory] = {}
-    on_peer = Background(lambda: take_inventory(peer, config, "peer"), "inventory-peer")
-    try:
-        seen["source"] = take_inventory(source, config, "source")
-    except ToolkitError:
-        pass
-    try:
-        seen["peer"] = on_peer.result()  # type: ignore[assignment]
-    except ToolkitError:
-        pass
-    return seen
 
 
 def backup(config: Config, domains: list[str], hosts: Hosts, *, node: str | None = None,

@@ -274,13 +274,13 @@ def gather(config: Config, domain: str, source: Runner, peer_factory: Callable[[
         raise PeerInvalid(f"domain {domain}: peer {peer_name!r} is not a configured Dom0",
                           host=local_name)
 
-    peer = _PeerReads(peer_factory, peer_name, uri, domain)
+    peer_reads = _PeerReads(peer_factory, peer_name, uri, domain)
     try:
-        return _gather_rest(config, domain, source, local_name, state, peer)
+        return _gather_rest(config, domain, source, local_name, state, peer_reads)
     except ToolkitError:
         # A failed source check: let the peer's reads end first, so no connection is
         # still being made while the caller closes its runners. (A signal does not wait.)
-        peer.wait()
+        peer_reads.wait()
         raise
 
 
@@ -315,9 +315,8 @@ class _PeerReads:
                 bg.wait()
 
 
-
 def _gather_rest(config: Config, domain: str, source: Runner, local_name: str, state: str,
-                 prelude: _PeerReads) -> tuple[Preflight, Runner]:
+                 peer_reads: _PeerReads) -> tuple[Preflight, Runner]:
     dcfg = config.domain(domain)
     uri = config.hypervisor_uri
     peer_name = dcfg.peer
@@ -337,23 +336,23 @@ def _gather_rest(config: Config, domain: str, source: Runner, local_name: str, s
         targets.append((spec.target_lv if spec and spec.target_lv else disk.source,
                         disk.target))
 
-    prelude.read_disks(targets)
+    peer_reads.read_disks(targets)
     try:
         source_disks, vg_need, vg_free = _source_disks(config, domain, source, local_name, backed)
     except ToolkitError:
-        prelude.wait()
+        peer_reads.wait()
         raise
 
     # The peer's checks, in a fixed order: connection and programs, domain state, disks.
-    peer = prelude.runner()
-    peer_state: str | None = prelude.state.result()  # type: ignore[assignment]
+    peer = peer_reads.runner()
+    peer_state: str | None = peer_reads.state.result()  # type: ignore[assignment]
     if peer_state is not None and peer_state in ACTIVE_STATES:
-        prelude.wait()
+        peer_reads.wait()
         raise DomainRunningOnPeer(
             f"domain {domain} is {peer_state} on {peer_name}: its standby disks are in use "
             "there; refusing to touch them", host=peer_name)
-    assert prelude.disks is not None
-    peer_disks: list[_PeerDisk] = prelude.disks.result()  # type: ignore[assignment]
+    assert peer_reads.disks is not None
+    peer_disks: list[_PeerDisk] = peer_reads.disks.result()  # type: ignore[assignment]
     disk_facts: list[DiskFacts] = []
     for disk, (target_path, _), (lv, (table, filesystems)), theirs in zip(
             backed, targets, source_disks, peer_disks, strict=True):

@@ -25,6 +25,7 @@ from .errors import ToolkitError
 from .execute import undo_with_retry
 from .journal import list_journals, parse_journal
 from .plan import mount_probe
+from .preflight import Background
 from .runners import Runner
 
 
@@ -224,6 +225,26 @@ def take_inventory(runner: Runner, config: Config, role: str) -> Inventory:
         tuple(t for t in _mount_targets(runner) if t.startswith(prefix.rstrip("/") + "/")),
         tuple(_dm_names(runner)), tuple(_local_vgs(runner) if source else ()),
         tuple(_tagged_lvs(runner) if source else ()), tuple(_run_dirs(runner, prefix, None)))
+
+
+def take_inventories(config: Config, source: Runner, peer: Runner) -> dict[str, Inventory]:
+    """One domain's run: the inventory of its source and of its peer, taken side by side.
+
+    recover then skips a host where the domain has nothing. A host that cannot be
+    looked at is left out, so recover goes through it in full (and reports why it
+    cannot).
+    """
+    seen: dict[str, Inventory] = {}
+    on_peer = Background(lambda: take_inventory(peer, config, "peer"), "inventory-peer")
+    try:
+        seen["source"] = take_inventory(source, config, "source")
+    except ToolkitError:
+        pass
+    try:
+        seen["peer"] = on_peer.result()  # type: ignore[assignment]
+    except ToolkitError:
+        pass
+    return seen
 
 
 def recover_domain(config: Config, domain: str | None, source: Runner, peer: Runner | None,

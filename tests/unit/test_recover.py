@@ -113,15 +113,14 @@ def _two_host_config():
 
 
 def test_start_of_run_inventories_look_at_both_hosts_side_by_side_and_skip_clean_hosts():
-    from toolkit.app import inventories
-    from toolkit.recover import recover_domain
+    from toolkit.recover import recover_domain, take_inventories
 
     cfg = _two_host_config()
     peer = _Host("dom0-b")
     # The source's first read waits for the peer's first read: one after the other
     # (source first), it would wait in vain.
     source = _Host("dom0-a", wait_for=peer.started)
-    seen = inventories(cfg, source, peer)
+    seen = take_inventories(cfg, source, peer)
     assert source.waited is True and set(seen) == {"source", "peer"}
     calls = len(source.calls), len(peer.calls)
     assert recover_domain(cfg, "web01", source, peer, inventories=seen) == []
@@ -131,13 +130,12 @@ def test_start_of_run_inventories_look_at_both_hosts_side_by_side_and_skip_clean
 def test_a_host_that_cannot_be_looked_at_is_left_to_recover_in_full():
     import pytest
 
-    from toolkit.app import inventories
     from toolkit.errors import TeardownIncomplete
-    from toolkit.recover import recover_domain
+    from toolkit.recover import recover_domain, take_inventories
 
     cfg = _two_host_config()
     source, peer = _Host("dom0-a"), _Host("dom0-b", lost=True)
-    seen = inventories(cfg, source, peer)
+    seen = take_inventories(cfg, source, peer)
     assert set(seen) == {"source"}
     with pytest.raises(TeardownIncomplete, match="the peer went away"):
         recover_domain(cfg, "web01", source, peer, inventories=seen)
