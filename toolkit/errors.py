@@ -118,6 +118,13 @@ class GuestLvmUnreadable(ToolkitError):
     summary = "a guest's LVM label or metadata could not be read"
 
 
+class UnsafeName(ToolkitError):
+    """A name from guest data or the domain XML breaks its origin's rules (R20)."""
+
+    exit_code = 22
+    summary = "a name from guest data or the domain XML is refused (outside its strict rules)"
+
+
 class LockBusy(ToolkitError):
     exit_code = 75
     summary = "another run holds this domain's lock"
