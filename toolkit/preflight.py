@@ -26,6 +26,7 @@ from .errors import (
     PeerInvalid,
     TargetInvalid,
     ToolkitError,
+    UnsafeName,
 )
 from .facts.blkid import FilesystemProbe, blkid_argv, probe_from_result
 from .facts.guestlvm import (
@@ -165,9 +166,9 @@ def read_guest_vg(runner: Runner, device: str, offset: int, where: str) -> Guest
         area = to_bytes(runner.run(read_argv(device, offset, -(-pv.mda_end // 512) * 512),
                                    timeout=120).stdout)
         return parse_vg(metadata_text(area, pv), pv)
-    except GuestLvmError as exc:
-        raise GuestLvmError(f"guest LVM on {where} ({device} at byte {offset}): {exc}",
-                            host=runner.host) from None
+    except (GuestLvmError, UnsafeName) as exc:
+        raise type(exc)(f"guest LVM on {where} ({device} at byte {offset}): {exc}",
+                        host=runner.host) from None
 
 
 def _guest_volumes(runner: Runner, device: str, pv_name: str, part: Partition | None,

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 
 from ..errors import CommandFailed, ParseError
+from ..names import check_label
 from ..runners import CommandResult
 
 _KEY = re.compile(r"[A-Z][A-Z0-9_]*")
@@ -105,6 +106,8 @@ def parse_blkid_export(text: str) -> FilesystemProbe:
     if "TYPE" not in values and "PTTYPE" not in values:
         raise ParseError(f"blkid: output names neither TYPE nor PTTYPE: {sorted(values)}")
     partuuid = values.get("PARTUUID") or values.get("PART_ENTRY_UUID")
+    # Guest data: a label is one line, as long as its filesystem allows (R20).
+    check_label(values.get("LABEL"), values.get("TYPE"), "blkid")
     return FilesystemProbe(
         type=values.get("TYPE"),
         uuid=values.get("UUID"),

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import GuestLvmUnreadable
+from ..names import check_lvm_name, check_lvm_pair
 
 SECTOR = 512
 LABEL_SCAN_SECTORS = 4
@@ -301,6 +302,9 @@ def parse_vg(text: str, pv: PvHeader) -> GuestVG:
     if len(sections) != 1:
         raise GuestLvmError(f"metadata text holds {len(sections)} volume groups, expected 1")
     name, vg = sections[0]
+    # Guest data: VG and LV names become parts of device and plan names, so only
+    # LVM's own name rules are accepted, before anything is built from them (R20).
+    check_lvm_name(name, "guest VG name")
     extent = _int(vg, "extent_size", name)
     if extent <= 0:
         raise GuestLvmError(f"VG {name}: extent_size {extent}")
@@ -319,6 +323,7 @@ def parse_vg(text: str, pv: PvHeader) -> GuestVG:
     for lv_name, lv in lvs.items():
         if not isinstance(lv, dict):
             continue
+        check_lvm_pair(name, lv_name, f"guest LV in VG {name}")
         volumes.append(_volume(name, str(vg.get("id", "")), lv_name, lv, pv_key, len(pvs),
                                pe_start, extent))
     return GuestVG(name, str(vg.get("id", "")), extent, pv, tuple(volumes))

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import CommandFailed, ParseError
+from ..names import check_text
 from ..runners import CommandResult
 
 # msdos partition types that hold logical partitions, never a filesystem.
@@ -121,7 +122,8 @@ def _partition(raw: Any, label: str, device: str) -> Partition:
     size = _int(raw.get("size"), f"{where} size")
     ptype = _str(raw.get("type"), f"{where} type")
     uuid = _opt_str(raw.get("uuid"), f"{where} uuid")
-    name = _opt_str(raw.get("name"), f"{where} name")
+    name = check_text(_opt_str(raw.get("name"), f"{where} name"), f"sfdisk: {where} name",
+                      limit=72)  # GPT names are 36 UTF-16 units
     attrs = _opt_str(raw.get("attrs"), f"{where} attrs")
     boot = raw.get("bootable", False)
     if not isinstance(boot, bool):
