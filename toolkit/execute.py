@@ -36,10 +36,12 @@ from .errors import (
     TargetGuardFailed,
     TeardownIncomplete,
     ToolkitError,
+    UnsafeName,
 )
 from .facts.fstab import GuestFilesystem, guest_position, parse_fstab, resolve_fstab
 from .facts.lvm import lvs_argv, parse_lvs
 from .journal import Journal, replace_file_argv
+from .names import path_under
 from .plan import PEER, SOURCE, FilesystemPlan, Plan, Step, transfer_argv
 from .report import DomainReport, FilesystemReport, SnapshotReport
 from .rsync import (
@@ -416,10 +418,32 @@ class Executor:
         if not step.undo:
             self.runner(step.host).run(step.argv, timeout=60)
             return
+        self._prove_own_path(step)
         self._create(step, stack)
 
     def _do_mount(self, step: Step, stack: ExitStack) -> None:
+        self._prove_own_path(step)
         self._create(step, stack)
+
+    def _run_dir(self, host: str) -> tuple[str, str]:
+        d = self.config.defaults
+        prefix = d.source_prefix if host == SOURCE else d.target_prefix
+        return prefix, posixpath.join(prefix, f"{self.plan.domain}.{self.plan.run_id}")
+
+    def _prove_own_path(self, step: Step) -> None:
+        """R20: a directory or mount point is this run's own, below its run directory.
+
+        Checked again here, on the path the command will get, whatever built the plan.
+        """
+        prefix, run_dir = self._run_dir(step.host)
+        target = step.argv[-1]
+        if target != step.resource:
+            raise UnsafeName(f"{step.action} {target!r} is not the step's own resource "
+                             f"{step.resource!r}", host=self.runner(step.host).host)
+        if step.action == "mkdir" and target == run_dir:
+            path_under(prefix, target, "run directory")
+        else:
+            path_under(run_dir, target, f"{step.action} target")
 
     # -- guest fstab -----------------------------------------------------
 

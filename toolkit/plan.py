@@ -25,6 +25,7 @@ from .facts.guestlvm import GuestVolume
 from .facts.lvm import LogicalVolume, dm_name
 from .facts.partitions import Partition, PartitionTable
 from .facts.virsh import DomainDisk
+from .names import path_under
 from .rsync import SshOptions, relative_excludes, rsync_argv
 
 SOURCE = "source"
@@ -326,8 +327,11 @@ def plan_backup(facts: BackupFacts, config: Config, run_id: str) -> Plan:
     d = config.defaults
     sep = d.kpartx_delimiter
     run_dir_name = f"{facts.domain}.{run_id}"
-    src_root = posixpath.join(d.source_prefix, run_dir_name)
-    dst_root = posixpath.join(d.target_prefix, run_dir_name)
+    # R20: each run directory lies directly below its prefix, each mount point below it.
+    src_root = path_under(d.source_prefix, posixpath.join(d.source_prefix, run_dir_name),
+                          "run directory")
+    dst_root = path_under(d.target_prefix, posixpath.join(d.target_prefix, run_dir_name),
+                          "run directory")
     size_args = (dcfg.snapshot_size or d.snapshot_size).lvcreate_args()
 
     steps: list[Step] = []
@@ -401,8 +405,10 @@ def plan_backup(facts: BackupFacts, config: Config, run_id: str) -> Plan:
                           else disk.table.partuuid(fs.partition.number) if fs.partition
                           else fs.probe.partuuid),
                 source_device=src_dev, target_device=dst_dev,
-                source_mount=posixpath.join(src_root, fs.name),
-                target_mount=posixpath.join(dst_root, fs.name),
+                source_mount=path_under(src_root, posixpath.join(src_root, fs.name),
+                                        "mount point"),
+                target_mount=path_under(dst_root, posixpath.join(dst_root, fs.name),
+                                        "mount point"),
                 guest_path=dcfg.mounts.get(fs.name),
                 guest_vg=fs.volume.vg if fs.volume else None,
                 guest_lv=fs.volume.name if fs.volume else None,

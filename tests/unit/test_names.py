@@ -1,0 +1,154 @@
+"""R20: names from guest data are held to their origin's rules; built paths stay below their run
+directory, in the plan and again in the executor on both hosts."""
+
+from __future__ import annotations
+
+import dataclasses
+import posixpath
+
+import pytest
+from fakes import FakeHost, config, web01_facts
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from toolkit.errors import UnsafeName
+from toolkit.execute import Executor
+from toolkit.facts.blkid import parse_blkid_export
+from toolkit.facts.guestlvm import PvHeader, parse_vg
+from toolkit.facts.partitions import parse_sfdisk
+from toolkit.names import check_label, check_lvm_name, path_under
+from toolkit.plan import plan_backup
+from toolkit.report import DomainReport
+
+RUN = "20260101T000000Z-abcd"
+PV = PvHeader("PVID", 1 << 30, 1 << 20, 4096, 1 << 20)
+ROOT = "/run/domu-backup/src/web01." + RUN
+
+HOSTILE_NAMES = ["../../etc/cron.d/x", "..", ".", "a/b", "-rf", "x\ny", "root;id", "$(id)",
+                 "r\u00f6\u00f6t", "a b", "", "/abs", "x" * 128]
+
+
+def _vg_text(lv_name: str, vg_name: str = "g") -> str:
+    lv = (f'{lv_name} {{ id = "L" status = ["READ", "WRITE", "VISIBLE"] segment_count = 1 '
+          'segment1 { start_extent = 0 extent_count = 2 type = "striped" stripe_count = 1 '
+          'stripes = ["pv0", 0] } }')
+    return (f'{vg_name} {{ id = "VGID" extent_size = 8192 physical_volumes {{ pv0 {{ '
+            f'id = "PVID" pe_start = 2048 pe_count = 10 }} }} logical_volumes {{ {lv} }} }}')
+
+
+def test_guest_lv_named_to_climb_out_of_the_run_directory_is_refused_by_the_parser():
+    # LVM's metadata syntax takes "/" and "." in a bare name: the guest controls this text.
+    with pytest.raises(UnsafeName, match=r"LV name '\.\./\.\./etc/cron\.d/x'"):
+        parse_vg(_vg_text("../../etc/cron.d/x"), PV)
+
+
+@pytest.mark.parametrize("vg", ["..", "a/b", "-x"])
+def test_guest_vg_with_a_name_lvm_never_writes_is_refused(vg):
+    with pytest.raises(UnsafeName, match="VG name"):
+        parse_vg(_vg_text("root", vg), PV)
+
+
+def test_guest_names_of_lvm_s_own_rules_are_accepted():
+    vg = parse_vg(_vg_text("odd.name+x_1-2", "vg-0.x"), PV)
+    assert [v.name for v in vg.volumes] == ["odd.name+x_1-2"]
+
+
+def test_vg_and_lv_names_too_long_for_one_dm_name_are_refused():
+    with pytest.raises(UnsafeName, match="together"):
+        parse_vg(_vg_text("l" * 70, "v" * 70), PV)
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_hostile_names_are_not_lvm_names(name):
+    with pytest.raises(UnsafeName):
+        check_lvm_name(name, "guest LV name")
+
+
+@settings(max_examples=500, deadline=None)
+@given(vg=st.text(max_size=40), lv=st.text(max_size=40))
+def test_any_accepted_guest_name_gives_a_mount_point_below_the_run_directory(vg, lv):
+    try:
+        check_lvm_name(vg, "vg")
+        check_lvm_name(lv, "lv")
+    except UnsafeName:
+        return
+    path = posixpath.join(ROOT, f"xvda2.{vg}.{lv}")
+    assert path_under(ROOT, path) == path
+    assert posixpath.normpath(path).startswith(ROOT + "/")
+    assert posixpath.dirname(posixpath.normpath(path)) == ROOT
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet="./-_abc\n\x00", max_size=30))
+def test_path_under_never_accepts_a_path_that_leaves_its_root(tail):
+    path = ROOT + "/" + tail
+    try:
+        got = path_under(ROOT, path)
+    except UnsafeName:
+        return
+    assert posixpath.normpath(got) == got
+    assert got.startswith(ROOT + "/") and ".." not in got.split("/")
+
+
+@pytest.mark.parametrize("path", [ROOT, ROOT + "/../x", ROOT + "/x/../../y", ROOT + "x",
+                                  "/etc/cron.d/x", ROOT + "//x", ROOT + "/x/", ROOT + "/.",
+                                  ROOT + "/a\nb", "relative/x"])
+def test_paths_outside_or_not_normal_are_refused(path):
+    with pytest.raises(UnsafeName):
+        path_under(ROOT, path)
+
+
+def test_labels_with_control_characters_or_too_long_for_their_type_are_refused():
+    with pytest.raises(UnsafeName, match="control characters"):
+        parse_blkid_export("DEVNAME=x\nTYPE=ext4\nLABEL=root^J/etc\n")
+    with pytest.raises(UnsafeName, match="16 bytes"):
+        check_label("x" * 17, "ext4", "disk xvda1")
+    assert check_label("x" * 16, "ext4", "disk xvda1") == "x" * 16
+    assert check_label("a/b ..", "ext4", "disk xvda1") == "a/b .."  # a label is never a path
+
+
+def test_gpt_partition_name_with_a_newline_is_refused():
+    text = ('{"partitiontable": {"label": "gpt", "id": "5EED0001-0000-4000-8000-000000000000",'
+            ' "device": "/dev/x", "unit": "sectors", "sectorsize": 512, "partitions": ['
+            '{"node": "/dev/x1", "start": 2048, "size": 2048, '
+            '"type": "0FC63DAF-8483-4772-8E79-3D69D8477DE4", '
+            '"uuid": "5EED0001-0000-4000-8000-000000000001", "name": "root\\nx"}]}}')
+    with pytest.raises(UnsafeName, match="partition 1 name"):
+        parse_sfdisk(text)
+
+
+def test_plan_refuses_a_filesystem_name_that_would_leave_the_run_directory(tmp_path):
+    facts = web01_facts()
+    disk = facts.disks[0]
+    fs = dataclasses.replace(disk.filesystems[0], name="../../../etc/cron.d/x")
+    target_fs = dataclasses.replace(disk.target_filesystems[0], name=fs.name)
+    disk = dataclasses.replace(disk, filesystems=(fs, *disk.filesystems[1:]),
+                               target_filesystems=(target_fs, *disk.target_filesystems[1:]))
+    facts = dataclasses.replace(facts, disks=(disk,))
+    with pytest.raises(UnsafeName, match="mount point"):
+        plan_backup(facts, config(tmp_path), RUN)
+
+
+@pytest.mark.parametrize("host", ["source", "peer"])
+@pytest.mark.parametrize("action,target", [
+    ("mount", "/etc/cron.d"),
+    ("mount", "/run/domu-backup/src/other." + RUN + "/xvda1"),
+    ("mkdir", "/etc/cron.d/x"),
+])
+def test_executor_proves_each_mount_and_directory_before_creating_it(tmp_path, host, action,
+                                                                      target):
+    cfg = config(tmp_path)
+    plan = plan_backup(web01_facts(), cfg, RUN)
+    steps = list(plan.steps)
+    i = next(n for n, s in enumerate(steps) if s.host == host and s.action == action and s.fs)
+    step = steps[i]
+    steps[i] = dataclasses.replace(step, argv=(*step.argv[:-1], target), resource=target,
+                                   undo=(*step.undo[:-1], target))
+    plan = dataclasses.replace(plan, steps=tuple(steps))
+    src, peer = FakeHost("dom0-a"), FakeHost("dom0-b")
+    src.fstab_on = "xvda1"
+    with pytest.raises(UnsafeName):
+        Executor(plan, cfg, src, peer, DomainReport("web01")).run()
+    touched = [c for h in (src, peer) for c in h.calls if target in " ".join(c)]
+    assert touched == []  # never created, never mounted, on either host
+    assert src.leftovers() == [] and peer.leftovers() == []
