@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 from .config import Config
 from .errors import Interrupted, NotRunningHere, ToolkitError, most_severe
-from .execute import Executor, domain_lock
+from .execute import Executor
+from .lock import domain_lock
 from .plan import Plan, plan_backup
 from .preflight import gather, local_node_name
 from .recover import recover_domain, take_inventories

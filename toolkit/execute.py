@@ -11,15 +11,13 @@ waiting for the peer's unmount to flush.
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import os
 import posixpath
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 from . import signals
@@ -29,7 +27,6 @@ from .errors import (
     CommandTimedOut,
     ConnectionLost,
     FstabError,
-    LockBusy,
     MapFailed,
     SnapshotInvalid,
     SourceGuardFailed,
@@ -41,6 +38,7 @@ from .errors import (
 from .facts.fstab import GuestFilesystem, guest_position, parse_fstab, resolve_fstab
 from .facts.lvm import lvs_argv, parse_lvs
 from .journal import Journal, replace_file_argv
+from .lock import domain_lock, lock_is_held  # noqa: F401 - lock_is_held: moved to .lock
 from .names import path_under
 from .plan import PEER, SOURCE, FilesystemPlan, Plan, Step, transfer_argv
 from .report import DomainReport, FilesystemReport, SnapshotReport
@@ -141,53 +139,6 @@ def undo_with_retry(runner: Runner, undo: tuple[str, ...], exists: tuple[str, ..
         time.sleep(delay)
         delay = min(delay * 2, 4.0)
     return False
-
-
-@contextmanager
-def domain_lock(lock_dir: str, domain: str) -> Iterator[str]:
-    """Hold the per-domain flock for the duration of a run; LockBusy if another run has it."""
-    os.makedirs(lock_dir, mode=0o755, exist_ok=True)
-    path = os.path.join(lock_dir, f"{domain}.lock")
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                holder = _read_pid(fd)
-                who = f" (pid {holder})" if holder else ""
-                raise LockBusy(f"domain {domain} is being backed up by another run{who}; "
-                               f"lock {path}") from None
-            raise
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        yield path
-    finally:
-        os.close(fd)  # closing releases the flock
-
-
-def lock_is_held(lock_dir: str, domain: str) -> bool:
-    """True while a live process holds the domain's lock."""
-    path = os.path.join(lock_dir, f"{domain}.lock")
-    if not os.path.exists(path):
-        return False
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:
-            return True
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
-
-
-def _read_pid(fd: int) -> str:
-    try:
-        return os.pread(fd, 32, 0).decode().strip()
-    except OSError:
-        return ""
 
 
 # Steps whose resource is a /dev/mapper node the next steps write to or map.

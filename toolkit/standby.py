@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from . import PREFIX
 from .config import Config
 from .errors import LayoutMismatch, TargetInvalid, ToolkitError
-from .execute import DM_NODE_ACTIONS, domain_lock, ensure_dm_node, undo_with_retry
+from .execute import DM_NODE_ACTIONS, ensure_dm_node, undo_with_retry
 from .journal import Journal
+from .lock import domain_lock
 from .plan import (
     PEER,
     SOURCE,

@@ -1,0 +1,96 @@
+"""The per-domain run lock: one run (or recover) per domain at a time.
+
+The lock is an flock on ``<lock_dir>/<domain>.lock``. The lock directory is
+checked (and made, 0755, when missing) by ``safefs``: a real directory owned
+by root and not group- or world-writable, below parents nobody else can
+change. The lock file is opened relative to that directory with
+``O_NOFOLLOW``, so a planted symlink is refused, never followed; an existing
+lock file must be a regular file owned by root (or the tool's uid) with one
+link and not group- or world-writable. Only a file that passed those checks
+(or was created by this call) gets the holder's pid: written with pwrite at
+offset 0, then cut to its length with ftruncate, after the flock is held. A
+file that fails them is left exactly as it is and the run exits 6
+(InsecureFile).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import posixpath
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from . import safefs
+from .errors import LockBusy
+
+LOCK_DIR_MODE = 0o755
+
+
+def lock_path(lock_dir: str, domain: str) -> str:
+    return posixpath.join(lock_dir, f"{domain}.lock")
+
+
+@contextmanager
+def domain_lock(lock_dir: str, domain: str, *,
+                view: safefs.FsView = safefs.REAL) -> Iterator[str]:
+    """Hold the per-domain flock for the duration of a run; LockBusy if another run has it."""
+    name = safefs.check_name(domain, "the domain name") + ".lock"
+    path = lock_path(lock_dir, domain)
+    dir_fd = safefs.open_dir(lock_dir, "the lock directory", create=True,
+                             mode=LOCK_DIR_MODE, view=view)
+    try:
+        fd, _created = safefs.open_file(dir_fd, lock_dir, name, "the lock file", os.O_RDWR,
+                                        create=True, mode=0o600, view=view)
+    finally:
+        os.close(dir_fd)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                holder = _read_pid(fd)
+                who = f" (pid {holder})" if holder else ""
+                raise LockBusy(f"domain {domain} is being backed up by another run{who}; "
+                               f"lock {path}") from None
+            raise
+        pid = f"{os.getpid()}\n".encode()
+        os.pwrite(fd, pid, 0)
+        os.ftruncate(fd, len(pid))
+        yield path
+    finally:
+        os.close(fd)  # closing releases the flock
+
+
+def lock_is_held(lock_dir: str, domain: str, *, view: safefs.FsView = safefs.REAL) -> bool:
+    """True while a live process holds the domain's lock."""
+    name = safefs.check_name(domain, "the domain name") + ".lock"
+    try:
+        dir_fd = safefs.open_dir(lock_dir, "the lock directory", view=view)
+    except FileNotFoundError:
+        return False
+    try:
+        fd, _created = safefs.open_file(dir_fd, lock_dir, name, "the lock file", os.O_RDONLY,
+                                        view=view)
+    except FileNotFoundError:
+        return False
+    finally:
+        os.close(dir_fd)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def _read_pid(fd: int) -> str:
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        return ""
+    return text if text.isdigit() else ""
