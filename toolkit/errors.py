@@ -88,6 +88,11 @@ class DomainUnknown(ToolkitError):
     summary = "the domain is not defined or not configured"
 
 
+class DomainNotDefinedHere(DomainUnknown):
+    """Configured, but not defined on this host's hypervisor: exit 15 like DomainUnknown,
+    and a quiet skip under ``backup --all`` (both Dom0s run the same job)."""
+
+
 class TargetInvalid(ToolkitError):
     exit_code = 16
     summary = "the peer's target LV is missing, too small, or in use"
@@ -123,6 +128,13 @@ class UnsafeName(ToolkitError):
 
     exit_code = 22
     summary = "a name from guest data or the domain XML is refused (outside its strict rules)"
+
+
+class StatusUnknown(ToolkitError):
+    """``status`` could not read a standby marker on the peer: the standby is unknown."""
+
+    exit_code = 25
+    summary = "the standby's state is unknown (its marker on the peer cannot be read)"
 
 
 class LockBusy(ToolkitError):
@@ -238,7 +250,9 @@ def _all_error_classes() -> list[type[ToolkitError]]:
     while todo:
         cls = todo.pop(0)
         if cls not in seen:
-            seen.append(cls)
+            # A refinement that keeps its parent's code and summary is not a row of its own.
+            if cls is ToolkitError or {"exit_code", "summary"} & set(vars(cls)):
+                seen.append(cls)
             todo.extend(cls.__subclasses__())
     return seen
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from .config import Config
 from .errors import (
+    DomainNotDefinedHere,
     DomainRunningOnPeer,
     DomainUnknown,
     HostNotInCluster,
@@ -263,7 +264,7 @@ def gather(config: Config, domain: str, source: Runner, peer_factory: Callable[[
     peer_name = dcfg.peer
     state = domain_state(source, uri, domain)
     if state is None:
-        raise DomainUnknown(f"domain {domain} is not defined in {uri}", host=local_name)
+        raise DomainNotDefinedHere(f"domain {domain} is not defined in {uri}", host=local_name)
     if state not in ACTIVE_STATES:
         raise NotRunningHere(f"domain {domain} is {state} here; nothing to do", host=local_name)
     # Running here: this host is the source, so the peer must be another Dom0.
