@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import string
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from lxml import etree
 
-from toolkit.errors import ParseError
+from toolkit.errors import ParseError, UnsafeName
 from toolkit.facts import virsh
 from toolkit.runners import CommandResult
 
@@ -158,25 +160,31 @@ def test_parse_domain_disks_resolves_no_entities(tmp_path):
 
 _ATTR = st.sampled_from(["block", "file", "network", "volume", "dir", "nvme"])
 _DEVICE = st.sampled_from(["disk", "cdrom", "floppy", "lun"])
+_SOURCE_DIR = st.sampled_from(["/dev/vg0", "/dev/mapper", "/srv/images", "/dev/vg0/../../srv"])
 
 
-@given(st.lists(st.tuples(_ATTR, _DEVICE, st.booleans(), st.booleans(), st.booleans()),
-                max_size=6))
+@given(st.lists(st.tuples(_ATTR, _DEVICE, _SOURCE_DIR, st.booleans(), st.booleans(),
+                          st.booleans()), max_size=6))
 def test_a_disk_is_backed_up_exactly_when_it_is_a_writable_private_block_disk(specs):
     parts = []
-    for i, (dtype, device, has_source, ro, shared) in enumerate(specs):
+    for i, (dtype, device, where, has_source, ro, shared) in enumerate(specs):
         attr = {"block": "dev", "file": "file", "dir": "dir"}.get(dtype, "name")
-        source = f"<source {attr}='/dev/vg0/d{i}'/>" if has_source else ""
+        source = f"<source {attr}='{where}/d{i}'/>" if has_source else ""
         parts.append(f"<disk type='{dtype}' device='{device}'>{source}"
                      f"<target dev='xvd{chr(97 + i)}' bus='xen'/>"
                      f"{'<readonly/>' if ro else ''}{'<shareable/>' if shared else ''}</disk>")
     xml = f"<domain type='xen'><devices>{''.join(parts)}</devices></domain>"
     disks = virsh.parse_domain_disks(xml)
     assert len(disks) == len(specs)
-    for disk, (dtype, device, has_source, ro, shared) in zip(disks, specs, strict=True):
-        wanted = dtype == "block" and device == "disk" and has_source and not ro and not shared
+    for disk, (dtype, device, where, has_source, ro, shared) in zip(disks, specs, strict=True):
+        # a file below /dev (a normal path) is a block device: xl's qdisk declares LVs so
+        block = dtype == "block" or (dtype == "file" and where.startswith("/dev/")
+                                     and ".." not in where)
+        wanted = block and device == "disk" and has_source and not ro and not shared
         assert disk.backed_up == wanted
         assert (disk.source is not None) == (has_source and dtype in ("block", "file", "dir"))
+        # only a drive with a medium that is not a cdrom or floppy is worth a warning
+        assert disk.warning == (not wanted and has_source and device in ("disk", "lun"))
 
 
 @given(st.text())
@@ -196,3 +204,137 @@ def test_truncated_domain_xml_is_an_error_not_fewer_disks(cut):
         return
     with pytest.raises(ParseError):
         virsh.parse_domain_disks(stripped[:cut])
+
+
+# -- disks as operators declare them (recorded from libvirt's test driver: node-disks.xml) --
+
+
+def _disks(name: str) -> dict[str, virsh.DomainDisk]:
+    return {d.target: d for d in virsh.parse_domain_disks(recorded(f"virsh/{name}").stdout)}
+
+
+def test_an_lv_declared_as_a_file_under_dev_is_backed_up_like_a_block_disk():
+    disks = _disks("dumpxml-qdisk01")
+    assert {t: (d.source, d.skip_reason, d.warning) for t, d in disks.items()} == {
+        "xvda": ("/dev/vg0/qdisk01", None, False),
+        "xvdb": ("/dev/mapper/vg0-qdisk01--data", None, False),
+        "xvdc": ("/var/lib/xen/images/qdisk01-scratch.img", "file-backed", True),
+        "hdc": (None, "cdrom", False),
+    }
+    assert disks["xvda"].disk_type == "file" and disks["xvda"].backed_up
+
+
+@pytest.mark.parametrize("path", ["/dev/vg0/../../srv/web01.img", "/dev//vg0/web01",
+                                  "/dev/vg0/web01/", "/dev/", "/devices/web01", "dev/vg0/web01"])
+def test_a_file_is_a_block_device_only_by_a_normal_path_below_dev(path):
+    xml = (f"<domain><devices><disk type='file' device='disk'><source file='{path}'/>"
+           "<target dev='xvda'/></disk></devices></domain>")
+    (disk,) = virsh.parse_domain_disks(xml)
+    assert disk.skip_reason == "file-backed" and disk.warning
+
+
+def test_an_image_format_on_an_lv_is_skipped_never_read_as_a_raw_disk():
+    disks = _disks("dumpxml-fmt01")
+    assert {t: (d.driver_type, d.backed_up, d.warning) for t, d in disks.items()} == {
+        "vda": ("qcow2", False, True),
+        "vdb": ("raw", True, False),
+        "vdc": (None, True, False),  # no driver type: raw
+        "vdd": ("qcow2", False, True),  # a qcow2 "file" under /dev is no raw LV either
+        "fda": (None, False, False),
+    }
+    assert "driver type 'qcow2', not raw" in disks["vda"].skip_reason
+    assert "driver type 'qcow2', not raw" in disks["vdd"].skip_reason
+    assert disks["fda"].skip_reason == "floppy"
+
+
+def test_transient_and_block_copied_disks_are_skipped_with_the_reason():
+    disks = _disks("dumpxml-jobs01")
+    assert disks["vda"].backed_up and disks["vdc"].backed_up
+    assert disks["vdb"].skip_reason.startswith("transient") and disks["vdb"].warning
+    # libvirt shows <mirror> in the live XML while a block copy runs
+    mirrored = _disks("dumpxml-jobs01-mirror-handwritten")
+    assert mirrored["vdc"].skip_reason.startswith("block job in progress (<mirror job='copy'>)")
+    assert mirrored["vdc"].warning and mirrored["vda"].backed_up
+
+
+def test_pv_guest_partitions_each_on_their_own_lv_are_disks():
+    disks = _disks("dumpxml-pv01")
+    assert [(t, d.source, d.backed_up) for t, d in disks.items()] == [
+        ("xvda1", "/dev/vg_a/pv01-swap", True), ("xvda2", "/dev/vg_a/web01", True)]
+
+
+def test_only_disks_holding_data_warn_when_skipped():
+    db = _disks("dumpxml-db-01")
+    assert {t for t, d in db.items() if d.warning} == {"vdb", "vdc", "vdd", "vde", "sda"}
+    web = _disks("dumpxml-web01")
+    assert {t for t, d in web.items() if d.warning} == {"xvdc"}
+    assert not _disks("dumpxml-qdisk02")["hdc"].warning  # an empty cdrom
+
+
+# -- strict disk target names (R20) ----------------------------------------------------------
+
+
+def _domain_with_target(target: str, name: str = "host01") -> str:
+    domain = etree.Element("domain", type="xen")
+    etree.SubElement(domain, "name").text = name
+    disk = etree.SubElement(etree.SubElement(domain, "devices"), "disk", type="block",
+                            device="disk")
+    etree.SubElement(disk, "source", dev="/dev/vg0/host01")
+    etree.SubElement(disk, "target", dev=target, bus="xen")
+    return etree.tostring(domain, encoding="unicode")
+
+
+@pytest.mark.parametrize("target", ["xvda", "xvda1", "sdb", "hdc", "vdaa", "ubdb", "xvdz12",
+                                    "fda"])
+def test_disk_targets_the_tool_accepts(target):
+    assert virsh.is_disk_target(target)
+    (disk,) = virsh.parse_domain_disks(_domain_with_target(target))
+    assert disk.target == target
+
+
+@pytest.mark.parametrize("target", ["../etc", "xvda/../../x", "-xvda", "xvda ", "xvda\n1",
+                                    "xvd", "xvda1a", "XVDA", "nvme0n1", "xvdé", "xvda-1",
+                                    "xvda.1", "xvda\n"])
+def test_disk_targets_outside_the_rule_refuse_the_domain_naming_it_and_the_value(target):
+    assert not virsh.is_disk_target(target)
+    with pytest.raises(UnsafeName) as info:
+        virsh.parse_domain_disks(_domain_with_target(target))
+    assert "domain 'host01'" in str(info.value) and repr(target) in str(info.value)
+    with pytest.raises(UnsafeName, match="domain 'web01'"):
+        virsh.parse_domain_disks(_domain_with_target(target), domain_name="web01")
+
+
+_VALID = st.builds(lambda bus, letters, number: bus + letters + number,
+                   st.sampled_from(["hd", "sd", "vd", "xvd", "ubd", "fd"]),
+                   st.text(string.ascii_lowercase, min_size=1, max_size=4),
+                   st.sampled_from(["", "1", "2", "15", "128"]))
+_HOSTILE = st.sampled_from(["/", "..", " ", "\n", "\r", "\t", "-", ".", "_", "A", "é", "\u0430",
+                            "\uff41", "\u0661", "\u00b9", "\u0131", "\u212a", "\u200b", "%2f",
+                            "\x00", "\x7f"])
+
+
+@given(_VALID)
+def test_generated_valid_targets_are_accepted(target):
+    assert virsh.is_disk_target(target)
+    (disk,) = virsh.parse_domain_disks(_domain_with_target(target))
+    assert disk.target == target
+
+
+@given(st.one_of(st.just(""), _VALID), _HOSTILE, st.one_of(st.just(""), _VALID,
+                                                         st.sampled_from(["1", "a", "etc"])))
+def test_generated_hostile_targets_are_refused(before, hostile, after):
+    target = before + hostile + after
+    assert not virsh.is_disk_target(target)
+    try:
+        xml = _domain_with_target(target)
+    except ValueError:
+        return  # not representable in XML (NUL, DEL): libvirt can never print it either
+    with pytest.raises(UnsafeName, match="domain 'host01'"):
+        virsh.parse_domain_disks(xml)
+
+
+@given(st.text())
+def test_any_accepted_target_is_a_plain_lowercase_name(text):
+    if virsh.is_disk_target(text):
+        assert set(text) <= set(string.ascii_lowercase + string.digits)
+        assert text[0] in string.ascii_lowercase and ".." not in text

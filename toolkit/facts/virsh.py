@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import posixpath
+import re
 from dataclasses import dataclass
 
 from lxml import etree
 
-from ..errors import ParseError
+from ..errors import ParseError, UnsafeName
 from ..runners import CommandResult
 
 # Every state `virsh domstate` prints (virshDomainStateToString); "idle" is
@@ -15,6 +17,24 @@ DOMAIN_STATES = frozenset({
     "no state", "running", "idle", "paused", "in shutdown", "shut off", "crashed",
     "pmsuspended",
 })
+
+# The one rule for a disk target name (R20): a bus prefix, letters a-z, then an
+# optional partition number ("xvda", "xvda1", "sdb", "hdc", "xvdaa"; "fda" is
+# libvirt's floppy, which is never copied but must not refuse its domain). It
+# holds for every <target dev=...> of a domain XML and for the disk and
+# filesystem names of the config ([domains.X.disks.<target>],
+# [domains.X.mounts.<fs>]); always used with fullmatch (``is_disk_target``), so
+# no newline, "/", "..", space or leading "-" can get through. ASCII only: a
+# str pattern's [a-z] and [0-9] match nothing else.
+DISK_TARGET = re.compile(r"(hd|sd|vd|xvd|ubd|fd)[a-z]+[0-9]*")
+
+# Devices whose skipping is expected and never a warning.
+_EXPECTED_SKIPS = frozenset({"cdrom", "floppy"})
+
+
+def is_disk_target(name: object) -> bool:
+    """Whether ``name`` is a disk target (or target plus partition number) the tool accepts."""
+    return isinstance(name, str) and DISK_TARGET.fullmatch(name) is not None
 
 
 @dataclass(frozen=True)
@@ -29,6 +49,10 @@ class DomainDisk:
     readonly: bool
     shareable: bool
     skip_reason: str | None
+    driver_type: str | None = None  # <driver type=...>; None (absent) means raw
+    # Skipping this disk makes the run finish with warnings: it holds data the
+    # standby will not have (not a cdrom, floppy, empty drive or swap-only disk).
+    warning: bool = False
 
     @property
     def backed_up(self) -> bool:
@@ -131,8 +155,20 @@ def _source(disk: etree._Element, disk_type: str) -> str | None:
     return value or None
 
 
-def _skip_reason(disk_type: str, device: str, source: str | None, readonly: bool,
-                 shareable: bool) -> str | None:
+def _has_source(disk: etree._Element) -> bool:
+    """Whether the drive has a medium at all (an empty cdrom or floppy has no <source>)."""
+    src = disk.find("source")
+    return src is not None and (any(v for v in src.attrib.values()) or len(src) > 0)
+
+
+def is_device_path(path: str | None) -> bool:
+    """A normal absolute path below /dev: what `xl` with qdisk declares as a file for an LV."""
+    return (path is not None and path.startswith("/dev/") and posixpath.normpath(path) == path
+            and not any(ord(c) < 32 or ord(c) == 127 for c in path))
+
+
+def _skip_reason(disk: etree._Element, disk_type: str, device: str, source: str | None,
+                 readonly: bool, shareable: bool, driver_type: str | None) -> str | None:
     if device == "cdrom":
         return "cdrom"
     if device == "floppy":
@@ -141,7 +177,10 @@ def _skip_reason(disk_type: str, device: str, source: str | None, readonly: bool
         return "lun (SCSI passthrough)"
     if device != "disk":
         return f"device {device!r}"
-    if disk_type != "block":
+    # A file under /dev is a block device (xl's qdisk backend declares an LV so).
+    if disk_type == "file" and is_device_path(source):
+        pass
+    elif disk_type != "block":
         return {
             "file": "file-backed",
             "network": "network",
@@ -149,6 +188,15 @@ def _skip_reason(disk_type: str, device: str, source: str | None, readonly: bool
         }.get(disk_type, f"disk type {disk_type!r}")
     if source is None:
         return "no source"
+    if driver_type is not None and driver_type != "raw":
+        return (f"driver type {driver_type!r}, not raw: the volume holds a disk image, not "
+                "the guest's own partitions")
+    if disk.find("transient") is not None:
+        return "transient (its changes are discarded when the guest stops)"
+    mirror = disk.find("mirror")
+    if mirror is not None:
+        job = mirror.get("job") or "copy"
+        return f"block job in progress (<mirror job={job!r}>): the disk is being copied or moved"
     if readonly:
         return "readonly"
     if shareable:
@@ -156,9 +204,24 @@ def _skip_reason(disk_type: str, device: str, source: str | None, readonly: bool
     return None
 
 
-def parse_domain_disks(xml_text: str) -> list[DomainDisk]:
-    """Every ``<disk>`` of a domain, in document order, with a skip reason where not backed up."""
+def _check_target(target: str, domain: str | None) -> str:
+    if not is_disk_target(target):
+        raise UnsafeName(
+            f"domain {domain!r}: disk target {target!r} is refused: a target must be hd, sd, "
+            "vd, xvd, ubd or fd, then letters a-z and an optional partition number (like "
+            "xvda, xvda1, sdb or hdc)")
+    return target
+
+
+def parse_domain_disks(xml_text: str, domain_name: str | None = None) -> list[DomainDisk]:
+    """Every ``<disk>`` of a domain, in document order, with a skip reason where not backed up.
+
+    A target name outside ``DISK_TARGET`` is refused (UnsafeName naming the
+    domain, ``domain_name`` or else the XML's own <name>): it would become part
+    of snapshot, device-mapper and mount point names.
+    """
     domain = parse_domain_xml(xml_text)
+    name = domain_name if domain_name is not None else domain.findtext("name")
     disks: list[DomainDisk] = []
     for disk in domain.iterfind("devices/disk"):
         disk_type = disk.get("type")
@@ -169,14 +232,19 @@ def parse_domain_disks(xml_text: str) -> list[DomainDisk]:
             raise ParseError(f"<disk> without type or device attribute (target {target!r})")
         if not target:
             raise ParseError(f"<disk type={disk_type!r}> has no <target dev=...>")
+        _check_target(target, name)
         bus = target_el.get("bus") if target_el is not None else None
         source = _source(disk, disk_type)
         readonly = disk.find("readonly") is not None
         shareable = disk.find("shareable") is not None
+        driver = disk.find("driver")
+        driver_type = (driver.get("type") or None) if driver is not None else None
+        reason = _skip_reason(disk, disk_type, device, source, readonly, shareable, driver_type)
         disks.append(DomainDisk(
             target=target, source=source, disk_type=disk_type, device=device, bus=bus,
-            readonly=readonly, shareable=shareable,
-            skip_reason=_skip_reason(disk_type, device, source, readonly, shareable),
+            readonly=readonly, shareable=shareable, skip_reason=reason, driver_type=driver_type,
+            warning=(reason is not None and device not in _EXPECTED_SKIPS
+                     and _has_source(disk)),
         ))
     targets = [d.target for d in disks]
     if len(set(targets)) != len(targets):
