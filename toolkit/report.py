@@ -8,6 +8,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from . import safefs
+
 
 @dataclass
 class FilesystemReport:
@@ -92,31 +94,34 @@ class RunReport:
         return json.dumps(asdict(self), indent=2, sort_keys=False)
 
 
-def write_report(report: RunReport, report_dir: str | Path) -> Path:
-    """Write the report as ``last.json`` and per-domain ``<domain>.json``; returns the first."""
-    d = Path(report_dir)
-    d.mkdir(parents=True, exist_ok=True, mode=0o750)
-    text = report.to_json()
-    last = d / "last.json"
-    _atomic_write(last, text)
-    for dom in report.domains:
-        _atomic_write(d / f"{dom.domain}.json", json.dumps(asdict(dom), indent=2))
-        if dom.outcome != "skipped":
-            with open(d / "history.jsonl", "a", encoding="utf-8") as fh:
-                fh.write(json.dumps({"domain": dom.domain, "run_id": dom.run_id,
-                                     "outcome": dom.outcome, "exit_code": dom.exit_code,
-                                     "started": dom.started, "finished": dom.finished,
-                                     "message": dom.message}) + "\n")
-    return last
+def write_report(report: RunReport, report_dir: str | Path, *,
+                 view: safefs.FsView = safefs.REAL) -> Path:
+    """Write the report as ``last.json`` and per-domain ``<domain>.json``; returns the first.
 
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    The report directory is checked (and made, 0750, when missing) like the lock
+    directory: root's, not group- or world-writable, nothing above it others can
+    swap. Each JSON file is a new file (O_EXCL, O_NOFOLLOW) renamed over the
+    old one; ``history.jsonl`` is appended to with O_NOFOLLOW|O_APPEND and only
+    if it is our own regular file with one link. A planted symlink is replaced
+    or refused (InsecureFile), never written through.
+    """
+    d = str(report_dir)
+    dir_fd = safefs.open_dir(d, "the report directory", create=True, mode=0o750, view=view)
+    try:
+        safefs.write_atomic(dir_fd, d, "last.json", report.to_json().encode(), "the report")
+        for dom in report.domains:
+            safefs.write_atomic(dir_fd, d, f"{dom.domain}.json",
+                                json.dumps(asdict(dom), indent=2).encode(), "the domain report")
+            if dom.outcome != "skipped":
+                line = json.dumps({"domain": dom.domain, "run_id": dom.run_id,
+                                   "outcome": dom.outcome, "exit_code": dom.exit_code,
+                                   "started": dom.started, "finished": dom.finished,
+                                   "message": dom.message}) + "\n"
+                safefs.append(dir_fd, d, "history.jsonl", line.encode(), "the report history",
+                              view=view)
+    finally:
+        os.close(dir_fd)
+    return Path(d) / "last.json"
 
 
 def human_size(n: float) -> str:

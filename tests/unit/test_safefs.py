@@ -1,0 +1,323 @@
+"""Local directories and files the tool writes as root (R22) and the files it trusts (R14):
+nothing another user planted is followed, written or truncated. Ownership by another
+user is shown through an injected stat, so every test also passes as a non-root user."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from toolkit import errors, safefs
+from toolkit.report import DomainReport, RunReport, write_report
+from toolkit.safefs import FsView
+
+FOREIGN_UID = 4242
+
+
+def owner() -> str:
+    """Who the suggested chown gives a file to: root, or the uid the tests run as."""
+    return "root" if os.geteuid() == 0 else str(os.geteuid())
+
+
+def _with_uid(st: os.stat_result, uid: int) -> os.stat_result:
+    return os.stat_result((st.st_mode, st.st_ino, st.st_dev, st.st_nlink, uid, st.st_gid,
+                           st.st_size, int(st.st_atime), int(st.st_mtime), int(st.st_ctime)))
+
+
+def owned_by(uid: int, *paths: Path, euid: int | None = None) -> FsView:
+    """A view in which the given files or directories (not following links) belong to uid."""
+    ids = {(os.lstat(p).st_dev, os.lstat(p).st_ino) for p in paths}
+
+    def lstat(path: str) -> os.stat_result:
+        st = os.lstat(path)
+        return _with_uid(st, uid) if (st.st_dev, st.st_ino) in ids else st
+
+    def fstat(fd: int) -> os.stat_result:
+        st = os.fstat(fd)
+        return _with_uid(st, uid) if (st.st_dev, st.st_ino) in ids else st
+
+    if euid is None:
+        return FsView(lstat=lstat, fstat=fstat)
+    return FsView(lstat=lstat, fstat=fstat, euid=lambda: euid)
+
+
+def all_root() -> FsView:
+    return FsView(lstat=lambda p: _with_uid(os.lstat(p), 0),
+                  fstat=lambda fd: _with_uid(os.fstat(fd), 0))
+
+
+def _dir(path: Path, mode: int = 0o755) -> Path:
+    path.mkdir()
+    path.chmod(mode)
+    return path
+
+
+def _file(path: Path, text: str = "x\n", mode: int = 0o600) -> Path:
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+def insecure(call, *args, **kwargs) -> str:  # noqa: ANN001
+    with pytest.raises(errors.InsecureFile) as caught:
+        call(*args, **kwargs)
+    assert caught.value.exit_code == 6
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+# --- directories -------------------------------------------------------------------
+
+
+def test_a_private_directory_passes(tmp_path: Path) -> None:
+    safefs.check_dir(str(_dir(tmp_path / "d")), "the lock directory")
+    safefs.check_dir(str(_dir(tmp_path / "e", 0o700)), "the lock directory")
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o775, 0o757, 0o1777])
+def test_a_group_or_world_writable_directory_is_refused(tmp_path: Path, mode: int) -> None:
+    d = _dir(tmp_path / "d", mode)
+    message = insecure(safefs.check_dir, str(d), "the report directory")
+    assert message.startswith(f"{d}: the report directory has mode {mode:04o}")
+    assert f"chmod go-w {d}" in message
+
+
+def test_a_directory_that_is_a_symlink_is_refused(tmp_path: Path) -> None:
+    real = _dir(tmp_path / "real")
+    (tmp_path / "link").symlink_to(real)
+    message = insecure(safefs.check_dir, str(tmp_path / "link"), "the lock directory")
+    assert "symbolic link" in message and "mkdir" in message
+
+
+def test_a_file_in_place_of_the_directory_is_refused(tmp_path: Path) -> None:
+    assert "not a directory" in insecure(safefs.check_dir, str(_file(tmp_path / "f")), "x")
+
+
+def test_a_directory_owned_by_another_user_is_refused(tmp_path: Path) -> None:
+    d = _dir(tmp_path / "d")
+    message = insecure(safefs.check_dir, str(d), "the lock directory",
+                       view=owned_by(FOREIGN_UID, d))
+    assert f"owned by uid {FOREIGN_UID}" in message and f"chown {owner()} {d}" in message
+
+
+def test_not_root_the_effective_uid_may_own_it(tmp_path: Path) -> None:
+    me = os.geteuid() or 1000
+    d = _dir(tmp_path / "d")
+    safefs.check_dir(str(d), "x", view=owned_by(me, d, euid=me))
+    message = insecure(safefs.check_dir, str(d), "x", view=owned_by(me, d, euid=me + 1))
+    assert f"owned by uid {me}" in message and f"chown {me + 1} " in message
+
+
+def test_parents_like_openssh_root_or_us_and_not_writable_unless_root_sticky(
+        tmp_path: Path) -> None:
+    open_parent = _dir(tmp_path / "open", 0o777)
+    d = _dir(open_parent / "d")
+    message = insecure(safefs.check_dir, str(d), "the lock directory")
+    assert message.startswith(f"{open_parent}: ") and "0777" in message
+
+    sticky = _dir(tmp_path / "sticky", 0o1777)
+    inside = _dir(sticky / "d")
+    safefs.check_dir(str(inside), "the lock directory", view=all_root())
+    message = insecure(safefs.check_dir, str(inside), "the lock directory",
+                       view=owned_by(FOREIGN_UID, sticky))
+    assert message.startswith(f"{sticky}: ") and f"uid {FOREIGN_UID}" in message
+
+    theirs = _dir(tmp_path / "theirs")
+    below = _dir(theirs / "d")
+    message = insecure(safefs.check_dir, str(below), "x", view=owned_by(FOREIGN_UID, theirs))
+    assert message.startswith(f"{theirs}: ")
+
+
+def test_a_symlinked_parent_is_followed_and_its_target_checked(tmp_path: Path) -> None:
+    good = _dir(tmp_path / "good")
+    _dir(good / "d")
+    (tmp_path / "alias").symlink_to(good)
+    safefs.check_dir(str(tmp_path / "alias" / "d"), "x")
+
+    bad = _dir(tmp_path / "bad", 0o777)
+    _dir(bad / "d")
+    (tmp_path / "alias2").symlink_to(bad)
+    assert insecure(safefs.check_dir, str(tmp_path / "alias2" / "d"),
+                    "x").startswith(f"{bad}: ")
+    link = tmp_path / "alias"
+    assert "symbolic link owned by uid" in insecure(
+        safefs.check_dir, str(link / "d"), "x", view=owned_by(FOREIGN_UID, link))
+
+
+def test_ensure_dir_makes_missing_directories_then_checks(tmp_path: Path) -> None:
+    target = tmp_path / "a" / "b" / "reports"
+    safefs.ensure_dir(str(target), "the report directory", mode=0o750)
+    assert stat.S_IMODE(target.stat().st_mode) & 0o027 == 0
+    assert stat.S_IMODE((tmp_path / "a").stat().st_mode) & 0o022 == 0
+    (tmp_path / "x").mkdir(mode=0o777)
+    (tmp_path / "x").chmod(0o777)
+    assert "0777" in insecure(safefs.ensure_dir, str(tmp_path / "x"), "x")
+    assert "0777" in insecure(safefs.ensure_dir, str(tmp_path / "x" / "new"), "x")
+    assert not (tmp_path / "x" / "new").exists()  # never made below an unsafe parent
+
+
+def test_relative_or_unnormalized_paths_are_refused() -> None:
+    for bad in ("run/lock", "/run/../tmp", "/run/lock/"):
+        insecure(safefs.check_dir, bad, "the lock directory")
+
+
+# --- files in a checked directory ---------------------------------------------------
+
+
+def _open(d: Path, name: str, **kwargs) -> tuple[int, bool]:  # noqa: ANN003
+    view = kwargs.pop("view", safefs.REAL)
+    fd_dir = safefs.open_dir(str(d), "the directory", view=view)
+    try:
+        return safefs.open_file(fd_dir, str(d), name, "the file", os.O_RDWR, view=view,
+                                **kwargs)
+    finally:
+        os.close(fd_dir)
+
+
+def test_open_file_creates_or_opens_our_own_file(tmp_path: Path) -> None:
+    d = _dir(tmp_path / "d")
+    fd, created = _open(d, "f", create=True)
+    os.close(fd)
+    assert created and stat.S_IMODE((d / "f").stat().st_mode) == 0o600
+    fd, created = _open(d, "f", create=True)
+    os.close(fd)
+    assert not created
+    with pytest.raises(FileNotFoundError):
+        _open(d, "missing")
+
+
+def test_open_file_refuses_what_it_must_not_write(tmp_path: Path) -> None:
+    d = _dir(tmp_path / "d")
+    victim = _file(tmp_path / "victim", "precious\n", 0o644)
+    (d / "sym").symlink_to(victim)
+    os.link(victim, d / "hard")
+    os.mkfifo(d / "fifo", 0o600)
+    _file(d / "gw", mode=0o660)
+    _file(d / "theirs")
+    assert "symbolic link" in insecure(_open, d, "sym", create=True)
+    assert "2 hard links" in insecure(_open, d, "hard", create=True)
+    assert "FIFO" in insecure(_open, d, "fifo", create=True)
+    assert "0660" in insecure(_open, d, "gw", create=True)
+    assert f"uid {FOREIGN_UID}" in insecure(_open, d, "theirs", create=True,
+                                            view=owned_by(FOREIGN_UID, d / "theirs"))
+    (d / "dangling").symlink_to(tmp_path / "made-by-root")
+    insecure(_open, d, "dangling", create=True)
+    assert not (tmp_path / "made-by-root").exists()
+    assert victim.read_text() == "precious\n"
+    for bad in ("../x", "a/b", "", ".", ".."):
+        insecure(_open, d, bad, create=True)
+    with pytest.raises(ValueError):
+        fd_dir = safefs.open_dir(str(d), "d")
+        try:
+            safefs.open_file(fd_dir, str(d), "f", "f", os.O_RDWR | os.O_TRUNC, create=True)
+        finally:
+            os.close(fd_dir)
+
+
+def test_write_atomic_replaces_a_planted_symlink_instead_of_following_it(
+        tmp_path: Path) -> None:
+    d = _dir(tmp_path / "d")
+    victim = _file(tmp_path / "victim", "precious\n", 0o644)
+    (d / "last.json").symlink_to(victim)
+    fd_dir = safefs.open_dir(str(d), "d")
+    try:
+        safefs.write_atomic(fd_dir, str(d), "last.json", b"{}\n", "the report")
+    finally:
+        os.close(fd_dir)
+    assert victim.read_text() == "precious\n"
+    assert not (d / "last.json").is_symlink() and (d / "last.json").read_text() == "{}\n"
+    assert sorted(p.name for p in d.iterdir()) == ["last.json"]
+
+
+# --- the report directory ------------------------------------------------------------
+
+
+def _report(outcome: str = "success") -> RunReport:
+    return RunReport("dom0-a", domains=[DomainReport("web01", run_id="R1", outcome=outcome)])
+
+
+def test_write_report_makes_its_directory_private_and_appends_history(tmp_path: Path) -> None:
+    reports = tmp_path / "var" / "reports"
+    assert write_report(_report(), str(reports)) == reports / "last.json"
+    write_report(_report("failed"), str(reports))
+    assert stat.S_IMODE(reports.stat().st_mode) & 0o027 == 0
+    assert sorted(p.name for p in reports.iterdir()) == ["history.jsonl", "last.json",
+                                                         "web01.json"]
+    lines = (reports / "history.jsonl").read_text().splitlines()
+    assert [json.loads(line)["outcome"] for line in lines] == ["success", "failed"]
+    for name in ("last.json", "web01.json", "history.jsonl"):
+        assert stat.S_IMODE((reports / name).stat().st_mode) & 0o022 == 0
+
+
+def test_write_report_never_writes_through_planted_symlinks(tmp_path: Path) -> None:
+    reports = _dir(tmp_path / "reports", 0o750)
+    victim = _file(tmp_path / "victim", "precious\n", 0o644)
+    (reports / "last.json").symlink_to(victim)
+    (reports / "web01.json").symlink_to(victim)
+    (reports / "history.jsonl").symlink_to(victim)
+    message = insecure(write_report, _report(), str(reports))
+    assert str(reports / "history.jsonl") in message and "symbolic link" in message
+    assert victim.read_text() == "precious\n"
+    assert not (reports / "last.json").is_symlink()  # replaced, not followed
+
+
+def test_write_report_refuses_a_hard_linked_history(tmp_path: Path) -> None:
+    reports = _dir(tmp_path / "reports", 0o750)
+    victim = _file(tmp_path / "victim", "precious\n", 0o644)
+    os.link(victim, reports / "history.jsonl")
+    assert "hard links" in insecure(write_report, _report(), str(reports))
+    assert victim.read_text() == "precious\n"
+
+
+def test_write_report_refuses_an_open_or_symlinked_or_foreign_directory(
+        tmp_path: Path) -> None:
+    open_dir = _dir(tmp_path / "open", 0o777)
+    assert "0777" in insecure(write_report, _report(), str(open_dir))
+    assert list(open_dir.iterdir()) == []
+    (tmp_path / "link").symlink_to(_dir(tmp_path / "real"))
+    assert "symbolic link" in insecure(write_report, _report(), str(tmp_path / "link"))
+    assert list((tmp_path / "real").iterdir()) == []
+    theirs = _dir(tmp_path / "theirs")
+    assert f"uid {FOREIGN_UID}" in insecure(write_report, _report(), str(theirs),
+                                            view=owned_by(FOREIGN_UID, theirs))
+
+
+# --- files the tool trusts: config, key, known_hosts ---------------------------------
+
+
+def test_trusted_file_checks(tmp_path: Path) -> None:
+    d = _dir(tmp_path / "etc")
+    key = _file(d / "id_ed25519", "key", 0o600)
+    safefs.check_trusted_file(str(key), "the SSH key", secret=True)
+    key.chmod(0o644)
+    message = insecure(safefs.check_trusted_file, str(key), "the SSH key", secret=True)
+    assert "0644" in message and f"chmod 600 {key}" in message
+    hosts = _file(d / "known_hosts", "h", 0o644)
+    safefs.check_trusted_file(str(hosts), "known_hosts")
+    hosts.chmod(0o664)
+    assert f"chmod go-w {hosts}" in insecure(safefs.check_trusted_file, str(hosts), "x")
+    hosts.chmod(0o644)
+    assert f"chown {owner()} {hosts}" in insecure(safefs.check_trusted_file, str(hosts), "x",
+                                             view=owned_by(FOREIGN_UID, hosts))
+    d.chmod(0o775)
+    assert insecure(safefs.check_trusted_file, str(hosts), "x").startswith(f"{d}: ")
+    d.chmod(0o755)
+    with pytest.raises(FileNotFoundError):
+        safefs.check_trusted_file(str(d / "missing"), "x")
+    assert "not a regular file" in insecure(safefs.check_trusted_file, str(d), "x")
+
+
+def test_a_trusted_file_reached_through_a_symlink_is_checked_at_its_target(
+        tmp_path: Path) -> None:
+    d = _dir(tmp_path / "etc")
+    real = _file(d / "backup.toml", "", 0o644)
+    (d / "link.toml").symlink_to(real)
+    safefs.check_trusted_file(str(d / "link.toml"), "the config file")
+    real.chmod(0o666)
+    assert insecure(safefs.check_trusted_file, str(d / "link.toml"),
+                    "the config file").startswith(f"{real}: ")
