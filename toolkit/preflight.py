@@ -8,6 +8,7 @@ that fails names the host and what to fix; "not running here" is a quiet skip.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import socket
@@ -230,6 +231,21 @@ class Background:
 class _PeerDisk:
     lv: LogicalVolume | None
     layout: _Layout | None
+    # What reading this standby raised: raised only if the disk turns out to need one
+    # (a swap-only disk needs none, so the peer need not have it).
+    error: ToolkitError | None = None
+
+
+# A disk that holds nothing but swap: old PV guests give each partition an LV of its own.
+SWAP_ONLY = "holds only swap: nothing to copy, no snapshot, and no standby LV needed"
+
+
+def swap_only(layout: _Layout) -> bool:
+    """Whether a disk's layout holds swap and nothing else (extended containers aside)."""
+    _table, filesystems = layout
+    found = [fs for fs in filesystems
+             if fs.volume is None and not (fs.partition is not None and fs.partition.is_container)]
+    return bool(found) and all(fs.probe.type == "swap" for fs in found)
 
 
 def _peer_connect(peer_factory: Callable[[str], Runner], peer_name: str) -> Runner:
@@ -243,8 +259,12 @@ def _peer_disks(peer: Runner, targets: list[tuple[str, str]]) -> list[_PeerDisk]
     """Each standby LV and, where it exists and is free, its layout (read-only)."""
     out: list[_PeerDisk] = []
     for path, disk_target in targets:
-        lv = lookup_lv(peer, path)
-        layout = read_layout(peer, lv.path, disk_target) if lv and not lv.is_open else None
+        try:
+            lv = lookup_lv(peer, path)
+            layout = read_layout(peer, lv.path, disk_target) if lv and not lv.is_open else None
+        except ToolkitError as exc:
+            out.append(_PeerDisk(None, None, exc))
+            continue
         out.append(_PeerDisk(lv, layout))
     return out
 
@@ -324,7 +344,7 @@ def _gather_rest(config: Config, domain: str, source: Runner, local_name: str, s
     peer_name = dcfg.peer
     peer_spec = config.dom0s[peer_name]
     check_binaries(source, SOURCE_BINARIES)
-    disks = parse_domain_disks(source.run(dumpxml_argv(uri, domain), timeout=60).stdout)
+    disks = parse_domain_disks(source.run(dumpxml_argv(uri, domain), timeout=60).stdout, domain)
     backed = [d for d in disks if d.skip_reason is None]
     skipped = tuple(d for d in disks if d.skip_reason is not None)
     if not backed:
@@ -356,8 +376,15 @@ def _gather_rest(config: Config, domain: str, source: Runner, local_name: str, s
     assert peer_reads.disks is not None
     peer_disks: list[_PeerDisk] = peer_reads.disks.result()  # type: ignore[assignment]
     disk_facts: list[DiskFacts] = []
-    for disk, (target_path, _), (lv, (table, filesystems)), theirs in zip(
+    for disk, (target_path, _), (lv, layout), theirs in zip(
             backed, targets, source_disks, peer_disks, strict=True):
+        if swap_only(layout):
+            # Probed before its standby is demanded: nothing to copy, no warning.
+            skipped += (dataclasses.replace(disk, skip_reason=SWAP_ONLY, warning=False),)
+            continue
+        if theirs.error is not None:
+            raise theirs.error
+        table, filesystems = layout
         tlv = theirs.lv
         if tlv is None:
             raise TargetInvalid(f"standby LV {target_path} for disk {disk.target} does not "
@@ -381,10 +408,12 @@ def _gather_rest(config: Config, domain: str, source: Runner, local_name: str, s
                                   f"need {need}; lower snapshot_size or free space",
                                   host=local_name)
 
+    order = [d.target for d in disks]
     facts = BackupFacts(
         domain=domain, source_host=local_name, peer_host=peer_name,
         peer_address=f"{peer_spec.user}@{peer_spec.host}", peer_port=peer_spec.port,
-        disks=tuple(disk_facts), skipped_disks=skipped,
+        disks=tuple(disk_facts),
+        skipped_disks=tuple(sorted(skipped, key=lambda d: order.index(d.target))),
     )
     return Preflight(facts, state, peer_state), peer
 
@@ -392,7 +421,10 @@ def _gather_rest(config: Config, domain: str, source: Runner, local_name: str, s
 def _source_disks(config: Config, domain: str, source: Runner, local_name: str,
                   backed: list[DomainDisk]
                   ) -> tuple[list[tuple[LogicalVolume, _Layout]], dict[str, int], dict[str, int]]:
-    """Each source LV and its layout, what its snapshot needs and what its VG has free."""
+    """Each source LV and its layout, what its snapshot needs and what its VG has free.
+
+    A disk that holds only swap gets no snapshot, so it needs no room in its VG.
+    """
     dcfg = config.domain(domain)
     size = dcfg.snapshot_size or config.defaults.snapshot_size
     vg_need: dict[str, int] = {}
@@ -406,12 +438,15 @@ def _source_disks(config: Config, domain: str, source: Runner, local_name: str,
         if lv.is_snapshot:
             raise TargetInvalid(f"disk {disk.target}: {disk.source} is itself a snapshot",
                                 host=local_name)
+        layout = read_layout(source, lv.path, disk.target)
+        source_disks.append((lv, layout))
+        if swap_only(layout):
+            continue
         if size.percent_origin is not None:
             need = lv.size_bytes * size.percent_origin // 100
         else:
             need = size_to_bytes(size.absolute or "0")
         vg_need[lv.vg] = vg_need.get(lv.vg, 0) + need
-        source_disks.append((lv, read_layout(source, lv.path, disk.target)))
     vg_free: dict[str, int] = {}
     for vg_name in vg_need:
         vgs = parse_vgs(source.run(vgs_argv(vg_name), timeout=60).stdout)

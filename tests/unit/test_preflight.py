@@ -37,8 +37,9 @@ def patch(recs: list[dict], role: str, argv0: str, **changes) -> list[dict]:
     return out
 
 
-def run_gather(recs: list[dict], domain: str = "web01", node: str = "dom0-a"):
-    cfg = load_config(CONFIG, check_permissions=False)
+def run_gather(recs: list[dict], domain: str = "web01", node: str = "dom0-a",
+               config_path: Path = CONFIG):
+    cfg = load_config(config_path, check_permissions=False)
     source = ReplayRunner("dom0-a", [r for r in recs if r["role"] == "source"])
     peer = ReplayRunner("dom0-b", [r for r in recs if r["role"] == "peer"])
     peers_made: list[str] = []
@@ -212,3 +213,125 @@ def test_a_peer_that_cannot_be_reached_is_reported_from_the_peer_thread():
     with pytest.raises(errors.ConnectionLost, match="connection refused") as info:
         gather(cfg, "web01", source, unreachable, local_node_name(cfg, "dom0-a"))
     assert info.value.host == "dom0-b"
+
+
+# -- disks as operators declare them ------------------------------------------------------
+# The lab's web01 recording, answered for a domain whose XML was recorded from libvirt's
+# test driver (fixtures/recorded/virsh/node-disks.xml), plus what its other disks answer.
+
+RECORDED = ROOT / "fixtures" / "recorded"
+LVS = records()[3]
+assert LVS["role"] == "source" and LVS["argv"][0] == "lvs"
+
+
+def recorded(name: str) -> dict:
+    return json.loads((RECORDED / f"{name}.json").read_text(encoding="utf-8"))
+
+
+def as_domain(domain: str, *extra: dict) -> list[dict]:
+    out = []
+    for r in records():
+        r = dict(r)
+        if r["argv"][0] == "virsh":
+            r["argv"] = [*r["argv"][:-1], domain]
+            if "dumpxml" in r["argv"]:
+                r["stdout"] = recorded(f"virsh/dumpxml-{domain}")["stdout"]
+        out.append(r)
+    return out + list(extra)
+
+
+def config_with(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "backup.toml"
+    path.write_text(CONFIG.read_text() + text)
+    return path
+
+
+def answer(role: str, argv: list[str], stdout: str = "", stderr: str = "",
+           exit_code: int = 0) -> dict:
+    return {"role": role, "argv": argv, "exit_code": exit_code, "stdout": stdout,
+            "stderr": stderr}
+
+
+def lvs_of(role: str, path: str, stdout: str = LVS["stdout"], **kw) -> dict:
+    return answer(role, [*LVS["argv"][:-1], path], stdout, **kw)
+
+
+def test_an_lv_declared_as_a_file_is_resolved_with_lvs_and_backed_up(tmp_path):
+    cfg = config_with(tmp_path, '\n[domains.qdisk02]\npeer = "dom0-b"\n\n'
+                                '[domains.qdisk02.disks.xvda]\ntarget_lv = "/dev/vg_b/web01"\n')
+    # lvs names the same LV whichever of its names it is given (/dev/mapper/VG-LV here)
+    recs = as_domain("qdisk02", lvs_of("source", "/dev/mapper/vg_a-web01"))
+    _, pre, _ = run_gather(recs, "qdisk02", config_path=cfg)
+    (disk,) = pre.facts.disks
+    assert disk.disk.disk_type == "file" and disk.disk.source == "/dev/mapper/vg_a-web01"
+    assert disk.source_lv.path == "/dev/vg_a/web01" and disk.target_lv.path == "/dev/vg_b/web01"
+    assert [(d.target, d.skip_reason, d.warning) for d in pre.facts.skipped_disks] == [
+        ("xvdc", "file-backed", True), ("hdc", "cdrom", False)]
+
+
+PV01 = ('\n[domains.pv01]\npeer = "dom0-b"\n\n'
+        '[domains.pv01.disks.xvda2]\ntarget_lv = "/dev/vg_b/web01"\n')
+SWAP_LV = "/dev/vg_a/pv01-swap"
+
+
+def pv01_records(peer_lvs: dict) -> list[dict]:
+    """pv01: xvda1 is a swap LV of its own (blkid recorded on a swap partition), xvda2 web01."""
+    no_table = recorded("sfdisk/notable-ext4")
+    swap = recorded("blkid/msdos-p2")
+    return as_domain(
+        "pv01",
+        lvs_of("source", SWAP_LV, LVS["stdout"].replace('"web01"', '"pv01-swap"')
+               .replace("/web01", "/pv01-swap").replace("vg_a-web01", "vg_a-pv01--swap")
+               .replace('"268435456"', '"67108864"')),
+        answer("source", ["sfdisk", "--json", SWAP_LV], exit_code=1,
+               stderr=no_table["stderr"].replace(no_table["argv"][-1], SWAP_LV)),
+        answer("source", ["blkid", "-p", "-o", "export", "--", SWAP_LV],
+               swap["stdout"].replace(swap["argv"][-1], SWAP_LV)),
+        peer_lvs,
+    )
+
+
+@pytest.mark.parametrize("peer_lvs", [
+    # the peer has no such LV (its VG is vg_b): the usual case
+    lvs_of("peer", SWAP_LV, "", exit_code=5,
+           stderr='  Volume group "vg_a" not found\n  Cannot process volume group vg_a\n'),
+    # whatever reading it there fails with, the swap disk never needs it
+    lvs_of("peer", SWAP_LV, "", exit_code=3, stderr="  Internal error: oops\n"),
+], ids=["missing", "unreadable"])
+def test_a_swap_only_disk_is_skipped_without_a_snapshot_or_a_standby(tmp_path, peer_lvs):
+    cfg_path = config_with(tmp_path, PV01)
+    recs = pv01_records(peer_lvs)
+    # exactly room for one 64M snapshot: the swap disk's must not be counted
+    for r in recs:
+        if r["argv"][0] == "vgs":
+            r["stdout"] = re.sub(r'"vg_free":"\d+"', '"vg_free":"67108864"', r["stdout"])
+    cfg, pre, _ = run_gather(recs, "pv01", config_path=cfg_path)
+    assert [d.disk.target for d in pre.facts.disks] == ["xvda2"]
+    (swap,) = pre.facts.skipped_disks
+    assert swap.target == "xvda1" and swap.skip_reason.startswith("holds only swap")
+    assert not swap.warning
+    plan = plan_backup(pre.facts, cfg, RUN)
+    assert [s.origin for s in plan.snapshots] == ["vg_a/web01"]
+    assert "disk xvda1: holds only swap: nothing to copy, no snapshot, and no standby LV " \
+           "needed" in plan.skipped
+
+
+def test_a_data_disk_still_demands_its_standby(tmp_path):
+    """Only swap is spared: the same disk holding a filesystem needs its standby."""
+    recs = pv01_records(lvs_of("peer", SWAP_LV, "", exit_code=5,
+                               stderr='  Volume group "vg_a" not found\n'))
+    ext4 = recorded("blkid/notable-ext4")
+    for r in recs:
+        if r["argv"][:2] == ["blkid", "-p"] and r["argv"][-1] == SWAP_LV:
+            r["stdout"] = ext4["stdout"].replace(ext4["argv"][-1], SWAP_LV)
+    with pytest.raises(errors.TargetInvalid, match="pv01-swap for disk xvda1 does not exist"):
+        run_gather(recs, "pv01", config_path=config_with(tmp_path, PV01))
+
+
+def test_a_bad_disk_target_refuses_the_domain_naming_it():
+    recs = records()
+    for r in recs:
+        if "dumpxml" in r["argv"]:
+            r["stdout"] = r["stdout"].replace("dev='xvda'", "dev='xvda/../../etc'")
+    with pytest.raises(errors.UnsafeName, match="domain 'web01': disk target 'xvda/../../etc'"):
+        run_gather(recs)
