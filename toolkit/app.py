@@ -14,7 +14,13 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 from .config import Config
-from .errors import Interrupted, NotRunningHere, ToolkitError, most_severe
+from .errors import (
+    FinishedWithWarnings,
+    Interrupted,
+    NotRunningHere,
+    ToolkitError,
+    most_severe,
+)
 from .execute import Executor
 from .lock import domain_lock
 from .plan import Plan, plan_backup
@@ -99,6 +105,13 @@ def backup_domain(config: Config, domain: str, hosts: Hosts, *, node: str | None
                      lock_held=True).run()
         report.outcome = "success"
         report.message = f"{len(plan.filesystems)} filesystem(s) copied to {plan.peer_host}"
+        warned = [d for d in pre.facts.skipped_disks if d.warning]
+        if warned:
+            # Copied, but the standby lacks a disk that holds data: exit 1, named in the report.
+            report.exit_code = FinishedWithWarnings.exit_code
+            report.error = FinishedWithWarnings.__name__
+            report.message += "; finished with warnings: not backed up: " + ", ".join(
+                f"disk {d.target} ({d.skip_reason})" for d in warned)
     except NotRunningHere as exc:
         report.outcome = "skipped"
         report.message = str(exc)

@@ -133,7 +133,7 @@ def human_size(n: float) -> str:
 
 
 def summary(report: RunReport) -> str:
-    """A few lines per domain: outcome, what was copied, how long each phase took."""
+    """A few lines per domain: outcome, what was copied and skipped, how long each phase took."""
     lines: list[str] = []
     for d in report.domains:
         head = f"{d.domain}: {d.outcome}"
@@ -150,6 +150,14 @@ def summary(report: RunReport) -> str:
                          f"{human_size(f.transferred_size)} changed, "
                          f"{human_size(f.bytes_sent)} sent, {f.files_deleted} deleted, "
                          f"{f.duration:.1f}s")
+        # Every disk and filesystem not copied, with its reason (a skipped data disk is
+        # also why the run finished with warnings).
+        for skipped in d.skipped:
+            lines.append(f"  skipped {skipped}")
+        for f in d.filesystems:
+            if f.outcome == "skipped":  # decided at run time, from the guest fstab
+                lines.append(f"  skipped {f.name}: neither the guest fstab nor [mounts] names "
+                             "it (copy_unlisted = false)")
         for s in d.snapshots:
             fill = "-" if s.fill_percent is None else f"{s.fill_percent:.1f}%"
             lines.append(f"  snapshot {s.name}: {human_size(s.size_bytes)}, peak fill {fill}"
