@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import os
 import re
 import select
@@ -348,6 +349,27 @@ def _fingerprint(key: paramiko.PKey) -> str:
     return f"SHA256:{digest}"
 
 
+def _quiet_paramiko() -> None:
+    """paramiko logs a failed handshake ("Exception (client): ...") with a traceback of its
+    own on stderr; the PeerUnreachable raised for it already says it in one line."""
+    logger = logging.getLogger("paramiko")
+    if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+        logger.addHandler(logging.NullHandler())
+    logger.propagate = False
+
+
+def _connect_reason(exc: BaseException) -> str:
+    """Why a connection failed, in one line (paramiko's "[Errno None] Unable to connect to
+    port 22 on ..." becomes each address's own reason)."""
+    if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError) and exc.errors:
+        return "; ".join(f"{addr[0]}: {err.strerror or err}"
+                         for addr, err in exc.errors.items())
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
 class SSHRunner:
     """Runs argv on a peer over one lazily opened paramiko connection, strict host keys."""
 
@@ -397,6 +419,7 @@ class SSHRunner:
             if transport is not None and transport.is_active():
                 return self._client
             self.close()
+        _quiet_paramiko()
         client = paramiko.SSHClient()
         try:
             # Only the tool's own known_hosts, never the system's or the
@@ -444,7 +467,7 @@ class SSHRunner:
             client.close()
             raise PeerUnreachable(
                 f"cannot connect to {self.spec.user}@{self.spec.host}:{self.spec.port}: "
-                f"{exc or type(exc).__name__}",
+                f"{_connect_reason(exc)}",
                 host=self.host,
             ) from None
         transport = client.get_transport()
