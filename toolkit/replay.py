@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from .errors import CommandFailed
+from .errors import CommandFailed, UsageError
 from .runners import DEFAULT_TIMEOUT, CommandResult, Runner, validate_argv
 
 
@@ -62,13 +62,43 @@ class ReplayRunner:
 
 
 def save_recording(path: Path, runners: Iterable[RecordingRunner]) -> None:
+    """Write the recording; UsageError (one line) when the file cannot be written."""
     records = [rec for r in runners for rec in r.records]
-    path.write_text(json.dumps(records, indent=1) + "\n", encoding="utf-8")
+    try:
+        Path(path).write_text(json.dumps(records, indent=1) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"--record {path}: cannot write it: {exc.strerror or exc}") from None
+
+
+_RECORD_KEYS = {"role": str, "argv": list, "exit_code": int, "stdout": str, "stderr": str}
+
+
+def read_recording(path: Path) -> list[dict]:
+    """The records of a recording file; UsageError (one line) saying what is wrong with it."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise UsageError(f"--replay {path}: cannot read it: {reason}") from None
+    try:
+        records = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"--replay {path}: not JSON ({exc})") from None
+    if not isinstance(records, list) or not records:
+        raise UsageError(f"--replay {path}: expected a non-empty JSON list of recorded commands")
+    for i, rec in enumerate(records):
+        if not (isinstance(rec, dict)
+                and all(isinstance(rec.get(k), t) for k, t in _RECORD_KEYS.items())
+                and rec["role"] in ("source", "peer")
+                and rec["argv"] and all(isinstance(a, str) for a in rec["argv"])):
+            raise UsageError(f"--replay {path}: record {i} is not a recorded command (role "
+                             "source or peer, argv, exit_code, stdout, stderr)")
+    return records
 
 
 def load_replay(path: Path, source_host: str, peer_host: str) -> tuple[ReplayRunner, ReplayRunner]:
     """Source and peer replay runners from one recording file."""
-    records = json.loads(Path(path).read_text(encoding="utf-8"))
+    records = read_recording(path)
     src = [r for r in records if r["role"] == "source"]
     peer = [r for r in records if r["role"] == "peer"]
     return ReplayRunner(source_host, src), ReplayRunner(peer_host, peer)
