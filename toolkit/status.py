@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import Config
+from .errors import Interrupted, StatusUnknown, ToolkitError
+from .runners import Runner
 
 
 @dataclass(frozen=True)
@@ -28,8 +30,31 @@ def marker_path(config: Config, domain: str) -> str:
     return posixpath.join(config.defaults.state_dir, "standby", f"{domain}.json")
 
 
+def read_peer_marker(peer: Runner, path: str) -> dict:
+    """The standby marker on the peer; StatusUnknown saying why when it cannot be read
+    (the peer unreachable, no marker, or not a marker). Its cause is the peer's own error."""
+    try:
+        res = peer.run(["cat", "--", path], check=False, timeout=30)
+    except Interrupted:
+        raise
+    except ToolkitError as exc:
+        raise StatusUnknown(f"cannot read the standby marker {path}: {exc}") from exc
+    if res.exit_code != 0:
+        tail = (res.stderr.strip().splitlines() or [f"cat exited {res.exit_code}"])[-1]
+        raise StatusUnknown(f"cannot read the standby marker {path}: {tail}", host=peer.host)
+    try:
+        marker = json.loads(res.stdout)
+    except ValueError:
+        marker = None
+    if not isinstance(marker, dict) or marker.get("state") not in ("clean", "dirty"):
+        raise StatusUnknown(f"the standby marker {path} is not a marker (no clean/dirty state)",
+                            host=peer.host)
+    return marker
+
+
 def domain_status(config: Config, domain: str, *, peer_marker: dict | None = None) -> DomainStatus:
-    """Status from the local report history, and the peer's marker when given."""
+    """Status from the local report history, and the standby's state from the peer's marker
+    only: without the marker the standby is "unknown", never guessed from local history."""
     dcfg = config.domain(domain)
     history = Path(config.defaults.report_dir) / "history.jsonl"
     last = success = failure = None
@@ -50,8 +75,6 @@ def domain_status(config: Config, domain: str, *, peer_marker: dict | None = Non
         standby = peer_marker.get("state", "unknown")
         if success is None and peer_marker.get("last_success"):
             success = {"finished": peer_marker["last_success"]}
-    elif last is not None:
-        standby = "clean" if last.get("outcome") == "success" else "dirty"
     return DomainStatus(
         domain=domain, peer=dcfg.peer,
         last_outcome=last.get("outcome") if last else None,
