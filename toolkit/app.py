@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 from .config import Config
 from .errors import (
+    ConfigError,
+    DomainNotDefinedHere,
     FinishedWithWarnings,
     Interrupted,
     NotRunningHere,
@@ -28,6 +30,16 @@ from .preflight import gather, local_node_name
 from .recover import recover_domain, take_inventories
 from .report import DomainReport, RunReport
 from .runners import LocalRunner, Runner, runner_for
+
+
+def peer_runner(config: Config, name: str) -> Runner:
+    """The runner for a peer Dom0: always ssh:// (local:// and docker:// are no peer)."""
+    spec = config.dom0s[name]
+    if spec.scheme != "ssh":
+        raise ConfigError(f"{config.path}: cluster.dom0s.{name} = {str(spec)!r}: a peer is "
+                          "reached over ssh://user@host:port; local:// and docker:// cannot "
+                          "be a peer")
+    return runner_for(spec, config.ssh)
 
 
 def new_run_id() -> str:
@@ -48,7 +60,7 @@ class Hosts:
             if self.peer_factory is not None:
                 self._peers[name] = self.peer_factory(name)
             else:
-                self._peers[name] = runner_for(config.dom0s[name], config.ssh)
+                self._peers[name] = peer_runner(config, name)
         return self._peers[name]
 
     def close(self) -> None:
@@ -134,15 +146,27 @@ def backup_domain(config: Config, domain: str, hosts: Hosts, *, node: str | None
 def backup(config: Config, domains: list[str], hosts: Hosts, *, node: str | None = None,
            dry_run: bool = False, allow_mass_delete: bool = False,
            log: Callable[[str], None] = lambda m: None,
-           on_progress: Callable[[str, str], None] | None = None) -> RunReport:
-    """Back up domains one after another, continuing past failures; exit with the worst code."""
+           on_progress: Callable[[str, str], None] | None = None,
+           skip_undefined: bool = False) -> RunReport:
+    """Back up domains one after another, continuing past failures; exit with the worst code.
+
+    With ``skip_undefined`` (``--all``), a domain not defined on this host is a quiet skip.
+    """
     run = RunReport(host=node or "")
     try:
         for domain in domains:
             log(f"domain {domain}: starting")
-            rep = backup_domain(config, domain, hosts, node=node, dry_run=dry_run,
-                                allow_mass_delete=allow_mass_delete, log=log,
-                                on_progress=on_progress)
+            try:
+                rep = backup_domain(config, domain, hosts, node=node, dry_run=dry_run,
+                                    allow_mass_delete=allow_mass_delete, log=log,
+                                    on_progress=on_progress)
+            except Exception as exc:  # noqa: BLE001 - a bug in one domain must not lose the report
+                rep = DomainReport(domain=domain, outcome="failed", error=type(exc).__name__,
+                                   message=unexpected_message(exc), exit_code=2,
+                                   finished=time.time())
+            if skip_undefined and rep.error == DomainNotDefinedHere.__name__:
+                rep.outcome, rep.error, rep.exit_code = "skipped", "", 0
+                rep.message += "; skipped"
             run.host = run.host or rep.source_host
             run.domains.append(rep)
             log(f"domain {domain}: {rep.outcome} {rep.message}")
@@ -153,6 +177,18 @@ def backup(config: Config, domains: list[str], hosts: Hosts, *, node: str | None
     run.finished = time.time()
     run.exit_code = most_severe([d.exit_code for d in run.domains])
     return run
+
+
+def unexpected_message(exc: BaseException) -> str:
+    """One line for an exception that is not a ToolkitError (an OSError says what and where)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    return one_line(f"unexpected {type(exc).__name__}: {exc}")
+
+
+def one_line(text: str) -> str:
+    """A message folded into one line (a command's stderr tail may span several)."""
+    return "; ".join(part.strip() for part in str(text).splitlines() if part.strip())
 
 
 def stderr_log(msg: str) -> None:
