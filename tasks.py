@@ -9,14 +9,15 @@ needs no tasks.py in its working directory:
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
-from invoke import Collection, Exit, Program, task
+from invoke import Collection, Exit, ParseError, Program, UnexpectedExit, task
 
 from toolkit import __version__
-from toolkit.errors import ToolkitError, exit_code_table
+from toolkit.errors import ToolkitError, UsageError, exit_code_table
 
 HERE = Path(__file__).resolve().parent
 
@@ -29,7 +30,9 @@ def _config(path: str | None, *, check_permissions: bool = True):  # noqa: ANN20
 
 
 def _fail(exc: ToolkitError) -> Exit:
-    return Exit(f"error: {exc}", code=exc.exit_code)
+    from toolkit.app import one_line
+
+    return Exit(f"error: {one_line(str(exc))}", code=exc.exit_code)
 
 
 def _hosts(config, replay: str | None, node: str | None):  # noqa: ANN001, ANN202
@@ -92,7 +95,7 @@ def backup(c, domu=None, all=False, dry_run=False, json=False, config=None, node
         with signals_raise():
             report = run_backup(cfg, domains, _hosts(cfg, None, node), node=node,
                                 allow_mass_delete=allow_mass_delete, log=stderr_log,
-                                on_progress=progress)
+                                on_progress=progress, skip_undefined=all)
         progress.close()
         try:
             path = write_report(report, cfg.defaults.report_dir)
@@ -118,34 +121,48 @@ def plan(c, domu, json=False, config=None, node=None, replay=None, record=None):
     """Print the two-host plan for a domain; runs only read-only fact commands."""
     from toolkit.app import Hosts, make_plan
     from toolkit.plan import render_plan
+    from toolkit.signals import signals_raise
 
     try:
-        cfg = _config(config, check_permissions=not replay)
-        hosts = _hosts(cfg, replay, node)
-        recorders = []
-        if record:
-            from toolkit.replay import RecordingRunner
-            from toolkit.runners import runner_for
-
-            src = RecordingRunner(hosts.source, "source")
-            recorders.append(src)
-
-            def peer_factory(name):  # noqa: ANN001, ANN202
-                rec = RecordingRunner(runner_for(cfg.dom0s[name], cfg.ssh), "peer")
-                recorders.append(rec)
-                return rec
-
-            hosts = Hosts(source=src, peer_factory=peer_factory)
-        try:
-            p = make_plan(cfg, domu, hosts, node=node,
-                          run_id="20260101T000000Z-0000" if replay else None)
-        finally:
-            hosts.close()
+        with signals_raise():
+            cfg = _config(config, check_permissions=not replay)
+            hosts = _hosts(cfg, replay, node)
+            recorders = []
+            unsaved: UsageError | None = None
             if record:
-                from toolkit.replay import save_recording
+                from toolkit.app import peer_runner
+                from toolkit.replay import RecordingRunner
 
-                save_recording(Path(record), recorders)
+                src = RecordingRunner(hosts.source, "source")
+                recorders.append(src)
+
+                def peer_factory(name):  # noqa: ANN001, ANN202
+                    rec = RecordingRunner(peer_runner(cfg, name), "peer")
+                    recorders.append(rec)
+                    return rec
+
+                hosts = Hosts(source=src, peer_factory=peer_factory)
+            try:
+                p = make_plan(cfg, domu, hosts, node=node,
+                              run_id="20260101T000000Z-0000" if replay else None)
+            except KeyError as exc:
+                if not replay:
+                    raise
+                # A replay runner asked for a command its recording does not hold.
+                raise UsageError(f"--replay {replay}: {exc.args[0] if exc.args else exc}; "
+                                 "record it again with --record") from None
+            finally:
+                hosts.close()
+                if record:
+                    from toolkit.replay import save_recording
+
+                    try:
+                        save_recording(Path(record), recorders)
+                    except UsageError as exc:  # said after the plan (or the plan's own error)
+                        unsaved = exc
         print(p.to_json() if json else render_plan(p))
+        if record and unsaved is not None:
+            raise unsaved
     except ToolkitError as exc:
         raise _fail(exc) from None
 
@@ -173,16 +190,19 @@ def check_config(c, config=None):
 })
 def recover(c, domu=None, host="both", config=None, node=None):
     """Remove what killed runs left behind (mounts, maps, snapshots) on both hosts."""
-    from toolkit.app import stderr_log
+    from toolkit import recover as rec
+    from toolkit.app import peer_runner, stderr_log
     from toolkit.config import check_root
-    from toolkit.execute import domain_lock
+    from toolkit.errors import ConnectionLost, HostKeyRejected, PeerUnreachable
+    from toolkit.lock import domain_lock
     from toolkit.preflight import local_node_name
-    from toolkit.recover import recover_domain, take_inventory
-    from toolkit.runners import LocalRunner, runner_for
+    from toolkit.runners import LocalRunner
 
     if host not in ("local", "peer", "both"):
-        raise Exit("error: --host must be local, peer or both", code=4)
+        raise Exit(f"error: --host must be local, peer or both, not {host!r}", code=4)
     peers: dict[str, object] = {}  # one connection per peer host, for all its domains
+    # A peer that cannot be reached: the local half is still recovered, then the run says so.
+    down: dict[str, ToolkitError] = {}
     try:
         check_root()
         cfg = _config(config)
@@ -192,30 +212,44 @@ def recover(c, domu=None, host="both", config=None, node=None):
         # One look at each host first; a domain with nothing on a host is skipped there.
         inventories = {}
         if host in ("local", "both"):
-            inventories[(local, "source")] = take_inventory(source, cfg, "source")
+            inventories[(local, "source")] = rec.take_inventory(source, cfg, "source")
         done: list[str] = []
         for name in names:
             dcfg = cfg.domain(name)
             peer = None
-            if host in ("peer", "both") and dcfg.peer != local:
+            if host in ("peer", "both") and dcfg.peer != local and dcfg.peer not in down:
                 if dcfg.peer not in peers:
-                    peers[dcfg.peer] = runner_for(cfg.dom0s[dcfg.peer], cfg.ssh)
-                    inventories[(dcfg.peer, "peer")] = take_inventory(peers[dcfg.peer], cfg,
-                                                                      "peer")
-                peer = peers[dcfg.peer]
+                    runner = peer_runner(cfg, dcfg.peer)
+                    try:
+                        inventories[(dcfg.peer, "peer")] = rec.take_inventory(runner, cfg,
+                                                                              "peer")
+                    except (PeerUnreachable, HostKeyRejected, ConnectionLost) as exc:
+                        getattr(runner, "close", lambda: None)()
+                        down[dcfg.peer] = exc
+                        stderr_log(f"peer {dcfg.peer} cannot be reached, recovering {local} "
+                                   f"only: {exc}")
+                    else:
+                        peers[dcfg.peer] = runner
+                peer = peers.get(dcfg.peer)
             seen = {"source": inventories.get((local, "source")),
                     "peer": inventories.get((dcfg.peer, "peer"))}
             if not any(inv is not None and inv.pending(cfg, name) for inv in seen.values()):
                 continue
             with domain_lock(cfg.defaults.lock_dir, name):
-                done += recover_domain(cfg, name, source, peer, log=stderr_log, hosts=host,
-                                       inventories={k: v for k, v in seen.items() if v})
+                done += rec.recover_domain(cfg, name, source, peer, log=stderr_log, hosts=host,
+                                           inventories={k: v for k, v in seen.items() if v})
         print("\n".join(done) if done else "nothing to recover")
+        if down:
+            peer_name, exc = next(iter(down.items()))
+            finished = f"{local} was recovered; " if host == "both" else ""
+            raise Exit(f"error: {_one_line(exc)}; {finished}run `domu-backup recover` again "
+                       f"when {peer_name} is back (`--host local` recovers only this host)",
+                       code=max(e.exit_code for e in down.values()))
     except ToolkitError as exc:
         raise _fail(exc) from None
     finally:
         for runner in peers.values():
-            runner.close()
+            getattr(runner, "close", lambda: None)()
 
 
 @task(help={
@@ -253,27 +287,44 @@ def init_standby(c, domu, force=False, dry_run=False, config=None, node=None):
 
 @task(help={"domu": "only this domain", "config": "config file", "json": "print JSON"})
 def status(c, domu=None, config=None, json=False):
-    """Per domain: last success, last failure, and whether the standby is clean or dirty."""
-    from toolkit.execute import read_marker
-    from toolkit.runners import runner_for
-    from toolkit.status import domain_status, marker_path, render_status
+    """Per domain: last success, last failure, and whether the standby is clean or dirty.
 
+    The standby's state comes from its marker on the peer only: when that cannot be read the
+    standby is "unknown" and the command exits StatusUnknown (25)."""
+    from toolkit.app import peer_runner
+    from toolkit.config import check_root
+    from toolkit.errors import ConnectionLost, HostKeyRejected, PeerUnreachable, StatusUnknown
+    from toolkit.signals import signals_raise
+    from toolkit.status import domain_status, marker_path, read_peer_marker, render_status
+
+    peers: dict[str, object] = {}  # one connection per peer, for all its domains
+    down: dict[str, StatusUnknown] = {}  # a peer that cannot be reached is tried once
+    unknown: list[str] = []
     try:
+        check_root()  # the SSH key and the reports are root's
         cfg = _config(config)
         rows = []
-        for name in [domu] if domu else list(cfg.domains):
-            marker = None
-            peer = runner_for(cfg.dom0s[cfg.domain(name).peer], cfg.ssh)
-            try:
-                marker = read_marker(peer, marker_path(cfg, name))
-            except ToolkitError as exc:
-                print(f"warning: cannot read the standby marker of {name}: {exc}",
-                      file=sys.stderr)
-            finally:
-                getattr(peer, "close", lambda: None)()
-            rows.append(domain_status(cfg, name, peer_marker=marker))
+        with signals_raise():
+            for name in [domu] if domu else list(cfg.domains):
+                peer_name = cfg.domain(name).peer
+                marker = None
+                try:
+                    if peer_name in down:
+                        raise down[peer_name]
+                    if peer_name not in peers:
+                        peers[peer_name] = peer_runner(cfg, peer_name)
+                    marker = read_peer_marker(peers[peer_name], marker_path(cfg, name))
+                except StatusUnknown as exc:
+                    if isinstance(exc.__cause__, (PeerUnreachable, HostKeyRejected,
+                                                  ConnectionLost)):
+                        down[peer_name] = exc
+                    unknown.append(f"{name}: {exc}")
+                rows.append(domain_status(cfg, name, peer_marker=marker))
     except ToolkitError as exc:
         raise _fail(exc) from None
+    finally:
+        for runner in peers.values():
+            getattr(runner, "close", lambda: None)()
     if json:
         import json as _json
         from dataclasses import asdict
@@ -281,6 +332,9 @@ def status(c, domu=None, config=None, json=False):
         print(_json.dumps([asdict(r) for r in rows], indent=2))
     else:
         print(render_status(rows))
+    if unknown:
+        raise Exit(_one_line("error: standby state unknown for " + "; ".join(unknown)),
+                   code=StatusUnknown.exit_code)
 
 
 @task
@@ -399,7 +453,104 @@ ns = Collection(backup, plan, check_config, recover, status, init_standby, exit_
 ns.add_collection(lab)
 ns.add_collection(sandbox)
 
-program = Program(namespace=ns, version=__version__, name="domu-backup", binary="domu-backup")
+
+
+def _one_line(text: object) -> str:
+    from toolkit.app import one_line
+
+    return one_line(str(text))
+
+
+def _say(line: str) -> None:
+    """One line on stderr; a closed stderr is not worth a traceback either."""
+    try:
+        print(_one_line(line), file=sys.stderr, flush=True)
+    except OSError:
+        pass
+
+
+def _quiet_stdout() -> None:
+    """After a closed pipe (`| head`), point stdout at /dev/null so the final flush is silent."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
+class OperatorProgram(Program):
+    """invoke's Program, where every ending is one line on stderr and a documented exit code.
+
+    Usage errors (unknown command or option, missing value) exit 4; a ToolkitError its own
+    code; Ctrl-C 130; a closed output pipe 141, silently; anything else 2 (with invoke's
+    ``--debug``, the traceback too). Never 1, which means "finished with warnings".
+    """
+
+    def run(self, argv: list[str] | str | None = None, exit: bool = True) -> int:  # noqa: A002
+        code = self._run(argv)
+        try:
+            sys.stdout.flush()  # here, not at exit, where a closed pipe would print a traceback
+        except BrokenPipeError:
+            _quiet_stdout()
+            code = code or 128 + signal.SIGPIPE
+        except (OSError, ValueError):
+            pass
+        if exit:
+            sys.exit(code)
+        return code
+
+    def _run(self, argv: list[str] | str | None) -> int:
+        from toolkit.errors import Interrupted
+
+        parsing = True
+        try:
+            self.create_config()
+            self.parse_core(argv)
+            self.parse_collection()
+            self.parse_tasks()
+            self.parse_cleanup()
+            self.update_config()
+            parsing = False
+            self.execute()
+            return 0
+        except ParseError as exc:
+            _say(f"error: {exc} (see {self.binary or self.name} --help)")
+            return UsageError.exit_code
+        except Exit as exc:
+            code = exc.code or 0
+            if exc.message:
+                _say(exc.message if str(exc.message).startswith("error: ")
+                     else f"error: {exc.message}")
+            if parsing and code:
+                return UsageError.exit_code  # e.g. `--list` of a collection that is not there
+            return code
+        except UnexpectedExit as exc:
+            _say(f"error: command `{exc.result.command}` exited {exc.result.exited}")
+            return exc.result.exited if exc.result.exited > 1 else 2
+        except ToolkitError as exc:  # raised outside a task's own handler
+            _say(f"error: {exc}")
+            return exc.exit_code
+        except KeyboardInterrupt:
+            interrupted = Interrupted(signal.SIGINT)
+            _say(f"error: {interrupted}")
+            return interrupted.exit_code
+        except BrokenPipeError:
+            _quiet_stdout()
+            return 128 + signal.SIGPIPE
+        except Exception as exc:  # noqa: BLE001 - the last resort: one line, exit 2
+            from toolkit.app import unexpected_message
+
+            if getattr(getattr(self, "args", None), "debug", None) and self.args.debug.value:
+                import traceback
+
+                traceback.print_exc()
+            _say(f"error: {unexpected_message(exc)}")
+            return 2
+
+
+program = OperatorProgram(namespace=ns, version=__version__, name="domu-backup",
+                          binary="domu-backup")
 
 
 def main() -> None:
