@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 
 from .errors import CommandFailed, ParseError
+from .owned import journal_of
 from .runners import CommandResult, Runner
 
 # What the journalled wrapper says, and exits with, when the entry could not be written
@@ -175,4 +176,6 @@ def list_journals(runner: Runner, state_dir: str, domain: str | None = None) -> 
         if "No such file" in res.stderr:
             return []
         runner.run(["find", d, "-maxdepth", "1"], timeout=30)
-    return sorted(line for line in res.stdout.splitlines() if line.strip())
+    # find's -name is a glob: keep only the files of exactly this domain (R21)
+    return sorted(line for line in res.stdout.splitlines()
+                  if line.strip() and journal_of(line, domain))

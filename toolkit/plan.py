@@ -220,18 +220,18 @@ def map_step(host: str, device: str, dm_parent: str, sep: str, note_tail: str = 
 
 
 def volume_map_name(run_id: str, domain: str, role: str, fs_name: str) -> str:
-    """The owned dm name of a guest LV's map: ``domubk-<run>-<domain>-src|dst-<fs>``.
+    """The owned dm name of a guest LV's map: ``domubk-<run>-<domain>-src|dst-<digest>``.
 
     The role marker keeps the two hosts' maps apart where they share one
-    kernel (the lab) and tells recover which side made it. dm names are at
-    most 127 bytes; a longer one has its guest part replaced by a digest.
+    kernel (the lab) and tells recover which side made it. The guest LV is
+    named by 16 hex digits of its filesystem name's digest, never by its guest
+    VG and LV names: those may hold dashes and dots, and a suffix of a fixed
+    shape is what lets recover tell ``web``'s maps from those of a domain named
+    ``web-src-...`` (R21). The plan's note says which guest LV a map is.
     """
-    name = owned_name(run_id, domain, role, fs_name)
-    if len(name) > 127:
-        import hashlib
+    import hashlib
 
-        name = owned_name(run_id, domain, role, hashlib.sha256(fs_name.encode()).hexdigest()[:16])
-    return name
+    return owned_name(run_id, domain, role, hashlib.sha256(fs_name.encode()).hexdigest()[:16])
 
 
 def volume_map_step(host: str, name: str, vol: GuestVolume, pv_device: str) -> Step:

@@ -15,7 +15,6 @@ never touched.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -24,6 +23,14 @@ from .config import Config
 from .errors import ToolkitError
 from .execute import undo_with_retry
 from .journal import list_journals, parse_journal
+from .owned import (
+    journal_of,
+    parse_owned,
+    run_dir_of,
+    snapshot_lv,
+    snapshot_partition_map,
+    under_run_dir,
+)
 from .plan import mount_probe
 from .preflight import Background
 from .runners import Runner
@@ -79,39 +86,28 @@ def owned_maps(names: list[str], role: str, domain: str | None, vgs: list[str],
     and the guest LV maps ``domubk-<run>-<domain>-dst-<fs>``. On the source:
     kpartx maps of our snapshots in this host's VGs and the guest LV maps
     ``domubk-<run>-<domain>-src-<fs>``. Never LVM's own devices (the snapshot,
-    its -cow and -real): lvremove owns those.
+    its -cow and -real): lvremove owns those. Each name is parsed in full for
+    the exact domain (R21).
     """
-    dom = domain.replace("-", "--") if domain else None
     picked: list[str] = []
     for name in names:
-        ours = name.startswith(f"{PREFIX}-")
-        if ours and domain is not None and f"-{domain}-" not in name:
-            continue
+        owned = parse_owned(name, domain, delimiter)
         if role == "peer":
-            if ours and not _volume_map(name, "src"):
+            if owned is not None and owned.role != "src":
                 picked.append(name)
-            continue
-        if ours:
-            if _volume_map(name, "src"):
+        elif owned is not None:
+            if owned.role == "src":
                 picked.append(name)
-            continue
-        if not any(name.startswith(f"{vg.replace('-', '--')}-{PREFIX}--") for vg in vgs):
-            continue
-        stem, _, number = name.rpartition(delimiter)
-        if not number.isdigit() or stem.endswith(("-cow", "-real")):
-            continue
-        if dom is not None and f"--{dom}--" not in stem:
-            continue
-        picked.append(name)
+        elif snapshot_partition_map(name, vgs, domain, delimiter):
+            picked.append(name)
     # guest LV maps first, then partitions (longer names) before the device they sit on
-    return sorted(picked, key=lambda n: (not (_volume_map(n, "src") or _volume_map(n, "dst")),
-                                         -len(n)))
+    return sorted(picked, key=lambda n: (not _volume_map(n, delimiter), -len(n)))
 
 
-def _volume_map(name: str, role: str) -> bool:
-    """``domubk-<run>-...-<role>-<disk><n>.<vg>.<lv>``: a guest LV map of that side."""
-    return name.startswith(f"{PREFIX}-") and re.search(
-        rf"-{role}-(?:[a-z]+\d*\.[^.]+\.|[0-9a-f]{{16}}$)", name) is not None
+def _volume_map(name: str, delimiter: str) -> bool:
+    """``domubk-<run>-<domain>-src|dst-<fs>``: a guest LV map of either side."""
+    owned = parse_owned(name, None, delimiter)
+    return owned is not None and owned.role is not None
 
 
 def _prefix(config: Config, role: str) -> str:
@@ -120,8 +116,9 @@ def _prefix(config: Config, role: str) -> str:
 
 
 def _of_domain(paths: tuple[str, ...], domain: str) -> bool:
-    """Some journal or run directory named ``<domain>.<run>...``."""
-    return any(p.rsplit("/", 1)[-1].startswith(f"{domain}.") for p in paths)
+    """Some journal or run directory of exactly ``domain`` (``<domain>.<run>...``)."""
+    return any(journal_of(p, domain) or run_dir_of(p.rsplit("/", 1)[-1], domain)
+               for p in paths)
 
 
 def _mount_targets(runner: Runner) -> list[str]:
@@ -133,8 +130,7 @@ def _mount_targets(runner: Runner) -> list[str]:
 
 def owned_mounts(targets: list[str], prefix: str, domain: str | None) -> list[str]:
     """Mounts under the tool's prefix (of ``domain``'s runs), deepest first."""
-    base, tag = prefix.rstrip("/") + "/", f"{domain}." if domain else ""
-    picked = [t for t in targets if t.startswith(base) and t[len(base):].startswith(tag)]
+    picked = [t for t in targets if under_run_dir(t, prefix, domain)]
     return sorted(picked, key=lambda p: p.count("/"), reverse=True)
 
 
@@ -147,14 +143,14 @@ def _tagged_lvs(runner: Runner) -> list[tuple[str, str]]:
 
 def owned_snapshots(tagged: list[tuple[str, str]], domain: str | None) -> list[str]:
     """``vg/lv`` of snapshots carrying our tag AND our name: a look-alike is not ours."""
-    return [f"{vg}/{lv}" for vg, lv in tagged if lv.startswith(f"{PREFIX}-")
-            and (domain is None or f"-{domain}-" in lv)]
+    return [f"{vg}/{lv}" for vg, lv in tagged if snapshot_lv(lv, domain)]
 
 
 def _run_dirs(runner: Runner, prefix: str, domain: str | None) -> list[str]:
     res = runner.run(["find", prefix, "-mindepth", "1", "-maxdepth", "1", "-type", "d",
                       "-name", f"{domain}.*" if domain else "*"], check=False, timeout=60)
-    return [line for line in res.stdout.splitlines() if line.strip()]
+    return [line for line in res.stdout.splitlines()
+            if line.strip() and run_dir_of(line.rsplit("/", 1)[-1], domain)]
 
 
 def sweep(runner: Runner, config: Config, domain: str | None, role: str,

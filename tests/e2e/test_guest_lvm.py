@@ -13,6 +13,8 @@ import pytest
 
 from toolkit.lab.audit import audit_standby
 from toolkit.lab.rehearse import SSH, prepare_layout, run_backup, start_backup, wait_until_dirty
+from toolkit.owned import parse_owned
+from toolkit.plan import volume_map_name
 from toolkit.preflight import read_guest_vg
 
 # Each test writes its own guest's disks (prepare_layout); web01 and db01 stay as they are.
@@ -67,8 +69,9 @@ def test_guest_vg_named_like_the_hosts_is_copied_without_host_lvm_seeing_it(fres
     # mid-run: the guest LVs are mapped under owned names on both sides...
     names = dm_names(a)
     ours = sorted(n for n in names if n.startswith("domubk-") and "-lvm01-" in n)
-    assert any(n.endswith("-src-xvda2.vg_a.root") for n in ours), ours
-    assert any(n.endswith("-dst-xvda2.vg_a.var") for n in ours), ours
+    (run_id,) = {parse_owned(n, "lvm01", "p").run_id for n in ours if parse_owned(n, "lvm01", "p")}
+    assert volume_map_name(run_id, "lvm01", "src", "xvda2.vg_a.root") in ours, ours
+    assert volume_map_name(run_id, "lvm01", "dst", "xvda2.vg_a.var") in ours, ours
     # ...and LVM on either host never activated (or even saw) the guest VG
     assert not names & {"vg_a-root", "vg_a-var", "vg_b-root", "vg_b-var"}
     during = {"a": host_lvm(a), "b": host_lvm(b)}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+from hashlib import sha256
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,7 @@ from toolkit.facts.guestlvm import (
     read_argv,
 )
 from toolkit.facts.virsh import DomainDisk
-from toolkit.plan import BackupFacts, DiskFacts, plan_backup
+from toolkit.plan import BackupFacts, DiskFacts, plan_backup, volume_map_name
 from toolkit.preflight import read_layout
 from toolkit.recover import owned_maps
 from toolkit.runners import CommandResult
@@ -318,20 +319,24 @@ def test_plan_maps_guest_lvs_read_only_on_the_source_and_writable_on_the_peer(tm
     actions = [(s.host, s.action) for s in plan.steps]
     lvmaps = [s for s in plan.steps if s.action == "lvmap"]
     assert len(lvmaps) == 4
-    src = next(s for s in lvmaps if s.host == "source" and "root" in s.resource)
+    src_root = volume_map_name("R1", "web01", "src", "xvda2.vg_a.root")
+    dst_var = volume_map_name("R1", "web01", "dst", "xvda2.vg_a.var")
+    assert src_root == "domubk-R1-web01-src-" + sha256(b"xvda2.vg_a.root").hexdigest()[:16]
+    src = next(s for s in lvmaps if s.host == "source" and src_root in s.resource)
     assert src.argv == ("dmsetup", "create", "--concise",
-                        "domubk-R1-web01-src-xvda2.vg_a.root,,,ro,"
+                        f"{src_root},,,ro,"
                         "0 327680 linear /dev/mapper/vg_a-domubk--R1--web01--xvdap2 2048")
-    assert src.undo == ("dmsetup", "remove", "--retry", "domubk-R1-web01-src-xvda2.vg_a.root")
-    dst = next(s for s in lvmaps if s.host == "peer" and "var" in s.resource)
-    assert dst.argv[3].startswith("domubk-R1-web01-dst-xvda2.vg_a.var,,,rw,0 188416 linear "
+    assert src.undo == ("dmsetup", "remove", "--retry", src_root)
+    assert "guest LV vg_a/root" in src.note
+    dst = next(s for s in lvmaps if s.host == "peer" and dst_var in s.resource)
+    assert dst.argv[3].startswith(f"{dst_var},,,rw,0 188416 linear "
                                   "/dev/mapper/domubk-R1-web01-xvdap2 329728")
     # each side: the partition maps first, the LV maps next, mounts after
     for host in ("source", "peer"):
         seq = [a for h, a in actions if h == host]
         assert seq.index("map") < seq.index("lvmap") < seq.index("mount")
     root = next(f for f in plan.filesystems if f.name == "xvda2.vg_a.root")
-    assert root.source_device == "/dev/mapper/domubk-R1-web01-src-xvda2.vg_a.root"
+    assert root.source_device == f"/dev/mapper/{src_root}"
     assert (root.guest_vg, root.guest_lv, root.partuuid) == ("vg_a", "root", None)
     mount = next(s for s in plan.steps if s.action == "mount" and s.fs == root.name
                  and s.host == "source")
@@ -388,25 +393,35 @@ def test_a_partition_device_name_never_matches_a_guest_lv_on_it():
 
 # -- recover ------------------------------------------------------------------
 
+RUN = "20261127T085229Z-ce91"
+
+
+def _vm(role: str, fs: str) -> str:
+    return volume_map_name(RUN, "lvm01", role, fs)
+
+
 KERNEL = [
-    "vg_a-domubk--R1--lvm01--xvda", "vg_a-domubk--R1--lvm01--xvda-cow",
-    "vg_a-domubk--R1--lvm01--xvdap1", "vg_a-domubk--R1--lvm01--xvdap2",
-    "domubk-R1-lvm01-src-xvda2.vg_a.root", "domubk-R1-lvm01-src-xvda2.vg_a.var",
-    "domubk-R1-lvm01-xvda", "domubk-R1-lvm01-xvdap1", "domubk-R1-lvm01-xvdap2",
-    "domubk-R1-lvm01-dst-xvda2.vg_a.root", "vg_a-root", "domubk-R1-web01-xvda",
+    f"vg_a-domubk--{RUN.replace('-', '--')}--lvm01--xvda",
+    f"vg_a-domubk--{RUN.replace('-', '--')}--lvm01--xvda-cow",
+    f"vg_a-domubk--{RUN.replace('-', '--')}--lvm01--xvdap1",
+    f"vg_a-domubk--{RUN.replace('-', '--')}--lvm01--xvdap2",
+    _vm("src", "xvda2.vg_a.root"), _vm("src", "xvda2.vg_a.var"),
+    f"domubk-{RUN}-lvm01-xvda", f"domubk-{RUN}-lvm01-xvdap1", f"domubk-{RUN}-lvm01-xvdap2",
+    _vm("dst", "xvda2.vg_a.root"), "vg_a-root", f"domubk-{RUN}-web01-xvda",
 ]
 
 
 def test_source_recover_takes_its_guest_lv_maps_before_the_partition_maps():
     picked = owned_maps(KERNEL, "source", "lvm01", ["vg_a"], "p")
-    assert picked == ["domubk-R1-lvm01-src-xvda2.vg_a.root", "domubk-R1-lvm01-src-xvda2.vg_a.var",
-                      "vg_a-domubk--R1--lvm01--xvdap1", "vg_a-domubk--R1--lvm01--xvdap2"]
+    assert set(picked[:2]) == {_vm("src", "xvda2.vg_a.root"), _vm("src", "xvda2.vg_a.var")}
+    assert picked[2:] == [f"vg_a-domubk--{RUN.replace('-', '--')}--lvm01--xvdap1",
+                          f"vg_a-domubk--{RUN.replace('-', '--')}--lvm01--xvdap2"]
 
 
 def test_peer_recover_takes_its_guest_lv_maps_first_and_never_the_sources():
     picked = owned_maps(KERNEL, "peer", "lvm01", [], "p")
-    assert picked == ["domubk-R1-lvm01-dst-xvda2.vg_a.root", "domubk-R1-lvm01-xvdap1",
-                      "domubk-R1-lvm01-xvdap2", "domubk-R1-lvm01-xvda"]
+    assert picked == [_vm("dst", "xvda2.vg_a.root"), f"domubk-{RUN}-lvm01-xvdap1",
+                      f"domubk-{RUN}-lvm01-xvdap2", f"domubk-{RUN}-lvm01-xvda"]
 
 
 # -- init-standby ---------------------------------------------------------------
@@ -423,18 +438,20 @@ def test_init_standby_copies_the_pv_head_raw_and_makes_each_guest_lv_filesystem(
     write = next(s for s in peer if s.action == "write" and "pvhead" in " ".join(s.argv))
     assert write.argv[2] == "of=/dev/mapper/domubk-R1-web01-xvdap2"
     lvmaps = [s for s in peer if s.action == "lvmap"]
-    assert [s.resource for s in lvmaps] == ["/dev/mapper/domubk-R1-web01-dst-xvda2.vg_a.root",
-                                            "/dev/mapper/domubk-R1-web01-dst-xvda2.vg_a.var"]
+    dst_root = volume_map_name("R1", "web01", "dst", "xvda2.vg_a.root")
+    assert [s.resource for s in lvmaps] == [f"/dev/mapper/{dst_root}", "/dev/mapper/"
+                                            + volume_map_name("R1", "web01", "dst",
+                                                              "xvda2.vg_a.var")]
     assert all(s.undo and ",,,rw," in s.argv[3] for s in lvmaps)
     mkfs = [s.argv for s in peer if s.action == "mkfs"]
     assert ("mkfs.ext4", "-F", "-q", "-U", "5eed0017-0000-4000-8000-000000000002", "-L",
-            "lvm01-root", "/dev/mapper/domubk-R1-web01-dst-xvda2.vg_a.root") in mkfs
+            "lvm01-root", f"/dev/mapper/{dst_root}") in mkfs
     # never a filesystem on the PV partition itself, and never an LVM command
     assert not any(a[-1] == "/dev/mapper/domubk-R1-web01-xvdap2" for a in mkfs)
     assert not any(s.argv[0] in ("pvcreate", "vgcreate", "lvcreate", "vgchange", "lvm")
                    for s in sp.steps)
     order = [(s.action, s.argv[-1]) for s in peer]
-    root_dev = "/dev/mapper/domubk-R1-web01-dst-xvda2.vg_a.root"
+    root_dev = f"/dev/mapper/{dst_root}"
     assert [a for a, _ in order].index("map") < [a for a, _ in order].index("lvmap") < \
         order.index(("mkfs", root_dev))
     assert not sp.refusals

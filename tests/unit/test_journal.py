@@ -21,11 +21,11 @@ from toolkit.runners import LocalRunner
 
 
 def test_entries_round_trip_through_a_real_file(tmp_path):
-    j = Journal(LocalRunner(), str(tmp_path), "web01", "RUN1")
+    j = Journal(LocalRunner(), str(tmp_path), "web01", "20260101T000000Z-0001")
     j.record("snapshot", "/dev/vg/s", ("lvremove", "-f", "vg/s"), ("lvs", "vg/s"))
     j.record("mount", "/run/x", ("umount", "/run/x"), ("mountpoint", "-q", "/run/x"))
     files = list_journals(LocalRunner(), str(tmp_path), "web01")
-    assert files == [str(tmp_path / "journal" / "web01.RUN1.jsonl")]
+    assert files == [str(tmp_path / "journal" / "web01.20260101T000000Z-0001.jsonl")]
     entries = parse_journal(open(files[0]).read())
     assert [e.action for e in entries] == ["snapshot", "mount"]
     assert entries[0].undo == ("lvremove", "-f", "vg/s")

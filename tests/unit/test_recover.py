@@ -61,7 +61,8 @@ def test_inventory_names_a_domain_pending_only_for_what_the_sweep_would_take():
     # the snapshot's own device (and -cow) is LVM's: the tagged LV says so, not dmsetup
     assert not _inventory("source", maps=LAB_KERNEL[:5], vgs=["vg_a"]).pending(cfg, "web01")
     cases = [
-        _inventory("source", journals=["/var/lib/domu-backup/journal/web01.20261127T0-ab.jsonl"]),
+        _inventory("source",
+                   journals=["/var/lib/domu-backup/journal/web01.20261127T085229Z-ce91.jsonl"]),
         _inventory("source", mounts=[f"{src}/web01.20261127T085229Z-ce91/xvda1"]),
         _inventory("source", maps=LAB_KERNEL[:6], vgs=["vg_a"]),  # a snapshot's partition map
         _inventory("source", snapshots=[("vg_a", "domubk-20261127T085229Z-ce91-web01-xvda")]),
