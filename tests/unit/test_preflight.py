@@ -240,9 +240,15 @@ def as_domain(domain: str, *extra: dict) -> list[dict]:
     return out + list(extra)
 
 
-def config_with(tmp_path: Path, text: str) -> Path:
+def config_with(tmp_path: Path, domain: str, disk: str) -> Path:
+    """The sandbox config with ``domain`` in web01's place: its ``disk`` onto web01's standby."""
+    text = CONFIG.read_text()
+    for old, new in (("[domains.web01]", f"[domains.{domain}]"),
+                     ("[domains.web01.disks.xvda]", f"[domains.{domain}.disks.{disk}]")):
+        assert text.count(old) == 1
+        text = text.replace(old, new)
     path = tmp_path / "backup.toml"
-    path.write_text(CONFIG.read_text() + text)
+    path.write_text(text)
     return path
 
 
@@ -257,8 +263,7 @@ def lvs_of(role: str, path: str, stdout: str = LVS["stdout"], **kw) -> dict:
 
 
 def test_an_lv_declared_as_a_file_is_resolved_with_lvs_and_backed_up(tmp_path):
-    cfg = config_with(tmp_path, '\n[domains.qdisk02]\npeer = "dom0-b"\n\n'
-                                '[domains.qdisk02.disks.xvda]\ntarget_lv = "/dev/vg_b/web01"\n')
+    cfg = config_with(tmp_path, "qdisk02", "xvda")
     # lvs names the same LV whichever of its names it is given (/dev/mapper/VG-LV here)
     recs = as_domain("qdisk02", lvs_of("source", "/dev/mapper/vg_a-web01"))
     _, pre, _ = run_gather(recs, "qdisk02", config_path=cfg)
@@ -269,8 +274,6 @@ def test_an_lv_declared_as_a_file_is_resolved_with_lvs_and_backed_up(tmp_path):
         ("xvdc", "file-backed", True), ("hdc", "cdrom", False)]
 
 
-PV01 = ('\n[domains.pv01]\npeer = "dom0-b"\n\n'
-        '[domains.pv01.disks.xvda2]\ntarget_lv = "/dev/vg_b/web01"\n')
 SWAP_LV = "/dev/vg_a/pv01-swap"
 
 
@@ -299,7 +302,7 @@ def pv01_records(peer_lvs: dict) -> list[dict]:
     lvs_of("peer", SWAP_LV, "", exit_code=3, stderr="  Internal error: oops\n"),
 ], ids=["missing", "unreadable"])
 def test_a_swap_only_disk_is_skipped_without_a_snapshot_or_a_standby(tmp_path, peer_lvs):
-    cfg_path = config_with(tmp_path, PV01)
+    cfg_path = config_with(tmp_path, "pv01", "xvda2")
     recs = pv01_records(peer_lvs)
     # exactly room for one 64M snapshot: the swap disk's must not be counted
     for r in recs:
@@ -325,7 +328,7 @@ def test_a_data_disk_still_demands_its_standby(tmp_path):
         if r["argv"][:2] == ["blkid", "-p"] and r["argv"][-1] == SWAP_LV:
             r["stdout"] = ext4["stdout"].replace(ext4["argv"][-1], SWAP_LV)
     with pytest.raises(errors.TargetInvalid, match="pv01-swap for disk xvda1 does not exist"):
-        run_gather(recs, "pv01", config_path=config_with(tmp_path, PV01))
+        run_gather(recs, "pv01", config_path=config_with(tmp_path, "pv01", "xvda2"))
 
 
 def test_a_bad_disk_target_refuses_the_domain_naming_it():
