@@ -11,8 +11,10 @@ from hypothesis import strategies as st
 
 from toolkit import errors
 from toolkit.rsync import (
+    EXTRA_OPTIONS,
     RSYNC_EXIT_CODES,
     SshOptions,
+    extra_option_problem,
     parse_progress,
     parse_stats,
     relative_excludes,
@@ -155,3 +157,91 @@ def test_progress_lines_from_recording():
     last = updates[-1]
     assert last.bytes == 10_002 and last.files_left == 0 and last.files_total == 52
     assert parse_progress("Number of files: 52") is None
+
+
+# --- extra options from the config (R23) -------------------------------------------
+
+GUARDS = ("-aHAXSx", "--numeric-ids", "--delete", "--delete-delay", "--stats",
+          "--info=progress2", "--max-delete=100", "--bwlimit=10M", "-e", "--exclude=/tmp/*")
+
+
+def test_extra_options_come_before_every_option_of_the_tool():
+    # rsync lets a later option override an earlier one: the tool's own options,
+    # the guards among them, are placed after everything the config adds.
+    extra = ["--partial", "--timeout=30", "--checksum", "-W"]
+    argv = rsync_argv("/run/src/x/xvda1", "root@dom0-b", "/run/dst/x/xvda1", SSH,
+                      excludes=["/tmp/*"], extra_args=extra, max_delete=100, bwlimit="10M")
+    assert argv[1:1 + len(extra)] == extra
+    last_extra = max(argv.index(opt) for opt in extra)
+    for guard in GUARDS:
+        assert argv.index(guard) > last_extra, guard
+    assert argv[-3:] == ["--", "/run/src/x/xvda1/", "root@dom0-b:/run/dst/x/xvda1/"]
+
+
+@pytest.mark.parametrize("option", ["--rsh=sh -c x", "-e", "--max-delete=1000000",
+                                    "--dry-run", "-n", "--log-file=/etc/shadow",
+                                    "--remove-source-files", "--files-from=/etc/x", "-cW",
+                                    "--timeout=0", "--no-delete", "/etc"])
+def test_rsync_argv_itself_refuses_options_outside_the_allowlist(option):
+    with pytest.raises(errors.ConfigError, match="rsync_args"):
+        rsync_argv("/a", "root@b", "/c", SSH, extra_args=[option])
+
+
+def test_the_allowlist_is_one_table_with_a_reason_for_each_option():
+    assert EXTRA_OPTIONS
+    for name, (check, reason) in EXTRA_OPTIONS.items():
+        assert name.startswith("--") or len(name) == 2, name
+        assert reason and "\n" not in reason, name
+        assert (check is None) == ("=" not in name), name
+
+
+@pytest.mark.parametrize("option", ["--partial", "--checksum", "-c", "--ignore-times",
+                                    "--whole-file", "-W", "--no-whole-file", "--inplace",
+                                    "--fuzzy", "--preallocate", "--no-inc-recursive",
+                                    "--timeout=1", "--timeout=86400", "--block-size=131072",
+                                    "--compress-level=0", "--compress-level=9",
+                                    "--compress-choice=zstd", "--checksum-choice=xxh128",
+                                    "--checksum-choice=md5"])
+def test_allowed_options_pass(option):
+    assert extra_option_problem(option) is None
+
+
+@pytest.mark.parametrize("option", ["--timeout=", "--timeout=00", "--timeout=-1",
+                                    "--timeout=86401", "--timeout=1e3", "--timeout=30 ",
+                                    "--timeout", "--block-size=0", "--block-size=131073",
+                                    "--block-size=8K", "--compress-level=10",
+                                    "--compress-choice=gzip", "--checksum-choice=none",
+                                    "--checksum-choice=md5,none", "--partial=1", "-cW",
+                                    "-Wc", "-C", "--Partial", "--partial\n", " --partial",
+                                    "--part", "--checksum=1", "-", "--", ""])
+def test_allowed_names_with_bad_values_or_spellings_are_refused(option):
+    assert extra_option_problem(option)
+
+
+# --- the peer address rsync is given ------------------------------------------------
+
+
+@pytest.mark.parametrize(("address", "remote"), [
+    ("root@dom0-b", "root@dom0-b:/c/"),
+    ("backup@10.0.0.2", "backup@10.0.0.2:/c/"),
+    ("root@2001:db8::2", "root@[2001:db8::2]:/c/"),
+    ("root@[2001:db8::2]", "root@[2001:db8::2]:/c/"),
+    ("root@::1", "root@[::1]:/c/"),
+])
+def test_the_peer_address_is_always_read_by_rsync_as_a_host(address, remote):
+    assert rsync_argv("/a", address, "/c", SSH)[-1] == remote
+
+
+@pytest.mark.parametrize("address", ["root@host::module", "root@host:x", "host",
+                                     "root@", "@host", "-oProxyCommand=x@host",
+                                     "root@-oProxyCommand=x", "root@[host]",
+                                     "root@[::1", "root@a b", "root@rsync://host",
+                                     "root@fe80::1%eth0", "ro:ot@host", "root@host/x"])
+def test_a_peer_address_rsync_could_read_otherwise_is_refused(address):
+    with pytest.raises(errors.ConfigError, match="peer address"):
+        rsync_argv("/a", address, "/c", SSH)
+
+
+def test_the_source_is_an_absolute_local_path():
+    with pytest.raises(errors.ConfigError):
+        rsync_argv("host:/a", "root@b", "/c", SSH)
