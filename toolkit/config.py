@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import posixpath
 import re
-import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -17,17 +16,37 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from .errors import ConfigError, DomainUnknown, InsecureFile, NotRoot, UsageError
+from . import safefs
+from .errors import ConfigError, DomainUnknown, NotRoot, UsageError
+from .rsync import extra_option_problem
 from .runners import HostSpec, parse_host_spec
 
 DEFAULT_CONFIG_PATH = Path("/etc/domu-backup/backup.toml")
 CONFIG_ENV = "DOMU_BACKUP_CONFIG"
 
-_NAME = re.compile(r"[A-Za-z0-9_.+][A-Za-z0-9_.+-]*")
+# Dom0 and domain names: letters, digits and _ + . -, not starting with - or ".".
+_NAME = re.compile(r"[A-Za-z0-9_+][A-Za-z0-9_+.-]*")
+DOM0_NAME_MAX = 64
+# A domain name is part of the snapshot LV "domubk-<run id>-<domain>-<disk>", whose
+# device-mapper name "<vg>-<lv>" doubles each "-" and gets "-cow" or kpartx's
+# "<delimiter><N>" appended; dm and LV names are at most 127 bytes. With a 32-character
+# VG, a 21-character run id, an 8-character disk target, a 5-character delimiter and
+# partition 128 that leaves 44 for the domain with its "-" doubled: 40 keeps a margin
+# (tests/unit/test_config.py proves it with the tool's own name builders).
+DOMAIN_NAME_MAX = 40
 _DISK_TARGET = re.compile(r"[a-z][a-z0-9]*")
 _ABSOLUTE_SIZE = re.compile(r"([1-9][0-9]*)([KMGT])")
 _PERCENT_ORIGIN = re.compile(r"([0-9]{1,3})%ORIGIN")
-_DELIMITER = re.compile(r"[A-Za-z0-9_+.-]+")
+_DELIMITER = re.compile(r"[A-Za-z0-9_+.-]{1,5}")
+# A directory or file the config names: plain characters only, absolute and normal.
+_PLAIN_PATH = re.compile(r"(/[A-Za-z0-9._+@=,~-]+)+")
+# Never a directory (or file) of the tool's: these trees, or exactly these directories.
+SYSTEM_TREES = ("/proc", "/sys", "/dev", "/boot", "/usr", "/bin", "/sbin", "/lib", "/lib32",
+                "/lib64", "/libx32", "/etc")
+SYSTEM_DIRS = frozenset({"/", "/var", "/run", "/tmp", "/home", "/root", "/srv", "/opt",
+                         "/mnt", "/media", "/var/lib", "/run/lock", "/var/run", "/var/lock",
+                         "/var/tmp", "/var/log", "/var/cache"})
+SSH_FILES_DIR = "/etc/domu-backup"  # the only place under /etc the config may name (ssh.*)
 _CIPHER = re.compile(r"[A-Za-z0-9@._+-]+(,[A-Za-z0-9@._+-]+)*")
 _BWLIMIT = re.compile(r"[1-9][0-9]*(\.[0-9]+)?[KMGTkmgt]?|0\.[0-9]*[1-9][0-9]*[KMGTkmgt]?")
 _URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:[^\s]*")
@@ -178,20 +197,19 @@ def check_root() -> None:
                       f"running as uid {os.geteuid()}")
 
 
-def check_file_mode(path: Path, what: str) -> None:
-    """Raise InsecureFile if path is group- or world-writable."""
-    mode = stat.S_IMODE(os.stat(path).st_mode)
-    if mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise InsecureFile(f"{path}: {what} has mode {mode:04o}, which is group- or "
-                           f"world-writable; run chmod go-w {path}")
+def load_config(path: Path | None = None, *, check_permissions: bool = True,
+                allow_lab_hosts: bool = False, view: safefs.FsView = safefs.REAL) -> Config:
+    """Read, parse and validate the config file; refuse files others could change.
 
-
-def load_config(path: Path | None = None, *, check_permissions: bool = True) -> Config:
-    """Read, parse and validate the config file; refuse it if it is writable by others."""
+    The config file, the SSH key and known_hosts must be owned by root (or the
+    effective uid when not root) and not group- or world-writable, the key not
+    readable by others either, each below directories only root can change
+    (InsecureFile, exit 6). A missing key or known_hosts is the SSH runner's
+    error to report when it is needed. ``local://`` and ``docker://`` Dom0s
+    are refused unless ``allow_lab_hosts`` (the rehearsal lab).
+    """
     path = Path(path) if path is not None else default_config_path()
     try:
-        if check_permissions:
-            check_file_mode(path, "the config file")
         data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file (set {CONFIG_ENV} or "
@@ -201,24 +219,39 @@ def load_config(path: Path | None = None, *, check_permissions: bool = True) -> 
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config file: "
                           f"{exc.strerror or exc}") from None
+    if check_permissions:
+        _check_trusted(path, os.path.abspath(path), "the config file", "", view)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-    config = parse_config(text, path)
+    config = parse_config(text, path, allow_lab_hosts=allow_lab_hosts)
     if check_permissions:
-        try:
-            check_file_mode(config.ssh.key, "the SSH key")
-        except FileNotFoundError:
-            pass  # a missing key is the SSH runner's error to report, when it is needed
-        except OSError as exc:
-            raise ConfigError(f"{path}: ssh.key: cannot inspect {config.ssh.key}: "
-                              f"{exc.strerror or exc}") from None
+        _check_trusted(path, str(config.ssh.key), "the SSH key", "ssh.key", view, secret=True)
+        _check_trusted(path, str(config.ssh.known_hosts), "the known_hosts file",
+                       "ssh.known_hosts", view)
     return config
 
 
-def parse_config(text: str, path: Path | str) -> Config:
-    """Parse and validate config text; ``path`` names the file in every error."""
+def _check_trusted(config_path: Path, file: str, what: str, key: str, view: safefs.FsView,
+                   *, secret: bool = False) -> None:
+    try:
+        safefs.check_trusted_file(file, what, secret=secret, view=view)
+    except FileNotFoundError:
+        if not key:
+            raise ConfigError(f"{config_path}: no such config file") from None
+        # a missing key or known_hosts is the SSH runner's error to report, when needed
+    except OSError as exc:
+        raise ConfigError(f"{config_path}: {key or 'config'}: cannot inspect {file}: "
+                          f"{exc.strerror or exc}") from None
+
+
+def parse_config(text: str, path: Path | str, *, allow_lab_hosts: bool = True) -> Config:
+    """Parse and validate config text; ``path`` names the file in every error.
+
+    ``allow_lab_hosts=False`` refuses ``local://`` and ``docker://`` Dom0s, as
+    ``load_config`` (every operator's config) does by default.
+    """
     path = Path(path)
     try:
         data = tomllib.loads(text)
@@ -226,7 +259,7 @@ def parse_config(text: str, path: Path | str) -> Config:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
     except RecursionError:
         raise ConfigError(f"{path}: invalid TOML: arrays or tables nested too deeply") from None
-    return _Parser(path).config(data)
+    return _Parser(path, allow_lab_hosts=allow_lab_hosts).config(data)
 
 
 _REQUIRED = object()
@@ -235,8 +268,9 @@ _REQUIRED = object()
 class _Parser:
     """Walks the TOML tree, turning each table into its record; knows the file's name."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, allow_lab_hosts: bool = True) -> None:
         self.path = path
+        self.allow_lab_hosts = allow_lab_hosts
 
     def fail(self, key: str, expected: str, value: object = _REQUIRED) -> ConfigError:
         got = "" if value is _REQUIRED else f", got {_show(value)}"
@@ -316,10 +350,18 @@ class _Parser:
         return tuple(out)
 
     def absolute_path(self, table: Mapping[str, Any], key: str, dotted: str,
-                      default: str) -> str:
+                      default: str, *, ssh_file: bool = False) -> str:
         value = self.string(table, key, dotted, default)
-        if not _clean_absolute(value) or value == "/":
-            raise self.fail(dotted, "an absolute, normalized path other than /", value)
+        if not _clean_absolute(value) or not _PLAIN_PATH.fullmatch(value):
+            raise self.fail(dotted, "a plain, absolute, normalized path (letters, digits and "
+                            "._+@=,~- between single slashes)", value)
+        system = _system_path(value, ssh_file=ssh_file)
+        if system:
+            where = (f"outside {system}" if system in SYSTEM_TREES
+                     else f"a directory of the tool's own, not {system} itself")
+            if ssh_file and system == "/etc":
+                where += f" (under /etc only in {SSH_FILES_DIR}/)"
+            raise self.fail(dotted, where, value)
         return value
 
     def snapshot_size(self, value: Any, dotted: str) -> SnapshotSize:
@@ -347,6 +389,7 @@ class _Parser:
         domains_table = self.table(data, "domains", "domains", None)
         domains = {name: self.domain(name, value, dom0s)
                    for name, value in domains_table.items()}
+        self.unique_target_lvs(domains)
         return Config(self.path, MappingProxyType(dom0s), uri, ssh, defaults,
                       MappingProxyType(domains))
 
@@ -357,18 +400,31 @@ class _Parser:
                               "[cluster.dom0s] (name = \"ssh://user@host:port\")")
         table = self.table(cluster, "dom0s", "cluster.dom0s", None)
         dom0s: dict[str, HostSpec] = {}
+        where: dict[tuple[str, str, int], str] = {}
         for name, value in table.items():
-            dotted = f"cluster.dom0s.{name}"
-            if not _NAME.fullmatch(name):
+            dotted = f"cluster.dom0s.{_short(name)}"
+            if not _NAME.fullmatch(name) or len(name) > DOM0_NAME_MAX:
                 raise ConfigError(f"{self.path}: {dotted}: bad Dom0 name (expected letters, "
-                                  "digits and _ . + -, not starting with -)")
+                                  "digits and _ . + -, not starting with - or ., at most "
+                                  f"{DOM0_NAME_MAX} characters)")
             if not isinstance(value, str):
                 raise self.fail(dotted, 'a host spec string like "ssh://root@host:22"', value)
+            shown = _PASSWORD.sub(r"\1:***@", value)
             try:
-                dom0s[name] = parse_host_spec(value)
+                spec = parse_host_spec(value)
             except UsageError as exc:
                 raise self.fail(dotted, f"a host spec like \"ssh://root@host:22\" ({exc})",
-                                value) from None
+                                shown) from None
+            if spec.scheme != "ssh" and not self.allow_lab_hosts:
+                raise self.fail(dotted, 'an ssh:// host spec like "ssh://root@host:22" '
+                                "(local:// and docker:// are for the rehearsal lab only)",
+                                shown)
+            address = (spec.scheme, spec.host, spec.port)
+            if address in where:
+                raise self.fail(dotted, "an address and port no other Dom0 has (cluster.dom0s."
+                                f"{where[address]} is {dom0s[where[address]]})", shown)
+            where[address] = name
+            dom0s[name] = spec
         if len(dom0s) < 2:
             raise self.fail("cluster.dom0s", "at least 2 Dom0s (this host and its peer)",
                             sorted(dom0s))
@@ -384,9 +440,10 @@ class _Parser:
             raise self.fail("ssh.cipher", 'an ssh cipher name like "aes128-gcm@openssh.com"',
                             cipher)
         return SSHSettings(
-            key=Path(self.absolute_path(table, "key", "ssh.key", str(base.key))),
+            key=Path(self.absolute_path(table, "key", "ssh.key", str(base.key),
+                                        ssh_file=True)),
             known_hosts=Path(self.absolute_path(table, "known_hosts", "ssh.known_hosts",
-                                                str(base.known_hosts))),
+                                                str(base.known_hosts), ssh_file=True)),
             connect_timeout=self.seconds(table, "connect_timeout", "ssh.connect_timeout",
                                          base.connect_timeout),
             command_timeout=self.seconds(table, "command_timeout", "ssh.command_timeout",
@@ -402,7 +459,7 @@ class _Parser:
                                 base.kpartx_delimiter)
         if not _DELIMITER.fullmatch(delimiter):
             raise self.fail("defaults.kpartx_delimiter",
-                            "a non-empty delimiter of letters, digits or _ + . -", delimiter)
+                            "a delimiter of 1 to 5 letters, digits or _ + . -", delimiter)
         bwlimit = self.string(table, "bwlimit", "defaults.bwlimit", "")
         if bwlimit and not _BWLIMIT.fullmatch(bwlimit):
             raise self.fail("defaults.bwlimit", 'an rsync --bwlimit rate like "20M" or "5000" '
@@ -418,6 +475,7 @@ class _Parser:
             for key in ("source_prefix", "target_prefix", "state_dir", "report_dir",
                         "lock_dir")
         }
+        self.check_mount_prefixes(prefixes)
         return Defaults(
             snapshot_size=size,
             kpartx_delimiter=delimiter,
@@ -442,20 +500,40 @@ class _Parser:
             **prefixes,
         )
 
+    def check_mount_prefixes(self, dirs: Mapping[str, str]) -> None:
+        """The two mount prefixes nest neither in each other nor in the tool's own dirs."""
+        source, target = dirs["source_prefix"], dirs["target_prefix"]
+        if _nested(source, target):
+            raise self.fail("defaults.target_prefix", "a mount prefix apart from "
+                            f"defaults.source_prefix ({source}), neither inside the other",
+                            target)
+        for key in ("source_prefix", "target_prefix"):
+            for other in ("state_dir", "lock_dir", "report_dir"):
+                if _nested(dirs[key], dirs[other]):
+                    raise self.fail(f"defaults.{key}", f"a mount prefix apart from "
+                                    f"defaults.{other} ({dirs[other]}), neither inside the "
+                                    "other", dirs[key])
+
     def check_rsync_arg(self, value: str, dotted: str) -> None:
-        # Only options: a bare word would become an extra source or destination.
-        if not value.startswith("-") or value in ("-", "--") or _CONTROL.search(value):
-            raise self.fail(dotted, 'an rsync option starting with "-"', value)
+        # Only options from rsync.EXTRA_OPTIONS: nothing that could switch off a guard.
+        problem = extra_option_problem(value)
+        if problem is not None or _CONTROL.search(value):
+            raise ConfigError(f"{self.path}: {dotted}: rsync option {_show(value)} refused: "
+                              f"{problem or 'control characters'}; expected one of the "
+                              "options allowed in rsync_args (README: \"rsync options "
+                              "allowed in rsync_args\")")
 
     def check_exclude(self, value: str, dotted: str) -> None:
         if not value or _CONTROL.search(value):
             raise self.fail(dotted, "a non-empty rsync exclude pattern on one line", value)
 
     def domain(self, name: str, value: Any, dom0s: Mapping[str, HostSpec]) -> DomainConfig:
-        dotted = f"domains.{name}"
-        if not _NAME.fullmatch(name):
+        dotted = f"domains.{_short(name)}"
+        if not _NAME.fullmatch(name) or len(name) + name.count("-") > DOMAIN_NAME_MAX:
             raise ConfigError(f"{self.path}: {dotted}: bad domain name (expected letters, "
-                              "digits and _ . + -, not starting with -)")
+                              "digits and _ . + -, not starting with - or ., at most "
+                              f"{DOMAIN_NAME_MAX} characters with each - counted twice, as "
+                              "device-mapper names double it)")
         if not isinstance(value, dict):
             raise self.fail(dotted, "a table", value)
         known = {"peer", "excludes", "rsync_args", "snapshot_size", "disks", "mounts"}
@@ -477,6 +555,20 @@ class _Parser:
             disks=MappingProxyType(self.disks(value, dotted)),
             mounts=MappingProxyType(self.mounts(value, dotted)),
         )
+
+    def unique_target_lvs(self, domains: Mapping[str, DomainConfig]) -> None:
+        """No two disks, of one domain or two, are copied onto the same standby LV."""
+        seen: dict[str, str] = {}
+        for name, domain in domains.items():
+            for target, disk in domain.disks.items():
+                if disk.target_lv is None:
+                    continue
+                where = f"domains.{name}.disks.{target}"
+                key = _lv_key(disk.target_lv)
+                if key in seen:
+                    raise self.fail(f"{where}.target_lv", "a target LV no other disk is "
+                                    f"copied onto ({seen[key]} has it)", disk.target_lv)
+                seen[key] = where
 
     def disks(self, domain: Mapping[str, Any], dotted: str) -> dict[str, DiskConfig]:
         table = self.table(domain, "disks", f"{dotted}.disks", None)
@@ -523,6 +615,40 @@ def _clean_absolute(path: str) -> bool:
     """Absolute, one line, and already normal: no "..", ".", "//" or trailing "/"."""
     return (path.startswith("/") and not path.startswith("//") and not _CONTROL.search(path)
             and posixpath.normpath(path) == path)
+
+
+_PASSWORD = re.compile(r"(://[^@/]*?):[^@/]*@")
+_MAPPER_LV = re.compile(r"/dev/mapper/((?:[^-]|--)+)-((?:[^-]|--)+)")
+
+
+def _short(name: str) -> str:
+    """A table name for an error message: long names cut short."""
+    return name if len(name) <= 80 else name[:60] + "..."
+
+
+def _nested(a: str, b: str) -> bool:
+    """``a`` and ``b`` are the same directory or one lies inside the other."""
+    return a == b or a.startswith(b.rstrip("/") + "/") or b.startswith(a.rstrip("/") + "/")
+
+
+def _system_path(path: str, *, ssh_file: bool = False) -> str | None:
+    """The system directory ``path`` is (or lies in) where the tool must not go, or None."""
+    if path in SYSTEM_DIRS:
+        return path
+    for tree in SYSTEM_TREES:
+        if path == tree or path.startswith(tree + "/"):
+            if ssh_file and path.startswith(SSH_FILES_DIR + "/"):
+                return None
+            return tree
+    return None
+
+
+def _lv_key(path: str) -> str:
+    """One name for an LV however it is written: /dev/VG/LV or /dev/mapper/VG-LV."""
+    match = _MAPPER_LV.fullmatch(path)
+    if match:
+        return f"/dev/{match.group(1).replace('--', '-')}/{match.group(2).replace('--', '-')}"
+    return path
 
 
 def _show(value: object) -> str:

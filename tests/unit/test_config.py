@@ -3,6 +3,7 @@ name the file and the key, permission checks, and garbage never crashes it."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -113,7 +114,7 @@ target_prefix = "/srv/dst"
 state_dir = "/srv/state"
 report_dir = "/srv/reports"
 lock_dir = "/run/lock/x"
-rsync_args = ["--partial", "-v"]
+rsync_args = ["--partial", "--checksum"]
 excludes = ["/tmp/*", "/proc/*"]
 bwlimit = "20M"
 compress = true
@@ -135,11 +136,11 @@ target_lv = "/dev/mapper/vg_b-db"
                                      "aes128-gcm@openssh.com")
     d = config.defaults
     assert d == Defaults(SnapshotSize(absolute="512M"), "-part", "/srv/src", "/srv/dst",
-                         "/srv/state", "/srv/reports", "/run/lock/x", ("--partial", "-v"),
+                         "/srv/state", "/srv/reports", "/run/lock/x", ("--partial", "--checksum"),
                          ("/tmp/*", "/proc/*"), "20M", True, 0, 100, "256M", True)
     db = config.domain("db.example+1")
     assert db.effective_excludes(d) == ("/tmp/*", "/proc/*", "/var/tmp/*")
-    assert db.effective_rsync_args(d) == ("--partial", "-v", "--inplace")
+    assert db.effective_rsync_args(d) == ("--partial", "--checksum", "--inplace")
     assert db.effective_snapshot_size(d).lvcreate_args() == ["-l", "100%ORIGIN"]
     assert db.disks == {"xvdb": DiskConfig(None), "vda": DiskConfig("/dev/mapper/vg_b-db")}
     assert db.target_lv("xvdb", "/dev/vg_a/db-b") == "/dev/vg_a/db-b"
@@ -240,7 +241,7 @@ GOOD_VALUES = [
     ("ssh", "cipher", '"aes128-gcm@openssh.com,chacha20-poly1305@openssh.com"'),
     ("defaults", "bwlimit", '"5000"'), ("defaults", "bwlimit", '"1.5m"'),
     ("defaults", "bwlimit", '""'), ("defaults", "kpartx_delimiter", '"_part"'),
-    ("defaults", "rsync_args", '["--partial", "--exclude-from=/etc/x"]'),
+    ("defaults", "rsync_args", '["--partial", "--timeout=60"]'),
     ("defaults", "snapshot_extend", '""'), ("defaults", "max_delete", "0"),
     ("hypervisor", "uri", '"qemu+ssh://root@host/system"'),
     ("hypervisor", "uri", '"test:///tmp/node.xml"'),
@@ -258,7 +259,7 @@ def test_good_values_are_accepted(section: str, key: str, value: str) -> None:
     ("[domains.web01]\npeer = 3\n", "domains.web01.peer"),
     ("[domains.web01]\npeer = \"dom0-b\"\nexcludes = [\"/tmp\", 1]\n",
      "domains.web01.excludes[1]"),
-    ("[domains.web01]\npeer = \"dom0-b\"\nrsync_args = [\"--ok\", \"dest:/\"]\n",
+    ("[domains.web01]\npeer = \"dom0-b\"\nrsync_args = [\"--partial\", \"dest:/\"]\n",
      "domains.web01.rsync_args[1]"),
     ("[domains.web01]\npeer = \"dom0-b\"\nsnapshot_size = \"99%FREE\"\n",
      "domains.web01.snapshot_size"),
@@ -523,3 +524,335 @@ def test_cipher_defaults_to_aes_gcm_first_and_empty_means_ssh_default() -> None:
     assert parse().ssh.cipher == SSHSettings().cipher == preferred
     assert parse("[ssh]\ncipher = \"\"\n").ssh.cipher is None
     assert parse("[ssh]\ncipher = \"aes256-ctr\"\n").ssh.cipher == "aes256-ctr"
+
+
+# --- rsync_args: an allowlist (R23) ------------------------------------------------
+
+FORBIDDEN_RSYNC = [
+    "--rsh=ssh -o StrictHostKeyChecking=no", "-e", "-essh", "--rsync-path=sh -c x",
+    "--max-delete=1000000", "--max-delete=-1", "--delete-before", "--delete-during",
+    "--delete-after", "--delete-excluded", "--del", "--ignore-errors", "--force",
+    "--dry-run", "-n", "--list-only", "--log-file=/etc/shadow", "--log-file-format=%n",
+    "--remove-source-files", "--files-from=/etc/x", "--exclude-from=/etc/x",
+    "--include-from=/etc/x", "--filter=. /etc/x", "-F", "--exclude=x", "--include=*",
+    "--link-dest=/", "--compare-dest=/", "--copy-dest=/", "--backup", "-b",
+    "--backup-dir=/etc", "--suffix=~", "--devices", "-D", "--specials", "--copy-devices",
+    "--write-devices", "--daemon", "--port=873", "--password-file=/etc/pw",
+    "--address=0.0.0.0", "--sockopts=x", "--read-batch=/tmp/b", "--write-batch=/tmp/b",
+    "--only-write-batch=/tmp/b", "--chown=0:0", "--usermap=*:0", "--groupmap=*:0",
+    "--chmod=a+rwx", "--no-numeric-ids", "--no-one-file-system", "--no-x", "--no-delete",
+    "--temp-dir=/etc", "-T", "--partial-dir=/etc", "--mkpath", "--existing",
+    "--ignore-existing", "--size-only", "--modify-window=100", "--append",
+    "--append-verify", "--stats", "--info=all", "--out-format=%n", "-v", "--verbose", "-q",
+    "--bwlimit=1", "--server", "--sender", "--protocol=20", "--iconv=x", "-h",
+    "--copy-links", "-L", "--keep-dirlinks", "-cW", "-Wc", "--timeout=0", "--timeout=x",
+    "--checksum-choice=none", "--block-size=1G", "--compress-level=99", "-", "--", "x",
+    "dest:/", "--partial=",
+]
+
+
+@pytest.mark.parametrize("option", FORBIDDEN_RSYNC)
+def test_each_forbidden_rsync_option_is_a_config_error(option: str) -> None:
+    quoted = option.replace("\\", "\\\\").replace('"', '\\"')
+    message = config_error(BASE + f'[defaults]\nrsync_args = ["--partial", "{quoted}"]\n')
+    assert ": defaults.rsync_args[1]: " in message and repr(option) in message
+    message = config_error(BASE + f'[domains.web01]\npeer = "dom0-b"\n'
+                                  f'rsync_args = ["{quoted}"]\n')
+    assert ": domains.web01.rsync_args[0]: " in message and repr(option) in message
+
+
+def test_a_forbidden_rsync_option_says_why() -> None:
+    assert "strict host keys" in config_error(BASE + '[defaults]\nrsync_args = ["--rsh=x"]\n')
+    assert "max_delete" in config_error(BASE + '[defaults]\nrsync_args = ["--max-delete=9"]\n')
+    assert "success" in config_error(BASE + '[defaults]\nrsync_args = ["--dry-run"]\n')
+
+
+def test_allowed_rsync_options_load_and_come_before_the_tools_own() -> None:
+    from toolkit.rsync import EXTRA_OPTIONS
+
+    plain = [name for name, (check, _why) in EXTRA_OPTIONS.items() if check is None]
+    valued = ["--timeout=600", "--block-size=8192", "--compress-level=3",
+              "--compress-choice=zstd", "--checksum-choice=xxh128"]
+    listed = ", ".join(f'"{o}"' for o in plain + valued)
+    config = parse(f"[defaults]\nrsync_args = [{listed}]\n"
+                   '[domains.web01]\npeer = "dom0-b"\nrsync_args = ["--inplace"]\n')
+    assert config.defaults.rsync_args == (*plain, *valued)
+    assert {name.rstrip("=") for name in EXTRA_OPTIONS} == {
+        o.partition("=")[0] for o in plain + valued} | {"--timeout", "--block-size",
+                                                        "--compress-level",
+                                                        "--compress-choice",
+                                                        "--checksum-choice"}
+
+
+# --- host specs (R14) ----------------------------------------------------------------
+
+
+def _cluster(a: str, b: str) -> str:
+    return f'[cluster.dom0s]\na = "{a}"\nb = "{b}"\n[hypervisor]\nuri = "xen:///system"\n'
+
+
+@pytest.mark.parametrize("spec", [
+    "ssh://root@-oProxyCommand=x", "ssh://root@host_name", "ssh://root@ho st",
+    "ssh://root@.host", "ssh://root@host.", "ssh://root@a..b", "ssh://root@-a",
+    "ssh://root@a-", "ssh://root@" + "a" * 64, "ssh://root@999.1.1.1", "ssh://root@1.2.3",
+    "ssh://root@1.2.3.4.5", "ssh://root@[::1", "ssh://root@[host]", "ssh://root@::1",
+    "ssh://root@[fe80::1%25eth0]", "ssh://root@host:0", "ssh://root@host:65536",
+    "ssh://root@host:", "ssh://root@host:+22", "ssh://root@host:22x", "ssh://root:pw@host",
+    "ssh://:pw@host", "ssh://root@host/path", "ssh://root@host?x=1", "ssh://root@host#x",
+    "ssh://-l@host", "ssh://ro ot@host", "ssh://@host", "ssh://root@", "ssh://",
+    "ssh://root@host::module", "rsync://root@host", "ssh://a@b@host",
+    "ssh://root@h\u00e9st",
+])
+def test_bad_host_specs_are_config_errors(spec: str) -> None:
+    message = config_error(_cluster("ssh://root@dom0-a:22", spec))
+    assert ": cluster.dom0s.b: " in message
+
+
+def test_a_password_in_a_host_spec_is_refused_without_repeating_it() -> None:
+    message = config_error(_cluster("ssh://root@dom0-a", "ssh://root:s3cret@dom0-b"))
+    assert "password" in message and "s3cret" not in message
+
+
+@pytest.mark.parametrize(("spec", "host", "user", "port"), [
+    ("ssh://root@dom0-b", "dom0-b", "root", 22),
+    ("ssh://dom0-b", "dom0-b", "root", 22),
+    ("ssh://backup@10.0.0.2:2222", "10.0.0.2", "backup", 2222),
+    ("ssh://root@[2001:db8::2]:65535", "2001:db8::2", "root", 65535),
+    ("ssh://root@Xen-B.Example.NET:1", "xen-b.example.net", "root", 1),
+])
+def test_good_host_specs(spec: str, host: str, user: str, port: int) -> None:
+    config = parse_config(_cluster("ssh://root@dom0-a:22", spec), CONF)
+    assert config.dom0("b") == HostSpec("ssh", host, user, port)
+
+
+@pytest.mark.parametrize(("a", "b"), [
+    ("ssh://root@dom0-b:22", "ssh://backup@dom0-b"),
+    ("ssh://root@DOM0-B", "ssh://root@dom0-b:22"),
+    ("ssh://root@[2001:db8::2]", "ssh://root@[2001:db8:0:0::2]:22"),
+    ("ssh://root@10.0.0.2:2222", "ssh://root@10.0.0.2:2222"),
+])
+def test_two_dom0s_at_one_address_and_port_are_refused(a: str, b: str) -> None:
+    message = config_error(_cluster(a, b))
+    assert ": cluster.dom0s.b: " in message and "cluster.dom0s.a" in message
+
+
+def test_the_same_host_on_another_port_is_another_dom0() -> None:
+    config = parse_config(_cluster("ssh://root@lab:2201", "ssh://root@lab:2202"), CONF)
+    assert {spec.port for spec in config.dom0s.values()} == {2201, 2202}
+
+
+@pytest.mark.parametrize("spec", ["local://", "docker://dom0-b"])
+def test_lab_transports_are_refused_in_an_operators_config(spec: str, tmp_path: Path) -> None:
+    text = _cluster("ssh://root@dom0-a", spec)
+    path = _write(tmp_path / "backup.toml", text, 0o600)
+    with pytest.raises(errors.ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert ": cluster.dom0s.b: " in message and spec in message and "lab" in message
+    with pytest.raises(errors.ConfigError):
+        parse_config(text, CONF, allow_lab_hosts=False)
+    assert parse_config(text, CONF, allow_lab_hosts=True).dom0("b").scheme in ("local",
+                                                                               "docker")
+    assert load_config(path, allow_lab_hosts=True).dom0("b").scheme in ("local", "docker")
+
+
+@pytest.mark.parametrize(("spec", "remote"), [
+    ("ssh://root@[2001:db8::2]:2222", "root@[2001:db8::2]:/run/dst/web01/xvda1/"),
+    ("ssh://backup@10.0.0.2", "backup@10.0.0.2:/run/dst/web01/xvda1/"),
+    ("ssh://root@dom0-b:22", "root@dom0-b:/run/dst/web01/xvda1/"),
+])
+def test_the_peer_address_reaches_rsync_as_a_host(spec: str, remote: str) -> None:
+    from toolkit.rsync import SshOptions, rsync_argv
+    from toolkit.runners import parse_host_spec
+
+    peer = parse_host_spec(spec)
+    assert peer.rsync_address + ":/x" == remote.split(":/")[0] + ":/x"
+    # preflight builds the address as user@host; rsync_argv brackets an IPv6 host
+    argv = rsync_argv("/run/src/web01/xvda1", f"{peer.user}@{peer.host}",
+                      "/run/dst/web01/xvda1", SshOptions("/k", "/kh", peer.port))
+    assert argv[-1] == remote and "::" not in argv[-1].replace("[2001:db8::2]", "")
+
+
+# --- domain names and the names built from them --------------------------------------
+
+
+@pytest.mark.parametrize("name", [".web01", "-web01", "web/01", "web 01", "web:01",
+                                  "web01\u00e9", "x" * 300, "x" * 41, "a-" * 14 + "a",
+                                  "web\\01", "*", "web01*"])
+def test_bad_domain_names_are_config_errors(name: str) -> None:
+    key = json.dumps(name)
+    message = config_error(BASE + f'[domains.{key}]\npeer = "dom0-b"\n')
+    assert ": domains." in message and "domain name" in message
+
+
+@pytest.mark.parametrize("name", ["web01", "x" * 40, "db.example+1", "_x", "+x",
+                                  "a-b-c", "a" * 10 + "-" * 5 + "b" * 10, "9"])
+def test_good_domain_names(name: str) -> None:
+    key = json.dumps(name)
+    assert name in parse(f'[domains.{key}]\npeer = "dom0-b"\n').domains
+
+
+def test_the_longest_domain_keeps_every_built_name_within_its_limits() -> None:
+    from toolkit.config import DOMAIN_NAME_MAX
+    from toolkit.facts.lvm import dm_name
+    from toolkit.plan import mapped_partition, owned_name, volume_map_name
+
+    run_id = "20261205T213000Z-ab12"
+    vg = "v" * 32
+    disk = "xvdaaaaa"  # longer than any disk target a guest has
+    delimiter = "-part"  # the longest kpartx_delimiter allowed (5)
+    for domain in ("d" * DOMAIN_NAME_MAX, "d-" * (DOMAIN_NAME_MAX // 4) + "d",
+                   "-".join(["d"] * ((DOMAIN_NAME_MAX + 2) // 3))):
+        parse(f'[domains."{domain}"]\npeer = "dom0-b"\n')  # allowed
+        snapshot = owned_name(run_id, domain, disk)
+        snap_dm = dm_name(vg, snapshot)
+        names = [snapshot, snap_dm, snap_dm + "-cow",
+                 mapped_partition(snap_dm, delimiter, 128).removeprefix("/dev/mapper/"),
+                 mapped_partition(snapshot, delimiter, 128).removeprefix("/dev/mapper/"),
+                 volume_map_name(run_id, domain, "src", f"{disk}128.{'g' * 60}.{'l' * 60}")]
+        for name in names:
+            assert len(name.encode()) <= 127, (domain, name, len(name))
+        for component in (f"{domain}.{run_id}", f"{domain}.{run_id}.jsonl", f"{domain}.lock",
+                          f"{domain}.json", f".{domain}.json.0123456789ab.tmp"):
+            assert len(component.encode()) <= 255
+    too_long = "d" * (DOMAIN_NAME_MAX + 1)
+    assert "domain name" in config_error(BASE + f'[domains."{too_long}"]\npeer = "dom0-b"\n')
+
+
+def test_a_kpartx_delimiter_longer_than_five_characters_is_refused() -> None:
+    assert parse('[defaults]\nkpartx_delimiter = "-part"\n').defaults.kpartx_delimiter == "-part"
+    message = config_error(BASE + '[defaults]\nkpartx_delimiter = "-parts"\n')
+    assert ": defaults.kpartx_delimiter: " in message
+
+
+def test_two_domains_may_not_share_a_target_lv() -> None:
+    text = (BASE + '[domains.web01]\npeer = "dom0-b"\n[domains.web01.disks.xvda]\n'
+            'target_lv = "/dev/vg_b/web01"\n[domains.db01]\npeer = "dom0-b"\n'
+            '[domains.db01.disks.xvdb]\ntarget_lv = "/dev/vg_b/web01"\n')
+    message = config_error(text)
+    assert ": domains.db01.disks.xvdb.target_lv: " in message
+    assert "domains.web01.disks.xvda" in message
+    same_domain = (BASE + '[domains.web01]\npeer = "dom0-b"\n[domains.web01.disks.xvda]\n'
+                   'target_lv = "/dev/vg_b/x"\n[domains.web01.disks.xvdb]\n'
+                   'target_lv = "/dev/vg_b/x"\n')
+    assert ": domains.web01.disks.xvdb.target_lv: " in config_error(same_domain)
+
+
+# --- directories and files named in the config -----------------------------------------
+
+DIR_KEYS = [("defaults", "source_prefix"), ("defaults", "target_prefix"),
+            ("defaults", "lock_dir"), ("defaults", "report_dir"), ("defaults", "state_dir"),
+            ("ssh", "key"), ("ssh", "known_hosts")]
+SYSTEM_PATHS = ["/", "/proc", "/proc/self", "/sys/x", "/dev", "/dev/shm/x", "/boot/x",
+                "/usr", "/usr/local/lib/x", "/bin/x", "/sbin", "/lib/x", "/lib64", "/etc",
+                "/etc/x", "/etc/domu-backup", "/var", "/run", "/tmp", "/home", "/root",
+                "/srv", "/opt", "/mnt", "/media", "/var/lib", "/run/lock", "/a b",
+                "/a/../b", "/a/", "a", "/a;b", "/a$b", "/a\\b"]
+
+
+@pytest.mark.parametrize(("section", "key"), DIR_KEYS)
+@pytest.mark.parametrize("path", SYSTEM_PATHS)
+def test_system_directories_and_unplain_paths_are_refused(section: str, key: str,
+                                                          path: str) -> None:
+    value = json.dumps(path)
+    message = config_error(_without_hypervisor(section) + f"\n[{section}]\n{key} = {value}\n")
+    assert f": {section}.{key}: " in message
+
+
+@pytest.mark.parametrize(("section", "key"), DIR_KEYS)
+def test_ordinary_directories_are_accepted(section: str, key: str) -> None:
+    config = parse_config(_without_hypervisor(section) +
+                          f'\n[{section}]\n{key} = "/srv/domu-backup/x"\n', CONF)
+    assert config.path == CONF
+
+
+def test_ssh_files_may_live_in_etc_domu_backup_and_nowhere_else_in_etc() -> None:
+    config = parse('[ssh]\nkey = "/etc/domu-backup/id_ed25519"\n'
+                   'known_hosts = "/etc/domu-backup/known_hosts"\n')
+    assert config.ssh.key == Path("/etc/domu-backup/id_ed25519")
+    assert ": ssh.key: " in config_error(BASE + '[ssh]\nkey = "/etc/ssh/ssh_host_ed25519_key"\n')
+    assert ": defaults.lock_dir: " in config_error(
+        BASE + '[defaults]\nlock_dir = "/etc/domu-backup/lock"\n')
+
+
+@pytest.mark.parametrize(("settings", "key"), [
+    ('source_prefix = "/run/x"\ntarget_prefix = "/run/x"\n', "defaults.target_prefix"),
+    ('source_prefix = "/run/x"\ntarget_prefix = "/run/x/dst"\n', "defaults.target_prefix"),
+    ('source_prefix = "/run/x/src"\ntarget_prefix = "/run/x"\n', "defaults.target_prefix"),
+    ('source_prefix = "/var/lib/domu-backup/src"\n', "defaults.source_prefix"),
+    ('target_prefix = "/run/lock/domu-backup/x"\n', "defaults.target_prefix"),
+    ('source_prefix = "/srv/m"\nreport_dir = "/srv/m/reports"\n', "defaults.source_prefix"),
+    ('source_prefix = "/srv/m"\nstate_dir = "/srv/m"\n', "defaults.source_prefix"),
+])
+def test_mount_prefixes_nest_in_nothing_of_the_tools(settings: str, key: str) -> None:
+    message = config_error(BASE + "[defaults]\n" + settings)
+    assert f": {key}: " in message
+
+
+def _tree(tmp_path: Path, config_mode: int = 0o644, key_mode: int = 0o600,
+          hosts_mode: int = 0o644, dir_mode: int = 0o755) -> Path:
+    d = tmp_path / "etc-domu-backup"
+    d.mkdir()
+    key = _write(d / "id_ed25519", "key", key_mode)
+    hosts = _write(d / "known_hosts", "hosts", hosts_mode)
+    path = _write(d / "backup.toml", BASE + f'[ssh]\nkey = "{key}"\nknown_hosts = "{hosts}"\n',
+                  config_mode)
+    d.chmod(dir_mode)
+    return path
+
+
+def test_the_sandbox_layout_loads(tmp_path: Path) -> None:
+    # /etc/domu-backup in the lab: root's, 0755 (or 0700); config 0600/0644, key 0600.
+    config = load_config(_tree(tmp_path))
+    assert config.ssh.key.name == "id_ed25519"
+    (tmp_path / "b").mkdir()
+    assert load_config(_tree(tmp_path / "b", config_mode=0o600, dir_mode=0o700)).path.exists()
+
+
+def test_a_key_readable_by_others_is_refused_like_ssh_does(tmp_path: Path) -> None:
+    path = _tree(tmp_path, key_mode=0o644)
+    with pytest.raises(errors.InsecureFile) as caught:
+        load_config(path)
+    key = path.parent / "id_ed25519"
+    assert str(key) in str(caught.value) and f"chmod 600 {key}" in str(caught.value)
+    assert load_config(path, check_permissions=False).ssh.key == key
+
+
+def test_a_writable_known_hosts_is_refused(tmp_path: Path) -> None:
+    path = _tree(tmp_path, hosts_mode=0o666)
+    with pytest.raises(errors.InsecureFile, match="known_hosts.*0666.*chmod go-w"):
+        load_config(path)
+
+
+def test_a_missing_known_hosts_stays_the_runners_error(tmp_path: Path) -> None:
+    path = _tree(tmp_path)
+    (path.parent / "known_hosts").unlink()
+    (path.parent / "id_ed25519").unlink()
+    assert load_config(path).ssh.known_hosts == path.parent / "known_hosts"
+
+
+def test_a_config_directory_others_can_write_is_refused(tmp_path: Path) -> None:
+    path = _tree(tmp_path, dir_mode=0o777)
+    with pytest.raises(errors.InsecureFile) as caught:
+        load_config(path)
+    assert str(caught.value).startswith(f"{path.parent}: ") and "0777" in str(caught.value)
+
+
+def test_config_and_key_owned_by_another_user_are_refused(tmp_path: Path) -> None:
+    from toolkit.safefs import FsView
+
+    path = _tree(tmp_path)
+    for victim in (path, path.parent / "id_ed25519", path.parent / "known_hosts",
+                   path.parent):
+        ino = (os.lstat(victim).st_dev, os.lstat(victim).st_ino)
+
+        def lstat(p: str, ino: tuple[int, int] = ino) -> os.stat_result:
+            st = os.lstat(p)
+            if (st.st_dev, st.st_ino) != ino:
+                return st
+            return os.stat_result((st.st_mode, st.st_ino, st.st_dev, st.st_nlink, 4242,
+                                   st.st_gid, st.st_size, 0, 0, 0))
+
+        with pytest.raises(errors.InsecureFile, match="uid 4242") as caught:
+            load_config(path, view=FsView(lstat=lstat))
+        assert str(caught.value).startswith(f"{victim}: ")
