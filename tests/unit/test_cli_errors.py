@@ -28,7 +28,7 @@ SANDBOX = ROOT / "fixtures" / "sandbox" / "backup.toml"
 
 CONFIG = """
 [cluster.dom0s]
-dom0-a = "ssh://root@127.0.0.1:1"
+dom0-a = "ssh://root@127.0.0.1:2"
 dom0-b = "{peer}"
 [hypervisor]
 uri = "test:///default"
