@@ -393,8 +393,11 @@ def _get(data: dict[str, Any], key: str, kind: type, default: Any, fail: Fail,
 
 
 def _is_hostname(name: str) -> bool:
-    return (name.isascii() and len(name) <= 63 and name[0].isalnum()
-            and all(c.isalnum() or c == "-" for c in name))
+    """A host name: dot-separated labels of letters, digits and inner dashes (RFC 1123)."""
+    return (name.isascii() and len(name) <= 253
+            and all(0 < len(label) <= 63 and label[0].isalnum() and label[-1].isalnum()
+                    and all(c.isalnum() or c == "-" for c in label)
+                    for label in name.split(".")))
 
 
 def parse_size(value: int | str) -> int:

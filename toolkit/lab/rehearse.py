@@ -86,6 +86,7 @@ LAYOUTS = {
     "xfs01": _layout("xfs01", "xvda"),
     "dirty01": _layout("dirty01", "xvda"),
     "lvm01": _layout("lvm01", "xvda"),
+    "web01.prod": _layout("web01.prod", "xvda"),  # its name extends web01's (R21)
 }
 
 

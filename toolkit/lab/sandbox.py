@@ -327,7 +327,7 @@ def leaks_from(out: Mapping[str, str]) -> list[str]:
 # of fixtures/guests (lvm01's e2e test waits for guest LVM support in the engine).
 RUNS_ON = {"web01": "dom0-a", "db01": "dom0-b", "gpt01": "dom0-a", "whole01": "dom0-a",
            "multi01": "dom0-a", "ext01": "dom0-a", "xfs01": "dom0-a", "dirty01": "dom0-a",
-           "lvm01": "dom0-a"}
+           "lvm01": "dom0-a", "web01.prod": "dom0-a"}
 
 
 def lv_name(domain: DomainRecipe, device: str) -> str:
