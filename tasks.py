@@ -100,7 +100,9 @@ def backup(c, domu=None, all=False, dry_run=False, json=False, config=None, node
         try:
             path = write_report(report, cfg.defaults.report_dir)
             stderr_log(f"report written to {path}")
-        except OSError as exc:
+        except (OSError, ToolkitError) as exc:
+            # The run is over and its summary still goes out; an unusable report
+            # directory (R22) is said, not a reason to hide the result.
             stderr_log(f"could not write the report to {cfg.defaults.report_dir}: {exc}")
         print(report.to_json() if json else summary(report))
         if report.exit_code:

@@ -18,6 +18,7 @@ from typing import Any
 
 from . import safefs
 from .errors import ConfigError, DomainUnknown, NotRoot, UsageError
+from .facts.virsh import is_disk_target
 from .rsync import extra_option_problem
 from .runners import HostSpec, parse_host_spec
 
@@ -34,7 +35,6 @@ DOM0_NAME_MAX = 64
 # partition 128 that leaves 44 for the domain with its "-" doubled: 40 keeps a margin
 # (tests/unit/test_config.py proves it with the tool's own name builders).
 DOMAIN_NAME_MAX = 40
-_DISK_TARGET = re.compile(r"[a-z][a-z0-9]*")
 _ABSOLUTE_SIZE = re.compile(r"([1-9][0-9]*)([KMGT])")
 _PERCENT_ORIGIN = re.compile(r"([0-9]{1,3})%ORIGIN")
 _DELIMITER = re.compile(r"[A-Za-z0-9_+.-]{1,5}")
@@ -246,7 +246,7 @@ def _check_trusted(config_path: Path, file: str, what: str, key: str, view: safe
                           f"{exc.strerror or exc}") from None
 
 
-def parse_config(text: str, path: Path | str, *, allow_lab_hosts: bool = True) -> Config:
+def parse_config(text: str, path: Path | str, *, allow_lab_hosts: bool = False) -> Config:
     """Parse and validate config text; ``path`` names the file in every error.
 
     ``allow_lab_hosts=False`` refuses ``local://`` and ``docker://`` Dom0s, as
@@ -268,7 +268,7 @@ _REQUIRED = object()
 class _Parser:
     """Walks the TOML tree, turning each table into its record; knows the file's name."""
 
-    def __init__(self, path: Path, *, allow_lab_hosts: bool = True) -> None:
+    def __init__(self, path: Path, *, allow_lab_hosts: bool = False) -> None:
         self.path = path
         self.allow_lab_hosts = allow_lab_hosts
 
@@ -575,7 +575,7 @@ class _Parser:
         disks = {}
         for target, value in table.items():
             where = f"{dotted}.disks.{target}"
-            if not _DISK_TARGET.fullmatch(target):
+            if not is_disk_target(target):
                 raise ConfigError(f"{self.path}: {where}: bad disk target name (expected a "
                                   "guest disk target like xvda, vdb or sda)")
             if not isinstance(value, dict):
@@ -595,7 +595,7 @@ class _Parser:
         mounts: dict[str, str] = {}
         for fs_name, value in table.items():
             where = f"{dotted}.mounts.{fs_name}"
-            if not _DISK_TARGET.fullmatch(fs_name):
+            if not is_disk_target(fs_name):
                 raise ConfigError(f"{self.path}: {where}: bad filesystem name (expected a "
                                   "disk target plus partition number like xvda1, or the "
                                   "disk target alone)")

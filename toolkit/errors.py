@@ -48,7 +48,7 @@ class NotRoot(ToolkitError):
 
 class InsecureFile(ToolkitError):
     exit_code = 6
-    summary = "a config or key file is group- or world-writable"
+    summary = "a config, key, lock or report file or directory is not safely owned"
 
 
 class NotRunningHere(ToolkitError):

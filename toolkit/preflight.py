@@ -411,7 +411,7 @@ def _gather_rest(config: Config, domain: str, source: Runner, local_name: str, s
     order = [d.target for d in disks]
     facts = BackupFacts(
         domain=domain, source_host=local_name, peer_host=peer_name,
-        peer_address=f"{peer_spec.user}@{peer_spec.host}", peer_port=peer_spec.port,
+        peer_address=peer_spec.rsync_address, peer_port=peer_spec.port,
         disks=tuple(disk_facts),
         skipped_disks=tuple(sorted(skipped, key=lambda d: order.index(d.target))),
     )

@@ -42,7 +42,7 @@ from .plan import (
     volume_map_name,
     volume_map_step,
 )
-from .rsync import SshOptions, ssh_argv
+from .rsync import SshOptions, rsync_remote, ssh_argv
 from .runners import Runner
 
 BIOS_BOOT = "21686148-6449-6e6f-744e-656564454649"
@@ -150,7 +150,8 @@ def plan_standby(facts: BackupFacts, config: Config, run_id: str, *,
                       connect_timeout=int(ssh.connect_timeout), keepalive=int(ssh.keepalive),
                       cipher=ssh.cipher or "")
     steps.append(Step(SOURCE, "send", ("rsync", "-a", "-e", shlex.join(ssh_argv(opts)), "--",
-                                       f"{tmp_src}/", f"{facts.peer_address}:{tmp_dst}/"),
+                                       f"{tmp_src}/",
+                                       rsync_remote(facts.peer_address, f"{tmp_dst}/")),
                       note="boot areas and partition tables to the peer"))
     for disk in facts.disks:
         t = disk.disk.target

@@ -329,7 +329,7 @@ def test_peer_must_be_a_cluster_dom0() -> None:
 def test_cluster_accepts_ports_users_and_lab_transports() -> None:
     config = parse_config(
         '[cluster.dom0s]\na = "ssh://backup@10.0.0.1:2222"\nb = "docker://dom0-b"\n'
-        '[hypervisor]\nuri = "xen:///system"\n', CONF)
+        '[hypervisor]\nuri = "xen:///system"\n', CONF, allow_lab_hosts=True)
     assert config.dom0("a") == HostSpec("ssh", "10.0.0.1", "backup", 2222)
     assert config.dom0("b") == HostSpec("docker", "dom0-b")
     with pytest.raises(errors.ConfigError, match="dom0-z"):

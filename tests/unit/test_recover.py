@@ -52,7 +52,7 @@ def test_inventory_names_a_domain_pending_only_for_what_the_sweep_would_take():
                                '[hypervisor]\nuri = "test:///default"\n'
                                '[domains.web01]\npeer = "dom0-b"\n'
                                '[domains.db01]\npeer = "dom0-b"\n',
-                               "/etc/domu-backup/backup.toml")
+                               "/etc/domu-backup/backup.toml", allow_lab_hosts=True)
     src, dst = cfg.defaults.source_prefix.rstrip("/"), cfg.defaults.target_prefix.rstrip("/")
     clean = _inventory("source", maps=["vg_a-web01", "vg_a-domubklookalike"], vgs=["vg_a"],
                        snapshots=[("vg_a", "domubk-lookalike")],
@@ -110,7 +110,8 @@ def _two_host_config():
 
     return parse_config('[cluster.dom0s]\ndom0-a = "local://"\ndom0-b = "ssh://root@b"\n'
                         '[hypervisor]\nuri = "test:///default"\n'
-                        '[domains.web01]\npeer = "dom0-b"\n', "/etc/domu-backup/backup.toml")
+                        '[domains.web01]\npeer = "dom0-b"\n', "/etc/domu-backup/backup.toml",
+                        allow_lab_hosts=True)
 
 
 def test_start_of_run_inventories_look_at_both_hosts_side_by_side_and_skip_clean_hosts():
