@@ -26,10 +26,11 @@ from .errors import (
 from .execute import Executor
 from .lock import domain_lock
 from .plan import Plan, plan_backup
-from .preflight import gather, local_node_name
+from .preflight import connect_peer, gather, local_node_name, locate
 from .recover import recover_domain, take_inventories
 from .report import DomainReport, RunReport
 from .runners import LocalRunner, Runner, runner_for
+from .statedir import check_state_dir
 
 
 def peer_runner(config: Config, name: str) -> Runner:
@@ -95,10 +96,27 @@ def backup_domain(config: Config, domain: str, hosts: Hosts, *, node: str | None
                 held.enter_context(domain_lock(config.defaults.lock_dir, domain))
             local = local_node_name(config, node)
             report.source_host = local
+            state = locate(config, domain, hosts.source, local)
+            recovering = 0.0
+            if not dry_run:
+                # Under the lock, what is left over can only be from a dead run, and it is
+                # cleaned before the standby is judged: a killed run's alias and mounts are
+                # what would hold the standby open (R1, R10). The state directories, whose
+                # journals recover obeys, are proven first, on both hosts (R22).
+                t = time.monotonic()
+                peer = connect_peer(lambda n: hosts.peer(config, n), config.domain(domain).peer)
+                for runner in (hosts.source, peer):
+                    check_state_dir(runner, config.defaults.state_dir)
+                seen = take_inventories(config, hosts.source, peer)
+                report.cleaned = recover_domain(config, domain, hosts.source, peer, log=log,
+                                                inventories=seen)
+                recovering = time.monotonic() - t
             pre, peer = gather(config, domain, hosts.source, lambda n: hosts.peer(config, n),
-                               local)
+                               local, state=state)
             report.peer_host = pre.facts.peer_host
-            report.add_phase("preflight", time.monotonic() - start)
+            report.add_phase("preflight", time.monotonic() - start - recovering)
+            if not dry_run:
+                report.add_phase("recover", recovering)
             plan = plan_backup(pre.facts, config, new_run_id())
             report.run_id = plan.run_id
             report.skipped = list(plan.skipped)
@@ -106,12 +124,6 @@ def backup_domain(config: Config, domain: str, hosts: Hosts, *, node: str | None
                 report.outcome = "dry-run"
                 report.message = "plan only; nothing was changed"
                 return report
-            # Under the lock: what is left over can only be from a dead run.
-            t = time.monotonic()
-            seen = take_inventories(config, hosts.source, peer)
-            report.cleaned = recover_domain(config, domain, hosts.source, peer, log=log,
-                                            inventories=seen)
-            report.add_phase("recover", time.monotonic() - t)
             Executor(plan, config, hosts.source, peer, report,
                      allow_mass_delete=allow_mass_delete, on_progress=on_progress, log=log,
                      lock_held=True).run()

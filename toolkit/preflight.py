@@ -126,6 +126,18 @@ def lookup_lv(runner: Runner, path: str) -> LogicalVolume | None:
     return lvs[0] if lvs else None
 
 
+def describe_holders(runner: Runner, device: str) -> str:
+    """What holds a block device open, as far as the kernel shows it: its holders and mounts."""
+    res = runner.run(["lsblk", "--noheadings", "--list", "--output", "NAME,TYPE,MOUNTPOINT",
+                      "--", device], check=False, timeout=60)
+    rows = [line.split() for line in res.stdout.splitlines()[1:] if line.strip()]
+    if res.exit_code != 0 or not rows:
+        return (f"held by a process or a guest, not a device (find it with `fuser -vm {device}` "
+                f"or `dmsetup info`)")
+    held = [f"{r[0]} ({r[1]}{', mounted at ' + r[2] if len(r) > 2 else ''})" for r in rows]
+    return "held by " + ", ".join(held)
+
+
 def read_layout(runner: Runner, device: str, disk_target: str) -> tuple[PartitionTable,
                                                                          tuple[FsFacts, ...]]:
     """Partition table and filesystems of a block device, probed read-only (no mapping).
@@ -269,15 +281,11 @@ def _peer_disks(peer: Runner, targets: list[tuple[str, str]]) -> list[_PeerDisk]
     return out
 
 
-def gather(config: Config, domain: str, source: Runner, peer_factory: Callable[[str], Runner],
-           local_name: str) -> tuple[Preflight, Runner]:
-    """Run every read-only check and collect the facts the plan needs.
+def locate(config: Config, domain: str, source: Runner, local_name: str) -> str:
+    """The domain's state here, if it runs here and its peer is another Dom0; raises otherwise.
 
-    Returns the facts and the peer runner (already connected), or raises the
-    error of the first failed check. Once the domain is known to run here, the
-    peer's reads (connect, programs, domain state, standby LVs and layouts) run on
-    a second thread beside the source's; every check is then applied in a fixed
-    order, the source's first, so the error reported does not depend on timing.
+    Only the local hypervisor is asked: a run learns whether it is the source before it
+    connects to the peer or touches anything.
     """
     dcfg = config.domain(domain)
     uri = config.hypervisor_uri
@@ -295,6 +303,29 @@ def gather(config: Config, domain: str, source: Runner, peer_factory: Callable[[
     if peer_name not in config.dom0s:
         raise PeerInvalid(f"domain {domain}: peer {peer_name!r} is not a configured Dom0",
                           host=local_name)
+    return state
+
+
+def connect_peer(peer_factory: Callable[[str], Runner], peer_name: str) -> Runner:
+    """The peer's runner, connected, with the programs a run needs there."""
+    return _peer_connect(peer_factory, peer_name)
+
+
+def gather(config: Config, domain: str, source: Runner, peer_factory: Callable[[str], Runner],
+           local_name: str, *, state: str | None = None) -> tuple[Preflight, Runner]:
+    """Run every read-only check and collect the facts the plan needs.
+
+    Returns the facts and the peer runner (already connected), or raises the
+    error of the first failed check. Once the domain is known to run here, the
+    peer's reads (connect, programs, domain state, standby LVs and layouts) run on
+    a second thread beside the source's; every check is then applied in a fixed
+    order, the source's first, so the error reported does not depend on timing.
+    ``state`` is the domain's state from ``locate`` when the caller already has it.
+    """
+    uri = config.hypervisor_uri
+    peer_name = config.domain(domain).peer
+    if state is None:
+        state = locate(config, domain, source, local_name)
 
     peer_reads = _PeerReads(peer_factory, peer_name, uri, domain)
     try:
@@ -391,7 +422,12 @@ def _gather_rest(config: Config, domain: str, source: Runner, local_name: str, s
                                 f"exist; create it (at least {lv.size_bytes} bytes) and run "
                                 "init-standby", host=peer_name)
         if tlv.is_open:
-            raise TargetInvalid(f"standby LV {target_path} is open (in use) on {peer_name}",
+            # The tool's own leftovers were cleaned before this look (under the lock), so
+            # what holds it is not a run of this domain: say what it is and what to do.
+            raise TargetInvalid(f"standby LV {target_path} is open (in use) on {peer_name}, "
+                                f"not by this tool: {describe_holders(peer, tlv.path)}; stop "
+                                "that use, then run the backup again (if another Dom0's run "
+                                "of this domain was killed, run `domu-backup recover` there)",
                                 host=peer_name)
         if tlv.size_bytes < lv.size_bytes:
             raise TargetInvalid(f"standby LV {target_path} is {tlv.size_bytes} bytes, smaller "

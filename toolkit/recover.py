@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from . import PREFIX
 from .config import Config
-from .errors import ToolkitError
+from .errors import InsecureFile, ToolkitError
 from .execute import undo_with_retry
 from .journal import list_journals, parse_journal
 from .owned import (
@@ -34,6 +34,7 @@ from .owned import (
 from .plan import mount_probe
 from .preflight import Background
 from .runners import Runner
+from .statedir import check_state_dir
 
 
 def _undo(runner: Runner, undo: tuple[str, ...], exists: tuple[str, ...]) -> bool:
@@ -49,6 +50,12 @@ def recover_journals(runner: Runner, state_dir: str, domain: str | None,
         text = runner.run(["cat", "--", path], timeout=60).stdout
         failed = False
         for entry in reversed(parse_journal(text, path)):
+            refused = _unexpected_undo(entry.undo, entry.exists)
+            if refused:
+                failed = True
+                errors.append(f"{path}: {entry.action} {entry.resource}: {refused}; "
+                              "not run (inspect the journal and remove it by hand)")
+                continue
             try:
                 removed = _undo(runner, entry.undo, entry.exists)
             except ToolkitError as exc:
@@ -63,6 +70,21 @@ def recover_journals(runner: Runner, state_dir: str, domain: str | None,
         if not failed:
             runner.run(["rm", "-f", "--", path], timeout=60)
     return done
+
+
+# What a run's journal may ask recover to run: the undo and exists-probe programs the plan
+# writes, and nothing else, whatever the file says.
+UNDO_PROGRAMS = frozenset({"umount", "rmdir", "rm", "dmsetup", "kpartx", "lvremove"})
+PROBE_PROGRAMS = frozenset({"findmnt", "find", "dmsetup", "lvs"})
+
+
+def _unexpected_undo(undo: tuple[str, ...], exists: tuple[str, ...]) -> str:
+    """Why a journal entry's commands are not ones a run writes ("" when they are)."""
+    if not undo or undo[0] not in UNDO_PROGRAMS:
+        return f"undo {undo[:1]} is not one of the tool's undo commands"
+    if exists and exists[0] not in PROBE_PROGRAMS:
+        return f"probe {exists[:1]} is not one of the tool's exists-probes"
+    return ""
 
 
 def _dm_names(runner: Runner) -> list[str]:
@@ -266,6 +288,9 @@ def recover_domain(config: Config, domain: str | None, source: Runner, peer: Run
         if inv is not None and domain is not None and not inv.pending(config, domain):
             continue
         try:
+            # recover runs, as root, what a journal says: only from a state directory
+            # nobody else can write in (R22); an unsafe one stops recover (exit 6).
+            check_state_dir(runner, config.defaults.state_dir)
             # Journals first (exact), then the prefix sweep (what no journal
             # names, e.g. maps left by an older version), then the journals
             # again for what the sweep unblocked (a snapshot held by its maps).
@@ -274,6 +299,8 @@ def recover_domain(config: Config, domain: str | None, source: Runner, peer: Run
             done += sweep(runner, config, domain, role, log)
             if first:
                 done += recover_journals(runner, config.defaults.state_dir, domain, log, errors)
+        except InsecureFile:
+            raise
         except ToolkitError as exc:
             errors.append(str(exc))
     if errors:

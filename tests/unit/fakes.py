@@ -306,4 +306,16 @@ class FakeHost:
             return (0, "", "") if a[2].removeprefix("/dev/mapper/") in self.maps else (1, "", "")
         if cmd == "rsync":
             return self.rsync_result
+        if a[:2] == ("sh", "-c") and len(a) == 5 and a[3] == "domu-backup-statedir":
+            d = a[4]
+            return 0, (f"0\nR {d}\nD 41c0 0 {d}\n"
+                       + "".join(f"P 41ed 0 {p}\n" for p in _parents(d))), ""
         return 127, "", f"fake host: unknown command {a!r}"
+
+
+def _parents(path: str) -> list[str]:
+    out = []
+    while path != "/":
+        path = path.rsplit("/", 1)[0] or "/"
+        out.append(path)
+    return out

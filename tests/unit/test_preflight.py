@@ -89,9 +89,24 @@ def _lvs(recs: list[dict], role: str, **fields) -> list[dict]:
     raise AssertionError("no lvs")
 
 
-def test_standby_lv_in_use_is_refused():
-    with pytest.raises(errors.TargetInvalid, match="open"):
-        run_gather(_lvs(records(), "peer", lv_attr="-wi-ao----"))
+LSBLK = ["lsblk", "--noheadings", "--list", "--output", "NAME,TYPE,MOUNTPOINT", "--",
+         "/dev/vg_b/web01"]
+
+
+@pytest.mark.parametrize(("listing", "said"), [
+    ("vg_b-web01 lvm\nmyalias dm\nmyaliasp1 part /mnt/x\n",
+     "held by myalias (dm), myaliasp1 (part, mounted at /mnt/x)"),
+    ("vg_b-web01 lvm\n", "held by a process or a guest, not a device (find it with `fuser"),
+])
+def test_standby_lv_in_use_is_refused_naming_its_holder_and_what_to_do(listing, said):
+    recs = _lvs(records(), "peer", lv_attr="-wi-ao----")
+    recs.append({"role": "peer", "argv": LSBLK, "exit_code": 0, "stdout": listing,
+                 "stderr": ""})
+    with pytest.raises(errors.TargetInvalid) as raised:
+        run_gather(recs)
+    message = str(raised.value)
+    assert "is open (in use) on dom0-b, not by this tool" in message
+    assert said in message and "domu-backup recover" in message
 
 
 def test_smaller_standby_lv_is_refused():

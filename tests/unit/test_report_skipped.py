@@ -40,10 +40,10 @@ def swap_only_disk() -> DomainDisk:
 @pytest.fixture
 def stand_ins(monkeypatch):
     """backup_domain with preflight answering ``facts`` and a copy that succeeds."""
-    state: dict = {}
+    facts: dict = {}
 
-    def gather(cfg, domain, source, peer_factory, local):
-        return Preflight(state["facts"], "running", "shut off"), object()
+    def gather(cfg, domain, source, peer_factory, local, state=None):
+        return Preflight(facts["facts"], "running", "shut off"), object()
 
     class Executor:
         def __init__(self, *args, **kwargs) -> None:
@@ -58,7 +58,10 @@ def stand_ins(monkeypatch):
     monkeypatch.setattr(app, "take_inventories", lambda *a, **k: None)
     monkeypatch.setattr(app, "recover_domain", lambda *a, **k: [])
     monkeypatch.setattr(app, "Executor", Executor)
-    return state
+    monkeypatch.setattr(app, "locate", lambda *a, **k: "running")
+    monkeypatch.setattr(app, "connect_peer", lambda *a, **k: object())
+    monkeypatch.setattr(app, "check_state_dir", lambda *a, **k: None)
+    return facts
 
 
 def run_with(state: dict, tmp_path: Path, *skipped: DomainDisk) -> RunReport:

@@ -1,0 +1,127 @@
+"""R22 on both hosts: the state directory (journals, standby markers) is proven before use;
+recover runs only the undo commands a run writes. And R1/R10: a run cleans its own leftovers
+before it judges the standby."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+
+import pytest
+from fakes import config, web01_facts
+
+from toolkit import app
+from toolkit.errors import InsecureFile
+from toolkit.journal import JournalEntry, journal_path
+from toolkit.preflight import Preflight
+from toolkit.recover import recover_journals
+from toolkit.runners import LocalRunner
+from toolkit.statedir import check_state_dir, judge_state_dir
+
+SAFE = ("0\nR /var/lib/domu-backup\nD 41c0 0 /var/lib/domu-backup\nP 41ed 0 /var/lib\n"
+        "P 41ed 0 /var\nP 41ed 0 /\nS 41c0 0 /var/lib/domu-backup/journal\n")
+
+
+def test_a_root_owned_private_state_directory_passes():
+    judge_state_dir(SAFE, "/var/lib/domu-backup", "dom0-b")
+
+
+@pytest.mark.parametrize(("line", "said"), [
+    ("D a1ff 0 /var/lib/domu-backup", "not a directory"),  # a symlink
+    ("D 41c0 1000 /var/lib/domu-backup", "owned by uid 1000"),
+    ("D 41ff 0 /var/lib/domu-backup", "mode 0777"),
+    ("S a1ff 0 /var/lib/domu-backup/journal", "journal/ in it is not a directory"),
+    ("S 41c0 1000 /var/lib/domu-backup/standby", "owned by uid 1000"),
+    ("P 41ff 0 /var/lib", "not sticky"),
+    ("P 41ed 1000 /var", "owned by uid 1000"),
+])
+def test_an_unsafe_state_directory_is_refused_naming_host_path_and_fix(line, said):
+    kind, path = line.split()[0], line.split()[-1]
+    text = "".join(ln + "\n" for ln in SAFE.splitlines()
+                   if not (ln.startswith(kind) and ln.endswith(" " + path))) + line + "\n"
+    with pytest.raises(InsecureFile, match=said) as raised:
+        judge_state_dir(text, "/var/lib/domu-backup", "dom0-b")
+    assert str(raised.value).startswith(f"[dom0-b] {path}: ")
+    assert "run " in str(raised.value) or "replace it" in str(raised.value)
+
+
+def test_a_root_owned_sticky_parent_like_tmp_is_accepted():
+    judge_state_dir(SAFE.replace("P 41ed 0 /var\n", "P 43ff 0 /var\n"), "/var/lib/domu-backup",
+                    "dom0-a")
+
+
+def test_the_real_check_makes_the_directory_and_accepts_it(tmp_path):
+    state = tmp_path / "state"
+    check_state_dir(LocalRunner(), str(state))
+    assert state.is_dir() and oct(state.stat().st_mode & 0o777) == "0o700"
+
+
+def test_the_real_check_refuses_planted_symlinks_and_open_modes(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    (state / "journal").symlink_to("/etc")
+    with pytest.raises(InsecureFile, match="journal/ in it is not a directory"):
+        check_state_dir(LocalRunner(), str(state))
+    (state / "journal").unlink()
+    state.chmod(0o777)
+    with pytest.raises(InsecureFile, match="mode 0777"):
+        check_state_dir(LocalRunner(), str(state))
+    state.chmod(0o700)
+    link = tmp_path / "link"
+    link.symlink_to(state)
+    with pytest.raises(InsecureFile, match="not a directory"):
+        check_state_dir(LocalRunner(), str(link))
+
+
+def test_recover_never_runs_a_command_a_run_does_not_write(tmp_path):
+    state = str(tmp_path / "state")
+    sentinel = tmp_path / "pwned"
+    path = journal_path(state, "web01", "20260101T000000Z-0001")
+    os.makedirs(os.path.dirname(path), mode=0o700)
+    entries = [
+        JournalEntry("20260101T000000Z-0001", "web01", "mkdir", "/x",
+                     ("sh", "-c", f"touch {sentinel}"), (), 1.0),
+        JournalEntry("20260101T000000Z-0001", "web01", "mkdir", "/y",
+                     ("rmdir", str(tmp_path / "gone")), ("sh", "-c", f"touch {sentinel}"), 2.0),
+    ]
+    with open(path, "w") as f:
+        f.writelines(e.to_line() for e in entries)
+    errors: list[str] = []
+    recover_journals(LocalRunner(), state, "web01", lambda m: None, errors)
+    assert not sentinel.exists()
+    assert len(errors) == 2 and all("not run" in e for e in errors)
+    assert os.path.exists(path)  # kept for the operator to look at
+
+
+def test_a_run_cleans_its_own_leftovers_before_it_judges_the_standby(monkeypatch, tmp_path):
+    order: list[str] = []
+    monkeypatch.setattr(app, "domain_lock", lambda *a, **k: contextlib.nullcontext())
+    monkeypatch.setattr(app, "local_node_name", lambda cfg, node=None: "dom0-a")
+    monkeypatch.setattr(app, "locate", lambda *a, **k: order.append("locate") or "running")
+    monkeypatch.setattr(app, "connect_peer", lambda *a, **k: order.append("connect") or "peer")
+    monkeypatch.setattr(app, "check_state_dir", lambda r, d: order.append(f"statedir {r}"))
+    monkeypatch.setattr(app, "take_inventories", lambda *a, **k: order.append("inventory"))
+    monkeypatch.setattr(app, "recover_domain",
+                        lambda *a, **k: order.append("recover") or ["removed x"])
+
+    def gather(*a, **k):
+        order.append("gather")
+        return Preflight(web01_facts(), "running", "shut off"), "peer"
+
+    class Executor:
+        def __init__(self, *a, **k):
+            pass
+
+        def run(self):
+            order.append("execute")
+
+    monkeypatch.setattr(app, "gather", gather)
+    monkeypatch.setattr(app, "Executor", Executor)
+    report = app.backup_domain(config(tmp_path), "web01", app.Hosts(source="source"))
+    assert report.outcome == "success", report.message
+    assert order == ["locate", "connect", "statedir source", "statedir peer", "inventory",
+                     "recover", "gather", "execute"]
+    assert report.cleaned == ["removed x"]
+    assert json.loads(json.dumps(report.phases))  # both phases recorded
+    assert {"preflight", "recover"} <= set(report.phases)
