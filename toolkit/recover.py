@@ -15,6 +15,7 @@ never touched.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -207,6 +208,52 @@ def sweep(runner: Runner, config: Config, domain: str | None, role: str,
     return done
 
 
+def owned_processes(ps_output: str, prefixes: tuple[str, ...], domain: str | None,
+                    own_pid: int | None = None) -> list[tuple[int, str]]:
+    """(pid, command line) of processes working in a run directory of ``domain``.
+
+    ``ps_output`` is ``ps -eo pid=,args=``. A process is a run's when one of its
+    arguments lies in ``<prefix>/<domain>.<run id>`` (an rsync reading the
+    snapshot, its ssh, the rsync server writing the standby), parsed exactly.
+    """
+    picked: list[tuple[int, str]] = []
+    for line in ps_output.splitlines():
+        pid_text, _, args = line.strip().partition(" ")
+        if not pid_text.isdigit() or int(pid_text) == own_pid:
+            continue
+        for token in args.split():
+            path = token.split(":", 1)[-1]  # user@host:/path as rsync and ssh write it
+            if any(under_run_dir(path.rstrip("/"), p, domain) for p in prefixes):
+                picked.append((int(pid_text), args))
+                break
+    return picked
+
+
+def stop_processes(runner: Runner, config: Config, domain: str | None,
+                   log: Callable[[str], None]) -> list[str]:
+    """Stop what a killed run of ``domain`` left running on a host: TERM, then KILL."""
+    d = config.defaults
+    prefixes = (d.source_prefix, d.target_prefix)
+    res = runner.run(["ps", "-eo", "pid=,args="], check=False, timeout=60)
+    found = owned_processes(res.stdout, prefixes, domain) if res.exit_code == 0 else []
+    if not found:
+        return []
+    pids = [str(pid) for pid, _ in found]
+    runner.run(["kill", "-TERM", "--", *pids], check=False, timeout=30)
+    for _ in range(10):
+        left = runner.run(["ps", "-o", "pid=", "-p", ",".join(pids)], check=False, timeout=30)
+        pids = [p for p in left.stdout.split() if p.isdigit()]
+        if not pids:
+            break
+        time.sleep(0.5)
+    if pids:
+        runner.run(["kill", "-KILL", "--", *pids], check=False, timeout=30)
+    done = [f"[{runner.host}] stopped process {pid} ({args[:120]})" for pid, args in found]
+    for msg in done:
+        log(msg)
+    return done
+
+
 @dataclass(frozen=True)
 class Inventory:
     """What the tool may own on one host in one role, read once for every domain.
@@ -295,6 +342,8 @@ def recover_domain(config: Config, domain: str | None, source: Runner, peer: Run
             # names, e.g. maps left by an older version), then the journals
             # again for what the sweep unblocked (a snapshot held by its maps).
             first: list[str] = []
+            # A copy a killed run left running holds its mounts busy: stop it first.
+            done += stop_processes(runner, config, domain, log)
             done += recover_journals(runner, config.defaults.state_dir, domain, log, first)
             done += sweep(runner, config, domain, role, log)
             if first:

@@ -212,6 +212,19 @@ def relative_excludes(excludes: Sequence[str], guest_path: str | None) -> list[s
     return out
 
 
+# Ties a copy process to the run that started it: the kernel sends it SIGKILL when its
+# parent ends, however that ends (a SIGKILL of the run, a power-cut of the process), so a
+# killed run never leaves an rsync or its ssh writing to the standby (R1). rsync runs its
+# remote shell through the same wrapper, so ssh goes with rsync.
+TIED = ("setpriv", "--pdeathsig", "KILL", "--")
+
+
+def untied(argv: Sequence[str]) -> tuple[str, ...]:
+    """``argv`` without the TIED wrapper (the command it runs)."""
+    a = tuple(argv)
+    return a[len(TIED):] if a[:len(TIED)] == TIED else a
+
+
 def rsync_argv(
     source_dir: str,
     peer_address: str,
@@ -235,14 +248,14 @@ def rsync_argv(
     if not source_dir.startswith("/"):
         raise ConfigError(f"rsync source {source_dir!r}: expected an absolute local path")
     remote = rsync_remote(peer_address, target_dir.rstrip("/") + "/")
-    argv = ["rsync", *extra_args, *BASE_ARGS, "--stats"]
+    argv = [*TIED, "rsync", *extra_args, *BASE_ARGS, "--stats"]
     if progress:
         argv.append("--info=progress2")
     if max_delete is not None:
         argv.append(f"--max-delete={max_delete}")
     if bwlimit:
         argv.append(f"--bwlimit={bwlimit}")
-    argv += ["-e", shlex.join(ssh_argv(ssh))]
+    argv += ["-e", shlex.join([*TIED, *ssh_argv(ssh)])]
     for pat in excludes:
         argv.append(f"--exclude={pat}")
     argv += ["--", source_dir.rstrip("/") + "/", remote]

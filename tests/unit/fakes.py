@@ -304,6 +304,8 @@ class FakeHost:
             return 0, "", ""
         if cmd == "test" and a[1] == "-b":  # a dm node exists while its map does
             return (0, "", "") if a[2].removeprefix("/dev/mapper/") in self.maps else (1, "", "")
+        if cmd == "setpriv" and a[1:4] == ("--pdeathsig", "KILL", "--"):
+            return self._answer(a[4:], input)
         if cmd == "rsync":
             return self.rsync_result
         if a[:2] == ("sh", "-c") and len(a) == 5 and a[3] == "domu-backup-statedir":

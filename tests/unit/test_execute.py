@@ -13,6 +13,7 @@ from toolkit.execute import Executor, domain_lock
 from toolkit.journal import list_journals, unwrap_journalled
 from toolkit.plan import plan_backup
 from toolkit.report import DomainReport
+from toolkit.rsync import untied
 from toolkit.runners import CommandResult, LocalRunner
 
 RUN = "20260101T000000Z-abcd"
@@ -59,11 +60,11 @@ def test_rsync_runs_only_after_both_sides_are_proven_and_standby_marked_dirty(tm
     src.fstab_on = "xvda1"
     plan, report, ex = run_executor(tmp_path, src, peer)
     ex.run()
-    first_rsync = next(i for i, c in enumerate(src.calls) if c[0] == "rsync")
+    first_rsync = next(i for i, c in enumerate(src.calls) if untied(c)[0] == "rsync")
     assert any(c[0] == "findmnt" for c in src.calls[:first_rsync])
     marker = ex.marker_path()
     assert '"state": "clean"' in peer.files[marker]
-    rsync = next(c for c in src.calls if c[0] == "rsync")
+    rsync = next(c for c in src.calls if untied(c)[0] == "rsync")
     assert "--exclude=/var/cache/*" in rsync  # xvda1 is "/" by the guest fstab
     assert rsync[-1].startswith("root@dom0-b:/run/domu-backup/dst/web01.")
 
@@ -74,7 +75,7 @@ def test_failed_mount_tears_down_and_copies_nothing(tmp_path):
     plan, report, ex = run_executor(tmp_path, src, peer)
     with pytest.raises(errors.MountRefused, match="wrong fs"):
         ex.run()
-    assert not any(c[0] == "rsync" for c in src.calls)
+    assert not any(untied(c)[0] == "rsync" for c in src.calls)
     assert src.leftovers() == [] and peer.leftovers() == []
 
 
@@ -88,7 +89,7 @@ def test_silently_failed_mount_is_caught_before_rsync(tmp_path, side):
     expected = errors.SourceGuardFailed if side == "source" else errors.TargetGuardFailed
     with pytest.raises(expected, match="not a mountpoint"):
         ex.run()
-    assert not any(c[0] == "rsync" for c in src.calls)
+    assert not any(untied(c)[0] == "rsync" for c in src.calls)
     assert src.leftovers() == [] and peer.leftovers() == []
 
 
@@ -222,7 +223,7 @@ def test_overflowed_snapshot_fails_run_and_leaves_standby_dirty(tmp_path):
     original = src._answer
 
     def overflow_after_rsync(a, input):
-        if a[0] == "rsync":
+        if untied(a)[0] == "rsync":
             for v in src.lvs.values():
                 v["attr"] = "swi-I-s---"
                 v["percent"] = "100.00"
@@ -251,7 +252,8 @@ def test_allow_mass_delete_drops_the_bound(tmp_path):
     src.fstab_on = "xvda1"
     plan, report, ex = run_executor(tmp_path, src, peer, allow_mass_delete=True)
     ex.run()
-    assert not any(a.startswith("--max-delete") for c in src.calls if c[0] == "rsync" for a in c)
+    assert not any(a.startswith("--max-delete") for c in src.calls
+                   if untied(c)[0] == "rsync" for a in c)
 
 
 def test_journal_entry_is_written_before_each_side_effect(tmp_path):
@@ -371,7 +373,7 @@ def test_lost_peer_is_tried_once_in_teardown_and_the_source_still_cleaned(tmp_pa
     peer = GonePeer("dom0-b")
 
     def rsync_loses_the_peer(argv):
-        if argv[0] == "rsync":
+        if untied(argv)[0] == "rsync":
             peer.gone = True
             return CommandResult("dom0-a", argv, 255, "", "ssh: connect to host dom0-b port 22: "
                                  "Connection timed out", 0.0)
@@ -408,7 +410,7 @@ def test_filesystems_the_guest_fstab_does_not_name_are_copied_unless_configured_
         assert {f.name for f in report.filesystems if f.outcome == "copied"} == copied
         assert {f.name for f in report.filesystems if f.outcome == "skipped"} == (
             {f.name for f in plan.filesystems} - copied)
-        rsynced = {c[-1].rsplit("/", 2)[-2] for c in src.calls if c[0] == "rsync"}
+        rsynced = {c[-1].rsplit("/", 2)[-2] for c in src.calls if untied(c)[0] == "rsync"}
         assert rsynced == copied
         assert src.leftovers() == [] and peer.leftovers() == []
 

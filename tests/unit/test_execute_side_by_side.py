@@ -16,6 +16,7 @@ from toolkit.config import parse_config
 from toolkit.execute import Executor
 from toolkit.plan import plan_backup
 from toolkit.report import DomainReport
+from toolkit.rsync import untied
 from toolkit.runners import CommandResult
 from toolkit.status import marker_path
 
@@ -45,7 +46,7 @@ class Overlap:
         self.running = self.peak = 0
 
     def __call__(self, argv):
-        if argv[0] == "rsync":
+        if untied(argv)[0] == "rsync":
             with self.lock:
                 self.running += 1
                 self.peak = max(self.peak, self.running)
@@ -70,7 +71,7 @@ def test_copy_jobs_bounds_the_rsyncs_running_at_once(tmp_path, jobs, peak):
     assert marker_state(cfg, peer) == "clean"
     assert src.leftovers() == [] and peer.leftovers() == []
     # the marker went clean only after every copy: no rsync call after the clean marker
-    rsyncs = [i for i, c in enumerate(src.calls) if c[0] == "rsync"]
+    rsyncs = [i for i, c in enumerate(src.calls) if untied(c)[0] == "rsync"]
     assert len(rsyncs) == 3
 
 

@@ -141,3 +141,57 @@ def test_a_host_that_cannot_be_looked_at_is_left_to_recover_in_full():
     assert set(seen) == {"source"}
     with pytest.raises(TeardownIncomplete, match="the peer went away"):
         recover_domain(cfg, "web01", source, peer, inventories=seen)
+
+
+R = "20261205T101010Z-ab12"
+PS = "".join(line + "\n" for line in [
+    "    1 /sbin/init",
+    "  812 /usr/sbin/sshd -D",
+    f" 4101 setpriv --pdeathsig KILL -- rsync -aHAXSx --delete -e setpriv --pdeathsig KILL -- "
+    f"ssh -p 22 -- /run/domu-backup/src/web01.{R}/xvda1/ "
+    f"root@dom0-b:/run/domu-backup/dst/web01.{R}/xvda1/",
+    f" 4102 ssh -p 22 root@dom0-b rsync --server -logDtprze.iLsfxCIvu --delete-delay . "
+    f"/run/domu-backup/dst/web01.{R}/xvda1/",
+    f" 4200 rsync -a -- /run/domu-backup/src/web01.prod.{R}/xvda1/ root@dom0-b:/x/",
+    f" 4300 rsync --server . /run/domu-backup/dst/web01.{R}/xvda1/",
+    " 4400 vim /run/domu-backup/src/web01.notarun/notes",
+    f" 4500 less /run/domu-backup/src/web01.{R}x/file",
+])
+
+
+def test_the_processes_a_killed_run_left_are_found_by_their_run_directories_exactly():
+    from toolkit.recover import owned_processes
+
+    prefixes = ("/run/domu-backup/src", "/run/domu-backup/dst")
+    assert [pid for pid, _ in owned_processes(PS, prefixes, "web01")] == [4101, 4102, 4300]
+    assert [pid for pid, _ in owned_processes(PS, prefixes, "web01.prod")] == [4200]
+    assert [pid for pid, _ in owned_processes(PS, prefixes, "web01", own_pid=4102)] == [
+        4101, 4300]
+    assert owned_processes(PS, prefixes, "db01") == []
+
+
+def test_recover_stops_what_a_killed_run_left_running_term_first_then_kill():
+    from toolkit.recover import stop_processes
+    from toolkit.runners import CommandResult
+
+    class Host:
+        host = "dom0-a"
+
+        def __init__(self):
+            self.calls = []
+
+        def run(self, argv, **kw):
+            argv = tuple(argv)
+            self.calls.append(argv)
+            out = ""
+            if argv[:2] == ("ps", "-eo"):
+                out = PS
+            elif argv[:3] == ("ps", "-o", "pid="):
+                out = "4102\n"  # ssh ignores SIGTERM here: it needs SIGKILL
+            return CommandResult("dom0-a", argv, 0, out, "", 0.0)
+
+    host = Host()
+    done = stop_processes(host, _two_host_config(), "web01", lambda m: None)
+    assert [c for c in host.calls if c[0] == "kill"] == [
+        ("kill", "-TERM", "--", "4101", "4102", "4300"), ("kill", "-KILL", "--", "4102")]
+    assert len(done) == 3 and all(m.startswith("[dom0-a] stopped process ") for m in done)
