@@ -1,4 +1,4 @@
-"""Faults injected in the lab: every promise of RELIABILITY.md that needs real LVM, mounts, ssh.
+"""Faults injected in the lab: every promise (README.md, Promises) that needs real LVM, mounts, ssh.
 
 Each test leaves both hosts clean (the `fresh` fixture's leak check) and checks
 that nothing was lost: the standby is unchanged, or converges on the next run.
