@@ -289,6 +289,10 @@ class FakeHost:
             path = a[-1]
             self.files[path] = (self.files.get(path, "") if "-a" in a else "") + (input or "")
             return 0, "", ""
+        if cmd == "dd" and "iflag=skip_bytes,count_bytes,fullblock" in a:  # a boot area read
+            count = int(next(x for x in a if x.startswith("count=")).removeprefix("count="))
+            skip = int(next(x for x in a if x.startswith("skip=")).removeprefix("skip="))
+            return 0, "".join(chr(0xdc80 + (skip + i) % 128) for i in range(count)), ""
         if cmd == "dd" and not any(x.startswith("if=") for x in a):  # stdin to a file
             path = next(x for x in a if x.startswith("of=")).removeprefix("of=")
             kept = self.files.get(path, "") if "oflag=append" in a else ""

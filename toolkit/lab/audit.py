@@ -14,8 +14,11 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
+from ..bootarea import ByteRange, boot_ranges
+from ..bootarea import read_argv as boot_read_argv
 from ..execute import undo_with_retry
 from ..facts.blkid import NOTHING, FilesystemProbe, blkid_argv, probe_from_result
+from ..facts.partitions import partition_table_from_result, sfdisk_argv
 from ..plan import dir_probe, mount_probe, partition_maps_probe
 from ..rsync import SshOptions, ssh_argv
 from ..runners import Runner
@@ -119,10 +122,34 @@ def _guest_volumes(runner: Runner, stack: ExitStack, pv_dev: str, where: str, nu
     return found
 
 
+def _range_digest(runner: Runner, device: str, r: ByteRange) -> str:
+    argv = shlex.join(boot_read_argv(device, r))
+    return runner.run(["sh", "-c", f"{argv} | sha256sum"], timeout=600).stdout.split()[0]
+
+
+def audit_boot_area(source: Runner, peer: Runner, source_lv: str,
+                    target_lv: str) -> AuditedFs | None:
+    """Compare the boot area (boot code, the gap, BIOS boot partitions) of both disks."""
+    table = partition_table_from_result(source.run(sfdisk_argv(source_lv), check=False,
+                                                   timeout=120))
+    ranges = boot_ranges(table)
+    if not ranges:
+        return None
+    diffs = tuple(f"{r.what} (bytes {r.start}+{r.length}) differs" for r in ranges
+                  if _range_digest(source, source_lv, r) != _range_digest(peer, target_lv, r))
+    return AuditedFs("boot area", "raw", source_lv, target_lv, diffs)
+
+
 def audit_standby(source: Runner, peer: Runner, source_lv: str, target_lv: str, peer_address: str,
                   ssh: SshOptions) -> list[AuditedFs]:
-    """Compare every filesystem of source_lv with target_lv; returns per-filesystem differences."""
+    """Compare every filesystem of source_lv with target_lv; returns per-filesystem differences.
+
+    The boot area is compared too (an entry named "boot area"), for a partitioned disk.
+    """
     results: list[AuditedFs] = []
+    boot = audit_boot_area(source, peer, source_lv, target_lv)
+    if boot is not None:
+        results.append(boot)
     with mounted(source, source_lv, f"{AUDIT_ROOT}/src", "a") as src, \
             mounted(peer, target_lv, f"{AUDIT_ROOT}/dst", "a") as dst:
         for name, (mnt, fstype) in sorted(src.items()):

@@ -1,0 +1,108 @@
+"""R1, R10: a run killed from outside (kill -9 by another process) at the snapshot, in the
+middle of the copy or in teardown leaves no process of the tool running on either host, and
+the next plain ``backup`` (no ``recover``) converges by itself: exit 0, what it cleaned in its
+report, a clean marker, a clean audit and nothing left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from toolkit.lab.rehearse import audit, run_backup, standby_marker, start_backup
+from toolkit.recover import owned_processes
+
+pytestmark = [pytest.mark.e2e]
+
+FAILPOINT = "DOMU_BACKUP_FAILPOINT"
+PREFIXES = ("/run/domu-backup/src", "/run/domu-backup/dst")
+SLOW = "/etc/domu-backup/slow.toml"  # the sandbox config with rsync limited to 100 KiB/s
+
+
+def wait_for(what, check, timeout=600.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def tool_processes(runner) -> list[str]:
+    """The backup process itself and anything working in one of web01's run directories."""
+    out = runner.run(["ps", "-eo", "pid=,args="], timeout=60).stdout
+    mine = [args for _, args in owned_processes(out, PREFIXES, "web01")]
+    return mine + [ln for ln in out.splitlines() if "domu-backup backup" in ln]
+
+
+def kill_from_outside(lab) -> None:
+    lab.runner("dom0-a").run(["pkill", "-KILL", "-f", "domu-backup backup --domu web01"],
+                             check=False, timeout=60)
+
+
+def snapshot_exists(a) -> bool:
+    return "domubk-" in a.run(["lvs", "--noheadings", "-o", "lv_name", "vg_a"], timeout=60).stdout
+
+
+def rsync_running(a) -> bool:
+    return any("rsync" in p for p in tool_processes(a))
+
+
+@pytest.mark.parametrize("moment", ["snapshot", "copy", "teardown"])
+def test_sigkill_from_outside_then_a_plain_backup_converges(fresh, moment):
+    a, b = fresh.runner("dom0-a"), fresh.runner("dom0-b")
+    env = {}
+    undo_fake = None
+    if moment == "snapshot":
+        env = {FAILPOINT: "after:snapshot:sleep=300"}
+    elif moment == "copy":
+        text = a.run(["cat", "/etc/domu-backup/backup.toml"], timeout=60).stdout
+        a.run(["sh", "-c", f"umask 077 && cat > {SLOW}"], timeout=60,
+              input=text.replace("[defaults]\n", '[defaults]\nbwlimit = "100"\n', 1))
+        env = {"DOMU_BACKUP_CONFIG": SLOW}
+    else:
+        # umount stalls (then runs the real one): the run is in its teardown when killed
+        a.run(["sh", "-c", "cat > /usr/local/sbin/umount && chmod 0755 /usr/local/sbin/umount"],
+              timeout=60, input="#!/bin/sh\ntouch /run/in-teardown\nsleep 300\n"
+                                'exec /usr/bin/umount "$@"\n')
+        env = {FAILPOINT: "after:rsync@1:raise"}
+
+        def undo_fake():
+            a.run(["rm", "-f", "/usr/local/sbin/umount", "/run/in-teardown"], timeout=60)
+            a.run(["pkill", "-KILL", "-f", "/usr/local/sbin/umount"], check=False, timeout=60)
+    try:
+        run = start_backup(fresh, "web01", env=env)
+        if moment == "snapshot":
+            wait_for("the snapshot", lambda: snapshot_exists(a))
+        elif moment == "copy":
+            wait_for("rsync", lambda: rsync_running(a))
+            time.sleep(3)
+        else:
+            wait_for("teardown", lambda: a.run(["test", "-e", "/run/in-teardown"],
+                                               check=False, timeout=60).exit_code == 0)
+        kill_from_outside(fresh)
+        assert run.wait(timeout=120) == 137
+    finally:
+        if undo_fake is not None:
+            undo_fake()
+        a.run(["rm", "-f", SLOW], timeout=60)
+    # No process of the tool outlives it, on either host (the kernel ends its copy).
+    wait_for("the tool's processes to end",
+             lambda: tool_processes(a) == [] and tool_processes(b) == [], timeout=60)
+    # Before anything cleans: the killed run did leave work for the next one.
+    left = {c: fresh.sandbox.leak_report(c) for c in ("dom0-a", "dom0-b")}
+    assert left["dom0-a"], left
+    # The next plain backup converges by itself.
+    res = run_backup(fresh, "web01")
+    assert res.exit_code == 0, res.stdout + res.stderr
+    report = json.loads(a.run(["cat", "/var/lib/domu-backup/reports/web01.json"],
+                              timeout=60).stdout)
+    assert report["cleaned"], report  # what the killed run left, removed by this run
+    assert any("snapshot" in line for line in report["cleaned"]), report["cleaned"]
+    marker = standby_marker(fresh, "web01")
+    assert marker["state"] == "clean" and marker["last_success_run_id"] == marker["run_id"]
+    audited = audit(fresh, "web01")
+    assert [x for x in audited if x.name != "boot area"], "the audit compared no filesystem"
+    assert {x.name: x.differences for x in audited if x.differences} == {}
