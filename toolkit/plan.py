@@ -21,6 +21,7 @@ from . import PREFIX
 from .config import Config
 from .errors import LayoutMismatch, MountRefused
 from .facts.blkid import FilesystemProbe
+from .facts.fsparams import FsParams, param_differences
 from .facts.guestlvm import GuestVolume
 from .facts.lvm import LogicalVolume, dm_name
 from .facts.partitions import Partition, PartitionTable
@@ -66,6 +67,7 @@ class FsFacts:
     partition: Partition | None
     probe: FilesystemProbe
     volume: GuestVolume | None = None  # a guest LV inside the PV on this partition (or disk)
+    params: FsParams | None = None  # how it was made (superblock), for ext2/3/4, XFS and FAT
 
 
 @dataclass(frozen=True)
@@ -311,6 +313,7 @@ def compare_layouts(disk: DiskFacts) -> list[str]:
         if other.probe.label != fs.probe.label:
             diffs.append(f"{fs.name}: label {fs.probe.label!r} on source, "
                          f"{other.probe.label!r} on standby")
+        diffs += param_differences(fs.name, fs.params, other.params)
     return diffs
 
 

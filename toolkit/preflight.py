@@ -25,12 +25,15 @@ from .errors import (
     MissingBinary,
     NoSnapshotSpace,
     NotRunningHere,
+    ParseError,
     PeerInvalid,
     TargetInvalid,
     ToolkitError,
     UnsafeName,
 )
 from .facts.blkid import FilesystemProbe, blkid_argv, probe_from_result
+from .facts.fsparams import PARAM_TYPES, SUPERBLOCK_BYTES, FsParams, parse_params
+from .facts.fsparams import read_argv as superblock_argv
 from .facts.guestlvm import (
     HEAD_BYTES,
     GuestLvmError,
@@ -149,7 +152,8 @@ def read_layout(runner: Runner, device: str, disk_target: str) -> tuple[Partitio
     found: list[FsFacts] = []
     if table.label is None:
         probe = probe_from_result(runner.run(blkid_argv(device), check=False, timeout=60))
-        found.append(FsFacts(disk_target, None, probe))
+        found.append(FsFacts(disk_target, None, probe, params=read_params(runner, device, 0,
+                                                                           probe, disk_target)))
         if probe.type == "LVM2_member":
             found += _guest_volumes(runner, device, disk_target, None, 0)
     else:
@@ -164,10 +168,23 @@ def read_layout(runner: Runner, device: str, disk_target: str) -> tuple[Partitio
                                         size=part.size * table.sector_size),
                              check=False, timeout=60)
             probe = probe_from_result(res)
-            found.append(FsFacts(name, part, probe))
+            found.append(FsFacts(name, part, probe,
+                                 params=read_params(runner, device, offset, probe, name)))
             if probe.type == "LVM2_member":
                 found += _guest_volumes(runner, device, name, part, offset)
     return table, tuple(found)
+
+
+def read_params(runner: Runner, device: str, offset: int, probe: FilesystemProbe,
+                name: str) -> FsParams | None:
+    """How the filesystem blkid found at byte ``offset`` was made: one dd of its superblock."""
+    if probe.type not in PARAM_TYPES:
+        return None
+    head = to_bytes(runner.run(superblock_argv(device, offset), timeout=60).stdout)
+    try:
+        return parse_params(probe.type, head)
+    except ParseError as exc:
+        raise ParseError(f"{name} ({device} at byte {offset}): {exc}", host=runner.host) from None
 
 
 def read_guest_vg(runner: Runner, device: str, offset: int, where: str) -> GuestVG:
@@ -191,12 +208,16 @@ def _guest_volumes(runner: Runner, device: str, pv_name: str, part: Partition | 
     out: list[FsFacts] = []
     for vol in vg.volumes:
         probe = FilesystemProbe(None, None, None, None, None, None)
+        name = fs_name(pv_name, vol.vg, vol.name)
+        params = None
         if vol.skip_reason is None:
             first = vol.segments[0]
             res = runner.run(blkid_argv(device, offset=offset + vol.first_offset,
                                         size=first.length * 512), check=False, timeout=60)
             probe = probe_from_result(res)
-        out.append(FsFacts(fs_name(pv_name, vol.vg, vol.name), part, probe, vol))
+            if first.length * 512 >= SUPERBLOCK_BYTES:
+                params = read_params(runner, device, offset + vol.first_offset, probe, name)
+        out.append(FsFacts(name, part, probe, vol, params))
     return out
 
 

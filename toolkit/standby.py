@@ -4,7 +4,11 @@ The standby gets the same partition table (``sfdisk --dump`` restored, so the
 disk identifier, partition UUIDs, names and types are equal), the same boot
 area (the first MiB and any BIOS boot partition, copied raw) and, on each
 partition or the whole disk, a new empty filesystem of the same type with the
-same UUID and label, so the guest's own fstab and boot loader resolve on it.
+same UUID and label, so the guest's own fstab and boot loader resolve on it,
+and with the source's own parameters read from its superblock (features,
+inode count and size, block size, reserved blocks; XFS geometry; FAT size and
+cluster size), never the peer's mkfs defaults, so an old guest's standby has
+as many inodes as its source and features its kernel and boot loader read.
 A guest LVM PV gets its label and metadata copied raw (the guest VG keeps its
 name and UUIDs on the standby, and no LVM command runs on it), and each guest
 LV, mapped from those extents under an owned name, a new empty filesystem.
@@ -26,6 +30,15 @@ from . import PREFIX
 from .config import Config
 from .errors import LayoutMismatch, TargetInvalid, ToolkitError
 from .execute import DM_NODE_ACTIONS, ensure_dm_node, undo_with_retry
+from .facts.fsparams import (
+    ExtParams,
+    FatParams,
+    FsParams,
+    XfsParams,
+    ext_mkfs_options,
+    fat_mkfs_options,
+    xfs_mkfs_options,
+)
 from .journal import Journal
 from .lock import domain_lock
 from .plan import (
@@ -49,17 +62,30 @@ BIOS_BOOT = "21686148-6449-6e6f-744e-656564454649"
 BOOT_AREA = 1 << 20
 
 
-def mkfs_argv(fstype: str, device: str, uuid: str | None, label: str | None) -> list[str]:
-    """A new, empty filesystem with the source's UUID and label."""
+def mkfs_argv(fstype: str, device: str, uuid: str | None, label: str | None,
+              params: FsParams | None = None) -> list[str]:
+    """A new, empty filesystem with the source's UUID, label and parameters.
+
+    ``params`` (read from the source's superblock) make it the same filesystem:
+    features, inode count and size, block size, reserved blocks, FAT size and
+    cluster size, not this mkfs's defaults. The size is the source's too, so a
+    whole-disk filesystem on a larger standby LV is not grown.
+    """
     if fstype in ("ext2", "ext3", "ext4"):
         argv = [f"mkfs.{fstype}", "-F", "-q"]
+        size: list[str] = []
+        if isinstance(params, ExtParams):
+            opts, size = ext_mkfs_options(params)
+            argv += opts
         if uuid:
             argv += ["-U", uuid]
         if label:
             argv += ["-L", label]
-        return [*argv, device]
+        return [*argv, device, *size]
     if fstype == "xfs":
         argv = ["mkfs.xfs", "-f", "-q"]
+        if isinstance(params, XfsParams):
+            argv += xfs_mkfs_options(params)
         if uuid:
             argv += ["-m", f"uuid={uuid}"]
         if label:
@@ -67,11 +93,15 @@ def mkfs_argv(fstype: str, device: str, uuid: str | None, label: str | None) -> 
         return [*argv, device]
     if fstype == "vfat":
         argv = ["mkfs.vfat"]
+        size = []
+        if isinstance(params, FatParams):
+            opts, size = fat_mkfs_options(params)
+            argv += opts
         if uuid:
             argv += ["-i", uuid.replace("-", "")]
         if label:
             argv += ["-n", label]
-        return [*argv, device]
+        return [*argv, device, *size]
     if fstype == "swap":
         argv = ["mkswap", "-f"]
         if uuid:
@@ -169,8 +199,9 @@ def plan_standby(facts: BackupFacts, config: Config, run_id: str, *,
                 steps += _guest_lvm_steps(run_id, facts.domain, disk, alias_dev, tmp_dst)
             elif fs.probe.type:
                 steps.append(Step(PEER, "mkfs", tuple(mkfs_argv(fs.probe.type, alias_dev,
-                                                                fs.probe.uuid, fs.probe.label)),
-                                  note=f"whole-disk {fs.probe.type}"))
+                                                                fs.probe.uuid, fs.probe.label,
+                                                                fs.params)),
+                                  note=f"whole-disk {fs.probe.type}, the source's parameters"))
             continue
         steps.append(Step(PEER, "table", ("sfdisk", "--no-reread", "--no-tell-kernel", "--wipe",
                                           "never", alias_dev),
@@ -188,8 +219,9 @@ def plan_standby(facts: BackupFacts, config: Config, run_id: str, *,
                     note=f"BIOS boot partition {part.number}"))
             elif fs.probe.type and fs.probe.type != "LVM2_member":
                 steps.append(Step(PEER, "mkfs", tuple(mkfs_argv(fs.probe.type, dev, fs.probe.uuid,
-                                                                fs.probe.label)),
-                                  note=f"{fs.name}: empty {fs.probe.type}, same UUID and label"))
+                                                                fs.probe.label, fs.params)),
+                                  note=f"{fs.name}: empty {fs.probe.type}, same UUID, label "
+                                       "and parameters"))
             elif fs.probe.type == "LVM2_member":
                 steps += _guest_lvm_steps(run_id, facts.domain, disk, dev, tmp_dst, fs.name)
     return StandbyPlan(facts.domain, run_id, tuple(steps), tuple(refusals))
@@ -220,8 +252,10 @@ def _guest_lvm_steps(run_id: str, domain: str, disk: DiskFacts, pv_dev: str, tmp
         steps.append(volume_map_step(PEER, name, vol, pv_dev))
         if fs.probe.type:
             steps.append(Step(PEER, "mkfs", tuple(mkfs_argv(fs.probe.type, f"/dev/mapper/{name}",
-                                                            fs.probe.uuid, fs.probe.label)),
-                              note=f"{fs.name}: empty {fs.probe.type}, same UUID and label"))
+                                                            fs.probe.uuid, fs.probe.label,
+                                                            fs.params)),
+                              note=f"{fs.name}: empty {fs.probe.type}, same UUID, label and "
+                                   "parameters"))
     return steps
 
 

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from toolkit.errors import GuestLvmUnreadable, LayoutMismatch
 from toolkit.facts.blkid import FilesystemProbe, parse_blkid_export
+from toolkit.facts.fsparams import SUPERBLOCK_BYTES, parse_params
 from toolkit.facts.fstab import GuestFilesystem, parse_fstab, resolve_fstab
 from toolkit.facts.guestlvm import (
     HEAD_BYTES,
@@ -240,6 +241,8 @@ class DiskRunner:
     def __init__(self, image: bytes, sfdisk: str, probes: dict[int, str]) -> None:
         self.image, self.sfdisk, self.probes = image, sfdisk, probes
         self.calls: list[list[str]] = []
+        # Each filesystem's superblock read (fsparams): a recorded ext4 one.
+        self.superblocks = {at: EXT4_HEAD for at, probe in probes.items() if "TYPE=ext4" in probe}
 
     def run(self, argv, *, check=True, timeout=None, input=None, ok_codes=(0,), env=None):
         argv = list(argv)
@@ -253,7 +256,10 @@ class DiskRunner:
         elif argv[0] == "dd":
             opts = dict(a.split("=", 1) for a in argv[1:])
             skip, count = int(opts["skip"]) * 512, int(opts["count"]) * 512
-            out = self.image[skip:skip + count].decode("utf-8", "surrogateescape")
+            data = self.image[skip:skip + count]
+            if count == SUPERBLOCK_BYTES and skip in self.superblocks:
+                data = self.superblocks[skip]
+            out = data.decode("utf-8", "surrogateescape")
         return CommandResult(self.host, tuple(argv), 0 if out or argv[0] != "blkid" else 2,
                              out, "", 0.0)
 
@@ -263,6 +269,7 @@ LVM01_SFDISK = """{"partitiontable": {"label": "dos", "id": "0x5eed0017",
  {"node": "/dev/vg_a/lvm01p1", "start": 2048, "size": 131072, "type": "83", "bootable": true},
  {"node": "/dev/vg_a/lvm01p2", "start": 133120, "size": 522240, "type": "8e"}]}}"""
 P2 = 133120 * 512
+EXT4_HEAD = (DATA.parent / "fsparams" / "ext4-new.head.bin").read_bytes()
 
 
 def lvm01_runner() -> DiskRunner:
@@ -427,7 +434,7 @@ def test_peer_recover_takes_its_guest_lv_maps_first_and_never_the_sources():
 # -- init-standby ---------------------------------------------------------------
 
 def test_init_standby_copies_the_pv_head_raw_and_makes_each_guest_lv_filesystem(tmp_path):
-    from toolkit.standby import plan_standby
+    from toolkit.standby import mkfs_argv, plan_standby
 
     sp = plan_standby(lvm01_facts(), config(tmp_path), "R1", force=True)
     copy = next(s for s in sp.steps if s.action == "copy" and "pvhead" in " ".join(s.argv))
@@ -444,14 +451,16 @@ def test_init_standby_copies_the_pv_head_raw_and_makes_each_guest_lv_filesystem(
                                                               "xvda2.vg_a.var")]
     assert all(s.undo and ",,,rw," in s.argv[3] for s in lvmaps)
     mkfs = [s.argv for s in peer if s.action == "mkfs"]
-    assert ("mkfs.ext4", "-F", "-q", "-U", "5eed0017-0000-4000-8000-000000000002", "-L",
-            "lvm01-root", f"/dev/mapper/{dst_root}") in mkfs
+    # the guest LV's filesystem is made with its source's parameters (from its superblock)
+    assert tuple(mkfs_argv("ext4", f"/dev/mapper/{dst_root}",
+                           "5eed0017-0000-4000-8000-000000000002", "lvm01-root",
+                           parse_params("ext4", EXT4_HEAD))) in mkfs
     # never a filesystem on the PV partition itself, and never an LVM command
-    assert not any(a[-1] == "/dev/mapper/domubk-R1-web01-xvdap2" for a in mkfs)
+    assert not any("/dev/mapper/domubk-R1-web01-xvdap2" in a for a in mkfs)
     assert not any(s.argv[0] in ("pvcreate", "vgcreate", "lvcreate", "vgchange", "lvm")
                    for s in sp.steps)
     order = [(s.action, s.argv[-1]) for s in peer]
     root_dev = f"/dev/mapper/{dst_root}"
-    assert [a for a, _ in order].index("map") < [a for a, _ in order].index("lvmap") < \
-        order.index(("mkfs", root_dev))
+    made = next(i for i, s in enumerate(peer) if s.action == "mkfs" and root_dev in s.argv)
+    assert [a for a, _ in order].index("map") < [a for a, _ in order].index("lvmap") < made
     assert not sp.refusals

@@ -11,6 +11,7 @@ from test_plan import check_golden
 
 from toolkit import errors
 from toolkit.config import load_config
+from toolkit.facts.fsparams import read_argv
 from toolkit.plan import plan_backup, render_plan
 from toolkit.preflight import gather, local_node_name
 from toolkit.replay import ReplayRunner
@@ -342,6 +343,8 @@ def test_a_data_disk_still_demands_its_standby(tmp_path):
     for r in recs:
         if r["argv"][:2] == ["blkid", "-p"] and r["argv"][-1] == SWAP_LV:
             r["stdout"] = ext4["stdout"].replace(ext4["argv"][-1], SWAP_LV)
+    head = (RECORDED / "fsparams" / "ext4-new.head.bin").read_bytes()  # its superblock read
+    recs.append(answer("source", read_argv(SWAP_LV, 0), head.decode("utf-8", "surrogateescape")))
     with pytest.raises(errors.TargetInvalid, match="pv01-swap for disk xvda1 does not exist"):
         run_gather(recs, "pv01", config_path=config_with(tmp_path, "pv01", "xvda2"))
 
