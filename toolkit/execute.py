@@ -28,6 +28,7 @@ from .errors import (
     ConnectionLost,
     FstabError,
     MapFailed,
+    PeerFull,
     SnapshotInvalid,
     SourceGuardFailed,
     TargetGuardFailed,
@@ -43,6 +44,9 @@ from .names import path_under
 from .plan import PEER, SOURCE, FilesystemPlan, Plan, Step, transfer_argv
 from .report import DomainReport, FilesystemReport, SnapshotReport
 from .rsync import (
+    inode_exhaustion,
+    inodes_argv,
+    parse_inodes,
     parse_progress,
     parse_stats,
     rsync_outcome,
@@ -558,10 +562,23 @@ class Executor:
             raise watch.error
         err = rsync_outcome(result.exit_code, result.stderr,
                             allow_vanished=d.allow_vanished, host=self.plan.source_host)
+        if isinstance(err, PeerFull):
+            err = self._out_of_inodes(f) or err
         if err is not None:
             fr.outcome = "failed"
             raise err
         fr.outcome = "copied"
+
+    def _out_of_inodes(self, f: FilesystemPlan) -> PeerFull | None:
+        """A full standby that ran out of inodes, not space (statvfs on both mounts)."""
+        try:
+            theirs = self.peer.run(inodes_argv(f.target_mount), check=False, timeout=60)
+            ours = self.source.run(inodes_argv(f.source_mount), check=False, timeout=60)
+        except ToolkitError:
+            return None
+        return inode_exhaustion(f.name, parse_inodes(theirs.stdout) if theirs.exit_code == 0
+                                else None, parse_inodes(ours.stdout) if ours.exit_code == 0
+                                else None, host=self.plan.peer_host)
 
     def _progress(self, fs: str, line: str) -> None:
         if parse_progress(line) is not None:

@@ -319,6 +319,46 @@ def rsync_outcome(exit_code: int, stderr: str = "", *, allow_vanished: bool = Fa
     return cls(msg, host=host)
 
 
+def inodes_argv(path: str) -> list[str]:
+    """statvfs of the filesystem mounted at ``path``: its inode count and free inodes."""
+    return ["stat", "-f", "--format", "%c %d", "--", path]
+
+
+def parse_inodes(text: str) -> tuple[int, int] | None:
+    """(inodes, free inodes) from ``inodes_argv`` output; None when it is not that."""
+    fields = text.split()
+    if len(fields) != 2 or not all(f.isdigit() for f in fields):
+        return None
+    total, free = int(fields[0]), int(fields[1])
+    return (total, free) if 0 < total and free <= total else None
+
+
+def inode_exhaustion(name: str, standby: tuple[int, int] | None,
+                     source: tuple[int, int] | None = None, *,
+                     host: str | None = None) -> PeerFull | None:
+    """The "No space left on device" of a standby that ran out of inodes, said as that.
+
+    Growing the LV or ``--force`` does not help there: the standby has to be made
+    again with the source's inode count. None when the standby still has inodes
+    (more than 1% free; rsync removes what it was writing when it fails).
+    """
+    if standby is None:
+        return None
+    total, free = standby
+    if free > total // 100:
+        return None
+    used = f"{total - free} of {total} used"
+    if source is not None and source[0] <= total:
+        return PeerFull(f"standby filesystem {name} has no free inodes ({used}; the source uses "
+                        f"{source[0] - source[1]} of {source[0]}): files the source no longer "
+                        "has still hold them on the standby; run init-standby --force to make it "
+                        "again, empty", host=host)
+    fewer = "" if source is None else f" ({source[0]})"
+    return PeerFull(f"standby filesystem {name} has no free inodes ({used}): the standby was "
+                    f"made with fewer inodes than the source{fewer}; run init-standby --force",
+                    host=host)
+
+
 @dataclass(frozen=True)
 class RsyncStats:
     files: int = 0
