@@ -129,6 +129,9 @@ class DomainConfig:
     snapshot_size: SnapshotSize | None = None
     disks: Mapping[str, DiskConfig] = field(default_factory=_empty_mapping)
     mounts: Mapping[str, str] = field(default_factory=_empty_mapping)
+    # Filesystems (names like the mounts keys) deliberately left out of the backup; a
+    # partition's name also covers the guest LVs inside it.
+    skip_filesystems: tuple[str, ...] = ()
 
     def effective_excludes(self, defaults: Defaults) -> tuple[str, ...]:
         """The default excludes followed by this domain's, each once."""
@@ -536,7 +539,8 @@ class _Parser:
                               "device-mapper names double it)")
         if not isinstance(value, dict):
             raise self.fail(dotted, "a table", value)
-        known = {"peer", "excludes", "rsync_args", "snapshot_size", "disks", "mounts"}
+        known = {"peer", "excludes", "rsync_args", "snapshot_size", "disks", "mounts",
+                 "skip_filesystems"}
         self.only(value, dotted, known)
         expected_peer = f"one of the cluster's Dom0s ({', '.join(sorted(dom0s))})"
         peer = self.string(value, "peer", f"{dotted}.peer", expected=expected_peer)
@@ -554,6 +558,7 @@ class _Parser:
             snapshot_size=size,
             disks=MappingProxyType(self.disks(value, dotted)),
             mounts=MappingProxyType(self.mounts(value, dotted)),
+            skip_filesystems=self.skip_filesystems(value, dotted),
         )
 
     def unique_target_lvs(self, domains: Mapping[str, DomainConfig]) -> None:
@@ -589,6 +594,17 @@ class _Parser:
                                 target_lv)
             disks[target] = DiskConfig(target_lv)
         return disks
+
+    def skip_filesystems(self, domain: Mapping[str, Any], dotted: str) -> tuple[str, ...]:
+        names = self.strings(domain, "skip_filesystems", f"{dotted}.skip_filesystems")
+        for index, name in enumerate(names):
+            where = f"{dotted}.skip_filesystems[{index}]"
+            if not is_disk_target(name):
+                raise self.fail(where, "a filesystem name: a disk target plus partition "
+                                "number like xvda1, or the disk target alone", name)
+            if name in names[:index]:
+                raise self.fail(where, "each filesystem named once", name)
+        return names
 
     def mounts(self, domain: Mapping[str, Any], dotted: str) -> dict[str, str]:
         table = self.table(domain, "mounts", f"{dotted}.mounts", None)

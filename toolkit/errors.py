@@ -177,6 +177,14 @@ class TargetGuardFailed(ToolkitError):
     summary = "the target tree is not the peer's mounted standby filesystem"
 
 
+class FilesystemVanished(ToolkitError):
+    """The standby holds a filesystem the source no longer shows; nothing was created."""
+
+    exit_code = 37
+    summary = ("a filesystem the standby holds is gone from the source (repair it, or name "
+               "it in skip_filesystems)")
+
+
 class TransferFailed(ToolkitError):
     exit_code = 40
     summary = "rsync failed"

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 
 from . import PREFIX
 from .config import Config
-from .errors import LayoutMismatch, MountRefused
+from .errors import ConfigError, FilesystemVanished, LayoutMismatch, MountRefused
 from .facts.blkid import FilesystemProbe
 from .facts.fsparams import FsParams, param_differences
 from .facts.guestlvm import GuestVolume
@@ -132,6 +132,18 @@ class FilesystemPlan:
 
 
 @dataclass(frozen=True)
+class FsFate:
+    """One filesystem seen on a guest disk, and what the run does with it."""
+
+    name: str
+    disk: str
+    fate: str  # copy, skipped, excluded (skip_filesystems), vanished (refuses the run)
+    reason: str = ""  # why it is not copied
+    fstype: str | None = None  # on the source; None when blkid found none
+    guest_path: str | None = None  # from the config's mounts (the guest fstab comes later)
+
+
+@dataclass(frozen=True)
 class SnapshotPlan:
     vg: str
     name: str
@@ -152,6 +164,7 @@ class Plan:
     filesystems: tuple[FilesystemPlan, ...]
     steps: tuple[Step, ...]
     skipped: tuple[str, ...] = field(default=())
+    fates: tuple[FsFate, ...] = field(default=())  # every filesystem of every disk
 
     def steps_for(self, host: str) -> tuple[Step, ...]:
         return tuple(s for s in self.steps if s.host == host)
@@ -265,8 +278,12 @@ def _copyable(fs: FsFacts) -> tuple[bool, str]:
     return True, ""
 
 
-def compare_layouts(disk: DiskFacts) -> list[str]:
-    """Differences between the source disk's layout and the standby's, as sentences."""
+def compare_layouts(disk: DiskFacts, excluded: frozenset[str] = frozenset()) -> list[str]:
+    """Differences between the source disk's layout and the standby's, as sentences.
+
+    Filesystems named in ``excluded`` (skip_filesystems) are not compared: they are not
+    copied, and their standby copy is left as it is.
+    """
     diffs: list[str] = []
     src, dst = disk.table, disk.target_table
     if src.label != dst.label:
@@ -288,7 +305,7 @@ def compare_layouts(disk: DiskFacts) -> list[str]:
     dst_fs = {f.name: f for f in disk.target_filesystems}
     for fs in disk.filesystems:
         ok, _ = _copyable(fs)
-        if not ok:
+        if not ok or is_excluded(fs.name, excluded):
             continue
         other = dst_fs.get(fs.name)
         if fs.volume is not None:
@@ -317,6 +334,86 @@ def compare_layouts(disk: DiskFacts) -> list[str]:
     return diffs
 
 
+SKIP_KEY = "skip_filesystems"
+EXCLUDED = f"excluded by config ({SKIP_KEY})"
+
+
+def is_excluded(name: str, excluded: frozenset[str] | set[str]) -> bool:
+    """Whether skip_filesystems names this filesystem, or the partition its guest LV is on."""
+    return name in excluded or name.split(".", 1)[0] in excluded
+
+
+def _gone(fs: FsFacts | None, standby: FsFacts) -> str | None:
+    """Why a filesystem the standby holds is missing from the source, or None if it is not.
+
+    The standby's filesystem counts only when the tool would copy it; the source's is
+    missing when blkid finds none there, or one the tool does not copy: a filesystem never
+    drops out of the backup unnoticed.
+    """
+    theirs, _ = _copyable(standby)
+    if not theirs:
+        return None
+    what = f"{standby.probe.type} (UUID {standby.probe.uuid or '-'})"
+    if fs is None:
+        vol = standby.volume
+        where = f"guest LV {vol.vg}/{vol.name}" if vol is not None else "it"
+        return f"{what} on the standby, but {where} is gone from the source"
+    ours, why = _copyable(fs)
+    if ours:
+        return None
+    return f"{what} on the standby, but on the source: {why}"
+
+
+def filesystem_fates(facts: BackupFacts, config: Config) -> tuple[FsFate, ...]:
+    """Every filesystem of every disk (the source's, and guest LVs only the standby has), and
+    its fate: copy, skipped (with the reason), excluded by skip_filesystems, or vanished.
+
+    A name in skip_filesystems that is no filesystem of the domain's disks is a ConfigError.
+    """
+    dcfg = config.domain(facts.domain)
+    excluded = frozenset(dcfg.skip_filesystems)
+    known = {f.name for disk in facts.disks
+             for f in (*disk.filesystems, *disk.target_filesystems)}
+    known |= {disk.target for disk in facts.skipped_disks}
+    for name in dcfg.skip_filesystems:
+        if name not in known:
+            raise ConfigError(f"{config.path}: domains.{facts.domain}.{SKIP_KEY}: {name} is no "
+                              f"filesystem of domain {facts.domain}'s disks (they hold: "
+                              f"{', '.join(sorted(known)) or 'none'})")
+    fates: list[FsFate] = []
+
+    def judge(disk: DiskFacts, fs: FsFacts | None, standby: FsFacts | None) -> None:
+        name = fs.name if fs is not None else standby.name  # type: ignore[union-attr]
+        gone = _gone(fs, standby) if standby is not None else None
+        fstype = fs.probe.type if fs is not None else None
+        if is_excluded(name, excluded):
+            fate, reason = "excluded", EXCLUDED
+            if gone:
+                reason += f"; {gone}: its standby copy is left as it is"
+        elif gone:
+            fate, reason = "vanished", gone
+        else:
+            assert fs is not None
+            ok, why = _copyable(fs)
+            fate, reason = ("copy", "") if ok else ("skipped", why)
+        fates.append(FsFate(name, disk.disk.target, fate, reason, fstype,
+                            dcfg.mounts.get(name)))
+
+    for disk in facts.disks:
+        ours = {f.name for f in disk.filesystems}
+        theirs = {f.name: f for f in disk.target_filesystems}
+        # Guest LVs the standby has and the source does not, listed after their PV.
+        only_theirs = [f for f in disk.target_filesystems
+                       if f.name not in ours and f.volume is not None]
+        for fs in disk.filesystems:
+            judge(disk, fs, theirs.get(fs.name))
+            if fs.volume is None:
+                for other in only_theirs:
+                    if other.name.split(".", 1)[0] == fs.name:
+                        judge(disk, None, other)
+    return tuple(fates)
+
+
 def _depth(path: str | None) -> tuple[int, str]:
     if path is None:
         return (99, "")
@@ -341,14 +438,30 @@ def plan_backup(facts: BackupFacts, config: Config, run_id: str) -> Plan:
     snapshots: list[SnapshotPlan] = []
     filesystems: list[FilesystemPlan] = []
     skipped: list[str] = [f"disk {disk.target}: {disk.skip_reason}" for disk in facts.skipped_disks]
+    fates = filesystem_fates(facts, config)
+    skipped += [f"{f.name}: {f.reason}" for f in fates if f.fate not in ("copy", "vanished")]
+    to_copy = {(f.disk, f.name) for f in fates if f.fate == "copy"}
 
     lock_path = posixpath.join(d.lock_dir, f"{facts.domain}.lock")
     steps.append(Step(SOURCE, "lock", ("flock", "--nonblock", lock_path), resource=lock_path,
                       note="one run per domain; held for the whole run"))
 
+    vanished = [f for f in fates if f.fate == "vanished"]
+    if vanished:
+        # Before anything is created: the standby keeps its copy and its marker.
+        names = ", ".join(f'"{f.name}"' for f in vanished)
+        raise FilesystemVanished(
+            f"domain {facts.domain}: "
+            + "; ".join(f"disk {f.disk}: {f.name}: {f.reason}" for f in vanished)
+            + ". The backup would leave it out, so nothing was changed and the standby keeps "
+            f"its copy; repair the guest's filesystem, or leave it out knowingly with "
+            f"{SKIP_KEY} = [{names}] in [domains.{facts.domain}]",
+            host=facts.source_host,
+        )
+    excluded = frozenset(dcfg.skip_filesystems)
     problems: list[str] = []
     for disk in facts.disks:
-        problems += [f"disk {disk.disk.target}: {p}" for p in compare_layouts(disk)]
+        problems += [f"disk {disk.disk.target}: {p}" for p in compare_layouts(disk, excluded)]
     if problems:
         raise LayoutMismatch(
             "standby layout differs from the source (run `init-standby`): " + "; ".join(problems),
@@ -384,10 +497,8 @@ def plan_backup(facts: BackupFacts, config: Config, run_id: str) -> Plan:
             peer_alias_steps.append(map_step(PEER, alias_dev, alias, sep))
 
         for fs in disk.filesystems:
-            ok, why = _copyable(fs)
-            if not ok:
-                skipped.append(f"{fs.name}: {why}")
-                continue
+            if (disk.disk.target, fs.name) not in to_copy:
+                continue  # skipped or excluded: listed in ``skipped`` with its reason
             assert fs.probe.type is not None
             if fs.partition is None:
                 src_dev, dst_dev = snap_path, alias_dev
@@ -475,7 +586,7 @@ def plan_backup(facts: BackupFacts, config: Config, run_id: str) -> Plan:
         domain=facts.domain, run_id=run_id, source_host=facts.source_host,
         peer_host=facts.peer_host, peer_address=facts.peer_address, peer_port=facts.peer_port,
         snapshots=tuple(snapshots), filesystems=tuple(filesystems), steps=tuple(steps),
-        skipped=tuple(skipped),
+        skipped=tuple(skipped), fates=fates,
     )
 
 

@@ -73,6 +73,12 @@ def test_example_config_loads_with_its_documented_values() -> None:
     assert config.defaults == Defaults()
 
 
+def test_skip_filesystems_names_filesystems_like_the_mounts_keys() -> None:
+    config = parse('[domains.web01]\npeer = "dom0-b"\nskip_filesystems = ["xvda1", "xvdb"]\n')
+    assert config.domain("web01").skip_filesystems == ("xvda1", "xvdb")
+    assert parse('[domains.web01]\npeer = "dom0-b"\n').domain("web01").skip_filesystems == ()
+
+
 def test_a_minimal_config_gets_the_documented_defaults() -> None:
     config = parse('[domains.web01]\npeer = "dom0-b"\n')
     d = config.defaults
@@ -286,6 +292,22 @@ def test_good_values_are_accepted(section: str, key: str, value: str) -> None:
      "domains.web01.mounts.xvda1/../"),
     ("[domains.web01]\npeer = \"dom0-b\"\nmounts.xvda1 = \"/\"\nmounts.xvda2 = \"/\"\n",
      "domains.web01.mounts.xvda2"),
+    ("[domains.web01]\npeer = \"dom0-b\"\nskip_filesystems = \"xvda1\"\n",
+     "domains.web01.skip_filesystems"),
+    ("[domains.web01]\npeer = \"dom0-b\"\nskip_filesystems = [1]\n",
+     "domains.web01.skip_filesystems[0]"),
+    ("[domains.web01]\npeer = \"dom0-b\"\nskip_filesystems = [\"xvda1\", \"/\"]\n",
+     "domains.web01.skip_filesystems[1]"),
+    ("[domains.web01]\npeer = \"dom0-b\"\nskip_filesystems = [\"xvda1/../\"]\n",
+     "domains.web01.skip_filesystems[0]"),
+    ("[domains.web01]\npeer = \"dom0-b\"\nskip_filesystems = [\"XVDA1\"]\n",
+     "domains.web01.skip_filesystems[0]"),
+    ("[domains.web01]\npeer = \"dom0-b\"\nskip_filesystems = [\"xvda1\\n\"]\n",
+     "domains.web01.skip_filesystems[0]"),
+    ("[domains.web01]\npeer = \"dom0-b\"\nskip_filesystems = [\"xvda2.vg0.root\"]\n",
+     "domains.web01.skip_filesystems[0]"),
+    ("[domains.web01]\npeer = \"dom0-b\"\nskip_filesystems = [\"xvda1\", \"xvda1\"]\n",
+     "domains.web01.skip_filesystems[1]"),
     ("[domains]\nweb01 = \"dom0-b\"\n", "domains.web01"),
     ("[domains.\"web 01\"]\npeer = \"dom0-b\"\n", "domains.web 01"),
     ("[domains.\"web;01\"]\npeer = \"dom0-b\"\n", "domains.web;01"),
