@@ -25,10 +25,10 @@ from .errors import (
 )
 from .execute import Executor
 from .lock import domain_lock
-from .plan import Plan, plan_backup
+from .plan import Plan, filesystem_fates, plan_backup
 from .preflight import connect_peer, gather, local_node_name, locate
 from .recover import recover_domain, take_inventories
-from .report import DomainReport, RunReport
+from .report import DomainReport, RunReport, fates_from
 from .runners import LocalRunner, Runner, runner_for
 from .statedir import check_state_dir
 
@@ -114,6 +114,7 @@ def backup_domain(config: Config, domain: str, hosts: Hosts, *, node: str | None
             pre, peer = gather(config, domain, hosts.source, lambda n: hosts.peer(config, n),
                                local, state=state)
             report.peer_host = pre.facts.peer_host
+            report.fates = fates_from(filesystem_fates(pre.facts, config))  # listed even if refused
             report.add_phase("preflight", time.monotonic() - start - recovering)
             if not dry_run:
                 report.add_phase("recover", recovering)
