@@ -10,6 +10,9 @@ from pathlib import Path
 
 from . import safefs
 
+# DomainReport.error of a run refused because another run holds the domain's lock.
+LOCK_BUSY = "LockBusy"
+
 
 @dataclass
 class FilesystemReport:
@@ -25,24 +28,6 @@ class FilesystemReport:
     bytes_sent: int = 0
     bytes_received: int = 0
     duration: float = 0.0
-
-
-@dataclass
-class FilesystemFate:
-    """One filesystem seen on a guest disk and what the plan does with it."""
-
-    name: str
-    disk: str
-    fate: str  # copy, skipped, excluded (skip_filesystems), vanished (the run was refused)
-    reason: str = ""
-    fstype: str | None = None
-    guest_path: str | None = None
-
-
-def fates_from(fates) -> list[FilesystemFate]:  # noqa: ANN001 - the plan's FsFate records
-    """The report's copy of the plan's list of every filesystem and its fate."""
-    return [FilesystemFate(f.name, f.disk, f.fate, f.reason, f.fstype, f.guest_path)
-            for f in fates]
 
 
 @dataclass
@@ -84,7 +69,6 @@ class DomainReport:
     cleaned: list[str] = field(default_factory=list)
     teardown_errors: list[str] = field(default_factory=list)
     steps: list[StepTiming] = field(default_factory=list)
-    fates: list[FilesystemFate] = field(default_factory=list)  # every filesystem seen
 
     def add_phase(self, phase: str, seconds: float) -> None:
         self.phases[phase] = round(self.phases.get(phase, 0.0) + seconds, 3)
@@ -123,17 +107,25 @@ def write_report(report: RunReport, report_dir: str | Path, *,
     old one; ``history.jsonl`` is appended to with O_NOFOLLOW|O_APPEND and only
     if it is our own regular file with one link. A planted symlink is replaced
     or refused (InsecureFile), never written through.
+
+    A run refused because another holds the domain's lock (LockBusy) never
+    replaces ``<domain>.json``: that file stays the report of the run holding
+    the lock. The refusal is still ``last.json`` (this invocation) and a line of
+    the history.
     """
     d = str(report_dir)
     dir_fd = safefs.open_dir(d, "the report directory", create=True, mode=0o750, view=view)
     try:
         safefs.write_atomic(dir_fd, d, "last.json", report.to_json().encode(), "the report")
         for dom in report.domains:
-            safefs.write_atomic(dir_fd, d, f"{dom.domain}.json",
-                                json.dumps(asdict(dom), indent=2).encode(), "the domain report")
+            if dom.error != LOCK_BUSY:
+                safefs.write_atomic(dir_fd, d, f"{dom.domain}.json",
+                                    json.dumps(asdict(dom), indent=2).encode(),
+                                    "the domain report")
             if dom.outcome != "skipped":
                 line = json.dumps({"domain": dom.domain, "run_id": dom.run_id,
                                    "outcome": dom.outcome, "exit_code": dom.exit_code,
+                                   "error": dom.error,
                                    "started": dom.started, "finished": dom.finished,
                                    "message": dom.message}) + "\n"
                 safefs.append(dir_fd, d, "history.jsonl", line.encode(), "the report history",
@@ -141,6 +133,18 @@ def write_report(report: RunReport, report_dir: str | Path, *,
     finally:
         os.close(dir_fd)
     return Path(d) / "last.json"
+
+
+def append_history(report_dir: str | Path, text: str, *,
+                   view: safefs.FsView = safefs.REAL) -> None:
+    """Append lines to ``history.jsonl`` with write_report's checks (directory and file)."""
+    d = str(report_dir)
+    dir_fd = safefs.open_dir(d, "the report directory", create=True, mode=0o750, view=view)
+    try:
+        safefs.append(dir_fd, d, "history.jsonl", text.encode(), "the report history",
+                      view=view)
+    finally:
+        os.close(dir_fd)
 
 
 def human_size(n: float) -> str:
@@ -151,18 +155,8 @@ def human_size(n: float) -> str:
     return f"{n} B"
 
 
-def _copy_line(f: FilesystemReport) -> str:
-    return (f"  {f.name:<8} {f.guest_path or '-':<12} {f.outcome:<8} "
-            f"{f.files_transferred} of {f.files} files, "
-            f"{human_size(f.transferred_size)} changed, "
-            f"{human_size(f.bytes_sent)} sent, {f.files_deleted} deleted, "
-            f"{f.duration:.1f}s")
-
-
 def summary(report: RunReport) -> str:
-    """A few lines per domain: outcome, every filesystem of every disk with what happened to it
-    (copied, skipped with the reason, excluded by config, vanished, failed), every skipped disk,
-    and how long each phase took."""
+    """A few lines per domain: outcome, what was copied and skipped, how long each phase took."""
     lines: list[str] = []
     for d in report.domains:
         head = f"{d.domain}: {d.outcome}"
@@ -173,27 +167,16 @@ def summary(report: RunReport) -> str:
         lines.append(head)
         if d.outcome in ("skipped",):
             continue
-        # Every filesystem of every disk, in disk order, with what happened to it.
-        copies = {f.name: f for f in d.filesystems}
-        listed: set[str] = set()
-        for fate in d.fates:
-            listed.add(fate.name)
-            if fate.name in copies:
-                lines.append(_copy_line(copies[fate.name]))
-            elif fate.fate == "copy":
-                what = ("would be copied (dry run)" if d.outcome == "dry-run"
-                        else "not copied (the run stopped before its copy)")
-                lines.append(f"  {fate.name:<8} {fate.guest_path or '-':<12} {what}")
-            elif fate.fate == "vanished":
-                lines.append(f"  VANISHED {fate.name}: {fate.reason}")
-            else:  # skipped, or excluded by skip_filesystems (its reason says so)
-                lines.append(f"  skipped {fate.name}: {fate.reason}")
-        lines += [_copy_line(f) for f in d.filesystems if f.name not in listed]
+        for f in d.filesystems:
+            lines.append(f"  {f.name:<8} {f.guest_path or '-':<12} {f.outcome:<8} "
+                         f"{f.files_transferred} of {f.files} files, "
+                         f"{human_size(f.transferred_size)} changed, "
+                         f"{human_size(f.bytes_sent)} sent, {f.files_deleted} deleted, "
+                         f"{f.duration:.1f}s")
         # Every disk and filesystem not copied, with its reason (a skipped data disk is
         # also why the run finished with warnings).
         for skipped in d.skipped:
-            if skipped.split(":", 1)[0] not in listed:
-                lines.append(f"  skipped {skipped}")
+            lines.append(f"  skipped {skipped}")
         for f in d.filesystems:
             if f.outcome == "skipped":  # decided at run time, from the guest fstab
                 lines.append(f"  skipped {f.name}: neither the guest fstab nor [mounts] names "
