@@ -116,7 +116,8 @@ def test_init_standby_recreates_the_guest_vg_with_its_name_and_uuids(fresh):
           timeout=600)
     res = a.run(["domu-backup", "init-standby", "--domu", "lvm01"], check=False, timeout=900)
     assert res.exit_code == 0, res.stdout + res.stderr
-    assert "mkfs.ext4 -F -q -U 5eed0017-0000-4000-8000-000000000002 -L lvm01-root" in res.stdout
+    assert "mkfs.ext4 -F -q -b " in res.stdout  # with the source's parameters
+    assert "-U 5eed0017-0000-4000-8000-000000000002 -L lvm01-root" in res.stdout
     assert pv_head(b, TARGET_LV) == pv_head(a, SOURCE_LV)
     ok = run_backup(fresh, "lvm01")
     assert ok.exit_code == 0, ok.stdout + ok.stderr

@@ -46,7 +46,9 @@ def test_init_standby_then_backup_gives_a_bootable_copy(fresh):
     assert "init-standby" in refused.stderr
     res = a.run(["domu-backup", "init-standby", "--domu", "web01"], check=False, timeout=900)
     assert res.exit_code == 0, res.stdout + res.stderr
-    assert "mkfs.ext4 -F -q -U 5eed0001-0000-4000-8000-000000000001" in res.stdout
+    # the source's own parameters (read from its superblock), then its UUID and label
+    assert "mkfs.ext4 -F -q -b 1024 -O none," in res.stdout
+    assert "-U 5eed0001-0000-4000-8000-000000000001 -L web01-root" in res.stdout
     again = a.run(["domu-backup", "init-standby", "--domu", "web01"], check=False, timeout=900)
     assert again.exit_code != 0 and "--force" in again.stdout + again.stderr
     ok = run_backup(fresh, "web01")
