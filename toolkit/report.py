@@ -31,6 +31,24 @@ class FilesystemReport:
 
 
 @dataclass
+class FilesystemFate:
+    """One filesystem seen on a guest disk and what the plan does with it."""
+
+    name: str
+    disk: str
+    fate: str  # copy, skipped, excluded (skip_filesystems), vanished (the run was refused)
+    reason: str = ""
+    fstype: str | None = None
+    guest_path: str | None = None
+
+
+def fates_from(fates) -> list[FilesystemFate]:  # noqa: ANN001 - the plan's FsFate records
+    """The report's copy of the plan's list of every filesystem and its fate."""
+    return [FilesystemFate(f.name, f.disk, f.fate, f.reason, f.fstype, f.guest_path)
+            for f in fates]
+
+
+@dataclass
 class SnapshotReport:
     name: str
     origin: str
@@ -69,6 +87,7 @@ class DomainReport:
     cleaned: list[str] = field(default_factory=list)
     teardown_errors: list[str] = field(default_factory=list)
     steps: list[StepTiming] = field(default_factory=list)
+    fates: list[FilesystemFate] = field(default_factory=list)  # every filesystem seen
 
     def add_phase(self, phase: str, seconds: float) -> None:
         self.phases[phase] = round(self.phases.get(phase, 0.0) + seconds, 3)
@@ -155,8 +174,18 @@ def human_size(n: float) -> str:
     return f"{n} B"
 
 
+def _copy_line(f: FilesystemReport) -> str:
+    return (f"  {f.name:<8} {f.guest_path or '-':<12} {f.outcome:<8} "
+            f"{f.files_transferred} of {f.files} files, "
+            f"{human_size(f.transferred_size)} changed, "
+            f"{human_size(f.bytes_sent)} sent, {f.files_deleted} deleted, "
+            f"{f.duration:.1f}s")
+
+
 def summary(report: RunReport) -> str:
-    """A few lines per domain: outcome, what was copied and skipped, how long each phase took."""
+    """A few lines per domain: outcome, every filesystem of every disk with what happened to it
+    (copied, skipped with the reason, excluded by config, vanished, failed), every skipped disk,
+    and how long each phase took."""
     lines: list[str] = []
     for d in report.domains:
         head = f"{d.domain}: {d.outcome}"
@@ -167,16 +196,27 @@ def summary(report: RunReport) -> str:
         lines.append(head)
         if d.outcome in ("skipped",):
             continue
-        for f in d.filesystems:
-            lines.append(f"  {f.name:<8} {f.guest_path or '-':<12} {f.outcome:<8} "
-                         f"{f.files_transferred} of {f.files} files, "
-                         f"{human_size(f.transferred_size)} changed, "
-                         f"{human_size(f.bytes_sent)} sent, {f.files_deleted} deleted, "
-                         f"{f.duration:.1f}s")
+        # Every filesystem of every disk, in disk order, with what happened to it.
+        copies = {f.name: f for f in d.filesystems}
+        listed: set[str] = set()
+        for fate in d.fates:
+            listed.add(fate.name)
+            if fate.name in copies:
+                lines.append(_copy_line(copies[fate.name]))
+            elif fate.fate == "copy":
+                what = ("would be copied (dry run)" if d.outcome == "dry-run"
+                        else "not copied (the run stopped before its copy)")
+                lines.append(f"  {fate.name:<8} {fate.guest_path or '-':<12} {what}")
+            elif fate.fate == "vanished":
+                lines.append(f"  VANISHED {fate.name}: {fate.reason}")
+            else:  # skipped, or excluded by skip_filesystems (its reason says so)
+                lines.append(f"  skipped {fate.name}: {fate.reason}")
+        lines += [_copy_line(f) for f in d.filesystems if f.name not in listed]
         # Every disk and filesystem not copied, with its reason (a skipped data disk is
         # also why the run finished with warnings).
         for skipped in d.skipped:
-            lines.append(f"  skipped {skipped}")
+            if skipped.split(":", 1)[0] not in listed:
+                lines.append(f"  skipped {skipped}")
         for f in d.filesystems:
             if f.outcome == "skipped":  # decided at run time, from the guest fstab
                 lines.append(f"  skipped {f.name}: neither the guest fstab nor [mounts] names "
