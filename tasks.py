@@ -196,9 +196,11 @@ def recover(c, domu=None, host="both", config=None, node=None):
     from toolkit.app import peer_runner, stderr_log
     from toolkit.config import check_root
     from toolkit.errors import ConnectionLost, HostKeyRejected, PeerUnreachable
+    from toolkit.journal import list_journals
     from toolkit.lock import domain_lock
     from toolkit.preflight import local_node_name
     from toolkit.runners import LocalRunner
+    from toolkit.status import killed_runs, record_cleaned_runs
 
     if host not in ("local", "peer", "both"):
         raise Exit(f"error: --host must be local, peer or both, not {host!r}", code=4)
@@ -238,8 +240,17 @@ def recover(c, domu=None, host="both", config=None, node=None):
             if not any(inv is not None and inv.pending(cfg, name) for inv in seen.values()):
                 continue
             with domain_lock(cfg.defaults.lock_dir, name):
-                done += rec.recover_domain(cfg, name, source, peer, log=stderr_log, hosts=host,
-                                           inventories={k: v for k, v in seen.items() if v})
+                # Under the lock, a journal left is a killed run's (none of a live one).
+                journals = [p for runner in (source if host in ("local", "both") else None, peer)
+                            if runner is not None
+                            for p in list_journals(runner, cfg.defaults.state_dir, name)]
+                cleaned = rec.recover_domain(cfg, name, source, peer, log=stderr_log,
+                                             hosts=host,
+                                             inventories={k: v for k, v in seen.items() if v})
+                done += cleaned
+                # Those runs wrote no report: `status` shows them from these records.
+                record_cleaned_runs(cfg, name, killed_runs(name, journals, cleaned),
+                                    by="recover", log=stderr_log)
         print("\n".join(done) if done else "nothing to recover")
         if down:
             peer_name, exc = next(iter(down.items()))

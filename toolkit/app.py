@@ -9,8 +9,8 @@ from __future__ import annotations
 import secrets
 import sys
 import time
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
 from .config import Config
@@ -31,6 +31,7 @@ from .recover import recover_domain, take_inventories
 from .report import DomainReport, RunReport, fates_from
 from .runners import LocalRunner, Runner, runner_for
 from .statedir import check_state_dir
+from .status import killed_runs, record_cleaned_runs
 
 
 def peer_runner(config: Config, name: str) -> Runner:
@@ -87,37 +88,44 @@ def backup_domain(config: Config, domain: str, hosts: Hosts, *, node: str | None
                   on_progress: Callable[[str, str], None] | None = None) -> DomainReport:
     """Back up one domain; never raises a ToolkitError (it is recorded in the report)."""
     report = DomainReport(domain=domain)
-    start = time.monotonic()
+    begin = getattr(on_progress, "begin", None)
+    if begin is not None:
+        begin(domain)  # a new copy of each filesystem starts at 0%
     try:
         with ExitStack() as held:
-            if not dry_run:
-                # The lock comes first: a second run of the same domain must stop
-                # here ("busy") before it looks at, or touches, anything.
-                held.enter_context(domain_lock(config.defaults.lock_dir, domain))
-            local = local_node_name(config, node)
-            report.source_host = local
-            state = locate(config, domain, hosts.source, local)
-            recovering = 0.0
+            # Each phase is timed whether it ends well or not: a failed run's summary
+            # shows the time its failing phase really took.
+            with _phase(report, "preflight"):
+                if not dry_run:
+                    # The lock comes first: a second run of the same domain must stop
+                    # here ("busy") before it looks at, or touches, anything.
+                    held.enter_context(domain_lock(config.defaults.lock_dir, domain))
+                local = local_node_name(config, node)
+                report.source_host = local
+                state = locate(config, domain, hosts.source, local)
             if not dry_run:
                 # Under the lock, what is left over can only be from a dead run, and it is
                 # cleaned before the standby is judged: a killed run's alias and mounts are
                 # what would hold the standby open (R1, R10). The state directories, whose
                 # journals recover obeys, are proven first, on both hosts (R22).
-                t = time.monotonic()
-                peer = connect_peer(lambda n: hosts.peer(config, n), config.domain(domain).peer)
-                for runner in (hosts.source, peer):
-                    check_state_dir(runner, config.defaults.state_dir)
-                seen = take_inventories(config, hosts.source, peer)
-                report.cleaned = recover_domain(config, domain, hosts.source, peer, log=log,
-                                                inventories=seen)
-                recovering = time.monotonic() - t
-            pre, peer = gather(config, domain, hosts.source, lambda n: hosts.peer(config, n),
-                               local, state=state)
+                with _phase(report, "recover"):
+                    peer = connect_peer(lambda n: hosts.peer(config, n),
+                                        config.domain(domain).peer)
+                    for runner in (hosts.source, peer):
+                        check_state_dir(runner, config.defaults.state_dir)
+                    seen = take_inventories(config, hosts.source, peer)
+                    report.cleaned = recover_domain(config, domain, hosts.source, peer,
+                                                    log=log, inventories=seen)
+                    # A killed run wrote no report: its record goes to the history now.
+                    journals = [p for inv in (seen or {}).values() for p in inv.journals]
+                    record_cleaned_runs(config, domain,
+                                        killed_runs(domain, journals, report.cleaned),
+                                        by="backup", log=log)
+            with _phase(report, "preflight"):
+                pre, peer = gather(config, domain, hosts.source,
+                                   lambda n: hosts.peer(config, n), local, state=state)
             report.peer_host = pre.facts.peer_host
             report.fates = fates_from(filesystem_fates(pre.facts, config))  # listed even if refused
-            report.add_phase("preflight", time.monotonic() - start - recovering)
-            if not dry_run:
-                report.add_phase("recover", recovering)
             plan = plan_backup(pre.facts, config, new_run_id())
             report.run_id = plan.run_id
             report.skipped = list(plan.skipped)
@@ -154,6 +162,16 @@ def backup_domain(config: Config, domain: str, hosts: Hosts, *, node: str | None
     finally:
         report.finished = time.time()
     return report
+
+
+@contextmanager
+def _phase(report: DomainReport, phase: str) -> Iterator[None]:
+    """Add the time of the block to ``phase``, however the block ends."""
+    start = time.monotonic()
+    try:
+        yield
+    finally:
+        report.add_phase(phase, time.monotonic() - start)
 
 
 def backup(config: Config, domains: list[str], hosts: Hosts, *, node: str | None = None,

@@ -231,19 +231,23 @@ class Executor:
                 copies = _copy_run(steps, i)
                 if len(copies) > 1 and self.config.defaults.copy_jobs > 1:
                     start = time.monotonic()
-                    SideBySide(self, copies, stack).run()
-                    self.report.add_phase("rsync", time.monotonic() - start)
+                    try:
+                        SideBySide(self, copies, stack).run()
+                    finally:  # a failed copy's time is the rsync phase's too
+                        self.report.add_phase("rsync", time.monotonic() - start)
                     i += len(copies)
                     continue
                 start, wall = time.monotonic(), time.time()
-                self._fire("before", step)
-                getattr(self, f"_do_{step.action}")(step, stack)
-                self._fire("after", step)
-                elapsed = time.monotonic() - start
-                self.report.add_phase(PHASE_OF.get((step.host, step.action), step.action),
-                                      elapsed)
-                self.report.add_step(step.host, step.action, step.resource or step.fs, wall,
-                                     elapsed)
+                try:
+                    self._fire("before", step)
+                    getattr(self, f"_do_{step.action}")(step, stack)
+                    self._fire("after", step)
+                finally:  # the step that fails is timed too, once
+                    elapsed = time.monotonic() - start
+                    self.report.add_phase(PHASE_OF.get((step.host, step.action), step.action),
+                                          elapsed)
+                    self.report.add_step(step.host, step.action, step.resource or step.fs,
+                                         wall, elapsed)
                 i += 1
         except ToolkitError as exc:
             body_error = exc

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import calendar
 import json
 import posixpath
+import re
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import report as reports
 from .config import Config
 from .errors import Interrupted, StatusUnknown, ToolkitError
+from .owned import RUN_ID, journal_of
 from .runners import Runner
 
 
@@ -20,6 +25,7 @@ class DomainStatus:
     last_outcome: str | None
     last_run_id: str | None
     last_success: float | None
+    last_success_run_id: str | None
     last_failure: float | None
     last_failure_message: str | None
     standby: str  # clean, dirty, unknown
@@ -54,36 +60,102 @@ def read_peer_marker(peer: Runner, path: str) -> dict:
 
 def domain_status(config: Config, domain: str, *, peer_marker: dict | None = None) -> DomainStatus:
     """Status from the local report history, and the standby's state from the peer's marker
-    only: without the marker the standby is "unknown", never guessed from local history."""
+    only: without the marker the standby is "unknown", never guessed from local history.
+
+    The last success is the one the marker names (its time and run id), whichever host's
+    run it was; only without a marker does it come from this host's history. A killed run
+    that recover cleaned counts as a failure ("interrupted") unless the run wrote its own
+    report, which then stands.
+    """
     dcfg = config.domain(domain)
     history = Path(config.defaults.report_dir) / "history.jsonl"
-    last = success = failure = None
+    records: list[dict] = []
     for line in history.read_text().splitlines() if history.exists() else []:
         try:
             rec = json.loads(line)
         except ValueError:
             continue
-        if rec.get("domain") != domain:
-            continue
+        if isinstance(rec, dict) and rec.get("domain") == domain:
+            records.append(rec)
+    # A run that reported its own ending is that report; recover's record of cleaning its
+    # leftovers later (or twice: once per host) adds nothing.
+    reported = {r.get("run_id") for r in records if "cleaned" not in r}
+    seen_cleaned: set = set()
+    last = success = failure = None
+    for rec in records:
+        if "cleaned" in rec:
+            if rec.get("run_id") in reported or rec.get("run_id") in seen_cleaned:
+                continue
+            seen_cleaned.add(rec.get("run_id"))
         last = rec
         if rec.get("outcome") == "success":
             success = rec
         elif rec.get("outcome") in ("failed", "interrupted"):
             failure = rec
     standby = "unknown"
+    success_at = success.get("finished") if success else None
+    success_run = success.get("run_id") if success else None
     if peer_marker:
         standby = peer_marker.get("state", "unknown")
-        if success is None and peer_marker.get("last_success"):
-            success = {"finished": peer_marker["last_success"]}
+        # The standby's own word on its last good sync (this host's history may lack it: a
+        # report that could not be written, a run from the other Dom0). A marker without
+        # the field says nothing about it.
+        if "last_success" in peer_marker:
+            success_at = peer_marker.get("last_success")
+            success_run = peer_marker.get("last_success_run_id")
     return DomainStatus(
         domain=domain, peer=dcfg.peer,
         last_outcome=last.get("outcome") if last else None,
         last_run_id=last.get("run_id") if last else None,
-        last_success=success.get("finished") if success else None,
-        last_failure=failure.get("finished") if failure else None,
+        last_success=success_at,
+        last_success_run_id=success_run,
+        last_failure=(failure.get("finished") or failure.get("started")) if failure else None,
         last_failure_message=failure.get("message") if failure else None,
         standby=standby,
     )
+
+
+def run_started(run_id: str) -> float | None:
+    """When a run started, from its id (UTC time first); None for an id of another shape."""
+    try:
+        return float(calendar.timegm(time.strptime(run_id[:16], "%Y%m%dT%H%M%SZ")))
+    except ValueError:
+        return None
+
+
+def killed_runs(domain: str, journals: Iterable[str], cleaned: Iterable[str]) -> list[str]:
+    """Run ids of ``domain`` that left journals (``<domain>.<run id>.jsonl``) or whose
+    leftovers a clean-up names (every owned name carries its run id)."""
+    runs = {posixpath.basename(p)[len(domain) + 1:-len(".jsonl")]
+            for p in journals if journal_of(p, domain)}
+    for msg in cleaned:
+        runs.update(re.findall(rf"(?<![0-9A-Za-z]){RUN_ID}(?![0-9a-f])", msg))
+    return sorted(runs)
+
+
+def record_cleaned_runs(config: Config, domain: str, run_ids: Iterable[str], *, by: str,
+                        log: Callable[[str], None] = lambda m: None) -> None:
+    """Append a history record for each killed run whose leftovers were just cleaned.
+
+    Such a run never wrote a report: without this record `status` would not show it at
+    all. Outcome "interrupted"; it started when its id says and ended unseen, so
+    ``finished`` is null and ``cleaned`` says when it was found dead. A history that
+    cannot be written is said, not a reason to fail the clean-up or the run.
+    """
+    now = time.time()
+    lines = []
+    for run_id in run_ids:
+        lines.append(json.dumps({
+            "domain": domain, "run_id": run_id, "outcome": "interrupted", "exit_code": None,
+            "error": "Killed", "started": run_started(run_id), "finished": None,
+            "cleaned": now, "cleaned_by": by,
+            "message": f"interrupted, cleaned by recover at {_when(now)}"}) + "\n")
+    if not lines:
+        return
+    try:
+        reports.append_history(config.defaults.report_dir, "".join(lines))
+    except (OSError, ToolkitError) as exc:
+        log(f"could not record the interrupted run(s) of {domain} in the history: {exc}")
 
 
 def _when(ts: float | None) -> str:
@@ -91,11 +163,13 @@ def _when(ts: float | None) -> str:
 
 
 def render_status(rows: list[DomainStatus]) -> str:
-    lines = [f"{'domain':<12} {'peer':<10} {'standby':<8} {'last success':<20} last failure"]
+    lines = [f"{'domain':<12} {'peer':<10} {'standby':<8} {'last success':<47} last failure"]
     for r in rows:
         fail = _when(r.last_failure)
         if r.last_failure_message:
             fail += f" ({r.last_failure_message[:60]})"
-        lines.append(f"{r.domain:<12} {r.peer:<10} {r.standby:<8} {_when(r.last_success):<20} "
-                     f"{fail}")
+        ok = _when(r.last_success)
+        if r.last_success_run_id:
+            ok += f" run {r.last_success_run_id}"
+        lines.append(f"{r.domain:<12} {r.peer:<10} {r.standby:<8} {ok:<47} {fail}")
     return "\n".join(lines)
