@@ -63,6 +63,7 @@ PHASE_OF = {
     (PEER, "mount"): "peer", (SOURCE, "check"): "guards", (PEER, "check"): "guards",
     (PEER, "marker"): "marker", (SOURCE, "rsync"): "rsync",
     (SOURCE, "lvmap"): "map", (PEER, "lvmap"): "peer",
+    (SOURCE, "bootread"): "boot", (PEER, "bootwrite"): "boot",
 }
 
 
@@ -207,6 +208,7 @@ class Executor:
         self.guest_paths: dict[str, str] = {
             f.name: f.guest_path for f in plan.filesystems if f.guest_path}
         self._made: list[Step] = []  # steps whose undo teardown runs, in creation order
+        self._boot: dict[str, str] = {}  # boot area bytes read, by range, until written
         self._snapshot_peak: dict[str, float] = {}
         self._snapshot_invalid: set[str] = set()
         for s in plan.snapshots:
@@ -379,6 +381,22 @@ class Executor:
             return
         self._prove_own_path(step)
         self._create(step, stack)
+
+    def _do_bootread(self, step: Step, stack: ExitStack) -> None:
+        """A byte range of the snapshot's boot area, kept for the write that follows."""
+        res = self.runner(step.host).run(step.argv, check=False,
+                                         timeout=self.config.ssh.command_timeout)
+        if res.exit_code != 0:
+            raise _error_for(step, res)
+        self._boot[step.resource] = res.stdout
+
+    def _do_bootwrite(self, step: Step, stack: ExitStack) -> None:
+        """The same range of the standby, written with what the read step got."""
+        data = self._boot.pop(step.resource)
+        res = self.runner(step.host).run(step.argv, check=False, input=data,
+                                         timeout=self.config.ssh.command_timeout)
+        if res.exit_code != 0:
+            raise _error_for(step, res)
 
     def _do_mount(self, step: Step, stack: ExitStack) -> None:
         self._prove_own_path(step)

@@ -17,7 +17,8 @@ import posixpath
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
-from . import PREFIX
+from . import PREFIX, bootarea
+from .bootarea import boot_ranges
 from .config import Config
 from .errors import ConfigError, FilesystemVanished, LayoutMismatch, MountRefused
 from .facts.blkid import FilesystemProbe
@@ -572,6 +573,7 @@ def plan_backup(facts: BackupFacts, config: Config, run_id: str) -> Plan:
                           note=f"prove {fsp.target_mount} is {fsp.target_device}"))
     steps.append(Step(PEER, "marker", ("standby-marker", "dirty"),
                       note="mark the standby 'sync in progress' until the copy succeeds"))
+    steps += boot_area_steps(facts, run_id)
     for fsp in filesystems:
         argv = transfer_argv(config, facts.domain, fsp, facts.peer_address, facts.peer_port,
                              fsp.guest_path)
@@ -588,6 +590,27 @@ def plan_backup(facts: BackupFacts, config: Config, run_id: str) -> Plan:
         snapshots=tuple(snapshots), filesystems=tuple(filesystems), steps=tuple(steps),
         skipped=tuple(skipped), fates=fates,
     )
+
+
+def boot_area_steps(facts: BackupFacts, run_id: str) -> list[Step]:
+    """Read each disk's boot area from the snapshot and write it over the standby's.
+
+    The partition tables were proven equal (compare_layouts) before these steps exist;
+    the ranges never include the tables themselves (toolkit.bootarea).
+    """
+    steps: list[Step] = []
+    for disk in facts.disks:
+        t = disk.disk.target
+        snap = f"/dev/{disk.source_lv.vg}/{owned_name(run_id, facts.domain, t)}"
+        alias_dev = alias_step(run_id, facts.domain, disk).resource
+        for r in boot_ranges(disk.table):
+            key = f"{t}@{r.start}+{r.length}"
+            steps.append(Step(SOURCE, "bootread", bootarea.read_argv(snap, r), resource=key,
+                              note=f"disk {t}: {r.what}, from the snapshot"))
+            steps.append(Step(PEER, "bootwrite", bootarea.write_argv(alias_dev, r),
+                              resource=key, note=f"disk {t}: the same {r.length} bytes of "
+                                                 "the standby, from the read above"))
+    return steps
 
 
 def transfer_argv(config: Config, domain: str, fsp: FilesystemPlan, peer_address: str,

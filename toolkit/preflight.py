@@ -68,7 +68,7 @@ ACTIVE_STATES = frozenset({"running", "idle", "paused", "blocked", "in shutdown"
                            "crashed"})
 
 SOURCE_BINARIES = ("virsh", "lvs", "vgs", "lvcreate", "lvremove", "kpartx", "dmsetup", "blkid",
-                   "sfdisk", "findmnt", "mount", "umount", "rsync", "ssh")
+                   "sfdisk", "findmnt", "mount", "umount", "rsync", "ssh", "setpriv")
 PEER_BINARIES = ("virsh", "lvs", "kpartx", "dmsetup", "blkid", "sfdisk", "findmnt", "mount",
                  "umount", "rsync", "dd")
 
