@@ -493,3 +493,32 @@ def test_status_unknown_has_its_own_code():
              and c is not errors.Interrupted]
     assert errors.StatusUnknown.exit_code not in codes
     assert 10 <= errors.StatusUnknown.exit_code <= 29
+
+
+def _instance(cls: type[errors.ToolkitError]) -> errors.ToolkitError:
+    from toolkit.runners import CommandResult
+
+    if cls is errors.Interrupted:
+        return cls(signal.SIGTERM)
+    if issubclass(cls, errors.CommandFailed):
+        result = CommandResult("dom0-b", ("lvs", "--", "vg/x"), 5, "", "line one\nline two",
+                               0.1)
+        return cls(result)
+    return cls("something went wrong\non two lines", host="dom0-b")
+
+
+@pytest.mark.parametrize("cls", errors._all_error_classes(), ids=lambda c: c.__name__)
+def test_every_error_class_is_one_line_and_its_own_documented_code(cls, tmp_path, capsys,
+                                                                    monkeypatch):
+    exc = _instance(cls)
+
+    def make_plan(*a, **k):
+        raise exc
+
+    monkeypatch.setattr(app, "make_plan", make_plan)
+    code, _out, err = cli(capsys, "plan", "--domu", "web01", "--config", str(_config(tmp_path)))
+    assert code == exc.exit_code
+    assert code in DOCUMENTED or (cls is errors.Interrupted and code == 143)
+    if code:
+        line = one_line(err)
+        assert "something went wrong" in line or "lvs" in line or "SIGTERM" in line
