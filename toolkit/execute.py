@@ -35,6 +35,7 @@ from .errors import (
     TeardownIncomplete,
     ToolkitError,
     UnsafeName,
+    UsageError,
 )
 from .facts.fstab import GuestFilesystem, guest_position, parse_fstab, resolve_fstab
 from .facts.lvm import lvs_argv, parse_lvs
@@ -67,6 +68,15 @@ PHASE_OF = {
 }
 
 
+# Failpoints are a test hook: honoured only on a host where the rehearsal lab put this
+# file (root's, written at sandbox.up). A stray DOMU_BACKUP_FAILPOINT in a crontab or a
+# unit file on a production Dom0 is ignored, with a line saying so.
+TEST_HOOKS_FILE = "/etc/domu-backup/test-hooks"
+FAILPOINT_ACTIONS = frozenset({"lock", "snapshot", "map", "mkdir", "mount", "check", "fstab",
+                               "alias", "lvmap", "marker", "bootread", "bootwrite", "rsync"})
+FAILPOINT_WHATS = ("raise", "sigterm", "sigkill", "sigint", "sighup")
+
+
 @dataclass(frozen=True)
 class Failpoint:
     """``DOMU_BACKUP_FAILPOINT=when:action[@n]:what`` (e.g. ``after:mount@2:sigkill``)."""
@@ -77,20 +87,46 @@ class Failpoint:
     what: str  # raise | sigterm | sigkill | sigint | sighup | sleep=SECONDS
 
     @classmethod
-    def from_env(cls) -> Failpoint | None:
+    def from_env(cls, log: Callable[[str], None] = lambda m: None) -> Failpoint | None:
         raw = os.environ.get(FAILPOINT_ENV, "").strip()
         if not raw:
             return None
-        try:
-            when, action, what = raw.split(":", 2)
-        except ValueError:
-            raise ToolkitError(f"{FAILPOINT_ENV}={raw!r}: expected when:action[@n]:what") from None
+        if not os.path.isfile(TEST_HOOKS_FILE):
+            log(f"{FAILPOINT_ENV} is set but this host has no {TEST_HOOKS_FILE} (test hooks "
+                "are for the rehearsal lab): ignored")
+            return None
+        return cls.parse(raw)
+
+    @classmethod
+    def parse(cls, raw: str) -> Failpoint:
+        """A failpoint from its text; UsageError (exit 4) naming what is wrong."""
+        def bad(why: str) -> UsageError:
+            return UsageError(f"{FAILPOINT_ENV}={raw!r}: {why} (expected when:action[@n]:what, "
+                              "e.g. after:mount@2:sigkill)")
+
+        parts = raw.split(":", 2)
+        if len(parts) != 3:
+            raise bad("three parts separated by ':'")
+        when, action, what = parts
         index = 0
         if "@" in action:
             action, n = action.split("@", 1)
+            if not n.isdigit() or int(n) < 1:
+                raise bad(f"the occurrence {n!r} is not a whole number from 1")
             index = int(n)
         if when not in ("before", "after"):
-            raise ToolkitError(f"{FAILPOINT_ENV}: 'when' must be before or after, got {when!r}")
+            raise bad(f"'when' must be before or after, got {when!r}")
+        if action not in FAILPOINT_ACTIONS:
+            raise bad(f"unknown action {action!r} ({', '.join(sorted(FAILPOINT_ACTIONS))})")
+        if what.startswith("sleep="):
+            try:
+                seconds = float(what.removeprefix("sleep="))
+            except ValueError:
+                raise bad(f"sleep needs seconds, got {what!r}") from None
+            if not 0 <= seconds <= 3600:
+                raise bad("sleep is 0 to 3600 seconds")
+        elif what not in FAILPOINT_WHATS:
+            raise bad(f"unknown effect {what!r} ({', '.join(FAILPOINT_WHATS)} or sleep=N)")
         return cls(when, action, index, what)
 
     def fire(self) -> None:
@@ -191,7 +227,7 @@ class Executor:
         self.allow_mass_delete = allow_mass_delete
         self.on_progress = on_progress or (lambda fs, line: None)
         self.log = log or (lambda msg: None)
-        self.failpoint = Failpoint.from_env()
+        self.failpoint = Failpoint.from_env(self.log)
         self._peer_lost = False
         # id(step) -> its occurrence among the plan's steps of its action (a failpoint's @n),
         # fixed by plan order, so copies side by side do not race for their numbers.

@@ -158,6 +158,9 @@ def test_copy_jobs_is_checked_in_the_config(tmp_path):
 
 
 def test_a_failpoint_in_a_copy_thread_fails_the_run_and_the_others_stop(tmp_path, monkeypatch):
+    hooks = tmp_path / "test-hooks"
+    hooks.write_text("on\n")
+    monkeypatch.setattr("toolkit.execute.TEST_HOOKS_FILE", str(hooks))
     monkeypatch.setenv("DOMU_BACKUP_FAILPOINT", "before:rsync@2:raise")
     src, peer = StreamingHost("dom0-a"), FakeHost("dom0-b")
     src.fstab_on = "xvda1"

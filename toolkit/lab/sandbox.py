@@ -411,6 +411,9 @@ def _provision(engine: LabEngine, image: str, dom0: FakeDom0, checkout: Path,
              (fixtures / f"node-{dom0.letter}.xml").read_bytes(), 0o644)
     put_file(container, f"{CONFIG_DIR}/backup.toml", (fixtures / "backup.toml").read_bytes(),
              0o600)
+    # The switch that lets DOMU_BACKUP_FAILPOINT act here: a lab host, never a production one.
+    put_file(container, f"{CONFIG_DIR}/test-hooks", b"failpoints enabled by the rehearsal lab\n",
+             0o600)
     return dom0.name, loop
 
 
