@@ -103,18 +103,19 @@ def backup_domain(config: Config, domain: str, hosts: Hosts, *, node: str | None
                 local = local_node_name(config, node)
                 report.source_host = local
                 state = locate(config, domain, hosts.source, local)
+            connected = None
             if not dry_run:
                 # Under the lock, what is left over can only be from a dead run, and it is
                 # cleaned before the standby is judged: a killed run's alias and mounts are
                 # what would hold the standby open (R1, R10). The state directories, whose
                 # journals recover obeys, are proven first, on both hosts (R22).
                 with _phase(report, "recover"):
-                    peer = connect_peer(lambda n: hosts.peer(config, n),
-                                        config.domain(domain).peer)
-                    for runner in (hosts.source, peer):
+                    connected = connect_peer(lambda n: hosts.peer(config, n),
+                                             config.domain(domain).peer)
+                    for runner in (hosts.source, connected):
                         check_state_dir(runner, config.defaults.state_dir)
-                    seen = take_inventories(config, hosts.source, peer)
-                    report.cleaned = recover_domain(config, domain, hosts.source, peer,
+                    seen = take_inventories(config, hosts.source, connected)
+                    report.cleaned = recover_domain(config, domain, hosts.source, connected,
                                                     log=log, inventories=seen)
                     # A killed run wrote no report: its record goes to the history now.
                     journals = [p for inv in (seen or {}).values() for p in inv.journals]
@@ -123,7 +124,8 @@ def backup_domain(config: Config, domain: str, hosts: Hosts, *, node: str | None
                                         by="backup", log=log)
             with _phase(report, "preflight"):
                 pre, peer = gather(config, domain, hosts.source,
-                                   lambda n: hosts.peer(config, n), local, state=state)
+                                   lambda n: hosts.peer(config, n), local, state=state,
+                                   connected=connected)
             report.peer_host = pre.facts.peer_host
             report.fates = fates_from(filesystem_fates(pre.facts, config))  # listed even if refused
             plan = plan_backup(pre.facts, config, new_run_id())

@@ -333,7 +333,8 @@ def connect_peer(peer_factory: Callable[[str], Runner], peer_name: str) -> Runne
 
 
 def gather(config: Config, domain: str, source: Runner, peer_factory: Callable[[str], Runner],
-           local_name: str, *, state: str | None = None) -> tuple[Preflight, Runner]:
+           local_name: str, *, state: str | None = None,
+           connected: Runner | None = None) -> tuple[Preflight, Runner]:
     """Run every read-only check and collect the facts the plan needs.
 
     Returns the facts and the peer runner (already connected), or raises the
@@ -341,14 +342,15 @@ def gather(config: Config, domain: str, source: Runner, peer_factory: Callable[[
     peer's reads (connect, programs, domain state, standby LVs and layouts) run on
     a second thread beside the source's; every check is then applied in a fixed
     order, the source's first, so the error reported does not depend on timing.
-    ``state`` is the domain's state from ``locate`` when the caller already has it.
+    ``state`` is the domain's state from ``locate`` when the caller already has it, and
+    ``connected`` the peer's runner from ``connect_peer`` (its programs already checked).
     """
     uri = config.hypervisor_uri
     peer_name = config.domain(domain).peer
     if state is None:
         state = locate(config, domain, source, local_name)
 
-    peer_reads = _PeerReads(peer_factory, peer_name, uri, domain)
+    peer_reads = _PeerReads(peer_factory, peer_name, uri, domain, connected=connected)
     try:
         return _gather_rest(config, domain, source, local_name, state, peer_reads)
     except ToolkitError:
@@ -369,9 +371,10 @@ class _PeerReads:
     """
 
     def __init__(self, peer_factory: Callable[[str], Runner], peer_name: str, uri: str,
-                 domain: str) -> None:
-        self.connected = Background(lambda: _peer_connect(peer_factory, peer_name),
-                                    "preflight-peer")
+                 domain: str, *, connected: Runner | None = None) -> None:
+        self.connected = Background(
+            (lambda: connected) if connected is not None
+            else (lambda: _peer_connect(peer_factory, peer_name)), "preflight-peer")
         self.state = Background(lambda: domain_state(self.runner(), uri, domain),
                                 "preflight-peer-state")
         self.disks: Background | None = None

@@ -42,7 +42,7 @@ def stand_ins(monkeypatch):
     """backup_domain with preflight answering ``facts`` and a copy that succeeds."""
     facts: dict = {}
 
-    def gather(cfg, domain, source, peer_factory, local, state=None):
+    def gather(cfg, domain, source, peer_factory, local, state=None, connected=None):
         return Preflight(facts["facts"], "running", "shut off"), object()
 
     class Executor:
