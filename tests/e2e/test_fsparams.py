@@ -52,15 +52,27 @@ def made_with(runner, lv, number):
     return fields
 
 
-def remake_var(runner, lv, *options):
+def remake_var(runner, lv, *options, files=False):
+    """Make web01's /var again with ``options``; with ``files``, put a few files on it (an
+    empty source filesystem is never mirrored: the empty-source guard refuses it)."""
     with partitions(runner, lv, "z", writable=True) as parts:
         runner.run(["mkfs.ext4", "-F", "-q", *options, "-U", VAR_UUID, "-L", "web01-var",
                     parts[2]], timeout=300)
+        if files:
+            mnt = "/run/domubk-fsparams"
+            runner.run(["mkdir", "-p", mnt], timeout=60)
+            runner.run(["mount", "-t", "ext4", parts[2], mnt], timeout=120)
+            try:
+                runner.run(["sh", "-c", f"mkdir -p {mnt}/log && for n in 1 2 3; do "
+                                        f"echo line $n > {mnt}/log/file$n; done"], timeout=60)
+            finally:
+                runner.run(["umount", mnt], timeout=120)
+                runner.run(["rmdir", mnt], check=False, timeout=60)
 
 
 def test_init_standby_gives_an_old_filesystem_its_own_parameters(fresh):
     a, b = fresh.runner("dom0-a"), fresh.runner("dom0-b")
-    remake_var(a, "/dev/vg_a/web01", *OLD_EXT4)
+    remake_var(a, "/dev/vg_a/web01", *OLD_EXT4, files=True)
     source = made_with(a, "/dev/vg_a/web01", 2)
     assert "metadata_csum" not in source["Filesystem features"]
     assert source["Inode size"] == "128"
