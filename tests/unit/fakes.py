@@ -8,6 +8,7 @@ exists after a run. Outputs for fact commands come from recorded real outputs.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -115,31 +116,111 @@ def web01_facts() -> BackupFacts:
     return BackupFacts("web01", "dom0-a", "dom0-b", "root@dom0-b", 22, (d,))
 
 
+# The devices a Dom0 has before any run: the guest's LV on the source, its standby on the
+# peer (both hosts know both: a fake serves either role).
+BASE_DEVICES = ("/dev/vg_a/web01", "/dev/vg_b/web01")
+# The partitions kpartx finds on any disk it maps: the recorded msdos table web01_facts uses.
+MSDOS_PARTITIONS = tuple(p.number for p in parse_sfdisk(
+    recorded("sfdisk", "msdos")["stdout"]).partitions)
+
+
 class FakeHost:
-    """In-memory Dom0: snapshots, dm maps, directories and mounts, changed by commands."""
+    """In-memory Dom0: LVs, dm maps, directories and mounts, changed by commands.
+
+    It refuses what the real commands refuse, so an order or ownership mistake fails
+    here as it would on a Dom0:
+
+    - ``lvremove`` of an LV that a map sits on or that is mounted: exit 5, "in use";
+    - ``dmsetup remove`` / ``kpartx -d`` of a map that is mounted or that another map
+      sits on: exit 1, "Device or resource busy";
+    - ``rmdir`` of a directory with a mount on it, or anything below it;
+    - ``mkdir`` of a directory that exists or whose parent does not;
+    - ``mount`` of a device or onto a mountpoint that does not exist: exit 32;
+    - ``umount`` of a mount with a mount below it, or that a process works in: busy.
+
+    Every device (an LV or a map) gets its own number when it is made, kept in
+    ``devices`` (name -> "major:minor"), which ``stat`` of its node reports. ``mount``
+    records the number of the device it mounted in the mount table, which ``findmnt``
+    reports: a mount of another device shows another number.
+    """
 
     def __init__(self, host: str, *, fail: Callable[[tuple[str, ...]], CommandResult | None]
-                 | None = None, silent_mount: bool = False) -> None:
+                 | None = None, silent_mount: bool = False,
+                 devices: Iterable[str] = BASE_DEVICES) -> None:
         self.host = host
         self.calls: list[tuple[str, ...]] = []
-        self.lvs: dict[str, dict] = {}  # "vg/name" -> {"attr":..., "percent":...}
+        # "vg/name" -> {"attr", "percent", "tags", "origin"}: the LVs runs make
+        self.lvs: dict[str, dict] = {}
         self.maps: set[str] = set()
-        self.dirs: set[str] = set()
-        self.mounts: dict[str, tuple[str, str]] = {}  # mountpoint -> (device, fstype)
+        self.map_on: dict[str, str] = {}  # map name -> dm name of the device it sits on
+        self.dirs: set[str] = set()  # directories a run made (mkdir without -p)
+        self.base_dirs: set[str] = {"/"}  # directories made with mkdir -p, and their parents
+        # mountpoint -> (device as given to mount, fstype, "major:minor" of that device)
+        self.mounts: dict[str, tuple[str, str, str]] = {}
         self.files: dict[str, str] = {}
+        self.processes: dict[int, str] = {}  # pid -> command line (holds its paths busy)
         self.fail = fail
         self.silent_mount = silent_mount
         self.fstab_on: str | None = None  # mount path suffix of the fs holding etc/fstab
+        self.fstab = FSTAB  # what that etc/fstab says
         self.rsync_result = (0, RSYNC_STATS, "")
-        self._devnums: dict[str, int] = {}
+        self.partition_numbers: tuple[int, ...] = MSDOS_PARTITIONS
+        self.devices: dict[str, str] = {}  # dm name -> "major:minor", per device
+        self._minor = 0
+        self.base_lvs: dict[str, tuple[str, ...]] = {}  # "vg/name" -> tags, not the run's
+        for path in devices:
+            vg, name = path.removeprefix("/dev/").split("/")
+            self.base_lvs[f"{vg}/{name}"] = ()
+            self._new_device(dm_name(vg, name))
 
     def leftovers(self) -> list[str]:
-        return ([f"lv {k}" for k in self.lvs] + [f"map {m}" for m in self.maps]
-                + [f"dir {d}" for d in self.dirs] + [f"mount {m}" for m in self.mounts])
+        return ([f"lv {k}" for k in self.lvs] + [f"map {m}" for m in sorted(self.maps)]
+                + [f"dir {d}" for d in sorted(self.dirs)] + [f"mount {m}" for m in self.mounts])
 
-    def _dev(self, path: str) -> str:
-        n = self._devnums.setdefault(path, len(self._devnums) + 1)
-        return f"253:{n}"
+    # -- the device model ----------------------------------------------
+
+    def _new_device(self, name: str) -> None:
+        self._minor += 1
+        self.devices[name] = f"253:{self._minor}"
+
+    def _lv_dm_names(self) -> dict[str, str]:
+        return {dm_name(*k.split("/")): k for k in (*self.base_lvs, *self.lvs)}
+
+    def resolve(self, path: str) -> str | None:
+        """The dm name of an existing device node (/dev/mapper/NAME or /dev/VG/LV)."""
+        if path.startswith("/dev/mapper/"):
+            name = path.removeprefix("/dev/mapper/")
+        elif path.startswith("/dev/") and path.count("/") == 3:
+            name = dm_name(*path.removeprefix("/dev/").split("/"))
+        else:
+            return None
+        return name if name in self.maps or name in self._lv_dm_names() else None
+
+    def _users(self, name: str) -> tuple[list[str], list[str]]:
+        """(mountpoints of the device, maps sitting on it)."""
+        mounted = [m for m, (dev, _, _) in self.mounts.items() if self.resolve(dev) == name]
+        return mounted, sorted(m for m, on in self.map_on.items() if on == name)
+
+    def _remove_map(self, name: str) -> tuple[int, str]:
+        if name not in self.maps:
+            return 1, f"Device {name} not found\nCommand failed.\n"
+        mounted, held = self._users(name)
+        if mounted or held:
+            return 1, (f"device-mapper: remove ioctl on {name}  failed: Device or resource "
+                       "busy\nCommand failed.\n")
+        self.maps.discard(name)
+        self.map_on.pop(name, None)
+        self.devices.pop(name, None)
+        return 0, ""
+
+    def _exists_dir(self, path: str) -> bool:
+        return path in self.dirs or path in self.base_dirs
+
+    def _busy_paths(self) -> list[str]:
+        return [tok.split(":", 1)[-1] for args in self.processes.values()
+                for tok in args.split()]
+
+    # -- the runner ------------------------------------------------------
 
     def run(self, argv: Sequence[str], *, check: bool = True, timeout: float | None = 600,
             input: str | None = None, ok_codes: Iterable[int] = (0,),
@@ -156,6 +237,7 @@ class FakeHost:
                 res = CommandResult(self.host, args, JOURNAL_FAILED_EXIT, "",
                                     f"{JOURNAL_FAILED_MESSAGE}: {path}", 0.0)
             else:
+                self.base_dirs.update(_parents(path))  # the wrapper makes its directory
                 self.files[path] = self.files.get(path, "") + (input or "")
                 res = self.run(inner, check=False, timeout=timeout, env=env)
             if check and res.exit_code not in tuple(ok_codes):
@@ -181,133 +263,13 @@ class FakeHost:
 
     def _answer(self, a: tuple[str, ...], input: str | None) -> tuple[int, str, str]:
         cmd = a[0]
-        if cmd == "lvcreate":
-            name = a[a.index("--name") + 1]
-            vg = a[-1].split("/")[0]
-            self.lvs[f"{vg}/{name}"] = {"attr": "swi-a-s---", "percent": "1.50"}
-            return 0, "", ""
-        if cmd == "lvremove":
-            return (0, "", "") if self.lvs.pop(a[-1], None) is not None else (5, "", "not found")
-        if cmd == "lvs" and "--noheadings" in a:
-            return (0, a[-1].split("/")[-1] + "\n", "") if a[-1] in self.lvs else (
-                5, "", "Failed to find")
-        if cmd == "lvs":
-            names = a[a.index("--") + 1:]
-            rows = []
-            for n in names:
-                if n not in self.lvs:
-                    return 5, "", f"Failed to find logical volume {n}"
-                vg, name = n.split("/")
-                rows.append({"vg_name": vg, "lv_name": name, "lv_path": f"/dev/{n}",
-                             "lv_dm_path": f"/dev/mapper/{vg}-{name}", "lv_size": "67108864",
-                             "lv_attr": self.lvs[n]["attr"], "origin": "web01", "pool_lv": "",
-                             "snap_percent": self.lvs[n]["percent"], "lv_tags": "domubk",
-                             "lv_snapshot_invalid": "1" if self.lvs[n]["attr"][4] == "I" else ""})
-            return 0, json.dumps({"report": [{"lv": rows}]}), ""
-        if cmd == "kpartx":
-            dev, sep = a[-1], a[a.index("-p") + 1]
-            parent = (dev.removeprefix("/dev/mapper/") if dev.startswith("/dev/mapper/")
-                      else dm_name(*dev.removeprefix("/dev/").split("/")))
-            parts = {f"{parent}{sep}{n}" for n in (1, 2, 3)}
-            if a[1] == "-a":
-                self.maps |= parts
-            else:
-                self.maps -= parts
-            return 0, "", ""
-        if cmd == "dmsetup" and "-S" in a:
-            pattern = a[a.index("-S") + 1].removeprefix('name=~"').removesuffix('"')
-            rx = re.compile(pattern.replace("\\", "\\"))
-            return 0, "".join(f"{m}\n" for m in sorted(self.maps) if rx.search(m)), ""
-        if cmd == "dmsetup":
-            name = a[2] if a[1] == "create" else a[-1]
-            if name == "--concise":
-                name = a[3].split(",", 1)[0]
-            if a[1] == "create":
-                self.maps.add(name)
-                return 0, "", ""
-            if name not in self.maps:
-                return 1, "", f"Device {name} not found"
-            if a[1] == "remove":
-                self.maps.discard(name)
-                return 0, "", ""
-            return 0, f"{name}\n", ""
-        if cmd == "mkdir":
-            if "-p" not in a:
-                self.dirs.add(a[-1])
-            return 0, "", ""
-        if cmd == "rmdir":
-            path = a[-1]
-            if path in self.mounts:
-                return 1, "", f"rmdir: failed to remove '{path}': Device or resource busy"
-            self.dirs.discard(path)
-            return 0, "", ""
-        if cmd == "find" and "-maxdepth" in a and a[a.index("-maxdepth") + 1] == "0":
-            return (0, a[1] + "\n", "") if a[1] in self.dirs else (1, "", "No such file")
-        if cmd == "mount":
-            dev, mnt, fstype = a[-2], a[-1], a[a.index("-t") + 1]
-            if not self.silent_mount:
-                self.mounts[mnt] = (dev, fstype)
-            return 0, "", ""
-        if cmd == "umount":
-            if self.mounts.pop(a[-1], None) is None:
-                return 32, "", "not mounted"
-            return 0, "", ""
-        if cmd == "mountpoint":
-            return (0, "", "") if a[-1] in self.mounts else (32, "", "")
-        if cmd == "findmnt" and "-n" in a:
-            mnt = a[-1]
-            return (0, mnt + "\n", "") if mnt in self.mounts else (1, "", "")
-        if cmd == "findmnt":
-            mnt = a[a.index("--mountpoint") + 1]
-            if mnt not in self.mounts:
-                return 1, "", ""
-            dev, fstype = self.mounts[mnt]
-            return 0, json.dumps({"filesystems": [{"target": mnt, "source": dev,
-                                                   "fstype": fstype,
-                                                   "maj:min": self._dev(dev)}]}), ""
-        if cmd == "stat":
-            major, minor = (int(x) for x in self._dev(a[-1]).split(":"))
-            return 0, f"{major:x}:{minor:x}\n", ""
-        if cmd == "find":
-            mnt = a[1]
-            return 0, (f"{mnt}/etc\n" if mnt in self.mounts else ""), ""
-        if cmd == "readlink":
-            path = a[-1]
-            if "-m" in a:  # canonical form, existing or not: no symlinks in fake trees
-                return 0, path + "\n", ""
-            if self.fstab_on and path.endswith(f"/{self.fstab_on}/etc/fstab"):
-                return 0, path + "\n", ""
-            return 1, "", ""
-        if cmd == "cat":
-            path = a[-1]
-            if path.endswith("/etc/fstab"):
-                return 0, FSTAB, ""
-            if path in self.files:
-                return 0, self.files[path], ""
-            return 1, "", "No such file"
-        if cmd == "tee":
-            path = a[-1]
-            self.files[path] = (self.files.get(path, "") if "-a" in a else "") + (input or "")
-            return 0, "", ""
-        if cmd == "dd" and "iflag=skip_bytes,count_bytes,fullblock" in a:  # a boot area read
-            count = int(next(x for x in a if x.startswith("count=")).removeprefix("count="))
-            skip = int(next(x for x in a if x.startswith("skip=")).removeprefix("skip="))
-            return 0, "".join(chr(0xdc80 + (skip + i) % 128) for i in range(count)), ""
-        if cmd == "dd" and not any(x.startswith("if=") for x in a):  # stdin to a file
-            path = next(x for x in a if x.startswith("of=")).removeprefix("of=")
-            kept = self.files.get(path, "") if "oflag=append" in a else ""
-            self.files[path] = kept + (input or "")
-            return 0, "", ""
-        if cmd == "mv":
-            self.files[a[-1]] = self.files.pop(a[-2])
-            return 0, "", ""
-        if cmd == "rm":
-            self.files.pop(a[-1], None)
-            return 0, "", ""
+        handler = getattr(self, f"_cmd_{cmd}", None)
+        if handler is not None:
+            answer = handler(a, input)
+            if answer is not None:
+                return answer
         if cmd == "sync":
             return 0, "", ""
-        if cmd == "test" and a[1] == "-b":  # a dm node exists while its map does
-            return (0, "", "") if a[2].removeprefix("/dev/mapper/") in self.maps else (1, "", "")
         if cmd == "setpriv" and a[1:4] == ("--pdeathsig", "KILL", "--"):
             return self._answer(a[4:], input)
         if cmd == "rsync":
@@ -317,6 +279,308 @@ class FakeHost:
             return 0, (f"0\nR {d}\nD 41c0 0 {d}\n"
                        + "".join(f"P 41ed 0 {p}\n" for p in _parents(d))), ""
         return 127, "", f"fake host: unknown command {a!r}"
+
+    # -- LVM -------------------------------------------------------------
+
+    def _cmd_lvcreate(self, a, input):  # noqa: ANN001, ANN202
+        name = a[a.index("--name") + 1]
+        vg, origin = a[-1].split("/")
+        tags = tuple(a[i + 1] for i, x in enumerate(a) if x == "--addtag")
+        if dm_name(vg, origin) not in self._lv_dm_names():
+            return 5, "", f'  Failed to find logical volume "{vg}/{origin}"\n'
+        if f"{vg}/{name}" in self.lvs or f"{vg}/{name}" in self.base_lvs:
+            return 5, "", f'  Logical Volume "{name}" already exists in volume group "{vg}"\n'
+        self.lvs[f"{vg}/{name}"] = {"attr": "swi-a-s---", "percent": "1.50", "tags": tags,
+                                    "origin": origin}
+        self._new_device(dm_name(vg, name))
+        return 0, f'  Logical volume "{name}" created.\n', ""
+
+    def _cmd_lvremove(self, a, input):  # noqa: ANN001, ANN202
+        key = a[-1]
+        if key not in self.lvs:
+            return 5, "", f'  Failed to find logical volume "{key}"\n'
+        mounted, held = self._users(dm_name(*key.split("/")))
+        if mounted:
+            return 5, "", f"  Logical volume {key} contains a filesystem in use.\n"
+        if held:
+            return 5, "", f"  Logical volume {key} in use.\n"
+        del self.lvs[key]
+        self.devices.pop(dm_name(*key.split("/")), None)
+        return 0, f'  Logical volume "{key.split("/")[1]}" successfully removed.\n', ""
+
+    def _all_lvs(self) -> dict[str, dict]:
+        base = {k: {"attr": "-wi-ao----", "percent": "", "tags": tags, "origin": ""}
+                for k, tags in self.base_lvs.items()}
+        return {**base, **self.lvs}
+
+    def _cmd_lvs(self, a, input):  # noqa: ANN001, ANN202
+        every = self._all_lvs()
+        if "--reportformat" in a:  # lvs_argv: the JSON report of named LVs
+            rows = []
+            for n in a[a.index("--") + 1:]:
+                if n not in every:
+                    return 5, "", f'  Failed to find logical volume "{n}"\n'
+                vg, name, lv = *n.split("/"), every[n]
+                rows.append({"vg_name": vg, "lv_name": name, "lv_path": f"/dev/{n}",
+                             "lv_dm_path": f"/dev/mapper/{dm_name(vg, name)}",
+                             "lv_size": "67108864", "lv_attr": lv["attr"],
+                             "origin": lv["origin"], "pool_lv": "",
+                             "snap_percent": lv["percent"], "lv_tags": ",".join(lv["tags"]),
+                             "lv_snapshot_invalid": "1" if lv["attr"][4] == "I" else ""})
+            return 0, json.dumps({"report": [{"lv": rows}]}), ""
+        fields, select, names, i = ["lv_name"], None, [], 1
+        while i < len(a):
+            if a[i] in ("-o", "--options"):
+                fields, i = a[i + 1].split(","), i + 2
+            elif a[i] in ("-S", "--select"):
+                select, i = a[i + 1], i + 2
+            elif a[i] in ("--noheadings", "--"):
+                i += 1
+            else:
+                names.append(a[i])
+                i += 1
+        for n in names:
+            if n not in every:
+                return 5, "", f'  Failed to find logical volume "{n}"\n'
+        picked = names or sorted(every)
+        if select is not None:
+            m = re.fullmatch(r"(?:lv_)?tags=([\[{]?)\"?([^\]}\"]+)\"?([\]}]?)", select)
+            if m is None:
+                return 127, "", f"fake host: lvs selection {select!r} is not modelled"
+            # a single item, bare or in [] or {}: the LVs whose tags include it
+            picked = [n for n in picked if m.group(2) in every[n]["tags"]]
+        out = []
+        for n in picked:
+            vg, name = n.split("/")
+            value = {"vg_name": vg, "lv_name": name, "lv_tags": ",".join(every[n]["tags"])}
+            out.append("  " + " ".join(value[f] for f in fields) + "\n")
+        return 0, "".join(out), ""
+
+    def _cmd_vgs(self, a, input):  # noqa: ANN001, ANN202
+        vgs = sorted({k.split("/")[0] for k in self._all_lvs()})
+        return 0, "".join(f"  {v}\n" for v in vgs), ""
+
+    # -- device-mapper ---------------------------------------------------
+
+    def _cmd_kpartx(self, a, input):  # noqa: ANN001, ANN202
+        dev, sep = a[-1], a[a.index("-p") + 1]
+        parent = self.resolve(dev)
+        if parent is None:
+            return 1, "", f"failed to stat() {dev}\n"
+        parts = [f"{parent}{sep}{n}" for n in self.partition_numbers]
+        if a[1] == "-a":
+            for name in parts:
+                if name not in self.maps:
+                    self.maps.add(name)
+                    self.map_on[name] = parent
+                    self._new_device(name)
+            return 0, "", ""
+        errs = []
+        for name in reversed(parts):
+            if name in self.maps:
+                code, err = self._remove_map(name)
+                if code:
+                    errs.append(err.splitlines()[0] + "\n")
+        return (1, "", "".join(errs)) if errs else (0, "", "")
+
+    def _cmd_dmsetup(self, a, input):  # noqa: ANN001, ANN202
+        names = sorted(self.maps | set(self._lv_dm_names()))
+        if a[1] == "info" and "-S" in a:
+            pattern = a[a.index("-S") + 1].removeprefix('name=~"').removesuffix('"')
+            rx = re.compile(pattern)
+            return 0, "".join(f"{m}\n" for m in names if rx.search(m)), ""
+        if a[1] == "info":
+            positional = [x for x in a[2:] if not x.startswith("-") and x not in ("name",)]
+            if not positional:  # every dm device: maps and LVM's own
+                return (0, "".join(f"{m}\n" for m in names), "") if names else (
+                    0, "No devices found\n", "")
+            name = positional[-1]
+            return (0, f"{name}\n", "") if name in names else (
+                1, "", "Device does not exist.\nCommand failed.\n")
+        if a[1] == "create":
+            if a[2] == "--concise":
+                name, _, _, _, table = a[3].split(",", 4)
+            else:
+                name, table = a[2], a[a.index("--table") + 1]
+            words = table.split()
+            below = self.resolve(words[words.index("linear") + 1])
+            if name in names:
+                return 1, "", (f"device-mapper: create ioctl on {name}  failed: Device or "
+                               "resource busy\nCommand failed.\n")
+            if below is None:
+                return 1, "", (f"device-mapper: reload ioctl on {name}  failed: No such "
+                               "device or address\nCommand failed.\n")
+            self.maps.add(name)
+            self.map_on[name] = below
+            self._new_device(name)
+            return 0, "", ""
+        if a[1] == "remove":
+            name = a[-1]
+            if name not in self.maps and name in names:
+                return 1, "", (f"fake host: {name} is LVM's own device (lvremove owns it)\n")
+            code, err = self._remove_map(name)
+            return code, "", err
+        if a[1] == "mknodes":
+            return 0, "", ""
+        return None
+
+    def _cmd_test(self, a, input):  # noqa: ANN001, ANN202
+        if a[1] == "-b":  # a dm node exists while its device does
+            return (0, "", "") if self.resolve(a[2]) is not None else (1, "", "")
+        return None
+
+    def _cmd_stat(self, a, input):  # noqa: ANN001, ANN202
+        if "-f" in a:
+            return None
+        name = self.resolve(a[-1])
+        if name is None:
+            return 1, "", f"stat: cannot statx '{a[-1]}': No such file or directory\n"
+        major, minor = (int(x) for x in self.devices[name].split(":"))
+        return 0, f"{major:x}:{minor:x}\n", ""
+
+    # -- directories and mounts ------------------------------------------
+
+    def _cmd_mkdir(self, a, input):  # noqa: ANN001, ANN202
+        path = a[-1]
+        if "-p" in a:
+            self.base_dirs.add(path)
+            self.base_dirs.update(_parents(path))
+            return 0, "", ""
+        if self._exists_dir(path):
+            return 1, "", f"mkdir: cannot create directory '{path}': File exists\n"
+        if not self._exists_dir(path.rsplit("/", 1)[0] or "/"):
+            return 1, "", (f"mkdir: cannot create directory '{path}': No such file or "
+                           "directory\n")
+        self.dirs.add(path)
+        return 0, "", ""
+
+    def _cmd_rmdir(self, a, input):  # noqa: ANN001, ANN202
+        path = a[-1]
+        if path in self.mounts:
+            return 1, "", f"rmdir: failed to remove '{path}': Device or resource busy\n"
+        if not self._exists_dir(path):
+            return 1, "", f"rmdir: failed to remove '{path}': No such file or directory\n"
+        below = path.rstrip("/") + "/"
+        if any(p.startswith(below) for p in (*self.dirs, *self.base_dirs, *self.mounts,
+                                             *self.files)):
+            return 1, "", f"rmdir: failed to remove '{path}': Directory not empty\n"
+        self.dirs.discard(path)
+        self.base_dirs.discard(path)
+        return 0, "", ""
+
+    def _cmd_mount(self, a, input):  # noqa: ANN001, ANN202
+        dev, mnt, fstype = a[-2], a[-1], a[a.index("-t") + 1]
+        if not self._exists_dir(mnt):
+            return 32, "", f"mount: {mnt}: mount point does not exist.\n"
+        name = self.resolve(dev)
+        if name is None:
+            return 32, "", f"mount: {mnt}: special device {dev} does not exist.\n"
+        if not self.silent_mount:
+            self.mounts[mnt] = (dev, fstype, self.devices[name])
+        return 0, "", ""
+
+    def _cmd_umount(self, a, input):  # noqa: ANN001, ANN202
+        mnt = a[-1]
+        if mnt not in self.mounts:
+            return 32, "", f"umount: {mnt}: not mounted.\n"
+        below = mnt.rstrip("/") + "/"
+        if any(m.startswith(below) for m in self.mounts) or any(
+                p == mnt or p.startswith(below) for p in self._busy_paths()):
+            return 32, "", f"umount: {mnt}: target is busy.\n"
+        del self.mounts[mnt]
+        return 0, "", ""
+
+    def _cmd_mountpoint(self, a, input):  # noqa: ANN001, ANN202
+        return (0, "", "") if a[-1] in self.mounts else (32, "", "")
+
+    def _cmd_findmnt(self, a, input):  # noqa: ANN001, ANN202
+        if "--mountpoint" not in a:  # the whole table: recover's sweep
+            rows = [{"target": m} for m in self.mounts]
+            return 0, json.dumps({"filesystems": rows}) if rows else "", ""
+        mnt = a[a.index("--mountpoint") + 1]
+        if mnt not in self.mounts:
+            return 1, "", ""
+        if "-n" in a:
+            return 0, mnt + "\n", ""
+        dev, fstype, majmin = self.mounts[mnt]
+        return 0, json.dumps({"filesystems": [{"target": mnt, "source": dev,
+                                               "fstype": fstype, "maj:min": majmin}]}), ""
+
+    def _cmd_find(self, a, input):  # noqa: ANN001, ANN202
+        top = a[1]
+        opt = {a[i]: a[i + 1] for i in range(2, len(a) - 1) if a[i] in (
+            "-maxdepth", "-mindepth", "-type", "-name")}
+        if "-xdev" in a:  # the source's not-empty guard
+            return 0, (f"{top}/etc\n" if top in self.mounts else ""), ""
+        if opt.get("-maxdepth") == "0":
+            return (0, top + "\n", "") if self._exists_dir(top) else (
+                1, "", f"find: '{top}': No such file or directory\n")
+        if not self._exists_dir(top):
+            return 1, "", f"find: '{top}': No such file or directory\n"
+        if opt.get("-type") == "f":
+            found = [p for p in self.files if p.rsplit("/", 1)[0] == top]
+        else:
+            found = [p for p in self.dirs | self.base_dirs
+                     if p != "/" and (p.rsplit("/", 1)[0] or "/") == top]
+        glob = opt.get("-name", "*")
+        return 0, "".join(f"{p}\n" for p in sorted(found)
+                          if fnmatch.fnmatchcase(p.rsplit("/", 1)[1], glob)), ""
+
+    # -- files -----------------------------------------------------------
+
+    def _cmd_readlink(self, a, input):  # noqa: ANN001, ANN202
+        path = a[-1]
+        if "-m" in a:  # canonical form, existing or not: no symlinks in fake trees
+            return 0, path + "\n", ""
+        if self.fstab_on and path.endswith(f"/{self.fstab_on}/etc/fstab"):
+            return 0, path + "\n", ""
+        return 1, "", ""
+
+    def _cmd_cat(self, a, input):  # noqa: ANN001, ANN202
+        path = a[-1]
+        if path.endswith("/etc/fstab"):
+            return 0, self.fstab, ""
+        if path in self.files:
+            return 0, self.files[path], ""
+        return 1, "", "No such file"
+
+    def _cmd_tee(self, a, input):  # noqa: ANN001, ANN202
+        path = a[-1]
+        self.files[path] = (self.files.get(path, "") if "-a" in a else "") + (input or "")
+        return 0, "", ""
+
+    def _cmd_dd(self, a, input):  # noqa: ANN001, ANN202
+        if "iflag=skip_bytes,count_bytes,fullblock" in a:  # a boot area read
+            count = int(next(x for x in a if x.startswith("count=")).removeprefix("count="))
+            skip = int(next(x for x in a if x.startswith("skip=")).removeprefix("skip="))
+            return 0, "".join(chr(0xdc80 + (skip + i) % 128) for i in range(count)), ""
+        if not any(x.startswith("if=") for x in a):  # stdin to a file
+            path = next(x for x in a if x.startswith("of=")).removeprefix("of=")
+            kept = self.files.get(path, "") if "oflag=append" in a else ""
+            self.files[path] = kept + (input or "")
+            return 0, "", ""
+        return None
+
+    def _cmd_mv(self, a, input):  # noqa: ANN001, ANN202
+        self.files[a[-1]] = self.files.pop(a[-2])
+        return 0, "", ""
+
+    def _cmd_rm(self, a, input):  # noqa: ANN001, ANN202
+        self.files.pop(a[-1], None)
+        return 0, "", ""
+
+    # -- processes -------------------------------------------------------
+
+    def _cmd_ps(self, a, input):  # noqa: ANN001, ANN202
+        if "-p" in a:
+            wanted = {int(p) for p in a[a.index("-p") + 1].split(",")}
+            return 0, "".join(f"{p}\n" for p in sorted(wanted & set(self.processes))), ""
+        return 0, "".join(f"{p} {args}\n" for p, args in sorted(self.processes.items())), ""
+
+    def _cmd_kill(self, a, input):  # noqa: ANN001, ANN202
+        for pid in a[a.index("--") + 1:]:
+            self.processes.pop(int(pid), None)
+        return 0, "", ""
 
 
 def _parents(path: str) -> list[str]:
