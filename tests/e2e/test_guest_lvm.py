@@ -86,7 +86,7 @@ def test_guest_vg_named_like_the_hosts_is_copied_without_host_lvm_seeing_it(fres
     paths = {f["name"]: f["guest_path"] for f in report["filesystems"]}
     assert paths == {"xvda1": "/boot", "xvda2.vg_a.root": "/", "xvda2.vg_a.var": "/var"}
     results = audit_lvm01(fresh)
-    assert sorted(r.name for r in results) == ["1", "2.vg_a.root", "2.vg_a.var"]
+    assert sorted(r.name for r in results) == ["1", "2.vg_a.root", "2.vg_a.var", "boot area"]
     assert {r.name: r.differences for r in results if r.differences} == {}
     # the standby's guest VG was never rewritten (same label and metadata bytes), and it is
     # the source's VG: same name, UUIDs and extents
