@@ -50,11 +50,7 @@ def rsync_running(a) -> bool:
     return any("rsync" in p for p in tool_processes(a))
 
 
-# Only the copy needs a standby to fill (so rsync is still running when the kill comes);
-# the others start from a standby already in sync, so the converging run is short.
-@pytest.mark.parametrize("moment", [pytest.param("snapshot", marks=pytest.mark.synced_standby),
-                                    "copy",
-                                    pytest.param("teardown", marks=pytest.mark.synced_standby)])
+@pytest.mark.parametrize("moment", ["snapshot", "copy", "teardown"])
 def test_sigkill_from_outside_then_a_plain_backup_converges(fresh, moment):
     a, b = fresh.runner("dom0-a"), fresh.runner("dom0-b")
     env = {}
