@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -28,6 +29,7 @@ from toolkit.journal import (
 )
 from toolkit.plan import BackupFacts, DiskFacts, FsFacts
 from toolkit.runners import CommandResult, validate_argv
+from toolkit.safefs import FsView
 
 ROOT = Path(__file__).resolve().parents[2]
 RECORDED = ROOT / "fixtures" / "recorded"
@@ -589,3 +591,28 @@ def _parents(path: str) -> list[str]:
         path = path.rsplit("/", 1)[0] or "/"
         out.append(path)
     return out
+
+
+# -- ownership seen through a view (toolkit.safefs.FsView), so tests of root-only rules run
+# as any user ------------------------------------------------------------------------------
+
+def with_uid(st: os.stat_result, uid: int) -> os.stat_result:
+    return os.stat_result((st.st_mode, st.st_ino, st.st_dev, st.st_nlink, uid, st.st_gid,
+                           st.st_size, int(st.st_atime), int(st.st_mtime), int(st.st_ctime)))
+
+
+def owned_by(uid: int, *paths: Path, euid: int | None = None) -> FsView:
+    """A view in which the given files or directories (not following links) belong to uid."""
+    ids = {(os.lstat(p).st_dev, os.lstat(p).st_ino) for p in paths}
+
+    def lstat(path: str) -> os.stat_result:
+        st = os.lstat(path)
+        return with_uid(st, uid) if (st.st_dev, st.st_ino) in ids else st
+
+    def fstat(fd: int) -> os.stat_result:
+        st = os.fstat(fd)
+        return with_uid(st, uid) if (st.st_dev, st.st_ino) in ids else st
+
+    if euid is None:
+        return FsView(lstat=lstat, fstat=fstat)
+    return FsView(lstat=lstat, fstat=fstat, euid=lambda: euid)

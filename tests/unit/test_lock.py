@@ -9,34 +9,13 @@ import stat
 from pathlib import Path
 
 import pytest
+from fakes import owned_by, with_uid
 
 from toolkit import errors
 from toolkit.lock import domain_lock, lock_is_held
 from toolkit.safefs import FsView
 
 FOREIGN_UID = 4242
-
-
-def _with_uid(st: os.stat_result, uid: int) -> os.stat_result:
-    return os.stat_result((st.st_mode, st.st_ino, st.st_dev, st.st_nlink, uid, st.st_gid,
-                           st.st_size, int(st.st_atime), int(st.st_mtime), int(st.st_ctime)))
-
-
-def owned_by(uid: int, *paths: Path, euid: int | None = None) -> FsView:
-    """A view in which the given files or directories belong to ``uid``."""
-    ids = {(os.lstat(p).st_dev, os.lstat(p).st_ino) for p in paths}
-
-    def lstat(path: str) -> os.stat_result:
-        st = os.lstat(path)
-        return _with_uid(st, uid) if (st.st_dev, st.st_ino) in ids else st
-
-    def fstat(fd: int) -> os.stat_result:
-        st = os.fstat(fd)
-        return _with_uid(st, uid) if (st.st_dev, st.st_ino) in ids else st
-
-    if euid is None:
-        return FsView(lstat=lstat, fstat=fstat)
-    return FsView(lstat=lstat, fstat=fstat, euid=lambda: euid)
 
 
 def owned_by_another_user(*paths: Path) -> FsView:
@@ -155,8 +134,8 @@ def test_lock_dir_under_a_sticky_parent_is_accepted_only_if_root_owns_it(
     parent = tmp_path / "sticky"
     parent.mkdir()
     parent.chmod(0o1777)
-    as_root = FsView(lstat=lambda p: _with_uid(os.lstat(p), 0),
-                     fstat=lambda fd: _with_uid(os.fstat(fd), 0))
+    as_root = FsView(lstat=lambda p: with_uid(os.lstat(p), 0),
+                     fstat=lambda fd: with_uid(os.fstat(fd), 0))
     with domain_lock(str(parent / "lock"), "web01", view=as_root):
         pass
     with pytest.raises(errors.InsecureFile, match=f"{parent}: .*uid {FOREIGN_UID}"):

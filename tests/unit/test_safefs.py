@@ -10,6 +10,7 @@ import stat
 from pathlib import Path
 
 import pytest
+from fakes import owned_by, with_uid
 
 from toolkit import errors, safefs
 from toolkit.report import DomainReport, RunReport, write_report
@@ -23,31 +24,9 @@ def owner() -> str:
     return "root" if os.geteuid() == 0 else str(os.geteuid())
 
 
-def _with_uid(st: os.stat_result, uid: int) -> os.stat_result:
-    return os.stat_result((st.st_mode, st.st_ino, st.st_dev, st.st_nlink, uid, st.st_gid,
-                           st.st_size, int(st.st_atime), int(st.st_mtime), int(st.st_ctime)))
-
-
-def owned_by(uid: int, *paths: Path, euid: int | None = None) -> FsView:
-    """A view in which the given files or directories (not following links) belong to uid."""
-    ids = {(os.lstat(p).st_dev, os.lstat(p).st_ino) for p in paths}
-
-    def lstat(path: str) -> os.stat_result:
-        st = os.lstat(path)
-        return _with_uid(st, uid) if (st.st_dev, st.st_ino) in ids else st
-
-    def fstat(fd: int) -> os.stat_result:
-        st = os.fstat(fd)
-        return _with_uid(st, uid) if (st.st_dev, st.st_ino) in ids else st
-
-    if euid is None:
-        return FsView(lstat=lstat, fstat=fstat)
-    return FsView(lstat=lstat, fstat=fstat, euid=lambda: euid)
-
-
 def all_root() -> FsView:
-    return FsView(lstat=lambda p: _with_uid(os.lstat(p), 0),
-                  fstat=lambda fd: _with_uid(os.fstat(fd), 0))
+    return FsView(lstat=lambda p: with_uid(os.lstat(p), 0),
+                  fstat=lambda fd: with_uid(os.fstat(fd), 0))
 
 
 def _dir(path: Path, mode: int = 0o755) -> Path:
