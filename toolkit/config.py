@@ -74,64 +74,153 @@ class SnapshotSize:
         return self.absolute if self.absolute is not None else f"{self.percent_origin}%ORIGIN"
 
 
+# Each settings field carries its operator-facing description as field metadata: "doc"
+# (the comment toolkit/sample.py writes above the key in the sample config, and so in
+# the README) and, where the field's None is written another way in TOML, "toml_none"
+# (the value the parser reads as None).
+
+
 @dataclass(frozen=True)
 class SSHSettings:
     """How to reach the peer: the tool's own key and known_hosts, and timeouts."""
 
-    key: Path = Path("/etc/domu-backup/id_ed25519")
-    known_hosts: Path = Path("/etc/domu-backup/known_hosts")
-    connect_timeout: float = 10.0
-    command_timeout: float = 600.0
-    keepalive: int = 15
+    key: Path = field(default=Path("/etc/domu-backup/id_ed25519"), metadata={"doc": (
+        "The tool's own private SSH key, for everything it runs on the peer and for "
+        "rsync's ssh: owned by root and readable by root alone. A plain absolute path; "
+        f"under /etc only in {SSH_FILES_DIR}/, never in another system directory.")})
+    known_hosts: Path = field(default=Path("/etc/domu-backup/known_hosts"), metadata={"doc": (
+        "The tool's own known_hosts file, the only one it reads: the peer's host key must "
+        "be in it. Owned by root, not group- or world-writable; a plain absolute path, "
+        f"under /etc only in {SSH_FILES_DIR}/.")})
+    connect_timeout: float = field(default=10.0, metadata={"doc": (
+        "Seconds to connect to the peer and authenticate: a number > 0 (rsync's ssh gets "
+        "it rounded down to whole seconds).")})
+    command_timeout: float = field(default=600.0, metadata={"doc": (
+        "Seconds any one of the tool's commands (taking a snapshot, mapping, mounting, ...) "
+        "may take: a number > 0. The copy itself (rsync) has no time limit.")})
+    keepalive: int = field(default=15, metadata={"doc": (
+        "Seconds between keepalives on the SSH connections to the peer, an integer, 0 or "
+        "more: 0 = none on the tool's own connection and one a second on rsync's ssh, which "
+        "gives up after 4 unanswered.")})
     # rsync's ssh: AES-GCM first (hardware AES makes it the fastest where the CPU has it;
     # measured by `invoke bench --workloads cipher`), ChaCha20 where the peer lacks it.
-    cipher: str | None = "aes128-gcm@openssh.com,chacha20-poly1305@openssh.com"
+    cipher: str | None = field(
+        default="aes128-gcm@openssh.com,chacha20-poly1305@openssh.com",
+        metadata={"toml_none": "", "doc": (
+            "The ciphers rsync's ssh offers (ssh -c), comma-separated, preferred first; \"\" "
+            "leaves the choice to ssh. AES-GCM is the fastest where the CPU has AES "
+            "instructions, ChaCha20 where it lacks them.")})
 
 
 @dataclass(frozen=True)
 class Defaults:
-    """Settings every domain inherits; see the example config for each one's meaning."""
+    """Settings every domain inherits; each field's metadata "doc" says what it means."""
 
-    snapshot_size: SnapshotSize = SnapshotSize(percent_origin=20)
-    kpartx_delimiter: str = "p"
-    source_prefix: str = "/run/domu-backup/src"
-    target_prefix: str = "/run/domu-backup/dst"
-    state_dir: str = "/var/lib/domu-backup"
-    report_dir: str = "/var/lib/domu-backup/reports"
-    lock_dir: str = "/run/lock/domu-backup"
-    rsync_args: tuple[str, ...] = ()
-    excludes: tuple[str, ...] = ()
-    bwlimit: str | None = None
-    compress: bool = False
-    max_delete: int = 10000
-    snapshot_max_fill: int = 80
-    snapshot_extend: str | None = None
-    allow_vanished: bool = False
-    copy_unlisted: bool = True
-    copy_jobs: int = 1  # filesystems of one domain copied at once (rsyncs side by side)
+    snapshot_size: SnapshotSize = field(default=SnapshotSize(percent_origin=20), metadata={
+        "doc": ("The size of the read-only LVM snapshot taken of each guest disk: a whole "
+                "number with a unit K, M, G or T (\"2G\", \"512M\"), or a percentage of the "
+                "disk, \"<1-100>%ORIGIN\". A domain's own snapshot_size replaces it.")})
+    kpartx_delimiter: str = field(default="p", metadata={"doc": (
+        "What kpartx puts between a mapped disk's name and its partition number "
+        "(/dev/mapper/<snapshot>p1, p2, ...): 1 to 5 letters, digits or _ + . -.")})
+    source_prefix: str = field(default="/run/domu-backup/src", metadata={"doc": (
+        "The snapshots are mounted read-only below this directory, in a directory of "
+        "their own per run.")})
+    target_prefix: str = field(default="/run/domu-backup/dst", metadata={"doc": (
+        "The standby's filesystems are mounted below this directory on the peer.")})
+    state_dir: str = field(default="/var/lib/domu-backup", metadata={"doc": (
+        "Journals for crash recovery (on both hosts) and the standby markers (on the peer, "
+        "in standby/).")})
+    report_dir: str = field(default="/var/lib/domu-backup/reports", metadata={"doc": (
+        "The JSON reports: last.json, <domain>.json and history.jsonl (made 0750 when "
+        "missing).")})
+    lock_dir: str = field(default="/run/lock/domu-backup", metadata={"doc": (
+        "One lock file per domain, so two runs never back up one domain at once (made 0755 "
+        "when missing).")})
+    rsync_args: tuple[str, ...] = field(default=(), metadata={"doc": (
+        "Extra rsync options for every copy, e.g. [\"--partial\"]: only options from the "
+        "README's list \"rsync options allowed in rsync_args\", one option per string, a "
+        "valued one as \"--name=VALUE\". A domain's rsync_args come after these.")})
+    excludes: tuple[str, ...] = field(default=(), metadata={"doc": (
+        "rsync exclude patterns for every domain, each non-empty and on one line. An "
+        "absolute pattern is a guest path (\"/var/cache/*\" applies to the filesystem "
+        "mounted at /var); a relative one (\"*.tmp\") applies to every filesystem.")})
+    bwlimit: str | None = field(default=None, metadata={"toml_none": "", "doc": (
+        "The bandwidth limit of each rsync (rsync --bwlimit): \"\" for none, else KiB/s "
+        "(\"5000\") or a rate with a unit K, M, G or T in either case (\"20M\", \"1.5g\"), more "
+        "than 0.")})
+    compress: bool = field(default=False, metadata={"doc": (
+        "Compress the copy's traffic with ssh compression (Compression=yes on rsync's "
+        "ssh): true or false.")})
+    max_delete: int = field(default=10000, metadata={"doc": (
+        "At most this many files and directories one filesystem's copy may delete on the "
+        "standby (rsync --max-delete; an integer >= 0, 0 = delete nothing): past it rsync "
+        "deletes no more and the run fails, unless run with --allow-mass-delete.")})
+    snapshot_max_fill: int = field(default=80, metadata={"doc": (
+        "How full, in percent (an integer 1-100), a snapshot's copy-on-write area may get "
+        "during the copy: there the snapshot is grown by snapshot_extend, or the copy is "
+        "stopped before the snapshot overflows.")})
+    snapshot_extend: str | None = field(default=None, metadata={"toml_none": "", "doc": (
+        "\"\" to stop the copy when a snapshot reaches snapshot_max_fill, else how much to "
+        "grow it each time it does (lvextend -L +SIZE): a whole number with a unit K, M, G "
+        "or T, like \"256M\".")})
+    allow_vanished: bool = field(default=False, metadata={"doc": (
+        "Treat rsync exit 24 (source files vanished) as success. Files cannot vanish from "
+        "a snapshot unless something is wrong, so by default it is a failure.")})
+    copy_unlisted: bool = field(default=True, metadata={"doc": (
+        "Also copy the filesystems that neither the guest's fstab nor the domain's mounts "
+        "name; false lists them as skipped.")})
+    copy_jobs: int = field(default=1, metadata={"doc": (
+        "How many filesystems of one domain are copied at once, rsyncs side by side: an "
+        "integer 1-16 (1 = one after another).")})
 
 
 @dataclass(frozen=True)
 class DiskConfig:
     """Per guest disk settings; ``target_lv=None`` means the peer uses the source path."""
 
-    target_lv: str | None = None
+    target_lv: str | None = field(default=None, metadata={"doc": (
+        "The standby LV on the peer, an absolute, normalized /dev/... path (/dev/VG/LV or "
+        "/dev/mapper/VG-LV). By default it is the source LV's path; set it when the peer's "
+        "volume group is named differently. No two disks (of one domain or two) may name "
+        "the same target LV.")})
 
 
 @dataclass(frozen=True)
 class DomainConfig:
     """One domain's backup settings."""
 
-    name: str
-    peer: str
-    excludes: tuple[str, ...] = ()
-    rsync_args: tuple[str, ...] = ()
-    snapshot_size: SnapshotSize | None = None
-    disks: Mapping[str, DiskConfig] = field(default_factory=_empty_mapping)
-    mounts: Mapping[str, str] = field(default_factory=_empty_mapping)
-    # Filesystems (names like the mounts keys) deliberately left out of the backup; a
-    # partition's name also covers the guest LVs inside it.
-    skip_filesystems: tuple[str, ...] = ()
+    name: str = field(metadata={"doc": (
+        "One table per domain, [domains.NAME], NAME as libvirt names it: letters, digits "
+        "and _ + . -, not starting with - or ., at most "
+        f"{DOMAIN_NAME_MAX} characters, each \"-\" counted twice (it is part of "
+        "device-mapper names, which double it). Its disks are found in the domain's XML; "
+        "the guest's own /etc/fstab says where each filesystem belongs.")})
+    peer: str = field(metadata={"doc": (
+        "The Dom0 that keeps the standby copy: one of the names in [cluster.dom0s]. "
+        "Required.")})
+    excludes: tuple[str, ...] = field(default=(), metadata={"doc": (
+        "rsync exclude patterns for this domain, added to defaults.excludes (the same "
+        "rules).")})
+    rsync_args: tuple[str, ...] = field(default=(), metadata={"doc": (
+        "Extra rsync options for this domain, after defaults.rsync_args (from the same "
+        "list).")})
+    snapshot_size: SnapshotSize | None = field(default=None, metadata={"doc": (
+        "This domain's snapshot size, in place of defaults.snapshot_size (the same forms); "
+        "leave it out to use the default.")})
+    disks: Mapping[str, DiskConfig] = field(default_factory=_empty_mapping, metadata={"doc": (
+        "Per disk settings: one table [domains.NAME.disks.TARGET] per guest disk, TARGET "
+        "its target in the domain's XML (xvda, vdb, sda, ...). A disk without one is "
+        "copied onto the peer's LV with its source LV's path.")})
+    mounts: Mapping[str, str] = field(default_factory=_empty_mapping, metadata={"doc": (
+        "Only needed when the guest's fstab cannot be used: filesystem name (disk target "
+        "plus partition number like xvda1, or the disk target alone) = the absolute guest "
+        "path it is mounted at, each path once. It overrides the guest's fstab.")})
+    skip_filesystems: tuple[str, ...] = field(default=(), metadata={"doc": (
+        "Filesystems (named like the mounts keys) deliberately left out of the backup; "
+        "their standby copy is left as it is. A partition's name also covers the guest "
+        "LVs inside it. Each name once; a name that is no filesystem of the domain is an "
+        "error.")})
 
     def effective_excludes(self, defaults: Defaults) -> tuple[str, ...]:
         """The default excludes followed by this domain's, each once."""

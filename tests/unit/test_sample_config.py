@@ -1,0 +1,299 @@
+"""The sample config (`domu-backup sample-config`, and the README's): it parses, it shows
+every default the parser uses, every key carries its doc, and the README holds it verbatim."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import tomllib
+from pathlib import Path
+from types import MappingProxyType
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from toolkit import sample
+from toolkit.config import (
+    Config,
+    Defaults,
+    DiskConfig,
+    DomainConfig,
+    SnapshotSize,
+    SSHSettings,
+    parse_config,
+)
+from toolkit.runners import HostSpec
+from toolkit.sample import render_sample, toml_key, toml_value
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+CONF = Path("/etc/domu-backup/backup.toml")
+BEGIN, END = "<!-- sample-config:begin -->", "<!-- sample-config:end -->"
+
+
+def parsed(text: str) -> Config:
+    return parse_config(text, CONF, allow_lab_hosts=False)
+
+
+def drift(text: str) -> list[str]:
+    """The [ssh] and [defaults] keys whose value parsed from ``text`` is not the code's default."""
+    config = parsed(text)
+    out = []
+    for record, default in ((config.ssh, SSHSettings()), (config.defaults, Defaults())):
+        for f in dataclasses.fields(default):
+            if getattr(record, f.name) != getattr(default, f.name):
+                out.append(f"{type(default).__name__}.{f.name}")
+    return out
+
+
+def readme_sample(text: str) -> str:
+    """The content of the README's ```toml block between the sample-config markers."""
+    assert text.count(BEGIN) == 1 and text.count(END) == 1
+    match = re.search(re.escape(BEGIN) + r"\n```toml\n(.*?)```\n" + re.escape(END), text, re.S)
+    assert match is not None, "the README's sample-config block is not a ```toml fence"
+    return match.group(1)
+
+
+def section(text: str, header: str) -> list[str]:
+    """The lines of one table of the sample: from its header to the next blank line."""
+    lines = text.splitlines()
+    start = lines.index(header)
+    end = next((i for i in range(start, len(lines)) if not lines[i]), len(lines))
+    return lines[start:end]
+
+
+def comment_above(lines: list[str], index: int) -> str:
+    """The comment lines right above ``lines[index]``, as one line of text."""
+    above = []
+    i = index - 1
+    while i >= 0 and lines[i].startswith("#"):
+        above.insert(0, lines[i].lstrip("#").strip())
+        i -= 1
+    return " ".join(above)
+
+
+def words(text: str) -> str:
+    return " ".join(text.split())
+
+
+# --- the sample parses, with the code's defaults ---------------------------------------
+
+
+def test_the_sample_parses_as_an_operators_config() -> None:
+    config = parsed(render_sample())
+    assert dict(config.dom0s) == {
+        "xen-a": HostSpec("ssh", "xen-a.example.net", "root", 22),
+        "xen-b": HostSpec("ssh", "xen-b.example.net", "root", 22),
+    }
+    assert config.hypervisor_uri == "xen:///system"
+    assert list(config.domains) == ["web01"]
+
+
+def test_every_ssh_and_defaults_value_in_the_sample_is_the_codes_default() -> None:
+    config = parsed(render_sample())
+    assert config.ssh == SSHSettings()
+    assert config.defaults == Defaults()
+    assert drift(render_sample()) == []
+
+
+def test_the_sample_spells_the_defaults_whose_none_is_written_another_way() -> None:
+    text = render_sample()
+    assert 'bwlimit = ""' in text.splitlines()
+    assert 'snapshot_extend = ""' in text.splitlines()
+    assert 'snapshot_size = "20%ORIGIN"' in section(text, "[defaults]")
+    assert 'key = "/etc/domu-backup/id_ed25519"' in section(text, "[ssh]")
+
+
+def test_the_example_domain() -> None:
+    web01 = parsed(render_sample()).domain("web01")
+    assert web01 == DomainConfig(
+        name="web01", peer="xen-b", excludes=("/tmp/*", "/var/cache/apt/archives/*.deb"),
+        rsync_args=(), snapshot_size=SnapshotSize(absolute="2G"),
+        disks=MappingProxyType({"xvda": DiskConfig("/dev/vg0/web01")}),
+        mounts=MappingProxyType({"xvda1": "/", "xvda2": "/var"}), skip_filesystems=())
+
+
+def test_the_commented_out_skip_filesystems_parses_once_uncommented() -> None:
+    text = render_sample()
+    assert text.count("\n# skip_filesystems = ") == 1
+    config = parsed(text.replace("\n# skip_filesystems = ", "\nskip_filesystems = "))
+    assert config.domain("web01").skip_filesystems == ("xvda1",)
+
+
+# --- every key documented ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("header", "record"), [("[ssh]", SSHSettings),
+                                                ("[defaults]", Defaults)])
+def test_every_field_is_in_the_sample_below_its_doc(header: str, record: type) -> None:
+    lines = section(render_sample(), header)
+    keys = [line.split(" = ", 1)[0] for line in lines if re.match(r"[a-z_]+ = ", line)]
+    assert keys == [f.name for f in dataclasses.fields(record)]
+    for f in dataclasses.fields(record):
+        doc = f.metadata.get("doc", "")
+        assert doc.strip(), f"{record.__name__}.{f.name} has no doc"
+        index = next(i for i, line in enumerate(lines) if line.startswith(f"{f.name} = "))
+        assert comment_above(lines, index) == words(doc)
+
+
+@pytest.mark.parametrize("record", [SSHSettings, Defaults, DomainConfig, DiskConfig])
+def test_every_settings_field_has_a_doc(record: type) -> None:
+    for f in dataclasses.fields(record):
+        assert isinstance(f.metadata.get("doc"), str) and f.metadata["doc"].strip(), f.name
+        assert words(f.metadata["doc"]) in words(render_sample().replace("\n#", "\n"))
+
+
+def test_the_domain_example_shows_every_domain_key_below_its_doc() -> None:
+    text = render_sample()
+    lines = text.splitlines()
+    header = lines.index("[domains.web01]")
+    lines = lines[max(i for i in range(header) if not lines[i]):]  # the domain's part
+    for f in dataclasses.fields(DomainConfig):
+        if f.name == "name":
+            line = "[domains.web01]"
+        elif f.name in ("disks", "mounts"):
+            line = next(x for x in lines if x.startswith(f"[domains.web01.{f.name}"))
+        else:
+            line = next(x for x in lines if re.fullmatch(rf"(# )?{f.name} = .+", x))
+        assert comment_above(lines, lines.index(line)) == words(f.metadata["doc"])
+    target = lines.index('target_lv = "/dev/vg0/web01"')
+    assert comment_above(lines, target) == words(dataclasses.fields(DiskConfig)[0].metadata["doc"])
+
+
+def test_a_field_without_a_doc_fails_the_sample(monkeypatch: pytest.MonkeyPatch) -> None:
+    f = next(f for f in dataclasses.fields(Defaults) if f.name == "copy_jobs")
+    monkeypatch.setattr(f, "metadata", MappingProxyType({}))
+    with pytest.raises(ValueError, match=r"Defaults\.copy_jobs has no doc"):
+        render_sample()
+
+
+def test_a_none_default_without_its_toml_spelling_fails_the_sample(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    f = next(f for f in dataclasses.fields(Defaults) if f.name == "bwlimit")
+    monkeypatch.setattr(f, "metadata", MappingProxyType({"doc": f.metadata["doc"]}))
+    with pytest.raises(ValueError, match=r"Defaults\.bwlimit: its default None"):
+        render_sample()
+
+
+def test_a_domain_field_without_an_example_fails_the_sample(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    example = dict(sample._DOMAIN_EXAMPLE)
+    del example["mounts"]
+    monkeypatch.setattr(sample, "_DOMAIN_EXAMPLE", example)
+    with pytest.raises(ValueError, match=r"DomainConfig\.mounts has no example"):
+        render_sample()
+
+
+# --- the README ------------------------------------------------------------------------
+
+
+def test_the_readme_holds_the_sample_verbatim() -> None:
+    assert readme_sample(README.read_text()) == render_sample()
+
+
+def test_the_readme_says_which_command_prints_the_sample() -> None:
+    text = README.read_text()
+    intro = text[text.index("### Configuration"):text.index(BEGIN)]
+    assert "`domu-backup sample-config`" in intro
+
+
+def test_a_changed_default_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A default changed in the code, with the README (or any stale sample) left behind."""
+    stale = render_sample()
+    names = [f.name for f in dataclasses.fields(Defaults)]
+    init_defaults = list(Defaults.__init__.__defaults__)
+    assert len(init_defaults) == len(names)
+    init_defaults[names.index("max_delete")] = 9999
+    monkeypatch.setattr(Defaults.__init__, "__defaults__", tuple(init_defaults))
+    f = next(f for f in dataclasses.fields(Defaults) if f.name == "max_delete")
+    monkeypatch.setattr(f, "default", 9999)
+    assert Defaults().max_delete == 9999
+
+    assert drift(stale) == ["Defaults.max_delete"]
+    assert readme_sample(README.read_text()) != render_sample()
+    assert "max_delete = 9999" in render_sample().splitlines()
+    assert drift(render_sample()) == []
+
+
+def test_a_sample_the_parser_reads_differently_is_caught() -> None:
+    """What the comparison guards against: a value shown that is not what the parser makes."""
+    text = render_sample()
+    assert drift(text.replace("\ncopy_jobs = 1\n", "\ncopy_jobs = 2\n")) == ["Defaults.copy_jobs"]
+    assert drift(text.replace("\nkeepalive = 15\n", "\nkeepalive = 0\n")) == [
+        "SSHSettings.keepalive"]
+    assert drift(text.replace('\nbwlimit = ""\n', '\nbwlimit = "20M"\n')) == ["Defaults.bwlimit"]
+
+
+# --- TOML values ------------------------------------------------------------------------
+
+
+def _round_trip(value: object) -> object:
+    return tomllib.loads(f"v = {toml_value(value)}\n")["v"]
+
+
+@pytest.mark.parametrize(("value", "toml"), [
+    ("", '""'),
+    ("plain", '"plain"'),
+    ('a "quoted" \\ path', r'"a \"quoted\" \\ path"'),
+    ("tab\tnew\nline", r'"tab\tnew\nline"'),
+    ("\x00\x1f\x7f", r'"\u0000\u001f\u007f"'),
+    ("ünïcödé ✓ 😀", '"ünïcödé ✓ 😀"'),
+    (True, "true"),
+    (False, "false"),
+    (0, "0"),
+    (-15, "-15"),
+    (10.0, "10.0"),
+    (0.5, "0.5"),
+    (1e-05, "1e-05"),
+    (float("inf"), "inf"),
+    (float("-inf"), "-inf"),
+    ([], "[]"),
+    (["/tmp/*", "*.deb"], '["/tmp/*", "*.deb"]'),
+    ((1, [True, "x"]), '[1, [true, "x"]]'),
+])
+def test_toml_value(value: object, toml: str) -> None:
+    assert toml_value(value) == toml
+    expected = [*value] if isinstance(value, tuple) else value
+    assert _round_trip(value) == expected
+
+
+def test_toml_value_nan() -> None:
+    assert toml_value(float("nan")) == "nan"
+    assert math.isnan(_round_trip(float("nan")))
+
+
+@pytest.mark.parametrize("value", ["\ud800", "a\udfffb", 2**63, -(2**63) - 1])
+def test_toml_value_refuses_what_toml_cannot_hold(value: object) -> None:
+    with pytest.raises(ValueError):
+        toml_value(value)
+
+
+@pytest.mark.parametrize("value", [None, {"a": 1}, Path("/x"), b"bytes", {1}])
+def test_toml_value_refuses_other_types(value: object) -> None:
+    with pytest.raises(TypeError):
+        toml_value(value)
+
+
+_SCALARS = (st.text() | st.booleans() | st.integers(-(2**63), 2**63 - 1)
+            | st.floats(allow_nan=False))
+
+
+@settings(max_examples=500, deadline=None)
+@given(value=_SCALARS | st.lists(_SCALARS, max_size=5)
+       | st.lists(st.lists(_SCALARS, max_size=3), max_size=3))
+def test_toml_value_round_trips_through_tomllib(value: object) -> None:
+    assert _round_trip(value) == value
+
+
+@settings(max_examples=300, deadline=None)
+@given(key=st.text(min_size=1), value=st.text())
+def test_toml_key_round_trips_through_tomllib(key: str, value: str) -> None:
+    assert tomllib.loads(f"{toml_key(key)} = {toml_value(value)}\n") == {key: value}
+
+
+def test_toml_key_is_bare_when_it_may_be() -> None:
+    assert toml_key("xen-a") == "xen-a"
+    assert toml_key("web_01") == "web_01"
+    assert toml_key("web.01") == '"web.01"'
+    assert toml_key("é") == '"é"'
