@@ -1,6 +1,6 @@
 """Every error reaches the operator as one line and a documented exit code (R27).
 
-Each case goes through the command line (``tasks.program.run``, or the module in
+Each case goes through the command line (``toolkit.cli.run``, or the program in
 a subprocess where the process itself matters: a closed pipe, a signal), with a
 config in a temp directory, and checks the exit code and that stderr is one line
 without a traceback.
@@ -61,9 +61,9 @@ def _config(tmp_path: Path, *, peer: str = "ssh://root@127.0.0.1:1", lock: str =
 
 
 def cli(capsys, *argv: str) -> tuple[int, str, str]:
-    import tasks
+    from toolkit import cli as program
 
-    code = tasks.program.run(["domu-backup", *argv], exit=False)
+    code = program.finish(program.run(list(argv)))
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -89,7 +89,7 @@ def test_an_oserror_escaping_a_task_is_one_line_and_exit_2(tmp_path, capsys, mon
                       "/run/lock/domu-backup/" + "x" * 300 + ".lock")
 
     monkeypatch.setattr("toolkit.app.make_plan", too_long)
-    code, _out, err = cli(capsys, "plan", "web01", "--config", str(_config(tmp_path)))
+    code, _out, err = cli(capsys, "plan", "--domu", "web01", "--config", str(_config(tmp_path)))
     assert code == 2
     assert one_line(err).startswith("error: File name too long: /run/lock/domu-backup/x")
 
@@ -99,7 +99,7 @@ def test_any_unexpected_exception_is_one_line_and_exit_2(tmp_path, capsys, monke
         raise RuntimeError("something\nunexpected")
 
     monkeypatch.setattr("toolkit.app.make_plan", boom)
-    code, _out, err = cli(capsys, "plan", "web01", "--config", str(_config(tmp_path)))
+    code, _out, err = cli(capsys, "plan", "--domu", "web01", "--config", str(_config(tmp_path)))
     assert code == 2
     line = one_line(err)
     assert line.startswith("error: ") and "RuntimeError" in line and "unexpected" in line
@@ -109,7 +109,7 @@ def test_any_unexpected_exception_is_one_line_and_exit_2(tmp_path, capsys, monke
     ["exit-codes", "--bogus"],
     ["plan"],
     ["no-such-command"],
-    ["plan", "web01", "--config"],
+    ["plan", "--domu", "web01", "--config"],
 ])
 def test_invoke_usage_errors_exit_4_in_one_line(capsys, argv):
     code, _out, err = cli(capsys, *argv)
@@ -130,7 +130,7 @@ def test_a_multi_line_error_is_folded_into_one_line(tmp_path, capsys, monkeypatc
                                                  "first\nsecond\nthird\n", 0.0))
 
     monkeypatch.setattr("toolkit.app.make_plan", fails)
-    code, _out, err = cli(capsys, "plan", "web01", "--config", str(_config(tmp_path)))
+    code, _out, err = cli(capsys, "plan", "--domu", "web01", "--config", str(_config(tmp_path)))
     assert code == errors.CommandFailed.exit_code
     line = one_line(err)
     assert "first" in line and "third" in line
@@ -140,7 +140,7 @@ def test_a_closed_output_pipe_ends_quietly():
     read, write = os.pipe()
     os.close(read)  # like `| head -1` that has already exited
     try:
-        proc = subprocess.run([sys.executable, "tasks.py", "exit-codes"], cwd=ROOT,
+        proc = subprocess.run([sys.executable, "-m", "toolkit.cli", "exit-codes"], cwd=ROOT,
                               stdout=write, stderr=subprocess.PIPE, timeout=60, check=False)
     finally:
         os.close(write)
@@ -222,7 +222,7 @@ def test_backup_of_one_domain_not_defined_here_stays_an_error(tmp_path, capsys, 
 
 
 def _plan(capsys, *extra: str) -> tuple[int, str, str]:
-    return cli(capsys, "plan", "web01", "--node", "dom0-a", "--config", str(SANDBOX), *extra)
+    return cli(capsys, "plan", "--domu", "web01", "--node", "dom0-a", "--config", str(SANDBOX), *extra)
 
 
 def test_plan_replays_a_good_recording(capsys):
@@ -252,7 +252,7 @@ def test_a_record_file_that_cannot_be_written_is_one_line(tmp_path, capsys, monk
     from toolkit.replay import load_replay
 
     src, peer = load_replay(REPLAY, "dom0-a", "dom0-b")
-    monkeypatch.setattr("tasks._hosts", lambda *a: app.Hosts(source=src))
+    monkeypatch.setattr("toolkit.commands._hosts", lambda *a: app.Hosts(source=src))
     monkeypatch.setattr(app, "peer_runner", lambda config, name: peer)
     target = tmp_path / "missing-dir" / "rec.json"
     code, out, err = _plan(capsys, "--record", str(target))
@@ -266,10 +266,10 @@ def test_a_docker_peer_is_a_config_error_in_plan(tmp_path, capsys, monkeypatch):
     from toolkit.replay import load_replay
 
     src, _peer = load_replay(REPLAY, "dom0-a", "dom0-b")
-    monkeypatch.setattr("tasks._hosts", lambda *a: app.Hosts(source=src))
+    monkeypatch.setattr("toolkit.commands._hosts", lambda *a: app.Hosts(source=src))
     cfg = SANDBOX.read_text().replace('"ssh://root@dom0-b:22"', '"docker://dom0-b"')
     (tmp_path / "backup.toml").write_text(cfg)
-    code, _out, err = cli(capsys, "plan", "web01", "--node", "dom0-a",
+    code, _out, err = cli(capsys, "plan", "--domu", "web01", "--node", "dom0-a",
                           "--config", str(tmp_path / "backup.toml"))
     assert code == errors.ConfigError.exit_code
     assert "docker://dom0-b" in one_line(err)

@@ -23,9 +23,9 @@ from hypothesis import strategies as st
 
 from toolkit import errors
 from toolkit.config import SSHSettings
+from toolkit.lab.docker_runner import DockerRunner
 from toolkit.runners import (
     CommandResult,
-    DockerRunner,
     HostSpec,
     LocalRunner,
     Runner,

@@ -144,7 +144,7 @@ peer = "dom0-b"
 
 
 def test_recover_records_each_killed_run_it_cleans(tmp_path, capsys, monkeypatch):
-    import tasks
+    from toolkit import cli as program
     import toolkit.recover as rec
     from toolkit.config import load_config
 
@@ -170,8 +170,8 @@ def test_recover_records_each_killed_run_it_cleans(tmp_path, capsys, monkeypatch
 
     monkeypatch.setattr(rec, "take_inventory", lambda runner, config, role: Pending())
     monkeypatch.setattr(rec, "recover_domain", recover_domain)
-    code = tasks.program.run(["domu-backup", "recover", "--host", "local", "--node", "dom0-a",
-                              "--config", str(path)], exit=False)
+    code = program.run(["recover", "--host", "local", "--node", "dom0-a", "--config",
+                        str(path)])
     out, err = capsys.readouterr()
     assert code == 0, err
     cfg = load_config(path)

@@ -18,13 +18,18 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import ToolkitError
 from ..rsync import SshOptions
-from ..runners import CommandResult, DockerRunner, Runner
+from ..runners import CommandResult, Runner
+from .docker_runner import DockerRunner
 from .audit import AuditedFs, audit_standby
+
+if TYPE_CHECKING:
+    from .guests import BuiltImage
 
 IMAGES = "/var/lib/domubk-lab/images"
 WORKDIR = "/var/lib/domubk-lab/work"
@@ -110,6 +115,9 @@ class Lab:
     started_engine: bool
     checkout: Path | None = None
     synced_images: set[str] = field(default_factory=set)  # made on the peers by reset_disks
+    # What build_disk_image reported for each image the sandbox built, by (container, path):
+    # the e2e tests inspect those images instead of building them again.
+    built: dict[tuple[str, str], BuiltImage] = field(default_factory=dict)
 
     def runner(self, container: str) -> Runner:
         return DockerRunner(container, client=self.client)
@@ -151,7 +159,8 @@ def build_guest_images(lab: Lab, checkout: Path, scale: int = 1) -> None:
                                          (g.peer, g.standby_image, True)):
             r = lab.runner(container)
             r.run(["mkdir", "-p", IMAGES, WORKDIR], timeout=30)
-            build_disk_image(r, recipe, path, workdir=WORKDIR, standby=standby, scale=scale)
+            lab.built[(container, path)] = build_disk_image(
+                r, recipe, path, workdir=WORKDIR, standby=standby, scale=scale)
 
 
 def copy_file(lab: Lab, src: str, src_path: str, dst: str, dst_path: str) -> None:
@@ -244,8 +253,9 @@ def _build_missing(lab: Lab, r: Runner, items: list[tuple[str, GuestDisk, bool]]
         recipe = load_recipe(lab.recipe_path(g.recipe), g.device)
         # Under a temporary name until complete: an interrupted build is redone.
         partial = f"{image}.partial"
-        build_disk_image(r, recipe, partial, workdir=WORKDIR, standby=standby)
+        result = build_disk_image(r, recipe, partial, workdir=WORKDIR, standby=standby)
         r.run(["mv", "-f", "--", partial, image], timeout=30)
+        lab.built[(r.host, image)] = replace(result, path=image)
         built += 1
     return built
 

@@ -1,0 +1,399 @@
+"""The operator's commands: backup, plan, check-config, recover, status, init-standby and
+the two that print reference text (exit-codes, sample-config).
+
+Each is an invoke task, so a checkout runs them as ``invoke backup --domu web01``; the
+installed ``domu-backup`` program (``toolkit/cli.py``) offers exactly these and nothing of
+the rehearsal lab. Options are long and explicit: no short flags are generated and no
+option is positional.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from invoke import Exit, task
+
+from .errors import ToolkitError, UsageError, exit_code_table
+
+
+def operator_task(*args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+    """``invoke.task`` with the operator's rules: long options only, none positional."""
+    kwargs.setdefault("auto_shortflags", False)
+    kwargs.setdefault("positional", [])
+    texts = dict(kwargs.get("help") or {})
+
+    def make(body):  # noqa: ANN001, ANN202
+        made = task(**kwargs)(body)
+        made.option_help = texts  # invoke's get_arguments() consumes its .help
+        return made
+
+    if args and callable(args[0]):
+        return make(args[0])
+    return make
+
+
+def arguments(command) -> list:  # noqa: ANN001
+    """A command's invoke Arguments, each with its help text, however often asked."""
+    command.help = dict(command.option_help)
+    return command.get_arguments()
+
+
+def _need_domu(domu: str | None, command: str) -> str:
+    if not domu:
+        raise Exit(f"error: {command} needs --domu NAME", code=UsageError.exit_code)
+    return domu
+
+
+def _config(path: str | None, *, check_permissions: bool = True):  # noqa: ANN202
+    from .config import default_config_path, load_config
+
+    return load_config(Path(path) if path else default_config_path(),
+                       check_permissions=check_permissions)
+
+
+def _fail(exc: ToolkitError) -> Exit:
+    from .app import one_line
+
+    return Exit(f"error: {one_line(str(exc))}", code=exc.exit_code)
+
+
+def _hosts(config, replay: str | None, node: str | None):  # noqa: ANN001, ANN202
+    from .app import Hosts
+    from .preflight import local_node_name
+
+    if not replay:
+        return Hosts()
+    from .replay import load_replay
+
+    local = local_node_name(config, node)
+    # The replay file names no peer; the plan's peer comes from the config.
+    src, peer = load_replay(Path(replay), local, "peer")
+    return Hosts(source=src, peer_factory=lambda name: _renamed(peer, name))
+
+
+def _one_line(text: object) -> str:
+    from .app import one_line
+
+    return one_line(str(text))
+
+
+def _renamed(runner, name):  # noqa: ANN001, ANN202
+    runner.host = name
+    return runner
+
+
+@operator_task(help={
+    "domu": "domain to back up",
+    "all": "every configured domain running on this host, one after another",
+    "dry-run": "print the plan for both hosts and change nothing",
+    "json": "print the report (or, with --dry-run, the plan) as JSON",
+    "config": "config file (default: $DOMU_BACKUP_CONFIG or /etc/domu-backup/backup.toml)",
+    "node": "this host's name in [cluster.dom0s] (default: the short hostname)",
+    "allow-mass-delete": "lift the max_delete bound for this run",
+})
+def backup(c, domu=None, all=False, dry_run=False, json=False, config=None, node=None,  # noqa: A002
+           allow_mass_delete=False):
+    """Back up a running guest to its peer: snapshot, mount, rsync, tear down."""
+    from .app import backup as run_backup
+    from .app import make_plan, stderr_log
+    from .config import check_root
+    from .plan import render_plan
+    from .progress import ProgressReporter
+    from .report import summary, write_report
+    from .signals import signals_raise
+
+    if bool(domu) == bool(all):
+        raise Exit("error: give exactly one of --domu NAME or --all", code=4)
+    try:
+        cfg = _config(config)
+        domains = list(cfg.domains) if all else [domu]
+        if not all:
+            cfg.domain(domu)
+        if dry_run:
+            hosts = _hosts(cfg, None, node)
+            try:
+                for name in domains:
+                    plan = make_plan(cfg, name, hosts, node=node)
+                    print(plan.to_json() if json else render_plan(plan))
+            finally:
+                hosts.close()
+            return
+        check_root()
+        progress = ProgressReporter(stderr_log)
+        with signals_raise():
+            report = run_backup(cfg, domains, _hosts(cfg, None, node), node=node,
+                                allow_mass_delete=allow_mass_delete, log=stderr_log,
+                                on_progress=progress, skip_undefined=all)
+        progress.close()
+        try:
+            path = write_report(report, cfg.defaults.report_dir)
+            stderr_log(f"report written to {path}")
+        except (OSError, ToolkitError) as exc:
+            # The run is over and its summary still goes out; an unusable report
+            # directory (R22) is said, not a reason to hide the result.
+            stderr_log(f"could not write the report to {cfg.defaults.report_dir}: {exc}")
+        print(report.to_json() if json else summary(report))
+        if report.exit_code:
+            raise Exit(code=report.exit_code)
+    except ToolkitError as exc:
+        raise _fail(exc) from None
+
+
+@operator_task(help={
+    "domu": "domain to plan",
+    "json": "print the plan as JSON",
+    "config": "config file",
+    "node": "this host's name in [cluster.dom0s]",
+    "replay": "answer fact commands from a recording (no host is contacted)",
+    "record": "save every fact command and its result to this file",
+})
+def plan(c, domu=None, json=False, config=None, node=None, replay=None, record=None):
+    """Print the two-host plan for a domain; runs only read-only fact commands."""
+    domu = _need_domu(domu, "plan")
+    from .app import Hosts, make_plan
+    from .plan import render_plan
+    from .signals import signals_raise
+
+    try:
+        with signals_raise():
+            cfg = _config(config, check_permissions=not replay)
+            hosts = _hosts(cfg, replay, node)
+            recorders = []
+            unsaved: UsageError | None = None
+            if record:
+                from .app import peer_runner
+                from .replay import RecordingRunner
+
+                src = RecordingRunner(hosts.source, "source")
+                recorders.append(src)
+
+                def peer_factory(name):  # noqa: ANN001, ANN202
+                    rec = RecordingRunner(peer_runner(cfg, name), "peer")
+                    recorders.append(rec)
+                    return rec
+
+                hosts = Hosts(source=src, peer_factory=peer_factory)
+            try:
+                p = make_plan(cfg, domu, hosts, node=node,
+                              run_id="20260101T000000Z-0000" if replay else None)
+            except KeyError as exc:
+                if not replay:
+                    raise
+                # A replay runner asked for a command its recording does not hold.
+                raise UsageError(f"--replay {replay}: {exc.args[0] if exc.args else exc}; "
+                                 "record it again with --record") from None
+            finally:
+                hosts.close()
+                if record:
+                    from .replay import save_recording
+
+                    try:
+                        save_recording(Path(record), recorders)
+                    except UsageError as exc:  # said after the plan (or the plan's own error)
+                        unsaved = exc
+        print(p.to_json() if json else render_plan(p))
+        if record and unsaved is not None:
+            raise unsaved
+    except ToolkitError as exc:
+        raise _fail(exc) from None
+
+
+@operator_task(help={"config": "config file to check"})
+def check_config(c, config=None):
+    """Validate the config file and print what it says."""
+    try:
+        cfg = _config(config)
+    except ToolkitError as exc:
+        raise _fail(exc) from None
+    print(f"{cfg.path}: OK")
+    print(f"  Dom0s: {', '.join(f'{k}={v}' for k, v in cfg.dom0s.items())}")
+    print(f"  hypervisor: {cfg.hypervisor_uri}")
+    for name, d in cfg.domains.items():
+        disks = ", ".join(f"{k}->{v.target_lv}" for k, v in d.disks.items()) or "same paths"
+        print(f"  domain {name}: peer {d.peer}; disks {disks}")
+
+
+@operator_task(help={
+    "domu": "only this domain (default: every domain)",
+    "host": "local, peer or both (default both)",
+    "config": "config file",
+    "node": "this host's name in [cluster.dom0s]",
+})
+def recover(c, domu=None, host="both", config=None, node=None):
+    """Remove what killed runs left behind (mounts, maps, snapshots) on both hosts."""
+    from . import recover as rec
+    from .app import peer_runner, stderr_log
+    from .config import check_root
+    from .errors import ConnectionLost, HostKeyRejected, PeerUnreachable
+    from .journal import list_journals
+    from .lock import domain_lock
+    from .preflight import local_node_name
+    from .runners import LocalRunner
+    from .status import killed_runs, record_cleaned_runs
+
+    if host not in ("local", "peer", "both"):
+        raise Exit(f"error: --host must be local, peer or both, not {host!r}", code=4)
+    peers: dict[str, object] = {}  # one connection per peer host, for all its domains
+    # A peer that cannot be reached: the local half is still recovered, then the run says so.
+    down: dict[str, ToolkitError] = {}
+    try:
+        check_root()
+        cfg = _config(config)
+        local = local_node_name(cfg, node)
+        source = LocalRunner(local)
+        names = [domu] if domu else list(cfg.domains)
+        # One look at each host first; a domain with nothing on a host is skipped there.
+        inventories = {}
+        if host in ("local", "both"):
+            inventories[(local, "source")] = rec.take_inventory(source, cfg, "source")
+        done: list[str] = []
+        for name in names:
+            dcfg = cfg.domain(name)
+            peer = None
+            if host in ("peer", "both") and dcfg.peer != local and dcfg.peer not in down:
+                if dcfg.peer not in peers:
+                    runner = peer_runner(cfg, dcfg.peer)
+                    try:
+                        inventories[(dcfg.peer, "peer")] = rec.take_inventory(runner, cfg,
+                                                                              "peer")
+                    except (PeerUnreachable, HostKeyRejected, ConnectionLost) as exc:
+                        getattr(runner, "close", lambda: None)()
+                        down[dcfg.peer] = exc
+                        stderr_log(f"peer {dcfg.peer} cannot be reached, recovering {local} "
+                                   f"only: {exc}")
+                    else:
+                        peers[dcfg.peer] = runner
+                peer = peers.get(dcfg.peer)
+            seen = {"source": inventories.get((local, "source")),
+                    "peer": inventories.get((dcfg.peer, "peer"))}
+            if not any(inv is not None and inv.pending(cfg, name) for inv in seen.values()):
+                continue
+            with domain_lock(cfg.defaults.lock_dir, name):
+                # Under the lock, a journal left is a killed run's (none of a live one).
+                journals = [p for runner in (source if host in ("local", "both") else None, peer)
+                            if runner is not None
+                            for p in list_journals(runner, cfg.defaults.state_dir, name)]
+                cleaned = rec.recover_domain(cfg, name, source, peer, log=stderr_log,
+                                             hosts=host,
+                                             inventories={k: v for k, v in seen.items() if v})
+                done += cleaned
+                # Those runs wrote no report: `status` shows them from these records.
+                record_cleaned_runs(cfg, name, killed_runs(name, journals, cleaned),
+                                    by="recover", log=stderr_log)
+        print("\n".join(done) if done else "nothing to recover")
+        if down:
+            peer_name, exc = next(iter(down.items()))
+            finished = f"{local} was recovered; " if host == "both" else ""
+            raise Exit(f"error: {_one_line(exc)}; {finished}run `domu-backup recover` again "
+                       f"when {peer_name} is back (`--host local` recovers only this host)",
+                       code=max(e.exit_code for e in down.values()))
+    except ToolkitError as exc:
+        raise _fail(exc) from None
+    finally:
+        for runner in peers.values():
+            getattr(runner, "close", lambda: None)()
+
+
+@operator_task(help={
+    "domu": "domain whose standby to prepare",
+    "force": "overwrite a standby that already holds a partition table or filesystems",
+    "dry-run": "print the plan and change nothing",
+    "config": "config file",
+    "node": "this host's name in [cluster.dom0s]",
+})
+def init_standby(c, domu=None, force=False, dry_run=False, config=None, node=None):
+    """Give the peer's LV the source disk's table, boot area, filesystem types, UUIDs, labels."""
+    domu = _need_domu(domu, "init-standby")
+    from .app import Hosts, new_run_id, stderr_log
+    from .config import check_root
+    from .preflight import gather, local_node_name
+    from .standby import plan_standby, render_standby_plan, run_standby
+
+    try:
+        cfg = _config(config)
+        local = local_node_name(cfg, node)
+        hosts = Hosts()
+        try:
+            pre, peer = gather(cfg, domu, hosts.source, lambda n: hosts.peer(cfg, n), local)
+            sp = plan_standby(pre.facts, cfg, new_run_id(), force=force)
+            print(render_standby_plan(sp, local, pre.facts.peer_host))
+            if dry_run:
+                return
+            check_root()
+            run_standby(sp, cfg, hosts.source, peer, log=stderr_log)
+            print(f"standby of {domu} on {pre.facts.peer_host} prepared; run a backup to fill it")
+        finally:
+            hosts.close()
+    except ToolkitError as exc:
+        raise _fail(exc) from None
+
+
+@operator_task(help={"domu": "only this domain", "config": "config file", "json": "print JSON"})
+def status(c, domu=None, config=None, json=False):
+    """Per domain: last success, last failure, and whether the standby is clean or dirty.
+
+    The standby's state comes from its marker on the peer only: when that cannot be read the
+    standby is "unknown" and the command exits StatusUnknown (25)."""
+    from .app import peer_runner
+    from .config import check_root
+    from .errors import ConnectionLost, HostKeyRejected, PeerUnreachable, StatusUnknown
+    from .signals import signals_raise
+    from .status import domain_status, marker_path, read_peer_marker, render_status
+
+    peers: dict[str, object] = {}  # one connection per peer, for all its domains
+    down: dict[str, StatusUnknown] = {}  # a peer that cannot be reached is tried once
+    unknown: list[str] = []
+    try:
+        check_root()  # the SSH key and the reports are root's
+        cfg = _config(config)
+        rows = []
+        with signals_raise():
+            for name in [domu] if domu else list(cfg.domains):
+                peer_name = cfg.domain(name).peer
+                marker = None
+                try:
+                    if peer_name in down:
+                        raise down[peer_name]
+                    if peer_name not in peers:
+                        peers[peer_name] = peer_runner(cfg, peer_name)
+                    marker = read_peer_marker(peers[peer_name], marker_path(cfg, name))
+                except StatusUnknown as exc:
+                    if isinstance(exc.__cause__, (PeerUnreachable, HostKeyRejected,
+                                                  ConnectionLost)):
+                        down[peer_name] = exc
+                    unknown.append(f"{name}: {exc}")
+                rows.append(domain_status(cfg, name, peer_marker=marker))
+    except ToolkitError as exc:
+        raise _fail(exc) from None
+    finally:
+        for runner in peers.values():
+            getattr(runner, "close", lambda: None)()
+    if json:
+        import json as _json
+        from dataclasses import asdict
+
+        print(_json.dumps([asdict(r) for r in rows], indent=2))
+    else:
+        print(render_status(rows))
+    if unknown:
+        raise Exit(_one_line("error: standby state unknown for " + "; ".join(unknown)),
+                   code=StatusUnknown.exit_code)
+
+
+@operator_task
+def exit_codes(c):
+    """Print the exit-code table."""
+    for code, name, summary in exit_code_table():
+        print(f"{code!s:>6}  {name:<22} {summary}")
+
+
+@operator_task
+def sample_config(c):
+    """Print the annotated sample config: every setting with its default and meaning."""
+    from .sample import render_sample
+
+    print(render_sample(), end="")
+
+
+COMMANDS = (backup, plan, check_config, recover, status, init_standby, exit_codes,
+            sample_config)

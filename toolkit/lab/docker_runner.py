@@ -1,0 +1,172 @@
+"""The lab's runner: argv run in a fake Dom0 container through the docker SDK's exec API.
+
+Only the rehearsal lab (a checkout) uses it; the installed product reaches hosts locally
+or over SSH (``toolkit/runners.py``).
+"""
+
+from __future__ import annotations
+
+import shlex
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+from ..errors import CommandFailed, CommandTimedOut
+from ..runners import DEFAULT_TIMEOUT, CommandResult, _checked, validate_argv
+
+
+def _decode(data: bytes) -> str:
+    return data.decode("utf-8", "surrogateescape")
+
+
+_FRAME_HEADER = struct.Struct(">BxxxL")  # stream id, 3 pad bytes, payload length
+_KILLED_BY_TIMEOUT = 137  # coreutils `timeout -s KILL` exits 128 + 9
+
+
+class DockerRunner:
+    """Runs argv in a container through the docker SDK's exec API.
+
+    Docker's exec has no timeout and cannot kill an exec'd process, so a
+    timed command runs as ``timeout -s KILL N argv`` (coreutils, present in
+    the Debian-based containers) to kill it inside the container, and the
+    client also stops reading at a deadline a few seconds later in case
+    something still holds the output open.
+    """
+
+    _GRACE = 5.0
+
+    def __init__(self, container: str, client: object | None = None) -> None:
+        self.container = container
+        self.host = container
+        self._client = client
+
+    @property
+    def client(self):  # noqa: ANN201 - docker.DockerClient, imported lazily
+        """The docker SDK client, made from the environment on first use."""
+        if self._client is None:
+            import docker  # a Dom0 in production never needs the SDK
+
+            self._client = docker.from_env()
+        return self._client
+
+    def close(self) -> None:
+        """Close the SDK client if this runner made it."""
+        client, self._client = self._client, None
+        if client is not None and hasattr(client, "close"):
+            client.close()
+
+    def __enter__(self) -> DockerRunner:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        check: bool = True,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        input: str | None = None,
+        ok_codes: Iterable[int] = (0,),
+        env: Mapping[str, str] | None = None,
+    ) -> CommandResult:
+        args = validate_argv(argv)
+        command = list(args)
+        if timeout is not None:
+            command = ["timeout", "-s", "KILL", f"{timeout:.3f}s", *command]
+        environment = {"LC_ALL": "C", **(env or {})}
+        api = self.client.api
+        start = time.monotonic()
+        exec_id = api.exec_create(self.container, command, stdout=True, stderr=True,
+                                  stdin=input is not None, tty=False,
+                                  environment=environment)["Id"]
+        sock = api.exec_start(exec_id, socket=True)
+        raw = getattr(sock, "_sock", sock)
+        deadline = None if timeout is None else start + timeout + self._GRACE
+        data = input.encode("utf-8", "surrogateescape") if input is not None else None
+        try:
+            out, err, complete = _read_exec_stream(
+                raw, data, deadline, lambda: bool(api.exec_inspect(exec_id).get("Running")))
+        finally:
+            raw.close()
+            if raw is not sock:
+                sock.close()
+        code = _exec_exit_code(api, exec_id, time.monotonic() + (10.0 if complete else 0.0))
+        duration = time.monotonic() - start
+        result = CommandResult(self.host, args, -1 if code is None else code,
+                               _decode(out), _decode(err), duration)
+        if not complete or (timeout is not None and code == _KILLED_BY_TIMEOUT
+                            and duration >= timeout):
+            raise CommandTimedOut(result, f"command timed out after {timeout}s: "
+                                          f"{shlex.join(args)}")
+        if code is None:
+            if check:
+                raise CommandFailed(result, f"command `{shlex.join(args)}` ended without "
+                                            "an exit code")
+            return result
+        return _checked(result, check, ok_codes)
+
+
+def _read_exec_stream(sock: socket.socket, data: bytes | None, deadline: float | None,
+                      running: Callable[[], bool] | None = None) -> tuple[bytes, bytes, bool]:
+    """Demultiplex a non-tty exec stream until EOF or the deadline; False if cut short.
+
+    The engine sometimes never closes the stream of a finished exec (seen with
+    the lab VM's engine behind QEMU's user network): after a quiet second the
+    exec is inspected, and once it has ended and stays quiet the output is done.
+    """
+    if data is not None:
+        # A writer thread, so a large input and a large output cannot wait on
+        # each other; shutting down our side closes the command's stdin.
+        def feed() -> None:
+            try:
+                sock.sendall(data)
+                sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+        threading.Thread(target=feed, daemon=True).start()
+    streams: dict[int, list[bytes]] = {1: [], 2: []}
+    buf = b""
+    quiet_after_exit = 0
+    while True:
+        slice_ = 1.0 if running is not None else None
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return b"".join(streams[1]), b"".join(streams[2]), False
+            slice_ = min(slice_, left) if slice_ is not None else left
+        sock.settimeout(slice_)
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            if running is not None and not running():
+                quiet_after_exit += 1
+                if quiet_after_exit >= 2:
+                    break
+            continue
+        if not chunk:
+            break
+        buf += chunk
+        while len(buf) >= _FRAME_HEADER.size:
+            stream, size = _FRAME_HEADER.unpack_from(buf)
+            if len(buf) < _FRAME_HEADER.size + size:
+                break
+            payload = buf[_FRAME_HEADER.size:_FRAME_HEADER.size + size]
+            buf = buf[_FRAME_HEADER.size + size:]
+            streams.setdefault(stream, []).append(payload)
+    return b"".join(streams[1]), b"".join(streams[2]), True
+
+
+def _exec_exit_code(api, exec_id: str, deadline: float) -> int | None:  # noqa: ANN001
+    """The exec's exit code; it can lag the end of its output by a moment."""
+    while True:
+        info = api.exec_inspect(exec_id)
+        if not info.get("Running") and info.get("ExitCode") is not None:
+            return int(info["ExitCode"])
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.02)
