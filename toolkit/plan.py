@@ -13,6 +13,7 @@ path a filesystem belongs to is shown beside it and used for excludes.
 from __future__ import annotations
 
 import json
+import math
 import posixpath
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -623,7 +624,7 @@ def transfer_argv(config: Config, domain: str, fsp: FilesystemPlan, peer_address
     return rsync_argv(
         fsp.source_mount, peer_address, fsp.target_mount,
         SshOptions(key=str(ssh.key), known_hosts=str(ssh.known_hosts), port=peer_port,
-                   connect_timeout=int(ssh.connect_timeout), keepalive=int(ssh.keepalive),
+                   connect_timeout=math.ceil(ssh.connect_timeout), keepalive=int(ssh.keepalive),
                    cipher=ssh.cipher or "", compress=d.compress),
         excludes=relative_excludes(list(d.excludes) + list(dcfg.excludes), guest_path),
         extra_args=list(d.rsync_args) + list(dcfg.rsync_args),

@@ -222,7 +222,8 @@ def test_backup_of_one_domain_not_defined_here_stays_an_error(tmp_path, capsys, 
 
 
 def _plan(capsys, *extra: str) -> tuple[int, str, str]:
-    return cli(capsys, "plan", "--domu", "web01", "--node", "dom0-a", "--config", str(SANDBOX), *extra)
+    return cli(capsys, "plan", "--domu", "web01", "--node", "dom0-a", "--config", str(SANDBOX),
+               *extra)
 
 
 def test_plan_replays_a_good_recording(capsys):

@@ -111,3 +111,18 @@ def test_standby_with_other_partition_table_is_a_layout_mismatch(tmp_path):
                                target_filesystems=gpt.filesystems)
     diffs = compare_layouts(disk)
     assert diffs == ["partition table dos on source, gpt on standby"]
+
+
+@pytest.mark.parametrize("seconds, expected", [(0.5, 1), (10.0, 10), (2.2, 3)])
+def test_rsyncs_ssh_connect_timeout_is_rounded_up_never_to_zero(tmp_path, seconds, expected):
+    """ssh takes whole seconds: a configured 0.5 s must not become ConnectTimeout=0."""
+    from toolkit.plan import transfer_argv
+
+    cfg = config(tmp_path)
+    cfg = dataclasses.replace(cfg, ssh=dataclasses.replace(cfg.ssh, connect_timeout=seconds))
+    p = plan_backup(web01_facts(), cfg, run_id="20260101T000000Z-abcd")
+    fsp = p.filesystems[0]
+    argv = transfer_argv(cfg, "web01", fsp, "root@10.0.0.2", 22, "/")
+    rsh = argv[argv.index("-e") + 1] if "-e" in argv else next(a for a in argv
+                                                               if "ConnectTimeout" in a)
+    assert f"ConnectTimeout={expected}" in rsh

@@ -144,8 +144,8 @@ peer = "dom0-b"
 
 
 def test_recover_records_each_killed_run_it_cleans(tmp_path, capsys, monkeypatch):
-    from toolkit import cli as program
     import toolkit.recover as rec
+    from toolkit import cli as program
     from toolkit.config import load_config
 
     monkeypatch.setattr(os, "geteuid", lambda: 0)

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING
 from ..errors import ToolkitError
 from ..rsync import SshOptions
 from ..runners import CommandResult, Runner
-from .docker_runner import DockerRunner
 from .audit import AuditedFs, audit_standby
+from .docker_runner import DockerRunner
 
 if TYPE_CHECKING:
     from .guests import BuiltImage
