@@ -47,14 +47,18 @@ def fresh(lab, request: pytest.FixtureRequest):
     ``synced_standby`` start with web01's standby already in sync with its disk.
     """
     from toolkit.lab.rehearse import reset_disks
+    from toolkit.lab.timing import phase
 
     if request.node.get_closest_marker("own_disks") is None:
         synced = ("web01",) if request.node.get_closest_marker("synced_standby") else ()
-        reset_disks(lab, synced=synced)
-    for c in ("dom0-a", "dom0-b"):  # reports, journals and standby markers of earlier tests
-        lab.runner(c).run(["rm", "-rf", "/var/lib/domu-backup"], timeout=60)
+        with phase("per-test: guest and standby disks rewritten"):
+            reset_disks(lab, synced=synced)
+    with phase("per-test: state directories wiped"):
+        for c in ("dom0-a", "dom0-b"):  # reports, journals and standby markers of earlier tests
+            lab.runner(c).run(["rm", "-rf", "/var/lib/domu-backup"], timeout=60)
     yield lab
-    leaks = {c: lab.sandbox.leak_report(c) for c in ("dom0-a", "dom0-b")}
+    with phase("per-test: leak check"):
+        leaks = {c: lab.sandbox.leak_report(c) for c in ("dom0-a", "dom0-b")}
     leaks = {c: v for c, v in leaks.items() if v}
     if leaks:
         # clean up so the next test starts clean, then fail this one

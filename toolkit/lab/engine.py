@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from ..errors import ToolkitError, UsageError
 from . import cache_dir, prune, say, vm
 from . import images as images_mod
+from .timing import phase
 
 if TYPE_CHECKING:
     import docker
@@ -224,9 +225,16 @@ def _baked_path(vm_key: str) -> Path:
 
 
 def _start_vm(log: Callable[[str], None]) -> LabEngine:
-    image = vm.ensure_vm_image(log)
-    disk = _ensure_baked(image, log)
+    with phase("lab VM image (build or cache)"):
+        image = vm.ensure_vm_image(log)
+    with phase("dom0 image (bake or cache)"):
+        disk = _ensure_baked(image, log)
     log(f"booting the lab VM ({vm.accel()}, {vm.CPUS} vCPUs, {vm.MEMORY_MIB} MiB)")
+    with phase("lab VM boot"):
+        return _boot(image, disk, log)
+
+
+def _boot(image: vm.VmImage, disk: Path, log: Callable[[str], None]) -> LabEngine:
     start = time.monotonic()
     proc = vm.boot(disk, image, cache_dir() / "run")
     state = LabState("vm", proc.docker_host, proc.pid, proc.port, str(proc.overlay), str(disk),
