@@ -61,3 +61,43 @@ def test_nothing_found_and_real_errors_keep_their_meaning() -> None:
         _probe(Answers(4, "", "blkid: error"), "/dev/x")
     with pytest.raises(ParseError):
         _probe(Answers(0, "DEVNAME=/dev/x\nSEC_TYPE=msdos\n"), "/dev/x")
+
+
+# --- audit_standby: what it compared -------------------------------------------------
+
+class _Rsync:
+    host = "dom0-a"
+
+    def run(self, argv, *, check=True, timeout=None, **_kw) -> CommandResult:  # noqa: ANN001
+        assert argv[0] == "rsync"
+        return CommandResult(self.host, tuple(argv), 0, "", "", 0.0)
+
+
+def _audit(monkeypatch, src: dict, dst: dict):  # noqa: ANN202
+    import contextlib
+
+    from toolkit.lab import audit as audit_mod
+    from toolkit.rsync import SshOptions
+
+    trees = iter([src, dst])
+
+    @contextlib.contextmanager
+    def mounted(*_a, **_k):  # noqa: ANN202
+        yield next(trees)
+
+    monkeypatch.setattr(audit_mod, "mounted", mounted)
+    monkeypatch.setattr(audit_mod, "audit_boot_area", lambda *a: None)
+    return audit_mod.audit_standby(_Rsync(), _Rsync(), "/dev/vg_a/web01", "/dev/vg_b/web01",
+                                   "root@dom0-b", SshOptions(key="/k", known_hosts="/kh"))
+
+
+def test_an_audit_that_mounted_nothing_reports_a_difference(monkeypatch) -> None:
+    found = _audit(monkeypatch, {}, {})
+    assert [(x.name, x.differences) for x in found] == [
+        ("(none)", ("the audit compared no filesystem: none mounted from /dev/vg_a/web01",))]
+
+
+def test_a_filesystem_on_one_side_only_is_a_difference(monkeypatch) -> None:
+    found = _audit(monkeypatch, {"1": ("/a/1", "ext4")},
+                   {"1": ("/b/1", "ext4"), "2": ("/b/2", "ext4")})
+    assert {x.name: x.differences for x in found} == {"1": (), "2": ("not on the source",)}

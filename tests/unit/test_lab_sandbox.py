@@ -27,6 +27,7 @@ from toolkit.lab.sandbox import (
     is_sandbox_pv,
     leaks_from,
     lv_name,
+    map_owner,
     parse_dmsetup_ls,
     parse_losetup_json,
     parse_probe_output,
@@ -258,14 +259,30 @@ def test_virsh_list_gives_each_domains_state() -> None:
     assert parse_virsh_list("") == {}
 
 
+RUN = "20261127T183004Z-c917"
 FAKE_PROBES = {
-    "dmsetup": "vg_a-web01\t(254:0)\ndomubk-20261127T183004Z-c917-web01-xvda1\t(254:7)\n",
-    "lvs": "  vg_a|web01|\n  vg_a|domubk-20261127T183004Z-c917-web01-xvda|domubk,domubk-run\n",
-    "findmnt": "/\n/etc/hosts\n/run/domu-backup/src/web01.20261127T183004Z-c917/xvda1\n",
+    # the kernel is shared: dom0-b's standby alias of web01 and its partition map show here
+    "dmsetup": (f"vg_a-web01\t(254:0)\nvg_a-domubk--{RUN}--web01--xvda\t(254:5)\n"
+                f"domubk-{RUN}-web01-xvda\t(254:6)\ndomubk-{RUN}-web01-xvdap1\t(254:7)\n"
+                f"domubk-{RUN}-web01-src-0123456789abcdef\t(254:8)\n"
+                f"domubk-{RUN}-ghost-xvda\t(254:9)\n"),
+    "lvs": f"  vg_a|web01|\n  vg_a|domubk-{RUN}-web01-xvda|domubk,domubk-run\n",
+    "findmnt": (f"/dev/vda1 /\n/dev/vda1 /etc/hosts\n"
+                f"/dev/mapper/vg_a-domubk--{RUN}--web01--xvdap1 "
+                f"/run/domu-backup/src/web01.{RUN}/xvda1\n"
+                f"/dev/mapper/vg_a-domubk--{RUN}--web01--xvdap2 /mnt/elsewhere\n"),
     "losetup": json.dumps({"loopdevices": [
         {"name": "/dev/loop0", "back-file": DOM0S[0].pv_file},
         {"name": "/dev/loop3", "back-file": "/tmp/stray.img"}]}),
     "lslocks": "/run/lock/domu-backup/web01.lock\n/run/other.lock\n",
+    "find": (f"/run/domu-backup/src/web01.{RUN}\n"
+             f"/var/lib/domu-backup/journal/web01.{RUN}.jsonl\n"),
+    "ps": ("    1 /usr/bin/tini -- /usr/local/sbin/domu-lab-entrypoint\n"
+           "   40 /usr/sbin/sshd -D\n"
+           "  812 /usr/bin/python3 /usr/local/bin/domu-backup backup --domu web01\n"
+           f"  901 setpriv --pdeathsig KILL -- rsync -aHAXSx /run/domu-backup/src/web01.{RUN}/\n"
+           "  955 sh -c echo '@@domubk-probe dm'; dmsetup ls; domu-backup backup\n"
+           "  960 less /var/log/domu-backup-notes\n"),
 }
 
 
@@ -287,20 +304,42 @@ def test_leak_probes_run_in_one_script_and_name_every_leftover(tmp_path: Path) -
                          env=fake_bin(tmp_path, FAKE_PROBES), capture_output=True, text=True,
                          check=True).stdout
     sections = parse_probe_output(out, LEAK_PROBES)
-    assert sections["mounts"].splitlines()[0] == "/"
-    leaks = leaks_from(sections)
-    assert leaks == [
-        "dm map domubk-20261127T183004Z-c917-web01-xvda1",
-        "LV vg_a/domubk-20261127T183004Z-c917-web01-xvda",
-        "mount /run/domu-backup/src/web01.20261127T183004Z-c917/xvda1",
+    assert sections["mounts"].splitlines()[0] == "/dev/vda1 /"
+    assert leaks_from(sections, host="dom0-a") == [
+        f"dm map vg_a-domubk--{RUN}--web01--xvda",
+        f"dm map domubk-{RUN}-web01-src-0123456789abcdef",
+        f"dm map domubk-{RUN}-ghost-xvda",  # no fake Dom0 runs "ghost": both report it
+        f"LV vg_a/domubk-{RUN}-web01-xvda",
+        f"mount /run/domu-backup/src/web01.{RUN}/xvda1 "
+        f"(/dev/mapper/vg_a-domubk--{RUN}--web01--xvdap1)",
+        f"mount /mnt/elsewhere (/dev/mapper/vg_a-domubk--{RUN}--web01--xvdap2)",
         "loop /dev/loop3 (/tmp/stray.img)",
         "lock /run/lock/domu-backup/web01.lock",
+        f"left /run/domu-backup/src/web01.{RUN}",
+        f"left /var/lib/domu-backup/journal/web01.{RUN}.jsonl",
+        "process 812 /usr/bin/python3 /usr/local/bin/domu-backup backup --domu web01",
+        f"process 901 setpriv --pdeathsig KILL -- rsync -aHAXSx /run/domu-backup/src/web01.{RUN}/",
     ]
+    # the peer's maps of web01's run are dom0-b's
+    on_b = [x for x in leaks_from(sections, host="dom0-b") if x.startswith("dm map")]
+    assert on_b == [f"dm map domubk-{RUN}-web01-xvda", f"dm map domubk-{RUN}-web01-xvdap1",
+                    f"dm map domubk-{RUN}-ghost-xvda"]
+
+
+def test_maps_are_told_apart_by_their_owners_names() -> None:
+    assert map_owner(f"vg_b-domubk--{RUN}--db01--xvda") == "dom0-b"
+    assert map_owner(f"domubk-{RUN}-db01-xvda") == "dom0-a"  # db01's standby is on dom0-a
+    assert map_owner(f"domubk-{RUN}-db01-dst-0123456789abcdef") == "dom0-a"
+    assert map_owner(f"domubk-{RUN}-db01-src-0123456789abcdef") == "dom0-b"
+    assert map_owner(f"domubk-{RUN}-web01.prod-xvdap2") == "dom0-b"
+    assert map_owner(f"domubk-{RUN}-nobody-xvda") is None
+    assert map_owner("domubk-not-a-run-name") is None
 
 
 def test_a_clean_host_has_no_leaks(tmp_path: Path) -> None:
-    clean = {"dmsetup": "vg_a-web01\t(254:0)\n", "lvs": "  vg_a|web01|\n", "findmnt": "/\n",
-             "losetup": "", "lslocks": ""}
+    clean = {"dmsetup": "vg_a-web01\t(254:0)\n", "lvs": "  vg_a|web01|\n",
+             "findmnt": "/dev/vda1 /\n", "losetup": "", "lslocks": "", "find": "",
+             "ps": "    1 /usr/bin/tini\n"}
     out = subprocess.run(["sh", "-c", probe_script(LEAK_PROBES)], env=fake_bin(tmp_path, clean),
                          capture_output=True, text=True, check=True).stdout
     assert leaks_from(parse_probe_output(out, LEAK_PROBES)) == []

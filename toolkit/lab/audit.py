@@ -144,7 +144,9 @@ def audit_standby(source: Runner, peer: Runner, source_lv: str, target_lv: str, 
                   ssh: SshOptions) -> list[AuditedFs]:
     """Compare every filesystem of source_lv with target_lv; returns per-filesystem differences.
 
-    The boot area is compared too (an entry named "boot area"), for a partitioned disk.
+    The boot area is compared too (an entry named "boot area"), for a partitioned disk. A
+    filesystem only on one side, or no filesystem at all, is a difference: an audit that
+    compared nothing never passes.
     """
     results: list[AuditedFs] = []
     boot = audit_boot_area(source, peer, source_lv, target_lv)
@@ -163,4 +165,11 @@ def audit_standby(source: Runner, peer: Runner, source_lv: str, target_lv: str, 
             if res.exit_code != 0:
                 lines += (f"rsync exited {res.exit_code}: {res.stderr.strip()[-300:]}",)
             results.append(AuditedFs(name, fstype, mnt, dst[name][0], lines))
+        for name, (mnt, fstype) in sorted(dst.items()):
+            if name not in src:
+                results.append(AuditedFs(name, fstype, "", mnt, ("not on the source",)))
+    if not src:
+        # An audit that compared nothing proves nothing: it is a difference, never a pass.
+        results.append(AuditedFs("(none)", "", "", "", ("the audit compared no filesystem: "
+                                                        f"none mounted from {source_lv}",)))
     return results

@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import json
 import posixpath
+import re
 import shlex
 import subprocess
 import tarfile
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING
 
 from .. import PREFIX
 from ..errors import CommandFailed, CommandTimedOut, ParseError, ToolkitError
+from ..owned import parse_owned
 from ..runners import CommandResult, validate_argv
 from . import say
 from .images import ensure_dom0_image
@@ -246,13 +248,22 @@ def list_loops(container: Container) -> list[LoopDevice]:
 
 # What leak_report reads, each command's output in its own section of one docker exec
 # (a docker exec costs about half a second in the emulated lab).
+STATE_DIR = "/var/lib/domu-backup"  # the sandbox config's state_dir (journals below it)
 LEAK_PROBES = {
     "dm": DMSETUP_LS,
     "lvs": ("lvs", "--noheadings", "--separator", "|", "-o", "vg_name,lv_name,lv_tags"),
-    "mounts": ("findmnt", "-rn", "-o", "TARGET"),
+    "mounts": ("findmnt", "-rn", "-o", "SOURCE,TARGET"),
     "loops": LOSETUP_LIST,
     "locks": ("lslocks", "-n", "-r", "-o", "PATH"),
+    # run directories below the mount prefixes and journals; either tree may not exist
+    "files": ("sh", "-c", f"find {MOUNT_ROOT} {STATE_DIR}/journal -mindepth 1 -maxdepth 2 "
+                          f"\\( -path '{MOUNT_ROOT}/*/*' -o -path '{STATE_DIR}/journal/*' \\) "
+                          "-print 2>/dev/null; true"),
+    "procs": ("ps", "-eo", "pid=,args="),
 }
+# A process of the tool's: the program itself, or a command working on its run directories.
+_TOOL_PROCESS = re.compile(rf"domu-backup (backup|recover|init-standby|plan|status)\b"
+                           rf"|{re.escape(MOUNT_ROOT)}/|setpriv --pdeathsig")
 _SECTION = "@@domubk-probe"
 
 
@@ -295,28 +306,58 @@ def parse_probe_output(text: str, probes: Mapping[str, Sequence[str]]) -> dict[s
 
 
 def leak_report(container: Container) -> list[str]:
-    """The tool's leftovers seen from one fake Dom0: dm maps, LVs, mounts, loops, held locks."""
+    """The tool's leftovers on one fake Dom0: its dm maps, LVs, mounts of the tool's devices
+    anywhere and anything below the mount prefixes, loops, held locks, run directories,
+    journals and processes of the tool's."""
     res = exec_in(container, ["sh", "-c", probe_script(LEAK_PROBES)], timeout=120)
     out = parse_probe_output(res.stdout, LEAK_PROBES)
-    return leaks_from(out)
+    return leaks_from(out, host=container.name)
 
 
-def leaks_from(out: Mapping[str, str]) -> list[str]:
-    """The leftovers named by the probes' outputs (``parse_probe_output``)."""
+def map_owner(name: str, delimiter: str = "p") -> str | None:
+    """The fake Dom0 a dm map of the shared kernel belongs to, from its name; None if unsure.
+
+    A map named after a VG is that VG's host's (the source's snapshots and their partition
+    maps); the tool's own names are the peer's standby aliases, their partition maps and
+    guest LV maps ("dst"), or the source's guest LV maps ("src"), of a domain running on
+    the host ``RUNS_ON`` names.
+    """
+    for d in DOM0S:
+        if name.startswith(d.vg.replace("-", "--") + "-"):
+            return d.name
+    owned = parse_owned(name, None, delimiter)
+    if owned is None or owned.domain not in RUNS_ON:
+        return None
+    source = RUNS_ON[owned.domain]
+    if owned.role == "src":
+        return source
+    return next(d.peer for d in DOM0S if d.name == source)
+
+
+def leaks_from(out: Mapping[str, str], host: str | None = None) -> list[str]:
+    """The leftovers named by the probes' outputs (``parse_probe_output``); with ``host``,
+    the dm maps of the other fake Dom0 (they share a kernel) are left to its own report,
+    and a map whose owner cannot be told is reported by both."""
     leaks: list[str] = []
-    leaks += [f"dm map {n}" for n in parse_dmsetup_ls(out["dm"]) if PREFIX in n]
+    leaks += [f"dm map {n}" for n in parse_dmsetup_ls(out["dm"])
+              if PREFIX in n and (host is None or map_owner(n) in (host, None))]
     for line in out["lvs"].splitlines():
         if PREFIX in line:
             vg, lv, *_ = (part.strip() for part in line.split("|"))
             leaks.append(f"LV {vg}/{lv}")
-    for target in out["mounts"].splitlines():
-        if target == MOUNT_ROOT or target.startswith(MOUNT_ROOT + "/"):
-            leaks.append(f"mount {target}")
+    for line in out["mounts"].splitlines():
+        source, _, target = line.partition(" ")
+        if target == MOUNT_ROOT or target.startswith(MOUNT_ROOT + "/") or PREFIX in source:
+            leaks.append(f"mount {target} ({source})")
     leaks += [f"loop {lo.name} ({lo.back_file})" for lo in parse_losetup_json(out["loops"])
               if not is_sandbox_pv(lo)]
     for path in out["locks"].splitlines():
         if "domu-backup" in path or PREFIX in path:
             leaks.append(f"lock {path}")
+    leaks += [f"left {path}" for path in out.get("files", "").splitlines() if path]
+    for line in out.get("procs", "").splitlines():
+        if _SECTION not in line and _TOOL_PROCESS.search(line):
+            leaks.append(f"process {line.strip()}")
     return leaks
 
 
