@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from toolkit.lab.faults import wait_for
 from toolkit.lab.rehearse import (
     audit,
     run_backup,
@@ -106,5 +107,42 @@ def test_ssh_session_killed_mid_rsync_leaves_standby_dirty_and_next_run_converge
     assert "run `recover`" in report["message"]
     ok = run_backup(fresh, "web01")
     assert ok.exit_code == 0, ok.stdout + ok.stderr
+    assert marker(fresh)["state"] == "clean"
+    assert {x.name: x.differences for x in audit(fresh, "web01") if x.differences} == {}
+
+
+def test_peer_frozen_mid_transfer_is_ended_by_timeouts_then_a_plain_run_converges(fresh):
+    """R17 mid-transfer: dom0-b is frozen (its container paused) while rsync writes to it, so
+    nothing answers and nothing closes: ssh's keepalives and the command timeout end the
+    run, which tears the source down. The peer, thawed, still holds the run's mounts; the
+    next plain backup cleans them (its report says so) and converges."""
+    a, b = fresh.runner("dom0-a"), fresh.runner("dom0-b")
+    fast_config(a)
+    text = a.run(["cat", FAST]).stdout
+    a.run(["tee", FAST], input=text.replace("[defaults]\n", '[defaults]\nbwlimit = "1M"\n', 1))
+    run = start_backup(fresh, "web01", "--config", FAST)
+    wait_for("rsync to write on the peer",
+             lambda: b.run(["pgrep", "-f", "^rsync --server"], check=False).exit_code == 0)
+    time.sleep(2)
+    box = fresh.client.containers.get("dom0-b")
+    box.pause()
+    frozen = time.monotonic()
+    try:
+        code = run.wait(timeout=300)
+        took = time.monotonic() - frozen
+    finally:
+        box.unpause()
+    print(f"the run ended {took:.0f}s after the peer froze")
+    assert code == 44, code
+    assert took < 200  # keepalives (2 s, 4 missed) or the 60 s command timeout, not forever
+    assert web01_mounts(a) == []
+    assert "domubk" not in a.run(["lvs", "--noheadings", "-o", "lv_name"]).stdout
+    assert fresh.sandbox.leak_report("dom0-a") == []
+    assert fresh.sandbox.leak_report("dom0-b") != []  # what the next run must clean
+    assert marker(fresh)["state"] == "dirty"
+    ok = run_backup(fresh, "web01")
+    assert ok.exit_code == 0, ok.stdout + ok.stderr
+    report = json.loads(a.run(["cat", "/var/lib/domu-backup/reports/web01.json"]).stdout)
+    assert any("dom0-b" in line for line in report["cleaned"]), report["cleaned"]
     assert marker(fresh)["state"] == "clean"
     assert {x.name: x.differences for x in audit(fresh, "web01") if x.differences} == {}

@@ -11,35 +11,17 @@ import time
 
 import pytest
 
+from toolkit.lab.faults import signal_from_outside, tool_processes, wait_for
 from toolkit.lab.rehearse import audit, run_backup, standby_marker, start_backup
-from toolkit.recover import owned_processes
 
 pytestmark = [pytest.mark.e2e]
 
 FAILPOINT = "DOMU_BACKUP_FAILPOINT"
-PREFIXES = ("/run/domu-backup/src", "/run/domu-backup/dst")
 SLOW = "/etc/domu-backup/slow.toml"  # the sandbox config with rsync limited to 100 KiB/s
 
 
-def wait_for(what, check, timeout=600.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def tool_processes(runner) -> list[str]:
-    """The backup process itself and anything working in one of web01's run directories."""
-    out = runner.run(["ps", "-eo", "pid=,args="], timeout=60).stdout
-    mine = [args for _, args in owned_processes(out, PREFIXES, "web01")]
-    return mine + [ln for ln in out.splitlines() if "domu-backup backup" in ln]
-
-
 def kill_from_outside(lab) -> None:
-    lab.runner("dom0-a").run(["pkill", "-KILL", "-f", "domu-backup backup --domu web01"],
-                             check=False, timeout=60)
+    signal_from_outside(lab, "KILL")
 
 
 def snapshot_exists(a) -> bool:

@@ -1,4 +1,5 @@
-"""Faults that need timing in the lab: a snapshot that overflows before or during the copy (R3)."""
+"""Faults that need timing in the lab: a snapshot that overflows before or during the copy (R3),
+with the standby's data checked file by file."""
 
 from __future__ import annotations
 
@@ -7,12 +8,16 @@ import time
 
 import pytest
 
-from toolkit.lab.rehearse import run_backup, standby_marker
+from toolkit.lab.audit import mounted
+from toolkit.lab.faults import tool_processes, tree_digest, wait_for
+from toolkit.lab.rehearse import run_backup, standby_marker, start_backup
 
 pytestmark = [pytest.mark.e2e, pytest.mark.synced_standby]
 
 FAILPOINT = "DOMU_BACKUP_FAILPOINT"
 SMALL = "/etc/domu-backup/small-snapshot.toml"
+SOURCE = "/dev/vg_a/web01"
+STANDBY = "/dev/vg_b/web01"
 
 
 def marker(lab):
@@ -46,23 +51,54 @@ def snapshot_exists(a):
     return "domubk" in a.run(["lvs", "--noheadings", "-o", "lv_name"]).stdout
 
 
-@pytest.mark.parametrize("when", ["before", "during"])
-def test_overflowed_snapshot_fails_run_and_keeps_standby_dirty(fresh, when):
-    # R3: a tiny COW area and a writer on the origin; before and during the copy.
+def test_snapshot_overflowed_before_the_copy_fails_run_and_changes_nothing(fresh):
+    # R3: a tiny COW area and a writer on the origin while the run waits before copying.
     small_snapshot_config(fresh)
-    if when == "before":
-        env = {FAILPOINT: "after:snapshot:sleep=20"}
-        cond = snapshot_exists
-    else:
-        env = {FAILPOINT: "after:rsync@1:sleep=20"}
-
-        def cond(a):  # the standby is marked dirty: the copy has begun
-            return '"dirty"' in fresh.runner("dom0-b").run(
-                ["cat", "/var/lib/domu-backup/standby/web01.json"], check=False).stdout
-    t = write_to_origin_when(fresh, cond)
-    res = run_backup(fresh, "web01", "--config", SMALL, env=env)
+    before = tree_digest(fresh, "dom0-b", STANDBY)
+    t = write_to_origin_when(fresh, snapshot_exists)
+    res = run_backup(fresh, "web01", "--config", SMALL,
+                     env={FAILPOINT: "after:snapshot:sleep=20"})
     t.join(timeout=300)
     assert res.exit_code == 31, res.stdout + res.stderr
     assert "snapshot" in res.stderr and "invalid" in res.stderr.lower() + res.stdout.lower()
-    if when == "during":
-        assert marker(fresh)["state"] == "dirty"
+    assert tree_digest(fresh, "dom0-b", STANDBY) == before
+
+
+def test_snapshot_overflowing_while_rsync_reads_deletes_nothing_on_the_standby(fresh):
+    """R3 with the data checked: the standby's every file, before and after, by checksum.
+
+    A big new file on the guest makes rsync read (at a limited rate) long enough for the
+    origin's writer to overflow the 4 MiB snapshot while rsync runs; the times of rsync's
+    start, the overflow and rsync's end are recorded, and a fault that landed after the
+    copy fails the test instead of passing it.
+    """
+    a = fresh.runner("dom0-a")
+    small_snapshot_config(fresh)
+    text = a.run(["cat", SMALL]).stdout
+    a.run(["tee", SMALL], input=text.replace("[defaults]\n", '[defaults]\nbwlimit = "256"\n', 1))
+    with mounted(a, SOURCE, "/run/domubk-lab-write", "w", readonly=False) as filesystems:
+        root = filesystems["1"][0]
+        a.run(["dd", "if=/dev/urandom", f"of={root}/r3-new-file", "bs=1M", "count=8",
+               "status=none"], timeout=300)
+    before = tree_digest(fresh, "dom0-b", STANDBY)
+    run = start_backup(fresh, "web01", "--config", SMALL)
+    moments = {"rsync started": wait_for("rsync", lambda: any("rsync" in p
+                                                               for p in tool_processes(a)))}
+    a.run(["dd", "if=/dev/urandom", "of=/dev/vg_a/web01", "bs=1M", "seek=226", "count=16",
+           "oflag=direct", "status=none"], timeout=300)
+    moments["overflow written"] = time.monotonic()
+    still_copying = any("rsync" in p for p in tool_processes(a))
+    code = run.wait(timeout=600)
+    moments["run ended"] = time.monotonic()
+    print({k: round(v - moments["rsync started"], 1) for k, v in moments.items()})
+    assert still_copying, f"the overflow landed after rsync ended: {moments}"
+    assert code == 31, code
+    assert marker(fresh)["state"] == "dirty"
+    after = tree_digest(fresh, "dom0-b", STANDBY)
+    lost = {p: v for p, v in before.items() if after.get(p) != v}
+    assert lost == {}, f"the standby lost or changed {len(lost)} entries: {sorted(lost)[:10]}"
+    assert set(after) - set(before) <= {"1:./r3-new-file"}
+    # the next run, with room in its snapshot, converges
+    ok = run_backup(fresh, "web01")
+    assert ok.exit_code == 0, ok.stdout + ok.stderr
+    assert marker(fresh)["state"] == "clean"
