@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -209,11 +210,21 @@ def reset_disks(lab: Lab, *, synced: tuple[str, ...] = ()) -> None:
         by_host.setdefault(g.peer, []).append((standby, g.target_lv))
 
     def write(r: Runner, pairs: list[tuple[str, str]]) -> None:
-        for image, lv in pairs:
-            r.run(["dd", f"if={image}", f"of={lv}", "bs=4M", "conv=fsync", "status=none"],
-                  timeout=600)
+        # One exec per host: each LV zeroed first (on the loop-backed VG that punches holes
+        # and writes nothing), then only the image's data written (its holes skipped).
+        r.run(["sh", "-c", "\n".join(_sparse_write(image, lv) for image, lv in pairs)],
+              timeout=600)
 
     on_each_host(lab, by_host, write)
+
+
+def _sparse_write(image: str, lv: str) -> str:
+    """A sh line writing ``image`` onto ``lv`` byte for byte; the holes as zeroes, unwritten
+    where the LV can be zeroed by discard, written where it cannot."""
+    i, o = shlex.quote(image), shlex.quote(lv)
+    return (f"if blkdiscard --zeroout --force {o} 2>/dev/null; "
+            f"then dd if={i} of={o} bs=4M conv=fsync,sparse status=none || exit 1; "
+            f"else dd if={i} of={o} bs=4M conv=fsync status=none || exit 1; fi")
 
 
 def prepare_layout(lab: Lab, domain: str) -> tuple[GuestDisk, ...]:
