@@ -28,6 +28,7 @@ from ..rsync import SshOptions
 from ..runners import CommandResult, Runner
 from .audit import AuditedFs, audit_standby
 from .docker_runner import DockerRunner
+from .timing import phase
 
 if TYPE_CHECKING:
     from .guests import BuiltImage
@@ -139,14 +140,17 @@ def sandbox_ready(engine_kind: str, checkout: Path, *, log: Callable[[str], None
     engine = lab_up(engine_kind)
     log(f"lab engine {engine.kind} ready ({time.monotonic() - t0:.0f}s)")
     t1 = time.monotonic()
-    sandbox = sandbox_up(engine, checkout)
+    with phase("sandbox up (two fake Dom0s)"):
+        sandbox = sandbox_up(engine, checkout)
     log(f"sandbox up ({time.monotonic() - t1:.0f}s)")
     lab = Lab(engine, sandbox, engine.client(), started_engine=running is None,
               checkout=checkout)
     t2 = time.monotonic()
-    build_guest_images(lab, checkout)
+    with phase("guest images built"):
+        build_guest_images(lab, checkout)
     log(f"guest images built ({time.monotonic() - t2:.0f}s)")
-    reset_disks(lab)
+    with phase("guest disks written"):
+        reset_disks(lab)
     return lab
 
 
