@@ -103,12 +103,80 @@ def test_a_mount_without_source_keeps_an_empty_source():
     assert mount.source == ""
 
 
-@given(st.text())
-def test_parse_findmnt_raises_only_parse_error_on_any_text(text):
-    try:
-        findmnt.parse_findmnt(text)
-    except ParseError:
-        pass
+# findmnt --json as the kernel's tree gives it: generated from its shape, so every example
+# reaches the walk, and the expected list is worked out here, separately from the parser.
+_PART = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="/\0"),
+                min_size=1, max_size=6)
+_OPTION = st.sampled_from(["ro", "rw", "nosuid", "nodev", "noexec", "relatime",
+                           "norecovery", "logbsize=32k", "errors=remount-ro",
+                           'context="system_u:object_r:tmp_t:s0:c1,c2"'])
+_ENTRY = st.fixed_dictionaries({
+    "target": st.lists(_PART, max_size=3).map(lambda parts: "/" + "/".join(parts)),
+    "source": st.none() | st.sampled_from(["/dev/loop0", "/dev/mapper/vg--a-x", "tmpfs",
+                                           "/dev/vda1[/boot]", "host:/export"]),
+    "fstype": st.sampled_from(["ext4", "xfs", "vfat", "tmpfs", "fuse.sshfs"]),
+    "options": st.lists(_OPTION, min_size=1, max_size=4),
+})
+# a node is (entry, [child nodes])
+_NODE = st.recursive(st.tuples(_ENTRY, st.just([])),
+                     lambda inner: st.tuples(_ENTRY, st.lists(inner, min_size=1, max_size=3)),
+                     max_leaves=8)
+_FORESTS = st.lists(_NODE, min_size=1, max_size=3)
+
+
+def _render(nodes) -> list[dict]:
+    out = []
+    for entry, children in nodes:
+        obj = {**entry, "options": ",".join(entry["options"])}
+        if children:
+            obj["children"] = _render(children)
+        out.append(obj)
+    return out
+
+
+def _parents_first(nodes) -> list[tuple]:
+    rows = []
+    for entry, children in nodes:
+        rows.append((entry["target"], entry["source"] or "", entry["fstype"],
+                     tuple(entry["options"])))
+        rows.extend(_parents_first(children))
+    return rows
+
+
+@given(_FORESTS)
+def test_any_mount_tree_is_flattened_parents_first_with_every_field(forest):
+    text = json.dumps({"filesystems": _render(forest)})
+    got = [(m.target, m.source, m.fstype, m.options) for m in findmnt.parse_findmnt(text)]
+    assert got == _parents_first(forest)
+
+
+_BREAKS = {
+    "no target": lambda e: e.pop("target"),
+    "no fstype": lambda e: e.pop("fstype"),
+    "no options": lambda e: e.pop("options"),
+    "relative target": lambda e: e.update(target=e["target"].lstrip("/") or "x"),
+    "fstype null": lambda e: e.update(fstype=None),
+    "options a list": lambda e: e.update(options=e["options"].split(",")),
+    "open quote": lambda e: e.update(options=e["options"] + ',context="x'),
+    "children an object": lambda e: e.update(children={"target": "/x"}),
+    "child not an object": lambda e: e.update(children=[e["target"]]),
+}
+
+
+@given(_FORESTS, st.sampled_from(sorted(_BREAKS)), st.integers(0, 20))
+def test_one_broken_entry_anywhere_in_the_tree_is_a_parse_error(forest, how, at):
+    doc = _render(forest)
+    entries = []
+
+    def collect(nodes):
+        for obj in nodes:
+            entries.append(obj)
+            collect(obj.get("children", []))
+
+    collect(doc)
+    _BREAKS[how](entries[at % len(entries)])
+    with pytest.raises(ParseError):
+        findmnt.parse_findmnt(json.dumps({"filesystems": doc}))
 
 
 _JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(),
@@ -124,10 +192,10 @@ def test_any_value_in_any_field_parses_or_raises_parse_error(field, value):
         pass
 
 
-@given(st.integers(min_value=0, max_value=3000))
+_TREE_TEXT = recorded("findmnt/tree-submounts").stdout.rstrip()
+
+
+@given(st.integers(min_value=0, max_value=len(_TREE_TEXT) - 1))
 def test_truncated_output_is_an_error_not_fewer_mounts(cut):
-    text = recorded("findmnt/tree-submounts").stdout.rstrip()
-    if cut >= len(text):
-        return
     with pytest.raises(ParseError):
-        findmnt.parse_findmnt(text[:cut])
+        findmnt.parse_findmnt(_TREE_TEXT[:cut])
