@@ -127,6 +127,50 @@ def test(c, unit=False, keep=False):
         raise Exit(code=code)
 
 
+@task(help={
+    "modules": "comma-separated toolkit modules to (re)run, e.g. execute,recover (default: "
+               "every module in pyproject.toml's [tool.mutmut], reusing earlier results)",
+    "workers": "mutmut's worker processes (default 1, so a lab running beside it is not starved)",
+})
+def mutate(c, modules="", workers=1):
+    """Mutation testing of the safety-critical modules against the unit tests (not part of CI).
+
+    Prints the score per module and every surviving mutant (``mutmut show NAME`` shows one).
+    """
+    import json
+    import time
+
+    names = [f"toolkit.{m.strip()}.*" for m in modules.split(",") if m.strip()]
+    start = time.monotonic()
+    code = subprocess.run(["mutmut", "run", "--max-children", str(int(workers)), *names],
+                          cwd=HERE, check=False).returncode
+    print(f"\nmutmut run: {time.monotonic() - start:.0f} s (exit {code})")
+    killed_total = counted_total = 0
+    survivors: list[str] = []
+    for meta in sorted((HERE / "mutants" / "toolkit").glob("*.py.meta")):
+        results = json.loads(meta.read_text())["exit_code_by_key"]
+        # mutmut's exit codes: 1 and 3 killed; 24, 36, 152, 255, -24 and -9 timed out (a
+        # mutant that hangs is caught too); 0 survived; 33 or 5 no test covers the
+        # function; None not run yet (anything else: mutmut calls it suspicious).
+        killed = sum(1 for v in results.values() if v in (1, 3, 24, 36, 152, 255, -24, -9))
+        survived = sorted(k for k, v in results.items() if v in (0, 5, 33))
+        counted = killed + len(survived)
+        killed_total += killed
+        counted_total += counted
+        survivors += survived
+        score = f"{100 * killed / counted:5.1f}%" if counted else "    -"
+        print(f"{meta.name.removesuffix('.py.meta'):<12} {killed:5d} / {counted:<5d} killed "
+              f"{score}  ({len(results) - counted} not run)")
+    if counted_total:
+        print(f"{'overall':<12} {killed_total:5d} / {counted_total:<5d} killed "
+              f"{100 * killed_total / counted_total:5.1f}%")
+    print(f"\nsurviving mutants ({len(survivors)}):")
+    for name in survivors:
+        print(f"  {name}")
+    if code:
+        raise Exit(code=code)
+
+
 lab = Collection("lab")
 lab.add_task(lab_up, "up")
 lab.add_task(lab_down, "down")
@@ -136,6 +180,6 @@ sandbox.add_task(sandbox_up, "up")
 sandbox.add_task(sandbox_down, "down")
 
 ns = Collection(backup, plan, check_config, recover, status, init_standby, exit_codes,
-                sample_config, rehearse, bench, test)
+                sample_config, rehearse, bench, test, mutate)
 ns.add_collection(lab)
 ns.add_collection(sandbox)

@@ -119,6 +119,7 @@ def domain_state(runner: Runner, uri: str, domain: str) -> str | None:
     return parse_domstate(result.stdout)
 
 
+# pragma: no mutate start (invoke mutate: fact reading and threads, not guards)
 def lookup_lv(runner: Runner, path: str) -> LogicalVolume | None:
     result = runner.run(lvs_argv(path), check=False, timeout=60)
     if result.exit_code != 0:
@@ -258,6 +259,7 @@ class Background:
         if self._error is not None:
             raise self._error
         return self._value
+# pragma: no mutate end
 
 
 @dataclass(frozen=True)
@@ -360,6 +362,7 @@ def gather(config: Config, domain: str, source: Runner, peer_factory: Callable[[
         raise
 
 
+# pragma: no mutate start (invoke mutate: the peer's reads on threads, not guards)
 class _PeerReads:
     """The peer's reads on threads of their own, beside the source's.
 
@@ -390,6 +393,7 @@ class _PeerReads:
         for bg in (self.connected, self.state, self.disks):
             if bg is not None:
                 bg.wait()
+# pragma: no mutate end
 
 
 def _gather_rest(config: Config, domain: str, source: Runner, local_name: str, state: str,
