@@ -1145,12 +1145,14 @@ def stage_tree(
     scale: int = 1,
     python: str = "python3",
     debugfs_cmds: str | None = None,
+    as_user: bool = False,
 ) -> tuple[TreeSummary, tuple[tuple[str, str], ...]]:
     """Create the file tree of partition ``number`` (or LV ``"VG/LV"``) under ``dest``.
 
     ``dest`` must not exist. Returns the tree's summary and the (relative path, capability)
     pairs still to be set with setcap. ``debugfs_cmds``, if given, receives debugfs commands
-    that pin every inode's ctime to the recipe's epoch.
+    that pin every inode's ctime to the recipe's epoch. ``as_user`` stages without root:
+    the owners stay the caller's and the tree has no device node (never for an image).
     """
     _check_abs(dest, "dest")
     fs: Filesystem = recipe.volume(number) if isinstance(number, str) else recipe.partition(number)
@@ -1165,7 +1167,8 @@ def stage_tree(
         "mountpoints": _mountpoints(recipe, fs),
         "debugfs_cmds": debugfs_cmds,
     }
-    out = _run_program(runner, spec, python, timeout=_timeout(scale))
+    out = _run_program(runner, spec, python, timeout=_timeout(scale),
+                       env={"DOMUBK_STAGE_AS_USER": "1"} if as_user else None)
     summary = TreeSummary(**out["summary"])
     caps = tuple((str(rel), str(cap)) for rel, cap in out["capabilities"])
     return summary, caps
@@ -1590,8 +1593,9 @@ def mutate(runner: Runner, mountpoint: str, seed: int, *, python: str = "python3
 
 
 def _run_program(runner: Runner, spec: dict[str, Any], python: str, *,
-                 timeout: float) -> dict[str, Any]:
-    result = runner.run([python, "-c", remote_program(), json.dumps(spec)], timeout=timeout)
+                 timeout: float, env: dict[str, str] | None = None) -> dict[str, Any]:
+    result = runner.run([python, "-c", remote_program(), json.dumps(spec)], timeout=timeout,
+                        env=env)
     try:
         out = json.loads(result.stdout)
     except ValueError as exc:
@@ -1636,13 +1640,20 @@ def _r_bytes(seed, rel, size):
     return random.Random(f"{seed}:{rel}").randbytes(size)
 
 
+def _r_owner(path, uid, gid):
+    # Staged as a user (DOMUBK_STAGE_AS_USER=1, the unit tests' only): owners stay the
+    # user's and no device node is made; an image is always built as root.
+    if os.environ.get("DOMUBK_STAGE_AS_USER") != "1":
+        os.lchown(path, uid, gid)
+
+
 def _r_put(root, rel, data, mode=0o644, uid=0, gid=0):
     path = os.path.join(root, rel)
     os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
     with open(path, "wb") as f:
         f.write(data)
     # chown before chmod: chown clears setuid and setgid bits.
-    os.chown(path, uid, gid)
+    _r_owner(path, uid, gid)
     os.chmod(path, mode)
     return path
 
@@ -1650,7 +1661,7 @@ def _r_put(root, rel, data, mode=0o644, uid=0, gid=0):
 def _r_dir(root, rel, mode=0o755, uid=0, gid=0):
     path = os.path.join(root, rel)
     os.makedirs(path, mode=0o755, exist_ok=True)
-    os.chown(path, uid, gid)
+    _r_owner(path, uid, gid)
     os.chmod(path, mode)
     return path
 
@@ -1745,7 +1756,7 @@ def _r_rich(root, seed, scale):
                         ("links/dangling", "../data/no-such-file"),
                         ("links/long-target", "../data/" + "long-name-" * 12 + "missing")):
         os.symlink(target, os.path.join(root, rel))
-    os.lchown(os.path.join(root, "links/rel-page"), 4242, 4242)
+    _r_owner(os.path.join(root, "links/rel-page"), 4242, 4242)
     _r_put(root, "modes/private", b"0600\n", mode=0o600, uid=4242, gid=4242)
     _r_put(root, "modes/public", b"0644\n", mode=0o644)
     _r_put(root, "modes/group-write", b"0664\n", mode=0o664, gid=5678)
@@ -1765,8 +1776,9 @@ def _r_rich(root, seed, scale):
     _r_dir(root, "special")
     os.mkfifo(os.path.join(root, "special/fifo"))
     os.chmod(os.path.join(root, "special/fifo"), 0o644)
-    os.mknod(os.path.join(root, "special/null"), 0o600 | stat.S_IFCHR, os.makedev(1, 3))
-    os.chmod(os.path.join(root, "special/null"), 0o666)
+    if os.environ.get("DOMUBK_STAGE_AS_USER") != "1":
+        os.mknod(os.path.join(root, "special/null"), 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+        os.chmod(os.path.join(root, "special/null"), 0o666)
     return [("usr/bin/netprobe", "cap_net_raw+ep")]
 
 
@@ -1864,7 +1876,7 @@ def _r_mutate(spec):
         st = os.lstat(path)
         uid, gid = next(o for o in ((4242, 4242), (1234, 5678), (0, 0))
                         if o != (st.st_uid, st.st_gid))
-        os.lchown(path, uid, gid)
+        _r_owner(path, uid, gid)
         counts["owner_changes"] += 1
     new_dir = os.path.join(root, f"mutated-{seed}")
     os.makedirs(new_dir, mode=0o755, exist_ok=True)
@@ -2024,8 +2036,8 @@ def _r_fat(spec):
     return {"clusters": state["taken"]}
 
 
-_REMOTE_FUNCTIONS = (_r_main, _r_bytes, _r_put, _r_dir, _r_acl, _r_stage, _r_rich, _r_finish,
-                     _r_mutate, _r_fill, _r_write, _r_fat)
+_REMOTE_FUNCTIONS = (_r_main, _r_bytes, _r_owner, _r_put, _r_dir, _r_acl, _r_stage, _r_rich,
+                     _r_finish, _r_mutate, _r_fill, _r_write, _r_fat)
 
 __all__ = [
     "BuiltImage", "BuiltPartition", "BuiltVolume", "DomainRecipe", "Extent", "FstabEntry",
