@@ -598,14 +598,79 @@ def test_docker_sdk_is_imported_lazily() -> None:
     assert out.stdout.strip() == "False"
 
 
-@given(st.text(max_size=40))
-def test_parse_host_spec_raises_only_usage_error(text: str) -> None:
-    for spec in (text, f"ssh://{text}", f"docker://{text}"):
-        try:
-            parsed = parse_host_spec(spec)
-        except errors.UsageError:
-            continue
-        assert parsed.scheme in ("local", "ssh", "docker")
+# ssh host specs built from their parts (RFC 1123 labels, IPv4, bracketed IPv6, user, port):
+# every example is valid and its HostSpec is known before parsing.
+_LABEL = st.builds(lambda a, mid, z: a + mid + z, st.sampled_from("aZ09"),
+                   st.text("abcXYZ019-", max_size=8), st.sampled_from(["", "a", "Z", "9"])).filter(
+    lambda lbl: not lbl.endswith("-"))
+_HOST = st.lists(_LABEL, min_size=1, max_size=3).map(".".join).filter(
+    lambda h: not all(x.isdigit() for x in h.split(".")))
+_USER = st.builds(lambda a, b: a + b, st.sampled_from("aZ_"), st.text("az09_.-", max_size=8))
+
+
+@st.composite
+def host_specs(draw):
+    kind = draw(st.sampled_from(["name", "ipv4", "ipv6"]))
+    if kind == "name":
+        written = draw(_HOST)
+        host = written.lower()
+    elif kind == "ipv4":
+        host = written = ".".join(str(draw(st.integers(0, 255))) for _ in range(4))
+    else:
+        address = draw(st.ip_addresses(v=6))
+        written, host = f"[{address.exploded if draw(st.booleans()) else address}]", str(address)
+    user = draw(st.none() | _USER)
+    port = draw(st.none() | st.integers(1, 65535))
+    spec = "ssh://" + (f"{user}@" if user else "") + written + (f":{port}" if port else "")
+    return spec, HostSpec("ssh", host, user or "root", port or 22)
+
+
+@given(host_specs())
+def test_any_ssh_host_spec_gives_its_user_host_and_port(generated: tuple) -> None:
+    spec, expected = generated
+    assert parse_host_spec(spec) == expected
+
+
+_SPEC_BREAKS = {
+    "password": lambda s: s.replace("ssh://", "ssh://root:secret@", 1),
+    "port 0": lambda s: _with_port(s, "0"), "port 65536": lambda s: _with_port(s, "65536"),
+    "port with a letter": lambda s: _with_port(s, "22a"),
+    "leading zero port": lambda s: _with_port(s, "022"), "empty port": lambda s: _with_port(s, ""),
+    "underscore in the host": lambda s: _host(s, "a_b.example"),
+    "label ending in a dash": lambda s: _host(s, "a-.example"),
+    "label of 64": lambda s: _host(s, "a" * 64), "empty label": lambda s: _host(s, "a..b"),
+    "bad ipv4": lambda s: _host(s, "10.0.0.256"), "unclosed ipv6": lambda s: _host(s, "[::1"),
+    "zone in ipv6": lambda s: _host(s, "[fe80::1%eth0]"),
+    "user starting with a digit": lambda s: "ssh://1x@" + s.rpartition("@")[2].removeprefix(
+        "ssh://"),
+    "path": lambda s: s + "/x", "scheme": lambda s: s.replace("ssh://", "sftp://", 1),
+}
+
+
+def _split(spec: str) -> tuple[str, str, str]:
+    """("user@" or "", host as written, port or "") of a generated spec."""
+    user, at, hostport = spec.removeprefix("ssh://").rpartition("@")
+    if hostport.endswith("]") or ":" not in hostport:
+        return user + at, hostport, ""
+    host, _colon, port = hostport.rpartition(":")
+    return user + at, host, port
+
+
+def _with_port(spec: str, port: str) -> str:
+    user, host, _port = _split(spec)
+    return f"ssh://{user}{host}:{port}"
+
+
+def _host(spec: str, host: str) -> str:
+    user, _host, port = _split(spec)
+    return f"ssh://{user}{host}" + (f":{port}" if port else "")
+
+
+@given(host_specs(), st.sampled_from(sorted(_SPEC_BREAKS)))
+def test_an_ssh_host_spec_with_one_part_wrong_is_refused(generated: tuple, how: str) -> None:
+    spec, _expected = generated
+    with pytest.raises(errors.UsageError, match="host spec"):
+        parse_host_spec(_SPEC_BREAKS[how](spec))
 
 
 def test_parse_host_spec_reads_user_host_and_port() -> None:
