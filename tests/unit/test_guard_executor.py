@@ -1,0 +1,247 @@
+"""The executor's guards refuse what they exist to refuse (R7, R8, R16), on fake Dom0s.
+
+Each test here fails when its guard is taken out: an empty source, a mount of another
+filesystem type on either side, unreadable findmnt output, and a signal that arrives
+while teardown runs.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+from fakes import FakeHost, config, web01_facts
+
+from toolkit import errors, signals
+from toolkit.execute import Executor
+from toolkit.plan import plan_backup
+from toolkit.report import DomainReport
+from toolkit.rsync import untied
+
+RUN = "20260101T000000Z-abcd"
+
+
+def _executor(tmp_path, src, peer):  # noqa: ANN001, ANN202
+    cfg = config(tmp_path)
+    plan = plan_backup(web01_facts(), cfg, RUN)
+    report = DomainReport("web01")
+    return plan, report, Executor(plan, cfg, src, peer, report)
+
+
+def _rsyncs(host: FakeHost) -> list[tuple[str, ...]]:
+    return [c for c in host.calls if untied(c)[0] == "rsync"]
+
+
+class TreeHost(FakeHost):
+    """A source whose mounted filesystems hold the top-level names in ``trees``.
+
+    ``find`` is answered as find(1) would: the start point itself unless ``-mindepth 1``,
+    the entries below it, minus ``-not -name NAME``, the first only with ``-quit``.
+    """
+
+    def __init__(self, host: str, trees: dict[str, list[str]]) -> None:
+        super().__init__(host)
+        self.trees = trees  # mountpoint suffix ("xvda1") -> names at its top
+
+    def _cmd_find(self, a, input):  # noqa: ANN001, ANN202
+        if "-xdev" not in a:
+            return super()._cmd_find(a, input)
+        top = a[1]
+        names = next((v for k, v in self.trees.items() if top.endswith("/" + k)), None)
+        if names is None or top not in self.mounts:
+            return super()._cmd_find(a, input)
+        found = [] if ("-mindepth", "1") in zip(a, a[1:], strict=False) else [top]
+        found += [f"{top}/{n}" for n in names]
+        excluded = {a[i + 2] for i in range(len(a) - 2) if a[i:i + 2] == ("-not", "-name")}
+        found = [p for p in found if p.rsplit("/", 1)[-1] not in excluded]
+        if "-quit" in a:
+            found = found[:1]
+        return 0, "".join(p + "\n" for p in found), ""
+
+
+@pytest.mark.parametrize("tree", [[], ["lost+found"]], ids=["nothing", "only-lost+found"])
+def test_an_empty_source_filesystem_is_refused_before_the_standby_is_touched(tmp_path, tree):
+    # R7: a filesystem with nothing in it (a fresh mkfs leaves lost+found) is never
+    # mirrored: rsync --delete would empty the standby.
+    src = TreeHost("dom0-a", {"xvda1": tree})
+    peer = FakeHost("dom0-b")
+    src.fstab_on = "xvda1"
+    plan, report, ex = _executor(tmp_path, src, peer)
+    with pytest.raises(errors.SourceGuardFailed, match=r"xvda1 \(xvda1\) is empty: refusing"):
+        ex.run()
+    assert _rsyncs(src) == []
+    assert ex.marker_path() not in peer.files  # the standby was not even marked dirty
+    assert src.leftovers() == [] and peer.leftovers() == []
+
+
+def test_a_source_holding_files_beside_lost_found_is_copied(tmp_path):
+    src = TreeHost("dom0-a", {"xvda1": ["lost+found", "etc"]})
+    peer = FakeHost("dom0-b")
+    src.fstab_on = "xvda1"
+    plan, report, ex = _executor(tmp_path, src, peer)
+    ex.run()
+    assert len(_rsyncs(src)) == 3
+    assert [f.outcome for f in report.filesystems] == ["copied"] * 3
+
+
+class OtherTypeHost(FakeHost):
+    """A host whose mount of ``suffix`` ends up holding ``fstype`` (the device is right)."""
+
+    def __init__(self, host: str, suffix: str, fstype: str) -> None:
+        super().__init__(host)
+        self.suffix, self.other = suffix, fstype
+
+    def _cmd_mount(self, a, input):  # noqa: ANN001, ANN202
+        code, out, err = super()._cmd_mount(a, input)
+        mnt = a[-1]
+        if code == 0 and mnt.endswith("/" + self.suffix) and mnt in self.mounts:
+            dev, _fstype, majmin = self.mounts[mnt]
+            self.mounts[mnt] = (dev, self.other, majmin)
+        return code, out, err
+
+
+@pytest.mark.parametrize("side", ["source", "peer"])
+def test_a_mountpoint_holding_another_filesystem_type_is_refused(tmp_path, side):
+    # R7/R8: the device number is the expected one; only the type tells them apart.
+    if side == "source":
+        src, peer = OtherTypeHost("dom0-a", "xvda1", "vfat"), FakeHost("dom0-b")
+        expected = errors.SourceGuardFailed
+    else:
+        src, peer = FakeHost("dom0-a"), OtherTypeHost("dom0-b", "xvda1", "vfat")
+        expected = errors.TargetGuardFailed
+    src.fstab_on = "xvda1"
+    plan, report, ex = _executor(tmp_path, src, peer)
+    with pytest.raises(expected, match=r"/xvda1 holds vfat, expected ext4") as info:
+        ex.run()
+    assert info.value.host == ("dom0-a" if side == "source" else "dom0-b")
+    assert _rsyncs(src) == []
+    assert src.leftovers() == [] and peer.leftovers() == []
+
+
+class GarbledFindmntHost(FakeHost):
+    """A host whose findmnt of one mountpoint exits 0 with output that is not its JSON."""
+
+    def __init__(self, host: str, text: str) -> None:
+        super().__init__(host)
+        self.text = text
+
+    def _cmd_findmnt(self, a, input):  # noqa: ANN001, ANN202
+        if "--mountpoint" in a and a[a.index("--mountpoint") + 1].endswith("/xvda1"):
+            return 0, self.text, ""
+        return super()._cmd_findmnt(a, input)
+
+
+@pytest.mark.parametrize("text", ["not json", '{"other": []}', '{"filesystems": []}'])
+@pytest.mark.parametrize("side", ["source", "peer"])
+def test_findmnt_output_that_cannot_be_read_stops_the_run_as_the_guard(tmp_path, side, text):
+    # The guard refuses (exit of its own, host named), never a traceback, never a copy.
+    garbled = GarbledFindmntHost("dom0-a" if side == "source" else "dom0-b", text)
+    src, peer = (garbled, FakeHost("dom0-b")) if side == "source" else (FakeHost("dom0-a"),
+                                                                        garbled)
+    src.fstab_on = "xvda1"
+    plan, report, ex = _executor(tmp_path, src, peer)
+    expected = errors.SourceGuardFailed if side == "source" else errors.TargetGuardFailed
+    with pytest.raises(expected, match=r"cannot read findmnt output for .*/xvda1"):
+        ex.run()
+    assert _rsyncs(src) == []
+    assert src.leftovers() == [] and peer.leftovers() == []
+
+
+def test_the_mount_guard_asks_findmnt_for_the_mountpoint_and_the_fields_it_compares(tmp_path):
+    src, peer = FakeHost("dom0-a"), FakeHost("dom0-b")
+    src.fstab_on = "xvda1"
+    plan, report, ex = _executor(tmp_path, src, peer)
+    ex.run()
+    for host in (src, peer):
+        asks = [c for c in host.calls if c[:2] == ("findmnt", "--json")]
+        assert asks, host.host
+        for c in asks:
+            assert c[2] == "--mountpoint" and c[4:] == ("-o", "TARGET,SOURCE,FSTYPE,MAJ:MIN")
+        stats = [c for c in host.calls if c[:1] == ("stat",) and "-f" not in c]
+        assert stats and all(c[1:4] == ("-L", "--format", "%t:%T") for c in stats)
+
+
+# -- R16: teardown is shielded from signals --------------------------------------------
+
+class SignalInTeardown(FakeHost):
+    """A source that gets ``signum`` (a real signal, to this process) at its first umount."""
+
+    def __init__(self, host: str, signum: int) -> None:
+        super().__init__(host)
+        self.signum = signum
+        self.sent = False
+
+    def _cmd_umount(self, a, input):  # noqa: ANN001, ANN202
+        if not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), self.signum)
+        return super()._cmd_umount(a, input)
+
+
+def test_a_signal_during_teardown_is_held_until_everything_is_undone(tmp_path):
+    # R16: a Ctrl-C (or SIGTERM) while the snapshot is being taken down does not stop the
+    # teardown; the run then ends as interrupted by that signal, 128 + N.
+    src, peer = SignalInTeardown("dom0-a", signal.SIGTERM), FakeHost("dom0-b")
+    src.fstab_on = "xvda1"
+    plan, report, ex = _executor(tmp_path, src, peer)
+    with signals.signals_raise(), pytest.raises(errors.Interrupted) as info:
+        ex.run()
+    assert src.sent
+    assert info.value.exit_code == 128 + signal.SIGTERM
+    assert report.teardown_errors == []
+    assert src.leftovers() == [] and peer.leftovers() == []
+    assert signals.pending_signal() is None  # read once, by the run
+
+
+def test_a_second_signal_during_teardown_neither_stops_it_nor_replaces_the_first(tmp_path):
+    # The first SIGINT stops the run; a second one, sent while teardown runs, is held.
+    def interrupt(argv):  # noqa: ANN001, ANN202
+        if argv[:2] == ("dmsetup", "create"):
+            raise errors.Interrupted(signal.SIGINT)
+        return None
+
+    src = SignalInTeardown("dom0-a", signal.SIGTERM)
+    peer = FakeHost("dom0-b", fail=interrupt)
+    src.fstab_on = "xvda1"
+    plan, report, ex = _executor(tmp_path, src, peer)
+    with signals.signals_raise(), pytest.raises(errors.Interrupted) as info:
+        ex.run()
+    assert src.sent
+    assert info.value.exit_code == 128 + signal.SIGINT
+    assert report.teardown_errors == []
+    assert src.leftovers() == [] and peer.leftovers() == []
+
+
+def test_outside_teardown_a_signal_raises_at_once_and_none_is_left_pending():
+    with signals.signals_raise():
+        with pytest.raises(errors.Interrupted) as info:
+            os.kill(os.getpid(), signal.SIGHUP)
+            for _ in range(1000):  # the handler runs between two bytecodes
+                pass
+    assert info.value.exit_code == 128 + signal.SIGHUP
+    assert signals.pending_signal() is None
+
+
+def test_a_shielded_block_holds_the_first_signal_and_reads_it_once():
+    with signals.signals_raise():
+        with signals.shielded():
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):
+                pass
+        assert signals.pending_signal() == signal.SIGINT
+        assert signals.pending_signal() is None
+        # the shield is gone with its block: the next signal raises
+        with pytest.raises(errors.Interrupted):
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):
+                pass
+
+
+def test_the_raising_handlers_are_installed_for_the_run_only():
+    before = {s: signal.getsignal(s) for s in signals.HANDLED}
+    assert set(signals.HANDLED) == {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    with signals.signals_raise():
+        assert all(signal.getsignal(s) is not before[s] for s in signals.HANDLED)
+    assert {s: signal.getsignal(s) for s in signals.HANDLED} == before
