@@ -1,0 +1,182 @@
+"""recover's order and ownership guards, on fake Dom0s left as a killed run leaves them.
+
+Each test fails when its guard is taken out: the peer is cleaned before the source, nested
+mounts come down deepest first, and only what carries the tool's tag *and* its exact
+name is ever removed.
+"""
+
+from __future__ import annotations
+
+import pytest
+from fakes import FakeHost, config, web01_facts
+
+from toolkit import errors
+from toolkit.execute import Executor
+from toolkit.plan import plan_backup
+from toolkit.recover import owned_mounts, recover_domain, sweep
+from toolkit.report import DomainReport
+
+RUN = "20260101T000000Z-abcd"
+SNAP = f"domubk-{RUN}-web01-xvda"
+
+
+@pytest.fixture
+def killed_run(tmp_path, monkeypatch):  # noqa: ANN001, ANN201
+    """A run killed after its rsync: everything it made is left, with its journals."""
+    monkeypatch.setattr("time.sleep", lambda s: None)
+    monkeypatch.setattr(Executor, "_teardown", lambda self: None)
+    cfg = config(tmp_path)
+    src, peer = FakeHost("dom0-a"), FakeHost("dom0-b")
+    src.fstab_on = "xvda1"
+    plan = plan_backup(web01_facts(), cfg, RUN)
+    Executor(plan, cfg, src, peer, DomainReport("web01")).run()
+    assert src.mounts and src.maps and src.lvs and peer.mounts and peer.maps
+    monkeypatch.undo()
+    monkeypatch.setattr("time.sleep", lambda s: None)
+    return cfg, src, peer
+
+
+def _host_order(done: list[str]) -> list[str]:
+    hosts: list[str] = []
+    for msg in done:
+        host = msg[1:msg.index("]")]
+        if not hosts or hosts[-1] != host:
+            hosts.append(host)
+    return hosts
+
+
+def test_recover_cleans_the_peer_before_the_source(killed_run):
+    # The standby is written from the source's snapshot: the peer's mounts and maps go
+    # first, the snapshot last.
+    cfg, src, peer = killed_run
+    logged: list[str] = []
+    done = recover_domain(cfg, "web01", src, peer, log=logged.append)
+    assert _host_order(done) == ["dom0-b", "dom0-a"]
+    assert _host_order(logged) == ["dom0-b", "dom0-a"]
+    assert src.leftovers() == [] and peer.leftovers() == []
+
+
+@pytest.mark.parametrize("hosts,cleaned", [("peer", "dom0-b"), ("local", "dom0-a"),
+                                            ("source", "dom0-a")])
+def test_recover_of_one_host_leaves_the_other_alone(killed_run, hosts, cleaned):
+    cfg, src, peer = killed_run
+    before = {"dom0-a": src.leftovers(), "dom0-b": peer.leftovers()}
+    done = recover_domain(cfg, "web01", src, peer, hosts=hosts)
+    assert done and _host_order(done) == [cleaned]
+    for host in (src, peer):
+        if host.host == cleaned:
+            assert host.leftovers() == []
+        else:
+            assert host.leftovers() == before[host.host]
+
+
+def test_recover_without_a_peer_cleans_the_source(killed_run):
+    cfg, src, peer = killed_run
+    done = recover_domain(cfg, "web01", src, None)
+    assert _host_order(done) == ["dom0-a"] and src.leftovers() == []
+
+
+def test_nested_mounts_come_down_deepest_first():
+    prefix = "/run/domu-backup/src/"
+    run_dir = f"{prefix}web01.{RUN}"
+    targets = [run_dir + "/xvda1", run_dir + "/xvda1/boot", "/", run_dir + "/xvda1/boot/efi",
+               run_dir + "/xvda5"]
+    picked = owned_mounts(targets, prefix, "web01")
+    depth = [p.count("/") for p in picked]
+    assert depth == sorted(depth, reverse=True)
+    assert picked[0] == run_dir + "/xvda1/boot/efi" and "/" not in picked
+    assert set(picked) == set(targets) - {"/"}
+
+
+def test_the_sweep_unmounts_a_mount_nested_in_another_first(killed_run):
+    # An older run's layout (or a guest mount the operator made) below a run's mount: the
+    # sweep takes the inner one first, so the outer one is not busy.
+    cfg, src, peer = killed_run
+    outer = next(m for m in src.mounts if m.endswith("/xvda1"))
+    inner = outer + "/boot"
+    src.mounts[inner] = src.mounts[outer]
+    for path in [p for p in src.files if p.endswith(".jsonl")]:
+        del src.files[path]  # the journal lost: the sweep alone
+    sweep(src, cfg, "web01", "source", lambda m: None)
+    assert src.mounts == {}
+    umounts = [c[-1] for c in src.calls if c[0] == "umount"]
+    assert umounts.index(inner) < umounts.index(outer)
+
+
+@pytest.mark.parametrize("journals", ["kept", "lost"])
+def test_a_tagged_lookalike_snapshot_survives_recover(killed_run, journals):
+    # R1: the tag alone is not ownership; neither is the name of another domain or run.
+    cfg, src, peer = killed_run
+    if journals == "lost":  # the sweep alone decides
+        for path in [p for p in src.files if p.endswith(".jsonl")]:
+            del src.files[path]
+    lookalikes = ["domubk-lookalike", f"domubk-{RUN}-web01", f"domubk-{RUN}-web01-xvda-x",
+                  f"domubk-{RUN}-web011-xvda", f"other-{RUN}-web01-xvda",
+                  f"domubk-{RUN}-db01-xvda"]
+    for name in lookalikes:
+        src.lvs[f"vg_a/{name}"] = {"attr": "swi-a-s---", "percent": "1.00",
+                                   "tags": ("domubk",), "origin": "web01"}
+    recover_domain(cfg, "web01", src, peer)
+    assert sorted(src.lvs) == sorted(f"vg_a/{n}" for n in lookalikes)
+    removes = [c[-1] for c in src.calls if c[0] == "lvremove"]
+    assert removes and all(r.endswith(f"vg_a/{SNAP}") for r in removes)
+
+
+def test_an_unsafe_state_directory_stops_recover_before_any_undo(killed_run, monkeypatch):
+    import toolkit.recover
+
+    cfg, src, peer = killed_run
+    before = (src.leftovers(), peer.leftovers())
+    calls = (len(src.calls), len(peer.calls))
+
+    def unsafe(runner, path):  # noqa: ANN001, ANN202
+        raise errors.InsecureFile(f"[{runner.host}] {path}: owned by uid 1000")
+
+    monkeypatch.setattr(toolkit.recover, "check_state_dir", unsafe)
+    with pytest.raises(errors.InsecureFile, match="uid 1000"):
+        recover_domain(cfg, "web01", src, peer)
+    assert (src.leftovers(), peer.leftovers()) == before
+    assert (len(src.calls), len(peer.calls)) == calls  # nothing ran on either host
+
+
+# -- the inventory a run takes before it recovers ---------------------------------------
+
+def test_each_hosts_inventory_holds_what_recover_would_take_there(killed_run):
+    from toolkit.recover import take_inventories
+
+    cfg, src, peer = killed_run
+    src_prefix = cfg.defaults.source_prefix.rstrip("/")
+    # a mount beside the prefix and one of the host's own are never the tool's
+    src.mounts[src_prefix + "2/web01.x/xvda1"] = ("/dev/vg_a/web01", "ext4", "253:1")
+    src.mounts["/"] = ("/dev/vg_a/web01", "ext4", "253:1")
+    inv = take_inventories(cfg, src, peer)
+    s, p = inv["source"], inv["peer"]
+    assert (s.role, p.role) == ("source", "peer")
+    for i, host in ((s, src), (p, peer)):
+        assert i.journals == tuple(sorted(f for f in host.files if f.endswith(".jsonl")))
+        assert len(i.journals) == 1 and i.journals[0].endswith(f"/web01.{RUN}.jsonl")
+        assert set(i.maps) >= host.maps
+    assert set(s.mounts) == {m for m in src.mounts if m.startswith(src_prefix + "/")}
+    assert len(s.mounts) == 3 and len(p.mounts) == 3
+    assert s.vgs == ("vg_a", "vg_b") and p.vgs == ()
+    assert s.snapshots == (("vg_a", SNAP),) and p.snapshots == ()
+    assert s.run_dirs == (f"{src_prefix}/web01.{RUN}",)
+    assert p.run_dirs == (cfg.defaults.target_prefix.rstrip("/") + f"/web01.{RUN}",)
+    assert s.pending(cfg, "web01") and p.pending(cfg, "web01")
+    assert not s.pending(cfg, "db01") and not p.pending(cfg, "db01")
+    recover_domain(cfg, "web01", src, peer, inventories=inv)
+    after = take_inventories(cfg, src, peer)
+    assert not after["source"].pending(cfg, "web01") and not after["peer"].pending(cfg, "web01")
+
+
+def test_recover_skips_a_host_its_inventory_calls_clean(killed_run):
+    from toolkit.recover import take_inventory
+
+    cfg, src, peer = killed_run
+    clean_peer = FakeHost("dom0-b")
+    inv = {"source": take_inventory(src, cfg, "source"),
+           "peer": take_inventory(clean_peer, cfg, "peer")}
+    calls = len(peer.calls)
+    recover_domain(cfg, "web01", src, peer, inventories=inv)
+    assert src.leftovers() == []
+    assert peer.leftovers() and len(peer.calls) == calls  # called clean: not looked at
