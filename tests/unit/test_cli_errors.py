@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from test_errors import DOCUMENTED_CODES
 
 from toolkit import app, errors
 
@@ -47,7 +48,8 @@ peer = "dom0-b"
 """
 
 _BACKUP_DOMAIN = app.backup_domain
-DOCUMENTED = {code for code, _n, _s in errors.exit_code_table() if isinstance(code, int)}
+# The README's codes as test_errors writes them out by hand, not read back from the classes.
+DOCUMENTED = {code for code, _name in DOCUMENTED_CODES if isinstance(code, int)}
 
 
 def _config(tmp_path: Path, *, peer: str = "ssh://root@127.0.0.1:1", lock: str = "") -> Path:
