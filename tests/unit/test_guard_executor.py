@@ -245,3 +245,66 @@ def test_the_raising_handlers_are_installed_for_the_run_only():
     with signals.signals_raise():
         assert all(signal.getsignal(s) is not before[s] for s in signals.HANDLED)
     assert {s: signal.getsignal(s) for s in signals.HANDLED} == before
+
+
+class _SecondSignalOnTerminate:
+    """An rsync process whose first terminate() brings a second signal (a second Ctrl-C)."""
+
+    sent = False
+
+    def __init__(self, proc) -> None:  # noqa: ANN001
+        self.proc = proc
+
+    def terminate(self) -> None:
+        if not _SecondSignalOnTerminate.sent:
+            _SecondSignalOnTerminate.sent = True
+            os.kill(os.getpid(), signal.SIGINT)
+        self.proc.terminate()
+
+    def __getattr__(self, name):  # noqa: ANN001, ANN204
+        return getattr(self.proc, name)
+
+
+def test_a_second_signal_while_side_by_side_copies_stop_still_stops_every_copy(tmp_path):
+    # R16: SIGTERM stops the copies; a SIGINT while they are being stopped must not leave
+    # one running (writing the standby) under the teardown that follows.
+    import subprocess
+    import threading
+    from dataclasses import replace
+
+    from toolkit.runners import CommandResult
+
+    main = threading.main_thread().ident
+
+    class Host(FakeHost):
+        def __init__(self, *a, **kw) -> None:  # noqa: ANN002, ANN003
+            super().__init__(*a, **kw)
+            self.procs: list[subprocess.Popen] = []
+            self.lock = threading.Lock()
+
+        def stream(self, argv, on_line, *, env=None, on_start=None):  # noqa: ANN001, ANN202
+            args = tuple(argv)
+            self.calls.append(args)
+            proc = subprocess.Popen(["sleep", "30"])
+            with self.lock:
+                self.procs.append(proc)
+                both = len(self.procs) == 2
+            on_start(_SecondSignalOnTerminate(proc))
+            if both:  # both copies run: the first signal
+                signal.pthread_kill(main, signal.SIGTERM)
+            return CommandResult(self.host, args, proc.wait(), "", "", 0.1)
+
+    _SecondSignalOnTerminate.sent = False
+    src, peer = Host("dom0-a"), FakeHost("dom0-b")
+    src.fstab_on = "xvda1"
+    cfg = config(tmp_path)
+    cfg = replace(cfg, defaults=replace(cfg.defaults, copy_jobs=2))
+    report = DomainReport("web01")
+    ex = Executor(plan_backup(web01_facts(), cfg, RUN), cfg, src, peer, report)
+    with signals.signals_raise(), pytest.raises(errors.Interrupted) as info:
+        ex.run()
+    assert _SecondSignalOnTerminate.sent
+    assert info.value.exit_code == 128 + signal.SIGTERM  # the first signal, not the second
+    assert len(src.procs) == 2 and all(p.poll() is not None for p in src.procs)
+    assert sorted(f.outcome for f in report.filesystems) == ["pending", "stopped", "stopped"]
+    assert src.leftovers() == [] and peer.leftovers() == []
