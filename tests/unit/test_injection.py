@@ -32,6 +32,12 @@ HYPOTHESIS = settings(max_examples=100, deadline=None,
                       suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
+@pytest.fixture(autouse=True)
+def _in_a_scratch_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commands run here: a quoting that breaks writes its stray files in tmp, not the tree."""
+    monkeypatch.chdir(tmp_path)
+
+
 def _sh(command: str) -> str:
     """Run a command string the way sshd does, with the login shell's -c."""
     proc = subprocess.run(["/bin/sh", "-c", command], capture_output=True, check=True)
