@@ -132,9 +132,11 @@ class FakeHost:
     It refuses what the real commands refuse, so an order or ownership mistake fails
     here as it would on a Dom0:
 
-    - ``lvremove`` of an LV that a map sits on or that is mounted: exit 5, "in use";
-    - ``dmsetup remove`` / ``kpartx -d`` of a map that is mounted or that another map
-      sits on: exit 1, "Device or resource busy";
+    - ``lvremove`` of an LV that a map sits on, that is mounted or that a running process
+      has open (its command line names the node, as ``dd if=``/``of=`` do): exit 5,
+      "in use";
+    - ``dmsetup remove`` / ``kpartx -d`` of a map that is mounted, that another map sits
+      on or that a running process has open: exit 1, "Device or resource busy";
     - ``rmdir`` of a directory with a mount on it, or anything below it;
     - ``mkdir`` of a directory that exists or whose parent does not;
     - ``mount`` of a device or onto a mountpoint that does not exist: exit 32;
@@ -199,9 +201,12 @@ class FakeHost:
         return name if name in self.maps or name in self._lv_dm_names() else None
 
     def _users(self, name: str) -> tuple[list[str], list[str]]:
-        """(mountpoints of the device, maps sitting on it)."""
+        """(mountpoints of the device, maps sitting on it and processes holding it open)."""
         mounted = [m for m, (dev, _, _) in self.mounts.items() if self.resolve(dev) == name]
-        return mounted, sorted(m for m, on in self.map_on.items() if on == name)
+        # a process holds a device open when its command line names the node (dd if=/of=)
+        opened = [f"pid {pid}" for pid, args in sorted(self.processes.items())
+                  if any(self.resolve(tok.split("=", 1)[-1]) == name for tok in args.split())]
+        return mounted, sorted(m for m, on in self.map_on.items() if on == name) + opened
 
     def _remove_map(self, name: str) -> tuple[int, str]:
         if name not in self.maps:

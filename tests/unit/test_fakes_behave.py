@@ -74,7 +74,29 @@ def test_lvremove_of_a_mounted_snapshot_names_the_filesystem_in_use():
     assert code == 5 and "Failed to find" in err
 
 
+def test_lvremove_of_a_snapshot_a_running_process_reads_is_in_use_until_it_ends():
+    host = FakeHost("dom0-a")
+    snapshot(host, "domubk")
+    host.processes[4242] = f"dd if=/dev/vg_a/{SNAP} bs=512 count=2048 status=none"
+    code, err = refused(host, "lvremove", "--force", "--yes", f"vg_a/{SNAP}")
+    assert code == 5 and f"Logical volume vg_a/{SNAP} in use" in err
+    ok(host, "kill", "-TERM", "--", "4242")
+    ok(host, "lvremove", "--force", "--yes", f"vg_a/{SNAP}")
+    assert host.leftovers() == []
+
+
 # -- dmsetup remove / kpartx -d -----------------------------------------------------
+
+
+def test_a_map_a_running_process_writes_is_busy_until_it_ends():
+    host = FakeHost("dom0-b")
+    ok(host, "dmsetup", "create", ALIAS, "--table", "0 524288 linear /dev/vg_b/web01 0")
+    host.processes[4343] = f"dd of=/dev/mapper/{ALIAS} conv=notrunc,nocreat,fsync"
+    code, err = refused(host, "dmsetup", "remove", "--retry", ALIAS)
+    assert code == 1 and "Device or resource busy" in err
+    ok(host, "kill", "-KILL", "--", "4343")
+    ok(host, "dmsetup", "remove", "--retry", ALIAS)
+    assert host.leftovers() == []
 
 def test_an_alias_its_partition_maps_sit_on_is_busy():
     host = FakeHost("dom0-b")
