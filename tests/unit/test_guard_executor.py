@@ -308,3 +308,95 @@ def test_a_second_signal_while_side_by_side_copies_stop_still_stops_every_copy(t
     assert len(src.procs) == 2 and all(p.poll() is not None for p in src.procs)
     assert sorted(f.outcome for f in report.filesystems) == ["pending", "stopped", "stopped"]
     assert src.leftovers() == [] and peer.leftovers() == []
+
+
+# -- R3: the snapshot is watched while rsync copies from it -----------------------------
+
+class FillingHost(FakeHost):
+    """A source whose rsync is a real process while the snapshot fills up (``fill``)."""
+
+    def __init__(self, host: str, fill, seconds: float = 30) -> None:  # noqa: ANN001
+        super().__init__(host)
+        self.fill, self.seconds = fill, seconds
+        self.procs: list = []
+        self.extended: list[tuple[str, ...]] = []
+
+    def stream(self, argv, on_line, *, env=None, on_start=None):  # noqa: ANN001, ANN202
+        import subprocess
+
+        from toolkit.runners import CommandResult
+
+        args = tuple(argv)
+        self.calls.append(args)
+        proc = subprocess.Popen(["sleep", str(self.seconds)])
+        self.procs.append(proc)
+        on_start(proc)
+        for v in self.lvs.values():
+            self.fill(v)
+        return CommandResult(self.host, args, proc.wait(), "", "", 0.1)
+
+    def _cmd_lvextend(self, a, input):  # noqa: ANN001, ANN202
+        self.extended.append(a)
+        for v in self.lvs.values():
+            v["percent"] = "40.00"
+        return 0, "", ""
+
+
+def _watched(tmp_path, monkeypatch, src, **defaults):  # noqa: ANN001, ANN202
+    from dataclasses import replace
+
+    import toolkit.execute
+
+    real = toolkit.execute.SnapshotWatch
+    monkeypatch.setattr(toolkit.execute, "SnapshotWatch",
+                        lambda executor, interval: real(executor, interval=0.05))
+    cfg = config(tmp_path)
+    cfg = replace(cfg, defaults=replace(cfg.defaults, **defaults))
+    report = DomainReport("web01")
+    log: list[str] = []
+    ex = Executor(plan_backup(web01_facts(), cfg, RUN), cfg, src, FakeHost("dom0-b"), report,
+                  log=log.append)
+    return report, ex, log
+
+
+def _full(v: dict) -> None:
+    v["percent"] = "95.00"
+
+
+def _overflowed(v: dict) -> None:
+    v["attr"], v["percent"] = "swi-I-s---", "100.00"
+
+
+@pytest.mark.parametrize(("fill", "said"), [
+    (_full, r"snapshot vg_a/domubk-.*-xvda is 95\.0% full \(limit 80%\); copy stopped before "
+            r"it overflowed"),
+    # the check after rsync reports an overflow first; the watch's part is to stop rsync
+    (_overflowed, r"snapshot vg_a/domubk-.*-xvda overflowed and is invalid"),
+], ids=["full", "overflowed"])
+def test_a_snapshot_filling_up_during_the_copy_stops_rsync_and_fails_the_run(
+        tmp_path, monkeypatch, fill, said):
+    src = FillingHost("dom0-a", fill)
+    src.fstab_on = "xvda1"
+    report, ex, log = _watched(tmp_path, monkeypatch, src)
+    with pytest.raises(errors.SnapshotInvalid, match=said) as info:
+        ex.run()
+    assert info.value.host == "dom0-a"
+    assert len(src.procs) == 1 and src.procs[0].returncode == -signal.SIGTERM  # stopped
+    assert report.filesystems[0].outcome != "copied"
+    assert report.snapshots[0].fill_percent >= 95.0
+    assert report.snapshots[0].invalid == (fill is _overflowed)
+    assert '"state": "dirty"' in ex.peer.files[ex.marker_path()]
+    assert src.leftovers() == [] and ex.peer.leftovers() == []
+
+
+def test_a_filling_snapshot_is_grown_by_snapshot_extend_and_the_copy_goes_on(tmp_path,
+                                                                            monkeypatch):
+    src = FillingHost("dom0-a", _full, seconds=0.5)
+    src.fstab_on = "xvda1"
+    report, ex, log = _watched(tmp_path, monkeypatch, src, snapshot_extend="64M")
+    ex.run()
+    (snap,) = [f"{s.vg}/{s.name}" for s in ex.plan.snapshots]
+    assert src.extended and src.extended[0] == ("lvextend", "-L", "+64M", snap)
+    assert f"extended {snap} by 64M" in log
+    assert [f.outcome for f in report.filesystems] == ["copied"] * 3
+    assert all(p.returncode == 0 for p in src.procs)
