@@ -428,3 +428,90 @@ def test_a_filling_snapshot_is_grown_by_snapshot_extend_and_the_copy_goes_on(tmp
     assert f"extended {snap} by 64M" in log
     assert [f.outcome for f in report.filesystems] == ["copied"] * 3
     assert all(p.returncode == 0 for p in src.procs)
+
+
+# -- R27: a failed step is reported as what it is -------------------------------------
+
+STDERR = "line one\nline two\nline three\nline four\n"
+
+
+def _fail_on(host: str, prefix: tuple[str, ...], code: int, stderr: str):  # noqa: ANN202
+    """A fail hook: commands starting with ``prefix`` exit ``code`` on ``host``."""
+    from toolkit.runners import CommandResult
+
+    def fail(argv):  # noqa: ANN001, ANN202
+        if argv[:len(prefix)] == prefix:
+            return CommandResult(host, argv, code, "", stderr, 0.0)
+        return None
+
+    return fail
+
+
+@pytest.mark.parametrize(("side", "prefix", "error", "said"), [
+    ("source", ("lvcreate",), errors.SnapshotFailed, "snapshot failed: `lvcreate "),
+    ("source", ("kpartx", "-a"), errors.MapFailed, "map failed: `kpartx -a "),
+    ("peer", ("dmsetup", "create"), errors.MapFailed, "alias failed: `dmsetup create "),
+    ("peer", ("kpartx", "-a"), errors.MapFailed, "map failed: `kpartx -a "),
+    ("source", ("mount",), errors.MountRefused, "mount failed: `mount "),
+], ids=["snapshot", "map", "alias", "peer-map", "mount"])
+def test_a_failed_step_is_its_own_error_with_the_last_lines_of_stderr(tmp_path, side, prefix,
+                                                                     error, said):
+    host = "dom0-a" if side == "source" else "dom0-b"
+    failing = FakeHost(host, fail=_fail_on(host, prefix, 3, STDERR))
+    src, peer = (failing, FakeHost("dom0-b")) if side == "source" else (FakeHost("dom0-a"),
+                                                                        failing)
+    src.fstab_on = "xvda1"
+    plan, report, ex = _executor(tmp_path, src, peer)
+    with pytest.raises(error) as info:
+        ex.run()
+    message = str(info.value)
+    assert type(info.value) is error
+    assert said in message
+    assert message.endswith("` exited 3: line two | line three | line four")
+    assert info.value.host == failing.host
+    assert _rsyncs(src) == [] and src.leftovers() == [] and peer.leftovers() == []
+
+
+def test_a_guest_lv_map_that_fails_is_a_map_failure(tmp_path):
+    from test_fakes_behave import _lvm01
+
+    cfg, src, peer, report, ex = _lvm01(tmp_path)
+    src.fail = _fail_on("dom0-a", ("dmsetup", "create"), 1, STDERR)
+    with pytest.raises(errors.MapFailed, match=r"^\[dom0-a\] lvmap failed: `dmsetup create "):
+        ex.run()
+    assert src.leftovers() == [] and peer.leftovers() == []
+
+
+def test_another_failed_command_is_reported_with_its_result(tmp_path):
+    src = FakeHost("dom0-a", fail=_fail_on("dom0-a", ("mkdir",), 1,
+                                           "mkdir: cannot create directory"))
+    peer = FakeHost("dom0-b")
+    src.fstab_on = "xvda1"
+    plan, report, ex = _executor(tmp_path, src, peer)
+    with pytest.raises(errors.CommandFailed) as info:
+        ex.run()
+    assert type(info.value) is errors.CommandFailed and info.value.exit_code == 50
+    assert info.value.result.argv[0] == "mkdir" and info.value.host == "dom0-a"
+    assert "cannot create directory" in str(info.value)
+
+
+def test_only_rsyncs_progress_updates_reach_the_progress_display(tmp_path):
+    from toolkit.runners import CommandResult
+
+    update = "     32,768  45%   12.34MB/s    0:00:10 (xfr#5, to-chk=10/20)"
+
+    class Host(FakeHost):
+        def stream(self, argv, on_line, *, env=None, on_start=None):  # noqa: ANN001, ANN202
+            self.calls.append(tuple(argv))
+            for line in ("sending incremental file list", update, "etc/hostname"):
+                on_line(line)
+            return CommandResult(self.host, tuple(argv), 0, "", "", 0.1)
+
+    src, peer = Host("dom0-a"), FakeHost("dom0-b")
+    src.fstab_on = "xvda1"
+    seen: list[tuple[str, str]] = []
+    cfg = config(tmp_path)
+    ex = Executor(plan_backup(web01_facts(), cfg, RUN), cfg, src, peer, DomainReport("web01"),
+                  on_progress=lambda fs, line: seen.append((fs, line)))
+    ex.run()
+    assert seen == [("xvda1", update), ("xvda5", update), ("xvda6", update)]
