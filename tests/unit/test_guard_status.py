@@ -1,0 +1,89 @@
+"""The standby marker as `status` reads it: only a real marker says clean or dirty (R10)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from fakes import FakeHost
+from test_status import _cfg
+
+from toolkit import errors
+from toolkit.runners import CommandResult
+from toolkit.status import DomainStatus, domain_status, read_peer_marker, render_status
+
+PATH = "/var/lib/domu-backup/standby/web01.json"
+
+
+def _peer(text: str | None) -> FakeHost:
+    peer = FakeHost("dom0-b")
+    if text is not None:
+        peer.files[PATH] = text
+    return peer
+
+
+@pytest.mark.parametrize("state", ["clean", "dirty"])
+def test_a_marker_with_a_state_is_read_as_it_is(state):
+    marker = {"state": state, "run_id": "R1", "last_success": 5.0}
+    assert read_peer_marker(_peer(json.dumps(marker)), PATH) == marker
+
+
+@pytest.mark.parametrize("text", ["not json", "[]", '"clean"', "{}", '{"state": "DIRTY"}',
+                                  '{"state": "dirtyish"}', '{"state": null}'])
+def test_anything_else_is_not_a_marker(text):
+    with pytest.raises(errors.StatusUnknown) as info:
+        read_peer_marker(_peer(text), PATH)
+    assert str(info.value) == (f"[dom0-b] the standby marker {PATH} is not a marker (no "
+                               "clean/dirty state)")
+    assert info.value.host == "dom0-b"
+
+
+def test_a_missing_marker_is_unknown_saying_what_the_peer_said():
+    with pytest.raises(errors.StatusUnknown) as info:
+        read_peer_marker(_peer(None), PATH)
+    assert str(info.value) == f"[dom0-b] cannot read the standby marker {PATH}: No such file"
+    assert info.value.host == "dom0-b"
+
+
+def test_a_failed_read_without_a_word_names_the_exit_code():
+    peer = _peer(None)
+    peer.fail = lambda argv: (CommandResult("dom0-b", argv, 2, "", "", 0.0)
+                              if argv[0] == "cat" else None)
+    with pytest.raises(errors.StatusUnknown, match=r"standby marker .*: cat exited 2$") as info:
+        read_peer_marker(peer, PATH)
+    assert info.value.host == "dom0-b"
+
+
+def test_status_counts_a_killed_run_once_whichever_host_cleaned_it_and_goes_on(tmp_path):
+    from toolkit import report as reports
+
+    cfg = _cfg(tmp_path)
+    killed = {"domain": "web01", "run_id": "R1", "outcome": "interrupted", "started": 1.0,
+              "finished": None, "cleaned": 50.0, "message": "interrupted, cleaned by recover"}
+    later = {"domain": "web01", "run_id": "R2", "outcome": "success", "finished": 100.0}
+    reports.append_history(cfg.defaults.report_dir, "".join(
+        json.dumps(r) + "\n" for r in (killed, {**killed, "cleaned": 60.0}, later)))
+    st = domain_status(cfg, "web01")
+    assert (st.last_outcome, st.last_run_id, st.last_success) == ("success", "R2", 100.0)
+    assert st.last_failure == 1.0 and st.last_failure_message.startswith("interrupted")
+
+
+def test_the_status_table_says_when_and_which_run(monkeypatch):
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    try:
+        rows = [
+            DomainStatus("web01", "dom0-b", "failed", "R2", 86400.0, "R1", 90061.0,
+                         "the standby filesystem is full " + "x" * 80, "dirty"),
+            DomainStatus("db01", "dom0-a", None, None, None, None, None, None, "unknown"),
+        ]
+        assert render_status(rows).splitlines() == [
+            f"{'domain':<12} {'peer':<10} {'standby':<8} {'last success':<47} last failure",
+            f"{'web01':<12} {'dom0-b':<10} {'dirty':<8} {'1970-01-02 00:00:00 run R1':<47} "
+            "1970-01-02 01:01:01 (the standby filesystem is full " + "x" * 29 + ")",
+            f"{'db01':<12} {'dom0-a':<10} {'unknown':<8} {'never':<47} never",
+        ]
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
