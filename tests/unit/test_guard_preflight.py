@@ -155,3 +155,95 @@ def test_connecting_to_the_peer_checks_its_programs_first():
     with pytest.raises(errors.MissingBinary, match="missing programs: virsh, lvs") as info:
         connect_peer(lambda name: lacking, "dom0-b")
     assert info.value.host == "dom0-b"
+
+
+# -- where the domain runs, and which host this is -------------------------------------
+
+def _with_peer(peer: str):  # noqa: ANN202
+    """The sandbox config with web01's peer set to ``peer`` (past the parser's own check)."""
+    import dataclasses
+
+    from toolkit.config import load_config
+
+    cfg = load_config(CONFIG, check_permissions=False)
+    domains = dict(cfg.domains)
+    domains["web01"] = dataclasses.replace(domains["web01"], peer=peer)
+    return dataclasses.replace(cfg, domains=domains)
+
+
+def _source(recs: list[dict]) -> ReplayRunner:
+    return ReplayRunner("dom0-a", [r for r in recs if r["role"] == "source"])
+
+
+@pytest.mark.parametrize(("peer", "said"), [
+    ("dom0-a", "domain web01 runs here and its peer 'dom0-a' is this host; set "
+               "domains.web01.peer to the other Dom0 in "),
+    ("dom0-c", "domain web01: peer 'dom0-c' is not a configured Dom0"),
+])
+def test_a_domain_running_here_needs_another_configured_dom0_as_its_peer(peer, said):
+    from toolkit.preflight import locate
+
+    cfg = _with_peer(peer)
+    with pytest.raises(errors.PeerInvalid) as info:
+        locate(cfg, "web01", _source(records()), "dom0-a")
+    assert said in str(info.value) and info.value.host == "dom0-a"
+
+
+def test_a_domain_not_defined_here_is_said_naming_the_hypervisor():
+    from toolkit.preflight import locate
+
+    cfg = _with_peer("dom0-b")
+    recs = patch(records(), "source", "virsh", exit_code=1, stdout="",
+                 stderr="error: failed to get domain 'web01'\n")
+    with pytest.raises(errors.DomainNotDefinedHere) as info:
+        locate(cfg, "web01", _source(recs), "dom0-a")
+    assert str(info.value) == (f"[dom0-a] domain web01 is not defined in "
+                               f"{cfg.hypervisor_uri}")
+
+
+def test_a_hypervisor_that_cannot_answer_is_its_own_error_not_a_missing_domain():
+    from toolkit.preflight import locate
+
+    cfg = _with_peer("dom0-b")
+    recs = patch(records(), "source", "virsh", exit_code=1, stdout="",
+                 stderr="error: failed to connect to the hypervisor\n")
+    with pytest.raises(errors.CommandFailed, match="failed to connect to the hypervisor") as i:
+        locate(cfg, "web01", _source(recs), "dom0-a")
+    assert not isinstance(i.value, errors.DomainNotDefinedHere)
+    assert i.value.result.argv[:2] == ("virsh", "-c") and i.value.result.argv[-1] == "web01"
+
+
+def test_this_hosts_name_is_the_option_then_the_environment_then_the_short_hostname(
+        monkeypatch):
+    import socket
+
+    from toolkit.preflight import local_node_name
+
+    cfg = _with_peer("dom0-b")
+    monkeypatch.setattr(socket, "gethostname", lambda: "dom0-b.example.org")
+    monkeypatch.delenv("DOMU_BACKUP_NODE", raising=False)
+    assert local_node_name(cfg) == "dom0-b"
+    monkeypatch.setenv("DOMU_BACKUP_NODE", "dom0-a")
+    assert local_node_name(cfg) == "dom0-a"
+    assert local_node_name(cfg, "dom0-b") == "dom0-b"
+    monkeypatch.setenv("DOMU_BACKUP_NODE", "dom0-x")
+    with pytest.raises(errors.HostNotInCluster) as info:
+        local_node_name(cfg)
+    assert str(info.value) == (f"[dom0-x] this host is 'dom0-x', which is not one of the "
+                               f"configured Dom0s (dom0-a, dom0-b) in {cfg.path}; fix "
+                               "[cluster.dom0s] or pass --node")
+
+
+def test_gather_uses_the_state_and_the_peer_connection_it_is_given():
+    from toolkit.preflight import gather
+
+    cfg = _with_peer("dom0-b")
+    recs = records()
+    peer = ReplayRunner("dom0-b", [r for r in recs if r["role"] == "peer"])
+
+    def no_factory(name: str):  # noqa: ANN202
+        raise AssertionError("connected twice")
+
+    pre, got = gather(cfg, "web01", _source(recs), no_factory, "dom0-a", state="paused",
+                      connected=peer)
+    assert got is peer and pre.source_state == "paused" and pre.peer_state == "shut off"
