@@ -247,3 +247,30 @@ def test_gather_uses_the_state_and_the_peer_connection_it_is_given():
     pre, got = gather(cfg, "web01", _source(recs), no_factory, "dom0-a", state="paused",
                       connected=peer)
     assert got is peer and pre.source_state == "paused" and pre.peer_state == "shut off"
+
+
+def test_each_standby_refusal_names_the_peer_and_what_to_do():
+    from test_preflight import LSBLK, _lvs
+
+    missing = patch(records(), "peer", "lvs", exit_code=5, stdout="",
+                    stderr='  Failed to find logical volume "vg_b/web01"\n')
+    is_open = _lvs(records(), "peer", lv_attr="-wi-ao----") + [
+        {"role": "peer", "argv": LSBLK, "exit_code": 0, "stdout": "vg_b-web01 lvm\n",
+         "stderr": ""}]
+    small = _lvs(records(), "peer", lv_size="1048576")
+    said = {
+        "missing": "standby LV /dev/vg_b/web01 for disk xvda does not exist; create it (at "
+                   f"least {SOURCE_LV_BYTES} bytes) and run init-standby",
+        "open": "standby LV /dev/vg_b/web01 is open (in use) on dom0-b, not by this tool: "
+                "held by a process or a guest, not a device (find it with `fuser -vm "
+                "/dev/vg_b/web01` or `dmsetup info`); stop that use, then run the backup "
+                "again (if another Dom0's run of this domain was killed, run `domu-backup "
+                "recover` there)",
+        "small": "standby LV /dev/vg_b/web01 is 1048576 bytes, smaller than the source "
+                 f"/dev/vg_a/web01 ({SOURCE_LV_BYTES} bytes)",
+    }
+    for name, recs in (("missing", missing), ("open", is_open), ("small", small)):
+        with pytest.raises(errors.TargetInvalid) as info:
+            run_gather(recs)
+        assert str(info.value) == f"[dom0-b] {said[name]}", name
+        assert info.value.host == "dom0-b"
