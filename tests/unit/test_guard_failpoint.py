@@ -47,3 +47,30 @@ def test_sigkill_kills_the_run_at_once():
 def test_an_effect_it_does_not_know_is_an_error_not_a_signal():
     with pytest.raises(errors.ToolkitError, match=r"failpoint action 'explode' unknown"):
         Failpoint("after", "mount", 1, "explode").fire()
+
+
+@pytest.mark.parametrize(("raw", "why"), [
+    ("after:mount", "three parts separated by ':'"),
+    ("after:mount:sleep=1:2", "sleep needs seconds, got 'sleep=1:2'"),
+    ("after:mount@1@2:raise", "the occurrence '1@2' is not a whole number from 1"),
+    ("after:mnt:raise", "unknown action 'mnt' (alias, bootread, bootwrite, check, fstab, lock, "
+                        "lvmap, map, marker, mkdir, mount, rsync, snapshot)"),
+    ("after:mount:explode", "unknown effect 'explode' (raise, sigterm, sigkill, sigint, sighup "
+                            "or sleep=N)"),
+    ("after:mount:sleep=3600.5", "sleep is 0 to 3600 seconds"),
+    ("after:mount:sleep=-1", "sleep is 0 to 3600 seconds"),
+])
+def test_a_malformed_failpoint_says_exactly_what_is_wrong(raw, why):
+    with pytest.raises(errors.UsageError) as info:
+        Failpoint.parse(raw)
+    assert str(info.value) == (f"DOMU_BACKUP_FAILPOINT={raw!r}: {why} (expected "
+                               "when:action[@n]:what, e.g. after:mount@2:sigkill)")
+
+
+@pytest.mark.parametrize(("raw", "parsed"), [
+    ("after:mount@1:raise", Failpoint("after", "mount", 1, "raise")),
+    ("before:rsync:sleep=0", Failpoint("before", "rsync", 0, "sleep=0")),
+    ("before:rsync:sleep=3600", Failpoint("before", "rsync", 0, "sleep=3600")),
+])
+def test_the_edges_of_a_well_formed_failpoint_parse(raw, parsed):
+    assert Failpoint.parse(raw) == parsed
