@@ -199,3 +199,21 @@ def test_completion_scripts_for_bash_and_zsh_are_printed(capsys):
     code, out, _err = run(capsys, "completion", "zsh")
     assert code == 0 and "bashcompinit" in out.splitlines()[1]
     assert out.endswith(cli.completion_script("bash").split("\n", 1)[1])
+
+
+def test_sample_config_prints_the_generated_sample(capsys):
+    from toolkit.sample import render_sample
+
+    code, out, err = run(capsys, "sample-config")
+    assert (code, err) == (0, "") and out == render_sample()
+    assert "[defaults]" in out and "[domains.web01]" in out
+
+
+def test_the_checkout_keeps_the_lab_tasks_beside_the_operator_commands():
+    import tasks
+
+    names = set(tasks.ns.task_names)
+    assert {"lab.up", "lab.down", "sandbox.up", "sandbox.down", "rehearse", "bench",
+            "test"} <= names
+    assert {n.replace("_", "-") for n in names} >= set(OPERATOR)
+    assert tasks.ns["backup"] is commands.backup  # the very command the program runs
