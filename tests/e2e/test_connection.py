@@ -103,6 +103,7 @@ def test_ssh_session_killed_mid_rsync_leaves_standby_dirty_and_next_run_converge
     code = run.wait(timeout=300)  # not forever: the run notices its session died
     assert code == 44, code
     assert marker(fresh)["state"] == "dirty"
+    assert fresh.sandbox.leak_report("dom0-a") == []  # the source is torn down, uncleaned
     report = json.loads(a.run(["cat", "/var/lib/domu-backup/reports/web01.json"]).stdout)
     assert "run `recover`" in report["message"]
     ok = run_backup(fresh, "web01")

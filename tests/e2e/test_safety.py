@@ -178,6 +178,7 @@ def test_full_standby_fails_clearly_and_converges_after_freeing_space(fresh):
     res = run_backup(fresh, "web01")
     assert res.exit_code == 43, res.stdout + res.stderr
     assert marker(fresh)["state"] == "dirty"
+    assert leftovers(fresh) == {"dom0-a": [], "dom0-b": []}  # before the next run cleans
     with mounted(b, "/dev/vg_b/web01", "/run/domubk-audit/fill", "f", readonly=False) as fs:
         b.run(["rm", "-f", f"{fs['2'][0]}/junk"])
     ok = run_backup(fresh, "web01")
@@ -213,6 +214,7 @@ def test_mass_deletion_stops_at_the_bound_and_converges_when_allowed(fresh):
 
     res = run_backup(fresh, "web01", "--config", bounded)
     assert res.exit_code == 42, res.stdout + res.stderr
+    assert leftovers(fresh) == {"dom0-a": [], "dom0-b": []}  # before the next run cleans
     assert "--allow-mass-delete" in res.stderr
     kept, var_copied = on_standby()
     assert 25 <= kept < 30  # at most max_delete of them went, and the copy stopped there
