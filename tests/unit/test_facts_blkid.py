@@ -193,8 +193,11 @@ def export_documents(draw):
     label = draw(st.text(_LABEL_CHARS, max_size=16))
     while "M-" in label:  # blkid leaves a literal "M-" as it is: ambiguous, left out
         label = label.replace("M-", "M")
-    while len(label.encode()) > _LABEL_BYTES[fstype]:
-        label = label[:-1]  # a label as long as its filesystem allows, in bytes
+    limit = _LABEL_BYTES[fstype]
+    if draw(st.booleans()):  # often exactly as long as its filesystem allows, in bytes
+        label += "x" * limit
+    while len(label.encode()) > limit:
+        label = label[:-1]
     if label:
         values["LABEL"] = label
     if draw(st.booleans()):

@@ -402,7 +402,8 @@ _NEAR_TARGETS = st.builds(
     _insert,
     st.builds(lambda prefix, letters, digits, swap: prefix + (digits + letters if swap
                                                                 else letters + digits),
-              st.sampled_from([*_BUSES, *_BUSES, *_BUSES, "md", "xd", "v", "nvme", "HD", "Xvd"]),
+              st.sampled_from(_BUSES) | st.sampled_from(["md", "xd", "v", "nvme", "HD", "Xvd",
+                                                         "ubdd", "s"]),
               st.text("abz", min_size=1, max_size=3),
               st.text("019", max_size=3), st.sampled_from([False, False, False, True])),
     st.just("") | st.sampled_from(["A", "-", ".", "/", " ", "\n", "_", "\u0661", "\u00e9",
