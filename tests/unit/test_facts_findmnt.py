@@ -120,7 +120,7 @@ _ENTRY = st.fixed_dictionaries({
 # a node is (entry, [child nodes])
 _NODE = st.recursive(st.tuples(_ENTRY, st.just([])),
                      lambda inner: st.tuples(_ENTRY, st.lists(inner, min_size=1, max_size=3)),
-                     max_leaves=8)
+                     max_leaves=6)
 _FORESTS = st.lists(_NODE, min_size=1, max_size=3)
 
 

@@ -90,7 +90,7 @@ _NEAR_NAMES = st.one_of(
     st.integers(120, 130).map(lambda n: "v" * n))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(_NEAR_NAMES)
 def test_a_name_is_an_lvm_name_exactly_when_lvm_s_rule_says_so(name):
     if _lvm_rule(name):
@@ -100,7 +100,7 @@ def test_a_name_is_an_lvm_name_exactly_when_lvm_s_rule_says_so(name):
             check_lvm_name(name, "lv")
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(_NEAR_NAMES.filter(_lvm_rule), _NEAR_NAMES.filter(_lvm_rule))
 def test_any_accepted_guest_name_gives_a_mount_point_below_the_run_directory(vg, lv):
     path = posixpath.join(ROOT, f"xvda2.{vg}.{lv}")
@@ -113,7 +113,7 @@ def _component_rule(part: str) -> bool:
             and part not in (".", ".."))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.one_of(st.just(ROOT), st.just(ROOT), st.sampled_from(
            [ROOT + "x", ROOT[:-1], posixpath.dirname(ROOT), "/etc", ROOT + "/"])),
        st.lists(st.builds(lambda a, b: a + b, st.sampled_from("aZ09+_"),
