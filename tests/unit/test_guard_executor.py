@@ -515,3 +515,51 @@ def test_only_rsyncs_progress_updates_reach_the_progress_display(tmp_path):
                   on_progress=lambda fs, line: seen.append((fs, line)))
     ex.run()
     assert seen == [("xvda1", update), ("xvda5", update), ("xvda6", update)]
+
+
+# -- R19: a full standby says which kind of full ----------------------------------------
+
+class InodesHost(FakeHost):
+    """A host whose ``stat -f`` of a mount says ``answer`` (inodes, free), or fails (None)."""
+
+    def __init__(self, host: str, answer: tuple[int, int] | None) -> None:
+        super().__init__(host)
+        self.answer = answer
+
+    def _cmd_stat(self, a, input):  # noqa: ANN001, ANN202
+        if "-f" not in a:
+            return super()._cmd_stat(a, input)
+        if self.answer is None:
+            return 1, "", "stat: cannot read file system information\n"
+        return 0, f"{self.answer[0]} {self.answer[1]}\n", ""
+
+
+@pytest.mark.parametrize(("ours", "said"), [
+    ((500, 100), "standby filesystem xvda1 has no free inodes (1000 of 1000 used; the source "
+                 "uses 400 of 500): files the source no longer has still hold them on the "
+                 "standby; run init-standby --force to make it again, empty"),
+    ((5000, 100), "standby filesystem xvda1 has no free inodes (1000 of 1000 used): the "
+                  "standby was made with fewer inodes than the source (5000); run "
+                  "init-standby --force"),
+    (None, "standby filesystem xvda1 has no free inodes (1000 of 1000 used): the standby was "
+           "made with fewer inodes than the source; run init-standby --force"),
+], ids=["stale-files", "fewer-inodes", "source-unreadable"])
+def test_a_standby_out_of_inodes_is_said_as_that_with_what_to_do(tmp_path, ours, said):
+    src, peer = InodesHost("dom0-a", ours), InodesHost("dom0-b", (1000, 0))
+    src.fstab_on = "xvda1"
+    src.rsync_result = (11, "", "rsync: write failed: No space left on device (28)\n")
+    plan, report, ex = _executor(tmp_path, src, peer)
+    with pytest.raises(errors.PeerFull) as info:
+        ex.run()
+    assert str(info.value) == f"[dom0-b] {said}"
+    assert info.value.host == "dom0-b"
+    assert src.leftovers() == [] and peer.leftovers() == []
+
+
+def test_a_standby_with_inodes_left_is_full_of_data(tmp_path):
+    src, peer = InodesHost("dom0-a", (500, 100)), InodesHost("dom0-b", (1000, 900))
+    src.fstab_on = "xvda1"
+    src.rsync_result = (11, "", "rsync: write failed: No space left on device (28)\n")
+    plan, report, ex = _executor(tmp_path, src, peer)
+    with pytest.raises(errors.PeerFull, match="the standby filesystem is full"):
+        ex.run()

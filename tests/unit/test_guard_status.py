@@ -87,3 +87,37 @@ def test_the_status_table_says_when_and_which_run(monkeypatch):
     finally:
         monkeypatch.delenv("TZ")
         time.tzset()
+
+
+def test_a_killed_run_cleaned_later_enters_the_history_as_interrupted(tmp_path, monkeypatch):
+    from toolkit.status import record_cleaned_runs, run_started
+
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    try:
+        monkeypatch.setattr("toolkit.status.time.time", lambda: 86400.0)
+        cfg = _cfg(tmp_path)
+        runs = ["20260101T000000Z-abcd", "20260102T030405Z-0001"]
+        record_cleaned_runs(cfg, "web01", runs, by="recover")
+        lines = (tmp_path / "reports" / "history.jsonl").read_text().splitlines()
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    assert [json.loads(line) for line in lines] == [
+        {"domain": "web01", "run_id": run, "outcome": "interrupted", "exit_code": None,
+         "error": "Killed", "started": run_started(run), "finished": None, "cleaned": 86400.0,
+         "cleaned_by": "recover",
+         "message": "interrupted, cleaned by recover at 1970-01-02 00:00:00"}
+        for run in runs]
+
+
+def test_a_history_that_cannot_be_written_is_said_not_raised(tmp_path):
+    from toolkit.status import record_cleaned_runs
+
+    cfg = _cfg(tmp_path)
+    (tmp_path / "reports").write_text("a file where the directory goes\n")
+    said: list[str] = []
+    record_cleaned_runs(cfg, "web01", ["20260101T000000Z-abcd"], by="backup", log=said.append)
+    assert len(said) == 1
+    assert said[0].startswith("could not record the interrupted run(s) of web01 in the "
+                              f"history: {tmp_path / 'reports'}")
