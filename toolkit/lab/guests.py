@@ -1642,9 +1642,16 @@ def _r_bytes(seed, rel, size):
 
 def _r_owner(path, uid, gid):
     # Staged as a user (DOMUBK_STAGE_AS_USER=1, the unit tests' only): owners stay the
-    # user's and no device node is made; an image is always built as root.
+    # user's, who can still read and write everything, and no device node is made; an
+    # image is always built as root.
     if os.environ.get("DOMUBK_STAGE_AS_USER") != "1":
         os.lchown(path, uid, gid)
+
+
+def _r_mode(path, mode, user_bits):
+    if os.environ.get("DOMUBK_STAGE_AS_USER") == "1":
+        mode |= user_bits
+    os.chmod(path, mode)
 
 
 def _r_put(root, rel, data, mode=0o644, uid=0, gid=0):
@@ -1654,7 +1661,7 @@ def _r_put(root, rel, data, mode=0o644, uid=0, gid=0):
         f.write(data)
     # chown before chmod: chown clears setuid and setgid bits.
     _r_owner(path, uid, gid)
-    os.chmod(path, mode)
+    _r_mode(path, mode, 0o600)
     return path
 
 
@@ -1662,7 +1669,7 @@ def _r_dir(root, rel, mode=0o755, uid=0, gid=0):
     path = os.path.join(root, rel)
     os.makedirs(path, mode=0o755, exist_ok=True)
     _r_owner(path, uid, gid)
-    os.chmod(path, mode)
+    _r_mode(path, mode, 0o700)
     return path
 
 
@@ -2036,8 +2043,8 @@ def _r_fat(spec):
     return {"clusters": state["taken"]}
 
 
-_REMOTE_FUNCTIONS = (_r_main, _r_bytes, _r_owner, _r_put, _r_dir, _r_acl, _r_stage, _r_rich,
-                     _r_finish, _r_mutate, _r_fill, _r_write, _r_fat)
+_REMOTE_FUNCTIONS = (_r_main, _r_bytes, _r_owner, _r_mode, _r_put, _r_dir, _r_acl, _r_stage,
+                     _r_rich, _r_finish, _r_mutate, _r_fill, _r_write, _r_fat)
 
 __all__ = [
     "BuiltImage", "BuiltPartition", "BuiltVolume", "DomainRecipe", "Extent", "FstabEntry",
