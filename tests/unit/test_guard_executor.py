@@ -8,6 +8,7 @@ while teardown runs.
 from __future__ import annotations
 
 import os
+import re
 import signal
 
 import pytest
@@ -563,3 +564,41 @@ def test_a_standby_with_inodes_left_is_full_of_data(tmp_path):
     plan, report, ex = _executor(tmp_path, src, peer)
     with pytest.raises(errors.PeerFull, match="the standby filesystem is full"):
         ex.run()
+
+
+class NoDeviceHost(FakeHost):
+    """A host where the node of the device planned for xvda1 cannot be stat'ed."""
+
+    def _cmd_stat(self, a, input):  # noqa: ANN001, ANN202
+        if "-L" in a and a[-1].endswith("p1"):
+            return 1, "", f"stat: cannot statx '{a[-1]}': No such file or directory\n"
+        return super()._cmd_stat(a, input)
+
+
+@pytest.mark.parametrize("side", ["source", "peer"])
+def test_a_planned_device_that_is_gone_stops_the_run_naming_it(tmp_path, side):
+    gone = NoDeviceHost("dom0-a" if side == "source" else "dom0-b")
+    src, peer = (gone, FakeHost("dom0-b")) if side == "source" else (FakeHost("dom0-a"), gone)
+    src.fstab_on = "xvda1"
+    plan, report, ex = _executor(tmp_path, src, peer)
+    expected = errors.SourceGuardFailed if side == "source" else errors.TargetGuardFailed
+    with pytest.raises(expected) as info:
+        ex.run()
+    assert re.fullmatch(rf"\[{gone.host}\] expected device /dev/\S+p1 does not exist",
+                        str(info.value)), str(info.value)
+    assert _rsyncs(src) == [] and src.leftovers() == [] and peer.leftovers() == []
+
+
+@pytest.mark.parametrize("side", ["source", "peer"])
+def test_a_mount_that_did_not_happen_is_one_line_naming_mountpoint_and_device(tmp_path, side):
+    src = FakeHost("dom0-a", silent_mount=side == "source")
+    peer = FakeHost("dom0-b", silent_mount=side == "peer")
+    src.fstab_on = "xvda1"
+    plan, report, ex = _executor(tmp_path, src, peer)
+    expected = errors.SourceGuardFailed if side == "source" else errors.TargetGuardFailed
+    with pytest.raises(expected) as info:
+        ex.run()
+    host = "dom0-a" if side == "source" else "dom0-b"
+    assert re.fullmatch(rf"\[{host}\] /run/domu-backup/(src|dst)/web01\.{RUN}/xvda1 is not a "
+                        r"mountpoint: the mount of /dev/\S+p1 did not happen; nothing was copied",
+                        str(info.value)), str(info.value)
