@@ -602,3 +602,38 @@ def test_a_mount_that_did_not_happen_is_one_line_naming_mountpoint_and_device(tm
     assert re.fullmatch(rf"\[{host}\] /run/domu-backup/(src|dst)/web01\.{RUN}/xvda1 is not a "
                         r"mountpoint: the mount of /dev/\S+p1 did not happen; nothing was copied",
                         str(info.value)), str(info.value)
+
+
+def test_stopping_the_copies_gives_each_rsync_its_grace_then_kills_it(tmp_path, monkeypatch):
+    # A terminated rsync gets STOP_GRACE to finish cleanly; one that ignores SIGTERM is
+    # killed once the grace is over, not waited for.
+    import subprocess
+    import time
+    from contextlib import ExitStack
+
+    from toolkit.execute import SideBySide
+
+    monkeypatch.setattr(SideBySide, "STOP_GRACE", 1.5)
+    done = tmp_path / "finished-cleanly"
+    clean = subprocess.Popen(["sh", "-c", f"trap 'sleep 0.3; touch {done}; exit 0' TERM; "
+                              "sleep 30 & wait"], start_new_session=True)
+    stubborn = subprocess.Popen(["sh", "-c", "trap '' TERM; sleep 30 & wait; sleep 30"],
+                                start_new_session=True)
+    try:
+        time.sleep(0.3)  # both shells have set their traps
+        plan, report, ex = _executor(tmp_path, FakeHost("dom0-a"), FakeHost("dom0-b"))
+        sbs = SideBySide(ex, [], ExitStack())
+        sbs._procs = [clean, stubborn]
+        start = time.monotonic()
+        sbs._halt()
+        took = time.monotonic() - start
+        assert done.exists() and clean.wait(5) == 0
+        assert stubborn.wait(5) == -signal.SIGKILL
+        assert 1.0 <= took < 10
+    finally:
+        for proc in (clean, stubborn):  # their background sleeps too
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(5)
