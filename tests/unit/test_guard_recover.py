@@ -180,3 +180,25 @@ def test_recover_skips_a_host_its_inventory_calls_clean(killed_run):
     recover_domain(cfg, "web01", src, peer, inventories=inv)
     assert src.leftovers() == []
     assert peer.leftovers() and len(peer.calls) == calls  # called clean: not looked at
+
+
+@pytest.mark.parametrize(("undo", "exists", "said"), [
+    (("sh", "-c", "x"), (), "undo ('sh',) is not one of the tool's undo commands"),
+    ((), (), "undo () is not one of the tool's undo commands"),
+    (("rmdir", "/x"), ("sh", "-c", "x"), "probe ('sh',) is not one of the tool's exists-probes"),
+    (("umount", "/x"), ("findmnt", "/x"), ""),
+])
+def test_recover_says_which_journal_command_it_refuses(undo, exists, said):
+    from toolkit.recover import _unexpected_undo
+
+    assert _unexpected_undo(undo, exists) == said
+
+
+def test_the_peers_inventory_never_holds_snapshots(killed_run):
+    from toolkit.recover import take_inventory
+
+    cfg, src, peer = killed_run
+    peer.lvs[f"vg_b/{SNAP}"] = {"attr": "swi-a-s---", "percent": "1.00", "tags": ("domubk",),
+                                "origin": "web01"}
+    assert take_inventory(peer, cfg, "peer").snapshots == ()
+    assert take_inventory(src, cfg, "source").snapshots == (("vg_a", SNAP),)

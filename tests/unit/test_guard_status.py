@@ -121,3 +121,28 @@ def test_a_history_that_cannot_be_written_is_said_not_raised(tmp_path):
     assert len(said) == 1
     assert said[0].startswith("could not record the interrupted run(s) of web01 in the "
                               f"history: {tmp_path / 'reports'}")
+
+
+def test_a_killed_run_cleaned_again_later_is_not_the_latest_run(tmp_path):
+    # recover on the other host finds the same killed run after a later backup succeeded
+    from toolkit import report as reports
+
+    cfg = _cfg(tmp_path)
+    killed = {"domain": "web01", "run_id": "R1", "outcome": "interrupted", "started": 1.0,
+              "finished": None, "cleaned": 50.0, "message": "interrupted, cleaned by recover"}
+    later = {"domain": "web01", "run_id": "R2", "outcome": "success", "finished": 100.0}
+    reports.append_history(cfg.defaults.report_dir, "".join(
+        json.dumps(r) + "\n" for r in (killed, later, {**killed, "cleaned": 150.0})))
+    st = domain_status(cfg, "web01")
+    assert (st.last_outcome, st.last_run_id) == ("success", "R2")
+
+
+def test_a_damaged_history_line_is_skipped_and_the_rest_still_counts(tmp_path):
+    from toolkit import report as reports
+
+    cfg = _cfg(tmp_path)
+    ok = {"domain": "web01", "run_id": "R2", "outcome": "success", "finished": 100.0}
+    reports.append_history(cfg.defaults.report_dir, '{"domain": "web01", "run_id": "R1", '
+                           + "\n" + json.dumps(ok) + "\n")
+    st = domain_status(cfg, "web01")
+    assert (st.last_outcome, st.last_run_id, st.last_success) == ("success", "R2", 100.0)
