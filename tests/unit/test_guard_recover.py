@@ -202,3 +202,92 @@ def test_the_peers_inventory_never_holds_snapshots(killed_run):
                                 "origin": "web01"}
     assert take_inventory(peer, cfg, "peer").snapshots == ()
     assert take_inventory(src, cfg, "source").snapshots == (("vg_a", SNAP),)
+
+
+# -- recover of one domain never touches another's ---------------------------------------
+
+OTHER_RUN = "20260102T000000Z-beef"
+
+
+def _other_domains_leftovers(host: FakeHost, cfg, role: str) -> tuple[str, str]:  # noqa: ANN001
+    """A killed db01 run's journal and run directory on ``host``; returns both paths."""
+    from toolkit.journal import JournalEntry, journal_path
+
+    prefix = (cfg.defaults.source_prefix if role == "source"
+              else cfg.defaults.target_prefix).rstrip("/")
+    run_dir = f"{prefix}/db01.{OTHER_RUN}"
+    host.base_dirs.add(prefix)
+    host.dirs.add(run_dir)
+    path = journal_path(cfg.defaults.state_dir, "db01", OTHER_RUN)
+    host.files[path] = JournalEntry(OTHER_RUN, "db01", "mkdir", run_dir, ("rmdir", run_dir),
+                                    ("find", run_dir, "-maxdepth", "0"), 1.0).to_line()
+    return path, run_dir
+
+
+def test_recover_of_a_domain_leaves_another_domains_journal_run_and_processes(killed_run):
+    cfg, src, peer = killed_run
+    mine = f"rsync -a /run/domu-backup/src/web01.{RUN}/xvda1/ root@dom0-b:/x"
+    theirs = f"rsync -a /run/domu-backup/src/db01.{OTHER_RUN}/xvda1/ root@dom0-b:/y"
+    src.processes = {4242: mine, 4343: theirs}
+    kept = {h.host: _other_domains_leftovers(h, cfg, role)
+            for h, role in ((src, "source"), (peer, "peer"))}
+    logged: list[str] = []
+    done = recover_domain(cfg, "web01", src, peer, log=logged.append)
+    assert src.processes == {4343: theirs}
+    assert any(f"stopped process 4242 ({mine}" in m for m in done) and done == logged
+    for host in (src, peer):
+        path, run_dir = kept[host.host]
+        assert path in host.files and run_dir in host.dirs
+        assert host.leftovers() == [f"dir {run_dir}"]
+
+
+def test_recover_comes_back_to_the_journal_for_what_the_sweep_unblocked(killed_run):
+    # A partition map no journal names (an older version's) holds the snapshot: the first
+    # pass over the journal cannot remove the snapshot, the sweep removes the map, and the
+    # journal is read again: nothing is left and recover reports no error.
+    cfg, src, peer = killed_run
+    snap_dm = next(m for m in src.devices if m.startswith("vg_a-domubk--"))
+    stray = f"{snap_dm}p9"
+    src.maps.add(stray)
+    src.map_on[stray] = snap_dm
+    logged: list[str] = []
+    done = recover_domain(cfg, "web01", src, peer, log=logged.append)
+    assert src.leftovers() == [] and peer.leftovers() == []
+    assert any(f"removed map {stray}" in m for m in done)
+    assert any("removed snapshot" in m for m in done)
+    assert done[0].startswith("[dom0-b]") and done == logged
+
+
+def test_recover_that_cannot_finish_says_every_reason_in_one_line(killed_run):
+    from toolkit.runners import CommandResult
+
+    cfg, src, peer = killed_run
+
+    def busy(host):  # noqa: ANN001, ANN202
+        def fail(argv):  # noqa: ANN001, ANN202
+            if argv[0] == "umount":
+                return CommandResult(host, argv, 32, "", f"umount: {argv[-1]}: target is busy.",
+                                     0.0)
+            return None
+        return fail
+
+    src.fail, peer.fail = busy("dom0-a"), busy("dom0-b")
+    with pytest.raises(errors.TeardownIncomplete) as info:
+        recover_domain(cfg, "web01", src, peer)
+    message = str(info.value)
+    assert message.startswith("recover could not finish: [dom0-b] command `umount ")
+    assert "target is busy.; [dom0-a] command `umount " in message
+
+
+def test_a_host_whose_inventory_shows_only_another_domain_is_skipped(killed_run):
+    from toolkit.recover import take_inventory
+
+    cfg, src, peer = killed_run
+    other = FakeHost("dom0-b")
+    _other_domains_leftovers(other, cfg, "peer")
+    inv = {"source": take_inventory(src, cfg, "source"),
+           "peer": take_inventory(other, cfg, "peer")}
+    assert inv["peer"].pending(cfg, "db01") and not inv["peer"].pending(cfg, "web01")
+    calls = len(peer.calls)
+    recover_domain(cfg, "web01", src, peer, inventories=inv)
+    assert len(peer.calls) == calls and src.leftovers() == []
