@@ -268,6 +268,7 @@ FAKE_PROBES = {
                 f"domubk-{RUN}-ghost-xvda\t(254:9)\n"),
     "lvs": f"  vg_a|web01|\n  vg_a|domubk-{RUN}-web01-xvda|domubk,domubk-run\n",
     "findmnt": (f"/dev/vda1 /\n/dev/vda1 /etc/hosts\n"
+                "/dev/vda[/var/lib/docker/volumes/domubk-lab-dom0-a/_data] /var/lib/domu-lab\n"
                 f"/dev/mapper/vg_a-domubk--{RUN}--web01--xvdap1 "
                 f"/run/domu-backup/src/web01.{RUN}/xvda1\n"
                 f"/dev/mapper/vg_a-domubk--{RUN}--web01--xvdap2 /mnt/elsewhere\n"),

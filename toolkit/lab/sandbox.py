@@ -347,7 +347,8 @@ def leaks_from(out: Mapping[str, str], host: str | None = None) -> list[str]:
             leaks.append(f"LV {vg}/{lv}")
     for line in out["mounts"].splitlines():
         source, _, target = line.partition(" ")
-        if target == MOUNT_ROOT or target.startswith(MOUNT_ROOT + "/") or PREFIX in source:
+        tools_device = source.startswith("/dev/mapper/") and PREFIX in source
+        if target == MOUNT_ROOT or target.startswith(MOUNT_ROOT + "/") or tools_device:
             leaks.append(f"mount {target} ({source})")
     leaks += [f"loop {lo.name} ({lo.back_file})" for lo in parse_losetup_json(out["loops"])
               if not is_sandbox_pv(lo)]
