@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from toolkit.errors import CommandFailed, ParseError
@@ -163,8 +163,10 @@ _BREAKS = {
 }
 
 
-@given(_FORESTS, st.sampled_from(sorted(_BREAKS)), st.integers(0, 20))
-def test_one_broken_entry_anywhere_in_the_tree_is_a_parse_error(forest, how, at):
+@pytest.mark.parametrize("how", sorted(_BREAKS))
+@settings(max_examples=12)
+@given(forest=_FORESTS, at=st.integers(0, 20))
+def test_one_broken_entry_anywhere_in_the_tree_is_a_parse_error(how, forest, at):
     doc = _render(forest)
     entries = []
 

@@ -7,7 +7,7 @@ import string
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
@@ -218,10 +218,10 @@ def test_domain_list_gives_back_every_name_virsh_printed_in_order(names):
     assert virsh.parse_domain_list(text) == names
 
 
-@given(st.lists(_DOMAIN, unique=True, min_size=1, max_size=6),
-       st.sampled_from(["cut", "no-end", "blank", "twice", "control", "table"]),
-       st.integers(0, 5))
-def test_domain_list_changed_by_one_step_is_refused(names, change, at):
+@pytest.mark.parametrize("change", ["cut", "no-end", "blank", "twice", "control", "table"])
+@settings(max_examples=15)
+@given(names=st.lists(_DOMAIN, unique=True, min_size=1, max_size=6), at=st.integers(0, 5))
+def test_domain_list_changed_by_one_step_is_refused(change, names, at):
     at = min(at, len(names) - 1)
     if change == "blank":
         names = [*names[:at], " ", *names[at:]]

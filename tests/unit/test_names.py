@@ -113,15 +113,15 @@ def _component_rule(part: str) -> bool:
             and part not in (".", ".."))
 
 
-@settings(max_examples=150, deadline=None)
-@given(st.one_of(st.just(ROOT), st.just(ROOT), st.sampled_from(
+@pytest.mark.parametrize("odd", [None, None, "", ".", "..", "-x", "-", "a b", "a\nb", "...",
+                                 "a/", "\u00e9"])
+@settings(max_examples=15, deadline=None)
+@given(prefix=st.one_of(st.just(ROOT), st.just(ROOT), st.sampled_from(
            [ROOT + "x", ROOT[:-1], posixpath.dirname(ROOT), "/etc", ROOT + "/"])),
-       st.lists(st.builds(lambda a, b: a + b, st.sampled_from("aZ09+_"),
-                          st.text("aZ09+_.-", max_size=5)), min_size=1, max_size=4),
-       st.one_of(st.none(), st.none(), st.sampled_from(
-           ["", ".", "..", "-x", "a b", "a\nb", "...", "a/", "-", "\u00e9"])),
-       st.integers(0, 3))
-def test_path_under_accepts_exactly_the_plain_names_below_its_root(prefix, parts, odd, at):
+       parts=st.lists(st.builds(lambda a, b: a + b, st.sampled_from("aZ09+_"),
+                                st.text("aZ09+_.-", max_size=5)), min_size=1, max_size=4),
+       at=st.integers(0, 3))
+def test_path_under_accepts_exactly_the_plain_names_below_its_root(odd, prefix, parts, at):
     if odd is not None:  # one component not of the tool's making
         parts[at % len(parts)] = odd
     path = prefix + "/" + "/".join(parts)
