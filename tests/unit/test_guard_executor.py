@@ -484,7 +484,8 @@ def test_a_guest_lv_map_that_fails_is_a_map_failure(tmp_path):
 
 
 def test_another_failed_command_is_reported_with_its_result(tmp_path):
-    src = FakeHost("dom0-a", fail=_fail_on("dom0-a", ("mkdir",), 1,
+    # the run's own directories (mkdir without -p, with an undo), not the prefix's mkdir -p
+    src = FakeHost("dom0-a", fail=_fail_on("dom0-a", ("mkdir", "-m", "0700"), 1,
                                            "mkdir: cannot create directory"))
     peer = FakeHost("dom0-b")
     src.fstab_on = "xvda1"

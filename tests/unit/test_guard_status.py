@@ -146,3 +146,8 @@ def test_a_damaged_history_line_is_skipped_and_the_rest_still_counts(tmp_path):
                            + "\n" + json.dumps(ok) + "\n")
     st = domain_status(cfg, "web01")
     assert (st.last_outcome, st.last_run_id, st.last_success) == ("success", "R2", 100.0)
+
+
+def test_a_marker_without_a_state_leaves_the_standby_unknown(tmp_path):
+    st = domain_status(_cfg(tmp_path), "web01", peer_marker={"last_success": 5.0})
+    assert st.standby == "unknown" and st.last_success == 5.0
