@@ -483,7 +483,7 @@ def test_a_guest_lv_map_that_fails_is_a_map_failure(tmp_path):
     assert src.leftovers() == [] and peer.leftovers() == []
 
 
-def test_another_failed_command_is_reported_with_its_result(tmp_path):
+def test_a_failed_command_of_the_runs_own_is_reported_with_its_result(tmp_path):
     # the run's own directories (mkdir without -p, with an undo), not the prefix's mkdir -p
     src = FakeHost("dom0-a", fail=_fail_on("dom0-a", ("mkdir", "-m", "0700"), 1,
                                            "mkdir: cannot create directory"))

@@ -291,3 +291,33 @@ def test_a_host_whose_inventory_shows_only_another_domain_is_skipped(killed_run)
     calls = len(peer.calls)
     recover_domain(cfg, "web01", src, peer, inventories=inv)
     assert len(peer.calls) == calls and src.leftovers() == []
+
+
+def _stray_partition_map(src: FakeHost) -> str:
+    """A map on the snapshot that no journal names: the first journal pass cannot finish."""
+    snap_dm = next(m for m in src.devices if m.startswith("vg_a-domubk--"))
+    stray = f"{snap_dm}p9"
+    src.maps.add(stray)
+    src.map_on[stray] = snap_dm
+    return stray
+
+
+def test_the_second_journal_pass_still_reads_only_this_domains_journals(killed_run):
+    cfg, src, peer = killed_run
+    _stray_partition_map(src)
+    path, run_dir = _other_domains_leftovers(src, cfg, "source")
+    recover_domain(cfg, "web01", src, peer)
+    assert path in src.files and src.leftovers() == [f"dir {run_dir}"]
+
+
+def test_what_the_second_journal_pass_cannot_undo_is_reported(killed_run):
+    from toolkit.runners import CommandResult
+
+    cfg, src, peer = killed_run
+    _stray_partition_map(src)
+    held = next(m for m in src.mounts if m.endswith("/xvda5"))
+    src.fail = lambda argv: (CommandResult("dom0-a", argv, 32, "", "target is busy.", 0.0)
+                             if argv[:1] == ("umount",) and argv[-1] == held else None)
+    with pytest.raises(errors.TeardownIncomplete, match="recover could not finish: .*busy"):
+        recover_domain(cfg, "web01", src, peer)
+    assert held in src.mounts and peer.leftovers() == []
