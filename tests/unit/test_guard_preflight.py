@@ -274,3 +274,29 @@ def test_each_standby_refusal_names_the_peer_and_what_to_do():
             run_gather(recs)
         assert str(info.value) == f"[dom0-b] {said[name]}", name
         assert info.value.host == "dom0-b"
+
+
+def test_the_room_needed_is_the_sum_of_the_snapshots_of_one_volume_group(tmp_path):
+    # pv01 with its first disk holding ext4 (not swap): two disks in vg_a, two snapshots
+    from test_preflight import SWAP_LV, answer, config_with, pv01_records, recorded
+
+    from toolkit.config import load_config
+    from toolkit.facts.fsparams import read_argv
+    from toolkit.facts.virsh import parse_domain_disks
+    from toolkit.preflight import _source_disks
+
+    recs = pv01_records(answer("peer", ["true"]))
+    ext4 = recorded("blkid/notable-ext4")
+    for r in recs:
+        if r["argv"][:2] == ["blkid", "-p"] and r["argv"][-1] == SWAP_LV:
+            r["stdout"] = ext4["stdout"].replace(ext4["argv"][-1], SWAP_LV)
+    head = (Path(__file__).resolve().parent.parent.parent / "fixtures" / "recorded"
+            / "fsparams" / "ext4-new.head.bin").read_bytes()
+    recs.append(answer("source", read_argv(SWAP_LV, 0), head.decode("utf-8", "surrogateescape")))
+    cfg = load_config(config_with(tmp_path, "pv01", "xvda2"), check_permissions=False)
+    source = _source(recs)
+    xml = next(r["stdout"] for r in recs if "dumpxml" in r["argv"])
+    backed = [d for d in parse_domain_disks(xml, "pv01") if d.skip_reason is None]
+    assert len(backed) == 2
+    _disks, need, free = _source_disks(cfg, "pv01", source, "dom0-a", backed)
+    assert need == {"vg_a": 2 * (64 << 20)} and set(free) == {"vg_a"}
