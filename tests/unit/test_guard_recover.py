@@ -321,3 +321,57 @@ def test_what_the_second_journal_pass_cannot_undo_is_reported(killed_run):
     with pytest.raises(errors.TeardownIncomplete, match="recover could not finish: .*busy"):
         recover_domain(cfg, "web01", src, peer)
     assert held in src.mounts and peer.leftovers() == []
+
+
+# -- journals as recover reads them, on a real host ----------------------------------------
+
+def _journal(tmp_path, entries) -> tuple[str, str]:  # noqa: ANN001
+    import os
+
+    from toolkit.journal import journal_path
+
+    state = str(tmp_path / "state")
+    path = journal_path(state, "web01", RUN)
+    os.makedirs(os.path.dirname(path), mode=0o700)
+    with open(path, "w") as f:
+        f.writelines(e if isinstance(e, str) else e.to_line() for e in entries)
+    return state, path
+
+
+def test_a_journal_whose_resources_are_gone_is_removed(tmp_path):
+    import os
+
+    from toolkit.journal import JournalEntry
+    from toolkit.recover import recover_journals
+    from toolkit.runners import LocalRunner
+
+    gone = str(tmp_path / "run" / "web01.x")
+    state, path = _journal(tmp_path, [JournalEntry(RUN, "web01", "mkdir", gone, ("rmdir", gone),
+                                                   ("find", gone, "-maxdepth", "0"), 1.0)])
+    errs: list[str] = []
+    assert recover_journals(LocalRunner(), state, "web01", lambda m: None, errs) == []
+    assert errs == [] and not os.path.exists(path)
+
+
+def test_a_refused_journal_entry_says_what_to_do(tmp_path):
+    from toolkit.journal import JournalEntry
+    from toolkit.recover import recover_journals
+    from toolkit.runners import LocalRunner
+
+    entry = JournalEntry(RUN, "web01", "mkdir", "/x", ("sh", "-c", "true"), (), 1.0)
+    state, path = _journal(tmp_path, [entry])
+    errs: list[str] = []
+    recover_journals(LocalRunner(), state, "web01", lambda m: None, errs)
+    assert errs == [f"{path}: mkdir /x: undo ('sh',) is not one of the tool's undo commands; "
+                    "not run (inspect the journal and remove it by hand)"]
+
+
+def test_a_damaged_journal_stops_recover_naming_it(tmp_path):
+    from toolkit.journal import JournalEntry
+    from toolkit.recover import recover_journals
+    from toolkit.runners import LocalRunner
+
+    good = JournalEntry(RUN, "web01", "mkdir", "/x", ("rmdir", "/x"), (), 1.0)
+    state, path = _journal(tmp_path, ["{damaged\n", good])
+    with pytest.raises(errors.ParseError, match=rf"^{path}: line 1 is not a journal entry"):
+        recover_journals(LocalRunner(), state, "web01", lambda m: None, [])
