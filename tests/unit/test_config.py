@@ -561,7 +561,7 @@ def config_tables(draw, min_domains: int = 0):
     return tables, (dom0s, ssh, defaults, domains)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(config_tables())
 def test_any_valid_config_is_read_back_key_by_key(generated) -> None:
     tables, (dom0s, ssh, defaults, domains) = generated
@@ -603,7 +603,7 @@ def _set(lines: list[str], line: str) -> list[str]:
 
 
 @pytest.mark.parametrize("broken", _CONFIG_BREAKS, ids=lambda b: b[1])
-@settings(max_examples=5, deadline=None)
+@settings(max_examples=3, deadline=None)
 @given(generated=config_tables(min_domains=1))
 def test_a_valid_config_with_one_value_out_of_its_rule_is_refused_naming_it(
         broken, generated) -> None:

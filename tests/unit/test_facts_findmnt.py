@@ -143,6 +143,7 @@ def _parents_first(nodes) -> list[tuple]:
     return rows
 
 
+@settings(max_examples=60)
 @given(_FORESTS)
 def test_any_mount_tree_is_flattened_parents_first_with_every_field(forest):
     text = json.dumps({"filesystems": _render(forest)})
@@ -164,7 +165,7 @@ _BREAKS = {
 
 
 @pytest.mark.parametrize("how", sorted(_BREAKS))
-@settings(max_examples=12)
+@settings(max_examples=8)
 @given(forest=_FORESTS, at=st.integers(0, 20))
 def test_one_broken_entry_anywhere_in_the_tree_is_a_parse_error(how, forest, at):
     doc = _render(forest)

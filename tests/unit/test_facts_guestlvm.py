@@ -276,7 +276,7 @@ _VG0_READ = _bytes_read(_VG0)
 _VG0_CLEAN = vg_of("vg0-extended-head.bin.gz")
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.one_of(st.integers(0, len(_VG0) - 1),
                  st.sampled_from(_VG0_READ).flatmap(lambda r: st.integers(r[0], r[1] - 1)),
                  st.tuples(st.sampled_from(_VG0_READ), st.integers(0, 63), st.booleans()).map(
@@ -349,7 +349,7 @@ def lvm_configs(draw):
     return _cfg_render(draw(_CFG_TREE), lambda: draw(seps))
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(lvm_configs())
 def test_any_lvm_config_text_gives_back_its_sections_settings_and_values(generated):
     text, expected = generated
