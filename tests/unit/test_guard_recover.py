@@ -375,3 +375,16 @@ def test_a_damaged_journal_stops_recover_naming_it(tmp_path):
     state, path = _journal(tmp_path, ["{damaged\n", good])
     with pytest.raises(errors.ParseError, match=rf"^{path}: line 1 is not a journal entry"):
         recover_journals(LocalRunner(), state, "web01", lambda m: None, [])
+
+
+def test_owned_names_in_any_of_the_hosts_volume_groups_even_with_dashes():
+    from toolkit.owned import parse_owned, snapshot_partition_map
+
+    dm_run = RUN.replace("-", "--")
+    in_vg_a = f"vg_a-domubk--{dm_run}--web01--xvdap1"
+    assert snapshot_partition_map(in_vg_a, ["vg_b", "vg_a"], "web01", "p")
+    dashed = f"vg--data-domubk--{dm_run}--web01--xvdap2"
+    assert snapshot_partition_map(dashed, ["vg-data"], "web01", "p")
+    assert not snapshot_partition_map(dashed, ["vg"], "web01", "p")
+    owned = parse_owned(f"domubk-{RUN}-web01-xvdap1", "web01", "p")
+    assert (owned.run_id, owned.domain, owned.disk, owned.partition) == (RUN, "web01", "xvda", 1)
