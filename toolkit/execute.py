@@ -714,9 +714,9 @@ class SideBySide:
         self.ex.log(f"copying {len(self.steps)} filesystems, {self.jobs} at a time")
         threads = [threading.Thread(target=self._worker, name=f"copy-{n}", daemon=True)
                    for n in range(self.jobs)]
-        for t in threads:
-            t.start()
         try:
+            for t in threads:  # a signal while they start is handled like one while they run
+                t.start()
             for t in threads:
                 while t.is_alive():
                     t.join(0.25)  # short waits: a signal's exception is raised here
@@ -725,7 +725,8 @@ class SideBySide:
             with signals.shielded():
                 self._halt()
                 for t in threads:
-                    t.join()
+                    if t.ident is not None:  # started
+                        t.join()
             raise
         if self._failure is not None:
             raise self._failure
