@@ -11,6 +11,10 @@ import pytest
 from toolkit import errors
 from toolkit.safefs import check_dir, check_trusted_file
 
+# Whom the tool asks to own what it trusts: root, or the user it runs as (the tests run as
+# any user).
+_FIX = "root" if os.geteuid() == 0 else str(os.geteuid())
+
 
 def _make(kind: str, path: Path) -> str:
     if kind == "a regular file":
@@ -79,7 +83,7 @@ def test_a_trusted_file_reached_through_a_foreign_symlink_is_refused(tmp_path):
     with pytest.raises(errors.InsecureFile) as info:
         check_trusted_file(str(link), "the config", view=owned_by(FOREIGN, link))
     assert str(info.value) == (f"{link}: the config is a symbolic link owned by uid {FOREIGN}; "
-                               f"replace it or run chown -h root {link}")
+                               f"replace it or run chown -h {_FIX} {link}")
 
 
 def test_the_directory_holding_a_trusted_symlink_is_checked_too(tmp_path):
@@ -93,7 +97,7 @@ def test_the_directory_holding_a_trusted_symlink_is_checked_too(tmp_path):
         check_trusted_file(str(link), "the config", view=owned_by(FOREIGN, links))
     assert str(info.value) == (f"{links}: a directory above the config {link} is owned by uid "
                                f"{FOREIGN}, so that user can replace what is below it; run "
-                               f"chown root {links}")
+                               f"chown {_FIX} {links}")
 
 
 def test_the_directory_holding_a_trusted_file_is_checked(tmp_path):
