@@ -36,14 +36,10 @@ def _commands() -> dict:
     return {t.name.replace("_", "-"): t for t in COMMANDS}
 
 
-def _one_line(text: object) -> str:
-    from .app import one_line
-
-    return one_line(str(text))
-
-
 def _say(line: str) -> None:
     """One line on stderr; a closed stderr is not worth a traceback either."""
+    from .commands import _one_line
+
     try:
         print(_one_line(line), file=sys.stderr, flush=True)
     except OSError:

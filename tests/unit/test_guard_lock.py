@@ -15,14 +15,6 @@ from toolkit.lock import domain_lock, lock_is_held
 FOREIGN_UID = 4242
 
 
-@pytest.fixture
-def lock_dir(tmp_path: Path) -> Path:
-    d = tmp_path / "lock"
-    d.mkdir(mode=0o755)
-    d.chmod(0o755)
-    return d
-
-
 def test_a_lock_directory_without_the_domains_lock_file_is_not_held(lock_dir: Path) -> None:
     (lock_dir / "db01.lock").write_text("1\n")
     assert not lock_is_held(str(lock_dir), "web01")

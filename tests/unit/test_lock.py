@@ -24,14 +24,6 @@ def owned_by_another_user(*paths: Path) -> FsView:
 
 
 @pytest.fixture
-def lock_dir(tmp_path: Path) -> Path:
-    d = tmp_path / "lock"
-    d.mkdir(mode=0o755)
-    d.chmod(0o755)
-    return d
-
-
-@pytest.fixture
 def victim(tmp_path: Path) -> Path:
     v = tmp_path / "victim"
     v.write_text("precious\n")
