@@ -542,7 +542,7 @@ def test_docker_demultiplexes_output_and_reports_exit_code() -> None:
     # A frame split across reads, and interleaved streams.
     api = FakeExecAPI([_frame(1, b"out1\n"), _frame(2, b"err\n"), _frame(1, b"out2\n")],
                       exit_code=3)
-    runner = DockerRunner("dom0-a", client=FakeClient(api))
+    runner = DockerRunner("dom0-a", client=FakeClient(api), sessions=False)
     result = runner.run(["lvs", "--reportformat", "json"], check=False, timeout=30,
                         env={"X": "1"})
     assert (result.exit_code, result.stdout, result.stderr) == (3, "out1\nout2\n", "err\n")
@@ -554,19 +554,21 @@ def test_docker_demultiplexes_output_and_reports_exit_code() -> None:
     assert created["environment"] == {"LC_ALL": "C", "X": "1"}
     assert created["stdin"] is False and created["tty"] is False
     with pytest.raises(errors.CommandFailed, match="exited 3"):
-        DockerRunner("dom0-a", client=FakeClient(FakeExecAPI(exit_code=3))).run(["false"])
+        DockerRunner("dom0-a", client=FakeClient(FakeExecAPI(exit_code=3)),
+                     sessions=False).run(["false"])
 
 
 def test_docker_input_goes_to_stdin_which_is_then_closed() -> None:
     api = FakeExecAPI(echo_stdin=True)
-    result = DockerRunner("c", client=FakeClient(api)).run(["cat"], input="x" * 300_000)
+    result = DockerRunner("c", client=FakeClient(api), sessions=False).run(["cat"],
+                                                                            input="x" * 300_000)
     assert result.stdout == "x" * 300_000
     assert api.created[0]["stdin"] is True
 
 
 def test_docker_no_timeout_means_no_prefix() -> None:
     api = FakeExecAPI([_frame(1, b"ok")])
-    DockerRunner("c", client=FakeClient(api)).run(["true"], timeout=None)
+    DockerRunner("c", client=FakeClient(api), sessions=False).run(["true"], timeout=None)
     assert api.created[0]["cmd"] == ["true"]
 
 
@@ -576,7 +578,7 @@ def test_docker_output_that_never_ends_times_out_at_the_deadline(
     api = FakeExecAPI([_frame(1, b"partial")], hang=True)
     start = time.monotonic()
     with pytest.raises(errors.CommandTimedOut) as caught:
-        DockerRunner("c", client=FakeClient(api)).run(["sleep", "60"], timeout=0.3)
+        DockerRunner("c", client=FakeClient(api), sessions=False).run(["sleep", "60"], timeout=0.3)
     assert time.monotonic() - start < 3
     assert caught.value.result.stdout == "partial"
 
@@ -584,10 +586,10 @@ def test_docker_output_that_never_ends_times_out_at_the_deadline(
 def test_docker_kill_by_the_timeout_prefix_is_a_timeout() -> None:
     api = FakeExecAPI(exit_code=137, delay=0.3)
     with pytest.raises(errors.CommandTimedOut):
-        DockerRunner("c", client=FakeClient(api)).run(["sleep", "60"], timeout=0.2)
+        DockerRunner("c", client=FakeClient(api), sessions=False).run(["sleep", "60"], timeout=0.2)
     quick = FakeExecAPI(exit_code=137)
     with pytest.raises(errors.CommandFailed) as caught:
-        DockerRunner("c", client=FakeClient(quick)).run(["oom"], timeout=30)
+        DockerRunner("c", client=FakeClient(quick), sessions=False).run(["oom"], timeout=30)
     assert not isinstance(caught.value, errors.CommandTimedOut)
 
 

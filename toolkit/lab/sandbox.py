@@ -549,6 +549,10 @@ def _destroy(client: docker.DockerClient, image: str | None) -> None:
     """Remove containers, then sweep dm maps and loops, then volumes and the network."""
     import docker.errors
 
+    from .docker_runner import close_sessions
+
+    close_sessions()  # their containers are about to go
+
     found = False
     for dom0 in DOM0S:
         try:
