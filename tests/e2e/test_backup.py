@@ -64,7 +64,7 @@ def test_first_full_sync_then_incremental_run_converge(fresh, host_b):
         assert "cap_net_raw=ep" in host_b.check_output(f"getcap {root}/usr/bin/netprobe")
         assert "user:1234:r--" in host_b.check_output(f"getfacl -cp {root}/data/acl.txt")
         size, blocks = host_b.check_output(f"stat -c '%s %b' {root}/data/sparse.img").split()
-        assert int(size) == 16 << 20 and int(blocks) * 512 < 1 << 20
+        assert int(size) == 4 << 20 and int(blocks) * 512 < 1 << 20
         assert host_b.file(f"{root}/special/fifo").is_pipe
         assert host_b.check_output(f"stat -c %t:%T {root}/special/null") == "1:3"
         assert host_b.file(f"{root}/home/alice/notes.txt").uid == 1234

@@ -617,7 +617,7 @@ def test_web01_acls_survive(web01_image: HostedImage) -> None:
 
 def test_web01_sparse_file_keeps_its_holes(web01_image: HostedImage) -> None:
     got = _stat(web01_image, web01_image.partitions[0].start, "/data/sparse.img")
-    assert int(got["size"]) == 16 * MIB
+    assert int(got["size"]) == 4 * MIB
     assert int(got["blocks"]) * 512 <= 64 * 1024  # three 4 KiB extents plus metadata
 
 
@@ -629,7 +629,7 @@ def test_web01_files_of_many_sizes(web01_image: HostedImage) -> None:
                      "mebi.bin": MIB}
     big = [int(_stat(web01_image, start, f"/data/big/{n}")["size"])
            for n in _ls(web01_image, start, "/data/big")]
-    assert len(big) == 3 and all(2 * MIB <= s < 7 * MIB for s in big)
+    assert len(big) == 3 and all(MIB <= s < 4 * MIB for s in big)
 
 
 def test_web01_empty_directories_stay_empty(web01_image: HostedImage) -> None:
@@ -1134,7 +1134,7 @@ def test_xfs01_content_is_the_staged_tree_with_links_acls_xattrs_caps_and_holes(
         hard = {(mnt / p).stat().st_ino for p in ("links/hard-1", "links/hard-2", "data/hard-3")}
     assert got == _fidelity(staged)
     assert len(got) > 500 and data.tree is not None and data.tree.files > 500
-    assert sparse.st_size == 16 * MIB and sparse.st_blocks * 512 <= 64 * 1024
+    assert sparse.st_size == 4 * MIB and sparse.st_blocks * 512 <= 64 * 1024
     assert struct.unpack("<III", caps[:12])[1] == 1 << CAP_NET_RAW
     assert len(hard) == 1
     assert got["data/acl.txt"][7][0][0] == "system.posix_acl_access"

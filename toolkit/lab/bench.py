@@ -131,7 +131,7 @@ class Scale:
     """How big the bench guests are built."""
 
     name: str
-    tree: int  # build_disk_image's scale: 500 small and 2 MiB-sized files per unit per fs
+    tree: int  # build_disk_image's scale: 500 small and two 1-3 MiB files per unit per fs
     disk_factor: int  # every size in the recipe is multiplied by this
     large_files: int  # extra large files in bench01's root filesystem
     large_file_mib: int

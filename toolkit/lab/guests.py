@@ -1720,10 +1720,11 @@ def _r_rich(root, seed, scale):
     for name, size in (("empty.bin", 0), ("one.bin", 1), ("page.bin", 4096),
                        ("page-plus-one.bin", 4097), ("mebi.bin", mib)):
         _r_put(root, "data/sizes/" + name, _r_bytes(seed, name, size))
-    # scale 1: 500 small files and 3 of several MiB; scale 40: 20000 small, about 330 MiB.
+    # scale 1: 500 small files and 3 of one to three MiB (every e2e copy and audit reads
+    # them under emulation, so they are kept small); scale 40: 20000 small, about 250 MiB.
     for i in range(1 + 2 * scale):
         rel = f"data/big/big-{i:04d}.bin"
-        _r_put(root, rel, _r_bytes(seed, rel, rng.randint(2, 6) * mib + rng.randint(0, 4095)))
+        _r_put(root, rel, _r_bytes(seed, rel, rng.randint(1, 3) * mib + rng.randint(0, 4095)))
     small_sizes = (0, 1, 17, 100, 511, 512, 1000, 4095, 4096, 4097, 8192, 12000)
     for i in range(500 * scale):
         rel = f"data/small/d{i // 50:04d}/f{i:06d}.dat"
@@ -1737,12 +1738,12 @@ def _r_rich(root, seed, scale):
         _r_put(root, "data/names/" + name, name.encode() + b"\n")
     _r_dir(root, "data/empty-dir")
     _r_dir(root, "empty/nested/deeper")
-    # A sparse file: 16 MiB apparent, three 4 KiB extents of data. (rsync sends a
-    # hole's zeroes over the wire, so this is kept small: every e2e copy pays for it.)
+    # A sparse file: 4 MiB apparent, three 4 KiB extents of data with holes between. (rsync
+    # sends a hole's zeroes over the wire, so this is kept small: every e2e copy pays for it.)
     sparse = _r_put(root, "data/sparse.img", b"")
     with open(sparse, "r+b") as f:
-        f.truncate(16 * mib)
-        for off in (0, 5 * mib, 16 * mib - 4096):
+        f.truncate(4 * mib)
+        for off in (0, 2 * mib, 4 * mib - 4096):
             os.pwrite(f.fileno(), _r_bytes(seed, f"sparse@{off}", 4096), off)
     xattr = _r_put(root, "data/xattr.txt", b"has a user xattr\n")
     os.setxattr(xattr, "user.domubk", f"fixture-{seed}".encode())
