@@ -614,7 +614,11 @@ class Executor:
         fr.files_deleted, fr.total_size = stats.files_deleted, stats.total_size
         fr.transferred_size, fr.bytes_sent = stats.transferred_size, stats.bytes_sent
         fr.bytes_received = stats.bytes_received
-        self._check_snapshots(final=True)
+        try:
+            self._check_snapshots(final=True)
+        except SnapshotInvalid:
+            fr.outcome = "failed"  # what it read may be torn: not a copy
+            raise
         if watch.error is not None:
             fr.outcome = "failed"
             raise watch.error

@@ -234,6 +234,8 @@ def test_overflowed_snapshot_fails_run_and_leaves_standby_dirty(tmp_path):
         ex.run()
     assert '"state": "dirty"' in peer.files[ex.marker_path()]
     assert report.snapshots[0].invalid
+    # the copy that read the overflowed snapshot is not reported as copied, nor pending
+    assert [f.outcome for f in report.filesystems if f.name == "xvda1"] == ["failed"]
     assert src.leftovers() == [] and peer.leftovers() == []
 
 
