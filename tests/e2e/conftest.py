@@ -25,7 +25,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def lab(request: pytest.FixtureRequest):
     from toolkit.lab.rehearse import sandbox_ready, teardown
 
-    lab = sandbox_ready(request.config.getoption("--engine"), ROOT)
+    # web01's standby in sync is built with the sandbox: the tests marked synced_standby
+    # start from it (see ``fresh``).
+    lab = sandbox_ready(request.config.getoption("--engine"), ROOT, synced=("web01",))
     env = lab.engine.env()
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)  # testinfra's docker backend uses the docker CLI

@@ -116,7 +116,7 @@ class Lab:
     client: object
     started_engine: bool
     checkout: Path | None = None
-    synced_images: set[str] = field(default_factory=set)  # made on the peers by reset_disks
+    synced_images: set[str] = field(default_factory=set)  # in-sync standbys on the peers
     # What build_disk_image reported for each image the sandbox built, by (container, path):
     # the e2e tests inspect those images instead of building them again.
     built: dict[tuple[str, str], BuiltImage] = field(default_factory=dict)
@@ -130,8 +130,13 @@ class Lab:
         return (self.checkout or checkout_root()) / "fixtures" / "guests" / f"{name}.toml"
 
 
-def sandbox_ready(engine_kind: str, checkout: Path, *, log: Callable[[str], None] = log) -> Lab:
-    """Bring up the lab engine and a fresh sandbox with guest disks built and written."""
+def sandbox_ready(engine_kind: str, checkout: Path, *, log: Callable[[str], None] = log,
+                  synced: tuple[str, ...] = ()) -> Lab:
+    """Bring up the lab engine and a fresh sandbox with guest disks built and written.
+
+    ``synced`` names the domains whose in-sync standby image is built too (see
+    ``build_guest_images``), for tests that start from a standby in sync.
+    """
     from .engine import current_engine, lab_up
     from .sandbox import sandbox_up
 
@@ -147,25 +152,61 @@ def sandbox_ready(engine_kind: str, checkout: Path, *, log: Callable[[str], None
               checkout=checkout)
     t2 = time.monotonic()
     with phase("guest images built"):
-        build_guest_images(lab, checkout)
+        build_guest_images(lab, checkout, synced=synced)
     log(f"guest images built ({time.monotonic() - t2:.0f}s)")
     with phase("guest disks written"):
         reset_disks(lab)
     return lab
 
 
-def build_guest_images(lab: Lab, checkout: Path, scale: int = 1) -> None:
-    """Build each guest's source image where it runs and its empty standby on the peer."""
+def build_guest_images(lab: Lab, checkout: Path, scale: int = 1, *,
+                       synced: tuple[str, ...] = ()) -> None:
+    """Build each guest's source image where it runs and its empty standby on the peer, each
+    fake Dom0 its own images, both at once.
+
+    For the domains in ``synced`` the peer also builds the source recipe again: a standby
+    already in sync, block for block the guest's disk. That it is proven by comparing the
+    two images' SHA-256; a build that is not byte for byte the same is an error here, not a
+    difference found later by some test's audit.
+    """
     from .guests import build_disk_image, load_recipe
 
+    jobs: dict[str, list[tuple[str, object, bool]]] = {}
     for g in GUESTS:
         recipe = load_recipe(checkout / "fixtures" / "guests" / f"{g.recipe}.toml", g.device)
-        for container, path, standby in ((g.source, g.source_image, False),
-                                         (g.peer, g.standby_image, True)):
-            r = lab.runner(container)
-            r.run(["mkdir", "-p", IMAGES, WORKDIR], timeout=30)
-            lab.built[(container, path)] = build_disk_image(
+        jobs.setdefault(g.source, []).append((g.source_image, recipe, False))
+        jobs.setdefault(g.peer, []).append((g.standby_image, recipe, True))
+        if g.domain in synced:
+            jobs.setdefault(g.peer, []).append((g.synced_image, recipe, False))
+
+    def build(r: Runner, items: list[tuple[str, object, bool]]) -> None:
+        r.run(["mkdir", "-p", IMAGES, WORKDIR], timeout=30)
+        for path, recipe, standby in items:
+            lab.built[(r.host, path)] = build_disk_image(
                 r, recipe, path, workdir=WORKDIR, standby=standby, scale=scale)
+
+    on_each_host(lab, jobs, build)
+    pairs = [g for g in GUESTS if g.domain in synced]
+    if not pairs:
+        return
+    files = {}
+    for g in pairs:
+        files.setdefault(g.source, []).append(g.source_image)
+        files.setdefault(g.peer, []).append(g.synced_image)
+    sums: dict[tuple[str, str], str] = {}
+
+    def digest(r: Runner, paths: list[str]) -> None:
+        out = r.run(["sha256sum", "--", *paths], timeout=600).stdout
+        for line in out.splitlines():
+            value, _, path = line.partition("  ")
+            sums[(r.host, path)] = value
+
+    on_each_host(lab, files, digest)
+    for g in pairs:
+        if sums[(g.source, g.source_image)] != sums[(g.peer, g.synced_image)]:
+            raise ToolkitError(f"the in-sync standby of {g.domain} built on {g.peer} is not "
+                               f"byte for byte its source image on {g.source}", host=g.peer)
+        lab.synced_images.add(g.domain)
 
 
 def copy_file(lab: Lab, src: str, src_path: str, dst: str, dst_path: str) -> None:
