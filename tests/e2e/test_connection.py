@@ -1,7 +1,7 @@
 """R17: the peer drops off the network mid-run; the run says so and recover cleans up.
 
-dom0-b is disconnected from the lab network while the run waits before its
-first rsync (a fail-point sleep). rsync's ssh cannot connect, the run ends
+dom0-b is disconnected from the lab network while the run waits to start its
+first rsync (held back by a slow wrapper). rsync's ssh cannot connect, the run ends
 with exit 44 and tears the source down completely; the peer keeps what it
 had mounted and mapped. Once dom0-b is back, ``recover`` removes it (the
 leak check of the ``fresh`` fixture proves both hosts clean), and the next
@@ -15,19 +15,18 @@ import time
 
 import pytest
 
-from toolkit.lab.faults import wait_for
+from toolkit.lab.faults import flag_set, install_slow, wait_for
 from toolkit.lab.rehearse import (
     audit,
     run_backup,
     standby_marker,
     start_backup,
-    wait_until_dirty,
 )
 
 pytestmark = pytest.mark.e2e
 
-FAILPOINT = "DOMU_BACKUP_FAILPOINT"
 FAST = "/etc/domu-backup/fast.toml"
+IN_RSYNC = "/run/in-rsync"
 
 
 def fast_config(runner):
@@ -54,18 +53,26 @@ def test_peer_lost_mid_run_is_reported_and_recover_cleans_the_peer(fresh):
     a, b = fresh.runner("dom0-a"), fresh.runner("dom0-b")
     fast_config(a)
     net = fresh.client.networks.get("domubk-lab")
-    run = start_backup(fresh, "web01", "--config", FAST,
-                       env={FAILPOINT: "before:rsync@1:sleep=15"})
-    assert wait_until_dirty(fresh, "web01")
-    net.disconnect("dom0-b")
+    # rsync is held back 15 s once the run reaches it, so dom0-b goes away after every
+    # step before the copy (the standby marked dirty, the boot area written) and before
+    # rsync's ssh connects: the run is not in the middle of a command on the peer.
+    slow = install_slow(fresh, "dom0-a", "rsync", IN_RSYNC, 15)
     try:
-        assert run.wait(timeout=300) == 44  # not forever: the run notices the lost peer
-        # the source is clean; the peer still holds the run's mounts, for recover
-        assert web01_mounts(a) == []
-        assert "domubk" not in a.run(["lvs", "--noheadings", "-o", "lv_name"]).stdout
-        assert web01_mounts(b) != []
+        run = start_backup(fresh, "web01", "--config", FAST)
+        wait_for("the run to reach its first rsync", lambda: flag_set(fresh, "dom0-a",
+                                                                       IN_RSYNC), timeout=300)
+        assert marker(fresh)["state"] == "dirty"
+        net.disconnect("dom0-b")
+        try:
+            assert run.wait(timeout=300) == 44  # not forever: the run notices the lost peer
+            # the source is clean; the peer still holds the run's mounts, for recover
+            assert web01_mounts(a) == []
+            assert "domubk" not in a.run(["lvs", "--noheadings", "-o", "lv_name"]).stdout
+            assert web01_mounts(b) != []
+        finally:
+            net.connect("dom0-b")
     finally:
-        net.connect("dom0-b")
+        slow()
     report = json.loads(a.run(["cat", "/var/lib/domu-backup/reports/web01.json"]).stdout)
     assert report["exit_code"] == 44 and "run `recover`" in report["message"]
     deadline = time.monotonic() + 120

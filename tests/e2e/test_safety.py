@@ -46,6 +46,9 @@ def assert_clean_audit(lab):
     assert diffs == {}
 
 
+NOTHING_MOUNTED = "#!/bin/sh\nexit 0\n"  # a `mount` that succeeds and mounts nothing
+
+
 def install_fake(lab, container, name, script):
     r = lab.runner(container)
     path = f"/usr/local/sbin/{name}"
@@ -105,29 +108,102 @@ def test_lookalike_snapshot_not_owned_survives_recover(fresh):
         a.run(["lvremove", "-f", f"vg_a/{name}"], timeout=120)
 
 
-def test_silent_source_mount_failure_changes_nothing_on_the_standby(fresh):
-    # R7: `mount` exits 0 and mounts nothing: rsync --delete must never run.
-    before = checksum(fresh, "dom0-b", "/dev/vg_b/web01")
-    remove = install_fake(fresh, "dom0-a", "mount", "#!/bin/sh\nexit 0\n")
+# A `mount` that exits 0 having mounted something else at the target (its last argument).
+MOUNTS_TMPFS = '#!/bin/sh\nfor t; do :; done\nexec /usr/bin/mount -t tmpfs -o size=1m fake "$t"\n'
+MOUNTS_LOOP = ('#!/bin/sh\nfor t; do :; done\n'
+               'exec /usr/bin/mount -t ext4 -o loop,ro /var/tmp/other-ext4.img "$t"\n')
+
+
+def other_ext4(lab, container):
+    """A small ext4 image with a file in it: the right type from the wrong device."""
+    r = lab.runner(container)
+    r.run(["sh", "-c", "rm -f /var/tmp/other-ext4.img && truncate -s 8M /var/tmp/other-ext4.img"
+                       " && mkfs.ext4 -q -d /etc/domu-backup /var/tmp/other-ext4.img"],
+          timeout=120)
+
+    def remove():
+        held = r.run(["losetup", "--list", "--noheadings", "--output", "NAME",
+                      "--associated", "/var/tmp/other-ext4.img"], check=False).stdout.split()
+        for loop in held:
+            r.run(["losetup", "-d", loop], check=False)
+        r.run(["rm", "-f", "/var/tmp/other-ext4.img"])
+        return held
+
+    return remove
+
+
+def empty_var_on_the_source(lab):
+    """web01's /var made a fresh empty ext4 with its UUID and label: the right filesystem,
+    mounted from the right device, holding nothing."""
+    import json
+
+    a = lab.runner("dom0-a")
+    table = json.loads(a.run(["sfdisk", "--json", "/dev/vg_a/web01"]).stdout)["partitiontable"]
+    part = table["partitions"][1]
+    offset, size = part["start"] * 512, part["size"] * 512
+    loop = a.run(["losetup", "--find", "--show", "--offset", str(offset), "--sizelimit",
+                  str(size), "/dev/vg_a/web01"]).stdout.strip()
     try:
-        res = run_backup(fresh, "web01")
+        ids = dict(line.split("=", 1) for line in
+                   a.run(["blkid", "-p", "-o", "export", loop]).stdout.splitlines())
+        assert ids["LABEL"] == "web01-var", ids
+        a.run(["mkfs.ext4", "-F", "-q", "-U", ids["UUID"], "-L", ids["LABEL"], loop],
+              timeout=120)
     finally:
-        remove()
+        a.run(["losetup", "-d", loop])
+
+
+def test_source_mount_that_fails_silently_or_mounts_the_wrong_thing_changes_nothing(fresh):
+    # R7: each source tree is proven before rsync --delete may run: the mount happened,
+    # it holds the expected filesystem type, from the snapshot's own device, and it is
+    # not empty. Each way of failing is refused with exit 35 and the standby is untouched.
+    before = checksum(fresh, "dom0-b", "/dev/vg_b/web01")
+    remove_image = other_ext4(fresh, "dom0-a")
+    try:
+        for script, expected in ((NOTHING_MOUNTED, "is not a mountpoint"),
+                                 (MOUNTS_TMPFS, "holds tmpfs, expected ext4"),
+                                 (MOUNTS_LOOP, "is mounted from /dev/loop")):
+            remove = install_fake(fresh, "dom0-a", "mount", script)
+            try:
+                res = run_backup(fresh, "web01")
+            finally:
+                remove()
+            assert res.exit_code == 35, (expected, res.stdout + res.stderr)
+            assert expected in res.stderr
+            assert leftovers(fresh) == {"dom0-a": [], "dom0-b": []}
+    finally:
+        assert remove_image() == []  # the run's teardown unmounted it, and the loop went
+    empty_var_on_the_source(fresh)
+    res = run_backup(fresh, "web01")
     assert res.exit_code == 35, res.stdout + res.stderr
-    assert "not a mountpoint" in res.stderr
+    assert "(xvda2) is empty: refusing to mirror an empty source" in res.stderr
+    assert marker(fresh) == {}  # the standby was not even marked dirty
     assert checksum(fresh, "dom0-b", "/dev/vg_b/web01") == before
 
 
-def test_silent_peer_mount_failure_writes_nothing(fresh):
-    # R8: the peer's mount silently fails: nothing is written to the peer's root fs.
-    remove = install_fake(fresh, "dom0-b", "mount", "#!/bin/sh\nexit 0\n")
-    try:
-        res = run_backup(fresh, "web01")
-    finally:
-        remove()
-    assert res.exit_code == 36, res.stdout + res.stderr
+def test_peer_mount_that_fails_silently_or_mounts_the_wrong_thing_writes_nothing(fresh):
+    # R8: the peer's tree is proven to be the standby's filesystem (mounted, its type, its
+    # device) before rsync writes a byte; otherwise exit 36 and nothing is written.
+    before = checksum(fresh, "dom0-b", "/dev/vg_b/web01")
     b = fresh.runner("dom0-b")
-    assert b.run(["find", "/run/domu-backup/dst", "-mindepth", "1"], check=False).stdout == ""
+    remove_image = other_ext4(fresh, "dom0-b")
+    try:
+        for script, expected in ((NOTHING_MOUNTED, "is not a mountpoint"),
+                                 (MOUNTS_TMPFS, "holds tmpfs, expected ext4"),
+                                 (MOUNTS_LOOP, "is mounted from /dev/loop")):
+            remove = install_fake(fresh, "dom0-b", "mount", script)
+            try:
+                res = run_backup(fresh, "web01")
+            finally:
+                remove()
+            assert res.exit_code == 36, (expected, res.stdout + res.stderr)
+            assert expected in res.stderr
+            assert b.run(["find", "/run/domu-backup/dst", "-mindepth", "1"],
+                         check=False).stdout == ""
+            assert leftovers(fresh) == {"dom0-a": [], "dom0-b": []}
+    finally:
+        assert remove_image() == []
+    assert checksum(fresh, "dom0-b", "/dev/vg_b/web01") == before
 
 
 def test_changed_peer_host_key_is_rejected(fresh):
