@@ -127,6 +127,16 @@ def test_accelerator_is_tcg_unless_overridden(tmp_path: Path,
     assert argv[argv.index("-accel") + 1] == "kvm"
 
 
+def test_cpu_is_every_emulated_feature_but_avx_unless_overridden(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DOMU_LAB_CPU", raising=False)
+    argv = qemu_argv(image(tmp_path), tmp_path, 1)
+    assert argv[argv.index("-cpu") + 1] == "max,-avx,-avx2"
+    monkeypatch.setenv("DOMU_LAB_CPU", "qemu64")
+    argv = qemu_argv(image(tmp_path), tmp_path, 1)
+    assert argv[argv.index("-cpu") + 1] == "qemu64"
+
+
 def test_dom0_recipe_builds_on_the_local_slim_base_and_disables_udev() -> None:
     dockerfile = (recipe_dir("dom0") / "Dockerfile").read_text()
     assert [ln for ln in dockerfile.splitlines() if ln.startswith("FROM ")] == [
