@@ -33,7 +33,7 @@ def fast_config(runner):
     """The sandbox config with short SSH timeouts, so a lost peer shows in seconds."""
     text = runner.run(["cat", "/etc/domu-backup/backup.toml"]).stdout
     assert "[ssh]\n" in text
-    text = text.replace("[ssh]\n", "[ssh]\nconnect_timeout = 5\ncommand_timeout = 60\n"
+    text = text.replace("[ssh]\n", "[ssh]\nconnect_timeout = 5\ncommand_timeout = 30\n"
                                    "keepalive = 2\n", 1)
     runner.run(["tee", FAST], input=text)
     runner.run(["chmod", "0600", FAST])
@@ -142,7 +142,7 @@ def test_peer_frozen_mid_transfer_is_ended_by_timeouts_then_a_plain_run_converge
         box.unpause()
     print(f"the run ended {took:.0f}s after the peer froze")
     assert code == 44, code
-    assert took < 200  # keepalives (2 s, 4 missed) or the 60 s command timeout, not forever
+    assert took < 200  # keepalives (2 s, 4 missed) or the 30 s command timeout, not forever
     assert web01_mounts(a) == []
     assert "domubk" not in a.run(["lvs", "--noheadings", "-o", "lv_name"]).stdout
     assert fresh.sandbox.leak_report("dom0-a") == []
