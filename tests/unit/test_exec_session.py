@@ -109,8 +109,11 @@ def test_session_stdin_is_empty_unless_input_is_given(client: Client) -> None:
 
 def test_session_command_is_a_session_leader_and_a_signal_is_128_plus_n(client: Client) -> None:
     runner = DockerRunner("c", client=client)
-    out = runner.run(["sh", "-c", "ps -o sid= -o pid= -p $$"], timeout=None).stdout.split()
-    assert out[0] == out[1]
+    # /proc/PID/stat: "pid (comm) state ppid pgrp session ..."
+    stat = runner.run(["sh", "-c", "echo $$; cat /proc/$$/stat"], timeout=None).stdout
+    pid, fields = stat.split("\n", 1)
+    _state, _ppid, pgrp, session = fields.rsplit(")", 1)[1].split()[:4]
+    assert pid == pgrp == session
     res = runner.run(["sh", "-c", "kill -TERM $$"], check=False)
     assert res.exit_code == 128 + signal.SIGTERM
 
