@@ -132,6 +132,29 @@ def other_ext4(lab, container):
     return remove
 
 
+WRONG_MOUNTS = ((NOTHING_MOUNTED, "is not a mountpoint"),
+                (MOUNTS_TMPFS, "holds tmpfs, expected ext4"),
+                (MOUNTS_LOOP, "is mounted from /dev/loop"))
+
+
+def backups_with_wrong_mounts(lab, container):
+    """A backup of web01 with each wrong `mount` on ``container``: (what its error must say,
+    the result). Each run must leave both hosts clean before the next; the loop image goes
+    at the end (the runs' teardown unmounted it, so no loop device holds it)."""
+    remove_image = other_ext4(lab, container)
+    try:
+        for script, expected in WRONG_MOUNTS:
+            remove = install_fake(lab, container, "mount", script)
+            try:
+                res = run_backup(lab, "web01")
+            finally:
+                remove()
+            yield expected, res
+            assert leftovers(lab) == {"dom0-a": [], "dom0-b": []}
+    finally:
+        assert remove_image() == []
+
+
 def empty_var_on_the_source(lab):
     """web01's /var made a fresh empty ext4 with its UUID and label: the right filesystem,
     mounted from the right device, holding nothing."""
@@ -158,21 +181,9 @@ def test_source_mount_that_fails_silently_or_mounts_the_wrong_thing_changes_noth
     # it holds the expected filesystem type, from the snapshot's own device, and it is
     # not empty. Each way of failing is refused with exit 35 and the standby is untouched.
     before = checksum(fresh, "dom0-b", "/dev/vg_b/web01")
-    remove_image = other_ext4(fresh, "dom0-a")
-    try:
-        for script, expected in ((NOTHING_MOUNTED, "is not a mountpoint"),
-                                 (MOUNTS_TMPFS, "holds tmpfs, expected ext4"),
-                                 (MOUNTS_LOOP, "is mounted from /dev/loop")):
-            remove = install_fake(fresh, "dom0-a", "mount", script)
-            try:
-                res = run_backup(fresh, "web01")
-            finally:
-                remove()
-            assert res.exit_code == 35, (expected, res.stdout + res.stderr)
-            assert expected in res.stderr
-            assert leftovers(fresh) == {"dom0-a": [], "dom0-b": []}
-    finally:
-        assert remove_image() == []  # the run's teardown unmounted it, and the loop went
+    for expected, res in backups_with_wrong_mounts(fresh, "dom0-a"):
+        assert res.exit_code == 35, (expected, res.stdout + res.stderr)
+        assert expected in res.stderr
     empty_var_on_the_source(fresh)
     res = run_backup(fresh, "web01")
     assert res.exit_code == 35, res.stdout + res.stderr
@@ -186,23 +197,11 @@ def test_peer_mount_that_fails_silently_or_mounts_the_wrong_thing_writes_nothing
     # device) before rsync writes a byte; otherwise exit 36 and nothing is written.
     before = checksum(fresh, "dom0-b", "/dev/vg_b/web01")
     b = fresh.runner("dom0-b")
-    remove_image = other_ext4(fresh, "dom0-b")
-    try:
-        for script, expected in ((NOTHING_MOUNTED, "is not a mountpoint"),
-                                 (MOUNTS_TMPFS, "holds tmpfs, expected ext4"),
-                                 (MOUNTS_LOOP, "is mounted from /dev/loop")):
-            remove = install_fake(fresh, "dom0-b", "mount", script)
-            try:
-                res = run_backup(fresh, "web01")
-            finally:
-                remove()
-            assert res.exit_code == 36, (expected, res.stdout + res.stderr)
-            assert expected in res.stderr
-            assert b.run(["find", "/run/domu-backup/dst", "-mindepth", "1"],
-                         check=False).stdout == ""
-            assert leftovers(fresh) == {"dom0-a": [], "dom0-b": []}
-    finally:
-        assert remove_image() == []
+    for expected, res in backups_with_wrong_mounts(fresh, "dom0-b"):
+        assert res.exit_code == 36, (expected, res.stdout + res.stderr)
+        assert expected in res.stderr
+        assert b.run(["find", "/run/domu-backup/dst", "-mindepth", "1"],
+                     check=False).stdout == ""
     assert checksum(fresh, "dom0-b", "/dev/vg_b/web01") == before
 
 

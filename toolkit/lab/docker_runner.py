@@ -12,14 +12,13 @@ from __future__ import annotations
 import os
 import shlex
 import socket
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from ..errors import CommandFailed, CommandTimedOut
 from ..runners import DEFAULT_TIMEOUT, CommandResult, _checked, validate_argv
-from .exec_session import POOL, Session, SessionLost
+from .exec_session import FRAME_HEADER, POOL, Session, SessionLost
 
 _MAKE_LOCK = threading.Lock()  # the SDK's HTTP session is shared: one session start at a time
 
@@ -28,7 +27,6 @@ def _decode(data: bytes) -> str:
     return data.decode("utf-8", "surrogateescape")
 
 
-_FRAME_HEADER = struct.Struct(">BxxxL")  # stream id, 3 pad bytes, payload length
 _KILLED_BY_TIMEOUT = 137  # coreutils `timeout -s KILL` exits 128 + 9
 
 
@@ -109,6 +107,14 @@ class DockerRunner:
             if raw is not sock:
                 sock.close()
         code = _exec_exit_code(api, exec_id, time.monotonic() + (10.0 if complete else 0.0))
+        return self._result(args, code, out, err, start, timeout, complete=complete,
+                            check=check, ok_codes=ok_codes)
+
+    def _result(self, args: tuple[str, ...], code: int | None, out: bytes, err: bytes,
+                start: float, timeout: float | None, *, complete: bool, check: bool,
+                ok_codes: Iterable[int], lost: str = "") -> CommandResult:
+        """The command's result, the same way however it ran: output cut short or a kill
+        by the timeout prefix is a timeout, no exit code is never a success."""
         duration = time.monotonic() - start
         result = CommandResult(self.host, args, -1 if code is None else code,
                                _decode(out), _decode(err), duration)
@@ -119,7 +125,7 @@ class DockerRunner:
         if code is None:
             if check:
                 raise CommandFailed(result, f"command `{shlex.join(args)}` ended without "
-                                            "an exit code")
+                                            "an exit code" + (f" ({lost})" if lost else ""))
             return result
         return _checked(result, check, ok_codes)
 
@@ -140,23 +146,15 @@ class DockerRunner:
             code, out, err = session.call(command, environment, data, deadline)
         except TimeoutError:
             session.close()
-            result = CommandResult(self.host, args, -1, "", "", time.monotonic() - start)
-            raise CommandTimedOut(result, f"command timed out after {timeout}s: "
-                                          f"{shlex.join(args)}") from None
+            return self._result(args, None, b"", b"", start, timeout, complete=False,
+                                check=check, ok_codes=ok_codes)
         except SessionLost as exc:
             session.close()
-            result = CommandResult(self.host, args, -1, "", str(exc), time.monotonic() - start)
-            if check:
-                raise CommandFailed(result, f"command `{shlex.join(args)}` ended without "
-                                            f"an exit code ({exc})") from None
-            return result
+            return self._result(args, None, b"", str(exc).encode(), start, timeout,
+                                complete=True, check=check, ok_codes=ok_codes, lost=str(exc))
         POOL.give_back(session)
-        duration = time.monotonic() - start
-        result = CommandResult(self.host, args, code, _decode(out), _decode(err), duration)
-        if timeout is not None and code == _KILLED_BY_TIMEOUT and duration >= timeout:
-            raise CommandTimedOut(result, f"command timed out after {timeout}s: "
-                                          f"{shlex.join(args)}")
-        return _checked(result, check, ok_codes)
+        return self._result(args, code, out, err, start, timeout, complete=True, check=check,
+                            ok_codes=ok_codes)
 
 
 def close_sessions() -> None:
@@ -205,12 +203,12 @@ def _read_exec_stream(sock: socket.socket, data: bytes | None, deadline: float |
         if not chunk:
             break
         buf += chunk
-        while len(buf) >= _FRAME_HEADER.size:
-            stream, size = _FRAME_HEADER.unpack_from(buf)
-            if len(buf) < _FRAME_HEADER.size + size:
+        while len(buf) >= FRAME_HEADER.size:
+            stream, size = FRAME_HEADER.unpack_from(buf)
+            if len(buf) < FRAME_HEADER.size + size:
                 break
-            payload = buf[_FRAME_HEADER.size:_FRAME_HEADER.size + size]
-            buf = buf[_FRAME_HEADER.size + size:]
+            payload = buf[FRAME_HEADER.size:FRAME_HEADER.size + size]
+            buf = buf[FRAME_HEADER.size + size:]
             streams.setdefault(stream, []).append(payload)
     return b"".join(streams[1]), b"".join(streams[2]), True
 

@@ -24,7 +24,8 @@ import threading
 import time
 from collections.abc import Callable
 
-_FRAME_HEADER = struct.Struct(">BxxxL")  # stream id, 3 pad bytes, payload length
+# docker's non-tty exec stream: frames of stream id, 3 pad bytes, payload length, payload
+FRAME_HEADER = struct.Struct(">BxxxL")
 
 BOOTSTRAP = ["python3", "-u", "-c",
              "import sys, base64; exec(base64.b64decode(sys.stdin.readline()))"]
@@ -93,8 +94,8 @@ class Session:
     def _reply(self, deadline: float | None) -> dict:
         """The next answer line from stdout, demultiplexed from the exec's stream."""
         while b"\n" not in self._line:
-            while len(self._buf) < _FRAME_HEADER.size or \
-                    len(self._buf) < _FRAME_HEADER.size + _FRAME_HEADER.unpack_from(self._buf)[1]:
+            while len(self._buf) < FRAME_HEADER.size or \
+                    len(self._buf) < FRAME_HEADER.size + FRAME_HEADER.unpack_from(self._buf)[1]:
                 if deadline is not None:
                     left = deadline - time.monotonic()
                     if left <= 0:
@@ -114,9 +115,9 @@ class Session:
                                       + (f": {self.stderr.decode(errors='replace')[-500:]}"
                                          if self.stderr else ""))
                 self._buf += chunk
-            stream, size = _FRAME_HEADER.unpack_from(self._buf)
-            payload = self._buf[_FRAME_HEADER.size:_FRAME_HEADER.size + size]
-            self._buf = self._buf[_FRAME_HEADER.size + size:]
+            stream, size = FRAME_HEADER.unpack_from(self._buf)
+            payload = self._buf[FRAME_HEADER.size:FRAME_HEADER.size + size]
+            self._buf = self._buf[FRAME_HEADER.size + size:]
             if stream == 1:
                 self._line += payload
             else:

@@ -135,7 +135,7 @@ def sandbox_ready(engine_kind: str, checkout: Path, *, log: Callable[[str], None
     """Bring up the lab engine and a fresh sandbox with guest disks built and written.
 
     ``synced`` names the domains whose in-sync standby image is built too (see
-    ``build_guest_images``), for tests that start from a standby in sync.
+    ``build_synced_standbys``), for tests that start from a standby in sync.
     """
     from .engine import current_engine, lab_up
     from .sandbox import sandbox_up
@@ -152,23 +152,17 @@ def sandbox_ready(engine_kind: str, checkout: Path, *, log: Callable[[str], None
               checkout=checkout)
     t2 = time.monotonic()
     with phase("guest images built"):
-        build_guest_images(lab, checkout, synced=synced)
+        build_guest_images(lab, checkout)
+        build_synced_standbys(lab, synced)
     log(f"guest images built ({time.monotonic() - t2:.0f}s)")
     with phase("guest disks written"):
         reset_disks(lab)
     return lab
 
 
-def build_guest_images(lab: Lab, checkout: Path, scale: int = 1, *,
-                       synced: tuple[str, ...] = ()) -> None:
+def build_guest_images(lab: Lab, checkout: Path, scale: int = 1) -> None:
     """Build each guest's source image where it runs and its empty standby on the peer, each
-    fake Dom0 its own images, both at once.
-
-    For the domains in ``synced`` the peer also builds the source recipe again: a standby
-    already in sync, block for block the guest's disk. That it is proven by comparing the
-    two images' SHA-256; a build that is not byte for byte the same is an error here, not a
-    difference found later by some test's audit.
-    """
+    fake Dom0 its own images, both at once."""
     from .guests import build_disk_image, load_recipe
 
     jobs: dict[str, list[tuple[str, object, bool]]] = {}
@@ -176,8 +170,6 @@ def build_guest_images(lab: Lab, checkout: Path, scale: int = 1, *,
         recipe = load_recipe(checkout / "fixtures" / "guests" / f"{g.recipe}.toml", g.device)
         jobs.setdefault(g.source, []).append((g.source_image, recipe, False))
         jobs.setdefault(g.peer, []).append((g.standby_image, recipe, True))
-        if g.domain in synced:
-            jobs.setdefault(g.peer, []).append((g.synced_image, recipe, False))
 
     def build(r: Runner, items: list[tuple[str, object, bool]]) -> None:
         r.run(["mkdir", "-p", IMAGES, WORKDIR], timeout=30)
@@ -186,11 +178,36 @@ def build_guest_images(lab: Lab, checkout: Path, scale: int = 1, *,
                 r, recipe, path, workdir=WORKDIR, standby=standby, scale=scale)
 
     on_each_host(lab, jobs, build)
-    pairs = [g for g in GUESTS if g.domain in synced]
-    if not pairs:
+
+
+def build_synced_standbys(lab: Lab, domains: tuple[str, ...]) -> None:
+    """For each of ``domains`` not done yet in this sandbox, build its source recipe again on
+    the peer: a standby already in sync, block for block the guest's disk."""
+    from .guests import build_disk_image, load_recipe
+
+    todo = [g for g in GUESTS if g.domain in domains and g.domain not in lab.synced_images]
+    jobs: dict[str, list[GuestDisk]] = {}
+    for g in todo:
+        jobs.setdefault(g.peer, []).append(g)
+
+    def build(r: Runner, disks: list[GuestDisk]) -> None:
+        for g in disks:
+            recipe = load_recipe(lab.recipe_path(g.recipe), g.device)
+            lab.built[(r.host, g.synced_image)] = build_disk_image(
+                r, recipe, g.synced_image, workdir=WORKDIR)
+
+    if todo:
+        on_each_host(lab, jobs, build)
+        _prove_synced(lab, todo)
+
+
+def _prove_synced(lab: Lab, disks: list[GuestDisk]) -> None:
+    """Each in-sync standby built on the peer is byte for byte its source image (SHA-256);
+    one that is not is an error here, not a difference found later by some test's audit."""
+    if not disks:
         return
-    files = {}
-    for g in pairs:
+    files: dict[str, list[str]] = {}
+    for g in disks:
         files.setdefault(g.source, []).append(g.source_image)
         files.setdefault(g.peer, []).append(g.synced_image)
     sums: dict[tuple[str, str], str] = {}
@@ -202,25 +219,11 @@ def build_guest_images(lab: Lab, checkout: Path, scale: int = 1, *,
             sums[(r.host, path)] = value
 
     on_each_host(lab, files, digest)
-    for g in pairs:
+    for g in disks:
         if sums[(g.source, g.source_image)] != sums[(g.peer, g.synced_image)]:
             raise ToolkitError(f"the in-sync standby of {g.domain} built on {g.peer} is not "
                                f"byte for byte its source image on {g.source}", host=g.peer)
         lab.synced_images.add(g.domain)
-
-
-def copy_file(lab: Lab, src: str, src_path: str, dst: str, dst_path: str) -> None:
-    """Copy one regular file between containers through the docker API."""
-    import io
-    import tarfile
-
-    stream, _ = lab.client.api.get_archive(src, src_path)
-    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
-        member = tar.next()
-        if member is None or not member.isfile():
-            raise ToolkitError(f"{src_path} is not a regular file", host=src)
-        data = tar.extractfile(member).read()
-    lab.sandbox.put_file(dst, dst_path, data, member.mode)
 
 
 def on_each_host(lab: Lab, by_host: dict[str, list], work: Callable[[Runner, list], int | None]
@@ -245,12 +248,10 @@ def reset_disks(lab: Lab, *, synced: tuple[str, ...] = ()) -> None:
     (block for block the guest's disk), so a test that needs a full standby does not
     pay for a first full copy. Each fake Dom0 writes its own LVs, both at once.
     """
+    build_synced_standbys(lab, synced)  # once a sandbox, unless built with it
     by_host: dict[str, list[tuple[str, str]]] = {}
     for g in GUESTS:
         by_host.setdefault(g.source, []).append((g.source_image, g.source_lv))
-        if g.domain in synced and g.domain not in lab.synced_images:
-            copy_file(lab, g.source, g.source_image, g.peer, g.synced_image)  # once a sandbox
-            lab.synced_images.add(g.domain)
         standby = g.synced_image if g.domain in synced else g.standby_image
         by_host.setdefault(g.peer, []).append((standby, g.target_lv))
 

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 from .. import PREFIX
 from ..errors import CommandFailed, CommandTimedOut, ParseError, ToolkitError
 from ..owned import parse_owned
-from ..runners import CommandResult, validate_argv
+from ..runners import CommandResult, Runner, validate_argv
 from . import say
 from .images import ensure_dom0_image
 
@@ -121,9 +121,7 @@ class Sandbox:
         container's exec session (every test runs it at least twice)."""
         from .docker_runner import DockerRunner
 
-        res = DockerRunner(container, client=self.client).run(
-            ["sh", "-c", probe_script(LEAK_PROBES)], timeout=120)
-        return leaks_from(parse_probe_output(res.stdout, LEAK_PROBES), host=container)
+        return leak_report(DockerRunner(container, client=self.client))
 
 
 # -- running commands and copying files in ------------------------------------------------
@@ -310,13 +308,13 @@ def parse_probe_output(text: str, probes: Mapping[str, Sequence[str]]) -> dict[s
     return {name: "\n".join(lines) + ("\n" if lines else "") for name, lines in out.items()}
 
 
-def leak_report(container: Container) -> list[str]:
-    """The tool's leftovers on one fake Dom0: its dm maps, LVs, mounts of the tool's devices
-    anywhere and anything below the mount prefixes, loops, held locks, run directories,
-    journals and processes of the tool's."""
-    res = exec_in(container, ["sh", "-c", probe_script(LEAK_PROBES)], timeout=120)
+def leak_report(runner: Runner) -> list[str]:
+    """The tool's leftovers on one fake Dom0 (``runner.host``): its dm maps, LVs, mounts of
+    the tool's devices anywhere and anything below the mount prefixes, loops, held locks,
+    run directories, journals and processes of the tool's."""
+    res = runner.run(["sh", "-c", probe_script(LEAK_PROBES)], timeout=120)
     out = parse_probe_output(res.stdout, LEAK_PROBES)
-    return leaks_from(out, host=container.name)
+    return leaks_from(out, host=runner.host)
 
 
 def map_owner(name: str, delimiter: str = "p") -> str | None:
