@@ -9,10 +9,9 @@ check, and a standby /var made again with mkfs's defaults must be refused (exit 
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import pytest
 
+from toolkit.lab.audit import partition_maps
 from toolkit.lab.rehearse import run_backup
 
 pytestmark = pytest.mark.e2e
@@ -25,24 +24,9 @@ MADE_WITH = ("Filesystem features", "Inode count", "Inode size", "Block size", "
              "Flex block group size", "Total journal size")
 
 
-@contextmanager
-def partitions(runner, lv, tag, *, writable=False):
-    """The partitions of an LV mapped with kpartx: number -> /dev/mapper path."""
-    flags = ["-a", "-s", "-v"] + ([] if writable else ["-r"])
-    res = runner.run(["kpartx", *flags, "-p", tag, lv], timeout=120)
-    try:
-        maps = {}
-        for line in res.stdout.splitlines():
-            name = line.split()[2]
-            maps[int(name.rsplit(tag, 1)[1])] = f"/dev/mapper/{name}"
-        yield maps
-    finally:
-        runner.run(["kpartx", "-d", "-s", "-p", tag, lv], check=False, timeout=120)
-
-
 def made_with(runner, lv, number):
     """The ``dumpe2fs -h`` fields of partition ``number`` that say how it was made."""
-    with partitions(runner, lv, "f") as parts:
+    with partition_maps(runner, lv, "f") as parts:
         text = runner.run(["dumpe2fs", "-h", parts[number]], timeout=120).stdout
     fields = {}
     for line in text.splitlines():
@@ -55,7 +39,7 @@ def made_with(runner, lv, number):
 def remake_var(runner, lv, *options, files=False):
     """Make web01's /var again with ``options``; with ``files``, put a few files on it (an
     empty source filesystem is never mirrored: the empty-source guard refuses it)."""
-    with partitions(runner, lv, "z", writable=True) as parts:
+    with partition_maps(runner, lv, "z", writable=True) as parts:
         runner.run(["mkfs.ext4", "-F", "-q", *options, "-U", VAR_UUID, "-L", "web01-var",
                     parts[2]], timeout=300)
         if files:

@@ -8,11 +8,10 @@ init-standby makes them). lvm01 (guest LVM) is in the sandbox but has no test he
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 
 import pytest
 
-from toolkit.lab.audit import AUDIT_ROOT, mounted
+from toolkit.lab.audit import AUDIT_ROOT, mounted, partition_maps
 from toolkit.lab.guests import ESP_LOADER, load_recipe, plan_layout
 from toolkit.lab.rehearse import audit, prepare_layout, run_backup
 
@@ -61,21 +60,6 @@ def byte_range_checksum(lab, container, lv, start, size):
         return r.run(["sha256sum", tmp]).stdout.split()[0]
     finally:
         r.run(["rm", "-f", tmp])
-
-
-@contextmanager
-def partitions(lab, container, lv, tag):
-    """The partitions of an LV mapped read-only with kpartx: number -> /dev/mapper path."""
-    r = lab.runner(container)
-    res = r.run(["kpartx", "-a", "-r", "-s", "-v", "-p", tag, lv], timeout=120)
-    try:
-        maps = {}
-        for line in res.stdout.splitlines():
-            name = line.split()[2]
-            maps[int(name.rsplit(tag, 1)[1])] = f"/dev/mapper/{name}"
-        yield maps
-    finally:
-        r.run(["kpartx", "-d", "-s", "-p", tag, lv], check=False, timeout=120)
 
 
 def test_gpt_copies_the_esp_and_skips_the_bios_boot_partition(fresh):
@@ -144,7 +128,7 @@ def test_xfs_is_copied_and_its_origin_never_written(fresh):
 def test_dirty_journals_are_not_replayed_and_the_origin_never_written(fresh):
     (disk,) = prepare_layout(fresh, "dirty01")
     a = fresh.runner("dom0-a")
-    with partitions(fresh, "dom0-a", disk.source_lv, "j") as parts:
+    with partition_maps(fresh.runner("dom0-a"), disk.source_lv, "j") as parts:
         features = a.run(["dumpe2fs", "-h", parts[1]], timeout=60).stdout
         log = a.run(["xfs_logprint", "-t", parts[2]], timeout=120).stdout
     assert "needs_recovery" in next(line for line in features.splitlines()
@@ -161,6 +145,6 @@ def test_dirty_journals_are_not_replayed_and_the_origin_never_written(fresh):
     with mounted(b, disk.target_lv, f"{AUDIT_ROOT}/dirty", "d") as fs:
         assert b.run(["test", "-e", f"{fs['2'][0]}/log-pending"], check=False).exit_code == 1
         assert b.run(["test", "-d", f"{fs['2'][0]}/data"], check=False).exit_code == 0
-    with partitions(fresh, "dom0-b", disk.target_lv, "k") as parts:
+    with partition_maps(fresh.runner("dom0-b"), disk.target_lv, "k") as parts:
         features = b.run(["dumpe2fs", "-h", parts[1]], timeout=60).stdout
     assert "needs_recovery" not in features

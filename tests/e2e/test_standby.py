@@ -6,7 +6,7 @@ import pytest
 
 from toolkit.facts.blkid import blkid_argv, probe_from_result
 from toolkit.facts.fstab import GuestFilesystem, parse_fstab, resolve_fstab
-from toolkit.lab.audit import mounted
+from toolkit.lab.audit import mounted, partition_maps
 from toolkit.lab.rehearse import audit, run_backup
 
 pytestmark = pytest.mark.e2e
@@ -24,17 +24,9 @@ def boot_area(runner, lv):
 
 
 def probes(runner, lv):
-    out = {}
-    res = runner.run(["kpartx", "-a", "-r", "-s", "-v", "-p", "q", lv])
-    try:
-        for line in res.stdout.splitlines():
-            name = line.split()[2]
-            number = int(name.rsplit("q", 1)[1])
-            out[number] = probe_from_result(runner.run(blkid_argv(f"/dev/mapper/{name}"),
-                                                       check=False))
-    finally:
-        runner.run(["kpartx", "-d", "-s", "-p", "q", lv], check=False)
-    return out
+    with partition_maps(runner, lv, "q") as parts:
+        return {number: probe_from_result(runner.run(blkid_argv(dev), check=False))
+                for number, dev in parts.items()}
 
 
 def test_init_standby_then_backup_gives_a_bootable_copy(fresh):
@@ -72,11 +64,8 @@ def test_init_standby_then_backup_gives_a_bootable_copy(fresh):
 @pytest.mark.synced_standby
 def test_drifted_standby_is_refused_with_its_own_exit_code(fresh):
     a, b = fresh.runner("dom0-a"), fresh.runner("dom0-b")
-    b.run(["kpartx", "-a", "-s", "-p", "d", "/dev/vg_b/web01"])
-    try:
-        b.run(["e2label", "/dev/mapper/vg_b-web01d2", "drifted"])
-    finally:
-        b.run(["kpartx", "-d", "-s", "-p", "d", "/dev/vg_b/web01"], check=False)
+    with partition_maps(b, "/dev/vg_b/web01", "d", writable=True) as parts:
+        b.run(["e2label", parts[2], "drifted"])
     res = run_backup(fresh, "web01")
     assert res.exit_code == 19, res.stdout + res.stderr
     assert "xvda2: label" in res.stderr and "init-standby" in res.stderr

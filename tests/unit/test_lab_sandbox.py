@@ -265,7 +265,9 @@ FAKE_PROBES = {
     "dmsetup": (f"vg_a-web01\t(254:0)\nvg_a-domubk--{RUN}--web01--xvda\t(254:5)\n"
                 f"domubk-{RUN}-web01-xvda\t(254:6)\ndomubk-{RUN}-web01-xvdap1\t(254:7)\n"
                 f"domubk-{RUN}-web01-src-0123456789abcdef\t(254:8)\n"
-                f"domubk-{RUN}-ghost-xvda\t(254:9)\n"),
+                f"domubk-{RUN}-ghost-xvda\t(254:9)\n"
+                # a test's own partition maps of an LV, left behind; an origin's -real part
+                "vg_a-web01d1\t(254:10)\nvg_a-web01-real\t(254:11)\nvg_b-db01d1\t(254:12)\n"),
     "lvs": f"  vg_a|web01|\n  vg_a|domubk-{RUN}-web01-xvda|domubk,domubk-run\n",
     "findmnt": (f"/dev/vda1 /\n/dev/vda1 /etc/hosts\n"
                 "/dev/vda[/var/lib/docker/volumes/domubk-lab-dom0-a/_data] /var/lib/domu-lab\n"
@@ -310,6 +312,7 @@ def test_leak_probes_run_in_one_script_and_name_every_leftover(tmp_path: Path) -
         f"dm map vg_a-domubk--{RUN}--web01--xvda",
         f"dm map domubk-{RUN}-web01-src-0123456789abcdef",
         f"dm map domubk-{RUN}-ghost-xvda",  # no fake Dom0 runs "ghost": both report it
+        "dm map vg_a-web01d1 (not an LV)",
         f"LV vg_a/domubk-{RUN}-web01-xvda",
         f"mount /run/domu-backup/src/web01.{RUN}/xvda1 "
         f"(/dev/mapper/vg_a-domubk--{RUN}--web01--xvdap1)",
@@ -324,7 +327,7 @@ def test_leak_probes_run_in_one_script_and_name_every_leftover(tmp_path: Path) -
     # the peer's maps of web01's run are dom0-b's
     on_b = [x for x in leaks_from(sections, host="dom0-b") if x.startswith("dm map")]
     assert on_b == [f"dm map domubk-{RUN}-web01-xvda", f"dm map domubk-{RUN}-web01-xvdap1",
-                    f"dm map domubk-{RUN}-ghost-xvda"]
+                    f"dm map domubk-{RUN}-ghost-xvda", "dm map vg_b-db01d1 (not an LV)"]
 
 
 def test_maps_are_told_apart_by_their_owners_names() -> None:

@@ -56,6 +56,30 @@ def _partitions(runner: Runner, device: str, tag: str, readonly: bool = True) ->
     return found
 
 
+@contextmanager
+def partition_maps(runner: Runner, lv: str, tag: str, *, writable: bool = False
+                   ) -> Iterator[dict[int, str]]:
+    """An LV's partitions mapped with kpartx (read-only unless ``writable``): number ->
+    /dev/mapper path. Unmapped on the way out with the teardown's bounded retry: right
+    after a write, udev's probe can hold a map for a moment and ``kpartx -d`` then fails
+    without a word."""
+    res = runner.run(["kpartx", "-a", *([] if writable else ["-r"]), "-s", "-v", "-p", tag,
+                      lv], timeout=120)
+    maps: dict[int, str] = {}
+    parent = ""
+    for line in res.stdout.splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and fields[:2] == ["add", "map"]:
+            parent, _, number = fields[2].rpartition(tag)
+            maps[int(number)] = f"/dev/mapper/{fields[2]}"
+    try:
+        yield maps
+    finally:
+        if maps:
+            undo_with_retry(runner, ("kpartx", "-d", "-s", "-p", tag, lv),
+                            partition_maps_probe(parent, tag), 120)
+
+
 def _probe(runner: Runner, device: str) -> FilesystemProbe:
     """What blkid finds on a device; a partition map without a filesystem holds nothing.
 

@@ -337,13 +337,33 @@ def map_owner(name: str, delimiter: str = "p") -> str | None:
     return next(d.peer for d in DOM0S if d.name == source)
 
 
+def stray_maps(maps: Sequence[str], lvs: str, host: str | None) -> list[str]:
+    """Maps named after ``host``'s VG that are none of its LVs (nor a snapshot's -real and
+    -cow parts): a partition map a test or the tool made of an LV and left behind. The
+    tool's own names are reported by their prefix; this catches every other name."""
+    dom0 = next((d for d in DOM0S if d.name == host), None)
+    if dom0 is None:
+        return []
+    lv_maps = set()
+    for line in lvs.splitlines():
+        fields = [part.strip() for part in line.split("|")]
+        if len(fields) >= 2 and fields[0] == dom0.vg:
+            lv_maps.add(f"{dom0.vg.replace('-', '--')}-{fields[1].replace('-', '--')}")
+    prefix = dom0.vg.replace("-", "--") + "-"
+    return [n for n in maps
+            if n.startswith(prefix) and PREFIX not in n and n not in lv_maps
+            and n.removesuffix("-real").removesuffix("-cow") not in lv_maps]
+
+
 def leaks_from(out: Mapping[str, str], host: str | None = None) -> list[str]:
     """The leftovers named by the probes' outputs (``parse_probe_output``); with ``host``,
     the dm maps of the other fake Dom0 (they share a kernel) are left to its own report,
     and a map whose owner cannot be told is reported by both."""
     leaks: list[str] = []
-    leaks += [f"dm map {n}" for n in parse_dmsetup_ls(out["dm"])
+    maps = parse_dmsetup_ls(out["dm"])
+    leaks += [f"dm map {n}" for n in maps
               if PREFIX in n and (host is None or map_owner(n) in (host, None))]
+    leaks += [f"dm map {n} (not an LV)" for n in stray_maps(maps, out["lvs"], host)]
     for line in out["lvs"].splitlines():
         if PREFIX in line:
             vg, lv, *_ = (part.strip() for part in line.split("|"))
