@@ -15,6 +15,8 @@ never touched.
 from __future__ import annotations
 
 import json
+import posixpath
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -209,12 +211,16 @@ def sweep(runner: Runner, config: Config, domain: str | None, role: str,
 
 
 def owned_processes(ps_output: str, prefixes: tuple[str, ...], domain: str | None,
-                    own_pid: int | None = None) -> list[tuple[int, str]]:
-    """(pid, command line) of processes working in a run directory of ``domain``.
+                    own_pid: int | None = None, delimiter: str = "p"
+                    ) -> list[tuple[int, str]]:
+    """(pid, command line) of processes working in a run directory or on a device of a run
+    of ``domain``.
 
     ``ps_output`` is ``ps -eo pid=,args=``. A process is a run's when one of its
-    arguments lies in ``<prefix>/<domain>.<run id>`` (an rsync reading the
-    snapshot, its ssh, the rsync server writing the standby), parsed exactly.
+    arguments lies in ``<prefix>/<domain>.<run id>`` (an rsync reading the snapshot, its
+    ssh, the rsync server writing the standby) or names a device the run made (a ``dd``
+    copying the boot area: ``if=``/``of=`` a snapshot, an alias or one of their partition
+    maps), each parsed exactly.
     """
     picked: list[tuple[int, str]] = []
     for line in ps_output.splitlines():
@@ -223,10 +229,32 @@ def owned_processes(ps_output: str, prefixes: tuple[str, ...], domain: str | Non
             continue
         for token in args.split():
             path = token.split(":", 1)[-1]  # user@host:/path as rsync and ssh write it
-            if any(under_run_dir(path.rstrip("/"), p, domain) for p in prefixes):
+            if any(under_run_dir(path.rstrip("/"), p, domain) for p in prefixes) or \
+                    owned_device(token.partition("=")[2] if token.startswith(("if=", "of="))
+                                 else token, domain, delimiter):
                 picked.append((int(pid_text), args))
                 break
     return picked
+
+
+_DM_VG_LV = re.compile(r"((?:[^-]|--)+)-((?:[^-]|--)+)")
+
+
+def owned_device(path: str, domain: str | None, delimiter: str) -> bool:
+    """A device node a run of ``domain`` made: ``/dev/<vg>/<snapshot>``, or below
+    ``/dev/mapper`` an alias, a guest LV map, a partition map of either, or the ``vg-lv``
+    map of a snapshot or of its partitions. Nothing else, and no path with ``..`` in it."""
+    if not path.startswith("/dev/") or posixpath.normpath(path) != path:
+        return False
+    parent, name = posixpath.split(path)
+    names = [name]
+    if parent == "/dev/mapper":
+        m = _DM_VG_LV.fullmatch(name)
+        if m:
+            names.append(m.group(2).replace("--", "-"))
+    elif parent.count("/") != 2:
+        return False
+    return any(parse_owned(n, domain, delimiter) is not None for n in names)
 
 
 def stop_processes(runner: Runner, config: Config, domain: str | None,
@@ -235,7 +263,8 @@ def stop_processes(runner: Runner, config: Config, domain: str | None,
     d = config.defaults
     prefixes = (d.source_prefix, d.target_prefix)
     res = runner.run(["ps", "-eo", "pid=,args="], check=False, timeout=60)
-    found = owned_processes(res.stdout, prefixes, domain) if res.exit_code == 0 else []
+    found = owned_processes(res.stdout, prefixes, domain, delimiter=d.kpartx_delimiter) \
+        if res.exit_code == 0 else []
     if not found:
         return []
     pids = [str(pid) for pid, _ in found]

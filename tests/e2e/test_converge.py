@@ -1,7 +1,8 @@
 """R1, R10: a run killed from outside (kill -9 by another process) at the snapshot, in the
 middle of the copy or in teardown leaves no process of the tool running on either host, and
 the next plain ``backup`` (no ``recover``) converges by itself: exit 0, what it cleaned in its
-report, a clean marker, a clean audit and nothing left behind.
+report, a clean marker, a clean audit and nothing left behind. A ``dd`` left holding the
+killed run's snapshot open is stopped by the next run, which then removes the snapshot.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import time
 import pytest
 
 from toolkit.lab.faults import signal_from_outside, tool_processes, wait_for
-from toolkit.lab.rehearse import audit, run_backup, standby_marker, start_backup
+from toolkit.lab.rehearse import audit, run_backup, standby_marker, start_backup, start_in
 
 pytestmark = [pytest.mark.e2e]
 
@@ -76,13 +77,32 @@ def test_sigkill_from_outside_then_a_plain_backup_converges(fresh, moment):
     # Before anything cleans: the killed run did leave work for the next one.
     left = {c: fresh.sandbox.leak_report(c) for c in ("dom0-a", "dom0-b")}
     assert left["dom0-a"], left
+    if moment == "snapshot":
+        # A dd stuck on the snapshot (as a boot-area copy could be) holds it open: the
+        # next run must stop it, or the snapshot could never be removed.
+        snap = next(n.strip() for n in a.run(["lvs", "--noheadings", "-o", "lv_name", "vg_a"],
+                                             timeout=60).stdout.split() if "domubk-" in n)
+        a.run(["mkfifo", "/run/held.fifo"], timeout=60)
+        holder = start_in(fresh, "dom0-a", ["dd", f"if=/dev/vg_a/{snap}",
+                                            "of=/run/held.fifo", "bs=4k"])
+        wait_for("dd to hold the snapshot", lambda: a.run(  # lv_attr's 6th: (o)pen
+            ["lvs", "--noheadings", "-o", "lv_attr", f"vg_a/{snap}"],
+            timeout=60).stdout.strip()[5] == "o")
     # The next plain backup converges by itself.
-    res = run_backup(fresh, "web01")
+    try:
+        res = run_backup(fresh, "web01")
+    finally:
+        if moment == "snapshot":
+            a.run(["rm", "-f", "/run/held.fifo"], timeout=60)
     assert res.exit_code == 0, res.stdout + res.stderr
     report = json.loads(a.run(["cat", "/var/lib/domu-backup/reports/web01.json"],
                               timeout=60).stdout)
     assert report["cleaned"], report  # what the killed run left, removed by this run
     assert any("snapshot" in line for line in report["cleaned"]), report["cleaned"]
+    if moment == "snapshot":
+        assert any("stopped process" in line and f"if=/dev/vg_a/{snap}" in line
+                   for line in report["cleaned"]), report["cleaned"]
+        assert holder.wait(timeout=60) in (143, 137)  # ended by recover's TERM (or KILL)
     marker = standby_marker(fresh, "web01")
     assert marker["state"] == "clean" and marker["last_success_run_id"] == marker["run_id"]
     audited = audit(fresh, "web01")

@@ -156,18 +156,29 @@ PS = "".join(line + "\n" for line in [
     f" 4300 rsync --server . /run/domu-backup/dst/web01.{R}/xvda1/",
     " 4400 vim /run/domu-backup/src/web01.notarun/notes",
     f" 4500 less /run/domu-backup/src/web01.{R}x/file",
+    # the boot-area copy: dd reading the snapshot, dd writing the peer's alias
+    f" 4600 dd if=/dev/vg_a/domubk-{R}-web01-xvda bs=1M skip=0 count=1048576 status=none",
+    f" 4601 dd of=/dev/mapper/domubk-{R}-web01-xvda bs=1M seek=512 conv=notrunc,nocreat",
+    f" 4602 blkid -p /dev/mapper/vg_a-domubk--{R.replace('-', '--')}--web01--xvdap2",
+    f" 4603 cat /dev/mapper/domubk-{R}-web01-dst-0123456789abcdef",
+    # look-alikes: not a run's device, a path out of /dev, a traversal, another domain's
+    f" 4700 dd if=/dev/vg_a/web01 of=/tmp/domubk-{R}-web01-xvda",
+    f" 4701 dd if=/dev/vg_a/../mapper/domubk-{R}-web01-xvda",
+    f" 4702 dd if=/dev/vg_a/domubk-{R}-db01-xvda",
+    f" 4703 dd if=/dev/vg_a/sub/domubk-{R}-web01-xvda",
 ])
 
 
-def test_the_processes_a_killed_run_left_are_found_by_their_run_directories_exactly():
+def test_the_processes_a_killed_run_left_are_found_by_their_run_directories_and_devices_exactly():
     from toolkit.recover import owned_processes
 
     prefixes = ("/run/domu-backup/src", "/run/domu-backup/dst")
-    assert [pid for pid, _ in owned_processes(PS, prefixes, "web01")] == [4101, 4102, 4300]
+    assert [pid for pid, _ in owned_processes(PS, prefixes, "web01")] == [
+        4101, 4102, 4300, 4600, 4601, 4602, 4603]
     assert [pid for pid, _ in owned_processes(PS, prefixes, "web01.prod")] == [4200]
     assert [pid for pid, _ in owned_processes(PS, prefixes, "web01", own_pid=4102)] == [
-        4101, 4300]
-    assert owned_processes(PS, prefixes, "db01") == []
+        4101, 4300, 4600, 4601, 4602, 4603]
+    assert [pid for pid, _ in owned_processes(PS, prefixes, "db01")] == [4702]
 
 
 def test_recover_stops_what_a_killed_run_left_running_term_first_then_kill():
@@ -193,5 +204,6 @@ def test_recover_stops_what_a_killed_run_left_running_term_first_then_kill():
     host = Host()
     done = stop_processes(host, _two_host_config(), "web01", lambda m: None)
     assert [c for c in host.calls if c[0] == "kill"] == [
-        ("kill", "-TERM", "--", "4101", "4102", "4300"), ("kill", "-KILL", "--", "4102")]
-    assert len(done) == 3 and all(m.startswith("[dom0-a] stopped process ") for m in done)
+        ("kill", "-TERM", "--", "4101", "4102", "4300", "4600", "4601", "4602", "4603"),
+        ("kill", "-KILL", "--", "4102")]
+    assert len(done) == 7 and all(m.startswith("[dom0-a] stopped process ") for m in done)

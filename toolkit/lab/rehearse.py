@@ -334,7 +334,7 @@ def standby_marker(lab: Lab, domain: str, peer: str = "dom0-b") -> dict:
 
 @dataclass
 class BackgroundRun:
-    """A ``domu-backup backup`` started with docker exec and left running."""
+    """A command (a ``domu-backup backup``) started with docker exec and left running."""
 
     lab: Lab
     exec_id: str
@@ -355,10 +355,15 @@ class BackgroundRun:
 def start_backup(lab: Lab, domain: str, *extra: str, env: dict[str, str] | None = None,
                  container: str = "dom0-a") -> BackgroundRun:
     """``domu-backup backup --domu DOMAIN`` in the background, as cron would start it."""
+    return start_in(lab, container, ["domu-backup", "backup", "--domu", domain, *extra], env)
+
+
+def start_in(lab: Lab, container: str, argv: list[str],
+             env: dict[str, str] | None = None) -> BackgroundRun:
+    """``argv`` started in the background by its own docker exec, and left running."""
     api = lab.client.api
     box = lab.client.containers.get(container)
-    exec_id = api.exec_create(box.id, ["domu-backup", "backup", "--domu", domain, *extra],
-                              environment=env or {})
+    exec_id = api.exec_create(box.id, argv, environment=env or {})
     api.exec_start(exec_id, detach=True)
     return BackgroundRun(lab, exec_id)
 
