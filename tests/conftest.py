@@ -83,7 +83,7 @@ def time_table(c: _E2ECounter, lab_phases: list[tuple[str, float]], wall: float)
     return lines
 
 
-def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:  # noqa: ANN001
+def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
     c = config._e2e_counter  # type: ignore[attr-defined]
     timing = sys.modules.get("toolkit.lab.timing")
     phases = list(timing.PHASES) if timing is not None else []

@@ -193,7 +193,7 @@ def backup(config: Config, domains: list[str], hosts: Hosts, *, node: str | None
                 rep = backup_domain(config, domain, hosts, node=node, dry_run=dry_run,
                                     allow_mass_delete=allow_mass_delete, log=log,
                                     on_progress=on_progress)
-            except Exception as exc:  # noqa: BLE001 - a bug in one domain must not lose the report
+            except Exception as exc:  # a bug in one domain must not lose the report
                 rep = DomainReport(domain=domain, outcome="failed", error=type(exc).__name__,
                                    message=unexpected_message(exc), exit_code=2,
                                    finished=time.time())

@@ -63,7 +63,7 @@ class Usage(Exception):
 # --- help ----------------------------------------------------------------------
 
 
-def _summary(task) -> str:  # noqa: ANN001
+def _summary(task) -> str:
     doc = (task.__doc__ or "").strip()
     return doc.splitlines()[0] if doc else ""
 
@@ -73,7 +73,7 @@ _METAVARS = {"domu": "NAME", "node": "NAME", "config": "FILE", "replay": "FILE",
              "record": "FILE", "host": "local|peer|both"}
 
 
-def _options(task) -> list[tuple[str, str, str]]:  # noqa: ANN001
+def _options(task) -> list[tuple[str, str, str]]:
     """(flag, metavar, help) of each option of a command, in its signature's order."""
     out = []
     from .commands import arguments
@@ -99,7 +99,7 @@ def overview() -> str:
     return "\n".join(lines) + "\n"
 
 
-def command_help(name: str, task) -> str:  # noqa: ANN001
+def command_help(name: str, task) -> str:
     opts = _options(task)
     shown = [f"{flag} {meta}".rstrip() for flag, meta, _ in opts]
     width = max(len(s) for s in shown)
@@ -161,7 +161,7 @@ complete -F _domu_backup {PROG}
 # --- parsing and running ------------------------------------------------------------
 
 
-def _parse(name: str, task, rest: Sequence[str]) -> dict:  # noqa: ANN001
+def _parse(name: str, task, rest: Sequence[str]) -> dict:
     """The command's keyword arguments from its options; Usage for anything else."""
     from .commands import arguments
 
@@ -188,7 +188,7 @@ def _parse_message(exc: ParseError) -> str:
     return text
 
 
-def _context():  # noqa: ANN202
+def _context():
     from invoke import Config, Context
 
     return Context(config=Config(lazy=True))  # no invoke.yaml of anyone's is read
@@ -260,7 +260,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         _quiet_stdout()
         return 128 + signal.SIGPIPE
-    except Exception as exc:  # noqa: BLE001 - the last resort: one line, exit 2
+    except Exception as exc:  # the last resort: one line, exit 2
         from .app import unexpected_message
 
         if os.environ.get(DEBUG_ENV) == "1":

@@ -16,13 +16,13 @@ from invoke import Exit, task
 from .errors import ToolkitError, UsageError, exit_code_table
 
 
-def operator_task(*args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+def operator_task(*args, **kwargs):
     """``invoke.task`` with the operator's rules: long options only, none positional."""
     kwargs.setdefault("auto_shortflags", False)
     kwargs.setdefault("positional", [])
     texts = dict(kwargs.get("help") or {})
 
-    def make(body):  # noqa: ANN001, ANN202
+    def make(body):
         made = task(**kwargs)(body)
         made.option_help = texts  # invoke's get_arguments() consumes its .help
         return made
@@ -32,7 +32,7 @@ def operator_task(*args, **kwargs):  # noqa: ANN002, ANN003, ANN201
     return make
 
 
-def arguments(command) -> list:  # noqa: ANN001
+def arguments(command) -> list:
     """A command's invoke Arguments, each with its help text, however often asked."""
     command.help = dict(command.option_help)
     return command.get_arguments()
@@ -44,7 +44,7 @@ def _need_domu(domu: str | None, command: str) -> str:
     return domu
 
 
-def _config(path: str | None, *, check_permissions: bool = True):  # noqa: ANN202
+def _config(path: str | None, *, check_permissions: bool = True):
     from .config import default_config_path, load_config
 
     return load_config(Path(path) if path else default_config_path(),
@@ -57,7 +57,7 @@ def _fail(exc: ToolkitError) -> Exit:
     return Exit(f"error: {one_line(str(exc))}", code=exc.exit_code)
 
 
-def _hosts(config, replay: str | None, node: str | None):  # noqa: ANN001, ANN202
+def _hosts(config, replay: str | None, node: str | None):
     from .app import Hosts
     from .preflight import local_node_name
 
@@ -77,7 +77,7 @@ def _one_line(text: object) -> str:
     return one_line(str(text))
 
 
-def _renamed(runner, name):  # noqa: ANN001, ANN202
+def _renamed(runner, name):
     runner.host = name
     return runner
 
@@ -91,7 +91,7 @@ def _renamed(runner, name):  # noqa: ANN001, ANN202
     "node": "this host's name in [cluster.dom0s] (default: the short hostname)",
     "allow-mass-delete": "lift the max_delete bound for this run",
 })
-def backup(c, domu=None, all=False, dry_run=False, json=False, config=None, node=None,  # noqa: A002
+def backup(c, domu=None, all=False, dry_run=False, json=False, config=None, node=None,
            allow_mass_delete=False):
     """Back up a running guest to its peer: snapshot, mount, rsync, tear down."""
     from .app import backup as run_backup
@@ -167,7 +167,7 @@ def plan(c, domu=None, json=False, config=None, node=None, replay=None, record=N
                 src = RecordingRunner(hosts.source, "source")
                 recorders.append(src)
 
-                def peer_factory(name):  # noqa: ANN001, ANN202
+                def peer_factory(name):
                     rec = RecordingRunner(peer_runner(cfg, name), "peer")
                     recorders.append(rec)
                     return rec

@@ -216,7 +216,7 @@ class CommandFailed(ToolkitError):
     exit_code = 50
     summary = "a command failed"
 
-    def __init__(self, result, message: str = "") -> None:  # noqa: ANN001 - CommandResult
+    def __init__(self, result, message: str = "") -> None:  # CommandResult
         self.result = result
         super().__init__(message or _describe(result), host=result.host)
 
@@ -242,7 +242,7 @@ class Interrupted(ToolkitError):
         super().__init__(f"interrupted by {signal.Signals(signum).name}")
 
 
-def _describe(result, tail_lines: int = 5) -> str:  # noqa: ANN001
+def _describe(result, tail_lines: int = 5) -> str:
     from shlex import join
 
     tail = "\n".join(result.stderr.strip().splitlines()[-tail_lines:])

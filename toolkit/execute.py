@@ -40,7 +40,7 @@ from .errors import (
 from .facts.fstab import GuestFilesystem, guest_position, parse_fstab, resolve_fstab
 from .facts.lvm import lvs_argv, parse_lvs
 from .journal import Journal, replace_file_argv
-from .lock import domain_lock, lock_is_held  # noqa: F401 - lock_is_held: moved to .lock
+from .lock import domain_lock
 from .names import path_under
 from .plan import PEER, SOURCE, FilesystemPlan, Plan, Step, transfer_argv
 from .report import DomainReport, FilesystemReport, SnapshotReport
@@ -364,7 +364,7 @@ class Executor:
                 self.journals[host].remove()
         except ToolkitError as exc:
             self.report.teardown_errors.append(f"journal {self.journals[host].path}: {exc}")
-        except BaseException as exc:  # noqa: BLE001 - a bug must not end the other host's teardown
+        except BaseException as exc:  # a bug must not end the other host's teardown
             self.report.teardown_errors.append(f"[{self.runner(host).host}] teardown stopped: "
                                                f"{type(exc).__name__}: {exc}")
 
@@ -759,7 +759,7 @@ class SideBySide:
         for proc in procs:
             try:
                 proc.wait(timeout=max(deadline - time.monotonic(), 0.1))  # type: ignore[attr-defined]
-            except Exception:  # noqa: BLE001 - subprocess.TimeoutExpired, or a fake
+            except Exception:  # subprocess.TimeoutExpired, or a fake
                 try:
                     proc.kill()  # type: ignore[attr-defined]
                 except OSError:
@@ -776,7 +776,7 @@ class SideBySide:
                     return  # stopped while it was about to start: never ran
                 ex._do_rsync(step, self.stack, on_start=self._started)
                 ex._fire("after", step)
-            except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            except BaseException as exc:  # handed to the main thread
                 with self._lock:
                     first = not self._stop.is_set()
                     if first:
@@ -861,7 +861,7 @@ class SnapshotWatch:
                     return
 
 
-def _probe_of(f: FilesystemPlan):  # noqa: ANN202 - FilesystemProbe
+def _probe_of(f: FilesystemPlan):  # FilesystemProbe
     from .facts.blkid import FilesystemProbe
 
     return FilesystemProbe(type=f.fstype, uuid=f.uuid, label=f.label, usage="filesystem",

@@ -248,7 +248,7 @@ class Background:
     def _run(self, fn: Callable[[], object]) -> None:
         try:
             self._value = fn()
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller of result()
+        except BaseException as exc:  # handed to the caller of result()
             self._error = exc
 
     def wait(self) -> None:

@@ -42,7 +42,7 @@ class FilesystemFate:
     guest_path: str | None = None
 
 
-def fates_from(fates) -> list[FilesystemFate]:  # noqa: ANN001 - the plan's FsFate records
+def fates_from(fates) -> list[FilesystemFate]:  # the plan's FsFate records
     """The report's copy of the plan's list of every filesystem and its fate."""
     return [FilesystemFate(f.name, f.disk, f.fate, f.reason, f.fstype, f.guest_path)
             for f in fates]

@@ -393,7 +393,7 @@ class _RejectUnknownHost(paramiko.RejectPolicy):
         self._host = host
         self._known_hosts = known_hosts
 
-    def missing_host_key(self, client, hostname, key) -> None:  # noqa: ANN001
+    def missing_host_key(self, client, hostname, key) -> None:
         raise HostKeyRejected(
             f"unknown host key for {hostname} ({key.get_name()} "
             f"{_fingerprint(key)}): not in {self._known_hosts}; refusing to connect "

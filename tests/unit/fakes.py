@@ -60,7 +60,7 @@ NOTHING = FilesystemProbe(None, None, None, None, None, None)
 RSYNC_STATS = (RECORDED / "rsync" / "stats-incremental.txt").read_text()
 
 
-def config(tmp_path: Path):  # noqa: ANN201
+def config(tmp_path: Path):
     text = CONFIG_TEXT.format(state=tmp_path / "state", lock=tmp_path / "lock")
     return parse_config(text, tmp_path / "backup.toml")
 
@@ -289,7 +289,7 @@ class FakeHost:
 
     # -- LVM -------------------------------------------------------------
 
-    def _cmd_lvcreate(self, a, input):  # noqa: ANN001, ANN202
+    def _cmd_lvcreate(self, a, input):
         name = a[a.index("--name") + 1]
         vg, origin = a[-1].split("/")
         tags = tuple(a[i + 1] for i, x in enumerate(a) if x == "--addtag")
@@ -302,7 +302,7 @@ class FakeHost:
         self._new_device(dm_name(vg, name))
         return 0, f'  Logical volume "{name}" created.\n', ""
 
-    def _cmd_lvremove(self, a, input):  # noqa: ANN001, ANN202
+    def _cmd_lvremove(self, a, input):
         key = a[-1]
         if key not in self.lvs:
             return 5, "", f'  Failed to find logical volume "{key}"\n'
@@ -320,7 +320,7 @@ class FakeHost:
                 for k, tags in self.base_lvs.items()}
         return {**base, **self.lvs}
 
-    def _cmd_lvs(self, a, input):  # noqa: ANN001, ANN202
+    def _cmd_lvs(self, a, input):
         every = self._all_lvs()
         if "--reportformat" in a:  # lvs_argv: the JSON report of named LVs
             rows = []
@@ -363,13 +363,13 @@ class FakeHost:
             out.append("  " + " ".join(value[f] for f in fields) + "\n")
         return 0, "".join(out), ""
 
-    def _cmd_vgs(self, a, input):  # noqa: ANN001, ANN202
+    def _cmd_vgs(self, a, input):
         vgs = sorted({k.split("/")[0] for k in self._all_lvs()})
         return 0, "".join(f"  {v}\n" for v in vgs), ""
 
     # -- device-mapper ---------------------------------------------------
 
-    def _cmd_kpartx(self, a, input):  # noqa: ANN001, ANN202
+    def _cmd_kpartx(self, a, input):
         dev, sep = a[-1], a[a.index("-p") + 1]
         parent = self.resolve(dev)
         if parent is None:
@@ -390,7 +390,7 @@ class FakeHost:
                     errs.append(err.splitlines()[0] + "\n")
         return (1, "", "".join(errs)) if errs else (0, "", "")
 
-    def _cmd_dmsetup(self, a, input):  # noqa: ANN001, ANN202
+    def _cmd_dmsetup(self, a, input):
         names = sorted(self.maps | set(self._lv_dm_names()))
         if a[1] == "info" and "-S" in a:
             pattern = a[a.index("-S") + 1].removeprefix('name=~"').removesuffix('"')
@@ -431,12 +431,12 @@ class FakeHost:
             return 0, "", ""
         return None
 
-    def _cmd_test(self, a, input):  # noqa: ANN001, ANN202
+    def _cmd_test(self, a, input):
         if a[1] == "-b":  # a dm node exists while its device does
             return (0, "", "") if self.resolve(a[2]) is not None else (1, "", "")
         return None
 
-    def _cmd_stat(self, a, input):  # noqa: ANN001, ANN202
+    def _cmd_stat(self, a, input):
         if "-f" in a:
             return None
         name = self.resolve(a[-1])
@@ -447,7 +447,7 @@ class FakeHost:
 
     # -- directories and mounts ------------------------------------------
 
-    def _cmd_mkdir(self, a, input):  # noqa: ANN001, ANN202
+    def _cmd_mkdir(self, a, input):
         path = a[-1]
         if "-p" in a:
             self.base_dirs.add(path)
@@ -461,7 +461,7 @@ class FakeHost:
         self.dirs.add(path)
         return 0, "", ""
 
-    def _cmd_rmdir(self, a, input):  # noqa: ANN001, ANN202
+    def _cmd_rmdir(self, a, input):
         path = a[-1]
         if path in self.mounts:
             return 1, "", f"rmdir: failed to remove '{path}': Device or resource busy\n"
@@ -475,7 +475,7 @@ class FakeHost:
         self.base_dirs.discard(path)
         return 0, "", ""
 
-    def _cmd_mount(self, a, input):  # noqa: ANN001, ANN202
+    def _cmd_mount(self, a, input):
         dev, mnt, fstype = a[-2], a[-1], a[a.index("-t") + 1]
         if not self._exists_dir(mnt):
             return 32, "", f"mount: {mnt}: mount point does not exist.\n"
@@ -486,7 +486,7 @@ class FakeHost:
             self.mounts[mnt] = (dev, fstype, self.devices[name])
         return 0, "", ""
 
-    def _cmd_umount(self, a, input):  # noqa: ANN001, ANN202
+    def _cmd_umount(self, a, input):
         mnt = a[-1]
         if mnt not in self.mounts:
             return 32, "", f"umount: {mnt}: not mounted.\n"
@@ -497,10 +497,10 @@ class FakeHost:
         del self.mounts[mnt]
         return 0, "", ""
 
-    def _cmd_mountpoint(self, a, input):  # noqa: ANN001, ANN202
+    def _cmd_mountpoint(self, a, input):
         return (0, "", "") if a[-1] in self.mounts else (32, "", "")
 
-    def _cmd_findmnt(self, a, input):  # noqa: ANN001, ANN202
+    def _cmd_findmnt(self, a, input):
         if "--mountpoint" not in a:  # the whole table: recover's sweep
             rows = [{"target": m} for m in self.mounts]
             return 0, json.dumps({"filesystems": rows}) if rows else "", ""
@@ -513,7 +513,7 @@ class FakeHost:
         return 0, json.dumps({"filesystems": [{"target": mnt, "source": dev,
                                                "fstype": fstype, "maj:min": majmin}]}), ""
 
-    def _cmd_find(self, a, input):  # noqa: ANN001, ANN202
+    def _cmd_find(self, a, input):
         top = a[1]
         opt = {a[i]: a[i + 1] for i in range(2, len(a) - 1) if a[i] in (
             "-maxdepth", "-mindepth", "-type", "-name")}
@@ -535,7 +535,7 @@ class FakeHost:
 
     # -- files -----------------------------------------------------------
 
-    def _cmd_readlink(self, a, input):  # noqa: ANN001, ANN202
+    def _cmd_readlink(self, a, input):
         path = a[-1]
         if "-m" in a:  # canonical form, existing or not: no symlinks in fake trees
             return 0, path + "\n", ""
@@ -543,7 +543,7 @@ class FakeHost:
             return 0, path + "\n", ""
         return 1, "", ""
 
-    def _cmd_cat(self, a, input):  # noqa: ANN001, ANN202
+    def _cmd_cat(self, a, input):
         path = a[-1]
         if path.endswith("/etc/fstab"):
             return 0, self.fstab, ""
@@ -551,12 +551,12 @@ class FakeHost:
             return 0, self.files[path], ""
         return 1, "", "No such file"
 
-    def _cmd_tee(self, a, input):  # noqa: ANN001, ANN202
+    def _cmd_tee(self, a, input):
         path = a[-1]
         self.files[path] = (self.files.get(path, "") if "-a" in a else "") + (input or "")
         return 0, "", ""
 
-    def _cmd_dd(self, a, input):  # noqa: ANN001, ANN202
+    def _cmd_dd(self, a, input):
         if "iflag=skip_bytes,count_bytes,fullblock" in a:  # a boot area read
             count = int(next(x for x in a if x.startswith("count=")).removeprefix("count="))
             skip = int(next(x for x in a if x.startswith("skip=")).removeprefix("skip="))
@@ -568,23 +568,23 @@ class FakeHost:
             return 0, "", ""
         return None
 
-    def _cmd_mv(self, a, input):  # noqa: ANN001, ANN202
+    def _cmd_mv(self, a, input):
         self.files[a[-1]] = self.files.pop(a[-2])
         return 0, "", ""
 
-    def _cmd_rm(self, a, input):  # noqa: ANN001, ANN202
+    def _cmd_rm(self, a, input):
         self.files.pop(a[-1], None)
         return 0, "", ""
 
     # -- processes -------------------------------------------------------
 
-    def _cmd_ps(self, a, input):  # noqa: ANN001, ANN202
+    def _cmd_ps(self, a, input):
         if "-p" in a:
             wanted = {int(p) for p in a[a.index("-p") + 1].split(",")}
             return 0, "".join(f"{p}\n" for p in sorted(wanted & set(self.processes))), ""
         return 0, "".join(f"{p} {args}\n" for p, args in sorted(self.processes.items())), ""
 
-    def _cmd_kill(self, a, input):  # noqa: ANN001, ANN202
+    def _cmd_kill(self, a, input):
         for pid in a[a.index("--") + 1:]:
             self.processes.pop(int(pid), None)
         return 0, "", ""

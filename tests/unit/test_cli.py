@@ -35,7 +35,7 @@ def nothing_runs(monkeypatch):
     """Every command body fails the test if it is entered."""
     entered: list[str] = []
 
-    def recording(task):  # noqa: ANN001, ANN202
+    def recording(task):
         @functools.wraps(task.body)  # the options still come from the real signature
         def body(*_a, **_k) -> None:
             entered.append(task.name)
@@ -132,7 +132,7 @@ def test_options_reach_the_command_by_name(capsys, monkeypatch):
     real = commands.recover.body
 
     @functools.wraps(real)
-    def body(c, **kw) -> None:  # noqa: ANN001
+    def body(c, **kw) -> None:
         seen.update(kw)
 
     monkeypatch.setattr(commands.recover, "body", body)

@@ -602,7 +602,8 @@ def _set(lines: list[str], line: str) -> list[str]:
     return [x for x in lines if x.split(" = ")[0] != key] + [line]
 
 
-@pytest.mark.parametrize("broken", _CONFIG_BREAKS, ids=lambda b: f"{b[0]}: {b[1]}".replace("\n", " / "))
+@pytest.mark.parametrize("broken", _CONFIG_BREAKS,
+                         ids=lambda b: f"{b[0]}: {b[1]}".replace("\n", " / "))
 @settings(max_examples=3, deadline=None)
 @given(generated=config_tables(min_domains=1))
 def test_a_valid_config_with_one_value_out_of_its_rule_is_refused_naming_it(

@@ -37,7 +37,7 @@ class LocalExecAPI:
         self.created.append({"container": container, "cmd": cmd, **kwargs})
         return {"Id": f"exec-{len(self.created)}"}
 
-    def exec_start(self, exec_id: str, socket: bool = False) -> object:  # noqa: A002
+    def exec_start(self, exec_id: str, socket: bool = False) -> object:
         import socket as sockets
 
         spec = self.created[int(exec_id.split("-")[1]) - 1]

@@ -190,7 +190,7 @@ def test_a_signal_while_the_copy_threads_start_still_stops_the_started_copies(
     real_start = threading.Thread.start
     started: list[str] = []
 
-    def start(self) -> None:  # noqa: ANN001
+    def start(self) -> None:
         if self.name.startswith("copy-") and started:
             deadline = time.monotonic() + 60
             while not src.procs and time.monotonic() < deadline:

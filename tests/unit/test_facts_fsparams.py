@@ -43,7 +43,7 @@ def head(name: str) -> bytes:
     return (DATA / f"{name}.head.bin").read_bytes()
 
 
-def params(name: str):  # noqa: ANN201
+def params(name: str):
     return parse_params(CASES[name.split(".")[0]]["type"], head(name))
 
 
@@ -215,11 +215,11 @@ def test_init_standby_plan_makes_each_filesystem_with_its_source_parameters(tmp_
 
 # -- every backup checks them on both hosts ----------------------------------------
 
-def with_params(source: str, standby: str):  # noqa: ANN201
+def with_params(source: str, standby: str):
     facts = web01_facts()
     disk = facts.disks[0]
 
-    def put(fss, name):  # noqa: ANN001, ANN202
+    def put(fss, name):
         return tuple(dataclasses.replace(f, params=params(name)) if f.probe.type == "ext4"
                      else f for f in fss)
 
@@ -300,8 +300,8 @@ def test_a_standby_with_free_inodes_is_simply_full():
     assert inode_exhaustion("xvda1", None, (65536, 30000)) is None
 
 
-def _stat_f(answers: dict[str, str]):  # noqa: ANN202
-    def fail(argv):  # noqa: ANN001, ANN202
+def _stat_f(answers: dict[str, str]):
+    def fail(argv):
         if argv[:2] == ("stat", "-f"):
             for suffix, out in answers.items():
                 if argv[-1].endswith(suffix):

@@ -15,7 +15,7 @@ from hashlib import sha256
 from pathlib import Path
 
 import pytest
-from fakes import config, lv, recorded  # noqa: F401 - config is a fixture helper
+from fakes import config, lv
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

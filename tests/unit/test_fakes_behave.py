@@ -280,13 +280,13 @@ class WrongDeviceHost(FakeHost):
         super().__init__(host)
         self.swap = swap
 
-    def _answer(self, a, input):  # noqa: ANN001, ANN202
+    def _answer(self, a, input):
         if a[0] == "mount" and a[-2].endswith(self.swap[0]):
             a = (*a[:-2], a[-2].removesuffix(self.swap[0]) + self.swap[1], a[-1])
         return super()._answer(a, input)
 
 
-def _executor(tmp_path, src, peer):  # noqa: ANN001, ANN202
+def _executor(tmp_path, src, peer):
     cfg = config(tmp_path)
     plan = plan_backup(web01_facts(), cfg, RUN)
     report = DomainReport("web01")
@@ -316,7 +316,7 @@ def test_without_its_device_comparison_the_guard_lets_the_wrong_standby_be_writt
     # into the wrong partition of the standby.
     original = Executor._prove_mount
 
-    def compares_with_what_is_mounted(self, runner, mountpoint, device, fstype, error):  # noqa: ANN001, ANN202
+    def compares_with_what_is_mounted(self, runner, mountpoint, device, fstype, error):
         res = runner.run(["findmnt", "--json", "--mountpoint", mountpoint, "-o",
                           "TARGET,SOURCE,FSTYPE,MAJ:MIN"], check=False, timeout=60)
         mounted = (json.loads(res.stdout)["filesystems"][-1]["source"] if res.exit_code == 0
@@ -333,7 +333,7 @@ def test_without_its_device_comparison_the_guard_lets_the_wrong_standby_be_writt
     assert any(untied(c)[0] == "rsync" and c[-1].endswith("/xvda1/") for c in src.calls)
 
 
-def _undo_oldest_first(self, host):  # noqa: ANN001, ANN202
+def _undo_oldest_first(self, host):
     """Executor._teardown_host with the order turned round: what was made first goes first."""
     clean = True
     for step in [s for s in self._made if s.host == host]:
@@ -367,7 +367,7 @@ def test_teardown_in_creation_order_is_refused_by_the_hosts(tmp_path, monkeypatc
     assert ex.journals["source"].path in src.files  # kept for recover
 
 
-def _killed_run(tmp_path, monkeypatch):  # noqa: ANN001, ANN202
+def _killed_run(tmp_path, monkeypatch):
     """A run killed after its rsync: everything it made is left, with its journals."""
     monkeypatch.setattr(Executor, "_teardown", lambda self: None)
     src, peer = FakeHost("dom0-a"), FakeHost("dom0-b")
@@ -432,7 +432,7 @@ def test_recover_sweep_finds_what_no_journal_names(tmp_path, monkeypatch):
     assert src.leftovers() == [] and peer.leftovers() == []
 
 
-def _lvm01(tmp_path):  # noqa: ANN001, ANN202
+def _lvm01(tmp_path):
     """A guest with LVM on xvda2 (the guest LV maps sit on the partition maps)."""
     from test_facts_guestlvm import lvm01_facts
 

@@ -47,7 +47,7 @@ def blank_probe():
                                            rec["stdout"], rec["stderr"], 0.0))
 
 
-def source_probe(facts: BackupFacts, name: str, probe) -> BackupFacts:  # noqa: ANN001
+def source_probe(facts: BackupFacts, name: str, probe) -> BackupFacts:
     """``facts`` with the source's probe of filesystem ``name`` replaced; the standby's kept."""
     disks = []
     for disk in facts.disks:
@@ -61,7 +61,7 @@ def vanished_root() -> BackupFacts:
     return source_probe(web01_facts(), "xvda1", blank_probe())
 
 
-def with_domain_keys(tmp_path: Path, keys: str):  # noqa: ANN201
+def with_domain_keys(tmp_path: Path, keys: str):
     """The unit config (fakes.CONFIG_TEXT) with keys added to [domains.web01]."""
     text = CONFIG_TEXT.replace('excludes = ["/var/cache/*"]\n',
                                'excludes = ["/var/cache/*"]\n' + keys)
@@ -252,7 +252,7 @@ def stand_ins(monkeypatch):
     return state
 
 
-def backup(state: dict, cfg, facts: BackupFacts) -> RunReport:  # noqa: ANN001
+def backup(state: dict, cfg, facts: BackupFacts) -> RunReport:
     state["facts"] = facts
     return app.backup(cfg, ["web01"], app.Hosts(source=object()), node="dom0-a")
 

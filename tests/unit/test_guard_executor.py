@@ -23,7 +23,7 @@ from toolkit.rsync import untied
 RUN = "20260101T000000Z-abcd"
 
 
-def _executor(tmp_path, src, peer):  # noqa: ANN001, ANN202
+def _executor(tmp_path, src, peer):
     cfg = config(tmp_path)
     plan = plan_backup(web01_facts(), cfg, RUN)
     report = DomainReport("web01")
@@ -45,7 +45,7 @@ class TreeHost(FakeHost):
         super().__init__(host)
         self.trees = trees  # mountpoint suffix ("xvda1") -> names at its top
 
-    def _cmd_find(self, a, input):  # noqa: ANN001, ANN202
+    def _cmd_find(self, a, input):
         if "-xdev" not in a:
             return super()._cmd_find(a, input)
         top = a[1]
@@ -93,7 +93,7 @@ class OtherTypeHost(FakeHost):
         super().__init__(host)
         self.suffix, self.other = suffix, fstype
 
-    def _cmd_mount(self, a, input):  # noqa: ANN001, ANN202
+    def _cmd_mount(self, a, input):
         code, out, err = super()._cmd_mount(a, input)
         mnt = a[-1]
         if code == 0 and mnt.endswith("/" + self.suffix) and mnt in self.mounts:
@@ -127,7 +127,7 @@ class GarbledFindmntHost(FakeHost):
         super().__init__(host)
         self.text = text
 
-    def _cmd_findmnt(self, a, input):  # noqa: ANN001, ANN202
+    def _cmd_findmnt(self, a, input):
         if "--mountpoint" in a and a[a.index("--mountpoint") + 1].endswith("/xvda1"):
             return 0, self.text, ""
         return super()._cmd_findmnt(a, input)
@@ -173,7 +173,7 @@ class SignalInTeardown(FakeHost):
         self.signum = signum
         self.sent = False
 
-    def _cmd_umount(self, a, input):  # noqa: ANN001, ANN202
+    def _cmd_umount(self, a, input):
         if not self.sent:
             self.sent = True
             os.kill(os.getpid(), self.signum)
@@ -197,7 +197,7 @@ def test_a_signal_during_teardown_is_held_until_everything_is_undone(tmp_path):
 
 def test_a_second_signal_during_teardown_neither_stops_it_nor_replaces_the_first(tmp_path):
     # The first SIGINT stops the run; a second one, sent while teardown runs, is held.
-    def interrupt(argv):  # noqa: ANN001, ANN202
+    def interrupt(argv):
         if argv[:2] == ("dmsetup", "create"):
             raise errors.Interrupted(signal.SIGINT)
         return None
@@ -253,7 +253,7 @@ class _SecondSignalOnTerminate:
 
     sent = False
 
-    def __init__(self, proc) -> None:  # noqa: ANN001
+    def __init__(self, proc) -> None:
         self.proc = proc
 
     def terminate(self) -> None:
@@ -262,11 +262,11 @@ class _SecondSignalOnTerminate:
             os.kill(os.getpid(), signal.SIGINT)
         self.proc.terminate()
 
-    def __getattr__(self, name):  # noqa: ANN001, ANN204
+    def __getattr__(self, name):
         return getattr(self.proc, name)
 
 
-def _when_the_main_thread_waits_for_the_copies(then) -> None:  # noqa: ANN001
+def _when_the_main_thread_waits_for_the_copies(then) -> None:
     """Call ``then`` once the main thread waits in SideBySide.run's join loop (inside its try).
 
     A signal sent while the copy threads are still being started would be raised before
@@ -303,12 +303,12 @@ def test_a_second_signal_while_side_by_side_copies_stop_still_stops_every_copy(t
     main = threading.main_thread().ident
 
     class Host(FakeHost):
-        def __init__(self, *a, **kw) -> None:  # noqa: ANN002, ANN003
+        def __init__(self, *a, **kw) -> None:
             super().__init__(*a, **kw)
             self.procs: list[subprocess.Popen] = []
             self.lock = threading.Lock()
 
-        def stream(self, argv, on_line, *, env=None, on_start=None):  # noqa: ANN001, ANN202
+        def stream(self, argv, on_line, *, env=None, on_start=None):
             args = tuple(argv)
             self.calls.append(args)
             proc = subprocess.Popen(["sleep", "30"])
@@ -344,13 +344,13 @@ def test_a_second_signal_while_side_by_side_copies_stop_still_stops_every_copy(t
 class FillingHost(FakeHost):
     """A source whose rsync is a real process while the snapshot fills up (``fill``)."""
 
-    def __init__(self, host: str, fill, seconds: float = 30) -> None:  # noqa: ANN001
+    def __init__(self, host: str, fill, seconds: float = 30) -> None:
         super().__init__(host)
         self.fill, self.seconds = fill, seconds
         self.procs: list = []
         self.extended: list[tuple[str, ...]] = []
 
-    def stream(self, argv, on_line, *, env=None, on_start=None):  # noqa: ANN001, ANN202
+    def stream(self, argv, on_line, *, env=None, on_start=None):
         import subprocess
 
         from toolkit.runners import CommandResult
@@ -364,14 +364,14 @@ class FillingHost(FakeHost):
             self.fill(v)
         return CommandResult(self.host, args, proc.wait(), "", "", 0.1)
 
-    def _cmd_lvextend(self, a, input):  # noqa: ANN001, ANN202
+    def _cmd_lvextend(self, a, input):
         self.extended.append(a)
         for v in self.lvs.values():
             v["percent"] = "40.00"
         return 0, "", ""
 
 
-def _watched(tmp_path, monkeypatch, src, **defaults):  # noqa: ANN001, ANN202
+def _watched(tmp_path, monkeypatch, src, **defaults):
     from dataclasses import replace
 
     import toolkit.execute
@@ -436,11 +436,11 @@ def test_a_filling_snapshot_is_grown_by_snapshot_extend_and_the_copy_goes_on(tmp
 STDERR = "line one\nline two\nline three\nline four\n"
 
 
-def _fail_on(host: str, prefix: tuple[str, ...], code: int, stderr: str):  # noqa: ANN202
+def _fail_on(host: str, prefix: tuple[str, ...], code: int, stderr: str):
     """A fail hook: commands starting with ``prefix`` exit ``code`` on ``host``."""
     from toolkit.runners import CommandResult
 
-    def fail(argv):  # noqa: ANN001, ANN202
+    def fail(argv):
         if argv[:len(prefix)] == prefix:
             return CommandResult(host, argv, code, "", stderr, 0.0)
         return None
@@ -503,7 +503,7 @@ def test_only_rsyncs_progress_updates_reach_the_progress_display(tmp_path):
     update = "     32,768  45%   12.34MB/s    0:00:10 (xfr#5, to-chk=10/20)"
 
     class Host(FakeHost):
-        def stream(self, argv, on_line, *, env=None, on_start=None):  # noqa: ANN001, ANN202
+        def stream(self, argv, on_line, *, env=None, on_start=None):
             self.calls.append(tuple(argv))
             for line in ("sending incremental file list", update, "etc/hostname"):
                 on_line(line)
@@ -528,7 +528,7 @@ class InodesHost(FakeHost):
         super().__init__(host)
         self.answer = answer
 
-    def _cmd_stat(self, a, input):  # noqa: ANN001, ANN202
+    def _cmd_stat(self, a, input):
         if "-f" not in a:
             return super()._cmd_stat(a, input)
         if self.answer is None:
@@ -570,7 +570,7 @@ def test_a_standby_with_inodes_left_is_full_of_data(tmp_path):
 class NoDeviceHost(FakeHost):
     """A host where the node of the device planned for xvda1 cannot be stat'ed."""
 
-    def _cmd_stat(self, a, input):  # noqa: ANN001, ANN202
+    def _cmd_stat(self, a, input):
         if "-L" in a and a[-1].endswith("p1"):
             return 1, "", f"stat: cannot statx '{a[-1]}': No such file or directory\n"
         return super()._cmd_stat(a, input)

@@ -159,7 +159,7 @@ def test_connecting_to_the_peer_checks_its_programs_first():
 
 # -- where the domain runs, and which host this is -------------------------------------
 
-def _with_peer(peer: str):  # noqa: ANN202
+def _with_peer(peer: str):
     """The sandbox config with web01's peer set to ``peer`` (past the parser's own check)."""
     import dataclasses
 
@@ -241,7 +241,7 @@ def test_gather_uses_the_state_and_the_peer_connection_it_is_given():
     recs = records()
     peer = ReplayRunner("dom0-b", [r for r in recs if r["role"] == "peer"])
 
-    def no_factory(name: str):  # noqa: ANN202
+    def no_factory(name: str):
         raise AssertionError("connected twice")
 
     pre, got = gather(cfg, "web01", _source(recs), no_factory, "dom0-a", state="paused",

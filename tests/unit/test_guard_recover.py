@@ -21,7 +21,7 @@ SNAP = f"domubk-{RUN}-web01-xvda"
 
 
 @pytest.fixture
-def killed_run(tmp_path, monkeypatch):  # noqa: ANN001, ANN201
+def killed_run(tmp_path, monkeypatch):
     """A run killed after its rsync: everything it made is left, with its journals."""
     monkeypatch.setattr("time.sleep", lambda s: None)
     monkeypatch.setattr(Executor, "_teardown", lambda self: None)
@@ -129,7 +129,7 @@ def test_an_unsafe_state_directory_stops_recover_before_any_undo(killed_run, mon
     before = (src.leftovers(), peer.leftovers())
     calls = (len(src.calls), len(peer.calls))
 
-    def unsafe(runner, path):  # noqa: ANN001, ANN202
+    def unsafe(runner, path):
         raise errors.InsecureFile(f"[{runner.host}] {path}: owned by uid 1000")
 
     monkeypatch.setattr(toolkit.recover, "check_state_dir", unsafe)
@@ -209,7 +209,7 @@ def test_the_peers_inventory_never_holds_snapshots(killed_run):
 OTHER_RUN = "20260102T000000Z-beef"
 
 
-def _other_domains_leftovers(host: FakeHost, cfg, role: str) -> tuple[str, str]:  # noqa: ANN001
+def _other_domains_leftovers(host: FakeHost, cfg, role: str) -> tuple[str, str]:
     """A killed db01 run's journal and run directory on ``host``; returns both paths."""
     from toolkit.journal import JournalEntry, journal_path
 
@@ -263,8 +263,8 @@ def test_recover_that_cannot_finish_says_every_reason_in_one_line(killed_run):
 
     cfg, src, peer = killed_run
 
-    def busy(host):  # noqa: ANN001, ANN202
-        def fail(argv):  # noqa: ANN001, ANN202
+    def busy(host):
+        def fail(argv):
             if argv[0] == "umount":
                 return CommandResult(host, argv, 32, "", f"umount: {argv[-1]}: target is busy.",
                                      0.0)
@@ -325,7 +325,7 @@ def test_what_the_second_journal_pass_cannot_undo_is_reported(killed_run):
 
 # -- journals as recover reads them, on a real host ----------------------------------------
 
-def _journal(tmp_path, entries) -> tuple[str, str]:  # noqa: ANN001
+def _journal(tmp_path, entries) -> tuple[str, str]:
     import os
 
     from toolkit.journal import journal_path

@@ -108,7 +108,7 @@ def test_parse_size_rejects_what_is_not_a_size(bad: Any) -> None:
         parse_size(bad)
 
 
-def _set(path: str, value: Any):  # noqa: ANN202 - a recipe edit for the table below
+def _set(path: str, value: Any):  # a recipe edit for the table below
     def edit(raw: dict[str, Any]) -> None:
         *parents, last = path.split(".")
         node: Any = raw

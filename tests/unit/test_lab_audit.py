@@ -40,7 +40,7 @@ class Answers:
     def __init__(self, code: int, out: str, err: str = "") -> None:
         self.code, self.out, self.err = code, out, err
 
-    def run(self, argv, *, check=True, timeout=None, **_kw) -> CommandResult:  # noqa: ANN001
+    def run(self, argv, *, check=True, timeout=None, **_kw) -> CommandResult:
         assert argv[0] == "blkid"
         return CommandResult(self.host, tuple(argv), self.code, self.out, self.err, 0.0)
 
@@ -68,12 +68,12 @@ def test_nothing_found_and_real_errors_keep_their_meaning() -> None:
 class _Rsync:
     host = "dom0-a"
 
-    def run(self, argv, *, check=True, timeout=None, **_kw) -> CommandResult:  # noqa: ANN001
+    def run(self, argv, *, check=True, timeout=None, **_kw) -> CommandResult:
         assert argv[0] == "rsync"
         return CommandResult(self.host, tuple(argv), 0, "", "", 0.0)
 
 
-def _audit(monkeypatch, src: dict, dst: dict):  # noqa: ANN202
+def _audit(monkeypatch, src: dict, dst: dict):
     import contextlib
 
     from toolkit.lab import audit as audit_mod
@@ -82,7 +82,7 @@ def _audit(monkeypatch, src: dict, dst: dict):  # noqa: ANN202
     trees = iter([src, dst])
 
     @contextlib.contextmanager
-    def mounted(*_a, **_k):  # noqa: ANN202
+    def mounted(*_a, **_k):
         yield next(trees)
 
     monkeypatch.setattr(audit_mod, "mounted", mounted)

@@ -187,7 +187,7 @@ def _serve_exec(channel: paramiko.Channel, command: bytes) -> None:
                 break
         proc.stdin.close()
 
-    def pump(source, send) -> None:  # noqa: ANN001
+    def pump(source, send) -> None:
         while chunk := source.read1(65536):
             try:
                 send(chunk)
@@ -262,14 +262,14 @@ class SSHServer:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def server(tmp_path_factory: pytest.TempPathFactory):
     srv = SSHServer(tmp_path_factory.mktemp("sshd"))
     yield srv
     srv.close()
 
 
 @pytest.fixture
-def ssh(server: SSHServer):  # noqa: ANN201
+def ssh(server: SSHServer):
     with server.runner() as runner:
         yield runner
 
@@ -507,7 +507,7 @@ class FakeExecAPI:
         self.created.append({"container": container, "cmd": cmd, **kwargs})
         return {"Id": "exec-1"}
 
-    def exec_start(self, exec_id: str, socket: bool = False) -> object:  # noqa: A002
+    def exec_start(self, exec_id: str, socket: bool = False) -> object:
         ours, theirs = _socketpair()
         self.peers.append(theirs)
         threading.Thread(target=self._serve, args=(theirs,), daemon=True).start()

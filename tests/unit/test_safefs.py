@@ -41,7 +41,7 @@ def _file(path: Path, text: str = "x\n", mode: int = 0o600) -> Path:
     return path
 
 
-def insecure(call, *args, **kwargs) -> str:  # noqa: ANN001
+def insecure(call, *args, **kwargs) -> str:
     with pytest.raises(errors.InsecureFile) as caught:
         call(*args, **kwargs)
     assert caught.value.exit_code == 6
@@ -148,7 +148,7 @@ def test_relative_or_unnormalized_paths_are_refused() -> None:
 # --- files in a checked directory ---------------------------------------------------
 
 
-def _open(d: Path, name: str, **kwargs) -> tuple[int, bool]:  # noqa: ANN003
+def _open(d: Path, name: str, **kwargs) -> tuple[int, bool]:
     view = kwargs.pop("view", safefs.REAL)
     fd_dir = safefs.open_dir(str(d), "the directory", view=view)
     try:

@@ -48,7 +48,7 @@ def test_interrupt_terminates_the_child():
 def test_watcher_can_stop_the_process():
     started = time.monotonic()
 
-    def watch(proc) -> None:  # noqa: ANN001
+    def watch(proc) -> None:
         threading.Timer(0.3, proc.terminate).start()
 
     res = LocalRunner().stream(["sleep", "30"], lambda line: None, on_start=watch)

@@ -49,7 +49,7 @@ def wheel(tmp_path_factory) -> Path:
     return built
 
 
-def _metadata(wheel: Path):  # noqa: ANN202
+def _metadata(wheel: Path):
     with zipfile.ZipFile(wheel) as zf:
         name = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
         return email.parser.Parser().parsestr(zf.read(name).decode())

@@ -261,7 +261,7 @@ def _found(filesystems: Sequence[GuestFilesystem]) -> str:
 def resolve_fstab(
     entries: Sequence[FstabEntry],
     filesystems: Sequence[GuestFilesystem],
-    overrides: Mapping[str, str] = {},  # noqa: B006 - read only
+    overrides: Mapping[str, str] = {},  # read only
 ) -> dict[str, str]:
     """Map filesystem name -> guest path; overrides win over the fstab."""
     by_name = {fs.name: fs for fs in filesystems}

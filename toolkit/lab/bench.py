@@ -209,7 +209,7 @@ def scaled_recipe_data(data: Mapping[str, Any], factor: int) -> dict[str, Any]:
     return out
 
 
-def load_bench_domain(checkout: Path, name: str, scale: Scale):  # noqa: ANN201 - DomainRecipe
+def load_bench_domain(checkout: Path, name: str, scale: Scale):  # DomainRecipe
     """A bench guest's recipe with its sizes scaled (validated like any recipe)."""
     from .guests import parse_domain
 
@@ -269,7 +269,7 @@ class BenchDisk:
         return f"{IMAGES}/{self.lv_name}-standby.img"
 
 
-def bench_disks(domain) -> tuple[BenchDisk, ...]:  # noqa: ANN001 - DomainRecipe
+def bench_disks(domain) -> tuple[BenchDisk, ...]:  # DomainRecipe
     return tuple(BenchDisk(domain.name, d.device, d.size) for d in domain.disks)
 
 

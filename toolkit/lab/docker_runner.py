@@ -52,7 +52,7 @@ class DockerRunner:
         self.sessions = sessions
 
     @property
-    def client(self):  # noqa: ANN201 - docker.DockerClient, imported lazily
+    def client(self):  # docker.DockerClient, imported lazily
         """The docker SDK client, made from the environment on first use."""
         if self._client is None:
             import docker  # a Dom0 in production never needs the SDK
@@ -213,7 +213,7 @@ def _read_exec_stream(sock: socket.socket, data: bytes | None, deadline: float |
     return b"".join(streams[1]), b"".join(streams[2]), True
 
 
-def _exec_exit_code(api, exec_id: str, deadline: float) -> int | None:  # noqa: ANN001
+def _exec_exit_code(api, exec_id: str, deadline: float) -> int | None:
     """The exec's exit code; it can lag the end of its output by a moment."""
     while True:
         info = api.exec_inspect(exec_id)

@@ -142,7 +142,7 @@ def answers(engine: LabEngine, timeout: int = 5) -> bool:
     """True if the engine's API answers a ping."""
     try:
         return bool(engine.client(timeout=timeout).ping())
-    except Exception:  # noqa: BLE001 - any failure to reach it means "not answering"
+    except Exception:  # any failure to reach it means "not answering"
         return False
 
 

@@ -70,7 +70,7 @@ class SessionLost(Exception):
 class Session:
     """One server process in one container, reached through its exec's socket."""
 
-    def __init__(self, api, container: str, environment: dict[str, str]) -> None:  # noqa: ANN001
+    def __init__(self, api, container: str, environment: dict[str, str]) -> None:
         self.container = container
         exec_id = api.exec_create(container, BOOTSTRAP, stdout=True, stderr=True, stdin=True,
                                   tty=False, environment=environment)["Id"]

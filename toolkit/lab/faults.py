@@ -27,7 +27,7 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float = 600.0) -> fl
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def tool_processes(runner, domain: str = "web01") -> list[str]:  # noqa: ANN001
+def tool_processes(runner, domain: str = "web01") -> list[str]:
     """The tool's processes on a host: the program itself (any command) and anything working
     in one of ``domain``'s run directories (rsync, its ssh, the rsync server)."""
     out = runner.run(["ps", "-eo", "pid=,args="], timeout=60).stdout
