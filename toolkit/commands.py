@@ -282,9 +282,9 @@ def recover(c, domu=None, host="both", config=None, node=None):
                                     by="recover", log=stderr_log)
         print("\n".join(done) if done else "nothing to recover")
         if down:
-            peer_name, exc = next(iter(down.items()))
+            peer_name, gone = next(iter(down.items()))
             finished = f"{local} was recovered; " if host == "both" else ""
-            raise Exit(f"error: {_one_line(exc)}; {finished}run `domu-backup recover` again "
+            raise Exit(f"error: {_one_line(gone)}; {finished}run `domu-backup recover` again "
                        f"when {peer_name} is back (`--host local` recovers only this host)",
                        code=max(e.exit_code for e in down.values()))
     except ToolkitError as exc:

@@ -247,8 +247,8 @@ class Executor:
         self._boot: dict[str, str] = {}  # boot area bytes read, by range, until written
         self._snapshot_peak: dict[str, float] = {}
         self._snapshot_invalid: set[str] = set()
-        for s in plan.snapshots:
-            self.report.snapshots.append(SnapshotReport(s.name, s.origin))
+        for snap in plan.snapshots:
+            self.report.snapshots.append(SnapshotReport(snap.name, snap.origin))
         for f in plan.filesystems:
             self.report.filesystems.append(FilesystemReport(f.name, f.guest_path, f.fstype))
 
@@ -560,6 +560,8 @@ class Executor:
     def _do_marker(self, step: Step, stack: ExitStack) -> None:
         state = step.argv[-1]
         now = time.time()
+        last_success: float | None
+        last_run: str | None
         if state == "clean":
             last_success, last_run = now, self.plan.run_id
         else:
@@ -807,7 +809,7 @@ class SnapshotWatch:
         self.interval = interval
         self.error: ToolkitError | None = None
         self._stop = threading.Event()
-        self._proc = None
+        self._proc: object | None = None  # the rsync whose snapshot this watches
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def attach(self, proc: object) -> None:

@@ -6,8 +6,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from .rsync import Progress, parse_progress
+
+if TYPE_CHECKING:
+    from rich.progress import Progress as Bars
 
 
 class ProgressReporter:
@@ -32,8 +36,8 @@ class ProgressReporter:
         self._domain = ""
         self._latest: dict[str, tuple[Progress, int]] = {}  # fs -> (update, percent shown)
         self._fresh: set[str] = set()  # filesystems updated since the last line
-        self._progress = None
-        self._tasks: dict[str, object] = {}
+        self._progress: Bars | None = None  # rich's bars, on a terminal only
+        self._tasks: dict[str, Any] = {}
         self._lock = threading.Lock()  # copies side by side report from their own threads
 
     def begin(self, domain: str) -> None:

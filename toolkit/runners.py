@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import logging
 import os
 import re
@@ -21,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, cast, runtime_checkable
 
 import paramiko
 
@@ -183,11 +184,12 @@ class LocalRunner:
         buf = b""
         interrupted = False
         assert proc.stdout is not None
+        stdout = cast(io.BufferedReader, proc.stdout)  # bufsize=-1: a buffered reader
         try:
             if on_start is not None:
                 on_start(proc)
             while True:
-                chunk = proc.stdout.read1(65536)
+                chunk = stdout.read1(65536)
                 if not chunk:
                     break
                 buf += chunk

@@ -208,15 +208,15 @@ def plan_standby(facts: BackupFacts, config: Config, run_id: str, *,
                           resource=f"{tmp_dst}/{t}.sfdisk", note="same table, ids and names"))
         steps.append(map_step(PEER, alias_dev, alias, sep))
         for fs in disk.filesystems:
-            part = fs.partition
-            if part is None or part.is_container or fs.volume is not None:
+            fs_part = fs.partition
+            if fs_part is None or fs_part.is_container or fs.volume is not None:
                 continue
-            dev = mapped_partition(alias, sep, part.number)
-            if part.type.lower() == BIOS_BOOT:
+            dev = mapped_partition(alias, sep, fs_part.number)
+            if fs_part.type.lower() == BIOS_BOOT:
                 steps.append(Step(PEER, "write", (
-                    "dd", f"if={tmp_dst}/{t}{part.number}.raw", f"of={dev}", "bs=4096",
+                    "dd", f"if={tmp_dst}/{t}{fs_part.number}.raw", f"of={dev}", "bs=4096",
                     "conv=nocreat,fsync", "status=none"),
-                    note=f"BIOS boot partition {part.number}"))
+                    note=f"BIOS boot partition {fs_part.number}"))
             elif fs.probe.type and fs.probe.type != "LVM2_member":
                 steps.append(Step(PEER, "mkfs", tuple(mkfs_argv(fs.probe.type, dev, fs.probe.uuid,
                                                                 fs.probe.label, fs.params)),
