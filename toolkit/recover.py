@@ -90,16 +90,18 @@ def _unexpected_undo(undo: tuple[str, ...], exists: tuple[str, ...]) -> str:
     return ""
 
 
+# The inventory's probes fail loudly (CommandFailed, naming the host and the command): a
+# host whose maps, VGs, mounts or LVs cannot be listed is not a host with none of them.
+
 def _dm_names(runner: Runner) -> list[str]:
-    res = runner.run(["dmsetup", "info", "-c", "--noheadings", "-o", "name"], check=False,
-                     timeout=60)
-    if res.exit_code != 0 or "No devices found" in res.stdout:
+    res = runner.run(["dmsetup", "info", "-c", "--noheadings", "-o", "name"], timeout=60)
+    if res.stdout.strip() == "No devices found":
         return []
     return [line.strip() for line in res.stdout.splitlines() if line.strip()]
 
 
 def _local_vgs(runner: Runner) -> list[str]:
-    res = runner.run(["vgs", "--noheadings", "-o", "vg_name"], check=False, timeout=60)
+    res = runner.run(["vgs", "--noheadings", "-o", "vg_name"], timeout=60)
     return [line.strip() for line in res.stdout.splitlines() if line.strip()]
 
 
@@ -147,8 +149,8 @@ def _of_domain(paths: tuple[str, ...], domain: str) -> bool:
 
 
 def _mount_targets(runner: Runner) -> list[str]:
-    res = runner.run(["findmnt", "--json", "--list", "-o", "TARGET"], check=False, timeout=60)
-    if res.exit_code != 0 or not res.stdout.strip():
+    res = runner.run(["findmnt", "--json", "--list", "-o", "TARGET"], timeout=60)
+    if not res.stdout.strip():
         return []
     return [fs.get("target", "") for fs in json.loads(res.stdout).get("filesystems", [])]
 
@@ -161,8 +163,8 @@ def owned_mounts(targets: list[str], prefix: str, domain: str | None) -> list[st
 
 def _tagged_lvs(runner: Runner) -> list[tuple[str, str]]:
     res = runner.run(["lvs", "--noheadings", "-o", "vg_name,lv_name", "-S",
-                      f"lv_tags={PREFIX}"], check=False, timeout=60)
-    pairs = [line.split() for line in res.stdout.splitlines()] if res.exit_code == 0 else []
+                      f"lv_tags={PREFIX}"], timeout=60)
+    pairs = [line.split() for line in res.stdout.splitlines()]
     return [(p[0], p[1]) for p in pairs if len(p) == 2]
 
 

@@ -169,6 +169,36 @@ def test_each_hosts_inventory_holds_what_recover_would_take_there(killed_run):
     assert not after["source"].pending(cfg, "web01") and not after["peer"].pending(cfg, "web01")
 
 
+# What the inventory and the sweep list: every map, the VGs, every mount, the tagged LVs.
+LISTINGS = {"dmsetup": ("dmsetup", "info", "-c", "--noheadings", "-o", "name"),
+            "vgs": ("vgs", "--noheadings", "-o", "vg_name"),
+            "findmnt": ("findmnt", "--json", "--list", "-o", "TARGET"),
+            "lvs": ("lvs", "--noheadings", "-o", "vg_name,lv_name")}
+
+
+@pytest.mark.parametrize("program", sorted(LISTINGS))
+def test_a_host_whose_maps_vgs_mounts_or_lvs_cannot_be_listed_is_never_called_clean(
+        killed_run, program):
+    from toolkit.recover import take_inventories
+    from toolkit.runners import CommandResult
+
+    cfg, src, peer = killed_run
+    listing = LISTINGS[program]
+
+    def unreadable(argv):
+        if tuple(argv[:len(listing)]) == listing:
+            return CommandResult("dom0-a", tuple(argv), 5, "", "  Reading failed.\n", 0.0)
+        return None
+
+    src.fail = unreadable
+    seen = take_inventories(cfg, src, peer)
+    assert set(seen) == {"peer"}  # no inventory of a host that could not be looked at
+    with pytest.raises(errors.TeardownIncomplete) as err:
+        recover_domain(cfg, "web01", src, peer, inventories=seen)
+    assert f"[dom0-a] command `{' '.join(listing)}" in str(err.value), str(err.value)
+    assert peer.leftovers() == []  # the peer, readable, is cleaned all the same
+
+
 def test_recover_skips_a_host_its_inventory_calls_clean(killed_run):
     from toolkit.recover import take_inventory
 
