@@ -126,6 +126,84 @@ MSDOS_PARTITIONS = tuple(p.number for p in parse_sfdisk(
     recorded("sfdisk", "msdos")["stdout"]).partitions)
 
 
+# The options and fields the real report commands accept (lvs(8), vgs(8) and dmsetup(8) of
+# lvm2 2.03, findmnt(8) of util-linux 2.38), as far as the tool could ever use them. The fake
+# refuses anything else the way the command does, so a misspelt option or field fails.
+_LVM_OPTIONS_WITH_VALUE = {"-o", "--options", "-S", "--select", "--reportformat", "--units",
+                           "--separator", "-O", "--sort", "--config"}
+_LVM_FLAGS = {"--noheadings", "--nosuffix", "--binary", "--readonly", "-a", "--all", "--"}
+_LVM_FIELDS = {
+    "lv_name", "vg_name", "lv_path", "lv_dm_path", "lv_size", "lv_attr", "origin", "pool_lv",
+    "snap_percent", "data_percent", "metadata_percent", "lv_tags", "lv_snapshot_invalid",
+    "lv_uuid", "lv_active", "lv_role", "lv_layout", "lv_device_open", "lv_time",
+    "lv_kernel_major", "lv_kernel_minor", "devices", "seg_count", "copy_percent",
+    "vg_size", "vg_free", "vg_extent_size", "vg_extent_count", "vg_free_count", "vg_uuid",
+    "vg_tags", "vg_attr", "pv_count", "lv_count", "snap_count", "pv_name",
+}
+_DMSETUP_INFO_WITH_VALUE = {"-o", "--options", "-S", "--select", "--separator", "--sort"}
+_DMSETUP_INFO_FLAGS = {"-c", "-C", "--columns", "--noheadings", "--nameprefixes", "--rows"}
+_DMSETUP_FIELDS = {"name", "uuid", "major", "minor", "open", "attr", "segments", "events",
+                   "devno", "blkdevname", "blkdevs_used", "names_using_dev", "subsystem"}
+_FINDMNT_WITH_VALUE = {"-o", "--output", "-M", "--mountpoint", "-T", "--target", "-S",
+                       "--source", "-t", "--types", "-O", "--options", "-N", "--task"}
+_FINDMNT_FLAGS = {"-J", "--json", "-l", "--list", "-n", "--noheadings", "-r", "--raw", "-u",
+                  "--notruncate", "-e", "--evaluate", "--real", "--kernel", "-k", "-b",
+                  "--bytes", "-f", "--first-only", "-v", "--nofsroot"}
+_FINDMNT_COLUMNS = {"TARGET", "SOURCE", "FSTYPE", "OPTIONS", "MAJ:MIN", "UUID", "LABEL",
+                    "FSROOT", "VFS-OPTIONS", "FS-OPTIONS", "ID", "PARENT", "PROPAGATION",
+                    "SIZE", "AVAIL", "USED", "USE%", "PARTUUID", "PARTLABEL", "SOURCES"}
+
+
+def _check_options(a: tuple[str, ...], start: int, with_value: set[str], flags: set[str],
+                   fields: set[str] | None, fields_option: tuple[str, ...], unknown_option,
+                   unknown_field, fold: bool = False) -> tuple[int, str, str] | None:
+    i = start
+    while i < len(a):
+        word = a[i]
+        if word == "--":
+            return None  # names follow
+        if word in with_value:
+            if i + 1 >= len(a):
+                return unknown_option(word)
+            if fields is not None and word in fields_option:
+                for f in a[i + 1].split(","):
+                    name = f.strip().removeprefix("+")
+                    if (name.upper() if fold else name) not in fields:
+                        return unknown_field(f)
+            i += 2
+        elif word in flags:
+            i += 1
+        elif word.startswith("-"):
+            return unknown_option(word)
+        else:
+            i += 1  # a name (an LV, a VG, a map)
+    return None
+
+
+def refuse_unknown_options(a: tuple[str, ...]) -> tuple[int, str, str] | None:
+    """What lvs, vgs, ``dmsetup info`` and findmnt answer to an option or a field they do
+    not know (None: every option and field is real)."""
+    cmd = a[0]
+    if cmd in ("lvs", "vgs"):
+        return _check_options(
+            a, 1, _LVM_OPTIONS_WITH_VALUE, _LVM_FLAGS, _LVM_FIELDS, ("-o", "--options"),
+            lambda w: (3, "", f"{cmd}: unrecognized option '{w}'\n  Error during parsing of "
+                              "command line.\n"),
+            lambda f: (5, "", f"  Unrecognised field: {f}\n"))
+    if cmd == "dmsetup" and len(a) > 1 and a[1] == "info":
+        return _check_options(
+            a, 2, _DMSETUP_INFO_WITH_VALUE, _DMSETUP_INFO_FLAGS, _DMSETUP_FIELDS,
+            ("-o", "--options"),
+            lambda w: (1, "", f"dmsetup: unrecognized option '{w}'\n"),
+            lambda f: (1, "", f"Unrecognised field: {f}\nCommand failed.\n"))
+    if cmd == "findmnt":
+        return _check_options(
+            a, 1, _FINDMNT_WITH_VALUE, _FINDMNT_FLAGS, _FINDMNT_COLUMNS, ("-o", "--output"),
+            lambda w: (1, "", f"findmnt: unrecognized option '{w}'\n"),
+            lambda f: (1, "", f"findmnt: unknown column: {f}\n"), fold=True)
+    return None
+
+
 class FakeHost:
     """In-memory Dom0: LVs, dm maps, directories and mounts, changed by commands.
 
@@ -270,6 +348,9 @@ class FakeHost:
 
     def _answer(self, a: tuple[str, ...], input: str | None) -> tuple[int, str, str]:
         cmd = a[0]
+        refused = refuse_unknown_options(a)
+        if refused is not None:
+            return refused
         handler = getattr(self, f"_cmd_{cmd}", None)
         if handler is not None:
             answer = handler(a, input)

@@ -474,3 +474,29 @@ def test_recover_takes_a_killed_guest_lvm_runs_lv_maps_before_its_partition_maps
             del host.files[path]
     recover_domain(cfg, "web01", src, peer)
     assert src.leftovers() == [] and peer.leftovers() == [] and sleeps == []
+
+
+@pytest.mark.parametrize(("argv", "code", "said"), [
+    (("vgs", "--noheadngs", "-o", "vg_name"), 3, "unrecognized option '--noheadngs'"),
+    (("vgs", "--noheadings", "-o", "vgname"), 5, "Unrecognised field: vgname"),
+    (("lvs", "--noheadings", "-o", "vg_name,lv_nmae", "-S", "lv_tags=domubk"), 5,
+     "Unrecognised field: lv_nmae"),
+    (("lvs", "-o"), 3, "unrecognized option '-o'"),
+    (("dmsetup", "info", "-c", "--noheadings", "-o", "nmae"), 1, "Unrecognised field: nmae"),
+    (("dmsetup", "info", "-x"), 1, "unrecognized option '-x'"),
+    (("findmnt", "--json", "--list", "-o", "TARGT"), 1, "unknown column: TARGT"),
+    (("findmnt", "--jsn"), 1, "unrecognized option '--jsn'"),
+])
+def test_report_commands_refuse_an_option_or_field_they_do_not_know(argv, code, said):
+    res = FakeHost("dom0-a").run(argv, check=False)
+    assert res.exit_code == code and said in res.stderr, res
+
+
+@pytest.mark.parametrize("argv", [
+    ("vgs", "--noheadings", "-o", "vg_name"),
+    ("lvs", "--noheadings", "-o", "vg_name,lv_name", "-S", "lv_tags=domubk"),
+    ("dmsetup", "info", "-C", "--noheadings", "-o", "name"),  # -C is --columns too
+    ("findmnt", "--json", "--list", "-o", "target"),  # columns in any case
+])
+def test_report_commands_accept_what_the_real_ones_accept(argv):
+    assert FakeHost("dom0-a").run(argv, check=False).exit_code == 0
