@@ -180,10 +180,41 @@ def _check_options(a: tuple[str, ...], start: int, with_value: set[str], flags: 
     return None
 
 
+_FIND_WITH_VALUE = {"-mindepth", "-maxdepth", "-type", "-name", "-path", "-printf", "-newer"}
+_FIND_FLAGS = {"-xdev", "-mount", "-print", "-print0", "-o", "-a", "-not", "!", "(", ")",
+               "-quit", "-empty"}
+
+
+def _refuse_find(a: tuple[str, ...]) -> tuple[int, str, str] | None:
+    """find(1): paths, then an expression of primaries it knows, each value checked."""
+    i = 1
+    while i < len(a) and not a[i].startswith("-") and a[i] not in ("!", "(", ")"):
+        i += 1  # the starting points
+    while i < len(a):
+        word = a[i]
+        if word in _FIND_WITH_VALUE:
+            if i + 1 >= len(a):
+                return 1, "", f"find: missing argument to `{word}'\n"
+            value = a[i + 1]
+            if word in ("-mindepth", "-maxdepth") and not value.isdigit():
+                return 1, "", (f"find: Expected a positive decimal integer argument to {word}, "
+                               f"but got `{value}'\n")
+            if word == "-type" and value not in ("b", "c", "d", "p", "f", "l", "s", "D"):
+                return 1, "", f"find: Unknown argument to -type: {value}\n"
+            i += 2
+        elif word in _FIND_FLAGS:
+            i += 1
+        else:
+            return 1, "", f"find: unknown predicate `{word}'\n"
+    return None
+
+
 def refuse_unknown_options(a: tuple[str, ...]) -> tuple[int, str, str] | None:
-    """What lvs, vgs, ``dmsetup info`` and findmnt answer to an option or a field they do
-    not know (None: every option and field is real)."""
+    """What lvs, vgs, ``dmsetup info``, findmnt and find answer to an option, a field or a
+    value they do not know (None: everything is real)."""
     cmd = a[0]
+    if cmd == "find":
+        return _refuse_find(a)
     if cmd in ("lvs", "vgs"):
         return _check_options(
             a, 1, _LVM_OPTIONS_WITH_VALUE, _LVM_FLAGS, _LVM_FIELDS, ("-o", "--options"),

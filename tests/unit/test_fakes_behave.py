@@ -486,6 +486,9 @@ def test_recover_takes_a_killed_guest_lvm_runs_lv_maps_before_its_partition_maps
     (("dmsetup", "info", "-x"), 1, "unrecognized option '-x'"),
     (("findmnt", "--json", "--list", "-o", "TARGT"), 1, "unknown column: TARGT"),
     (("findmnt", "--jsn"), 1, "unrecognized option '--jsn'"),
+    (("find", "/run/x", "-MINDEPTH", "1"), 1, "unknown predicate `-MINDEPTH'"),
+    (("find", "/run/x", "-maxdepth", "one"), 1, "positive decimal integer argument to -maxdepth"),
+    (("find", "/run/x", "-type", "D1"), 1, "Unknown argument to -type: D1"),
 ])
 def test_report_commands_refuse_an_option_or_field_they_do_not_know(argv, code, said):
     res = FakeHost("dom0-a").run(argv, check=False)
@@ -497,6 +500,7 @@ def test_report_commands_refuse_an_option_or_field_they_do_not_know(argv, code, 
     ("lvs", "--noheadings", "-o", "vg_name,lv_name", "-S", "lv_tags=domubk"),
     ("dmsetup", "info", "-C", "--noheadings", "-o", "name"),  # -C is --columns too
     ("findmnt", "--json", "--list", "-o", "target"),  # columns in any case
+    ("find", "/", "-mindepth", "1", "-maxdepth", "1", "-type", "d", "-name", "web01.*"),
 ])
 def test_report_commands_accept_what_the_real_ones_accept(argv):
     assert FakeHost("dom0-a").run(argv, check=False).exit_code == 0

@@ -8,7 +8,7 @@ name is ever removed.
 from __future__ import annotations
 
 import pytest
-from fakes import FakeHost, config, web01_facts
+from fakes import FakeHost, config, dm_name, web01_facts
 
 from toolkit import errors
 from toolkit.execute import Executor
@@ -197,6 +197,40 @@ def test_a_host_whose_maps_vgs_mounts_or_lvs_cannot_be_listed_is_never_called_cl
         recover_domain(cfg, "web01", src, peer, inventories=seen)
     assert f"[dom0-a] command `{' '.join(listing)}" in str(err.value), str(err.value)
     assert peer.leftovers() == []  # the peer, readable, is cleaned all the same
+
+
+def _twin(host: FakeHost, other: str) -> list[str]:
+    """Give ``host`` a copy of everything web01's killed run left, as a run of ``other``
+    would have left it; returns the twins' leftovers."""
+    def rename(text: str) -> str:
+        return text.replace("-web01-", f"-{other}-").replace("/web01.", f"/{other}.")
+
+    for key, lv in list(host.lvs.items()):
+        host.lvs[rename(key)] = dict(lv)
+        host._new_device(dm_name(*rename(key).split("/")))
+    for name in list(host.maps):
+        host.maps.add(rename(name))
+        host.map_on[rename(name)] = rename(host.map_on.get(name, ""))
+        host._new_device(rename(name))
+    for d in list(host.dirs):
+        host.dirs.add(rename(d))
+    for target, (dev, fstype, majmin) in list(host.mounts.items()):
+        host.mounts[rename(target)] = (rename(dev), fstype, majmin)
+    return sorted(x for x in host.leftovers() if other in x)
+
+
+@pytest.mark.parametrize("other", ["web01.prod", "web01-2", "db01"])
+def test_the_sweep_takes_the_domains_own_leftovers_and_never_another_domains(killed_run,
+                                                                             other):
+    cfg, src, peer = killed_run
+    twins = {h.host: _twin(h, other) for h in (src, peer)}
+    assert all(twins.values())
+    for h in (src, peer):  # no journal: what is left is the sweep's to find, by name alone
+        for path in [f for f in h.files if f.endswith(".jsonl")]:
+            del h.files[path]
+    recover_domain(cfg, "web01", src, peer)
+    for h in (src, peer):
+        assert sorted(h.leftovers()) == twins[h.host], h.host
 
 
 def test_recover_skips_a_host_its_inventory_calls_clean(killed_run):
