@@ -335,6 +335,21 @@ def test_a_swap_only_disk_is_skipped_without_a_snapshot_or_a_standby(tmp_path, p
            "needed" in plan.skipped
 
 
+def test_a_swap_only_disk_is_listed_beside_the_disks_the_xml_already_skips(tmp_path):
+    recs = pv01_records(lvs_of("peer", SWAP_LV, "", exit_code=5,
+                               stderr='  Volume group "vg_a" not found\n'))
+    cdrom = ("<disk type='file' device='cdrom'><driver name='qemu' type='raw'/>"
+             "<target dev='hdc' bus='ide'/><readonly/></disk>")
+    for r in recs:
+        if "dumpxml" in r["argv"]:
+            assert "</devices>" in r["stdout"]
+            r["stdout"] = r["stdout"].replace("</devices>", cdrom + "</devices>")
+    _, pre, _ = run_gather(recs, "pv01", config_path=config_with(tmp_path, "pv01", "xvda2"))
+    assert [d.disk.target for d in pre.facts.disks] == ["xvda2"]
+    assert [(d.target, d.skip_reason.split(":")[0]) for d in pre.facts.skipped_disks] == [
+        ("xvda1", "holds only swap"), ("hdc", "cdrom")]
+
+
 def test_a_data_disk_still_demands_its_standby(tmp_path):
     """Only swap is spared: the same disk holding a filesystem needs its standby."""
     recs = pv01_records(lvs_of("peer", SWAP_LV, "", exit_code=5,
