@@ -68,9 +68,7 @@ class Hosts:
     def close(self) -> None:
         # A copy: a preflight thread stopped by a signal may still be adding its peer.
         for r in list(self._peers.values()):
-            close = getattr(r, "close", None)
-            if close:
-                close()
+            r.close()
         self._peers.clear()
 
 

@@ -257,7 +257,7 @@ def recover(c, domu=None, host="both", config=None, node=None):
                         inventories[(dcfg.peer, "peer")] = rec.take_inventory(runner, cfg,
                                                                               "peer")
                     except (PeerUnreachable, HostKeyRejected, ConnectionLost) as exc:
-                        getattr(runner, "close", lambda: None)()
+                        runner.close()
                         down[dcfg.peer] = exc
                         stderr_log(f"peer {dcfg.peer} cannot be reached, recovering {local} "
                                    f"only: {exc}")
@@ -291,7 +291,7 @@ def recover(c, domu=None, host="both", config=None, node=None):
         raise _fail(exc) from None
     finally:
         for runner in peers.values():
-            getattr(runner, "close", lambda: None)()
+            runner.close()
 
 
 @operator_task(help={
@@ -367,7 +367,7 @@ def status(c, domu=None, config=None, json=False):
         raise _fail(exc) from None
     finally:
         for runner in peers.values():
-            getattr(runner, "close", lambda: None)()
+            runner.close()
     if json:
         import json as _json
         from dataclasses import asdict

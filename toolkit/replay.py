@@ -24,6 +24,9 @@ class RecordingRunner:
         self.role = role
         self.records: list[dict] = []
 
+    def close(self) -> None:
+        self.inner.close()
+
     def run(self, argv: Sequence[str], *, check: bool = True,
             timeout: float | None = DEFAULT_TIMEOUT, input: str | None = None,
             ok_codes: Iterable[int] = (0,), env: Mapping[str, str] | None = None) -> CommandResult:
@@ -45,6 +48,9 @@ class ReplayRunner:
         self._answers: dict[tuple[str, ...], dict] = {}
         for rec in records:
             self._answers[tuple(rec["argv"])] = rec
+
+    def close(self) -> None:
+        """Recorded answers hold no connection."""
 
     def run(self, argv: Sequence[str], *, check: bool = True,
             timeout: float | None = DEFAULT_TIMEOUT, input: str | None = None,

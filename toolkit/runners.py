@@ -70,6 +70,10 @@ class Runner(Protocol):
         env: Mapping[str, str] | None = None,
     ) -> CommandResult: ...
 
+    def close(self) -> None:
+        """Let go of the host: the SSH connection, if any (a local runner holds nothing)."""
+        ...
+
 
 def _checked(result: CommandResult, check: bool, ok_codes: Iterable[int]) -> CommandResult:
     if check and result.exit_code not in tuple(ok_codes):
@@ -94,6 +98,9 @@ class LocalRunner:
 
     def __init__(self, host: str = "local") -> None:
         self.host = host
+
+    def close(self) -> None:
+        """Nothing to let go of: every command was its own process."""
 
     def run(
         self,

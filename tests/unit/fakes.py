@@ -286,6 +286,9 @@ class FakeHost:
             self.base_lvs[f"{vg}/{name}"] = ()
             self._new_device(dm_name(vg, name))
 
+    def close(self) -> None:
+        """A Runner's close: the fake holds no connection."""
+
     def leftovers(self) -> list[str]:
         return ([f"lv {k}" for k in self.lvs] + [f"map {m}" for m in sorted(self.maps)]
                 + [f"dir {d}" for d in sorted(self.dirs)] + [f"mount {m}" for m in self.mounts])
