@@ -46,6 +46,64 @@ def test_an_unsafe_state_directory_is_refused_naming_host_path_and_fix(line, sai
     assert "run " in str(raised.value) or "replace it" in str(raised.value)
 
 
+def test_only_root_or_the_user_the_check_runs_as_is_a_trusted_owner():
+    as_1000 = SAFE.replace("0\n", "1000\n", 1)
+    judge_state_dir(as_1000, "/var/lib/domu-backup", "dom0-a")  # root's: trusted
+    judge_state_dir(as_1000.replace("D 41c0 0 ", "D 41c0 1000 "), "/var/lib/domu-backup",
+                    "dom0-a")  # the checking user's own
+    for owner in ("1", "1001"):
+        with pytest.raises(InsecureFile, match=f"owned by uid {owner}, not by root"):
+            judge_state_dir(as_1000.replace("D 41c0 0 ", f"D 41c0 {owner} "),
+                            "/var/lib/domu-backup", "dom0-a")
+    with pytest.raises(InsecureFile, match="owned by uid 1000"):  # not the root check's own
+        judge_state_dir(SAFE.replace("D 41c0 0 ", "D 41c0 1000 "), "/var/lib/domu-backup",
+                        "dom0-a")
+
+
+def test_every_line_is_judged_and_a_path_with_spaces_is_named_whole():
+    # the directory's own line right after the uid (no R line): still judged
+    with pytest.raises(InsecureFile) as raised:
+        judge_state_dir("0\nD 41ff 0 /srv/state dir/domu backup\n", "/srv/state dir/domu backup",
+                        "dom0-b")
+    assert str(raised.value).startswith("[dom0-b] /srv/state dir/domu backup: the state "
+                                        "directory has mode 0777"), str(raised.value)
+    assert "chmod go-w /srv/state dir/domu backup" in str(raised.value)
+
+
+@pytest.mark.parametrize(("output", "said"), [
+    ("", "state directory check printed no uid: ''"),
+    ("root\nD 41c0 0 /x\n", "state directory check printed no uid: 'root"),
+    ("0\nD 41cz 0 /x\n", "state directory check: bad line 'D 41cz 0 /x'"),
+    ("0\nX 41c0 0 /x\n", "state directory check: bad line 'X 41c0 0 /x'"),
+])
+def test_output_the_check_cannot_read_is_an_error_naming_host_and_line(output, said):
+    from toolkit.errors import ParseError
+
+    with pytest.raises(ParseError) as raised:
+        judge_state_dir(output, "/x", "dom0-b")
+    assert str(raised.value).startswith(f"[dom0-b] {said}"), str(raised.value)
+
+
+@pytest.mark.parametrize(("stderr", "said"), [
+    ("mkdir: cannot create directory '/x': Read-only file system\n",
+     "mkdir: cannot create directory '/x': Read-only file system"),
+    ("", "exit 3"),
+])
+def test_a_state_directory_that_cannot_be_made_is_refused_with_the_reason(stderr, said):
+    from toolkit.runners import CommandResult
+
+    class Host:
+        host = "dom0-b"
+
+        def run(self, argv, **kw):
+            assert kw.get("timeout") and kw.get("check") is False
+            return CommandResult("dom0-b", tuple(argv), 3, "", stderr, 0.0)
+
+    with pytest.raises(InsecureFile) as raised:
+        check_state_dir(Host(), "/x")
+    assert str(raised.value) == f"[dom0-b] state directory /x: cannot make or inspect it: {said}"
+
+
 def test_a_root_owned_sticky_parent_like_tmp_is_accepted():
     judge_state_dir(SAFE.replace("P 41ed 0 /var\n", "P 43ff 0 /var\n"), "/var/lib/domu-backup",
                     "dom0-a")
