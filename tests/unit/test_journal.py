@@ -38,6 +38,37 @@ def test_no_journal_dir_means_no_journals(tmp_path):
     assert list_journals(LocalRunner(), str(tmp_path / "missing"), None) == []
 
 
+def test_a_domain_lists_its_own_journals_and_never_one_of_a_name_that_extends_it(tmp_path):
+    run = "20260101T000000Z-0001"
+    for domain in ("web01", "web01.prod", "web01-2", "db01"):
+        Journal(LocalRunner(), str(tmp_path), domain, run).record(
+            "mount", "/run/x", ("umount", "/run/x"), ("mountpoint", "-q", "/run/x"))
+    journals = tmp_path / "journal"
+    (journals / "web01.notes.jsonl").write_text("")  # not a run's journal
+    assert list_journals(LocalRunner(), str(tmp_path), "web01") == [
+        str(journals / f"web01.{run}.jsonl")]
+    assert list_journals(LocalRunner(), str(tmp_path), "web01.prod") == [
+        str(journals / f"web01.prod.{run}.jsonl")]
+    assert len(list_journals(LocalRunner(), str(tmp_path), None)) == 4
+
+
+def test_a_journal_directory_that_cannot_be_read_is_an_error_not_an_empty_list():
+    from toolkit.runners import CommandResult
+
+    class Unreadable:
+        host = "dom0-a"
+
+        def run(self, argv, *, check=True, **kw):
+            res = CommandResult("dom0-a", tuple(argv), 1, "",
+                                f"find: '{argv[1]}': Permission denied\n", 0.0)
+            if check:
+                raise CommandFailed(res)
+            return res
+
+    with pytest.raises(CommandFailed, match="Permission denied"):
+        list_journals(Unreadable(), "/var/lib/domu-backup", "web01")
+
+
 def test_torn_last_line_is_ignored_but_corruption_elsewhere_is_an_error():
     good = JournalEntry("R", "d", "mount", "/m", ("umount", "/m"), (), 1.0).to_line()
     assert len(parse_journal(good + good[: len(good) // 2])) == 1
