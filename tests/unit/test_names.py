@@ -194,3 +194,18 @@ def test_executor_proves_each_mount_and_directory_before_creating_it(tmp_path, h
     touched = [c for h in (src, peer) for c in h.calls if target in " ".join(c)]
     assert touched == []  # never created, never mounted, on either host
     assert src.leftovers() == [] and peer.leftovers() == []
+
+
+def test_a_guest_vg_and_lv_pair_is_refused_one_character_past_lvms_limit():
+    from toolkit.names import LVM_PAIR_MAX, check_lvm_pair
+
+    vg = "v" * 60
+    check_lvm_pair(vg, "l" * (LVM_PAIR_MAX - 60), "xvda2")  # exactly the limit: fine
+    with pytest.raises(UnsafeName) as raised:
+        check_lvm_pair(vg, "l" * (LVM_PAIR_MAX - 59), "xvda2")
+    assert str(raised.value) == (f"xvda2: VG and LV names {'v' * 30!r}/{'l' * 30!r} are together "
+                                 f"{LVM_PAIR_MAX + 1} characters long (LVM allows {LVM_PAIR_MAX})")
+    with pytest.raises(UnsafeName, match="^xvda2: VG name"):
+        check_lvm_pair("-bad", "root", "xvda2")
+    with pytest.raises(UnsafeName, match="^xvda2: LV name"):
+        check_lvm_pair("vg", "-bad", "xvda2")
