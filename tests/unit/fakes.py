@@ -210,11 +210,19 @@ def _refuse_find(a: tuple[str, ...]) -> tuple[int, str, str] | None:
 
 
 def refuse_unknown_options(a: tuple[str, ...]) -> tuple[int, str, str] | None:
-    """What lvs, vgs, ``dmsetup info``, findmnt and find answer to an option, a field or a
-    value they do not know (None: everything is real)."""
+    """What lvs, vgs, ``dmsetup info``, ``dmsetup remove``, lvremove, findmnt and find answer
+    to an option, a field or a value they do not know (None: everything is real)."""
     cmd = a[0]
     if cmd == "find":
         return _refuse_find(a)
+    if cmd == "lvremove":
+        return _check_options(a, 1, set(), {"-f", "--force", "-y", "--yes", "--"}, None, (),
+                              lambda w: (3, "", f"lvremove: unrecognized option '{w}'\n"),
+                              lambda f: None)
+    if cmd == "dmsetup" and len(a) > 1 and a[1] == "remove":
+        return _check_options(a, 2, set(), {"--retry", "-f", "--force", "--deferred"}, None, (),
+                              lambda w: (1, "", f"dmsetup: unrecognized option '{w}'\n"),
+                              lambda f: None)
     if cmd in ("lvs", "vgs"):
         return _check_options(
             a, 1, _LVM_OPTIONS_WITH_VALUE, _LVM_FLAGS, _LVM_FIELDS, ("-o", "--options"),

@@ -489,6 +489,8 @@ def test_recover_takes_a_killed_guest_lvm_runs_lv_maps_before_its_partition_maps
     (("find", "/run/x", "-MINDEPTH", "1"), 1, "unknown predicate `-MINDEPTH'"),
     (("find", "/run/x", "-maxdepth", "one"), 1, "positive decimal integer argument to -maxdepth"),
     (("find", "/run/x", "-type", "D1"), 1, "Unknown argument to -type: D1"),
+    (("lvremove", "--FORCE", "--yes", "vg_a/x"), 3, "unrecognized option '--FORCE'"),
+    (("dmsetup", "remove", "--RETRY", "x"), 1, "unrecognized option '--RETRY'"),
 ])
 def test_report_commands_refuse_an_option_or_field_they_do_not_know(argv, code, said):
     res = FakeHost("dom0-a").run(argv, check=False)

@@ -228,9 +228,14 @@ def test_the_sweep_takes_the_domains_own_leftovers_and_never_another_domains(kil
     for h in (src, peer):  # no journal: what is left is the sweep's to find, by name alone
         for path in [f for f in h.files if f.endswith(".jsonl")]:
             del h.files[path]
-    recover_domain(cfg, "web01", src, peer)
+    done = recover_domain(cfg, "web01", src, peer)
     for h in (src, peer):
         assert sorted(h.leftovers()) == twins[h.host], h.host
+    # each removal is reported, naming its host and what it removed (never the twin)
+    assert all(isinstance(line, str) and line.startswith(("[dom0-a] ", "[dom0-b] "))
+               for line in done), done
+    said = " ".join(done)
+    assert "unmounted" in said and "removed directory" in said and other not in said, done
 
 
 def test_recover_skips_a_host_its_inventory_calls_clean(killed_run):
