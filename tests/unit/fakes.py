@@ -270,6 +270,7 @@ class FakeHost:
                  devices: Iterable[str] = BASE_DEVICES) -> None:
         self.host = host
         self.calls: list[tuple[str, ...]] = []
+        self.timeouts: list[tuple[tuple[str, ...], float | None]] = []  # each call's bound
         # "vg/name" -> {"attr", "percent", "tags", "origin"}: the LVs runs make
         self.lvs: dict[str, dict] = {}
         self.maps: set[str] = set()
@@ -354,6 +355,7 @@ class FakeHost:
             env: Mapping[str, str] | None = None) -> CommandResult:
         args = validate_argv(argv)
         self.calls.append(args)
+        self.timeouts.append((args, timeout))
         wrapped = unwrap_journalled(args)
         if wrapped is not None:
             # journalled_argv: the entry is appended (unless the fail hook refuses the
