@@ -10,10 +10,14 @@ option is positional.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from invoke import Exit, task
 
 from .errors import ToolkitError, UsageError, exit_code_table
+
+if TYPE_CHECKING:
+    from .runners import Runner
 
 
 def operator_task(*args, **kwargs):
@@ -233,7 +237,7 @@ def recover(c, domu=None, host="both", config=None, node=None):
 
     if host not in ("local", "peer", "both"):
         raise Exit(f"error: --host must be local, peer or both, not {host!r}", code=4)
-    peers: dict[str, object] = {}  # one connection per peer host, for all its domains
+    peers: dict[str, Runner] = {}  # one connection per peer host, for all its domains
     # A peer that cannot be reached: the local half is still recovered, then the run says so.
     down: dict[str, ToolkitError] = {}
     try:
@@ -340,7 +344,7 @@ def status(c, domu=None, config=None, json=False):
     from .signals import signals_raise
     from .status import domain_status, marker_path, read_peer_marker, render_status
 
-    peers: dict[str, object] = {}  # one connection per peer, for all its domains
+    peers: dict[str, Runner] = {}  # one connection per peer, for all its domains
     down: dict[str, StatusUnknown] = {}  # a peer that cannot be reached is tried once
     unknown: list[str] = []
     try:
