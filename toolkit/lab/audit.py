@@ -37,19 +37,23 @@ class AuditedFs:
     differences: tuple[str, ...]
 
 
+def _added_maps(kpartx_output: str, tag: str) -> list[tuple[str, str]]:
+    """(map name, partition number) of each "add map" line ``kpartx -a -v -p TAG`` printed."""
+    added = []
+    for line in kpartx_output.splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and fields[:2] == ["add", "map"]:
+            added.append((fields[2], fields[2].rsplit(tag, 1)[-1]))
+    return added
+
+
 def _partitions(runner: Runner, device: str, tag: str, readonly: bool = True) -> list[
         tuple[str, str]]:
     """Map a device; (partition number, device) of each partition, or ("", the device)."""
     ro = ["-r"] if readonly else []
     res = runner.run(["kpartx", "-a", *ro, "-s", "-v", "-p", tag, device], check=False,
                      timeout=120)
-    found = []
-    for line in res.stdout.splitlines():
-        parts = line.split()
-        if len(parts) >= 3 and parts[0] == "add" and parts[1] == "map":
-            name = parts[2]
-            number = name.rsplit(tag, 1)[-1]
-            found.append((number, f"/dev/mapper/{name}"))
+    found = [(number, f"/dev/mapper/{name}") for name, number in _added_maps(res.stdout, tag)]
     if not found:
         runner.run(["kpartx", "-d", "-s", "-p", tag, device], check=False, timeout=120)
         return [("", device)]
@@ -65,13 +69,9 @@ def partition_maps(runner: Runner, lv: str, tag: str, *, writable: bool = False
     without a word."""
     res = runner.run(["kpartx", "-a", *([] if writable else ["-r"]), "-s", "-v", "-p", tag,
                       lv], timeout=120)
-    maps: dict[int, str] = {}
-    parent = ""
-    for line in res.stdout.splitlines():
-        fields = line.split()
-        if len(fields) >= 3 and fields[:2] == ["add", "map"]:
-            parent, _, number = fields[2].rpartition(tag)
-            maps[int(number)] = f"/dev/mapper/{fields[2]}"
+    added = _added_maps(res.stdout, tag)
+    maps = {int(number): f"/dev/mapper/{name}" for name, number in added}
+    parent = added[0][0].removesuffix(tag + added[0][1]) if added else ""
     try:
         yield maps
     finally:
