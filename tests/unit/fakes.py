@@ -281,6 +281,7 @@ class FakeHost:
         self.mounts: dict[str, tuple[str, str, str]] = {}
         self.files: dict[str, str] = {}
         self.processes: dict[int, str] = {}  # pid -> command line (holds its paths busy)
+        self.ignores_term: set[int] = set()  # processes only SIGKILL ends
         self.fail = fail
         self.silent_mount = silent_mount
         self.fstab_on: str | None = None  # mount path suffix of the fs holding etc/fstab
@@ -587,18 +588,34 @@ class FakeHost:
         return 0, "", ""
 
     def _cmd_rmdir(self, a, input):
-        path = a[-1]
+        """rmdir(1): every operand in turn (after ``--`` even one starting with a dash); an
+        unknown option refuses all, a failing operand makes the exit status 1."""
+        operands, i = [], 1
+        while i < len(a):
+            if a[i] == "--":
+                operands += a[i + 1:]
+                break
+            if a[i].startswith("-"):
+                return 1, "", f"rmdir: unrecognized option '{a[i]}'\n"
+            operands.append(a[i])
+            i += 1
+        if not operands:
+            return 1, "", "rmdir: missing operand\n"
+        errs = [err for path in operands if (err := self._rmdir_one(path))]
+        return (1, "", "".join(errs)) if errs else (0, "", "")
+
+    def _rmdir_one(self, path: str) -> str:
         if path in self.mounts:
-            return 1, "", f"rmdir: failed to remove '{path}': Device or resource busy\n"
+            return f"rmdir: failed to remove '{path}': Device or resource busy\n"
         if not self._exists_dir(path):
-            return 1, "", f"rmdir: failed to remove '{path}': No such file or directory\n"
+            return f"rmdir: failed to remove '{path}': No such file or directory\n"
         below = path.rstrip("/") + "/"
         if any(p.startswith(below) for p in (*self.dirs, *self.base_dirs, *self.mounts,
                                              *self.files)):
-            return 1, "", f"rmdir: failed to remove '{path}': Directory not empty\n"
+            return f"rmdir: failed to remove '{path}': Directory not empty\n"
         self.dirs.discard(path)
         self.base_dirs.discard(path)
-        return 0, "", ""
+        return ""
 
     def _cmd_mount(self, a, input):
         dev, mnt, fstype = a[-2], a[-1], a[a.index("-t") + 1]
@@ -651,6 +668,8 @@ class FakeHost:
             return 1, "", f"find: '{top}': No such file or directory\n"
         if opt.get("-type") == "f":
             found = [p for p in self.files if p.rsplit("/", 1)[0] == top]
+        elif opt.get("-type", "d") != "d":  # D (a door), b, c...: none in these trees
+            found = []
         else:
             found = [p for p in self.dirs | self.base_dirs
                      if p != "/" and (p.rsplit("/", 1)[0] or "/") == top]
@@ -704,15 +723,62 @@ class FakeHost:
     # -- processes -------------------------------------------------------
 
     def _cmd_ps(self, a, input):
-        if "-p" in a:
-            wanted = {int(p) for p in a[a.index("-p") + 1].split(",")}
-            return 0, "".join(f"{p}\n" for p in sorted(wanted & set(self.processes))), ""
-        return 0, "".join(f"{p} {args}\n" for p, args in sorted(self.processes.items())), ""
+        """procps ps: ``-eo FORMAT`` lists every process, ``-o FORMAT -p LIST`` those of
+        LIST that exist (exit 1 when none does); an unknown format or option is refused."""
+        i, fmt, wanted, every = 1, None, None, False
+        while i < len(a):
+            word = a[i]
+            if word in ("-eo", "-o") and i + 1 < len(a):
+                every = every or word == "-eo"
+                fmt = a[i + 1]
+                i += 2
+            elif word == "-e":
+                every, i = True, i + 1
+            elif word == "-p" and i + 1 < len(a):
+                try:
+                    wanted = {int(p) for p in re.split(r"[ ,]", a[i + 1]) if p}
+                except ValueError:
+                    return 1, "", "error: process ID list syntax error\n"
+                i += 2
+            else:
+                return 1, "", f"error: unsupported option (BSD syntax)\n{word}\n"
+        columns = [c.strip() for c in (fmt or "pid=").split(",")]
+        for c in columns:
+            if c.rstrip("=") not in ("pid", "args", "comm", "ppid", "cmd"):
+                return 1, "", f'error: unknown user-defined format specifier "{c}"\n'
+        if [c.rstrip("=") for c in columns] not in (["pid"], ["pid", "args"]):
+            return 1, "", "fake host: only pid= and pid=,args= are modelled\n"
+        with_args = len(columns) == 2
+        if wanted is not None:
+            pids = sorted(wanted & set(self.processes))
+        elif every:
+            pids = sorted(self.processes)
+        else:
+            return 1, "", "fake host: ps without -e or -p lists the caller's tty only\n"
+        out = "".join(f"{p} {self.processes[p]}\n" if with_args else f"{p}\n" for p in pids)
+        return (0 if pids or wanted is None else 1), out, ""
 
     def _cmd_kill(self, a, input):
-        for pid in a[a.index("--") + 1:]:
-            self.processes.pop(int(pid), None)
-        return 0, "", ""
+        """procps kill: a known signal, then pids; a pid that is gone is an error (exit 1),
+        the others are still signalled. A pid in ``ignores_term`` survives TERM."""
+        signals = {"-TERM": "TERM", "-KILL": "KILL", "-INT": "INT", "-HUP": "HUP",
+                   "-15": "TERM", "-9": "KILL", "-s": None}
+        if len(a) < 2 or a[1] not in signals or a[1] == "-s":
+            return 1, "", f"kill: unknown signal name {a[1] if len(a) > 1 else ''!r}\n"
+        pids = list(a[2:])
+        if pids[:1] == ["--"]:
+            pids = pids[1:]
+        errs = []
+        for pid_text in pids:
+            if not pid_text.lstrip("-").isdigit():
+                errs.append(f"kill: failed to parse argument: '{pid_text}'\n")
+                continue
+            pid = int(pid_text)
+            if pid not in self.processes:
+                errs.append(f"kill: ({pid}): No such process\n")
+            elif signals[a[1]] == "KILL" or pid not in self.ignores_term:
+                del self.processes[pid]
+        return (1, "", "".join(errs)) if errs else (0, "", "")
 
 
 def _parents(path: str) -> list[str]:

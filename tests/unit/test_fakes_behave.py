@@ -506,3 +506,43 @@ def test_report_commands_refuse_an_option_or_field_they_do_not_know(argv, code, 
 ])
 def test_report_commands_accept_what_the_real_ones_accept(argv):
     assert FakeHost("dom0-a").run(argv, check=False).exit_code == 0
+
+
+# -- ps, kill, rmdir ------------------------------------------------------------
+
+def test_ps_lists_the_pids_asked_for_and_exits_1_when_none_is_left():
+    host = FakeHost("dom0-a")
+    host.processes[4242] = "rsync -a /x/ /y/"
+    res = host.run(["ps", "-o", "pid=", "-p", "4242,4343"], check=False)
+    assert (res.exit_code, res.stdout) == (0, "4242\n")
+    code, _ = refused(host, "ps", "-o", "pid=", "-p", "4343")
+    assert code == 1
+    code, err = refused(host, "ps", "-o", "pid=", "-p", "4242XX,XX4343")
+    assert "process ID list syntax error" in err
+    code, err = refused(host, "ps", "-eo", "PID=,ARGS=")
+    assert "unknown user-defined format specifier" in err
+
+
+def test_kill_of_a_pid_that_is_gone_is_exit_1_and_the_others_are_still_signalled():
+    host = FakeHost("dom0-a")
+    host.processes.update({4242: "rsync", 4343: "ssh"})
+    host.ignores_term.add(4343)
+    code, err = refused(host, "kill", "-TERM", "--", "4242", "4343", "4444")
+    assert code == 1 and err == "kill: (4444): No such process\n"
+    assert sorted(host.processes) == [4343]  # 4343 ignores TERM
+    ok(host, "kill", "-KILL", "--", "4343")
+    assert host.processes == {}
+    code, err = refused(host, "kill", "-XXTERMXX", "--", "1")
+    assert "unknown signal" in err
+
+
+def test_rmdir_removes_each_operand_and_fails_if_any_fails():
+    host = FakeHost("dom0-a")
+    ok(host, "mkdir", "-p", "/run/domu-backup/src")
+    ok(host, "mkdir", "/run/domu-backup/src/a")
+    ok(host, "mkdir", "/run/domu-backup/src/b")
+    code, err = refused(host, "rmdir", "--", "/run/domu-backup/src/nope", "/run/domu-backup/src/a")
+    assert code == 1 and "'/run/domu-backup/src/nope': No such file or directory" in err
+    assert "/run/domu-backup/src/a" not in host.dirs  # removed all the same
+    code, err = refused(host, "rmdir", "--XX", "/run/domu-backup/src/b")
+    assert "unrecognized option" in err and "/run/domu-backup/src/b" in host.dirs

@@ -207,3 +207,71 @@ def test_recover_stops_what_a_killed_run_left_running_term_first_then_kill():
         ("kill", "-TERM", "--", "4101", "4102", "4300", "4600", "4601", "4602", "4603"),
         ("kill", "-KILL", "--", "4102")]
     assert len(done) == 7 and all(m.startswith("[dom0-a] stopped process ") for m in done)
+
+
+def _host_running(ps_text: str):
+    from fakes import FakeHost
+
+    host = FakeHost("dom0-a")
+    for line in ps_text.splitlines():
+        pid, _, args = line.strip().partition(" ")
+        host.processes[int(pid)] = args
+    return host
+
+
+def test_a_process_that_ends_on_its_own_between_ps_and_kill_does_not_stop_recover(monkeypatch):
+    """kill(1) exits 1 when one of its pids is gone (the others are still signalled), and
+    ps -p exits 1 when none of its pids is left: both are normal in a race with a
+    process that ends, never an error of recover."""
+    from toolkit.recover import stop_processes
+
+    monkeypatch.setattr("toolkit.recover.time.sleep", lambda s: None)
+    host = _host_running(PS)
+    host.ignores_term |= {4101, 4102}  # these two ignore SIGTERM: they need SIGKILL
+
+    def ends_before_the_kill(argv):
+        if argv[:2] == ("kill", "-TERM"):
+            host.processes.pop(4300)  # the rsync server saw its client go and ended
+        if argv[:2] == ("kill", "-KILL"):
+            host.processes.pop(4101)  # and so did this one, at last
+        return None
+
+    host.fail = ends_before_the_kill
+    done = stop_processes(host, _two_host_config(), "web01", lambda m: None)
+    assert [c for c in host.calls if c[0] == "kill"] == [
+        ("kill", "-TERM", "--", "4101", "4102", "4300", "4600", "4601", "4602", "4603"),
+        ("kill", "-KILL", "--", "4101", "4102")]
+    assert sorted(host.processes) == [1, 812, 4200, 4400, 4500, 4700, 4701, 4702, 4703]
+    assert len(done) == 7
+
+
+def test_processes_that_all_end_on_term_are_not_sent_kill(monkeypatch):
+    from toolkit.recover import stop_processes
+
+    monkeypatch.setattr("toolkit.recover.time.sleep", lambda s: None)
+    host = _host_running(PS)
+    done = stop_processes(host, _two_host_config(), "web01", lambda m: None)
+    assert [c[:2] for c in host.calls] == [("ps", "-eo"), ("kill", "-TERM"), ("ps", "-o")]
+    assert 4101 not in host.processes and 4200 in host.processes
+    # the report names each process by its first 120 characters
+    assert done[0] == ("[dom0-a] stopped process 4101 (setpriv --pdeathsig KILL -- rsync "
+                       "-aHAXSx --delete -e setpriv --pdeathsig KILL -- ssh -p 22 -- "
+                       "/run/domu-backup/src/web0)")
+
+
+def test_processes_are_matched_with_the_configured_partition_delimiter(monkeypatch):
+    """With ``kpartx_delimiter = "-part"``, a dd on the alias's partition map
+    ``...-xvda-part2`` is the run's: recover passes the configured delimiter on."""
+    from toolkit.config import parse_config
+    from toolkit.recover import stop_processes
+
+    monkeypatch.setattr("toolkit.recover.time.sleep", lambda s: None)
+    cfg = parse_config('[cluster.dom0s]\ndom0-a = "local://"\ndom0-b = "ssh://root@b"\n'
+                       '[hypervisor]\nuri = "test:///default"\n'
+                       '[defaults]\nkpartx_delimiter = "-part"\n'
+                       '[domains.web01]\npeer = "dom0-b"\n', "/etc/domu-backup/backup.toml",
+                       allow_lab_hosts=True)
+    host = _host_running(f" 4800 dd of=/dev/mapper/domubk-{R}-web01-xvda-part2 bs=4096\n"
+                         " 4801 dd of=/dev/mapper/vg_b-web01 bs=4096\n")
+    stop_processes(host, cfg, "web01", lambda m: None)
+    assert sorted(host.processes) == [4801]
