@@ -28,6 +28,7 @@ from .errors import (
     ConnectionLost,
     FstabError,
     MapFailed,
+    ParseError,
     PeerFull,
     SnapshotInvalid,
     SourceGuardFailed,
@@ -37,6 +38,7 @@ from .errors import (
     UnsafeName,
     UsageError,
 )
+from .facts.findmnt import findmnt_argv, mounts_from_result, top_mount
 from .facts.fstab import GuestFilesystem, guest_position, parse_fstab, resolve_fstab
 from .facts.lvm import lvs_argv, parse_lvs
 from .journal import Journal, replace_file_argv
@@ -530,26 +532,26 @@ class Executor:
 
     def _prove_mount(self, runner: Runner, mountpoint: str, device: str, fstype: str,
                      error: type[ToolkitError]) -> None:
-        res = runner.run(["findmnt", "--json", "--mountpoint", mountpoint, "-o",
-                          "TARGET,SOURCE,FSTYPE,MAJ:MIN"], check=False, timeout=60)
-        if res.exit_code != 0 or not res.stdout.strip():
-            raise error(f"{mountpoint} is not a mountpoint: the mount of {device} did not "
-                        "happen; nothing was copied", host=runner.host)
+        res = runner.run(findmnt_argv(mountpoint, device=True), check=False, timeout=60)
         try:
-            fs = json.loads(res.stdout)["filesystems"][-1]
-        except (ValueError, KeyError, IndexError) as exc:
+            fs = top_mount(mounts_from_result(res), mountpoint)
+        except (CommandFailed, ParseError) as exc:
             raise error(f"cannot read findmnt output for {mountpoint}: {exc}",
                         host=runner.host) from exc
-        if fs.get("fstype") != fstype:
-            raise error(f"{mountpoint} holds {fs.get('fstype')}, expected {fstype}",
+        if fs is None:
+            raise error(f"{mountpoint} is not a mountpoint: the mount of {device} did not "
+                        "happen; nothing was copied", host=runner.host)
+        if fs.fstype != fstype:
+            raise error(f"{mountpoint} holds {fs.fstype}, expected {fstype}",
                         host=runner.host)
         stat = runner.run(["stat", "-L", "--format", "%t:%T", device], check=False, timeout=60)
         if stat.exit_code != 0:
             raise error(f"expected device {device} does not exist", host=runner.host)
         major, minor = (int(x, 16) for x in stat.stdout.strip().split(":"))
-        if fs.get("maj:min") != f"{major}:{minor}":
-            raise error(f"{mountpoint} is mounted from {fs.get('source')} "
-                        f"({fs.get('maj:min')}), not from {device} ({major}:{minor})",
+        if fs.majmin != f"{major}:{minor}":
+            raise error(f"{mountpoint} is mounted from {fs.source} "
+                        f"({fs.majmin or 'no device number'}), not from {device} "
+                        f"({major}:{minor})",
                         host=runner.host)
 
     # -- standby marker -------------------------------------------------

@@ -23,6 +23,7 @@ from .bootarea import boot_ranges
 from .config import Config
 from .errors import ConfigError, FilesystemVanished, LayoutMismatch, MountRefused
 from .facts.blkid import FilesystemProbe
+from .facts.findmnt import findmnt_argv
 from .facts.fsparams import FsParams, param_differences
 from .facts.guestlvm import GuestVolume
 from .facts.lvm import LogicalVolume, dm_name
@@ -560,7 +561,7 @@ def plan_backup(facts: BackupFacts, config: Config, run_id: str) -> Plan:
     # standby's before anything is written there (R7, R8).
     steps += source_mount_steps
     for fsp in filesystems:
-        steps.append(Step(SOURCE, "check", ("findmnt", "--json", "--mountpoint", fsp.source_mount),
+        steps.append(Step(SOURCE, "check", tuple(findmnt_argv(fsp.source_mount, device=True)),
                           fs=fsp.name,
                           note=f"prove {fsp.source_mount} is {fsp.source_device}, not empty"))
     steps.append(Step(SOURCE, "fstab", ("guest-fstab",),
@@ -569,7 +570,7 @@ def plan_backup(facts: BackupFacts, config: Config, run_id: str) -> Plan:
     steps += peer_alias_steps
     steps += target_mount_steps
     for fsp in filesystems:
-        steps.append(Step(PEER, "check", ("findmnt", "--json", "--mountpoint", fsp.target_mount),
+        steps.append(Step(PEER, "check", tuple(findmnt_argv(fsp.target_mount, device=True)),
                           fs=fsp.name,
                           note=f"prove {fsp.target_mount} is {fsp.target_device}"))
     steps.append(Step(PEER, "marker", ("standby-marker", "dirty"),

@@ -14,7 +14,6 @@ never touched.
 
 from __future__ import annotations
 
-import json
 import posixpath
 import re
 import time
@@ -25,6 +24,7 @@ from . import PREFIX
 from .config import Config
 from .errors import InsecureFile, ToolkitError
 from .execute import undo_with_retry
+from .facts.findmnt import findmnt_argv, mounts_from_result
 from .journal import list_journals, parse_journal
 from .owned import (
     journal_of,
@@ -149,10 +149,8 @@ def _of_domain(paths: tuple[str, ...], domain: str) -> bool:
 
 
 def _mount_targets(runner: Runner) -> list[str]:
-    res = runner.run(["findmnt", "--json", "--list", "-o", "TARGET"], timeout=60)
-    if not res.stdout.strip():
-        return []
-    return [fs.get("target", "") for fs in json.loads(res.stdout).get("filesystems", [])]
+    res = runner.run(findmnt_argv(), check=False, timeout=60)
+    return [m.target for m in mounts_from_result(res)]
 
 
 def owned_mounts(targets: list[str], prefix: str, domain: str | None) -> list[str]:

@@ -279,6 +279,7 @@ class FakeHost:
         self.base_dirs: set[str] = {"/"}  # directories made with mkdir -p, and their parents
         # mountpoint -> (device as given to mount, fstype, "major:minor" of that device)
         self.mounts: dict[str, tuple[str, str, str]] = {}
+        self.mount_options: dict[str, str] = {}  # mountpoint -> the options mount was given
         self.files: dict[str, str] = {}
         self.processes: dict[int, str] = {}  # pid -> command line (holds its paths busy)
         self.ignores_term: set[int] = set()  # processes only SIGKILL ends
@@ -626,6 +627,7 @@ class FakeHost:
             return 32, "", f"mount: {mnt}: special device {dev} does not exist.\n"
         if not self.silent_mount:
             self.mounts[mnt] = (dev, fstype, self.devices[name])
+            self.mount_options[mnt] = a[a.index("-o") + 1] if "-o" in a else "rw"
         return 0, "", ""
 
     def _cmd_umount(self, a, input):
@@ -643,17 +645,26 @@ class FakeHost:
         return (0, "", "") if a[-1] in self.mounts else (32, "", "")
 
     def _cmd_findmnt(self, a, input):
-        if "--mountpoint" not in a:  # the whole table: recover's sweep
-            rows = [{"target": m} for m in self.mounts]
-            return 0, json.dumps({"filesystems": rows}) if rows else "", ""
-        mnt = a[a.index("--mountpoint") + 1]
-        if mnt not in self.mounts:
-            return 1, "", ""
+        """``--json`` with the ``-o`` columns asked for (lower case keys, as findmnt writes
+        them); ``--mountpoint`` narrows to one mountpoint (exit 1, no output: none)."""
+        columns = (a[a.index("-o") + 1].lower().split(",") if "-o" in a
+                   else ["target", "source", "fstype", "options"])
+        if "--mountpoint" in a:
+            mnt = a[a.index("--mountpoint") + 1]
+            if mnt not in self.mounts:
+                return 1, "", ""
+            targets = [mnt]
+        else:  # the whole table (recover's sweep): the host's own root first
+            targets = ["/", *self.mounts]
         if "-n" in a:
-            return 0, mnt + "\n", ""
-        dev, fstype, majmin = self.mounts[mnt]
-        return 0, json.dumps({"filesystems": [{"target": mnt, "source": dev,
-                                               "fstype": fstype, "maj:min": majmin}]}), ""
+            return 0, "".join(f"{t}\n" for t in targets), ""
+        rows = []
+        for t in targets:
+            dev, fstype, majmin = self.mounts.get(t, ("/dev/vda1", "ext4", "254:1"))
+            known = {"target": t, "source": dev, "fstype": fstype, "maj:min": majmin,
+                     "options": self.mount_options.get(t, "rw")}
+            rows.append({c: known[c] for c in columns})
+        return 0, json.dumps({"filesystems": rows}) if rows else "", ""
 
     def _cmd_find(self, a, input):
         top = a[1]

@@ -202,3 +202,17 @@ _TREE_TEXT = recorded("findmnt/tree-submounts").stdout.rstrip()
 def test_truncated_output_is_an_error_not_fewer_mounts(cut):
     with pytest.raises(ParseError):
         findmnt.parse_findmnt(_TREE_TEXT[:cut])
+
+
+def test_the_device_columns_give_each_mount_its_device_number_checked():
+    argv = findmnt.findmnt_argv("/srv", device=True)
+    assert argv == ["findmnt", "--json", "-o", "TARGET,SOURCE,FSTYPE,OPTIONS,MAJ:MIN",
+                    "--mountpoint", "/srv"]
+    row = {"target": "/srv", "source": "/dev/mapper/x", "fstype": "ext4", "options": "ro"}
+    (mount,) = findmnt.parse_findmnt(json.dumps({"filesystems": [{**row, "maj:min": "253:7"}]}))
+    assert mount.majmin == "253:7"
+    (mount,) = findmnt.parse_findmnt(json.dumps({"filesystems": [row]}))
+    assert mount.majmin == ""  # not asked for
+    for bad in ("253", "253:7:1", "x:y", " 253:7", 2537):
+        with pytest.raises(ParseError, match="maj:min"):
+            findmnt.parse_findmnt(json.dumps({"filesystems": [{**row, "maj:min": bad}]}))

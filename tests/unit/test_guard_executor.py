@@ -158,7 +158,7 @@ def test_the_mount_guard_asks_findmnt_for_the_mountpoint_and_the_fields_it_compa
         asks = [c for c in host.calls if c[:2] == ("findmnt", "--json")]
         assert asks, host.host
         for c in asks:
-            assert c[2] == "--mountpoint" and c[4:] == ("-o", "TARGET,SOURCE,FSTYPE,MAJ:MIN")
+            assert c[2:5] == ("-o", "TARGET,SOURCE,FSTYPE,OPTIONS,MAJ:MIN", "--mountpoint")
         stats = [c for c in host.calls if c[:1] == ("stat",) and "-f" not in c]
         assert stats and all(c[1:4] == ("-L", "--format", "%t:%T") for c in stats)
 

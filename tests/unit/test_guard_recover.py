@@ -172,7 +172,7 @@ def test_each_hosts_inventory_holds_what_recover_would_take_there(killed_run):
 # What the inventory and the sweep list: every map, the VGs, every mount, the tagged LVs.
 LISTINGS = {"dmsetup": ("dmsetup", "info", "-c", "--noheadings", "-o", "name"),
             "vgs": ("vgs", "--noheadings", "-o", "vg_name"),
-            "findmnt": ("findmnt", "--json", "--list", "-o", "TARGET"),
+            "findmnt": ("findmnt", "--json", "-o", "TARGET,SOURCE,FSTYPE,OPTIONS"),
             "lvs": ("lvs", "--noheadings", "-o", "vg_name,lv_name")}
 
 

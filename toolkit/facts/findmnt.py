@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,6 +11,8 @@ from ..errors import CommandFailed, ParseError
 from ..runners import CommandResult
 
 COLUMNS = "TARGET,SOURCE,FSTYPE,OPTIONS"
+DEVICE_COLUMNS = f"{COLUMNS},MAJ:MIN"  # and the mounted device's number (the mount guards)
+_MAJMIN = re.compile(r"[0-9]{1,10}:[0-9]{1,10}")
 
 
 @dataclass(frozen=True)
@@ -20,6 +23,7 @@ class Mount:
     source: str
     fstype: str
     options: tuple[str, ...]
+    majmin: str = ""  # "major:minor" of the mounted device, when findmnt was asked for it
 
     @property
     def read_only(self) -> bool:
@@ -27,9 +31,11 @@ class Mount:
         return "ro" in self.options
 
 
-def findmnt_argv(target: str | None = None, *, submounts: bool = False) -> list[str]:
-    """All mounts, or the mounts at exactly ``target`` (and below it with ``submounts``)."""
-    argv = ["findmnt", "--json", "-o", COLUMNS]
+def findmnt_argv(target: str | None = None, *, submounts: bool = False,
+                 device: bool = False) -> list[str]:
+    """All mounts, or the mounts at exactly ``target`` (and below it with ``submounts``);
+    with ``device``, each with its device's major:minor too."""
+    argv = ["findmnt", "--json", "-o", DEVICE_COLUMNS if device else COLUMNS]
     if target is None:
         if submounts:
             raise ValueError("submounts needs a target")
@@ -73,6 +79,15 @@ def _text(entry: dict[str, Any], key: str, *, nullable: bool = False) -> str:
     return value
 
 
+def _majmin(entry: dict[str, Any]) -> str:
+    if "maj:min" not in entry:
+        return ""
+    value = _text(entry, "maj:min")
+    if not _MAJMIN.fullmatch(value):
+        raise ParseError(f"findmnt: 'maj:min' is not major:minor: {value!r}"[:300])
+    return value
+
+
 def _walk(entries: Any, out: list[Mount], depth: int) -> None:
     if not isinstance(entries, list):
         raise ParseError("findmnt: 'filesystems'/'children' is not a list")
@@ -90,6 +105,7 @@ def _walk(entries: Any, out: list[Mount], depth: int) -> None:
             source=_text(entry, "source", nullable=True),
             fstype=_text(entry, "fstype"),
             options=split_options(_text(entry, "options", nullable=True)),
+            majmin=_majmin(entry),
         ))
         if "children" in entry:
             _walk(entry["children"], out, depth + 1)
