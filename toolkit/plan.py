@@ -435,7 +435,7 @@ def plan_backup(facts: BackupFacts, config: Config, run_id: str) -> Plan:
                           "run directory")
     dst_root = path_under(d.target_prefix, posixpath.join(d.target_prefix, run_dir_name),
                           "run directory")
-    size_args = (dcfg.snapshot_size or d.snapshot_size).lvcreate_args()
+    size_args = dcfg.effective_snapshot_size(d).lvcreate_args()
 
     steps: list[Step] = []
     snapshots: list[SnapshotPlan] = []
@@ -627,8 +627,8 @@ def transfer_argv(config: Config, domain: str, fsp: FilesystemPlan, peer_address
         SshOptions(key=str(ssh.key), known_hosts=str(ssh.known_hosts), port=peer_port,
                    connect_timeout=math.ceil(ssh.connect_timeout), keepalive=int(ssh.keepalive),
                    cipher=ssh.cipher or "", compress=d.compress),
-        excludes=relative_excludes(list(d.excludes) + list(dcfg.excludes), guest_path),
-        extra_args=list(d.rsync_args) + list(dcfg.rsync_args),
+        excludes=relative_excludes(list(dcfg.effective_excludes(d)), guest_path),
+        extra_args=list(dcfg.effective_rsync_args(d)),
         bwlimit=d.bwlimit or "",
         max_delete=None if allow_mass_delete else d.max_delete,
     )

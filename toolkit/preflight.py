@@ -45,7 +45,7 @@ from .facts.guestlvm import (
     read_argv,
     to_bytes,
 )
-from .facts.lvm import LogicalVolume, lvs_argv, parse_lvs, parse_vgs, vgs_argv
+from .facts.lvm import LogicalVolume, lv_missing, lvs_argv, parse_lvs, parse_vgs, vgs_argv
 from .facts.partitions import (
     Partition,
     PartitionTable,
@@ -123,7 +123,7 @@ def domain_state(runner: Runner, uri: str, domain: str) -> str | None:
 def lookup_lv(runner: Runner, path: str) -> LogicalVolume | None:
     result = runner.run(lvs_argv(path), check=False, timeout=60)
     if result.exit_code != 0:
-        if "not found" in result.stderr or "Failed to find" in result.stderr:
+        if lv_missing(result):
             return None
         runner.run(lvs_argv(path), timeout=60)
     lvs = parse_lvs(result.stdout)
@@ -400,8 +400,7 @@ def _gather_rest(config: Config, domain: str, source: Runner, local_name: str, s
                  peer_reads: _PeerReads) -> tuple[Preflight, Runner]:
     dcfg = config.domain(domain)
     uri = config.hypervisor_uri
-    peer_name = dcfg.peer
-    peer_spec = config.dom0s[peer_name]
+    peer_name, peer_spec = config.peer_of(domain)
     check_binaries(source, SOURCE_BINARIES)
     disks = parse_domain_disks(source.run(dumpxml_argv(uri, domain), timeout=60).stdout, domain)
     backed = [d for d in disks if d.skip_reason is None]
@@ -490,7 +489,7 @@ def _source_disks(config: Config, domain: str, source: Runner, local_name: str,
     A disk that holds only swap gets no snapshot, so it needs no room in its VG.
     """
     dcfg = config.domain(domain)
-    size = dcfg.snapshot_size or config.defaults.snapshot_size
+    size = dcfg.effective_snapshot_size(config.defaults)
     vg_need: dict[str, int] = {}
     source_disks: list[tuple[LogicalVolume, _Layout]] = []
     for disk in backed:

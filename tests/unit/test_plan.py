@@ -126,3 +126,16 @@ def test_rsyncs_ssh_connect_timeout_is_rounded_up_never_to_zero(tmp_path, second
     rsh = argv[argv.index("-e") + 1] if "-e" in argv else next(a for a in argv
                                                                if "ConnectTimeout" in a)
     assert f"ConnectTimeout={expected}" in rsh
+
+
+def test_the_copy_takes_the_default_excludes_and_the_domains_each_once(tmp_path):
+    """The plan's rsync argv comes from the config's effective excludes: the defaults
+    first, then the domain's, a pattern both name only once."""
+    cfg = config(tmp_path)
+    d = dataclasses.replace(cfg.defaults, excludes=("*.swp", "*.tmp"))
+    web01 = dataclasses.replace(cfg.domains["web01"], excludes=("*.tmp", "core"))
+    cfg = dataclasses.replace(cfg, defaults=d, domains={"web01": web01})
+    plan = plan_backup(web01_facts(), cfg, "20260101T000000Z-0000")
+    (rsync,) = [s.argv for s in plan.steps if s.action == "rsync" and s.fs == "xvda1"]
+    assert [a for a in rsync if a.startswith("--exclude=")] == [
+        "--exclude=*.swp", "--exclude=*.tmp", "--exclude=core"]
