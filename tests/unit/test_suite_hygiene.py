@@ -52,3 +52,20 @@ def test_every_promise_the_code_and_tests_cite_is_in_the_readme():
             for n in CODE_REF.findall(file.read_text()):
                 cited.setdefault(int(n), str(file.relative_to(ROOT)))
     assert {n: f for n, f in cited.items() if n not in known} == {}
+
+
+def test_the_readmes_code_map_names_every_module_of_the_product():
+    """The README's "How the code is laid out" names every file of the product, and only
+    files that exist: a module added or removed without the map fails here."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## How the code is laid out", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`(toolkit/[\w/]+\.py)`", section))
+    product = {str(p.relative_to(ROOT)) for p in (ROOT / "toolkit").rglob("*.py")
+               if "lab" not in p.parts and p.name != "__init__.py"
+               and p.parent.name != "facts"}
+    assert named - product == set(), "the map names files that do not exist"
+    assert product - named == set(), "files the map does not name"
+    facts = {p.stem for p in (ROOT / "toolkit" / "facts").glob("*.py")} - {"__init__"}
+    assert "`toolkit/facts/*.py`" in section
+    row = next(line for line in section.splitlines() if "`toolkit/facts/*.py`" in line)
+    assert {f for f in facts if f"`{f}`" not in row} == set()
