@@ -716,3 +716,16 @@ def test_runner_for_rejects_bad_specs() -> None:
     with pytest.raises(errors.UsageError):
         SSHRunner(HostSpec("docker", "x"), key_file="/k", known_hosts="/kh")
 
+
+
+def test_the_ssh_transport_is_imported_only_when_a_host_needs_it() -> None:
+    """Commands that never reach a peer (status of local history, check-config, plan from
+    recorded facts) do not pay for paramiko's import; an ssh:// host brings it in."""
+    code = ("import sys, toolkit.app, toolkit.commands, toolkit.recover\n"
+            "assert 'paramiko' not in sys.modules, 'imported early'\n"
+            "from toolkit.runners import runner_for\n"
+            "runner_for('ssh://root@peer:22')\n"
+            "assert 'paramiko' in sys.modules\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=False)
+    assert res.returncode == 0, res.stderr
