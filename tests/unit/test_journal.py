@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from fakes import FakeHost, refuse_unknown_options
 
 from toolkit.errors import CommandFailed, ParseError
 from toolkit.journal import (
@@ -17,7 +18,7 @@ from toolkit.journal import (
     unwrap_journalled,
     unwrap_replace,
 )
-from toolkit.runners import LocalRunner
+from toolkit.runners import CommandResult, LocalRunner
 
 
 def test_entries_round_trip_through_a_real_file(tmp_path):
@@ -145,3 +146,45 @@ def test_replace_file_writes_atomically_makes_its_directory_and_keeps_the_old_on
     assert unwrap_replace(replace_file_argv(str(odd))) == str(odd)
     assert unwrap_replace(journalled_argv(str(odd), ["ls"])) is None
 
+
+
+def test_a_journal_line_with_a_corrupt_time_is_corruption_not_an_entry():
+    entry = JournalEntry("R", "d", "mount", "/m", ("umount", "/m"), (), 1.5)
+    assert parse_journal(entry.to_line()) == [entry]  # when it was written comes back too
+    bad = entry.to_line().replace('"ts": 1.5', '"ts": "soon"')
+    assert bad != entry.to_line()
+    # not the last line, so not a torn write: recover must not trust (and undo) it
+    with pytest.raises(ParseError, match="line 1 is not a journal entry"):
+        parse_journal(bad + entry.to_line())
+
+
+def test_an_unreadable_journal_directory_is_reported_in_finds_own_words_within_a_bound():
+    state = "/var/lib/domu-backup"
+    journals = f"{state}/journal"
+
+    def unreadable(argv):
+        # find of that directory fails as a real one would, once its arguments are valid
+        if argv[0] == "find" and argv[1] == journals and refuse_unknown_options(argv) is None:
+            return CommandResult("dom0-a", argv, 1, "", f"find: '{journals}': Permission denied\n",
+                                 0.0)
+        return None
+
+    host = FakeHost("dom0-a", fail=unreadable)
+    with pytest.raises(CommandFailed) as raised:
+        list_journals(host, state, "web01")
+    assert raised.value.result.argv[:2] == ("find", journals)
+    assert raised.value.result.stderr == f"find: '{journals}': Permission denied\n"
+    # each look is bounded like a probe: a hung state directory never holds recover for ever
+    assert host.timeouts and all(t is not None and t <= 120 for _, t in host.timeouts)
+
+
+def test_journal_writes_and_the_journals_removal_are_bounded_like_a_probe():
+    host = FakeHost("dom0-b")
+    j = Journal(host, "/var/lib/domu-backup", "web01", "20260101T000000Z-0001")
+    j.record("snapshot", "/dev/vg/s", ("lvremove", "-f", "vg/s"), ("lvs", "vg/s"))
+    j.record("mount", "/run/x", ("umount", "/run/x"), ("mountpoint", "-q", "/run/x"))
+    assert [e.action for e in parse_journal(host.files[j.path])] == ["snapshot", "mount"]
+    j.remove()
+    assert j.path not in host.files
+    assert [argv[0] for argv, _ in host.timeouts] == ["mkdir", "dd", "dd", "rm"]
+    assert all(t is not None and t <= 120 for _, t in host.timeouts), host.timeouts

@@ -4,6 +4,7 @@ non-root user: ownership by someone else is shown through an injected stat."""
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -187,3 +188,18 @@ def test_the_executor_and_the_command_line_use_this_lock() -> None:
 
     assert toolkit.execute.domain_lock is toolkit.lock.domain_lock
     assert toolkit.app.domain_lock is toolkit.lock.domain_lock
+
+
+def test_a_busy_lock_whose_holder_cannot_be_read_names_no_pid(lock_dir: Path,
+                                                             monkeypatch) -> None:
+    def unreadable(fd, length, offset):
+        raise OSError(errno.EIO, "Input/output error")
+
+    with domain_lock(str(lock_dir), "web01"):
+        monkeypatch.setattr(os, "pread", unreadable)
+        with pytest.raises(errors.LockBusy) as raised:
+            with domain_lock(str(lock_dir), "web01"):
+                pass
+        monkeypatch.undo()
+    assert str(raised.value) == (f"domain web01 is being backed up by another run; "
+                                 f"lock {lock_dir}/web01.lock")

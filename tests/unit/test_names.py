@@ -209,3 +209,18 @@ def test_a_guest_vg_and_lv_pair_is_refused_one_character_past_lvms_limit():
         check_lvm_pair("-bad", "root", "xvda2")
     with pytest.raises(UnsafeName, match="^xvda2: LV name"):
         check_lvm_pair("vg", "-bad", "xvda2")
+
+
+def test_a_name_lvm_refuses_is_refused_saying_what_lvm_allows():
+    with pytest.raises(UnsafeName) as raised:
+        check_lvm_name("-rf", "guest LV name")
+    assert str(raised.value) == ("guest LV name '-rf' is not a valid LVM name (letters, digits "
+                                 "and + _ . - only, not starting with -, not . or ..)")
+
+
+def test_a_name_longer_than_lvm_allows_is_refused_with_its_length_and_the_limit():
+    assert check_lvm_name("x" * 127, "guest LV name") == "x" * 127
+    with pytest.raises(UnsafeName) as raised:
+        check_lvm_name("x" * 128, "guest LV name")
+    assert str(raised.value) == (f"guest LV name {'x' * 40!r}... is 128 characters long "
+                                 "(LVM allows 127)")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import posixpath
 
+import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -100,3 +101,12 @@ def test_partition_maps_parse_with_the_configured_delimiter_and_a_digit_ending_d
     assert (got.disk, got.partition) == ("xvda", 3)
     assert parse_owned(f"domubk-{RUN}-web-xvda-part3", "web", "p") is None
     assert parse_owned("domubk-2026-web-xvda", "web", "p") is None  # not a run id
+
+
+@pytest.mark.parametrize("prefix", [DST, "/srv/backups-X", "/mnt/dst/"])
+def test_a_runs_mounts_are_found_under_its_prefix_whatever_the_prefix_ends_with(prefix):
+    base = prefix.rstrip("/")
+    mine = [f"{base}/web.{RUN}", f"{base}/web.{RUN}/xvda1"]
+    others = [f"{base}/web-01.{RUN}/xvda1", f"{base}-old/web.{RUN}/xvda1", f"/mnt/web.{RUN}"]
+    assert owned_mounts(others + mine, prefix, "web") == [f"{base}/web.{RUN}/xvda1",
+                                                           f"{base}/web.{RUN}"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -15,6 +16,7 @@ from toolkit.facts.fsparams import read_argv
 from toolkit.plan import plan_backup, render_plan
 from toolkit.preflight import gather, local_node_name
 from toolkit.replay import ReplayRunner
+from toolkit.runners import DEFAULT_TIMEOUT
 
 ROOT = Path(__file__).resolve().parents[2]
 RECORDING = ROOT / "fixtures" / "replay" / "web01-on-dom0-a.json"
@@ -371,3 +373,78 @@ def test_a_bad_disk_target_refuses_the_domain_naming_it():
             r["stdout"] = r["stdout"].replace("dev='xvda'", "dev='xvda/../../etc'")
     with pytest.raises(errors.UnsafeName, match="domain 'web01': disk target 'xvda/../../etc'"):
         run_gather(recs)
+
+
+def test_a_domain_with_no_disk_to_back_up_is_refused_with_each_disks_reason():
+    image = ("<disk type='file' device='disk'><driver name='qemu' type='raw'/>"
+             "<source file='/var/lib/xen/images/web01-data.img'/>"
+             "<target dev='xvdc' bus='xen'/></disk>")
+    cdrom = ("<disk type='file' device='cdrom'><driver name='qemu' type='raw'/>"
+             "<target dev='hdc' bus='ide'/><readonly/></disk>")
+    recs = records()
+    for r in recs:
+        if "dumpxml" in r["argv"]:
+            r["stdout"], n = re.subn(r"<disk type='block'.*?</disk>", image + cdrom, r["stdout"],
+                                     flags=re.S)
+            assert n == 1
+    with pytest.raises(errors.DomainUnknown) as raised:
+        run_gather(recs)
+    assert str(raised.value) == ("[dom0-a] domain web01 has no block-device disk to back up "
+                                 "(xvdc: file-backed, hdc: cdrom)")
+
+
+def test_swap_in_a_logical_partition_makes_a_disk_swap_only_but_a_filesystem_beside_it_not():
+    from toolkit.facts.blkid import FilesystemProbe
+    from toolkit.facts.partitions import Partition, PartitionTable
+    from toolkit.plan import FsFacts
+    from toolkit.preflight import swap_only
+
+    nothing = FilesystemProbe(None, None, None, None, None, None)
+    swap = FilesystemProbe("swap", "0f1e2d3c-0000-4000-8000-000000000001", None, "other", None,
+                           "1")
+    extended = Partition(1, 2048, 204800, "5", None, None, False, True)
+    logical = Partition(5, 4096, 102400, "82", None, None, False, False)
+    table = PartitionTable("dos", "0x1234abcd", 512, (extended, logical))
+    layout = (table, (FsFacts("xvda1", extended, nothing), FsFacts("xvda5", logical, swap)))
+    assert swap_only(layout)  # the extended container holds nothing of its own
+    ext4 = dataclasses.replace(swap, type="ext4", usage="filesystem")
+    assert not swap_only((table, (*layout[1], FsFacts("xvda6", logical, ext4))))
+
+
+class _Bounded(ReplayRunner):
+    """A replay runner that keeps each command's time bound (a runner's default: 600 s)."""
+
+    def __init__(self, host, recs):
+        super().__init__(host, recs)
+        self.bounds: list[tuple[tuple[str, ...], float | None]] = []
+
+    def run(self, argv, **kw):
+        self.bounds.append((tuple(argv), kw.get("timeout", DEFAULT_TIMEOUT)))
+        return super().run(argv, **kw)
+
+
+def test_every_preflight_read_on_either_host_is_bounded_like_a_probe():
+    recs = records()
+    source = _Bounded("dom0-a", [r for r in recs if r["role"] == "source"])
+    peer = _Bounded("dom0-b", [r for r in recs if r["role"] == "peer"])
+    cfg = load_config(CONFIG, check_permissions=False)
+    gather(cfg, "web01", source, lambda name: peer, local_node_name(cfg, "dom0-a"))
+    for host in (source, peer):
+        assert {argv[0] for argv, _ in host.bounds} >= {"which", "virsh", "lvs"}
+        # a hung probe holds the domain's lock no longer than the inventory's probes may
+        assert all(t is not None and t <= 120 for _, t in host.bounds), host.bounds
+    assert any("dumpxml" in argv for argv, _ in source.bounds)
+    assert any(argv[0] == "vgs" for argv, _ in source.bounds)
+
+
+def test_a_hypervisor_that_cannot_answer_is_reported_in_virshs_words_within_a_bound():
+    said = "error: failed to connect to the hypervisor\nerror: Connection refused\n"
+    recs = patch(records(), "source", "virsh", exit_code=1, stdout="", stderr=said)
+    source = _Bounded("dom0-a", [r for r in recs if r["role"] == "source"])
+    cfg = load_config(CONFIG, check_permissions=False)
+    with pytest.raises(errors.CommandFailed) as raised:
+        gather(cfg, "web01", source, lambda name: pytest.fail("the peer was contacted"),
+               local_node_name(cfg, "dom0-a"))
+    assert raised.value.result.stderr == said and "domstate" in raised.value.result.argv
+    assert [argv[3] for argv, _ in source.bounds] == ["domstate", "domstate"]
+    assert all(t is not None and t <= 120 for _, t in source.bounds), source.bounds

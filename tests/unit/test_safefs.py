@@ -300,3 +300,14 @@ def test_a_trusted_file_reached_through_a_symlink_is_checked_at_its_target(
     real.chmod(0o666)
     assert insecure(safefs.check_trusted_file, str(d / "link.toml"),
                     "the config file").startswith(f"{real}: ")
+
+
+def test_a_trusted_file_reached_through_a_symlink_loop_is_refused_as_a_symbolic_link(
+        tmp_path: Path) -> None:
+    d = _dir(tmp_path / "etc")
+    (d / "a.toml").symlink_to(d / "b.toml")
+    (d / "b.toml").symlink_to(d / "a.toml")
+    message = insecure(safefs.check_trusted_file, str(d / "a.toml"), "the config file")
+    assert message.startswith(f"{d}/")
+    assert message.endswith(": the config file is a symbolic link, not a regular file; fix the "
+                            "path in the config"), message

@@ -183,3 +183,41 @@ def test_a_run_cleans_its_own_leftovers_before_it_judges_the_standby(monkeypatch
     assert report.cleaned == ["removed x"]
     assert json.loads(json.dumps(report.phases))  # both phases recorded
     assert {"preflight", "recover"} <= set(report.phases)
+
+
+def test_a_plain_file_in_place_of_journal_is_refused_and_never_used(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    (state / "journal").write_text("")  # root's own, 0600: only its kind is wrong
+    (state / "journal").chmod(0o600)
+    with pytest.raises(InsecureFile) as raised:
+        check_state_dir(LocalRunner("dom0-b"), str(state))
+    j = state / "journal"
+    assert str(raised.value) == (
+        f"[dom0-b] {j}: journal/ in it is not a directory (a symlink or another file), which "
+        f"the tool never follows; replace it with a directory: rm {j} && mkdir -m 0700 {j}")
+
+
+def test_a_group_writable_state_directory_is_refused_with_its_mode_and_the_fix():
+    with pytest.raises(InsecureFile) as raised:
+        judge_state_dir(SAFE.replace("D 41c0 0 ", "D 41f8 0 "), "/var/lib/domu-backup", "dom0-b")
+    assert str(raised.value) == ("[dom0-b] /var/lib/domu-backup: the state directory has mode "
+                                 "0770 (group- or world-writable); run chmod go-w "
+                                 "/var/lib/domu-backup")
+
+
+def test_the_check_names_its_host_and_the_state_directory_a_foreign_parent_endangers():
+    from toolkit.runners import CommandResult
+
+    class Host:
+        host = "dom0-b"
+
+        def run(self, argv, **kw):
+            out = SAFE.replace("P 41ed 0 /var\n", "P 41ed 1000 /var\n")
+            return CommandResult("dom0-b", tuple(argv), 0, out, "", 0.0)
+
+    with pytest.raises(InsecureFile) as raised:
+        check_state_dir(Host(), "/var/lib/domu-backup")
+    assert raised.value.host == "dom0-b"
+    assert str(raised.value) == ("[dom0-b] /var: a directory above the state directory "
+                                 "/var/lib/domu-backup is owned by uid 1000; run chown root /var")

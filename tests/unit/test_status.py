@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from fakes import config
+from fakes import FakeHost, config
 
 from toolkit.report import DomainReport, RunReport, summary, write_report
-from toolkit.status import domain_status, render_status
+from toolkit.status import domain_status, marker_path, read_peer_marker, render_status
 
 
 def _cfg(tmp_path):
@@ -45,3 +45,13 @@ def test_skipped_runs_do_not_enter_the_history(tmp_path):
     assert path.exists()
     assert not (tmp_path / "reports" / "history.jsonl").exists()
     assert "web01: skipped" in summary(RunReport("dom0-b", domains=[skip]))
+
+
+def test_the_standby_marker_is_read_within_a_probes_bound(tmp_path):
+    path = marker_path(_cfg(tmp_path), "web01")
+    peer = FakeHost("dom0-b")
+    peer.files[path] = '{"state": "clean", "run_id": "R1"}\n'
+    assert read_peer_marker(peer, path) == {"state": "clean", "run_id": "R1"}
+    # a peer that hangs leaves `status` waiting no longer than a probe's bound
+    ((argv, bound),) = peer.timeouts
+    assert argv == ("cat", "--", path) and bound is not None and bound <= 120
