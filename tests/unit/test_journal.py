@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from fakes import FakeHost, refuse_unknown_options
 
@@ -163,11 +165,14 @@ def test_an_unreadable_journal_directory_is_reported_in_finds_own_words_within_a
     journals = f"{state}/journal"
 
     def unreadable(argv):
-        # find of that directory fails as a real one would, once its arguments are valid
-        if argv[0] == "find" and argv[1] == journals and refuse_unknown_options(argv) is None:
-            return CommandResult("dom0-a", argv, 1, "", f"find: '{journals}': Permission denied\n",
-                                 0.0)
-        return None
+        # find fails as a real one would, once its arguments are valid: one complaint per
+        # starting point (the journal directory unreadable, any other one missing)
+        if argv[0] != "find" or refuse_unknown_options(argv) is not None:
+            return None
+        starts = list(itertools.takewhile(lambda w: not w.startswith("-"), argv[1:]))
+        said = "".join(f"find: '{p}': Permission denied\n" if p == journals
+                       else f"find: '{p}': No such file or directory\n" for p in starts)
+        return CommandResult("dom0-a", argv, 1, "", said, 0.0)
 
     host = FakeHost("dom0-a", fail=unreadable)
     with pytest.raises(CommandFailed) as raised:
