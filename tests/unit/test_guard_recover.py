@@ -457,3 +457,72 @@ def test_owned_names_in_any_of_the_hosts_volume_groups_even_with_dashes():
     assert not snapshot_partition_map(dashed, ["vg"], "web01", "p")
     owned = parse_owned(f"domubk-{RUN}-web01-xvdap1", "web01", "p")
     assert (owned.run_id, owned.domain, owned.disk, owned.partition) == (RUN, "web01", "xvda", 1)
+
+
+def _vanish(host: FakeHost, argv: tuple[str, ...]) -> None:
+    """The resource an undo names goes away on its own just before the undo runs."""
+    if argv[0] == "umount":
+        host.mounts.pop(argv[-1], None)
+    elif argv[:2] == ("dmsetup", "remove"):
+        host.maps.discard(argv[-1])
+        host.map_on.pop(argv[-1], None)
+    elif argv[0] == "lvremove":
+        host.lvs.pop(argv[-1], None)
+
+
+def test_leftovers_that_go_away_before_the_sweep_undoes_them_are_no_error(killed_run):
+    """Between the listing and the undo a leftover can go (another recover, an operator):
+    the undo then fails, its probe says the resource is gone, and the sweep goes on
+    without an error. Without the probe it would retry and fail the whole recover."""
+    cfg, src, peer = killed_run
+    for host, role in ((peer, "peer"), (src, "source")):
+        first: dict[str, tuple[str, ...]] = {}
+
+        def vanishing(argv, host=host, first=first):
+            kind = argv[0] if argv[0] != "dmsetup" else " ".join(argv[:2])
+            if kind in ("umount", "dmsetup remove", "lvremove") and kind not in first:
+                first[kind] = argv
+                _vanish(host, argv)
+            return None
+
+        host.fail = vanishing
+        done = sweep(host, cfg, "web01", role, lambda m: None)
+        kinds = {"peer": {"umount", "dmsetup remove"},
+                 "source": {"umount", "dmsetup remove", "lvremove"}}[role]
+        assert set(first) == kinds
+        assert host.leftovers() == [], host.leftovers()
+        assert done
+
+
+def test_the_sweep_leaves_an_empty_run_directory_of_a_domain_whose_name_extends_ours(
+        killed_run):
+    """``find -name 'web01.*'`` also lists ``web01.prod.<run>``: the sweep of web01 keeps
+    only its own run directories (R21)."""
+    cfg, src, _peer = killed_run
+    theirs = f"/run/domu-backup/src/web01.prod.{RUN}"
+    src.run(["mkdir", "-p", theirs])
+    done = sweep(src, cfg, "web01", "source", lambda m: None)
+    assert any(m.endswith(f"removed directory /run/domu-backup/src/web01.{RUN}") for m in done)
+    assert src._exists_dir(theirs)
+    assert not any("web01.prod" in m for m in done)
+
+
+def test_a_guest_lv_map_goes_before_the_partition_map_it_sits_on_even_when_its_name_is_shorter():
+    """On the source a kpartx map of the snapshot carries the VG and doubled dashes, so it
+    is longer than the guest LV map that sits on it: the order is by kind first."""
+    from toolkit.recover import owned_maps
+
+    snap_part = dm_name("vg-guests-on-ssd", SNAP) + "p2"
+    lv_map = f"domubk-{RUN}-web01-src-0123456789abcdef"
+    assert len(lv_map) < len(snap_part)
+    assert owned_maps([snap_part, lv_map], "source", "web01", ["vg-guests-on-ssd"], "p") == [
+        lv_map, snap_part]
+
+
+def test_recover_reads_and_removes_each_journal_within_a_probes_bound(killed_run):
+    cfg, src, peer = killed_run
+    recover_domain(cfg, "web01", src, peer)
+    for host in (src, peer):
+        bounds = [t for argv, t in host.timeouts if argv[0] in ("cat", "rm")
+                  and "/journal/" in argv[-1]]
+        assert bounds and all(t is not None and t <= 120 for t in bounds), bounds
