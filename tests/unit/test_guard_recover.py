@@ -486,11 +486,14 @@ def test_leftovers_that_go_away_before_the_sweep_undoes_them_are_no_error(killed
             return None
 
         host.fail = vanishing
+        start = len(host.timeouts)
         done = sweep(host, cfg, "web01", role, lambda m: None)
         kinds = {"peer": {"umount", "dmsetup remove"},
                  "source": {"umount", "dmsetup remove", "lvremove"}}[role]
         assert set(first) == kinds
         assert host.leftovers() == [], host.leftovers()
+        # each of the sweep's commands has its own bound, none left to the 600 s default
+        assert all(t is not None and t <= 300 for _, t in host.timeouts[start:])
         assert done
 
 

@@ -253,6 +253,7 @@ def test_processes_that_all_end_on_term_are_not_sent_kill(monkeypatch):
     host = _host_running(PS)
     done = stop_processes(host, _two_host_config(), "web01", lambda m: None)
     assert [c[:2] for c in host.calls] == [("ps", "-eo"), ("kill", "-TERM"), ("ps", "-o")]
+    assert [t for _, t in host.timeouts] == [60, 30, 30]  # each bounded, well below 600 s
     assert 4101 not in host.processes and 4200 in host.processes
     # the report names each process by its first 120 characters
     assert done[0] == ("[dom0-a] stopped process 4101 (setpriv --pdeathsig KILL -- rsync "
