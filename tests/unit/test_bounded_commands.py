@@ -58,3 +58,27 @@ def test_the_start_of_run_inventory_bounds_every_probe(tmp_path, role):
     host = FakeHost("dom0-a")
     take_inventory(host, config(tmp_path), role)
     assert host.timeouts and all(t is not None and t <= 120 for _, t in host.timeouts)
+
+
+def test_a_runs_probes_and_marker_writes_have_short_bounds_of_their_own(tmp_path):
+    """A probe (is it mounted, does the node exist, what does the marker say) and the marker
+    write are bounded at 120 s at most, whatever the configured command timeout; none is
+    left to a runner's default."""
+    from dataclasses import replace
+
+    from toolkit.journal import unwrap_replace
+
+    cfg = config(tmp_path)
+    cfg = replace(cfg, ssh=replace(cfg.ssh, command_timeout=900.0))
+    src, peer = FakeHost("dom0-a"), FakeHost("dom0-b")
+    src.fstab_on = "xvda1"
+    Executor(plan_backup(web01_facts(), cfg, RUN), cfg, src, peer, DomainReport("web01")).run()
+    calls = src.timeouts + peer.timeouts
+    probes = [(a, t) for a, t in calls
+              if a[0] in ("cat", "findmnt", "stat", "lvs", "readlink", "test", "find")]
+    assert {a[0] for a, _ in probes} >= {"cat", "findmnt", "stat", "lvs", "test"}
+    assert all(t is not None and t <= 120 for _, t in probes), probes
+    marker = [t for a, t in peer.timeouts if (unwrap_replace(a) or "").endswith(".json")]
+    assert marker and all(t is not None and t <= 120 for t in marker), marker
+    steps = [t for a, t in calls if a[0] in ("lvcreate", "mount", "kpartx")]
+    assert steps and set(steps) == {900.0}  # the steps take the configured bound
