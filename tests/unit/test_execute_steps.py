@@ -291,7 +291,7 @@ def test_the_inode_probes_of_a_full_standby_are_bounded_in_time(tmp_path):
     assert "no free inodes" in said
     for host in (src, peer):
         probes = [t for argv, t in host.timeouts if argv[:2] == ("stat", "-f")]
-        assert len(probes) == 1 and probes[0] is not None and probes[0] <= 600, host.host
+        assert len(probes) == 1 and probes[0] is not None and probes[0] <= 120, host.host
 
 
 # -- the snapshot watch -------------------------------------------------------------------
