@@ -49,6 +49,11 @@ def test_recover_bounds_every_command(tmp_path, monkeypatch):
     assert src.timeouts and peer.timeouts
     for h in (src, peer):
         assert [argv for argv, t in h.timeouts if t is None or t > 600] == [], h.host
+        # its probes (what is mounted, mapped, left, running) have short bounds of their own
+        probes = [(argv, t) for argv, t in h.timeouts
+                  if argv[0] in ("findmnt", "lvs", "vgs", "find", "cat", "ps")
+                  or argv[:2] == ("dmsetup", "info")]
+        assert probes and all(t is not None and t <= 120 for _, t in probes), h.host
 
 
 @pytest.mark.parametrize("role", ["source", "peer"])
