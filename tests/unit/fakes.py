@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from toolkit.config import parse_config
-from toolkit.errors import CommandFailed
+from toolkit.errors import CommandFailed, ConnectionLost
 from toolkit.facts.blkid import FilesystemProbe, parse_blkid_export
 from toolkit.facts.lvm import LogicalVolume, dm_name
 from toolkit.facts.partitions import parse_sfdisk
@@ -790,6 +790,23 @@ class FakeHost:
             elif signals[a[1]] == "KILL" or pid not in self.ignores_term:
                 del self.processes[pid]
         return (1, "", "".join(errs)) if errs else (0, "", "")
+
+
+class StatfsHost(FakeHost):
+    """A host whose ``stat -f`` of a mount answers (exit code, stdout), or loses the
+    connection (None)."""
+
+    def __init__(self, host: str, answer: tuple[int, str] | None) -> None:
+        super().__init__(host)
+        self.answer = answer
+
+    def _cmd_stat(self, a, input):
+        if "-f" not in a:
+            return super()._cmd_stat(a, input)
+        if self.answer is None:
+            raise ConnectionLost("cannot open an SSH session", host=self.host)
+        code, out = self.answer
+        return code, out, "" if code == 0 else "stat: cannot read file system information\n"
 
 
 def _parents(path: str) -> list[str]:

@@ -10,7 +10,7 @@ import threading
 from dataclasses import replace
 
 import pytest
-from fakes import RSYNC_STATS, FakeHost, config, web01_facts
+from fakes import RSYNC_STATS, FakeHost, StatfsHost, config, web01_facts
 
 from toolkit import errors, execute, signals
 from toolkit.execute import Executor, Failpoint
@@ -240,22 +240,6 @@ def test_vanished_files_are_a_failure_on_the_source_host_unless_allowed(tmp_path
 
 
 # -- a full standby: out of inodes or of space ----------------------------------------------
-
-class StatfsHost(FakeHost):
-    """A host whose ``stat -f`` of a mount answers (exit code, stdout), or loses the
-    connection (None)."""
-
-    def __init__(self, host: str, answer: tuple[int, str] | None) -> None:
-        super().__init__(host)
-        self.answer = answer
-
-    def _cmd_stat(self, a, input):
-        if "-f" not in a:
-            return super()._cmd_stat(a, input)
-        if self.answer is None:
-            raise errors.ConnectionLost("cannot open an SSH session", host=self.host)
-        code, out = self.answer
-        return code, out, "" if code == 0 else "stat: cannot read file system information\n"
 
 
 def _full_standby(tmp_path, peer_answer, source_answer):

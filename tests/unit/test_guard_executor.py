@@ -12,7 +12,7 @@ import re
 import signal
 
 import pytest
-from fakes import FakeHost, config, web01_facts
+from fakes import FakeHost, StatfsHost, config, web01_facts
 
 from toolkit import errors, signals
 from toolkit.execute import Executor
@@ -521,19 +521,9 @@ def test_only_rsyncs_progress_updates_reach_the_progress_display(tmp_path):
 
 # -- R19: a full standby says which kind of full ----------------------------------------
 
-class InodesHost(FakeHost):
+def inodes_host(host: str, answer: tuple[int, int] | None) -> StatfsHost:
     """A host whose ``stat -f`` of a mount says ``answer`` (inodes, free), or fails (None)."""
-
-    def __init__(self, host: str, answer: tuple[int, int] | None) -> None:
-        super().__init__(host)
-        self.answer = answer
-
-    def _cmd_stat(self, a, input):
-        if "-f" not in a:
-            return super()._cmd_stat(a, input)
-        if self.answer is None:
-            return 1, "", "stat: cannot read file system information\n"
-        return 0, f"{self.answer[0]} {self.answer[1]}\n", ""
+    return StatfsHost(host, (1, "") if answer is None else (0, f"{answer[0]} {answer[1]}\n"))
 
 
 @pytest.mark.parametrize(("ours", "said"), [
@@ -547,7 +537,7 @@ class InodesHost(FakeHost):
            "made with fewer inodes than the source; run init-standby --force"),
 ], ids=["stale-files", "fewer-inodes", "source-unreadable"])
 def test_a_standby_out_of_inodes_is_said_as_that_with_what_to_do(tmp_path, ours, said):
-    src, peer = InodesHost("dom0-a", ours), InodesHost("dom0-b", (1000, 0))
+    src, peer = inodes_host("dom0-a", ours), inodes_host("dom0-b", (1000, 0))
     src.fstab_on = "xvda1"
     src.rsync_result = (11, "", "rsync: write failed: No space left on device (28)\n")
     plan, report, ex = _executor(tmp_path, src, peer)
@@ -559,7 +549,7 @@ def test_a_standby_out_of_inodes_is_said_as_that_with_what_to_do(tmp_path, ours,
 
 
 def test_a_standby_with_inodes_left_is_full_of_data(tmp_path):
-    src, peer = InodesHost("dom0-a", (500, 100)), InodesHost("dom0-b", (1000, 900))
+    src, peer = inodes_host("dom0-a", (500, 100)), inodes_host("dom0-b", (1000, 900))
     src.fstab_on = "xvda1"
     src.rsync_result = (11, "", "rsync: write failed: No space left on device (28)\n")
     plan, report, ex = _executor(tmp_path, src, peer)
