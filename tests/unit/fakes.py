@@ -606,6 +606,8 @@ class FakeHost:
         return (1, "", "".join(errs)) if errs else (0, "", "")
 
     def _rmdir_one(self, path: str) -> str:
+        if not path.startswith("/"):
+            return f"rmdir: fake host: relative path '{path}'\n"
         if path in self.mounts:
             return f"rmdir: failed to remove '{path}': Device or resource busy\n"
         if not self._exists_dir(path):
@@ -728,8 +730,32 @@ class FakeHost:
         return 0, "", ""
 
     def _cmd_rm(self, a, input):
-        self.files.pop(a[-1], None)
-        return 0, "", ""
+        """rm(1) of files: ``-f`` (a missing file is no error), ``--`` ends the options,
+        every operand in turn. A relative operand is refused: a fake host has no working
+        directory, and the tool only ever removes absolute paths it built."""
+        force, operands, i = False, [], 1
+        while i < len(a):
+            if a[i] == "--":
+                operands += a[i + 1:]
+                break
+            if a[i] in ("-f", "--force"):
+                force = True
+            elif a[i].startswith("-"):
+                return 1, "", f"rm: unrecognized option '{a[i]}'\n"
+            else:
+                operands.append(a[i])
+            i += 1
+        if not operands:
+            return 1, "", "rm: missing operand\n"
+        errs = []
+        for path in operands:
+            if not path.startswith("/"):
+                errs.append(f"rm: fake host: relative path '{path}'\n")
+            elif path in self.files:
+                del self.files[path]
+            elif not force:
+                errs.append(f"rm: cannot remove '{path}': No such file or directory\n")
+        return (1, "", "".join(errs)) if errs else (0, "", "")
 
     # -- processes -------------------------------------------------------
 

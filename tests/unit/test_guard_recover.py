@@ -392,6 +392,43 @@ def test_what_the_second_journal_pass_cannot_undo_is_reported(killed_run):
     assert held in src.mounts and peer.leftovers() == []
 
 
+def _untagged_snapshot(src: FakeHost) -> str:
+    """The run's snapshot without the tool's tag: only its journal names it, the sweep
+    never takes it, so only the second journal pass can remove it."""
+    key = next(k for k in src.lvs if "/domubk-" in k)
+    src.lvs[key]["tags"] = ()
+    return key
+
+
+def test_the_second_journal_pass_removes_and_logs_what_only_the_journal_names(killed_run):
+    cfg, src, peer = killed_run
+    stray = _stray_partition_map(src)
+    snap = _untagged_snapshot(src)
+    logged: list[str] = []
+    done = recover_domain(cfg, "web01", src, peer, log=logged.append)
+    assert src.leftovers() == [] and peer.leftovers() == []
+    removed = [m for m in done if "removed snapshot" in m]
+    assert len(removed) == 1 and snap.split("/")[1] in removed[0]
+    # the snapshot goes after the stray map the sweep took: the second pass removed it
+    assert done.index(removed[0]) > next(i for i, m in enumerate(done) if stray in m)
+    assert done == logged
+
+
+def test_a_failure_of_the_second_journal_pass_is_reported_not_raised_raw(killed_run):
+    from toolkit.runners import CommandResult
+
+    cfg, src, peer = killed_run
+    _stray_partition_map(src)
+    snap = _untagged_snapshot(src)
+    src.fail = lambda argv: (CommandResult("dom0-a", argv, 5, "", "LV is locked.", 0.0)
+                             if argv[:1] == ("lvremove",) else None)
+    with pytest.raises(errors.TeardownIncomplete) as info:
+        recover_domain(cfg, "web01", src, peer)
+    assert str(info.value).startswith("recover could not finish: ")
+    assert "LV is locked." in str(info.value) and snap in src.lvs
+    assert src.leftovers() == [f"lv {snap}"] and peer.leftovers() == []
+
+
 # -- journals as recover reads them, on a real host ----------------------------------------
 
 def _journal(tmp_path, entries) -> tuple[str, str]:

@@ -167,6 +167,10 @@ PS = "".join(line + "\n" for line in [
     f" 4701 dd if=/dev/vg_a/../mapper/domubk-{R}-web01-xvda",
     f" 4702 dd if=/dev/vg_a/domubk-{R}-db01-xvda",
     f" 4703 dd if=/dev/vg_a/sub/domubk-{R}-web01-xvda",
+    # a run's snapshot name in a VG-shaped directory out of /dev, and a /dev path not in
+    # its normal form: neither is a device the run made
+    f" 4704 cat /srv/vg_a/domubk-{R}-web01-xvda",
+    f" 4705 dd if=/dev/./domubk-{R}-web01-xvda",
 ])
 
 
@@ -242,7 +246,7 @@ def test_a_process_that_ends_on_its_own_between_ps_and_kill_does_not_stop_recove
     assert [c for c in host.calls if c[0] == "kill"] == [
         ("kill", "-TERM", "--", "4101", "4102", "4300", "4600", "4601", "4602", "4603"),
         ("kill", "-KILL", "--", "4101", "4102")]
-    assert sorted(host.processes) == [1, 812, 4200, 4400, 4500, 4700, 4701, 4702, 4703]
+    assert sorted(host.processes) == [1, 812, 4200, 4400, 4500, 4700, 4701, 4702, 4703, 4704, 4705]
     assert len(done) == 7
 
 
