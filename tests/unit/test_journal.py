@@ -97,6 +97,7 @@ def test_run_recorded_writes_the_entry_before_the_command_starts(tmp_path):
     assert res.exit_code == 0 and res.argv == ("cp", j.path, str(seen))
     (entry,) = parse_journal(seen.read_text())
     assert (entry.action, entry.resource, entry.undo) == ("mount", "/run/x", ("umount", "/run/x"))
+    assert (entry.run_id, entry.domain) == ("RUN2", "web01")  # recover finds it by both
     assert oct((tmp_path / "state" / "journal").stat().st_mode & 0o777) == "0o700"
     # a second entry is appended, and the command's own exit code comes back as is
     res = j.run_recorded("map", "/dev/x", ("kpartx", "-d", "/dev/x"), (), ["sh", "-c", "exit 5"],
@@ -117,6 +118,21 @@ def test_a_journal_that_cannot_be_written_means_the_command_never_runs(tmp_path)
     assert info.value.result.exit_code == JOURNAL_FAILED_EXIT
     assert JOURNAL_FAILED_MESSAGE in info.value.result.stderr
     assert not ran.exists()
+
+
+def test_a_command_of_its_own_that_exits_125_or_prints_the_message_is_not_a_journal_failure(
+        tmp_path):
+    # Only both together (the wrapper's exit code and its message) say the entry was not
+    # written; a command may exit 125 or print anything on its own, and its result is its.
+    j = Journal(LocalRunner(), str(tmp_path / "state"), "web01", "RUN5")
+    res = j.run_recorded("map", "/dev/x", ("kpartx", "-d", "/dev/x"), (),
+                         ["sh", "-c", f"exit {JOURNAL_FAILED_EXIT}"], timeout=30)
+    assert res.exit_code == JOURNAL_FAILED_EXIT and res.argv[0] == "sh"
+    res = j.run_recorded("map", "/dev/y", ("kpartx", "-d", "/dev/y"), (),
+                         ["sh", "-c", 'echo "$0" >&2; exit 3', JOURNAL_FAILED_MESSAGE],
+                         timeout=30)
+    assert res.exit_code == 3 and JOURNAL_FAILED_MESSAGE in res.stderr
+    assert [e.resource for e in parse_journal(open(j.path).read())] == ["/dev/x", "/dev/y"]
 
 
 def test_odd_paths_and_arguments_pass_through_the_wrapper_untouched(tmp_path):

@@ -144,3 +144,32 @@ def _with_lvextend(inner, code):
                                  "  Insufficient free space\n", 0.0)
         return inner(argv)
     return answer
+
+
+def test_every_snapshot_at_the_limit_grows_in_the_same_poll(tmp_path):
+    # Two disks, both snapshots at the limit in one poll: each is grown before the next
+    # pause, not one per poll (the second could overflow while it waits).
+    from fakes import disk_facts
+
+    cfg = config(tmp_path)
+    cfg = replace(cfg, defaults=replace(cfg.defaults, snapshot_extend="1G"))
+    facts = web01_facts()
+    facts = replace(facts, disks=facts.disks + (disk_facts("gpt", "xvdb", "vg_a", "vg_b",
+                                                           "web01-data"),))
+    plan = plan_backup(facts, cfg, RUN)
+    keys = [f"{s.vg}/{s.name}" for s in plan.snapshots]
+    assert len(keys) == 2
+    src = FakeHost("dom0-a")
+    for key in keys:
+        src.lvs[key] = {"attr": "swi-a-s---", "percent": "90.00", "tags": (), "origin": "x"}
+    src.fail = _with_lvextend(lambda argv: None, 0)
+    report = DomainReport("web01")
+    log: list[str] = []
+    watch = SnapshotWatch(Executor(plan, cfg, src, FakeHost("dom0-b"), report, log=log.append),
+                          interval=2.0)
+    watch._stop = Polls(1)  # type: ignore[assignment]
+    watch.attach(copy := Copy())
+    watch._loop()
+    assert sorted(a[-1] for a in src.calls if a[0] == "lvextend") == sorted(keys)
+    assert sorted(log) == sorted(f"extended {k} by 1G" for k in keys)
+    assert watch.error is None and copy.terminated == 0
