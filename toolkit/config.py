@@ -1,7 +1,9 @@
 """The backup config: one TOML file, parsed once into frozen records, validated.
 
 Unknown keys are errors. Every error is a ``ConfigError`` naming the file,
-the dotted key and what was expected.
+the dotted key and what was expected. The records' fields are the one table of keys:
+each field's default, reader (``_Parser`` method and the form it expects) and doc
+drive the parser, the records, the error messages and the sample config alike.
 """
 
 from __future__ import annotations
@@ -11,10 +13,10 @@ import posixpath
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 from . import safefs
 from .errors import ConfigError, DomainUnknown, NotRoot, UsageError
@@ -74,31 +76,41 @@ class SnapshotSize:
         return self.absolute if self.absolute is not None else f"{self.percent_origin}%ORIGIN"
 
 
-# Each settings field carries its operator-facing description as field metadata: "doc"
-# (the comment toolkit/sample.py writes above the key in the sample config, and so in
-# the README) and, where the field's None is written another way in TOML, "toml_none"
-# (the value the parser reads as None).
+# The records below are the config's one table of fields. Each key's field carries, as
+# metadata: "read", how the parser reads and checks its TOML value (a _Parser method and
+# its options, the expected form in every error message); "doc", the operator-facing
+# description (the comment toolkit/sample.py writes above the key in the sample config,
+# and so in the README); and, where the field's None is written another way in TOML,
+# "toml_none" (the value the parser reads as None). The field's default is the key's
+# default everywhere: parser, records and sample config.
+
+
+def _read(method: str, **options: Any) -> tuple[str, Mapping[str, Any]]:
+    """A field's reader: the ``_Parser`` method that reads, checks and converts its value."""
+    return method, MappingProxyType(options)
 
 
 @dataclass(frozen=True)
 class SSHSettings:
     """How to reach the peer: the tool's own key and known_hosts, and timeouts."""
 
-    key: Path = field(default=Path("/etc/domu-backup/id_ed25519"), metadata={"doc": (
+    key: Path = field(default=Path("/etc/domu-backup/id_ed25519"), metadata={
+        "read": _read("ssh_file"), "doc": (
         "The tool's own private SSH key, for everything it runs on the peer and for "
         "rsync's ssh: owned by root and readable by root alone. A plain absolute path; "
         f"under /etc only in {SSH_FILES_DIR}/, never in another system directory.")})
-    known_hosts: Path = field(default=Path("/etc/domu-backup/known_hosts"), metadata={"doc": (
+    known_hosts: Path = field(default=Path("/etc/domu-backup/known_hosts"), metadata={
+        "read": _read("ssh_file"), "doc": (
         "The tool's own known_hosts file, the only one it reads: the peer's host key must "
         "be in it. Owned by root, not group- or world-writable; a plain absolute path, "
         f"under /etc only in {SSH_FILES_DIR}/.")})
-    connect_timeout: float = field(default=10.0, metadata={"doc": (
+    connect_timeout: float = field(default=10.0, metadata={"read": _read("seconds"), "doc": (
         "Seconds to connect to the peer and authenticate: a number > 0 (rsync's ssh gets "
         "it rounded down to whole seconds).")})
-    command_timeout: float = field(default=600.0, metadata={"doc": (
+    command_timeout: float = field(default=600.0, metadata={"read": _read("seconds"), "doc": (
         "Seconds any one of the tool's commands (taking a snapshot, mapping, mounting, ...) "
         "may take: a number > 0. The copy itself (rsync) has no time limit.")})
-    keepalive: int = field(default=15, metadata={"doc": (
+    keepalive: int = field(default=15, metadata={"read": _read("integer", low=0), "doc": (
         "Seconds between keepalives on the SSH connections to the peer, an integer, 0 or "
         "more: 0 = none on the tool's own connection and one a second on rsync's ssh, which "
         "gives up after 4 unanswered.")})
@@ -106,7 +118,9 @@ class SSHSettings:
     # measured by `invoke bench --workloads cipher`), ChaCha20 where the peer lacks it.
     cipher: str | None = field(
         default="aes128-gcm@openssh.com,chacha20-poly1305@openssh.com",
-        metadata={"toml_none": "", "doc": (
+        metadata={"toml_none": "", "read": _read(
+            "pattern", regex=_CIPHER, expected='an ssh cipher name like "aes128-gcm@openssh.com"'),
+            "doc": (
             "The ciphers rsync's ssh offers (ssh -c), comma-separated, preferred first; \"\" "
             "leaves the choice to ssh. AES-GCM is the fastest where the CPU has AES "
             "instructions, ChaCha20 where it lacks them.")})
@@ -117,60 +131,75 @@ class Defaults:
     """Settings every domain inherits; each field's metadata "doc" says what it means."""
 
     snapshot_size: SnapshotSize = field(default=SnapshotSize(percent_origin=20), metadata={
-        "doc": ("The size of the read-only LVM snapshot taken of each guest disk: a whole "
+        "read": _read("size"), "doc": (
+                "The size of the read-only LVM snapshot taken of each guest disk: a whole "
                 "number with a unit K, M, G or T (\"2G\", \"512M\"), or a percentage of the "
                 "disk, \"<1-100>%ORIGIN\". A domain's own snapshot_size replaces it.")})
-    kpartx_delimiter: str = field(default="p", metadata={"doc": (
+    kpartx_delimiter: str = field(default="p", metadata={"read": _read(
+        "pattern", regex=_DELIMITER, expected="a delimiter of 1 to 5 letters, digits or _ + . -",
+        empty_is_none=False), "doc": (
         "What kpartx puts between a mapped disk's name and its partition number "
         "(/dev/mapper/<snapshot>p1, p2, ...): 1 to 5 letters, digits or _ + . -.")})
-    source_prefix: str = field(default="/run/domu-backup/src", metadata={"doc": (
+    source_prefix: str = field(default="/run/domu-backup/src", metadata={
+        "read": _read("absolute_path"), "doc": (
         "The snapshots are mounted read-only below this directory, in a directory of "
         "their own per run.")})
-    target_prefix: str = field(default="/run/domu-backup/dst", metadata={"doc": (
+    target_prefix: str = field(default="/run/domu-backup/dst", metadata={
+        "read": _read("absolute_path"), "doc": (
         "The standby's filesystems are mounted below this directory on the peer.")})
-    state_dir: str = field(default="/var/lib/domu-backup", metadata={"doc": (
+    state_dir: str = field(default="/var/lib/domu-backup", metadata={
+        "read": _read("absolute_path"), "doc": (
         "Journals for crash recovery (on both hosts) and the standby markers (on the peer, "
         "in standby/).")})
-    report_dir: str = field(default="/var/lib/domu-backup/reports", metadata={"doc": (
+    report_dir: str = field(default="/var/lib/domu-backup/reports", metadata={
+        "read": _read("absolute_path"), "doc": (
         "The JSON reports: last.json, <domain>.json and history.jsonl (made 0750 when "
         "missing).")})
-    lock_dir: str = field(default="/run/lock/domu-backup", metadata={"doc": (
+    lock_dir: str = field(default="/run/lock/domu-backup", metadata={
+        "read": _read("absolute_path"), "doc": (
         "One lock file per domain, so two runs never back up one domain at once (made 0755 "
         "when missing).")})
-    rsync_args: tuple[str, ...] = field(default=(), metadata={"doc": (
+    rsync_args: tuple[str, ...] = field(default=(), metadata={
+        "read": _read("strings", check="check_rsync_arg"), "doc": (
         "Extra rsync options for every copy, e.g. [\"--partial\"]: only options from the "
         "README's list \"rsync options allowed in rsync_args\", one option per string, a "
         "valued one as \"--name=VALUE\". A domain's rsync_args come after these.")})
-    excludes: tuple[str, ...] = field(default=(), metadata={"doc": (
+    excludes: tuple[str, ...] = field(default=(), metadata={
+        "read": _read("strings", check="check_exclude"), "doc": (
         "rsync exclude patterns for every domain, each non-empty and on one line. An "
         "absolute pattern is a guest path (\"/var/cache/*\" applies to the filesystem "
         "mounted at /var); a relative one (\"*.tmp\") applies to every filesystem.")})
-    bwlimit: str | None = field(default=None, metadata={"toml_none": "", "doc": (
+    bwlimit: str | None = field(default=None, metadata={"toml_none": "", "read": _read(
+        "pattern", regex=_BWLIMIT,
+        expected='an rsync --bwlimit rate like "20M" or "5000" (or "" for none)'), "doc": (
         "The bandwidth limit of each rsync (rsync --bwlimit): \"\" for none, else KiB/s "
         "(\"5000\") or a rate with a unit K, M, G or T in either case (\"20M\", \"1.5g\"), more "
         "than 0.")})
-    compress: bool = field(default=False, metadata={"doc": (
+    compress: bool = field(default=False, metadata={"read": _read("boolean"), "doc": (
         "Compress the copy's traffic with ssh compression (Compression=yes on rsync's "
         "ssh): true or false.")})
-    max_delete: int = field(default=10000, metadata={"doc": (
+    max_delete: int = field(default=10000, metadata={"read": _read("integer", low=0), "doc": (
         "At most this many files and directories one filesystem's copy may delete on the "
         "standby (rsync --max-delete; an integer >= 0, 0 = delete nothing): past it rsync "
         "deletes no more and the run fails, unless run with --allow-mass-delete.")})
-    snapshot_max_fill: int = field(default=80, metadata={"doc": (
+    snapshot_max_fill: int = field(default=80, metadata={
+        "read": _read("integer", low=1, high=100), "doc": (
         "How full, in percent (an integer 1-100), a snapshot's copy-on-write area may get "
         "during the copy: there the snapshot is grown by snapshot_extend, or the copy is "
         "stopped before the snapshot overflows.")})
-    snapshot_extend: str | None = field(default=None, metadata={"toml_none": "", "doc": (
+    snapshot_extend: str | None = field(default=None, metadata={"toml_none": "", "read": _read(
+        "pattern", regex=_ABSOLUTE_SIZE,
+        expected='an lvextend step like "256M" (or "" to abort at the threshold)'), "doc": (
         "\"\" to stop the copy when a snapshot reaches snapshot_max_fill, else how much to "
         "grow it each time it does (lvextend -L +SIZE): a whole number with a unit K, M, G "
         "or T, like \"256M\".")})
-    allow_vanished: bool = field(default=False, metadata={"doc": (
+    allow_vanished: bool = field(default=False, metadata={"read": _read("boolean"), "doc": (
         "Treat rsync exit 24 (source files vanished) as success. Files cannot vanish from "
         "a snapshot unless something is wrong, so by default it is a failure.")})
-    copy_unlisted: bool = field(default=True, metadata={"doc": (
+    copy_unlisted: bool = field(default=True, metadata={"read": _read("boolean"), "doc": (
         "Also copy the filesystems that neither the guest's fstab nor the domain's mounts "
         "name; false lists them as skipped.")})
-    copy_jobs: int = field(default=1, metadata={"doc": (
+    copy_jobs: int = field(default=1, metadata={"read": _read("integer", low=1, high=16), "doc": (
         "How many filesystems of one domain are copied at once, rsyncs side by side: an "
         "integer 1-16 (1 = one after another).")})
 
@@ -179,7 +208,7 @@ class Defaults:
 class DiskConfig:
     """Per guest disk settings; ``target_lv=None`` means the peer uses the source path."""
 
-    target_lv: str | None = field(default=None, metadata={"doc": (
+    target_lv: str | None = field(default=None, metadata={"read": _read("target_lv"), "doc": (
         "The standby LV on the peer, an absolute, normalized /dev/... path (/dev/VG/LV or "
         "/dev/mapper/VG-LV). By default it is the source LV's path; set it when the peer's "
         "volume group is named differently. No two disks (of one domain or two) may name "
@@ -196,27 +225,33 @@ class DomainConfig:
         f"{DOMAIN_NAME_MAX} characters, each \"-\" counted twice (it is part of "
         "device-mapper names, which double it). Its disks are found in the domain's XML; "
         "the guest's own /etc/fstab says where each filesystem belongs.")})
-    peer: str = field(metadata={"doc": (
+    peer: str = field(metadata={"read": _read("peer"), "doc": (
         "The Dom0 that keeps the standby copy: one of the names in [cluster.dom0s]. "
         "Required.")})
-    excludes: tuple[str, ...] = field(default=(), metadata={"doc": (
+    excludes: tuple[str, ...] = field(default=(), metadata={
+        "read": _read("strings", check="check_exclude"), "doc": (
         "rsync exclude patterns for this domain, added to defaults.excludes (the same "
         "rules).")})
-    rsync_args: tuple[str, ...] = field(default=(), metadata={"doc": (
+    rsync_args: tuple[str, ...] = field(default=(), metadata={
+        "read": _read("strings", check="check_rsync_arg"), "doc": (
         "Extra rsync options for this domain, after defaults.rsync_args (from the same "
         "list).")})
-    snapshot_size: SnapshotSize | None = field(default=None, metadata={"doc": (
+    snapshot_size: SnapshotSize | None = field(default=None, metadata={
+        "read": _read("size"), "doc": (
         "This domain's snapshot size, in place of defaults.snapshot_size (the same forms); "
         "leave it out to use the default.")})
-    disks: Mapping[str, DiskConfig] = field(default_factory=_empty_mapping, metadata={"doc": (
+    disks: Mapping[str, DiskConfig] = field(default_factory=_empty_mapping, metadata={
+        "read": _read("disks"), "doc": (
         "Per disk settings: one table [domains.NAME.disks.TARGET] per guest disk, TARGET "
         "its target in the domain's XML (xvda, vdb, sda, ...). A disk without one is "
         "copied onto the peer's LV with its source LV's path.")})
-    mounts: Mapping[str, str] = field(default_factory=_empty_mapping, metadata={"doc": (
+    mounts: Mapping[str, str] = field(default_factory=_empty_mapping, metadata={
+        "read": _read("mounts"), "doc": (
         "Only needed when the guest's fstab cannot be used: filesystem name (disk target "
         "plus partition number like xvda1, or the disk target alone) = the absolute guest "
         "path it is mounted at, each path once. It overrides the guest's fstab.")})
-    skip_filesystems: tuple[str, ...] = field(default=(), metadata={"doc": (
+    skip_filesystems: tuple[str, ...] = field(default=(), metadata={
+        "read": _read("skip_filesystems"), "doc": (
         "Filesystems (named like the mounts keys) deliberately left out of the backup; "
         "their standby copy is left as it is. A partition's name also covers the guest "
         "LVs inside it. Each name once; a name that is no filesystem of the domain is an "
@@ -363,6 +398,7 @@ class _Parser:
     def __init__(self, path: Path, *, allow_lab_hosts: bool = False) -> None:
         self.path = path
         self.allow_lab_hosts = allow_lab_hosts
+        self.dom0_names: list[str] = []  # known once [cluster.dom0s] is read
 
     def fail(self, key: str, expected: str, value: object = _REQUIRED) -> ConfigError:
         got = "" if value is _REQUIRED else f", got {_show(value)}"
@@ -428,8 +464,9 @@ class _Parser:
         return float(value)
 
     def strings(self, table: Mapping[str, Any], key: str, dotted: str,
-                check: Any = None) -> tuple[str, ...]:
-        value = table.get(key, [])
+                default: tuple[str, ...] = (), check: str | None = None) -> tuple[str, ...]:
+        """A list of strings, each checked by the named ``check_*`` method."""
+        value = table.get(key, list(default))
         if not isinstance(value, list):
             raise self.fail(dotted, "a list of strings", value)
         out = []
@@ -437,7 +474,7 @@ class _Parser:
             if not isinstance(item, str):
                 raise self.fail(f"{dotted}[{index}]", "a string", item)
             if check is not None:
-                check(item, f"{dotted}[{index}]")
+                getattr(self, check)(item, f"{dotted}[{index}]")
             out.append(item)
         return tuple(out)
 
@@ -466,11 +503,45 @@ class _Parser:
         raise self.fail(dotted, 'a size like "2G" or "512M" (units K, M, G, T) or a '
                         'percentage like "20%ORIGIN" (1-100)', value)
 
+    def ssh_file(self, table: Mapping[str, Any], key: str, dotted: str, default: Path) -> Path:
+        return Path(self.absolute_path(table, key, dotted, str(default), ssh_file=True))
+
+    def pattern(self, table: Mapping[str, Any], key: str, dotted: str, default: str | None,
+                regex: re.Pattern[str], expected: str, empty_is_none: bool = True) -> str | None:
+        """A string of the form ``regex`` matches in full; "" is None where it may be."""
+        if key not in table:
+            return default
+        value = self.string(table, key, dotted)
+        if value == "" and empty_is_none:
+            return None
+        if not regex.fullmatch(value):
+            raise self.fail(dotted, expected, value)
+        return str(value)
+
+    def size(self, table: Mapping[str, Any], key: str, dotted: str,
+             default: SnapshotSize | None) -> SnapshotSize | None:
+        return self.snapshot_size(table[key], dotted) if key in table else default
+
+    # records: each field read by the reader its metadata names ----------------
+
+    def record(self, cls: type[_Record], table: Mapping[str, Any], dotted: str,
+               **given: Any) -> _Record:
+        """``cls`` from ``table``: only its fields' keys, each read by its own reader."""
+        readable = [f for f in fields(cls) if "read" in f.metadata]  # type: ignore[arg-type]
+        self.only(table, dotted, {f.name for f in readable})
+        values = dict(given)
+        for f in readable:
+            method, options = f.metadata["read"]
+            values[f.name] = getattr(self, method)(table, f.name, f"{dotted}.{f.name}",
+                                                   _default_of(f), **options)
+        return cls(**values)
+
     # tables ---------------------------------------------------------------
 
     def config(self, data: Mapping[str, Any]) -> Config:
         self.only(data, "", {"cluster", "hypervisor", "ssh", "defaults", "domains"})
         dom0s = self.dom0s(data)
+        self.dom0_names = sorted(dom0s)
         hypervisor = self.table(data, "hypervisor", "hypervisor", {"uri"}, required=True)
         uri = self.string(hypervisor, "uri", "hypervisor.uri",
                           expected='a libvirt URI like "xen:///system"')
@@ -479,8 +550,7 @@ class _Parser:
         ssh = self.ssh(self.table(data, "ssh", "ssh", None))
         defaults = self.defaults(self.table(data, "defaults", "defaults", None))
         domains_table = self.table(data, "domains", "domains", None)
-        domains = {name: self.domain(name, value, dom0s)
-                   for name, value in domains_table.items()}
+        domains = {name: self.domain(name, value) for name, value in domains_table.items()}
         self.unique_target_lvs(domains)
         return Config(self.path, MappingProxyType(dom0s), uri, ssh, defaults,
                       MappingProxyType(domains))
@@ -523,74 +593,13 @@ class _Parser:
         return dom0s
 
     def ssh(self, table: Mapping[str, Any]) -> SSHSettings:
-        known = {"key", "known_hosts", "connect_timeout", "command_timeout", "keepalive",
-                 "cipher"}
-        self.only(table, "ssh", known)
-        base = SSHSettings()
-        cipher = self.string(table, "cipher", "ssh.cipher", base.cipher or "")
-        if cipher and not _CIPHER.fullmatch(cipher):
-            raise self.fail("ssh.cipher", 'an ssh cipher name like "aes128-gcm@openssh.com"',
-                            cipher)
-        return SSHSettings(
-            key=Path(self.absolute_path(table, "key", "ssh.key", str(base.key),
-                                        ssh_file=True)),
-            known_hosts=Path(self.absolute_path(table, "known_hosts", "ssh.known_hosts",
-                                                str(base.known_hosts), ssh_file=True)),
-            connect_timeout=self.seconds(table, "connect_timeout", "ssh.connect_timeout",
-                                         base.connect_timeout),
-            command_timeout=self.seconds(table, "command_timeout", "ssh.command_timeout",
-                                         base.command_timeout),
-            keepalive=self.integer(table, "keepalive", "ssh.keepalive", base.keepalive, 0),
-            cipher=cipher or None,
-        )
+        return self.record(SSHSettings, table, "ssh")
 
     def defaults(self, table: Mapping[str, Any]) -> Defaults:
-        base = Defaults()
-        self.only(table, "defaults", {f.name for f in fields(Defaults)})
-        delimiter = self.string(table, "kpartx_delimiter", "defaults.kpartx_delimiter",
-                                base.kpartx_delimiter)
-        if not _DELIMITER.fullmatch(delimiter):
-            raise self.fail("defaults.kpartx_delimiter",
-                            "a delimiter of 1 to 5 letters, digits or _ + . -", delimiter)
-        bwlimit = self.string(table, "bwlimit", "defaults.bwlimit", "")
-        if bwlimit and not _BWLIMIT.fullmatch(bwlimit):
-            raise self.fail("defaults.bwlimit", 'an rsync --bwlimit rate like "20M" or "5000" '
-                            '(or "" for none)', bwlimit)
-        extend = self.string(table, "snapshot_extend", "defaults.snapshot_extend", "")
-        if extend and not _ABSOLUTE_SIZE.fullmatch(extend):
-            raise self.fail("defaults.snapshot_extend", 'an lvextend step like "256M" '
-                            '(or "" to abort at the threshold)', extend)
-        size = (self.snapshot_size(table["snapshot_size"], "defaults.snapshot_size")
-                if "snapshot_size" in table else base.snapshot_size)
-        prefixes = {
-            key: self.absolute_path(table, key, f"defaults.{key}", getattr(base, key))
-            for key in ("source_prefix", "target_prefix", "state_dir", "report_dir",
-                        "lock_dir")
-        }
-        self.check_mount_prefixes(prefixes)
-        return Defaults(
-            snapshot_size=size,
-            kpartx_delimiter=delimiter,
-            rsync_args=self.strings(table, "rsync_args", "defaults.rsync_args",
-                                    self.check_rsync_arg),
-            excludes=self.strings(table, "excludes", "defaults.excludes",
-                                  self.check_exclude),
-            bwlimit=bwlimit or None,
-            compress=self.boolean(table, "compress", "defaults.compress", base.compress),
-            max_delete=self.integer(table, "max_delete", "defaults.max_delete",
-                                    base.max_delete, 0),
-            snapshot_max_fill=self.integer(table, "snapshot_max_fill",
-                                           "defaults.snapshot_max_fill",
-                                           base.snapshot_max_fill, 1, 100),
-            snapshot_extend=extend or None,
-            allow_vanished=self.boolean(table, "allow_vanished", "defaults.allow_vanished",
-                                        base.allow_vanished),
-            copy_unlisted=self.boolean(table, "copy_unlisted", "defaults.copy_unlisted",
-                                       base.copy_unlisted),
-            copy_jobs=self.integer(table, "copy_jobs", "defaults.copy_jobs", base.copy_jobs,
-                                   1, 16),
-            **prefixes,
-        )
+        defaults = self.record(Defaults, table, "defaults")
+        self.check_mount_prefixes({key: getattr(defaults, key) for key in (
+            "source_prefix", "target_prefix", "state_dir", "report_dir", "lock_dir")})
+        return defaults
 
     def check_mount_prefixes(self, dirs: Mapping[str, str]) -> None:
         """The two mount prefixes nest neither in each other nor in the tool's own dirs."""
@@ -619,7 +628,7 @@ class _Parser:
         if not value or _CONTROL.search(value):
             raise self.fail(dotted, "a non-empty rsync exclude pattern on one line", value)
 
-    def domain(self, name: str, value: Any, dom0s: Mapping[str, HostSpec]) -> DomainConfig:
+    def domain(self, name: str, value: Any) -> DomainConfig:
         dotted = f"domains.{_short(name)}"
         if not _NAME.fullmatch(name) or len(name) + name.count("-") > DOMAIN_NAME_MAX:
             raise ConfigError(f"{self.path}: {dotted}: bad domain name (expected letters, "
@@ -628,27 +637,14 @@ class _Parser:
                               "device-mapper names double it)")
         if not isinstance(value, dict):
             raise self.fail(dotted, "a table", value)
-        known = {"peer", "excludes", "rsync_args", "snapshot_size", "disks", "mounts",
-                 "skip_filesystems"}
-        self.only(value, dotted, known)
-        expected_peer = f"one of the cluster's Dom0s ({', '.join(sorted(dom0s))})"
-        peer = self.string(value, "peer", f"{dotted}.peer", expected=expected_peer)
-        if peer not in dom0s:
-            raise self.fail(f"{dotted}.peer", expected_peer, peer)
-        size = (self.snapshot_size(value["snapshot_size"], f"{dotted}.snapshot_size")
-                if "snapshot_size" in value else None)
-        return DomainConfig(
-            name=name,
-            peer=peer,
-            excludes=self.strings(value, "excludes", f"{dotted}.excludes",
-                                  self.check_exclude),
-            rsync_args=self.strings(value, "rsync_args", f"{dotted}.rsync_args",
-                                    self.check_rsync_arg),
-            snapshot_size=size,
-            disks=MappingProxyType(self.disks(value, dotted)),
-            mounts=MappingProxyType(self.mounts(value, dotted)),
-            skip_filesystems=self.skip_filesystems(value, dotted),
-        )
+        return self.record(DomainConfig, value, dotted, name=name)
+
+    def peer(self, table: Mapping[str, Any], key: str, dotted: str, default: Any) -> str:
+        expected = f"one of the cluster's Dom0s ({', '.join(self.dom0_names)})"
+        peer = self.string(table, key, dotted, default, expected=expected)
+        if peer not in self.dom0_names:
+            raise self.fail(dotted, expected, peer)
+        return str(peer)
 
     def unique_target_lvs(self, domains: Mapping[str, DomainConfig]) -> None:
         """No two disks, of one domain or two, are copied onto the same standby LV."""
@@ -664,30 +660,33 @@ class _Parser:
                                     f"copied onto ({seen[key]} has it)", disk.target_lv)
                 seen[key] = where
 
-    def disks(self, domain: Mapping[str, Any], dotted: str) -> dict[str, DiskConfig]:
-        table = self.table(domain, "disks", f"{dotted}.disks", None)
+    def disks(self, domain: Mapping[str, Any], key: str, dotted: str,
+              default: Any) -> Mapping[str, DiskConfig]:
         disks = {}
-        for target, value in table.items():
-            where = f"{dotted}.disks.{target}"
+        for target, value in self.table(domain, key, dotted, None).items():
+            where = f"{dotted}.{target}"
             if not is_disk_target(target):
                 raise ConfigError(f"{self.path}: {where}: bad disk target name (expected a "
                                   "guest disk target like xvda, vdb or sda)")
             if not isinstance(value, dict):
                 raise self.fail(where, "a table", value)
-            self.only(value, where, {"target_lv"})
-            target_lv = self.string(value, "target_lv", f"{where}.target_lv", None)
-            if target_lv is not None and (not _clean_absolute(target_lv) or " " in target_lv
-                                          or not target_lv.startswith("/dev/")):
-                raise self.fail(f"{where}.target_lv",
-                                'an absolute, normalized /dev/... path like "/dev/vg0/web01"',
-                                target_lv)
-            disks[target] = DiskConfig(target_lv)
-        return disks
+            disks[target] = self.record(DiskConfig, value, where)
+        return MappingProxyType(disks)
 
-    def skip_filesystems(self, domain: Mapping[str, Any], dotted: str) -> tuple[str, ...]:
-        names = self.strings(domain, "skip_filesystems", f"{dotted}.skip_filesystems")
+    def target_lv(self, disk: Mapping[str, Any], key: str, dotted: str,
+                  default: None) -> str | None:
+        target_lv = self.string(disk, key, dotted, default)
+        if target_lv is not None and (not _clean_absolute(target_lv) or " " in target_lv
+                                      or not target_lv.startswith("/dev/")):
+            raise self.fail(dotted, 'an absolute, normalized /dev/... path like "/dev/vg0/web01"',
+                            target_lv)
+        return target_lv
+
+    def skip_filesystems(self, domain: Mapping[str, Any], key: str, dotted: str,
+                         default: tuple[str, ...]) -> tuple[str, ...]:
+        names = self.strings(domain, key, dotted, default)
         for index, name in enumerate(names):
-            where = f"{dotted}.skip_filesystems[{index}]"
+            where = f"{dotted}[{index}]"
             if not is_disk_target(name):
                 raise self.fail(where, "a filesystem name: a disk target plus partition "
                                 "number like xvda1, or the disk target alone", name)
@@ -695,11 +694,11 @@ class _Parser:
                 raise self.fail(where, "each filesystem named once", name)
         return names
 
-    def mounts(self, domain: Mapping[str, Any], dotted: str) -> dict[str, str]:
-        table = self.table(domain, "mounts", f"{dotted}.mounts", None)
+    def mounts(self, domain: Mapping[str, Any], key: str, dotted: str,
+               default: Any) -> Mapping[str, str]:
         mounts: dict[str, str] = {}
-        for fs_name, value in table.items():
-            where = f"{dotted}.mounts.{fs_name}"
+        for fs_name, value in self.table(domain, key, dotted, None).items():
+            where = f"{dotted}.{fs_name}"
             if not is_disk_target(fs_name):
                 raise ConfigError(f"{self.path}: {where}: bad filesystem name (expected a "
                                   "disk target plus partition number like xvda1, or the "
@@ -713,8 +712,19 @@ class _Parser:
                 other = next(k for k, v in mounts.items() if v == value)
                 raise self.fail(where, f"a mount point not already used by {other}", value)
             mounts[fs_name] = value
-        return mounts
+        return MappingProxyType(mounts)
 
+
+_Record = TypeVar("_Record")
+
+
+def _default_of(f: Field[Any]) -> Any:
+    """A field's default (its factory's product), or _REQUIRED for a key without one."""
+    if f.default is not MISSING:
+        return f.default
+    if f.default_factory is not MISSING:
+        return f.default_factory()
+    return _REQUIRED
 
 def _clean_absolute(path: str) -> bool:
     """Absolute, one line, and already normal: no "..", ".", "//" or trailing "/"."""

@@ -956,3 +956,35 @@ def test_config_and_key_owned_by_another_user_are_refused(tmp_path: Path) -> Non
         with pytest.raises(errors.InsecureFile, match="uid 4242") as caught:
             load_config(path, view=FsView(lstat=lstat))
         assert str(caught.value).startswith(f"{victim}: ")
+
+
+def test_every_key_is_one_field_with_its_reader_default_and_doc() -> None:
+    # The records are the one table of keys: a key the parser accepts is a field with a
+    # reader (a _Parser method), and every field but a domain's name is such a key.
+    from dataclasses import fields
+
+    from toolkit.config import _Parser
+
+    for record in (SSHSettings, Defaults, DiskConfig, DomainConfig):
+        for f in fields(record):
+            if record is DomainConfig and f.name == "name":
+                assert "read" not in f.metadata
+                continue
+            method, _options = f.metadata["read"]
+            assert callable(getattr(_Parser, method)), (record.__name__, f.name)
+            assert f.metadata["doc"].strip(), (record.__name__, f.name)
+
+
+@pytest.mark.parametrize("table,record,extra", [
+    ("ssh", SSHSettings, ""), ("defaults", Defaults, ""),
+    ("domains.web01", DomainConfig, 'peer = "dom0-b"\n'),
+    ("domains.web01.disks.xvda", DiskConfig, ""),
+])
+def test_an_unknown_key_lists_exactly_the_fields_of_its_table(table, record, extra) -> None:
+    from dataclasses import fields
+
+    domain = '\n[domains.web01]\npeer = "dom0-b"\n' if table.endswith(".xvda") else ""
+    message = config_error(BASE + domain + f"\n[{table}]\n{extra}not_a_key = 1\n")
+    names = sorted(f.name for f in fields(record) if f.name != "name")
+    assert message.endswith(f"{table}.not_a_key: unknown key (expected one of "
+                            f"{', '.join(names)})")
