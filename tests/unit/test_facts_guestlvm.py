@@ -31,7 +31,7 @@ from toolkit.facts.guestlvm import (
     PvHeader,
     Segment,
     metadata_text,
-    parse_config,
+    parse_lvm_text,
     parse_pv_header,
     parse_vg,
     read_argv,
@@ -130,7 +130,7 @@ def test_metadata_text_wrapping_round_the_ring_is_joined():
 
 
 def test_config_syntax_nested_sections_lists_strings_and_comments():
-    cfg = parse_config('a {\n b = "x \\"q\\"" # note\n c = [ "p", 3 ]\n d { e = -1 }\n}\n'
+    cfg = parse_lvm_text('a {\n b = "x \\"q\\"" # note\n c = [ "p", 3 ]\n d { e = -1 }\n}\n'
                        'f = 1.5\n')
     assert cfg == {"a": {"b": 'x "q"', "c": ["p", 3], "d": {"e": -1}}, "f": 1.5}
 
@@ -138,7 +138,7 @@ def test_config_syntax_nested_sections_lists_strings_and_comments():
 @pytest.mark.parametrize("text", ["a {", "a = ", "a = [1 2]", "{", "a = }", "a b"])
 def test_broken_config_syntax_is_a_clear_error(text):
     with pytest.raises(GuestLvmUnreadable, match="metadata text"):
-        parse_config(text)
+        parse_lvm_text(text)
 
 
 def _vg_text(lvs: str, pvs: str = 'pv0 { id = "PVID" pe_start = 2048 pe_count = 10 }') -> str:
@@ -353,7 +353,7 @@ def lvm_configs(draw):
 @given(lvm_configs())
 def test_any_lvm_config_text_gives_back_its_sections_settings_and_values(generated):
     text, expected = generated
-    assert parse_config(text) == expected
+    assert parse_lvm_text(text) == expected
 
 
 @pytest.mark.parametrize("text", [
@@ -362,7 +362,7 @@ def test_any_lvm_config_text_gives_back_its_sections_settings_and_values(generat
 ])
 def test_lvm_config_text_one_token_off_is_refused(text):
     with pytest.raises(GuestLvmUnreadable, match="metadata text"):
-        parse_config(text)
+        parse_lvm_text(text)
 
 
 # -- preflight: read_layout of a disk whose p2 is a guest PV ----------------

@@ -231,7 +231,7 @@ def _tokens(text: str) -> list[tuple[str, str]]:
     return out
 
 
-def parse_config(text: str) -> dict[str, Any]:
+def parse_lvm_text(text: str) -> dict[str, Any]:
     """LVM's config syntax: ``name { ... }`` sections and ``key = value`` settings."""
     toks = _tokens(text)
     pos = 0
@@ -297,7 +297,7 @@ def parse_config(text: str) -> dict[str, Any]:
 
 def parse_vg(text: str, pv: PvHeader) -> GuestVG:
     """The guest VG from its metadata text; LVs that cannot be mapped carry a reason."""
-    cfg = parse_config(text)
+    cfg = parse_lvm_text(text)
     sections = [(k, v) for k, v in cfg.items() if isinstance(v, dict)]
     if len(sections) != 1:
         raise GuestLvmError(f"metadata text holds {len(sections)} volume groups, expected 1")

@@ -207,7 +207,7 @@ Filesystem = PartitionRecipe | VolumeRecipe
 
 
 @dataclass(frozen=True)
-class FstabEntry:
+class FstabLine:
     """One line of the guest's /etc/fstab."""
 
     spec: str
@@ -236,7 +236,7 @@ class GuestRecipe:
     extra_fstab: tuple[str, ...]
     partitions: tuple[PartitionRecipe, ...]
     boot_area: bool = False
-    fstab_entries: tuple[FstabEntry, ...] = ()  # the whole domain's, on every disk
+    fstab_entries: tuple[FstabLine, ...] = ()  # the whole domain's, on every disk
 
     def partition(self, number: int) -> PartitionRecipe:
         """The partition with this number; KeyError if there is none."""
@@ -787,14 +787,14 @@ def _check_domain(disks: list[tuple[GuestRecipe, str]], fail: Fail) -> None:
                 claim(where, "lv_uuid", item.lv_uuid)
 
 
-def _domain_fstab(disks: list[GuestRecipe]) -> tuple[FstabEntry, ...]:
+def _domain_fstab(disks: list[GuestRecipe]) -> tuple[FstabLine, ...]:
     """The domain's fstab: every mounted filesystem and swap, parents before children."""
     entries = []
     for disk in disks:
         for fs in disk.filesystems:
             if fs.fs != "swap" and fs.mount is None:
                 continue
-            entries.append(FstabEntry(_fstab_spec(disk, fs), fs.mount or "none", fs.fs,
+            entries.append(FstabLine(_fstab_spec(disk, fs), fs.mount or "none", fs.fs,
                                       fs.options, 0 if fs.fs == "swap" else
                                       (1 if fs.mount == "/" else 2)))
     # Shallower mount points first (a parent before its children), else recipe order; swap
@@ -2048,7 +2048,7 @@ _REMOTE_FUNCTIONS = (_r_main, _r_bytes, _r_owner, _r_mode, _r_put, _r_dir, _r_ac
                      _r_rich, _r_finish, _r_mutate, _r_fill, _r_write, _r_fat)
 
 __all__ = [
-    "BuiltImage", "BuiltPartition", "BuiltVolume", "DomainRecipe", "Extent", "FstabEntry",
+    "BuiltImage", "BuiltPartition", "BuiltVolume", "DomainRecipe", "Extent", "FstabLine",
     "GuestRecipe", "MutationSummary", "PartitionRecipe", "TreeSummary", "VolumeExtent",
     "VolumeGroupRecipe", "VolumeRecipe", "build_disk_image", "build_domain_images",
     "container_extent", "guest_device", "image_name", "load_domain", "load_recipe", "mutate",
