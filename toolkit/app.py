@@ -7,12 +7,12 @@ It never imports invoke; tasks turn its errors into exit codes.
 from __future__ import annotations
 
 import secrets
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
+from . import log
 from .config import Config
 from .errors import (
     ConfigError,
@@ -222,5 +222,4 @@ def one_line(text: str) -> str:
     return "; ".join(part.strip() for part in str(text).splitlines() if part.strip())
 
 
-def stderr_log(msg: str) -> None:
-    print(time.strftime("%H:%M:%S ") + msg, file=sys.stderr, flush=True)
+stderr_log = log.info  # the commands' notes: one timestamped line on stderr

@@ -10,12 +10,11 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+from .. import log
 from ..errors import NotRoot, ToolkitError
 from ..runners import LocalRunner
 
@@ -28,9 +27,7 @@ SUITE = "bookworm"
 BUILD_TIMEOUT = 3600.0
 
 
-def say(message: str) -> None:
-    """Progress of slow lab steps, on stderr with a timestamp."""
-    print(time.strftime("%H:%M:%S ") + message, file=sys.stderr, flush=True)
+say = log.lab  # progress of slow lab steps: one timestamped line on stderr
 
 
 def cache_dir() -> Path:

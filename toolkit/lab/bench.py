@@ -62,6 +62,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ParseError, ToolkitError, UsageError
+from ..log import bench as bench_log
 from ..rsync import BASE_ARGS, parse_stats, ssh_argv
 from ..runners import Runner
 
@@ -120,8 +121,7 @@ CHURN_PERCENT = 1.0
 CHURN_SEED = 7
 
 
-def log(msg: str) -> None:
-    print(time.strftime("%H:%M:%S ") + "bench: " + msg, file=sys.stderr, flush=True)
+log = bench_log
 
 
 # -- scales, workloads and the bench guests -----------------------------------------------

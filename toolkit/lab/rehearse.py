@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ToolkitError
+from ..log import lab as lab_log
 from ..rsync import SshOptions
 from ..runners import CommandResult, Runner
 from .audit import AuditedFs, audit_standby
@@ -105,8 +106,7 @@ def guest_disks(domain: str) -> tuple[GuestDisk, ...]:
     return found
 
 
-def log(msg: str) -> None:
-    print(time.strftime("%H:%M:%S ") + msg, file=sys.stderr, flush=True)
+log = lab_log
 
 
 @dataclass
