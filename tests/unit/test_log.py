@@ -40,8 +40,9 @@ def test_a_closed_stderr_costs_the_line_not_the_run(monkeypatch):
 
 def test_the_commands_the_lab_and_the_bench_write_through_it():
     from toolkit import app, lab
-    from toolkit.lab import bench, rehearse
+    from toolkit.lab import rehearse
+    from toolkit.lab.bench import runs
 
     assert app.stderr_log is log.info
     assert lab.say is log.lab and rehearse.log is log.lab
-    assert bench.log is log.bench
+    assert runs.log is log.bench

@@ -1,0 +1,451 @@
+"""Figures derived from the measurements: deltas, phases, ratios, the table, the chart and
+the document."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ...rsync import parse_stats
+from .meters import (
+    BlockStat,
+    MeterResult,
+    ToolkitRun,
+    parse_block_stat,
+    parse_cgroup_cpu,
+    parse_net_dev,
+    parse_proc_io,
+    parse_toolkit_report,
+)
+from .workloads import (
+    BEFORE_SNAPSHOT,
+    MIB,
+    OTHER,
+    OVERHEAD_TARGET,
+    PARALLEL_SEPARATOR,
+    PEER_ADDRESS,
+    TOOLKIT_METHODS,
+    TOOLKIT_PHASES,
+)
+
+# -- derived figures -----------------------------------------------------------------------
+
+def _pair(before: str | None, after: str | None, parse: Callable[[str], Any]) -> tuple[Any, Any]:
+    if before is None or after is None:
+        return None, None
+    return parse(before), parse(after)
+
+
+def io_delta(before: str | None, after: str | None) -> tuple[int, int] | None:
+    """(read_bytes, write_bytes) between two ``/proc/self/io`` readings."""
+    b, a = _pair(before, after, parse_proc_io)
+    if b is None:
+        return None
+    return (a.get("read_bytes", 0) - b.get("read_bytes", 0),
+            a.get("write_bytes", 0) - b.get("write_bytes", 0))
+
+
+def block_delta(before: Mapping[str, str | None], after: Mapping[str, str | None],
+                devices: Iterable[str]) -> BlockStat | None:
+    """Bytes read and written on ``devices`` between two readings (None: one unreadable)."""
+    read = written = 0
+    for dev in devices:
+        b, a = _pair(before.get(dev), after.get(dev), parse_block_stat)
+        if b is None:
+            return None
+        read += a.read_bytes - b.read_bytes
+        written += a.written_bytes - b.written_bytes
+    return BlockStat(read, written)
+
+
+def net_delta(before: str | None, after: str | None) -> tuple[int, int] | None:
+    """(received, sent) bytes on every interface but ``lo`` between two readings."""
+    b, a = _pair(before, after, parse_net_dev)
+    if b is None:
+        return None
+    rx = sum(v[0] - b.get(k, (0, 0))[0] for k, v in a.items() if k != "lo")
+    tx = sum(v[1] - b.get(k, (0, 0))[1] for k, v in a.items() if k != "lo")
+    return rx, tx
+
+
+def cpu_delta(before: str | None, after: str | None) -> float | None:
+    b, a = _pair(before, after, parse_cgroup_cpu)
+    return None if b is None else round(a - b, 3)
+
+
+def snapshot_lifetimes(seen: Mapping[str, tuple[float, float]]) -> dict[str, float]:
+    """Seconds each watched snapshot was seen (to within the meter's poll interval)."""
+    return {name: round(last - first, 3) for name, (first, last) in sorted(seen.items())}
+
+
+def toolkit_phases(run: ToolkitRun, wall: float) -> dict[str, float]:
+    """The report's phases in run order, then ``other``: the wall time they do not cover."""
+    phases = {p: run.phases[p] for p in TOOLKIT_PHASES if p in run.phases}
+    phases.update({p: v for p, v in run.phases.items() if p not in phases})
+    phases[OTHER] = round(max(wall - sum(phases.values()), 0.0), 3)
+    return phases
+
+
+def snapshot_window(phases: Mapping[str, float]) -> float:
+    """How long the report's phases say the snapshot existed: from its creation to teardown.
+
+    An upper bound: the snapshot phase includes the lvcreate itself and teardown ends
+    with the snapshot's removal.
+    """
+    return round(sum(v for k, v in phases.items() if k not in (*BEFORE_SNAPSHOT, OTHER)), 3)
+
+
+@dataclass(frozen=True)
+class Overlap:
+    """Whether the filesystems of a run were copied one after another or side by side."""
+
+    mode: str  # "sequential" | "parallel" | "single"
+    rsync_phase: float
+    fs_sum: float
+
+    @property
+    def factor(self) -> float:
+        return round(self.fs_sum / self.rsync_phase, 2) if self.rsync_phase > 0 else 0.0
+
+
+def copy_overlap(rsync_phase: float, durations: Sequence[float]) -> Overlap:
+    """Side by side when the per-filesystem copy times add up to clearly more than the phase."""
+    total = round(sum(durations), 3)
+    if len(durations) < 2:
+        return Overlap("single", rsync_phase, total)
+    mode = "parallel" if total > 1.2 * rsync_phase else "sequential"
+    return Overlap(mode, rsync_phase, total)
+
+
+@dataclass(frozen=True)
+class Side:
+    """One host's share of a measurement (None: the counter was not readable)."""
+
+    read_bytes: int | None
+    written_bytes: int | None
+    cpu_seconds: float | None
+
+
+@dataclass(frozen=True)
+class Measurement:
+    workload: str
+    method: str
+    domain: str
+    exit_code: int
+    wall: float
+    phases: dict[str, float]
+    cpu_user: float  # the measured process tree on dom0-a (ssh client included)
+    cpu_system: float
+    source: Side  # dom0-a: its loop PVs and its container's CPU
+    peer: Side  # dom0-b
+    wire_received: int | None  # dom0-a's network interfaces
+    wire_sent: int | None
+    rsync_sent: int | None  # rsync's own --stats, where rsync copied
+    rsync_received: int | None
+    changed_bytes: int  # bytes written in the guest since the previous sync
+    peak_rss_kib: int | None  # the first process of the method (the toolkit's Python)
+    tree_maxrss_kib: int | None
+    snapshot_seconds: dict[str, float] = field(default_factory=dict)
+    # Storage bytes (read, written) of the measured process tree on dom0-a, from the
+    # meter's /proc/self/io once its children are reaped (None: no task I/O accounting).
+    tree_io: tuple[int, int] | None = None
+    caches_dropped: bool = False
+    notes: tuple[str, ...] = ()
+    # The toolkit's report steps, summed per host and action (see step_totals).
+    steps: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def wire_bytes(self) -> int | None:
+        if self.wire_received is None or self.wire_sent is None:
+            return None
+        return self.wire_received + self.wire_sent
+
+    @property
+    def wire_per_changed(self) -> float | None:
+        if self.wire_bytes is None or self.changed_bytes <= 0:
+            return None
+        return round(self.wire_bytes / self.changed_bytes, 3)
+
+    @property
+    def cpu_seconds(self) -> float:
+        """Both containers' CPU where the cgroups tell it, else the measured process tree."""
+        if self.source.cpu_seconds is not None and self.peer.cpu_seconds is not None:
+            return round(self.source.cpu_seconds + self.peer.cpu_seconds, 3)
+        return round(self.cpu_user + self.cpu_system, 3)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.update(wire_bytes=self.wire_bytes, wire_per_changed=self.wire_per_changed,
+                   cpu_seconds=self.cpu_seconds)
+        return out
+
+
+def method_phases(method: str, meter: MeterResult) -> tuple[dict[str, float], ToolkitRun | None]:
+    """Per-phase seconds of one method (the toolkit's from its report) and its parsed report."""
+    walls = [s.wall for s in meter.steps]
+    if method in TOOLKIT_METHODS:
+        if not meter.steps:
+            return {}, None
+        run = parse_toolkit_report(meter.steps[0].stdout)
+        return toolkit_phases(run, meter.steps[0].wall), run
+    if method in ("bare-rsync", "bare-parallel"):
+        # Its last step is the remote sync that flushes the target, as umount does for the
+        # toolkit; a failed run may stop before it.
+        copies = walls[:-1] if len(walls) > 1 else walls
+        phases = {"rsync": round(sum(copies), 3)}
+        if len(walls) > 1:
+            phases["flush"] = round(walls[-1], 3)
+        return phases, None
+    return {"copy" if method == "block-copy" else "delta": round(sum(walls), 3)}, None
+
+
+def measurement(workload: str, method: str, domain: str, meter: MeterResult, *,
+                source_devices: Sequence[str], peer_devices: Sequence[str],
+                peer_cpu: tuple[str | None, str | None], changed_bytes: int,
+                caches_dropped: bool) -> Measurement:
+    """One method's figures from its meter result and the peer's cgroup CPU readings."""
+    b, a = meter.before, meter.after
+    phases, run = method_phases(method, meter) if meter.exit_code == 0 else ({}, None)
+    notes: list[str] = []
+    sent = received = None
+    if run is not None:
+        sent = sum(f.bytes_sent for f in run.filesystems)
+        received = sum(f.bytes_received for f in run.filesystems)
+        overlap = copy_overlap(run.phases.get("rsync", 0.0), [f.duration for f in run.filesystems])
+        if overlap.mode != "single":
+            notes.append(f"filesystems copied {overlap.mode}ly: per-filesystem rsync times add "
+                         f"up to {overlap.fs_sum:.1f}s in a {overlap.rsync_phase:.1f}s rsync "
+                         f"phase (x{overlap.factor})")
+    elif method in ("bare-rsync", "block-delta"):
+        stats = [parse_stats(s.stdout) for s in meter.steps if s.argv0 == "rsync"]
+        sent = sum(s.bytes_sent for s in stats)
+        received = sum(s.bytes_received for s in stats)
+    elif method == "bare-parallel" and meter.steps:
+        stats = [parse_stats(part) for part in meter.steps[0].stdout.split(PARALLEL_SEPARATOR)]
+        sent = sum(s.bytes_sent for s in stats)
+        received = sum(s.bytes_received for s in stats)
+    src = block_delta(b.block, a.block, source_devices)
+    dst = block_delta(b.block, a.block, peer_devices)
+    wire = net_delta(b.net_dev, a.net_dev)
+    first_hwm = meter.steps[0].hwm_kib if meter.steps else 0
+    return Measurement(
+        workload=workload, method=method, domain=domain, exit_code=meter.exit_code,
+        wall=round(meter.wall, 3), phases=phases, cpu_user=round(meter.user, 3),
+        cpu_system=round(meter.system, 3),
+        source=Side(src.read_bytes if src else None, src.written_bytes if src else None,
+                    cpu_delta(b.cgroup_cpu, a.cgroup_cpu)),
+        peer=Side(dst.read_bytes if dst else None, dst.written_bytes if dst else None,
+                  cpu_delta(*peer_cpu)),
+        wire_received=wire[0] if wire else None, wire_sent=wire[1] if wire else None,
+        rsync_sent=sent, rsync_received=received, changed_bytes=changed_bytes,
+        peak_rss_kib=first_hwm or None, tree_maxrss_kib=meter.maxrss_kib or None,
+        snapshot_seconds={**snapshot_lifetimes(meter.dm_seen),
+                          **({f"{k} (report)": v for k, v in run.snapshot_lives.items()}
+                             if run is not None else {})},
+        tree_io=io_delta(b.proc_io, a.proc_io), caches_dropped=caches_dropped,
+        notes=tuple(notes), steps=dict(run.step_seconds) if run is not None else {})
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """The toolkit's wall time over the bare rsync's in one workload."""
+
+    workload: str
+    toolkit: float
+    bare: float
+    target: float | None  # OVERHEAD_TARGET on the full and 1% workloads
+    method: str = "toolkit"
+
+    @property
+    def value(self) -> float | None:
+        return round(self.toolkit / self.bare, 3) if self.bare > 0 else None
+
+    @property
+    def met(self) -> bool | None:
+        if self.target is None or self.value is None:
+            return None
+        return self.value <= self.target
+
+
+def overhead_ratios(results: Sequence[Measurement]) -> list[Ratio]:
+    """toolkit/bare-rsync wall-time ratios, per workload where both methods succeeded."""
+    out = []
+    for workload in dict.fromkeys(m.workload for m in results):
+        walls = {m.method: m.wall for m in results if m.workload == workload and not m.exit_code}
+        for method in TOOLKIT_METHODS:
+            if method in walls and "bare-rsync" in walls:
+                target = OVERHEAD_TARGET if workload in ("full", "churn") else None
+                out.append(Ratio(workload, walls[method], walls["bare-rsync"], target, method))
+    return out
+
+
+@dataclass(frozen=True)
+class GuestCost:
+    """The origin's write throughput (dd oflag=direct) without and with a snapshot."""
+
+    written_mib: int
+    without: tuple[float, ...]  # MiB/s, before creating and after removing the snapshot
+    with_snapshot: float
+
+    @property
+    def slowdown(self) -> float | None:
+        base = sum(self.without) / len(self.without) if self.without else 0.0
+        return round(self.with_snapshot / base, 3) if base > 0 else None
+
+
+@dataclass(frozen=True)
+class CipherRate:
+    """One ssh cipher's throughput: zeroes piped through ssh to the peer's /dev/null."""
+
+    cipher: str
+    mib: int
+    wall: float
+    cpu_seconds: float
+
+    @property
+    def mib_per_s(self) -> float:
+        return round(self.mib / self.wall, 1) if self.wall > 0 else 0.0
+
+
+def cipher_argv(ssh: Sequence[str], cipher: str, mib: int) -> list[str]:
+    """``head -c N /dev/zero | ssh -c CIPHER peer 'cat > /dev/null'`` (compression off)."""
+    client = [ssh[0], "-c", cipher, *ssh[1:], PEER_ADDRESS, "cat > /dev/null"]
+    return ["bash", "-c", f"set -o pipefail; head -c {mib * MIB} /dev/zero | "
+            + shlex.join(client)]
+
+
+def _mib(n: int | None) -> str:
+    return "-" if n is None else f"{n / MIB:.1f}"
+
+
+def _num(x: float | None, fmt: str = ".1f") -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+TABLE_COLUMNS = ("workload", "method", "wall s", "cpu s", "src rd MiB", "src wr MiB",
+                 "peer rd MiB", "peer wr MiB", "wire MiB", "changed MiB", "wire/chg",
+                 "peak RSS MiB", "x bare")
+
+
+def table_rows(results: Sequence[Measurement]) -> list[tuple[str, ...]]:
+    bare = {m.workload: m.wall for m in results if m.method == "bare-rsync" and not m.exit_code}
+    rows = []
+    for m in results:
+        ratio = round(m.wall / bare[m.workload], 3) if bare.get(m.workload) else None
+        rows.append((m.workload, m.method if not m.exit_code else f"{m.method} (exit "
+                     f"{m.exit_code})", f"{m.wall:.1f}", f"{m.cpu_seconds:.1f}",
+                     _mib(m.source.read_bytes), _mib(m.source.written_bytes),
+                     _mib(m.peer.read_bytes), _mib(m.peer.written_bytes), _mib(m.wire_bytes),
+                     _mib(m.changed_bytes), _num(m.wire_per_changed, ".2f"),
+                     _num(m.peak_rss_kib / 1024 if m.peak_rss_kib else None),
+                     _num(ratio, ".2f")))
+    return rows
+
+
+def render_table(results: Sequence[Measurement], ratios: Sequence[Ratio] = (),
+                 guest: GuestCost | None = None, ciphers: Sequence[CipherRate] = ()) -> str:
+    """The plain-text table printed at the end of a run (and saved as table.txt)."""
+    rows = [TABLE_COLUMNS, *table_rows(results)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(TABLE_COLUMNS))]
+    lines = []
+    for n, row in enumerate(rows):
+        cells = [c.ljust(w) if i < 2 else c.rjust(w)
+                 for i, (c, w) in enumerate(zip(row, widths, strict=True))]
+        lines.append("  ".join(cells).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    for m in results:
+        if m.method in TOOLKIT_METHODS and m.phases:
+            lines.append(f"{m.workload} {m.method} phases: "
+                         + ", ".join(f"{k} {v:.1f}s" for k, v in m.phases.items()))
+        if m.steps:
+            lines.append(f"{m.workload} {m.method} steps: "
+                         + ", ".join(f"{k} {v:.1f}s" for k, v in m.steps.items()))
+        for note in m.notes:
+            lines.append(f"{m.workload} {m.method}: {note}")
+        for name, secs in m.snapshot_seconds.items():
+            lines.append(f"{m.workload} {m.method}: snapshot {name} existed {secs:.1f}s")
+    for r in ratios:
+        verdict = "" if r.met is None else (f" (target <= {r.target:.2f}: "
+                                             f"{'met' if r.met else 'MISSED'})")
+        lines.append(f"{r.method}/bare-rsync {r.workload}: {_num(r.value, '.2f')}{verdict}")
+    if guest is not None:
+        base = ", ".join(f"{v:.1f}" for v in guest.without)
+        lines.append(f"origin writes ({guest.written_mib} MiB, oflag=direct): {base} MiB/s "
+                     f"without a snapshot, {guest.with_snapshot:.1f} MiB/s with one "
+                     f"(x{_num(guest.slowdown, '.2f')})")
+    base_rate = ciphers[0].mib_per_s if ciphers else 0.0
+    for c in ciphers:
+        rel = f", x{c.mib_per_s / base_rate:.2f} of {ciphers[0].cipher}" if base_rate else ""
+        lines.append(f"ssh cipher {c.cipher}: {c.mib_per_s:.1f} MiB/s ({c.mib} MiB in "
+                     f"{c.wall:.1f}s, {c.cpu_seconds:.1f}s CPU{rel})")
+    return "\n".join(lines) + "\n"
+
+
+def chart_series(results: Sequence[Measurement]) -> tuple[list[str], list[str],
+                                                          list[list[float]]]:
+    """Bar labels, phase names in stacking order, and seconds[phase][bar] for the chart."""
+    labels = [f"{m.workload} / {m.method}" for m in results]
+    phases: list[str] = []
+    for m in results:
+        phases += [p for p in m.phases if p not in phases]
+    order = [p for p in (*TOOLKIT_PHASES, OTHER) if p in phases]
+    order += [p for p in phases if p not in order]
+    return labels, order, [[m.phases.get(p, 0.0) for m in results] for p in order]
+
+
+def write_chart(path: Path, results: Sequence[Measurement], title: str) -> bool:
+    """A horizontal stacked bar per method and workload; False when matplotlib is missing."""
+    try:
+        import matplotlib
+    except ImportError:
+        return False
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels, phases, values = chart_series(results)
+    fig, ax = plt.subplots(figsize=(11, 1.6 + 0.4 * max(len(labels), len(phases) / 2, 1)))
+    left = [0.0] * len(labels)
+    colors = plt.get_cmap("tab20").colors
+    for i, (phase, row) in enumerate(zip(phases, values, strict=True)):
+        ax.barh(labels, row, left=left, label=phase, color=colors[i % len(colors)])
+        left = [a + b for a, b in zip(left, row, strict=True)]
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds (wall)")
+    ax.set_title(title)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", title="phase")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def bench_document(meta: Mapping[str, Any], results: Sequence[Measurement],
+                   guest: GuestCost | None, error: str | None = None,
+                   ciphers: Sequence[CipherRate] = ()) -> dict[str, Any]:
+    """Everything ``bench.json`` holds."""
+    ratios = overhead_ratios(results)
+    snapshot = {f"{m.workload}": {"watched": m.snapshot_seconds,
+                                  "from_phases": snapshot_window(m.phases)}
+                for m in results if m.method == "toolkit" and m.phases}
+    doc: dict[str, Any] = dict(meta)
+    doc.update({
+        "results": [m.to_dict() for m in results],
+        "ratios": [{"workload": r.workload, "method": r.method, "toolkit_wall": r.toolkit,
+                    "bare_wall": r.bare,
+                    "ratio": r.value, "target": r.target, "met": r.met} for r in ratios],
+        "guest_cost": {
+            "snapshot_seconds": snapshot,
+            "origin_writes": None if guest is None else {
+                "written_mib": guest.written_mib, "without_mib_s": list(guest.without),
+                "with_snapshot_mib_s": guest.with_snapshot, "ratio": guest.slowdown},
+        },
+        "ciphers": [{**asdict(c), "mib_per_s": c.mib_per_s} for c in ciphers],
+        "error": error,
+    })
+    return doc
+
+
