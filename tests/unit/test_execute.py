@@ -482,3 +482,28 @@ def test_a_dirty_marker_keeps_the_last_success_of_the_marker_before_it(tmp_path)
     marker = json.loads(peer.files[ex.marker_path()])
     assert (marker["state"], marker["run_id"]) == ("dirty", plan.run_id)
     assert (marker["last_success"], marker["last_success_run_id"]) == (1.0, "OLD")
+
+
+def test_the_report_gives_each_filesystem_its_guest_path_from_the_fstab_or_the_config(
+        tmp_path):
+    # The guest's fstab names xvda1 "/": the report says where each filesystem belongs in
+    # the guest; configured mounts replace the fstab, and the report follows them.
+    from fakes import CONFIG_TEXT
+
+    from toolkit.config import parse_config
+
+    src, peer = FakeHost("dom0-a"), FakeHost("dom0-b")
+    src.fstab_on = "xvda1"
+    plan, report, ex = run_executor(tmp_path, src, peer)
+    ex.run()
+    paths = {f.name: f.guest_path for f in report.filesystems}
+    assert paths["xvda1"] == "/" and all(paths[n] is None for n in paths if n != "xvda1")
+
+    text = CONFIG_TEXT.format(state=tmp_path / "s", lock=tmp_path / "l") + (
+        '\n[domains.web01.mounts]\nxvda1 = "/"\nxvda5 = "/srv"\nxvda6 = "/data"\n')
+    cfg = parse_config(text, tmp_path / "backup.toml")
+    src, peer = FakeHost("dom0-a"), FakeHost("dom0-b")
+    report = DomainReport("web01")
+    Executor(plan_backup(web01_facts(), cfg, RUN), cfg, src, peer, report).run()
+    paths = {f.name: f.guest_path for f in report.filesystems}
+    assert paths == {"xvda1": "/", "xvda5": "/srv", "xvda6": "/data"}
