@@ -285,6 +285,8 @@ class FakeHost:
         self.ignores_term: set[int] = set()  # processes only SIGKILL ends
         self.fail = fail
         self.silent_mount = silent_mount
+        self.late_nodes = False  # True: no udev makes /dev/mapper nodes of dmsetup's maps
+        self.no_node: set[str] = set()  # maps whose /dev/mapper node is not there yet
         self.fstab_on: str | None = None  # mount path suffix of the fs holding etc/fstab
         self.fstab = FSTAB  # what that etc/fstab says
         self.rsync_result = (0, RSYNC_STATS, "")
@@ -547,6 +549,8 @@ class FakeHost:
             self.maps.add(name)
             self.map_on[name] = below
             self._new_device(name)
+            if self.late_nodes:
+                self.no_node.add(name)  # udev has not made /dev/mapper/NAME (yet)
             return 0, "", ""
         if a[1] == "remove":
             name = a[-1]
@@ -555,12 +559,15 @@ class FakeHost:
             code, err = self._remove_map(name)
             return code, "", err
         if a[1] == "mknodes":
+            # makes the node of the map named (every map's without a name), if it exists
+            self.no_node -= set(a[2:3]) if len(a) > 2 else set(self.no_node)
             return 0, "", ""
         return None
 
     def _cmd_test(self, a, input):
-        if a[1] == "-b":  # a dm node exists while its device does
-            return (0, "", "") if self.resolve(a[2]) is not None else (1, "", "")
+        if a[1] == "-b":  # a dm node exists while its device does, once it is made
+            name = self.resolve(a[2])
+            return (0, "", "") if name is not None and name not in self.no_node else (1, "", "")
         return None
 
     def _cmd_stat(self, a, input):

@@ -455,6 +455,37 @@ def test_missing_dm_node_is_made_before_use_or_the_run_fails_clearly(tmp_path):
     assert ("dmsetup", "mknodes") not in [c[:2] for c in peer.calls]
 
 
+def test_a_dm_node_udev_did_not_make_is_made_by_name_and_the_run_goes_on(tmp_path):
+    # No udev: each map the peer makes has no /dev/mapper node until `dmsetup mknodes
+    # NAME` makes that one; then it is proven a block device and the copy goes on.
+    src, peer = FakeHost("dom0-a"), FakeHost("dom0-b")
+    src.fstab_on = "xvda1"
+    peer.late_nodes = True
+    plan, report, ex = run_executor(tmp_path, src, peer)
+    ex.run()
+    aliases = [s.resource for s in plan.steps if s.action in ("alias", "lvmap")
+               and s.host == "peer"]
+    made = [c[2] for c in peer.calls if c[:2] == ("dmsetup", "mknodes")]
+    assert aliases and made == [a.rsplit("/", 1)[1] for a in aliases]
+    probes = [c for c in peer.calls if c[:2] == ("test", "-b")]
+    assert probes == [("test", "-b", a) for a in aliases for _ in (0, 1)]
+    assert [f.outcome for f in report.filesystems if f.outcome == "copied"]
+    assert not report.error and src.leftovers() == [] and peer.leftovers() == []
+
+
+def test_a_dm_node_that_never_appears_stops_the_run_naming_the_node_and_the_host(tmp_path):
+    from toolkit.execute import ensure_dm_node
+
+    peer = FakeHost("dom0-b")
+    with pytest.raises(errors.MapFailed) as info:
+        ensure_dm_node(peer, "/dev/mapper/domubk-x")
+    assert info.value.host == "dom0-b"
+    assert str(info.value) == (
+        "[dom0-b] /dev/mapper/domubk-x is not a block device after `dmsetup create "
+        "domubk-x` (is udev running and able to create /dev/mapper nodes?)")
+    assert [t for a, t in peer.timeouts] == [60, 60, 60]
+
+
 def test_marker_writes_are_one_command_each_and_only_the_dirty_one_reads_the_old(tmp_path):
     src, peer = FakeHost("dom0-a"), FakeHost("dom0-b")
     src.fstab_on = "xvda1"
