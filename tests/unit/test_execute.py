@@ -293,8 +293,15 @@ def test_second_run_of_a_domain_is_busy(tmp_path):
 def test_no_guest_fstab_is_a_clear_error_listing_filesystems(tmp_path):
     src, peer = FakeHost("dom0-a"), FakeHost("dom0-b")
     plan, report, ex = run_executor(tmp_path, src, peer)
-    with pytest.raises(errors.FstabError, match="xvda1 .*ext4"):
+    with pytest.raises(errors.FstabError) as info:
         ex.run()
+    assert info.value.host == "dom0-a"
+    found = ", ".join(f"{f.name} ({f.fstype} UUID={f.uuid} label={f.label})"
+                      for f in plan.filesystems)
+    assert str(info.value) == (f"[dom0-a] no /etc/fstab found on any filesystem of web01 "
+                               f"(found: {found}); set [domains.web01.mounts] in the config")
+    assert found.startswith("xvda1 (ext4 UUID=3f1c2b9a-5d4e-4c7b-9a8f-0e1d2c3b4a59 label=root "
+                            "fs), xvda5 (ext4 ")
     assert src.leftovers() == [] and peer.leftovers() == []
 
 
@@ -538,3 +545,50 @@ def test_the_report_gives_each_filesystem_its_guest_path_from_the_fstab_or_the_c
     Executor(plan_backup(web01_facts(), cfg, RUN), cfg, src, peer, report).run()
     paths = {f.name: f.guest_path for f in report.filesystems}
     assert paths == {"xvda1": "/", "xvda5": "/srv", "xvda6": "/data"}
+
+
+GUEST_FSTAB = """/dev/xvda1 / ext4 defaults 0 1
+PARTUUID=1234abcd-05 /var ext4 defaults 0 2
+LABEL=DATA /boot/efi vfat defaults 0 2
+"""
+
+
+@pytest.mark.parametrize("fstab,mounts,expected", [
+    # each filesystem named its own way: guest device, PARTUUID, LABEL (with its type)
+    (GUEST_FSTAB, "", {"xvda1": "/", "xvda5": "/var", "xvda6": "/boot/efi"}),
+    # the fstab does not name the filesystem it lies on: that one is the guest's /
+    ("UUID=0d9e8f7a-6b5c-4d3e-a2f1-0a9b8c7d6e5f /var ext4 defaults 0 2\n", "",
+     {"xvda1": "/", "xvda5": "/var"}),
+    # a configured mount replaces what the fstab says for that filesystem only
+    (GUEST_FSTAB, 'xvda6 = "/srv"\n', {"xvda1": "/", "xvda5": "/var", "xvda6": "/srv"}),
+])
+def test_guest_paths_come_from_the_guests_fstab_however_it_names_each_filesystem(
+        tmp_path, fstab, mounts, expected):
+    from fakes import CONFIG_TEXT
+
+    from toolkit.config import parse_config
+
+    text = CONFIG_TEXT.format(state=tmp_path / "s", lock=tmp_path / "l")
+    if mounts:
+        text += "\n[domains.web01.mounts]\n" + mounts
+    cfg = parse_config(text, tmp_path / "backup.toml")
+    src, peer = FakeHost("dom0-a"), FakeHost("dom0-b")
+    src.fstab_on, src.fstab = "xvda1", fstab
+    report, log = DomainReport("web01"), []
+    Executor(plan_backup(web01_facts(), cfg, RUN), cfg, src, peer, report, log=log.append).run()
+    assert {f.name: f.guest_path for f in report.filesystems if f.guest_path} == expected
+    (line,) = [m for m in log if m.startswith("guest paths: ")]
+    assert dict(x.split("=", 1) for x in line.removeprefix("guest paths: ").split(", ")) == (
+        expected)
+
+
+def test_an_fstab_line_whose_type_contradicts_the_filesystem_it_names_stops_the_run(tmp_path):
+    # xvda1 holds ext4; a guest fstab saying xfs for it is not believed (R5's checks on
+    # what the guest says), before anything is copied.
+    src, peer = FakeHost("dom0-a"), FakeHost("dom0-b")
+    src.fstab_on, src.fstab = "xvda1", "/dev/xvda1 / xfs defaults 0 1\n"
+    plan, report, ex = run_executor(tmp_path, src, peer)
+    with pytest.raises(errors.FstabError, match=r"resolves to xvda1 ext4 .*a ext4 filesystem"):
+        ex.run()
+    assert not [c for c in src.calls if untied(c)[0] == "rsync"]
+    assert src.leftovers() == [] and peer.leftovers() == []
