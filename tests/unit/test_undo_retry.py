@@ -1,0 +1,135 @@
+"""One resource undone while it exists (teardown's and recover's undo): the exists-probe,
+the bounded retries of a held device, and what "something was removed" means.
+
+A scripted host answers the undo and the probe in turn; time.sleep is recorded, not slept.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from toolkit.errors import CommandFailed
+from toolkit.execute import resource_exists, undo_with_retry
+from toolkit.runners import CommandResult
+
+UNDO = ("kpartx", "-d", "/dev/vg_a/domubk-R-web01-xvda")
+PROBE = ("dmsetup", "info", "-c", "--noheadings", "-o", "name", "vg_a-domubk--R--web01--xvdap1")
+
+
+class Scripted:
+    """Exit codes of the undo, and "there"/"gone" answers of the probe, in turn."""
+
+    host = "dom0-a"
+
+    def __init__(self, undo_codes=(), probes=()):
+        self.undo_codes = list(undo_codes)
+        self.probes = list(probes)
+        self.calls: list[tuple[tuple[str, ...], bool, float | None]] = []
+
+    def run(self, argv, *, check=True, timeout=600, input=None, ok_codes=(0,), env=None):
+        argv = tuple(argv)
+        self.calls.append((argv, check, timeout))
+        if argv == UNDO:
+            code = self.undo_codes.pop(0)
+            return CommandResult(self.host, argv, code, "", "" if code == 0 else
+                                 "device busy", 0.0)
+        assert argv == PROBE, argv
+        there = self.probes.pop(0)
+        return CommandResult(self.host, argv, 0 if there != "error" else 1,
+                             "vg_a-domubk--R--web01--xvdap1\n" if there == "there" else "", "",
+                             0.0)
+
+    def order(self) -> list[str]:
+        return ["undo" if argv == UNDO else "probe" for argv, _, _ in self.calls]
+
+
+@pytest.fixture
+def sleeps(monkeypatch):
+    slept: list[float] = []
+    monkeypatch.setattr("toolkit.execute.time.sleep", slept.append)
+    return slept
+
+
+def test_a_resource_already_gone_is_not_undone_and_nothing_was_removed(sleeps):
+    host = Scripted(probes=["gone"])
+    assert undo_with_retry(host, UNDO, PROBE, 300) is False
+    assert host.order() == ["probe"] and sleeps == []
+
+
+def test_a_resource_there_is_undone_once_with_the_steps_timeout_unchecked(sleeps):
+    host = Scripted(undo_codes=[0], probes=["there"])
+    assert undo_with_retry(host, UNDO, PROBE, 300) is True
+    assert host.calls == [(PROBE, False, 60), (UNDO, False, 300)] and sleeps == []
+
+
+def test_a_held_resource_is_retried_while_it_is_there_with_a_growing_pause(sleeps):
+    host = Scripted(undo_codes=[1, 1, 1, 0], probes=["there"] * 4)
+    assert undo_with_retry(host, UNDO, PROBE, 300) is True
+    assert host.order() == ["probe", "undo"] * 4
+    assert sleeps == [0.25, 0.5, 1.0]
+
+
+def test_a_resource_that_went_after_a_failed_undo_counts_as_removed(sleeps):
+    # kpartx -d removed some maps and failed on one that udev released a moment later
+    host = Scripted(undo_codes=[1], probes=["there", "gone"])
+    assert undo_with_retry(host, UNDO, PROBE, 300) is True
+    assert host.order() == ["probe", "undo", "probe"] and sleeps == [0.25]
+
+
+def test_a_resource_held_through_every_attempt_fails_with_the_last_result(sleeps):
+    host = Scripted(undo_codes=[1] * 6, probes=["there"] * 6)
+    with pytest.raises(CommandFailed) as info:
+        undo_with_retry(host, UNDO, PROBE, 300)
+    assert info.value.result.argv == UNDO and info.value.result.stderr == "device busy"
+    assert host.order().count("undo") == 6 and host.undo_codes == []
+    assert sleeps == [0.25, 0.5, 1.0, 2.0, 4.0]  # doubled, at most 4 s; none after the last
+
+
+def test_the_pause_stops_growing_at_four_seconds(sleeps):
+    host = Scripted(undo_codes=[1] * 8, probes=["there"] * 8)
+    with pytest.raises(CommandFailed):
+        undo_with_retry(host, UNDO, PROBE, 300, attempts=8)
+    assert sleeps == [0.25, 0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+
+
+def test_without_a_probe_every_attempt_runs_the_undo(sleeps):
+    host = Scripted(undo_codes=[1, 0])
+    assert undo_with_retry(host, UNDO, (), 300) is True
+    assert host.order() == ["undo", "undo"] and sleeps == [0.25]
+    host = Scripted(undo_codes=[1, 1])
+    with pytest.raises(CommandFailed):
+        undo_with_retry(host, UNDO, (), 300, attempts=2)
+
+
+def test_a_runs_own_resource_is_undone_at_once_and_probed_only_after_a_failure(sleeps):
+    host = Scripted(undo_codes=[0])
+    assert undo_with_retry(host, UNDO, PROBE, 300, probe_first=False) is True
+    assert host.order() == ["undo"]
+
+
+def test_a_runs_own_resource_gone_before_its_undo_was_not_removed(sleeps):
+    host = Scripted(undo_codes=[1], probes=["gone"])
+    assert undo_with_retry(host, UNDO, PROBE, 300, probe_first=False) is False
+    assert host.order() == ["undo", "probe"] and sleeps == []
+
+
+def test_a_runs_own_resource_still_held_after_its_undo_is_retried_with_the_probe(sleeps):
+    host = Scripted(undo_codes=[1, 1, 0], probes=["there", "there", "there"])
+    assert undo_with_retry(host, UNDO, PROBE, 300, probe_first=False) is True
+    assert host.order() == ["undo", "probe", "probe", "undo", "probe", "undo"]
+    assert sleeps == [0.25, 0.5]
+
+
+def test_a_probe_says_there_only_when_it_succeeds_and_prints_something():
+    assert resource_exists(Scripted(probes=["there"]), PROBE) is True
+    assert resource_exists(Scripted(probes=["gone"]), PROBE) is False  # exit 0, no output
+    assert resource_exists(Scripted(probes=["error"]), PROBE) is False  # exit 1
+    host = Scripted(probes=["there"])
+    resource_exists(host, PROBE)
+    assert host.calls == [(PROBE, False, 60)]
+
+
+def test_no_attempt_allowed_runs_nothing_and_removes_nothing(sleeps):
+    host = Scripted()
+    assert undo_with_retry(host, UNDO, PROBE, 300, attempts=0) is False
+    assert host.calls == [] and sleeps == []
