@@ -58,6 +58,7 @@ class Hosts:
     _peers: dict[str, Runner] = field(default_factory=dict)
 
     def peer(self, config: Config, name: str) -> Runner:
+        """The runner for peer ``name``: made once (by ``peer_factory`` if set), then kept."""
         if name not in self._peers:
             if self.peer_factory is not None:
                 self._peers[name] = self.peer_factory(name)
@@ -66,6 +67,7 @@ class Hosts:
         return self._peers[name]
 
     def close(self) -> None:
+        """Close every peer runner made so far and forget them."""
         # A copy: a preflight thread stopped by a signal may still be adding its peer.
         for r in list(self._peers.values()):
             r.close()

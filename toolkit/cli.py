@@ -87,6 +87,7 @@ def _options(task) -> list[tuple[str, str, str]]:
 
 
 def overview() -> str:
+    """The program's help: usage, each command with the first line of its doc, where to go next."""
     commands = _commands()
     width = max(len(n) for n in commands)
     lines = [f"usage: {PROG} COMMAND [--option ...]", "",
@@ -100,6 +101,7 @@ def overview() -> str:
 
 
 def command_help(name: str, task) -> str:
+    """A command's ``--help``: usage, its whole docstring, and its options with their help."""
     opts = _options(task)
     shown = [f"{flag} {meta}".rstrip() for flag, meta, _ in opts]
     width = max(len(s) for s in shown)

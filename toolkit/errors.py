@@ -32,21 +32,32 @@ class FinishedWithWarnings(ToolkitError):
 
 
 class ConfigError(ToolkitError):
+    """The config file (or a lab recipe) is missing, unreadable or not TOML, or a key in it
+    is wrong or refused."""
+
     exit_code = 3
     summary = "configuration is invalid"
 
 
 class UsageError(ToolkitError):
+    """The command line is wrong: an option's value, a file it names (--record, --replay),
+    a host spec, or the failpoint variable."""
+
     exit_code = 4
     summary = "bad command-line usage"
 
 
 class NotRoot(ToolkitError):
+    """A command that works on LVM, device-mapper and mounts was not run as root."""
+
     exit_code = 5
     summary = "root privileges are required"
 
 
 class InsecureFile(ToolkitError):
+    """A config, key, lock, state or report file, or a directory above one, is not safe to
+    trust: a symlink, not root's, group- or world-writable, hard-linked, or the wrong type."""
+
     exit_code = 6
     summary = "a config, key, lock or report file or directory is not safely owned"
 
@@ -59,31 +70,44 @@ class NotRunningHere(ToolkitError):
 
 
 class HostNotInCluster(ToolkitError):
+    """This host (--node, DOMU_BACKUP_NODE or its short hostname) is not a configured Dom0."""
+
     exit_code = 10
     summary = "this host is not one of the configured Dom0s"
 
 
 class PeerInvalid(ToolkitError):
+    """The domain's configured peer is this host itself, or not a configured Dom0."""
+
     exit_code = 11
     summary = "the configured peer is not usable"
 
 
 class PeerUnreachable(ToolkitError):
+    """The SSH connection to the peer could not be made, or its key was not accepted."""
+
     exit_code = 12
     summary = "the peer cannot be reached over SSH"
 
 
 class HostKeyRejected(ToolkitError):
+    """The peer's SSH host key is not in the tool's known_hosts, differs from the one pinned
+    there, or that file cannot be read."""
+
     exit_code = 13
     summary = "the peer's SSH host key is unknown or changed"
 
 
 class DomainRunningOnPeer(ToolkitError):
+    """The domain is active (running, paused...) on the peer: its standby disks are in use."""
+
     exit_code = 14
     summary = "the domain is running on the peer; its standby is in use"
 
 
 class DomainUnknown(ToolkitError):
+    """The domain is not in the config, or has no block-device disk to back up."""
+
     exit_code = 15
     summary = "the domain is not defined or not configured"
 
@@ -94,31 +118,46 @@ class DomainNotDefinedHere(DomainUnknown):
 
 
 class TargetInvalid(ToolkitError):
+    """A standby LV on the peer is missing, open or smaller than its source, or a source disk
+    is not a plain LVM LV; also init-standby refusing a standby that holds data (without
+    --force) or failing its teardown."""
+
     exit_code = 16
     summary = "the peer's target LV is missing, too small, or in use"
 
 
 class NoSnapshotSpace(ToolkitError):
+    """The source volume group has fewer free bytes than the run's snapshots need."""
+
     exit_code = 17
     summary = "the volume group has no room for the snapshot"
 
 
 class MissingBinary(ToolkitError):
+    """A host lacks a program the run needs, or `which` could not look them up."""
+
     exit_code = 18
     summary = "a required program is missing on a host"
 
 
 class LayoutMismatch(ToolkitError):
+    """The standby's partitions or filesystems differ from the source's (run init-standby),
+    or init-standby cannot create a filesystem of that type."""
+
     exit_code = 19
     summary = "the standby's layout no longer matches the source (run init-standby)"
 
 
 class ParseError(ToolkitError):
+    """A tool's output (lvs, sfdisk, virsh, findmnt...) or the domain XML cannot be parsed."""
+
     exit_code = 20
     summary = "a tool's output could not be parsed"
 
 
 class GuestLvmUnreadable(ToolkitError):
+    """A guest PV's LVM label, PV header or metadata area cannot be read as lvm2 format_text."""
+
     exit_code = 21
     summary = "a guest's LVM label or metadata could not be read"
 
@@ -138,41 +177,59 @@ class StatusUnknown(ToolkitError):
 
 
 class LockBusy(ToolkitError):
+    """Another run (named by its pid when known) holds this domain's lock."""
+
     exit_code = 75
     summary = "another run holds this domain's lock"
 
 
 class SnapshotFailed(ToolkitError):
+    """Taking a snapshot of a source LV failed (lvcreate exited non-zero)."""
+
     exit_code = 30
     summary = "creating the snapshot failed"
 
 
 class SnapshotInvalid(ToolkitError):
+    """A snapshot overflowed, or filled to ``snapshot_max_fill`` and could not be extended,
+    so the copy is not consistent."""
+
     exit_code = 31
     summary = "the snapshot overflowed or became invalid"
 
 
 class MapFailed(ToolkitError):
+    """Mapping a disk's partitions or aliases (kpartx, dmsetup) failed, or a node it should
+    have made is not a block device."""
+
     exit_code = 32
     summary = "mapping partitions failed"
 
 
 class MountRefused(ToolkitError):
+    """A mount step failed, or none of the domain's filesystems is left to copy."""
+
     exit_code = 33
     summary = "a filesystem could not be mounted or proven mounted"
 
 
 class FstabError(ToolkitError):
+    """The guest's fstab is missing or cannot be resolved to exactly the filesystems backed up."""
+
     exit_code = 34
     summary = "the guest's fstab could not be resolved"
 
 
 class SourceGuardFailed(ToolkitError):
+    """A source mount is not proven to be the snapshot's filesystem, or it is empty."""
+
     exit_code = 35
     summary = "the source tree is not the expected mounted, non-empty filesystem"
 
 
 class TargetGuardFailed(ToolkitError):
+    """A target mount on the peer is not proven to be the standby's filesystem."""
+
     exit_code = 36
     summary = "the target tree is not the peer's mounted standby filesystem"
 
@@ -186,26 +243,38 @@ class FilesystemVanished(ToolkitError):
 
 
 class TransferFailed(ToolkitError):
+    """rsync failed: an exit code that is no partial transfer, full target or lost connection,
+    or killed by a signal other than SIGHUP, SIGINT or SIGTERM."""
+
     exit_code = 40
     summary = "rsync failed"
 
 
 class TransferPartial(ToolkitError):
+    """rsync transferred only part of the files (exit 23, or 24 for vanished files)."""
+
     exit_code = 41
     summary = "rsync finished with a partial transfer"
 
 
 class MassDeleteRefused(ToolkitError):
+    """rsync's --max-delete limit stopped its deletions (exit 25)."""
+
     exit_code = 42
     summary = "rsync would delete more than allowed (--allow-mass-delete)"
 
 
 class PeerFull(ToolkitError):
+    """The standby filesystem ran out of space or of inodes."""
+
     exit_code = 43
     summary = "the standby filesystem is full"
 
 
 class ConnectionLost(ToolkitError):
+    """The SSH connection to the peer dropped, or a command could not be started over it;
+    what the command did on the peer is unknown."""
+
     exit_code = 44
     summary = "the connection to the peer was lost; state on the peer is unknown, run recover"
 
@@ -222,11 +291,15 @@ class CommandFailed(ToolkitError):
 
 
 class CommandTimedOut(CommandFailed):
+    """A command ran past its timeout and was killed; carries what it wrote until then."""
+
     exit_code = 51
     summary = "a command timed out"
 
 
 class TeardownIncomplete(ToolkitError):
+    """Tearing down a run's objects (mounts, maps, snapshots), or recover, left some behind."""
+
     exit_code = 60
     summary = "teardown left objects behind; run recover"
 

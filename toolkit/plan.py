@@ -148,6 +148,8 @@ class FsFate:
 
 @dataclass(frozen=True)
 class SnapshotPlan:
+    """The snapshot of one disk's LV: its VG, name and /dev path, the VG/LV it is of, the disk."""
+
     vg: str
     name: str
     origin: str
@@ -157,6 +159,9 @@ class SnapshotPlan:
 
 @dataclass(frozen=True)
 class Plan:
+    """Everything one backup run of a domain does: its hosts, snapshots, filesystems and
+    steps in order, the disks and filesystems it leaves out (and why), each one's fate."""
+
     domain: str
     run_id: str
     source_host: str
@@ -170,9 +175,11 @@ class Plan:
     fates: tuple[FsFate, ...] = field(default=())  # every filesystem of every disk
 
     def steps_for(self, host: str) -> tuple[Step, ...]:
+        """The steps that run on ``host`` (SOURCE or PEER), in plan order."""
         return tuple(s for s in self.steps if s.host == host)
 
     def to_json(self) -> str:
+        """The plan as indented JSON (what ``--json`` prints)."""
         return json.dumps(asdict(self), indent=2, sort_keys=False)
 
 
@@ -182,15 +189,18 @@ def owned_name(run_id: str, *parts: str) -> str:
 
 
 def run_tag(run_id: str) -> str:
+    """The LVM tag on a run's snapshots: ``<prefix>_run_<run id>``."""
     return f"{PREFIX}_run_{run_id}"
 
 
 # Exists-probes print something (and exit 0) while the resource is there.
 def dir_probe(path: str) -> tuple[str, ...]:
+    """Exists-probe of a directory: ``find`` prints it while it is there."""
     return ("find", path, "-maxdepth", "0", "-type", "d")
 
 
 def mount_probe(path: str) -> tuple[str, ...]:
+    """Exists-probe of a mount point: ``findmnt`` prints it while something is mounted there."""
     return ("findmnt", "-n", "-o", "TARGET", "--mountpoint", path)
 
 

@@ -49,6 +49,8 @@ class ProgressReporter:
             self._tasks.clear()
 
     def __call__(self, fs: str, line: str) -> None:
+        """One line of rsync's output for filesystem ``fs``: an update moves its bar on a
+        terminal, or is logged once ``interval`` has passed; any other line is ignored."""
         p = parse_progress(line)
         if p is None:
             return
@@ -81,6 +83,7 @@ class ProgressReporter:
         self._progress.update(self._tasks[fs], completed=percent, rate=rate)
 
     def close(self) -> None:
+        """Stop the bars, if any were shown (they stay on the terminal as they last were)."""
         if self._progress is not None:
             self._progress.stop()
             self._progress = None

@@ -25,11 +25,13 @@ class RecordingRunner:
         self.records: list[dict] = []
 
     def close(self) -> None:
+        """Close the wrapped runner."""
         self.inner.close()
 
     def run(self, argv: Sequence[str], *, check: bool = True,
             timeout: float | None = DEFAULT_TIMEOUT, input: str | None = None,
             ok_codes: Iterable[int] = (0,), env: Mapping[str, str] | None = None) -> CommandResult:
+        """Run argv on ``inner`` and record its result, a failure too; then ``check`` as usual."""
         result = self.inner.run(argv, check=False, timeout=timeout, input=input, env=env)
         self.records.append({"role": self.role, "argv": list(result.argv),
                              "exit_code": result.exit_code, "stdout": result.stdout,
@@ -55,6 +57,10 @@ class ReplayRunner:
     def run(self, argv: Sequence[str], *, check: bool = True,
             timeout: float | None = DEFAULT_TIMEOUT, input: str | None = None,
             ok_codes: Iterable[int] = (0,), env: Mapping[str, str] | None = None) -> CommandResult:
+        """The result recorded for exactly this argv (KeyError if none); ``check`` as usual.
+
+        ``timeout``, ``input`` and ``env`` play no part in finding it.
+        """
         args = validate_argv(argv)
         self.calls.append(args)
         rec = self._answers.get(args)

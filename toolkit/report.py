@@ -16,6 +16,8 @@ LOCK_BUSY = "LockBusy"
 
 @dataclass
 class FilesystemReport:
+    """One planned filesystem's copy: its outcome, rsync's ``--stats`` figures, its duration."""
+
     name: str
     guest_path: str | None
     fstype: str
@@ -50,6 +52,9 @@ def fates_from(fates) -> list[FilesystemFate]:  # the plan's FsFate records
 
 @dataclass
 class SnapshotReport:
+    """One snapshot of the run: its origin, size and highest fill seen, and whether it
+    became invalid."""
+
     name: str
     origin: str
     size_bytes: int = 0
@@ -70,6 +75,9 @@ class StepTiming:
 
 @dataclass
 class DomainReport:
+    """One domain's part of a run: its hosts, outcome and exit code, phase times, filesystems,
+    snapshots and steps, and what was skipped or cleaned up."""
+
     domain: str
     run_id: str = ""
     source_host: str = ""
@@ -90,15 +98,18 @@ class DomainReport:
     fates: list[FilesystemFate] = field(default_factory=list)  # every filesystem seen
 
     def add_phase(self, phase: str, seconds: float) -> None:
+        """Add ``seconds`` to ``phase`` (a phase may be timed more than once)."""
         self.phases[phase] = round(self.phases.get(phase, 0.0) + seconds, 3)
 
     def add_step(self, host: str, action: str, resource: str, started_wall: float,
                  seconds: float) -> None:
+        """Record a step's timing; ``started_wall`` (time.time()) is kept relative to the start."""
         self.steps.append(StepTiming(host, action, resource,
                                      round(started_wall - self.started, 3), round(seconds, 3)))
 
     @property
     def duration(self) -> float:
+        """Seconds from the start to the end (to now while it runs)."""
         return (self.finished or time.time()) - self.started
 
 
@@ -113,6 +124,7 @@ class RunReport:
     domains: list[DomainReport] = field(default_factory=list)
 
     def to_json(self) -> str:
+        """The whole report as indented JSON (what ``last.json`` holds)."""
         return json.dumps(asdict(self), indent=2, sort_keys=False)
 
 
@@ -167,6 +179,7 @@ def append_history(report_dir: str | Path, text: str, *,
 
 
 def human_size(n: float) -> str:
+    """A byte count for people: B, KiB, MiB, GiB or TiB (one decimal above bytes)."""
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

@@ -157,6 +157,9 @@ def rsync_remote(peer_address: str, path: str) -> str:
 
 @dataclass(frozen=True)
 class SshOptions:
+    """How the tool's ssh client reaches the peer: key and own known_hosts, port, timeouts,
+    and the optional cipher and compression."""
+
     key: str
     known_hosts: str
     port: int = 22
@@ -361,6 +364,8 @@ def inode_exhaustion(name: str, standby: tuple[int, int] | None,
 
 @dataclass(frozen=True)
 class RsyncStats:
+    """The counts and sizes rsync's ``--stats`` printed (0 for any it did not)."""
+
     files: int = 0
     files_transferred: int = 0
     files_deleted: int = 0
@@ -405,6 +410,9 @@ _PROGRESS_RE = re.compile(
 
 @dataclass(frozen=True)
 class Progress:
+    """One ``--info=progress2`` update: bytes so far, percent, rate, and the files still to
+    check of those found so far (when rsync says)."""
+
     bytes: int
     percent: int
     rate: str

@@ -115,6 +115,9 @@ def mkfs_argv(fstype: str, device: str, uuid: str | None, label: str | None,
 
 @dataclass(frozen=True)
 class StandbyPlan:
+    """What init-standby does for a domain: its steps on both hosts, and why it refuses if it
+    does (then nothing runs)."""
+
     domain: str
     run_id: str
     steps: tuple[Step, ...]
@@ -260,6 +263,8 @@ def _guest_lvm_steps(run_id: str, domain: str, disk: DiskFacts, pv_dev: str, tmp
 
 
 def render_standby_plan(plan: StandbyPlan, source_host: str, peer_host: str) -> str:
+    """The init-standby plan for people: numbered steps with their host, notes and undos,
+    then each refusal."""
     lines = [f"init-standby for {plan.domain} (run {plan.run_id})", ""]
     for n, s in enumerate(plan.steps, 1):
         host = source_host if s.host == SOURCE else peer_host

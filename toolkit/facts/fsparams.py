@@ -75,6 +75,7 @@ class ExtParams:
     journal_bytes: int | None = None  # an internal journal whose size the superblock records
 
     def compared(self) -> dict[str, object]:
+        """What must match on the standby, by name: features, block and inode size, inode count."""
         return {"features": self.features, "block size": self.block_size,
                 "inode size": self.inode_size, "inode count": self.inode_count}
 
@@ -185,6 +186,8 @@ class XfsParams:
     stripe_width: int  # blocks
 
     def compared(self) -> dict[str, object]:
+        """What must match on the standby, by name: features (crc among them), block and
+        inode size, allocation group count."""
         return {"features": (("crc",) if self.crc else ()) + self.features,
                 "block size": self.block_size, "inode size": self.inode_size,
                 "agcount": self.agcount}
@@ -277,9 +280,11 @@ class FatParams:
 
     @property
     def cluster_size(self) -> int:
+        """Bytes per cluster."""
         return self.cluster_sectors * self.sector_size
 
     def compared(self) -> dict[str, object]:
+        """What must match on the standby, by name: FAT size, cluster and sector size."""
         return {"FAT size": self.fat_size, "cluster size": self.cluster_size,
                 "sector size": self.sector_size}
 

@@ -49,6 +49,9 @@ GuestLvmError = GuestLvmUnreadable
 
 @dataclass(frozen=True)
 class PvHeader:
+    """What a guest PV's label header says: its UUID and size, where its data starts, and
+    where its first metadata area lies (bytes from the start of the PV)."""
+
     pv_uuid: str
     device_size: int
     pe_start: int  # bytes from the start of the PV
@@ -57,6 +60,7 @@ class PvHeader:
 
     @property
     def mda_end(self) -> int:
+        """Byte offset, from the start of the PV, just past the metadata area."""
         return self.mda_offset + self.mda_size
 
 
@@ -83,6 +87,7 @@ class GuestVolume:
 
     @property
     def sectors(self) -> int:
+        """The LV's size in 512-byte sectors: its segments' lengths added up."""
         return sum(s.length for s in self.segments)
 
     @property
@@ -105,6 +110,9 @@ class GuestVolume:
 
 @dataclass(frozen=True)
 class GuestVG:
+    """A guest volume group on one PV, as its metadata describes it: extent size in
+    sectors, the PV's header, and its LVs."""
+
     name: str
     uuid: str
     extent_sectors: int

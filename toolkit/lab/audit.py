@@ -30,6 +30,9 @@ MOUNTABLE = {"ext2": "ro,noload", "ext3": "ro,noload", "ext4": "ro,noload",
 
 @dataclass(frozen=True)
 class AuditedFs:
+    """One filesystem (or the boot area) as the audit compared it: where it was read on each
+    host, and each difference found (none: the standby matches)."""
+
     name: str
     fstype: str
     source: str

@@ -82,6 +82,11 @@ class DockerRunner:
         ok_codes: Iterable[int] = (0,),
         env: Mapping[str, str] | None = None,
     ) -> CommandResult:
+        """Run argv in the container, with LC_ALL=C and ``env`` added.
+
+        Through a pooled exec session unless ``sessions`` is off (then one docker exec each);
+        output cut short, or a kill by the ``timeout -s KILL`` prefix, is CommandTimedOut.
+        """
         args = validate_argv(argv)
         command = list(args)
         if timeout is not None:

@@ -70,6 +70,7 @@ class LabState:
     started: float = 0.0
 
     def vm_process(self) -> vm.VmProcess:
+        """The recorded VM as a VmProcess; ToolkitError when the state names no VM."""
         if self.pid is None or self.port is None or self.overlay is None:
             raise ToolkitError("the lab state names no VM", host=vm.HOST)
         overlay = Path(self.overlay)
@@ -105,6 +106,7 @@ class LabStatus:
 
 
 def state_path() -> Path:
+    """Where the running engine is recorded: ``state.json`` in the lab's cache directory."""
     return cache_dir() / "state.json"
 
 
@@ -118,12 +120,14 @@ def read_state() -> LabState | None:
 
 
 def write_state(state: LabState) -> None:
+    """Record the running engine (written beside ``state.json``, then renamed over it)."""
     tmp = state_path().with_suffix(".tmp")
     tmp.write_text(json.dumps(asdict(state), indent=2) + "\n")
     os.replace(tmp, state_path())
 
 
 def clear_state() -> None:
+    """Forget the recorded engine (there being none is fine)."""
     state_path().unlink(missing_ok=True)
 
 

@@ -136,6 +136,7 @@ class Session:
                 base64.b64decode(reply["err"]))
 
     def close(self) -> None:
+        """Close the exec's socket, which ends the session; a socket already gone is no error."""
         for obj in {id(self._sock): self._sock, id(self._sock_obj): self._sock_obj}.values():
             try:
                 obj.close()
@@ -156,6 +157,7 @@ class SessionPool:
         self._idle: dict[str, list[Session]] = {}
 
     def take(self, container: str, make: Callable[[], Session]) -> Session:
+        """An idle session of ``container``, or a new one from ``make`` when none is idle."""
         with self._lock:
             idle = self._idle.get(container)
             if idle:
@@ -163,10 +165,12 @@ class SessionPool:
         return make()
 
     def give_back(self, session: Session) -> None:
+        """Put a session back, idle, for the next command in its container."""
         with self._lock:
             self._idle.setdefault(session.container, []).append(session)
 
     def idle(self, container: str) -> int:
+        """How many sessions of ``container`` are idle."""
         with self._lock:
             return len(self._idle.get(container, ()))
 

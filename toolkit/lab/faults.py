@@ -65,6 +65,7 @@ def install_slow(lab: Lab, container: str, command: str, flag: str,
 
 
 def flag_set(lab: Lab, container: str, flag: str) -> bool:
+    """Whether ``flag`` exists in ``container`` (a wrapper of ``install_slow`` has started)."""
     return lab.runner(container).run(["test", "-e", flag], check=False,
                                      timeout=60).exit_code == 0
 

@@ -53,10 +53,13 @@ class GuestDisk:
 
     @property
     def source_image(self) -> str:
+        """On the source: the guest disk's built image, written to its LV at each reset."""
         return f"{IMAGES}/{posixpath.basename(self.source_lv)}-source.img"
 
     @property
     def standby_image(self) -> str:
+        """On the peer: the standby's built image (the layout, filesystems empty), written to the
+        target LV at each reset."""
         return f"{IMAGES}/{posixpath.basename(self.target_lv)}-standby.img"
 
     @property
@@ -111,6 +114,9 @@ log = lab_log
 
 @dataclass
 class Lab:
+    """The lab in use: its engine, the sandbox of two fake Dom0s, the docker client, and the
+    images built in it."""
+
     engine: object
     sandbox: object
     client: object
@@ -122,9 +128,11 @@ class Lab:
     built: dict[tuple[str, str], BuiltImage] = field(default_factory=dict)
 
     def runner(self, container: str) -> Runner:
+        """A runner for commands in one of the sandbox's containers."""
         return DockerRunner(container, client=self.client)
 
     def recipe_path(self, name: str) -> Path:
+        """The guest recipe ``fixtures/guests/<name>.toml`` of the lab's checkout (or this one)."""
         from . import checkout_root
 
         return (self.checkout or checkout_root()) / "fixtures" / "guests" / f"{name}.toml"
@@ -340,6 +348,7 @@ class BackgroundRun:
     exec_id: str
 
     def running(self) -> bool:
+        """Whether the command is still running."""
         return bool(self.lab.client.api.exec_inspect(self.exec_id)["Running"])
 
     def wait(self, timeout: float = 1800) -> int:
@@ -387,6 +396,7 @@ def audit(lab: Lab, domain: str = "web01", device: str | None = None) -> list[Au
 
 
 def teardown(lab: Lab, *, keep: bool) -> None:
+    """Bring the sandbox down, and the engine if this lab started it; ``keep`` leaves both up."""
     if keep:
         log("sandbox kept: docker exec -it dom0-a bash (with the lab's DOCKER_HOST)")
         return

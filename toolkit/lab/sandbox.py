@@ -69,14 +69,17 @@ class FakeDom0:
 
     @property
     def vg(self) -> str:
+        """Its volume group: ``vg_<letter>``."""
         return f"vg_{self.letter}"
 
     @property
     def pv_file(self) -> str:
+        """The sparse file behind its loop-device PV."""
         return f"{PV_DIR}/{self.name}.pv"
 
     @property
     def volume(self) -> str:
+        """The docker volume that holds its PV file (mounted at PV_DIR)."""
         return f"domubk-lab-{self.name}"
 
 

@@ -55,6 +55,7 @@ class VmProcess:
 
     @property
     def docker_host(self) -> str:
+        """The DOCKER_HOST of the VM's dockerd, through the forwarded port."""
         return f"tcp://127.0.0.1:{self.port}"
 
 

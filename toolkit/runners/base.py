@@ -15,6 +15,8 @@ DEFAULT_TIMEOUT = 600.0
 
 @dataclass(frozen=True)
 class CommandResult:
+    """What one command did on a host: its argv, exit code, output and seconds taken."""
+
     host: str
     argv: tuple[str, ...]
     exit_code: int
@@ -40,7 +42,13 @@ class Runner(Protocol):
         input: str | None = None,
         ok_codes: Iterable[int] = (0,),
         env: Mapping[str, str] | None = None,
-    ) -> CommandResult: ...
+    ) -> CommandResult:
+        """Run argv (never a shell line) on the host, with LC_ALL=C and ``env`` added.
+
+        An exit code not in ``ok_codes`` raises CommandFailed when ``check``; a command that
+        outlives ``timeout`` seconds raises CommandTimedOut (what None means is the runner's).
+        """
+        ...
 
     def close(self) -> None:
         """Let go of the host: the SSH connection, if any (a local runner holds nothing)."""

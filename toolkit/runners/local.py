@@ -37,6 +37,12 @@ class LocalRunner:
         ok_codes: Iterable[int] = (0,),
         env: Mapping[str, str] | None = None,
     ) -> CommandResult:
+        """Run argv here as a child process in a session of its own, with LC_ALL=C and ``env``.
+
+        ``timeout=None`` waits as long as it takes; at a timeout the whole process group is
+        killed (CommandTimedOut). A missing or non-executable program exits 127 or 126, as
+        in a shell.
+        """
         args = validate_argv(argv)
         full_env = {**os.environ, "LC_ALL": "C", **(env or {})}
         start = time.monotonic()

@@ -25,6 +25,7 @@ class HostSpec:
 
     @property
     def address(self) -> str:
+        """The host to connect to (a name or an address; IPv6 without brackets)."""
         return self.host
 
     @property

@@ -72,6 +72,7 @@ def net_delta(before: str | None, after: str | None) -> tuple[int, int] | None:
 
 
 def cpu_delta(before: str | None, after: str | None) -> float | None:
+    """CPU seconds a cgroup used between two readings (None: one unreadable)."""
     b, a = _pair(before, after, parse_cgroup_cpu)
     return None if b is None else round(a - b, 3)
 
@@ -108,6 +109,7 @@ class Overlap:
 
     @property
     def factor(self) -> float:
+        """The per-filesystem copy times added up, over the rsync phase (0.0: no phase time)."""
         return round(self.fs_sum / self.rsync_phase, 2) if self.rsync_phase > 0 else 0.0
 
 
@@ -131,6 +133,8 @@ class Side:
 
 @dataclass(frozen=True)
 class Measurement:
+    """One method's run on one workload: its times, CPU, disk and network I/O, rsync's bytes."""
+
     workload: str
     method: str
     domain: str
@@ -159,12 +163,14 @@ class Measurement:
 
     @property
     def wire_bytes(self) -> int | None:
+        """Bytes received plus sent on dom0-a's interfaces (None: not readable)."""
         if self.wire_received is None or self.wire_sent is None:
             return None
         return self.wire_received + self.wire_sent
 
     @property
     def wire_per_changed(self) -> float | None:
+        """Bytes on the wire per byte changed in the guest (None without either)."""
         if self.wire_bytes is None or self.changed_bytes <= 0:
             return None
         return round(self.wire_bytes / self.changed_bytes, 3)
@@ -177,6 +183,7 @@ class Measurement:
         return round(self.cpu_user + self.cpu_system, 3)
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as bench.json holds them, the derived wire and CPU figures added."""
         out = asdict(self)
         out.update(wire_bytes=self.wire_bytes, wire_per_changed=self.wire_per_changed,
                    cpu_seconds=self.cpu_seconds)
@@ -261,10 +268,12 @@ class Ratio:
 
     @property
     def value(self) -> float | None:
+        """The toolkit's wall time over the bare rsync's (None when the bare run took no time)."""
         return round(self.toolkit / self.bare, 3) if self.bare > 0 else None
 
     @property
     def met(self) -> bool | None:
+        """Whether the ratio is within its target (None: no target, or no ratio)."""
         if self.target is None or self.value is None:
             return None
         return self.value <= self.target
@@ -292,6 +301,7 @@ class GuestCost:
 
     @property
     def slowdown(self) -> float | None:
+        """The write throughput with the snapshot over the mean without it (None: no baseline)."""
         base = sum(self.without) / len(self.without) if self.without else 0.0
         return round(self.with_snapshot / base, 3) if base > 0 else None
 
@@ -307,6 +317,7 @@ class CipherRate:
 
     @property
     def mib_per_s(self) -> float:
+        """Throughput in MiB per second of wall time (0.0 when none passed)."""
         return round(self.mib / self.wall, 1) if self.wall > 0 else 0.0
 
 
@@ -331,6 +342,8 @@ TABLE_COLUMNS = ("workload", "method", "wall s", "cpu s", "src rd MiB", "src wr 
 
 
 def table_rows(results: Sequence[Measurement]) -> list[tuple[str, ...]]:
+    """One row per measurement, in TABLE_COLUMNS order: a failed method shows its exit code,
+    ``x bare`` is its wall time over the same workload's bare rsync."""
     bare = {m.workload: m.wall for m in results if m.method == "bare-rsync" and not m.exit_code}
     rows = []
     for m in results:

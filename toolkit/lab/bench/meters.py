@@ -33,6 +33,8 @@ def parse_proc_io(text: str) -> dict[str, int]:
 
 @dataclass(frozen=True)
 class BlockStat:
+    """Bytes read and written on block devices (their sector counts times 512)."""
+
     read_bytes: int
     written_bytes: int
 
@@ -73,11 +75,14 @@ def parse_cgroup_cpu(text: str) -> float:
 
 @dataclass(frozen=True)
 class DdResult:
+    """What dd's closing line says: the bytes copied and the seconds it took."""
+
     bytes: int
     seconds: float
 
     @property
     def mib_per_s(self) -> float:
+        """dd's throughput in MiB/s (0.0 when it took no time)."""
         return self.bytes / MIB / self.seconds if self.seconds > 0 else 0.0
 
 
@@ -118,6 +123,8 @@ class Counters:
 
 @dataclass(frozen=True)
 class StepResult:
+    """One command the meter ran: its program's name, exit code, wall time, peak RSS, output."""
+
     argv0: str
     exit_code: int
     wall: float
@@ -128,6 +135,10 @@ class StepResult:
 
 @dataclass(frozen=True)
 class MeterResult:
+    """What the meter measured of its commands, run one after another until one failed: the
+    exit code, wall and CPU time, the largest process, the watched dm devices and the
+    counters before and after."""
+
     exit_code: int
     wall: float
     steps: tuple[StepResult, ...]
@@ -162,6 +173,8 @@ def parse_meter(text: str) -> MeterResult:
 
 @dataclass(frozen=True)
 class FsCopy:
+    """One filesystem's copy in the toolkit's report: its rsync time and bytes sent and received."""
+
     name: str
     duration: float
     bytes_sent: int

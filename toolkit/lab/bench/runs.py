@@ -111,11 +111,18 @@ class Bench:
 
     @property
     def all_disks(self) -> list[BenchDisk]:
+        """Every disk of every bench guest."""
         return [d for disks in self.disks.values() for d in disks]
 
     # -- setup ---------------------------------------------------------------
 
     def setup(self) -> None:
+        """Make both hosts ready for the measurements.
+
+        The bench program on each, room in both VGs, every method's LVs with the built images
+        written to them (the large files added for the full workload), the configs; then each
+        guest's bytes of file data and the PVs whose disk counters are read.
+        """
         for host in (SOURCE_HOST, PEER_HOST):
             self.lab.runner(host).run(["mkdir", "-p", BENCH_DIR], timeout=30)
             self.lab.sandbox.put_file(host, PROGRAM_PATH, bench_program().encode(), 0o755)
@@ -264,6 +271,8 @@ class Bench:
     # -- workloads -----------------------------------------------------------
 
     def run_workload(self, workload: str) -> None:
+        """Run one workload: every method measured (after the churn, for ``churn``); ``guest``
+        and ``cipher`` take their own measurements instead."""
         if workload == "guest":
             self.guest = self.guest_cost()
             return
@@ -331,16 +340,23 @@ class Bench:
         return [block_copy_argv(d.source_lv, d.block_lv, peer_ssh) for d in disks]
 
     def drop_caches(self) -> bool:
+        """Flush and drop the page cache (of both containers: one kernel); False if that failed."""
         # One kernel for both containers: this drops dom0-b's page cache too.
         res = self.src.run(["sh", "-c", "sync && echo 3 > /proc/sys/vm/drop_caches"],
                            check=False, timeout=300)
         return res.exit_code == 0
 
     def peer_cpu(self) -> str | None:
+        """dom0-b's cgroup CPU counter as text (None: not readable)."""
         res = self.peer.run(cgroup_cpu_argv(), check=False, timeout=60)
         return res.stdout if res.exit_code == 0 and res.stdout.strip() else None
 
     def meter(self, steps: Sequence[Sequence[str]], *, watch: bool) -> MeterResult:
+        """The meter's result of ``steps`` run one after another on dom0-a.
+
+        With ``watch`` it also polls for the run's snapshot (COW) devices, to time how long
+        each existed.
+        """
         spec = {"op": "meter", "steps": [list(s) for s in steps], "poll": METER_POLL,
                 "devices": self.devices[SOURCE_VG] + self.devices[PEER_VG],
                 "cgroup_cpu": list(CGROUP_CPU_FILES),
@@ -349,6 +365,10 @@ class Bench:
         return parse_meter(res.stdout)
 
     def measure(self, workload: str, method: str, name: str, changed: int) -> Measurement:
+        """One method on one workload, measured with caches dropped first.
+
+        ToolkitError when a command failed, or when rsync skipped a device instead of copying it.
+        """
         log(f"{workload}/{method}: preparing")
         with ExitStack() as stack:
             steps = self.steps_for(method, name, stack)
@@ -417,6 +437,7 @@ class Bench:
         return out
 
     def environment(self) -> dict[str, str]:
+        """What the figures were measured on: kernel, rsync version, lab engine, CPU count."""
         def first_line(r: Runner, argv: list[str]) -> str:
             res = r.run(argv, check=False, timeout=60)
             return (res.stdout.strip().splitlines() or [""])[0]
@@ -428,6 +449,7 @@ class Bench:
 
 
 def default_out_dir(checkout: Path) -> Path:
+    """``reports/bench/<UTC time>`` in the checkout: where a run's outputs go by default."""
     return checkout / "reports" / "bench" / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
 
 

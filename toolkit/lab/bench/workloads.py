@@ -91,6 +91,7 @@ SCALES = {
 
 
 def get_scale(name: str) -> Scale:
+    """The Scale named by ``--scale``; UsageError for any other name."""
     try:
         return SCALES[name]
     except KeyError:
@@ -99,6 +100,8 @@ def get_scale(name: str) -> Scale:
 
 @dataclass(frozen=True)
 class WorkloadRun:
+    """One workload to run, and whether it was asked for (or is only needed by one that was)."""
+
     name: str
     requested: bool  # False: run only because a requested workload needs its result
 
@@ -173,10 +176,12 @@ class BenchDisk:
 
     @property
     def lv_name(self) -> str:
+        """The disk's LV name on both hosts: ``<domain>_<device>``."""
         return f"{self.domain}_{self.device}"
 
     @property
     def source_lv(self) -> str:
+        """The source LV on dom0-a."""
         return f"/dev/{SOURCE_VG}/{self.lv_name}"
 
     @property
@@ -206,14 +211,17 @@ class BenchDisk:
 
     @property
     def source_image(self) -> str:
+        """The built image of the source disk."""
         return f"{IMAGES}/{self.lv_name}.img"
 
     @property
     def standby_image(self) -> str:
+        """The built image of the standby disk: the source's layout, its filesystems empty."""
         return f"{IMAGES}/{self.lv_name}-standby.img"
 
 
 def bench_disks(domain) -> tuple[BenchDisk, ...]:  # DomainRecipe
+    """The bench disks of a bench guest's recipe, one per disk."""
     return tuple(BenchDisk(domain.name, d.device, d.size) for d in domain.disks)
 
 
