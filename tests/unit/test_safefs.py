@@ -178,19 +178,26 @@ def test_open_file_refuses_what_it_must_not_write(tmp_path: Path) -> None:
     os.mkfifo(d / "fifo", 0o600)
     _file(d / "gw", mode=0o660)
     _file(d / "theirs")
-    assert "symbolic link" in insecure(_open, d, "sym", create=True)
-    assert "2 hard links" in insecure(_open, d, "hard", create=True)
-    assert "FIFO" in insecure(_open, d, "fifo", create=True)
-    assert "0660" in insecure(_open, d, "gw", create=True)
-    assert f"uid {FOREIGN_UID}" in insecure(_open, d, "theirs", create=True,
-                                            view=owned_by(FOREIGN_UID, d / "theirs"))
+    # each refusal names the file, says what is wrong with it, and what to do
+    for name, problem in (
+            ("sym", "is a symbolic link, which the tool never follows"),
+            ("hard", "has 2 hard links, so writing it would change another file"),
+            ("fifo", "is a FIFO, not a regular file"),
+            ("gw", "has mode 0660, which is group- or world-writable")):
+        assert insecure(_open, d, name, create=True) == (
+            f"{d}/{name}: the file {problem}; remove it (rm {d}/{name})")
+    assert insecure(_open, d, "theirs", create=True,
+                    view=owned_by(FOREIGN_UID, d / "theirs")) == (
+        f"{d}/theirs: the file is owned by uid {FOREIGN_UID}, not by root; remove it "
+        f"(rm {d}/theirs)")
     (d / "dangling").symlink_to(tmp_path / "made-by-root")
     insecure(_open, d, "dangling", create=True)
     assert not (tmp_path / "made-by-root").exists()
     assert victim.read_text() == "precious\n"
     for bad in ("../x", "a/b", "", ".", ".."):
         insecure(_open, d, bad, create=True)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^open_file never truncates; ftruncate after the "
+                       "checks$"):
         fd_dir = safefs.open_dir(str(d), "d")
         try:
             safefs.open_file(fd_dir, str(d), "f", "f", os.O_RDWR | os.O_TRUNC, create=True)
