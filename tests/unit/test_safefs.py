@@ -165,7 +165,7 @@ def test_open_file_creates_or_opens_our_own_file(tmp_path: Path) -> None:
     assert created and stat.S_IMODE((d / "f").stat().st_mode) == 0o600
     fd, created = _open(d, "f", create=True)
     os.close(fd)
-    assert not created
+    assert created is False
     with pytest.raises(FileNotFoundError):
         _open(d, "missing")
 
@@ -318,3 +318,39 @@ def test_a_trusted_file_reached_through_a_symlink_loop_is_refused_as_a_symbolic_
     assert message.startswith(f"{d}/")
     assert message.endswith(": the config file is a symbolic link, not a regular file; fix the "
                             "path in the config"), message
+
+
+def _racing_open(monkeypatch, removals: int) -> list[str]:
+    """os.open where the file exists for O_EXCL, then is gone for the plain open, the first
+    ``removals`` times (another process removing it in between): the calls, in order."""
+    real, calls = os.open, []
+
+    def racing(path, flags, *args, **kwargs):
+        if kwargs.get("dir_fd") is None:
+            return real(path, flags, *args, **kwargs)
+        kind = "excl" if flags & os.O_EXCL else "plain"
+        calls.append(kind)
+        if kind == "plain":
+            raise FileNotFoundError(path)  # only reached after the O_EXCL open found it
+        if calls.count("excl") <= removals:
+            raise FileExistsError(path)
+        return real(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(safefs.os, "open", racing)
+    return calls
+
+
+def test_a_file_removed_between_the_two_opens_is_opened_on_the_next_try(tmp_path, monkeypatch):
+    d = _dir(tmp_path / "d")
+    calls = _racing_open(monkeypatch, removals=2)
+    fd, created = _open(d, "f", create=True)
+    os.close(fd)
+    assert created is True and calls == ["excl", "plain", "excl", "plain", "excl"]
+
+
+def test_a_file_that_keeps_disappearing_is_refused_after_five_tries(tmp_path, monkeypatch):
+    d = _dir(tmp_path / "d")
+    calls = _racing_open(monkeypatch, removals=99)
+    assert insecure(_open, d, "f", create=True) == (
+        f"{d}/f: the file keeps disappearing while it is opened; find out who removes it")
+    assert calls == ["excl", "plain"] * 5
