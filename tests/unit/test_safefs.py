@@ -354,3 +354,16 @@ def test_a_file_that_keeps_disappearing_is_refused_after_five_tries(tmp_path, mo
     assert insecure(_open, d, "f", create=True) == (
         f"{d}/f: the file keeps disappearing while it is opened; find out who removes it")
     assert calls == ["excl", "plain"] * 5
+
+
+def test_a_fifo_without_a_reader_opened_for_writing_is_refused_not_waited_on(tmp_path):
+    # O_WRONLY on a FIFO nobody reads would block; O_NONBLOCK makes it ENXIO, which is
+    # refused as what it is: not a file of the tool's.
+    d = _dir(tmp_path / "d")
+    os.mkfifo(d / "fifo", 0o600)
+    fd_dir = safefs.open_dir(str(d), "the directory")
+    try:
+        message = insecure(safefs.open_file, fd_dir, str(d), "fifo", "the file", os.O_WRONLY)
+    finally:
+        os.close(fd_dir)
+    assert message == f"{d}/fifo: the file is not a regular file; remove it (rm {d}/fifo)"
