@@ -110,3 +110,17 @@ def test_a_runs_mounts_are_found_under_its_prefix_whatever_the_prefix_ends_with(
     others = [f"{base}/web-01.{RUN}/xvda1", f"{base}-old/web.{RUN}/xvda1", f"/mnt/web.{RUN}"]
     assert owned_mounts(others + mine, prefix, "web") == [f"{base}/web.{RUN}/xvda1",
                                                            f"{base}/web.{RUN}"]
+
+
+def test_each_kind_of_owned_name_parses_into_all_of_its_parts():
+    from toolkit.owned import OwnedName
+
+    lv_map = volume_map_name(RUN, "web", "src", "xvda2.vg.lv")
+    digest = lv_map.rsplit("-", 1)[1]
+    assert parse_owned(lv_map, "web", "p") == OwnedName(RUN, "web", None, None, "src", digest)
+    assert parse_owned(f"domubk-{RUN}-web-xvda", None, "p") == OwnedName(RUN, "web", "xvda")
+    assert parse_owned(f"domubk-{RUN}-web-xvdap2", "web", "p") == OwnedName(
+        RUN, "web", "xvda", 2)
+    # a snapshot LV is named by its disk alone, never like a guest LV map
+    assert snapshot_lv(f"domubk-{RUN}-web-xvda", "web")
+    assert not snapshot_lv(lv_map, "web")
