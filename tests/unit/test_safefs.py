@@ -367,3 +367,14 @@ def test_a_fifo_without_a_reader_opened_for_writing_is_refused_not_waited_on(tmp
     finally:
         os.close(fd_dir)
     assert message == f"{d}/fifo: the file is not a regular file; remove it (rm {d}/fifo)"
+
+
+def test_a_missing_directory_and_its_missing_parents_are_made_0755(tmp_path):
+    old = os.umask(0o022)
+    try:
+        safefs.ensure_dir(str(tmp_path / "a" / "b"), "the directory")
+        safefs.ensure_dir(str(tmp_path / "c" / "d"), "the directory", mode=0o700)
+    finally:
+        os.umask(old)
+    modes = {p: stat.S_IMODE((tmp_path / p).stat().st_mode) for p in ("a", "a/b", "c", "c/d")}
+    assert modes == {"a": 0o755, "a/b": 0o755, "c": 0o755, "c/d": 0o700}
