@@ -370,7 +370,7 @@ def test_a_fifo_without_a_reader_opened_for_writing_is_refused_not_waited_on(tmp
 
 
 def test_a_missing_directory_and_its_missing_parents_are_made_0755(tmp_path):
-    old = os.umask(0o022)
+    old = os.umask(0)  # the modes asked for, not the umask's
     try:
         safefs.ensure_dir(str(tmp_path / "a" / "b"), "the directory")
         safefs.ensure_dir(str(tmp_path / "c" / "d"), "the directory", mode=0o700)
