@@ -378,3 +378,34 @@ def test_a_missing_directory_and_its_missing_parents_are_made_0755(tmp_path):
         os.umask(old)
     modes = {p: stat.S_IMODE((tmp_path / p).stat().st_mode) for p in ("a", "a/b", "c", "c/d")}
     assert modes == {"a": 0o755, "a/b": 0o755, "c": 0o755, "c/d": 0o700}
+
+
+def test_making_or_opening_a_directory_checks_it_and_its_parents_through_the_view(tmp_path):
+    # The view decides who owns what: a parent another user owns stops ensure_dir before it
+    # makes anything below, and open_dir (making or not) refuses a directory they own, each
+    # message naming the directory by what it is for.
+    theirs = _dir(tmp_path / "theirs")
+    view = owned_by(FOREIGN_UID, theirs)
+    fix = view.owner_fix()
+    above = (f"{theirs}: a directory above the report directory {theirs}/new is owned "
+             f"by uid {FOREIGN_UID}, so that user can replace what is below it; run chown {fix} "
+             f"{theirs}")
+    assert insecure(safefs.ensure_dir, str(theirs / "new" / "reports"), "the report directory",
+                    view=view) == above
+    assert not (theirs / "new").exists()
+    assert insecure(safefs.open_dir, str(theirs / "new" / "reports"), "the report directory",
+                    create=True, view=view) == above
+    owned = (f"{theirs}: the state directory is owned by uid {FOREIGN_UID}, not by root; run "
+             f"chown {fix} {theirs} (or remove it)")
+    assert insecure(safefs.open_dir, str(theirs), "the state directory", view=view) == owned
+    assert insecure(safefs.ensure_dir, str(theirs), "the state directory", view=view) == owned
+    assert insecure(safefs.open_dir, str(theirs), "the state directory", create=True,
+                    view=view) == owned
+
+
+@pytest.mark.parametrize("call", [safefs.ensure_dir, safefs.check_dir, safefs.check_parents])
+@pytest.mark.parametrize("path", ["reports", "/var/lib/../reports", "//reports", "/a/b/"])
+def test_a_path_that_is_not_absolute_and_normal_is_refused_naming_what_it_is_for(call, path):
+    assert insecure(call, path, "the report directory") == (
+        f"{path}: the report directory must be an absolute, normalized path; fix the path in "
+        "the config")
