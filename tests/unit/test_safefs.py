@@ -409,3 +409,25 @@ def test_a_path_that_is_not_absolute_and_normal_is_refused_naming_what_it_is_for
     assert insecure(call, path, "the report directory") == (
         f"{path}: the report directory must be an absolute, normalized path; fix the path in "
         "the config")
+
+
+def test_a_directory_swapped_while_it_is_checked_is_refused(tmp_path, monkeypatch):
+    import errno
+
+    d, other = _dir(tmp_path / "state"), _dir(tmp_path / "other")
+    replaced = (f"{d}: the state directory was replaced while it was checked; find out who "
+                "changes it")
+    # the path seen by lstat is not the directory the open lands on
+    swapped = safefs.FsView(lstat=lambda p: os.lstat(other if p == str(d) else p),
+                            fstat=os.fstat)
+    assert insecure(safefs.open_dir, str(d), "the state directory", view=swapped) == replaced
+    # the path became a symlink (or a file) between the check and the open
+    real_open = os.open
+
+    def swapped_open(path, flags, *args, **kwargs):
+        if path == str(d) and flags & os.O_DIRECTORY:
+            raise OSError(errno.ELOOP, "Too many levels of symbolic links", path)
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(safefs.os, "open", swapped_open)
+    assert insecure(safefs.open_dir, str(d), "the state directory") == replaced
