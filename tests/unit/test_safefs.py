@@ -431,3 +431,18 @@ def test_a_directory_swapped_while_it_is_checked_is_refused(tmp_path, monkeypatc
 
     monkeypatch.setattr(safefs.os, "open", swapped_open)
     assert insecure(safefs.open_dir, str(d), "the state directory") == replaced
+
+
+def test_the_opened_directory_itself_is_checked_not_only_its_path(tmp_path):
+    # lstat of the path says root's; the directory the fd holds is someone else's
+    d = _dir(tmp_path / "state")
+    ino = os.lstat(d).st_ino
+
+    def fstat(fd: int) -> os.stat_result:
+        st = os.fstat(fd)
+        return with_uid(st, FOREIGN_UID) if st.st_ino == ino else st
+
+    view = safefs.FsView(lstat=os.lstat, fstat=fstat)
+    assert insecure(safefs.open_dir, str(d), "the state directory", view=view) == (
+        f"{d}: the state directory is owned by uid {FOREIGN_UID}, not by root; run chown "
+        f"{view.owner_fix()} {d} (or remove it)")
