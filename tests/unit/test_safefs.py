@@ -446,3 +446,14 @@ def test_the_opened_directory_itself_is_checked_not_only_its_path(tmp_path):
     assert insecure(safefs.open_dir, str(d), "the state directory", view=view) == (
         f"{d}: the state directory is owned by uid {FOREIGN_UID}, not by root; run chown "
         f"{view.owner_fix()} {d} (or remove it)")
+
+
+def test_a_directory_that_is_a_symlink_and_a_name_with_a_nul_are_refused_by_name(tmp_path):
+    d = _dir(tmp_path / "real")
+    (tmp_path / "link").symlink_to(d)
+    link = tmp_path / "link"
+    assert insecure(safefs.check_dir, str(link), "the state directory") == (
+        f"{link}: the state directory is a symbolic link, which the tool never follows; "
+        f"replace it with a directory (rm {link} && mkdir -m 0755 {link})")
+    assert insecure(safefs.check_name, "a\0b", "the marker") == (
+        "'a\\x00b': the marker is not a single file name; this is a bug")
