@@ -457,3 +457,18 @@ def test_a_directory_that_is_a_symlink_and_a_name_with_a_nul_are_refused_by_name
         f"replace it with a directory (rm {link} && mkdir -m 0755 {link})")
     assert insecure(safefs.check_name, "a\0b", "the marker") == (
         "'a\\x00b': the marker is not a single file name; this is a bug")
+
+
+def test_every_directory_above_is_checked_not_only_the_nearest(tmp_path):
+    theirs = _dir(tmp_path / "theirs")
+    state = _dir(_dir(theirs / "mine") / "state")
+    view = owned_by(FOREIGN_UID, theirs)
+    assert insecure(safefs.check_dir, str(state), "the state directory", view=view) == (
+        f"{theirs}: a directory above the state directory {state} is owned by uid "
+        f"{FOREIGN_UID}, so that user can replace what is below it; run chown "
+        f"{view.owner_fix()} {theirs}")
+    loose = _dir(tmp_path / "loose")
+    os.chmod(loose, 0o775)
+    assert insecure(safefs.check_dir, str(loose), "the state directory") == (
+        f"{loose}: the state directory has mode 0775, which is group- or world-writable; run "
+        f"chmod go-w {loose}")
