@@ -224,3 +224,19 @@ def test_a_name_longer_than_lvm_allows_is_refused_with_its_length_and_the_limit(
         check_lvm_name("x" * 128, "guest LV name")
     assert str(raised.value) == (f"guest LV name {'x' * 40!r}... is 128 characters long "
                                  "(LVM allows 127)")
+
+
+def test_path_under_says_which_rule_a_path_broke_naming_what_it_is():
+    def refusal(path: str, **kw) -> str:
+        with pytest.raises(UnsafeName) as info:
+            path_under(ROOT, path, **kw)
+        return str(info.value)
+
+    assert refusal(ROOT + "/x/") == (
+        f"path {ROOT + '/x/'!r} is not a normal absolute path below {ROOT!r}")
+    assert refusal("/etc/cron.d/x", what="mount point") == (
+        f"mount point '/etc/cron.d/x' lies outside the tool's directory {ROOT!r}")
+    assert refusal(ROOT + "/-x") == (
+        f"path {ROOT + '/-x'!r}: component '-x' is not a name the tool builds")
+    # the filesystem root is a root like any other
+    assert path_under("/", "/x") == "/x"
