@@ -209,3 +209,18 @@ def test_journal_writes_and_the_journals_removal_are_bounded_like_a_probe():
     assert j.path not in host.files
     assert [argv[0] for argv, _ in host.timeouts] == ["mkdir", "dd", "dd", "rm"]
     assert all(t is not None and t <= 120 for _, t in host.timeouts), host.timeouts
+
+
+def test_an_entry_is_one_line_of_json_with_its_keys_in_a_fixed_order():
+    entry = JournalEntry("R", "web01", "mount", "/run/x", ("umount", "/run/x"),
+                         ("findmnt", "/run/x"), 1.5)
+    assert entry.to_line() == (
+        '{"action": "mount", "domain": "web01", "exists": ["findmnt", "/run/x"], '
+        '"resource": "/run/x", "run_id": "R", "ts": 1.5, "undo": ["umount", "/run/x"]}\n')
+
+
+def test_the_wrapper_without_a_command_is_not_a_journalled_command():
+    (path, inner) = unwrap_journalled(journalled_argv("/var/lib/j/web01.R.jsonl", ["ls"]))
+    assert (path, inner) == ("/var/lib/j/web01.R.jsonl", ["ls"])
+    bare = journalled_argv("/var/lib/j/web01.R.jsonl", ["ls"])[:5]
+    assert unwrap_journalled(bare) is None

@@ -448,3 +448,11 @@ def test_a_hypervisor_that_cannot_answer_is_reported_in_virshs_words_within_a_bo
     assert raised.value.result.stderr == said and "domstate" in raised.value.result.argv
     assert [argv[3] for argv, _ in source.bounds] == ["domstate", "domstate"]
     assert all(t is not None and t <= 120 for _, t in source.bounds), source.bounds
+
+
+def test_a_size_lvm_would_not_read_is_refused_quoting_it():
+    from toolkit.preflight import size_to_bytes
+
+    assert size_to_bytes("1.5g") == 3 << 29 and size_to_bytes(" 64M ") == 64 << 20
+    with pytest.raises(ValueError, match=r"^not a size: '2 parsecs'$"):
+        size_to_bytes("2 parsecs")
