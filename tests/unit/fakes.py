@@ -285,6 +285,7 @@ class FakeHost:
         self.ignores_term: set[int] = set()  # processes only SIGKILL ends
         self.fail = fail
         self.silent_mount = silent_mount
+        self.boot_writes: list[tuple[str, int, str]] = []  # (device, offset, data) of dd
         self.late_nodes = False  # True: no udev makes /dev/mapper nodes of dmsetup's maps
         self.no_node: set[str] = set()  # maps whose /dev/mapper node is not there yet
         self.fstab_on: str | None = None  # mount path suffix of the fs holding etc/fstab
@@ -725,6 +726,13 @@ class FakeHost:
             count = int(next(x for x in a if x.startswith("count=")).removeprefix("count="))
             skip = int(next(x for x in a if x.startswith("skip=")).removeprefix("skip="))
             return 0, "".join(chr(0xdc80 + (skip + i) % 128) for i in range(count)), ""
+        if "oflag=seek_bytes" in a:  # a boot area write: onto a device that must exist
+            path = next(x for x in a if x.startswith("of=")).removeprefix("of=")
+            if self.resolve(path) is None:
+                return 1, "", f"dd: failed to open '{path}': No such file or directory\n"
+            seek = int(next(x for x in a if x.startswith("seek=")).removeprefix("seek="))
+            self.boot_writes.append((path, seek, input or ""))
+            return 0, "", ""
         if not any(x.startswith("if=") for x in a):  # stdin to a file
             path = next(x for x in a if x.startswith("of=")).removeprefix("of=")
             kept = self.files.get(path, "") if "oflag=append" in a else ""

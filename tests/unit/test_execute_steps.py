@@ -134,6 +134,21 @@ def test_a_failed_boot_area_write_fails_the_run_with_the_peers_result(tmp_path):
     assert src.leftovers() == [] and peer.leftovers() == []
 
 
+def test_the_boot_area_read_on_the_source_is_written_to_the_standby_on_the_peer(tmp_path):
+    src, peer = hosts()
+    plan, report, ex = executor(tmp_path, src, peer)
+    ex.run()
+    reads = [s for s in plan.steps if s.action == "bootread"]
+    writes = [s for s in plan.steps if s.action == "bootwrite"]
+    assert len(reads) == len(writes) == 2
+    alias = writes[0].argv[1].removeprefix("of=")
+    # byte for byte what the source's dd printed for the same range, in plan order
+    assert peer.boot_writes == [
+        (alias, 0, "".join(chr(0xdc80 + i % 128) for i in range(440))),
+        (alias, 512, "".join(chr(0xdc80 + (512 + i) % 128) for i in range(1048064)))]
+    assert src.boot_writes == []
+
+
 def test_the_boot_area_copy_is_bounded_by_the_configured_command_timeout(tmp_path):
     src, peer = hosts()
     plan, report, ex = executor(tmp_path, src, peer, ssh={"command_timeout": 42.0})
