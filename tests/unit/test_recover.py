@@ -155,6 +155,8 @@ PS = "".join(line + "\n" for line in [
     f"/run/domu-backup/dst/web01.{R}/xvda1/",
     f" 4200 rsync -a -- /run/domu-backup/src/web01.prod.{R}/xvda1/ root@dom0-b:/x/",
     f" 4300 rsync --server . /run/domu-backup/dst/web01.{R}/xvda1/",
+    # a run directory named only as user@host:/path
+    f" 4301 rsync -a -- root@dom0-b:/run/domu-backup/dst/web01.{R}/xvda1/ /srv/pulled/",
     " 4400 vim /run/domu-backup/src/web01.notarun/notes",
     f" 4500 less /run/domu-backup/src/web01.{R}x/file",
     # the boot-area copy: dd reading the snapshot, dd writing the peer's alias
@@ -179,10 +181,10 @@ def test_the_processes_a_killed_run_left_are_found_by_their_run_directories_and_
 
     prefixes = ("/run/domu-backup/src", "/run/domu-backup/dst")
     assert [pid for pid, _ in owned_processes(PS, prefixes, "web01")] == [
-        4101, 4102, 4300, 4600, 4601, 4602, 4603]
+        4101, 4102, 4300, 4301, 4600, 4601, 4602, 4603]
     assert [pid for pid, _ in owned_processes(PS, prefixes, "web01.prod")] == [4200]
     assert [pid for pid, _ in owned_processes(PS, prefixes, "web01", own_pid=4102)] == [
-        4101, 4300, 4600, 4601, 4602, 4603]
+        4101, 4300, 4301, 4600, 4601, 4602, 4603]
     assert [pid for pid, _ in owned_processes(PS, prefixes, "db01")] == [4702]
 
 
@@ -209,9 +211,10 @@ def test_recover_stops_what_a_killed_run_left_running_term_first_then_kill():
     host = Host()
     done = stop_processes(host, _two_host_config(), "web01", lambda m: None)
     assert [c for c in host.calls if c[0] == "kill"] == [
-        ("kill", "-TERM", "--", "4101", "4102", "4300", "4600", "4601", "4602", "4603"),
+        ("kill", "-TERM", "--", "4101", "4102", "4300", "4301", "4600", "4601", "4602",
+         "4603"),
         ("kill", "-KILL", "--", "4102")]
-    assert len(done) == 7 and all(m.startswith("[dom0-a] stopped process ") for m in done)
+    assert len(done) == 8 and all(m.startswith("[dom0-a] stopped process ") for m in done)
 
 
 def _host_running(ps_text: str):
@@ -244,10 +247,11 @@ def test_a_process_that_ends_on_its_own_between_ps_and_kill_does_not_stop_recove
     host.fail = ends_before_the_kill
     done = stop_processes(host, _two_host_config(), "web01", lambda m: None)
     assert [c for c in host.calls if c[0] == "kill"] == [
-        ("kill", "-TERM", "--", "4101", "4102", "4300", "4600", "4601", "4602", "4603"),
+        ("kill", "-TERM", "--", "4101", "4102", "4300", "4301", "4600", "4601", "4602",
+         "4603"),
         ("kill", "-KILL", "--", "4101", "4102")]
     assert sorted(host.processes) == [1, 812, 4200, 4400, 4500, 4700, 4701, 4702, 4703, 4704, 4705]
-    assert len(done) == 7
+    assert len(done) == 8
 
 
 def test_processes_that_all_end_on_term_are_not_sent_kill(monkeypatch):
