@@ -709,12 +709,26 @@ class FakeHost:
         return 1, "", ""
 
     def _cmd_cat(self, a, input):
-        path = a[-1]
-        if path.endswith("/etc/fstab"):
-            return 0, self.fstab, ""
-        if path in self.files:
-            return 0, self.files[path], ""
-        return 1, "", "No such file"
+        """cat(1): every operand in turn (after ``--`` even one starting with a dash); a
+        missing or relative one is an error (exit 1) after the others are printed."""
+        operands, i = [], 1
+        while i < len(a):
+            if a[i] == "--":
+                operands += a[i + 1:]
+                break
+            if a[i].startswith("-"):
+                return 1, "", f"cat: invalid option -- '{a[i].lstrip('-')[:1]}'\n"
+            operands.append(a[i])
+            i += 1
+        out, errs = [], []
+        for path in operands:
+            if self.fstab_on and path.endswith("/etc/fstab"):
+                out.append(self.fstab)
+            elif path.startswith("/") and path in self.files:
+                out.append(self.files[path])
+            else:
+                errs.append(f"cat: {path}: No such file or directory\n")
+        return (1 if errs else 0), "".join(out), "".join(errs)
 
     def _cmd_tee(self, a, input):
         path = a[-1]

@@ -88,7 +88,8 @@ def test_the_executor_writes_exactly_the_bytes_it_read(tmp_path):
     report = DomainReport("web01")
     Executor(plan, cfg, src, peer, report).run()
     alias = f"/dev/mapper/domubk-{RUN}-web01-xvda"
-    written = peer.files[alias]  # the fake keeps the last write to a path
+    device, offset, written = peer.boot_writes[-1]  # the fake keeps every write to a device
+    assert (device, offset) == (alias, 512)
     assert len(written) == MIB - 512 and written[:3] == "".join(chr(0xdc80 + i % 128)
                                                                 for i in range(512, 515))
     assert "boot" in report.phases

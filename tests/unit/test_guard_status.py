@@ -42,7 +42,8 @@ def test_anything_else_is_not_a_marker(text):
 def test_a_missing_marker_is_unknown_saying_what_the_peer_said():
     with pytest.raises(errors.StatusUnknown) as info:
         read_peer_marker(_peer(None), PATH)
-    assert str(info.value) == f"[dom0-b] cannot read the standby marker {PATH}: No such file"
+    assert str(info.value) == (f"[dom0-b] cannot read the standby marker {PATH}: cat: {PATH}: "
+                               "No such file or directory")
     assert info.value.host == "dom0-b"
 
 
