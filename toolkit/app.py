@@ -24,12 +24,13 @@ from .errors import (
     most_severe,
 )
 from .execute import Executor
+from .hosts import runner_for
 from .lock import domain_lock
 from .plan import Plan, filesystem_fates, plan_backup
 from .preflight import connect_peer, gather, local_node_name, locate
 from .recover import recover_domain, take_inventories
 from .report import DomainReport, RunReport, fates_from
-from .runners import LocalRunner, Runner, runner_for
+from .runners import LocalRunner, Runner
 from .statedir import check_state_dir
 from .status import killed_runs, record_cleaned_runs
 

@@ -467,7 +467,7 @@ def test_a_refused_ssh_connection_is_one_line_and_exit_12(tmp_path, capsys, as_r
 
 
 def test_a_refused_ssh_connection_names_the_reason(tmp_path):
-    from toolkit.runners import runner_for
+    from toolkit.hosts import runner_for
 
     srv = __import__("socket").socket()
     srv.bind(("127.0.0.1", 0))

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from toolkit import errors
 from toolkit.config import SSHSettings
+from toolkit.hosts import runner_for
 from toolkit.lab.docker_runner import DockerRunner
 from toolkit.runners import (
     CommandResult,
@@ -31,7 +32,6 @@ from toolkit.runners import (
     Runner,
     SSHRunner,
     parse_host_spec,
-    runner_for,
     validate_argv,
 )
 
@@ -723,7 +723,7 @@ def test_the_ssh_transport_is_imported_only_when_a_host_needs_it() -> None:
     recorded facts) do not pay for paramiko's import; an ssh:// host brings it in."""
     code = ("import sys, toolkit.app, toolkit.commands, toolkit.recover\n"
             "assert 'paramiko' not in sys.modules, 'imported early'\n"
-            "from toolkit.runners import runner_for\n"
+            "from toolkit.hosts import runner_for\n"
             "runner_for('ssh://root@peer:22')\n"
             "assert 'paramiko' in sys.modules\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

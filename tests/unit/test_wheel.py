@@ -127,7 +127,7 @@ except ImportError:
 else:
     raise SystemExit("toolkit.lab is importable")
 from toolkit.errors import UsageError
-from toolkit.runners import runner_for
+from toolkit.hosts import runner_for
 try:
     runner_for("docker://dom0-a")
 except UsageError as exc:

@@ -84,19 +84,21 @@ from .layout import (
     render_vg_metadata,
     sfdisk_script,
 )
-from .mutation import MutationSummary, mutate
 
 # the public names, from the modules that hold them: recipes (the TOML), layout (where
 # things lie on the disk), build (the images), mutation (a guest at work), ship (the tree
 # program, tree_program.py, run where an image is built)
-from .recipes import (
-    ESP_LOADER,
+from .model import (
     DomainRecipe,
     FstabLine,
     GuestRecipe,
     PartitionRecipe,
     VolumeGroupRecipe,
     VolumeRecipe,
+)
+from .mutation import MutationSummary, mutate
+from .recipes import (
+    ESP_LOADER,
     load_domain,
     load_recipe,
     parse_domain,

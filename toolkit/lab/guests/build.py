@@ -23,17 +23,19 @@ from .layout import (
     render_vg_metadata,
     sfdisk_script,
 )
+from .model import (
+    DomainRecipe,
+    Filesystem,
+    GuestRecipe,
+    PartitionRecipe,
+    VolumeRecipe,
+)
 from .recipes import (
     _LVM_CONFIG,
     _OS_RELEASE,
     _PENDING_FILE,
     ESP_LOADER,
     XFS_PENDING_DIR,
-    DomainRecipe,
-    Filesystem,
-    GuestRecipe,
-    PartitionRecipe,
-    VolumeRecipe,
     _places,
 )
 from .ship import _run_program

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .recipes import GuestRecipe, PartitionRecipe
+    from .model import GuestRecipe, PartitionRecipe
 
 MIB = 1024 * 1024
 SECTOR = 512
