@@ -566,3 +566,20 @@ def test_recover_reads_and_removes_each_journal_within_a_probes_bound(killed_run
         bounds = [t for argv, t in host.timeouts if argv[0] in ("cat", "rm")
                   and "/journal/" in argv[-1]]
         assert bounds and all(t is not None and t <= 120 for t in bounds), bounds
+
+
+def test_a_run_directory_holding_what_the_run_did_not_make_is_left_and_named(killed_run):
+    # recover removes only empty directories (rmdir): a file someone put in a run's mount
+    # point keeps that directory and its run directory; everything else is removed, the
+    # file is untouched, and recover says which directories it could not remove.
+    cfg, src, peer = killed_run
+    run_dir = f"/run/domu-backup/src/web01.{RUN}"
+    keep = f"{run_dir}/xvda1"
+    src.files[keep + "/notes.txt"] = "an operator's file\n"
+    with pytest.raises(errors.TeardownIncomplete) as info:
+        recover_domain(cfg, "web01", src, peer)
+    message = str(info.value)
+    assert f"command `rmdir {keep}` exited 1" in message and "Directory not empty" in message
+    assert f"command `rmdir {run_dir}` exited 1" in message
+    assert src.leftovers() == [f"dir {run_dir}", f"dir {keep}"] and peer.leftovers() == []
+    assert src.files[keep + "/notes.txt"] == "an operator's file\n"
