@@ -243,6 +243,23 @@ def refuse_unknown_options(a: tuple[str, ...]) -> tuple[int, str, str] | None:
     return None
 
 
+def _split_operands(a: tuple[str, ...], flags: set[str]) -> tuple[set[str], list[str], str]:
+    """A coreutils command line: (flags given, operands, "" or the unknown option). After
+    ``--`` every word is an operand, even one starting with a dash."""
+    given: set[str] = set()
+    operands: list[str] = []
+    for i, word in enumerate(a[1:], 1):
+        if word == "--":
+            return given, operands + list(a[i + 1:]), ""
+        if word.startswith("-"):
+            if word not in flags:
+                return given, operands, word
+            given.add(word)
+        else:
+            operands.append(word)
+    return given, operands, ""
+
+
 class FakeHost:
     """In-memory Dom0: LVs, dm maps, directories and mounts, changed by commands.
 
@@ -599,15 +616,9 @@ class FakeHost:
     def _cmd_rmdir(self, a, input):
         """rmdir(1): every operand in turn (after ``--`` even one starting with a dash); an
         unknown option refuses all, a failing operand makes the exit status 1."""
-        operands, i = [], 1
-        while i < len(a):
-            if a[i] == "--":
-                operands += a[i + 1:]
-                break
-            if a[i].startswith("-"):
-                return 1, "", f"rmdir: unrecognized option '{a[i]}'\n"
-            operands.append(a[i])
-            i += 1
+        _, operands, unknown = _split_operands(a, set())
+        if unknown:
+            return 1, "", f"rmdir: unrecognized option '{unknown}'\n"
         if not operands:
             return 1, "", "rmdir: missing operand\n"
         errs = [err for path in operands if (err := self._rmdir_one(path))]
@@ -711,15 +722,9 @@ class FakeHost:
     def _cmd_cat(self, a, input):
         """cat(1): every operand in turn (after ``--`` even one starting with a dash); a
         missing or relative one is an error (exit 1) after the others are printed."""
-        operands, i = [], 1
-        while i < len(a):
-            if a[i] == "--":
-                operands += a[i + 1:]
-                break
-            if a[i].startswith("-"):
-                return 1, "", f"cat: invalid option -- '{a[i].lstrip('-')[:1]}'\n"
-            operands.append(a[i])
-            i += 1
+        _, operands, unknown = _split_operands(a, set())
+        if unknown:
+            return 1, "", f"cat: invalid option -- '{unknown.lstrip('-')[:1]}'\n"
         out, errs = [], []
         for path in operands:
             if self.fstab_on and path.endswith("/etc/fstab"):
@@ -762,18 +767,10 @@ class FakeHost:
         """rm(1) of files: ``-f`` (a missing file is no error), ``--`` ends the options,
         every operand in turn. A relative operand is refused: a fake host has no working
         directory, and the tool only ever removes absolute paths it built."""
-        force, operands, i = False, [], 1
-        while i < len(a):
-            if a[i] == "--":
-                operands += a[i + 1:]
-                break
-            if a[i] in ("-f", "--force"):
-                force = True
-            elif a[i].startswith("-"):
-                return 1, "", f"rm: unrecognized option '{a[i]}'\n"
-            else:
-                operands.append(a[i])
-            i += 1
+        given, operands, unknown = _split_operands(a, {"-f", "--force"})
+        if unknown:
+            return 1, "", f"rm: unrecognized option '{unknown}'\n"
+        force = bool(given)
         if not operands:
             return 1, "", "rm: missing operand\n"
         errs = []
