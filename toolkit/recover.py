@@ -259,12 +259,15 @@ def owned_device(path: str, domain: str | None, delimiter: str) -> bool:
 
 def stop_processes(runner: Runner, config: Config, domain: str | None,
                    log: Callable[[str], None]) -> list[str]:
-    """Stop what a killed run of ``domain`` left running on a host: TERM, then KILL."""
+    """Stop what a killed run of ``domain`` left running on a host: TERM, then KILL.
+
+    A ``ps`` that fails is an error (``CommandFailed``), never "nothing running": a copy
+    left running would hold the mounts the rest of recover must undo.
+    """
     d = config.defaults
     prefixes = (d.source_prefix, d.target_prefix)
-    res = runner.run(["ps", "-eo", "pid=,args="], check=False, timeout=60)
-    found = owned_processes(res.stdout, prefixes, domain, delimiter=d.kpartx_delimiter) \
-        if res.exit_code == 0 else []
+    res = runner.run(["ps", "-eo", "pid=,args="], timeout=60)
+    found = owned_processes(res.stdout, prefixes, domain, delimiter=d.kpartx_delimiter)
     if not found:
         return []
     pids = [str(pid) for pid, _ in found]
@@ -372,7 +375,12 @@ def recover_domain(config: Config, domain: str | None, source: Runner, peer: Run
             # again for what the sweep unblocked (a snapshot held by its maps).
             first: list[str] = []
             # A copy a killed run left running holds its mounts busy: stop it first.
-            done += stop_processes(runner, config, domain, log)
+            # If the processes cannot be listed, recover still undoes what it can,
+            # and ends incomplete, naming why.
+            try:
+                done += stop_processes(runner, config, domain, log)
+            except ToolkitError as exc:
+                errors.append(f"[{runner.host}] could not list its processes: {exc}")
             done += recover_journals(runner, config.defaults.state_dir, domain, log, first)
             done += sweep(runner, config, domain, role, log)
             if first:

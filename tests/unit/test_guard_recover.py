@@ -583,3 +583,44 @@ def test_a_run_directory_holding_what_the_run_did_not_make_is_left_and_named(kil
     assert f"command `rmdir {run_dir}` exited 1" in message
     assert src.leftovers() == [f"dir {run_dir}", f"dir {keep}"] and peer.leftovers() == []
     assert src.files[keep + "/notes.txt"] == "an operator's file\n"
+
+
+def test_the_sweep_keeps_a_run_directory_it_cannot_empty_and_goes_on_to_the_next(killed_run):
+    """Without a journal, the sweep alone meets the run directories: one holding an
+    operator's file (in a mount point of its own) is kept, file untouched, and no error
+    stops the sweep, which still removes the next, empty one."""
+    cfg, src, _peer = killed_run
+    first, second = (f"/run/domu-backup/src/web01.{RUN}",
+                     "/run/domu-backup/src/web01.20260102T000000Z-ef01")
+    src.run(["mkdir", "-p", f"{second}/xvda1"])
+    keep = f"{first}/xvda1"
+    src.files[keep + "/notes.txt"] = "an operator's file\n"
+    done = sweep(src, cfg, "web01", "source", lambda m: None)
+    assert f"[dom0-a] removed directory {second}" in done
+    assert not any(m.endswith(f"removed directory {first}") for m in done)
+    assert src._exists_dir(keep) and not src._exists_dir(second)
+    assert src.files[keep + "/notes.txt"] == "an operator's file\n"
+    rmdirs = [c[-1] for c in src.calls if c[0] == "rmdir"]
+    assert rmdirs.index(keep) < rmdirs.index(first) < rmdirs.index(second)
+
+
+def test_a_ps_that_fails_is_never_taken_for_nothing_running(killed_run):
+    """recover cannot see whether a killed run's copy still holds its mounts: it still
+    undoes what it can on that host, then ends incomplete and says why."""
+    from toolkit.runners import CommandResult
+
+    cfg, src, peer = killed_run
+
+    def no_ps(argv):
+        if argv[:2] == ("ps", "-eo"):
+            return CommandResult("dom0-b", argv, 1, "", "ps: cannot read /proc", 0.0)
+        return None
+
+    peer.fail = no_ps
+    with pytest.raises(errors.TeardownIncomplete) as info:
+        recover_domain(cfg, "web01", src, peer)
+    message = str(info.value)
+    assert "[dom0-b] could not list its processes" in message
+    assert "ps: cannot read /proc" in message
+    assert peer.leftovers() == [] and src.leftovers() == []
+    assert not any(c[0] == "kill" for c in peer.calls)
