@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from toolkit.errors import CommandFailed, ParseError, UnsafeName
@@ -166,6 +166,8 @@ def test_reference_encoder_agrees_with_the_recorded_blkid_output():
 
 
 @given(st.text(min_size=1, max_size=40))
+@example("\u0780")  # byte 0xDE prints as "M-^", so "M-^M-^@" has two readings
+@example("a\u0780\u07bf b")
 def test_unescape_export_inverts_blkids_encoding(label):
     # A literal "^X" or "M-" is not escaped by blkid, so such labels are ambiguous.
     assume("^" not in label and "M-" not in label)
@@ -256,3 +258,11 @@ def test_an_export_document_with_one_thing_wrong_is_refused(how, document, at):
     error = _damage(lines, how, at % len(lines))
     with pytest.raises(error):
         blkid.parse_blkid_export("\n".join(lines) + "\n")
+
+
+def test_a_hostile_run_of_ambiguous_bytes_is_read_in_one_pass():
+    # Each "M-^" has two readings; a label made of them must not take exponential time,
+    # and is read as the bytes blkid printed (here, 0xDE 0x9E... is not UTF-8: literal).
+    value = "M-^M-^" * 2000
+    assert blkid.unescape_export(value) == value
+    assert blkid.unescape_export(blkid_encode("\u0780" * 500)) == "\u0780" * 500

@@ -62,28 +62,82 @@ def _unit(value: str, i: int) -> tuple[int, int]:
     return ord(ch), i + 1
 
 
+def _options(value: str, i: int) -> list[tuple[bytes, int]]:
+    """The ways blkid's printing at value[i] can be read: (bytes, next index), likeliest first.
+
+    "M-^" is ambiguous: "M-" plus a control character ("M-^M" is byte 0x8D), or byte 0xDE
+    ("M-" plus a literal "^", which blkid does not escape) followed by more text.
+    """
+    if value.startswith("M-", i) and i + 2 < len(value) and ord(value[i + 2]) < 128:
+        code, j = _unit(value, i + 2)
+        out = [(bytes([code + 128]), j)]
+        if value[i + 2] == "^" and j != i + 3:
+            out.append((bytes([0xDE]), i + 3))
+        return out
+    code, j = _unit(value, i)
+    return [(bytes([code]) if code < 128 else chr(code).encode("utf-8", "surrogateescape"), j)]
+
+
+def _utf8_step(need: int, data: bytes) -> int | None:
+    """The continuation bytes still expected after ``data``; None if it cannot be UTF-8."""
+    for byte in data:
+        if need:
+            if not 0x80 <= byte <= 0xBF:
+                return None
+            need -= 1
+        elif byte < 0x80:
+            continue
+        elif 0xC2 <= byte <= 0xDF:
+            need = 1
+        elif 0xE0 <= byte <= 0xEF:
+            need = 2
+        elif 0xF0 <= byte <= 0xF4:
+            need = 3
+        else:
+            return None
+    return need
+
+
 def unescape_export(value: str) -> str:
     """Undo blkid's export escaping: "\\x" for shell characters, "^X" and "M-" for bytes.
 
     blkid writes a non-ASCII byte as "M-" plus the byte less 128, and does not
-    escape a literal "M-" or "^"; a decoding that is not valid UTF-8 is taken
-    to be such a literal and the text is returned with only backslashes undone.
+    escape a literal "M-" or "^". Where that leaves more than one reading, the one
+    that is UTF-8 is taken (found in one pass from the end, so a hostile label cannot
+    make it slow); a value with no UTF-8 reading is taken to be literal text and
+    returned with only backslashes undone.
     """
+    n = len(value)
+    # The readings' positions, from the start: each is parsed once (a lone backslash at
+    # one of them is an error, as before).
+    choices: dict[int, list[tuple[bytes, int]]] = {}
+    todo = [0]
+    while todo:
+        i = todo.pop()
+        if i < n and i not in choices:
+            choices[i] = _options(value, i)
+            todo += [j for _, j in choices[i]]
+    # ok[(i, need)]: from position i, expecting ``need`` continuation bytes, the rest of
+    # the value has a reading that ends on a whole character.
+    ok = {(n, 0)}
+    for i in sorted(choices, reverse=True):
+        for need in range(4):
+            if any((j, _utf8_step(need, data)) in ok for data, j in choices[i]):
+                ok.add((i, need))
+    if (0, 0) not in ok and n:
+        return re.sub(r"\\(.)", r"\1", value)
     out = bytearray()
-    i = 0
-    while i < len(value):
-        high = 0
-        if value.startswith("M-", i) and i + 2 < len(value) and ord(value[i + 2]) < 128:
-            high, i = 128, i + 2
-        code, i = _unit(value, i)
-        if code < 128:
-            out.append(code + high)
-        else:
-            # Not blkid's encoding (raw text): keep it as it came.
-            out.extend(chr(code).encode("utf-8", "surrogateescape"))
+    i, need = 0, 0
+    while i < n:
+        for data, j in choices[i]:
+            after = _utf8_step(need, data)
+            if after is not None and (j, after) in ok:
+                out += data
+                i, need = j, after
+                break
     try:
         return out.decode("utf-8")
-    except UnicodeDecodeError:
+    except UnicodeDecodeError:  # an overlong or surrogate form: not blkid's encoding
         return re.sub(r"\\(.)", r"\1", value)
 
 
