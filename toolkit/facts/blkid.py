@@ -108,14 +108,18 @@ def unescape_export(value: str) -> str:
     returned with only backslashes undone.
     """
     n = len(value)
-    # The readings' positions, from the start: each is parsed once (a lone backslash at
-    # one of them is an error, as before).
+    # The positions some reading reaches, from the start, each parsed once. A lone
+    # backslash ends that reading; it is an error only if no other reading is left.
     choices: dict[int, list[tuple[bytes, int]]] = {}
+    broken: ParseError | None = None  # a reading that ends in a lone backslash
     todo = [0]
     while todo:
         i = todo.pop()
         if i < n and i not in choices:
-            choices[i] = _options(value, i)
+            try:
+                choices[i] = _options(value, i)
+            except ParseError as exc:
+                choices[i], broken = [], exc
             todo += [j for _, j in choices[i]]
     # ok[(i, need)]: from position i, expecting ``need`` continuation bytes, the rest of
     # the value has a reading that ends on a whole character.
@@ -125,6 +129,8 @@ def unescape_export(value: str) -> str:
             if any((j, _utf8_step(need, data)) in ok for data, j in choices[i]):
                 ok.add((i, need))
     if (0, 0) not in ok and n:
+        if broken is not None:
+            raise broken
         return re.sub(r"\\(.)", r"\1", value)
     out = bytearray()
     i, need = 0, 0
