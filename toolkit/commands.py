@@ -341,8 +341,9 @@ def status(c, domu=None, config=None, json=False):
     from .app import peer_runner
     from .config import check_root
     from .errors import ConnectionLost, HostKeyRejected, PeerUnreachable, StatusUnknown
+    from .marker import marker_path, read_peer_marker
     from .signals import signals_raise
-    from .status import domain_status, marker_path, read_peer_marker, render_status
+    from .status import domain_status, render_status
 
     peers: dict[str, Runner] = {}  # one connection per peer, for all its domains
     down: dict[str, StatusUnknown] = {}  # a peer that cannot be reached is tried once

@@ -27,6 +27,7 @@ JOURNAL_FAILED_MESSAGE = "domu-backup: journal entry not written, command not ru
 
 @dataclass(frozen=True)
 class JournalEntry:
+    """One line of a journal: a resource about to be made, its undo and its exists-probe."""
     run_id: str
     domain: str
     action: str
@@ -36,10 +37,12 @@ class JournalEntry:
     ts: float
 
     def to_line(self) -> str:
+        """The entry as one JSON line, keys sorted."""
         return json.dumps(asdict(self), sort_keys=True) + "\n"
 
 
 def journal_dir(state_dir: str) -> str:
+    """Where the journals of every run live under the state directory."""
     return posixpath.join(state_dir, "journal")
 
 
@@ -100,6 +103,7 @@ def unwrap_replace(argv: Sequence[str]) -> str | None:
 
 
 def journal_path(state_dir: str, domain: str, run_id: str) -> str:
+    """The journal of one run of one domain."""
     return posixpath.join(journal_dir(state_dir), f"{domain}.{run_id}.jsonl")
 
 
@@ -115,6 +119,7 @@ class Journal:
 
     def record(self, action: str, resource: str, undo: tuple[str, ...],
                exists: tuple[str, ...]) -> None:
+        """Append one entry, durably, before the resource it names is made."""
         if not self._ready:
             self.runner.run(["mkdir", "-p", "-m", "0700", posixpath.dirname(self.path)],
                             timeout=30)
@@ -142,6 +147,7 @@ class Journal:
         return replace(res, argv=tuple(argv))
 
     def remove(self) -> None:
+        """Remove the journal once everything it names is undone."""
         if self._ready:
             self.runner.run(["rm", "-f", self.path], timeout=30)
 

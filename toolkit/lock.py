@@ -29,6 +29,7 @@ LOCK_DIR_MODE = 0o755
 
 
 def lock_path(lock_dir: str, domain: str) -> str:
+    """The lock file of one domain."""
     return posixpath.join(lock_dir, f"{domain}.lock")
 
 

@@ -121,6 +121,7 @@ def domain_state(runner: Runner, uri: str, domain: str) -> str | None:
 
 # pragma: no mutate start (invoke mutate: fact reading and threads, not guards)
 def lookup_lv(runner: Runner, path: str) -> LogicalVolume | None:
+    """The LV at ``path``; None when lvs says it does not exist, an error otherwise."""
     result = runner.run(lvs_argv(path), check=False, timeout=60)
     if result.exit_code != 0:
         if lv_missing(result):
@@ -224,6 +225,7 @@ def _guest_volumes(runner: Runner, device: str, pv_name: str, part: Partition | 
 
 @dataclass(frozen=True)
 class Preflight:
+    """What preflight found: both hosts' facts, and the domain's state on each."""
     facts: BackupFacts
     source_state: str
     peer_state: str | None
@@ -252,9 +254,11 @@ class Background:
             self._error = exc
 
     def wait(self) -> None:
+        """Wait for the work to end, whatever its outcome."""
         self._thread.join()
 
     def result(self) -> object:
+        """The work's value once it ended; its error raised here."""
         self._thread.join()
         if self._error is not None:
             raise self._error

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from . import PREFIX
 from .config import Config
 from .errors import InsecureFile, ToolkitError
-from .execute import undo_with_retry
 from .facts.findmnt import findmnt_argv, mounts_from_result
 from .journal import list_journals, parse_journal
 from .owned import (
@@ -38,6 +37,7 @@ from .plan import mount_probe
 from .preflight import Background
 from .runners import Runner
 from .statedir import check_state_dir
+from .undo import undo_with_retry
 
 
 def _undo(runner: Runner, undo: tuple[str, ...], exists: tuple[str, ...]) -> bool:
@@ -303,6 +303,7 @@ class Inventory:
     run_dirs: tuple[str, ...]
 
     def pending(self, config: Config, domain: str) -> bool:
+        """Whether this host holds anything of ``domain`` that recover would remove."""
         d = config.defaults
         return bool(
             _of_domain(self.journals, domain)

@@ -46,6 +46,7 @@ class FsView:
         return uid == 0 or uid == self.euid()
 
     def owner_fix(self) -> str:
+        """Who should own the file, as a message names them."""
         return "root" if self.euid() == 0 else str(self.euid())
 
 

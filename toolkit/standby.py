@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from . import PREFIX
 from .config import Config
 from .errors import LayoutMismatch, TargetInvalid, ToolkitError
-from .execute import DM_NODE_ACTIONS, ensure_dm_node, undo_with_retry
 from .facts.fsparams import (
     ExtParams,
     FatParams,
@@ -57,6 +56,7 @@ from .plan import (
 )
 from .rsync import SshOptions, rsync_remote, ssh_argv
 from .runners import Runner
+from .undo import DM_NODE_ACTIONS, ensure_dm_node, undo_with_retry
 
 BIOS_BOOT = "21686148-6449-6e6f-744e-656564454649"
 BOOT_AREA = 1 << 20

@@ -44,6 +44,7 @@ exit 0
 
 
 def state_dir_argv(state_dir: str) -> list[str]:
+    """One command: make the state directory, then report its owner and mode, and its parents'."""
     return ["sh", "-c", _SCRIPT, "domu-backup-statedir", state_dir]
 
 

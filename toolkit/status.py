@@ -13,13 +13,13 @@ from pathlib import Path
 
 from . import report as reports
 from .config import Config
-from .errors import Interrupted, StatusUnknown, ToolkitError
+from .errors import ToolkitError
 from .owned import RUN_ID, journal_of
-from .runners import Runner
 
 
 @dataclass(frozen=True)
 class DomainStatus:
+    """One domain's line of ``status``: its last runs and its standby's state."""
     domain: str
     peer: str
     last_outcome: str | None
@@ -29,33 +29,6 @@ class DomainStatus:
     last_failure: float | None
     last_failure_message: str | None
     standby: str  # clean, dirty, unknown
-
-
-def marker_path(config: Config, domain: str) -> str:
-    """Where the standby marker of a domain lives on its peer."""
-    return posixpath.join(config.defaults.state_dir, "standby", f"{domain}.json")
-
-
-def read_peer_marker(peer: Runner, path: str) -> dict:
-    """The standby marker on the peer; StatusUnknown saying why when it cannot be read
-    (the peer unreachable, no marker, or not a marker). Its cause is the peer's own error."""
-    try:
-        res = peer.run(["cat", "--", path], check=False, timeout=30)
-    except Interrupted:
-        raise
-    except ToolkitError as exc:
-        raise StatusUnknown(f"cannot read the standby marker {path}: {exc}") from exc
-    if res.exit_code != 0:
-        tail = (res.stderr.strip().splitlines() or [f"cat exited {res.exit_code}"])[-1]
-        raise StatusUnknown(f"cannot read the standby marker {path}: {tail}", host=peer.host)
-    try:
-        marker = json.loads(res.stdout)
-    except ValueError:
-        marker = None
-    if not isinstance(marker, dict) or marker.get("state") not in ("clean", "dirty"):
-        raise StatusUnknown(f"the standby marker {path} is not a marker (no clean/dirty state)",
-                            host=peer.host)
-    return marker
 
 
 def domain_status(config: Config, domain: str, *, peer_marker: dict | None = None) -> DomainStatus:
@@ -163,6 +136,7 @@ def _when(ts: float | None) -> str:
 
 
 def render_status(rows: list[DomainStatus]) -> str:
+    """The ``status`` table, one domain a line."""
     lines = [f"{'domain':<12} {'peer':<10} {'standby':<8} {'last success':<47} last failure"]
     for r in rows:
         fail = _when(r.last_failure)

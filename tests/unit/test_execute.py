@@ -481,7 +481,7 @@ def test_a_dm_node_udev_did_not_make_is_made_by_name_and_the_run_goes_on(tmp_pat
 
 
 def test_a_dm_node_that_never_appears_stops_the_run_naming_the_node_and_the_host(tmp_path):
-    from toolkit.execute import ensure_dm_node
+    from toolkit.undo import ensure_dm_node
 
     peer = FakeHost("dom0-b")
     with pytest.raises(errors.MapFailed) as info:

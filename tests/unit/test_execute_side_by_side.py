@@ -14,11 +14,11 @@ from fakes import FakeHost, config, web01_facts
 from toolkit import errors, signals
 from toolkit.config import parse_config
 from toolkit.execute import Executor
+from toolkit.marker import marker_path
 from toolkit.plan import plan_backup
 from toolkit.report import DomainReport
 from toolkit.rsync import untied
 from toolkit.runners import CommandResult
-from toolkit.status import marker_path
 
 RUN = "20260101T000000Z-abcd"
 
@@ -161,7 +161,7 @@ def test_copy_jobs_is_checked_in_the_config(tmp_path):
 def test_a_failpoint_in_a_copy_thread_fails_the_run_and_the_others_stop(tmp_path, monkeypatch):
     hooks = tmp_path / "test-hooks"
     hooks.write_text("on\n")
-    monkeypatch.setattr("toolkit.execute.TEST_HOOKS_FILE", str(hooks))
+    monkeypatch.setattr("toolkit.failpoint.TEST_HOOKS_FILE", str(hooks))
     monkeypatch.setenv("DOMU_BACKUP_FAILPOINT", "before:rsync@2:raise")
     src, peer = StreamingHost("dom0-a"), FakeHost("dom0-b")
     src.fstab_on = "xvda1"

@@ -12,8 +12,9 @@ from dataclasses import replace
 import pytest
 from fakes import RSYNC_STATS, FakeHost, StatfsHost, config, web01_facts
 
-from toolkit import errors, execute, signals
-from toolkit.execute import Executor, Failpoint
+from toolkit import copying, errors, execute, signals
+from toolkit.execute import Executor
+from toolkit.failpoint import Failpoint
 from toolkit.plan import plan_backup
 from toolkit.report import DomainReport
 from toolkit.rsync import parse_stats, untied
@@ -73,6 +74,7 @@ class Clock:
 def clock(monkeypatch) -> Clock:
     c = Clock()
     monkeypatch.setattr(execute, "time", c)
+    monkeypatch.setattr(copying, "time", c)  # copies side by side time themselves
     return c
 
 
@@ -307,8 +309,8 @@ def test_a_snapshot_filling_up_during_a_copy_fails_that_copy(tmp_path, monkeypat
     thread_crashes = record_thread_crashes(monkeypatch)
     real = execute.SnapshotWatch
 
-    def quick(executor, interval):
-        watch = real(executor, interval=interval)
+    def quick(*args, interval):
+        watch = real(*args, interval=interval)
         watch._stop = _QuickWait()
         return watch
 
@@ -445,7 +447,7 @@ def test_side_by_side_copies_are_each_timed_on_the_source_and_their_threads_end_
 def test_a_failpoint_after_a_side_by_side_copy_fails_the_run(tmp_path, monkeypatch):
     hooks = tmp_path / "test-hooks"
     hooks.write_text("on\n")
-    monkeypatch.setattr("toolkit.execute.TEST_HOOKS_FILE", str(hooks))
+    monkeypatch.setattr("toolkit.failpoint.TEST_HOOKS_FILE", str(hooks))
     monkeypatch.setenv("DOMU_BACKUP_FAILPOINT", "after:rsync@2:raise")
     src, peer = hosts()
     plan, report, ex = executor(tmp_path, src, peer, copy_jobs=2)
@@ -460,7 +462,7 @@ def test_a_failpoint_after_a_side_by_side_copy_fails_the_run(tmp_path, monkeypat
 
 def test_a_failpoint_signal_held_by_a_shield_returns_after_a_bounded_wait(monkeypatch):
     slept: list[float] = []
-    monkeypatch.setattr("toolkit.execute.time.sleep", slept.append)
+    monkeypatch.setattr("toolkit.failpoint.time.sleep", slept.append)
     with signals.signals_raise():
         with signals.shielded():
             Failpoint("after", "mount", 1, "sigterm").fire()

@@ -7,7 +7,8 @@ import pytest
 from fakes import FakeHost, config, web01_facts
 
 from toolkit import errors
-from toolkit.execute import Executor, Failpoint
+from toolkit.execute import Executor
+from toolkit.failpoint import Failpoint
 from toolkit.plan import plan_backup
 from toolkit.report import DomainReport
 
@@ -16,7 +17,7 @@ RUN = "20260101T000000Z-abcd"
 
 def test_a_stray_failpoint_on_a_host_without_test_hooks_is_ignored_and_said(tmp_path,
                                                                             monkeypatch):
-    monkeypatch.setattr("toolkit.execute.TEST_HOOKS_FILE", str(tmp_path / "absent"))
+    monkeypatch.setattr("toolkit.failpoint.TEST_HOOKS_FILE", str(tmp_path / "absent"))
     monkeypatch.setenv("DOMU_BACKUP_FAILPOINT", "after:snapshot:sigkill")
     said: list[str] = []
     src, peer = FakeHost("dom0-a"), FakeHost("dom0-b")
@@ -33,7 +34,7 @@ def test_a_stray_failpoint_on_a_host_without_test_hooks_is_ignored_and_said(tmp_
 def test_where_the_lab_enabled_test_hooks_the_failpoint_acts(tmp_path, monkeypatch):
     hooks = tmp_path / "test-hooks"
     hooks.write_text("on\n")
-    monkeypatch.setattr("toolkit.execute.TEST_HOOKS_FILE", str(hooks))
+    monkeypatch.setattr("toolkit.failpoint.TEST_HOOKS_FILE", str(hooks))
     monkeypatch.setenv("DOMU_BACKUP_FAILPOINT", "after:snapshot:raise")
     assert Failpoint.from_env() == Failpoint("after", "snapshot", 0, "raise")
 

@@ -314,16 +314,18 @@ def test_without_its_device_comparison_the_guard_lets_the_wrong_standby_be_writt
     # The scenario above fails only because of the comparison: a guard that compares the
     # mount with its own source (the kind of check a shared helper hid) lets rsync write
     # into the wrong partition of the standby.
-    original = Executor._prove_mount
+    import toolkit.guards
 
-    def compares_with_what_is_mounted(self, runner, mountpoint, device, fstype, error):
+    original = toolkit.guards.prove_mount
+
+    def compares_with_what_is_mounted(runner, mountpoint, device, fstype, error):
         res = runner.run(["findmnt", "--json", "--mountpoint", mountpoint, "-o",
                           "TARGET,SOURCE,FSTYPE,MAJ:MIN"], check=False, timeout=60)
         mounted = (json.loads(res.stdout)["filesystems"][-1]["source"] if res.exit_code == 0
                    else device)
-        return original(self, runner, mountpoint, mounted, fstype, error)
+        return original(runner, mountpoint, mounted, fstype, error)
 
-    monkeypatch.setattr(Executor, "_prove_mount", compares_with_what_is_mounted)
+    monkeypatch.setattr(toolkit.guards, "prove_mount", compares_with_what_is_mounted)
     src, peer = FakeHost("dom0-a"), WrongDeviceHost("dom0-b", ("p1", "p5"))
     src.fstab_on = "xvda1"
     cfg, plan, report, ex = _executor(tmp_path, src, peer)

@@ -378,7 +378,7 @@ def _watched(tmp_path, monkeypatch, src, **defaults):
 
     real = toolkit.execute.SnapshotWatch
     monkeypatch.setattr(toolkit.execute, "SnapshotWatch",
-                        lambda executor, interval: real(executor, interval=0.05))
+                        lambda *args, interval: real(*args, interval=0.05))
     cfg = config(tmp_path)
     cfg = replace(cfg, defaults=replace(cfg.defaults, **defaults))
     report = DomainReport("web01")
@@ -600,9 +600,8 @@ def test_stopping_the_copies_gives_each_rsync_its_grace_then_kills_it(tmp_path, 
     # killed once the grace is over, not waited for.
     import subprocess
     import time
-    from contextlib import ExitStack
 
-    from toolkit.execute import SideBySide
+    from toolkit.copying import SideBySide
 
     monkeypatch.setattr(SideBySide, "STOP_GRACE", 1.5)
     done = tmp_path / "finished-cleanly"
@@ -613,7 +612,7 @@ def test_stopping_the_copies_gives_each_rsync_its_grace_then_kills_it(tmp_path, 
     try:
         time.sleep(0.3)  # both shells have set their traps
         plan, report, ex = _executor(tmp_path, FakeHost("dom0-a"), FakeHost("dom0-b"))
-        sbs = SideBySide(ex, [], ExitStack())
+        sbs = SideBySide(ex, [])
         sbs._procs = [clean, stubborn]
         start = time.monotonic()
         sbs._halt()

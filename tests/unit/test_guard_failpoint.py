@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from toolkit import errors, signals
-from toolkit.execute import Failpoint
+from toolkit.failpoint import Failpoint
 
 
 def test_raise_fails_the_step_naming_it():
@@ -22,7 +22,7 @@ def test_raise_fails_the_step_naming_it():
                                                ("sleep=12", 12.0)])
 def test_sleep_waits_that_long_and_nothing_else(monkeypatch, what, seconds):
     slept: list[float] = []
-    monkeypatch.setattr("toolkit.execute.time.sleep", slept.append)
+    monkeypatch.setattr("toolkit.failpoint.time.sleep", slept.append)
     Failpoint("before", "rsync", 0, what).fire()
     assert slept == [seconds]
 
@@ -36,7 +36,7 @@ def test_a_signal_is_sent_to_the_run_itself(what):
 
 
 def test_sigkill_kills_the_run_at_once():
-    code = ("from toolkit.execute import Failpoint\n"
+    code = ("from toolkit.failpoint import Failpoint\n"
             "Failpoint('after', 'mount', 1, 'sigkill').fire()\n"
             "print('still alive')\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

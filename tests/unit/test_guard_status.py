@@ -10,8 +10,9 @@ from fakes import FakeHost
 from test_status import _cfg
 
 from toolkit import errors
+from toolkit.marker import read_peer_marker
 from toolkit.runners import CommandResult
-from toolkit.status import DomainStatus, domain_status, read_peer_marker, render_status
+from toolkit.status import DomainStatus, domain_status, render_status
 
 PATH = "/var/lib/domu-backup/standby/web01.json"
 

@@ -10,9 +10,10 @@ import pytest
 from fakes import FakeHost, config, web01_facts
 
 from toolkit import errors
-from toolkit.execute import Executor, SnapshotWatch
+from toolkit.execute import Executor
 from toolkit.plan import plan_backup
 from toolkit.report import DomainReport, SnapshotReport
+from toolkit.snapshots import SnapshotWatch
 
 RUN = "20260101T000000Z-abcd"
 
@@ -69,7 +70,7 @@ def watch_on(tmp_path, fills, *, polls=None, lvs_fails=(), **defaults):
     src.lvs[key] = {"attr": "swi-a-s---", "percent": "0.00", "tags": (), "origin": "web01"}
     log: list[str] = []
     ex = Executor(plan, cfg, src, FakeHost("dom0-b"), report, log=log.append)
-    watch = SnapshotWatch(ex, interval=2.0)
+    watch = SnapshotWatch(ex.source, ex.plan, ex.config, ex.report, ex.log, interval=2.0)
     watch._stop = Polls(len(fills) if polls is None else polls)  # type: ignore[assignment]
     copy = Copy()
     watch.attach(copy)
@@ -165,8 +166,8 @@ def test_every_snapshot_at_the_limit_grows_in_the_same_poll(tmp_path):
     src.fail = _with_lvextend(lambda argv: None, 0)
     report = DomainReport("web01")
     log: list[str] = []
-    watch = SnapshotWatch(Executor(plan, cfg, src, FakeHost("dom0-b"), report, log=log.append),
-                          interval=2.0)
+    ex = Executor(plan, cfg, src, FakeHost("dom0-b"), report, log=log.append)
+    watch = SnapshotWatch(ex.source, ex.plan, ex.config, ex.report, ex.log, interval=2.0)
     watch._stop = Polls(1)  # type: ignore[assignment]
     watch.attach(copy := Copy())
     watch._loop()

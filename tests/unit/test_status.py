@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from fakes import FakeHost, config
 
+from toolkit.marker import marker_path, read_peer_marker
 from toolkit.report import DomainReport, RunReport, summary, write_report
-from toolkit.status import domain_status, marker_path, read_peer_marker, render_status
+from toolkit.status import domain_status, render_status
 
 
 def _cfg(tmp_path):

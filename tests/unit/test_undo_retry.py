@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 
 from toolkit.errors import CommandFailed
-from toolkit.execute import resource_exists, undo_with_retry
 from toolkit.runners import CommandResult
+from toolkit.undo import resource_exists, undo_with_retry
 
 UNDO = ("kpartx", "-d", "/dev/vg_a/domubk-R-web01-xvda")
 PROBE = ("dmsetup", "info", "-c", "--noheadings", "-o", "name", "vg_a-domubk--R--web01--xvdap1")
@@ -46,7 +46,7 @@ class Scripted:
 @pytest.fixture
 def sleeps(monkeypatch):
     slept: list[float] = []
-    monkeypatch.setattr("toolkit.execute.time.sleep", slept.append)
+    monkeypatch.setattr("toolkit.undo.time.sleep", slept.append)
     return slept
 
 

@@ -71,3 +71,11 @@ def validate_argv(argv: Sequence[str]) -> tuple[str, ...]:
     if any("\0" in a for a in out):
         raise ValueError("argv items cannot contain NUL bytes")
     return out
+
+
+def terminate(proc: object) -> None:
+    """Ask a started command to stop (SIGTERM); one that already ended is no error."""
+    try:
+        proc.terminate()  # type: ignore[attr-defined]
+    except OSError:
+        pass

@@ -1,0 +1,140 @@
+"""Copies side by side: ``copy_jobs`` rsyncs at once, each as its own step would run."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from . import signals
+from .config import Config
+from .plan import Step
+from .report import DomainReport
+from .runners.base import terminate
+
+
+class Walk(Protocol):
+    """What the copies need of the run walking the plan (the executor)."""
+
+    config: Config
+    report: DomainReport
+    log: Callable[[str], None]
+
+    def fire(self, when: str, step: Step) -> None:
+        """The test failpoint of this moment of a step, if one is set."""
+
+    def copy(self, step: Step, on_start: Callable[[object], None] | None = None) -> None:
+        """One filesystem copied; ``on_start`` gets the rsync process once it runs."""
+
+
+def copy_run(steps: list[Step], i: int) -> list[Step]:
+    """The rsync steps that follow one another from ``steps[i]`` (empty if it is not one)."""
+    out: list[Step] = []
+    while i < len(steps) and steps[i].action == "rsync":
+        out.append(steps[i])
+        i += 1
+    return out
+
+
+class SideBySide:
+    """Copy several filesystems at once (``copy_jobs`` rsyncs), each as its own step would.
+
+    Workers take the filesystems in plan order. The first copy that fails stops the
+    others (their rsyncs are terminated), as a failure would have stopped the next
+    copy when run one after another, and its error is the one raised; the stopped
+    ones are reported as not copied. A signal reaches the main thread, waiting here:
+    it stops every rsync, waits for the workers, then raises, so teardown never
+    meets a mount that a copy is still writing to. The standby stays marked dirty
+    until every copy has succeeded (the marker steps come before and after).
+    """
+
+    STOP_GRACE = 10.0  # seconds a terminated rsync gets before it is killed
+
+    def __init__(self, executor: Walk, steps: list[Step]) -> None:
+        self.ex = executor
+        self.steps = steps
+        self.jobs = min(executor.config.defaults.copy_jobs, len(steps))
+        self._lock = threading.Lock()
+        self._todo = list(steps)
+        self._procs: list[object] = []
+        self._stop = threading.Event()
+        self._failure: BaseException | None = None  # the first error, not caused by a stop
+
+    def run(self) -> None:
+        """Copy every filesystem, ``jobs`` at a time; raises the first failure or signal."""
+        self.ex.log(f"copying {len(self.steps)} filesystems, {self.jobs} at a time")
+        threads = [threading.Thread(target=self._worker, name=f"copy-{n}", daemon=True)
+                   for n in range(self.jobs)]
+        try:
+            for t in threads:  # a signal while they start is handled like one while they run
+                t.start()
+            for t in threads:
+                while t.is_alive():
+                    t.join(0.25)  # short waits: a signal's exception is raised here
+        except BaseException:
+            # Shielded: a second signal must not leave an rsync writing under teardown.
+            with signals.shielded():
+                self._halt()
+                for t in threads:
+                    if t.ident is not None:  # started
+                        t.join()
+            raise
+        if self._failure is not None:
+            raise self._failure
+
+    def _next(self) -> Step | None:
+        with self._lock:
+            if self._stop.is_set() or not self._todo:
+                return None
+            return self._todo.pop(0)
+
+    def _started(self, proc: object) -> None:
+        with self._lock:
+            self._procs.append(proc)
+            stopping = self._stop.is_set()
+        if stopping:
+            terminate(proc)
+
+    def _halt(self) -> None:
+        """Stop every copy: no new one starts, running rsyncs are terminated (then killed)."""
+        with self._lock:
+            self._stop.set()
+            procs = list(self._procs)
+        for proc in procs:
+            terminate(proc)
+        deadline = time.monotonic() + self.STOP_GRACE
+        for proc in procs:
+            try:
+                proc.wait(timeout=max(deadline - time.monotonic(), 0.1))  # type: ignore[attr-defined]
+            except Exception:  # subprocess.TimeoutExpired, or a fake
+                try:
+                    proc.kill()  # type: ignore[attr-defined]
+                except OSError:
+                    pass
+
+    def _worker(self) -> None:
+        ex = self.ex
+        while (step := self._next()) is not None:
+            fr = next(x for x in ex.report.filesystems if x.name == step.fs)
+            start, wall = time.monotonic(), time.time()
+            try:
+                ex.fire("before", step)
+                if self._stop.is_set():
+                    return  # stopped while it was about to start: never ran
+                ex.copy(step, on_start=self._started)
+                ex.fire("after", step)
+            except BaseException as exc:  # handed to the main thread
+                with self._lock:
+                    first = not self._stop.is_set()
+                    if first:
+                        self._failure = exc
+                        self._stop.set()
+                if first:
+                    self._halt()
+                else:
+                    fr.outcome = "stopped"  # terminated because the run is stopping
+                return
+            finally:
+                ex.report.add_step(step.host, step.action, step.fs, wall,
+                                   time.monotonic() - start)

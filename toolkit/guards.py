@@ -1,0 +1,82 @@
+"""The guards a run proves on each host before anything is copied (R5, R8, R20).
+
+Each proof reads the state the kernel reports (findmnt, stat, find) and raises the
+role's guard error naming the host and what is wrong; nothing here changes a host.
+"""
+
+from __future__ import annotations
+
+from .errors import (
+    CommandFailed,
+    ParseError,
+    SourceGuardFailed,
+    TargetGuardFailed,
+    ToolkitError,
+    UnsafeName,
+)
+from .facts.findmnt import findmnt_argv, mounts_from_result, top_mount
+from .names import path_under
+from .plan import SOURCE, FilesystemPlan, Step
+from .runners import Runner
+
+
+def prove_own_path(step: Step, prefix: str, run_dir: str, host: str) -> None:
+    """R20: a directory or mount point is the run's own, below its run directory.
+
+    Checked again on the path the command will get, whatever built the plan.
+    """
+    target = step.argv[-1]
+    if target != step.resource:
+        raise UnsafeName(f"{step.action} {target!r} is not the step's own resource "
+                         f"{step.resource!r}", host=host)
+    if step.action == "mkdir" and target == run_dir:
+        path_under(prefix, target, "run directory")
+    else:
+        path_under(run_dir, target, f"{step.action} target")
+
+
+def prove_mount(runner: Runner, mountpoint: str, device: str, fstype: str,
+                error: type[ToolkitError]) -> None:
+    """The mount point holds ``fstype`` mounted from ``device`` itself (by device number)."""
+    res = runner.run(findmnt_argv(mountpoint, device=True), check=False, timeout=60)
+    try:
+        fs = top_mount(mounts_from_result(res), mountpoint)
+    except (CommandFailed, ParseError) as exc:
+        raise error(f"cannot read findmnt output for {mountpoint}: {exc}",
+                    host=runner.host) from exc
+    if fs is None:
+        raise error(f"{mountpoint} is not a mountpoint: the mount of {device} did not "
+                    "happen; nothing was copied", host=runner.host)
+    if fs.fstype != fstype:
+        raise error(f"{mountpoint} holds {fs.fstype}, expected {fstype}",
+                    host=runner.host)
+    stat = runner.run(["stat", "-L", "--format", "%t:%T", device], check=False, timeout=60)
+    if stat.exit_code != 0:
+        raise error(f"expected device {device} does not exist", host=runner.host)
+    major, minor = (int(x, 16) for x in stat.stdout.strip().split(":"))
+    if fs.majmin != f"{major}:{minor}":
+        raise error(f"{mountpoint} is mounted from {fs.source} "
+                    f"({fs.majmin or 'no device number'}), not from {device} "
+                    f"({major}:{minor})",
+                    host=runner.host)
+
+
+def prove_not_empty(runner: Runner, f: FilesystemPlan) -> None:
+    """The source's mount holds something besides lost+found: an empty source is never
+    mirrored onto the standby (``--delete`` would empty it)."""
+    res = runner.run(["find", f.source_mount, "-xdev", "-mindepth", "1", "-maxdepth", "1",
+                      "-not", "-name", "lost+found", "-print", "-quit"], timeout=120)
+    if not res.stdout.strip():
+        raise SourceGuardFailed(
+            f"{f.source_mount} ({f.name}) is empty: refusing to mirror an empty source "
+            "onto the standby", host=runner.host)
+
+
+def prove_filesystem(step: Step, f: FilesystemPlan, source: Runner, peer: Runner) -> None:
+    """A ``check`` step: the source's mount is its snapshot and not empty, or the peer's
+    mount is its standby."""
+    if step.host == SOURCE:
+        prove_mount(source, f.source_mount, f.source_device, f.fstype, SourceGuardFailed)
+        prove_not_empty(source, f)
+    else:
+        prove_mount(peer, f.target_mount, f.target_device, f.fstype, TargetGuardFailed)

@@ -1,0 +1,86 @@
+"""The standby marker: one small JSON file per domain on its peer, saying clean or dirty.
+
+A run marks the standby dirty before its first byte is copied and clean only after every
+copy succeeded; ``status`` reads it from either Dom0. It is written atomically and durably
+in one command (one round trip).
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import time
+
+from .config import Config
+from .errors import Interrupted, StatusUnknown, ToolkitError
+from .journal import replace_file_argv
+from .runners import Runner
+
+STATES = ("clean", "dirty")
+
+
+def marker_path(config: Config, domain: str) -> str:
+    """Where the standby marker of a domain lives on its peer."""
+    return posixpath.join(config.defaults.state_dir, "standby", f"{domain}.json")
+
+
+def read_marker(runner: Runner, path: str) -> dict:
+    """The marker as a run sees it before replacing it: ``{}`` when missing or unreadable."""
+    res = runner.run(["cat", "--", path], check=False, timeout=30)
+    if res.exit_code != 0:
+        return {}
+    try:
+        data = json.loads(res.stdout)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def read_peer_marker(peer: Runner, path: str) -> dict:
+    """The standby marker on the peer; StatusUnknown saying why when it cannot be read
+    (the peer unreachable, no marker, or not a marker). Its cause is the peer's own error."""
+    try:
+        res = peer.run(["cat", "--", path], check=False, timeout=30)
+    except Interrupted:
+        raise
+    except ToolkitError as exc:
+        raise StatusUnknown(f"cannot read the standby marker {path}: {exc}") from exc
+    if res.exit_code != 0:
+        tail = (res.stderr.strip().splitlines() or [f"cat exited {res.exit_code}"])[-1]
+        raise StatusUnknown(f"cannot read the standby marker {path}: {tail}", host=peer.host)
+    try:
+        marker = json.loads(res.stdout)
+    except ValueError:
+        marker = None
+    if not isinstance(marker, dict) or marker.get("state") not in STATES:
+        raise StatusUnknown(f"the standby marker {path} is not a marker (no clean/dirty state)",
+                            host=peer.host)
+    return marker
+
+
+def new_marker(domain: str, state: str, run_id: str, source_host: str, previous: dict,
+               now: float | None = None) -> dict:
+    """The marker a run writes. A clean one records this run as the last success; a dirty
+    one keeps what the last clean one said (``previous``)."""
+    now = time.time() if now is None else now
+    last_success: float | None
+    last_run: str | None
+    if state == "clean":
+        last_success, last_run = now, run_id
+    else:
+        last_success = previous.get("last_success")
+        last_run = previous.get("last_success_run_id")
+    return {
+        "domain": domain,
+        "state": state,
+        "run_id": run_id,
+        "source_host": source_host,
+        "updated": now,
+        "last_success": last_success,
+        "last_success_run_id": last_run,
+    }
+
+
+def write_marker(runner: Runner, path: str, marker: dict) -> None:
+    """Replace the marker atomically and durably, in one command (one round trip)."""
+    runner.run(replace_file_argv(path), input=json.dumps(marker, indent=2) + "\n", timeout=30)
