@@ -129,16 +129,16 @@ def backup_domain(config: Config, domain: str, hosts: Hosts, *, node: str | None
                                    connected=connected)
             report.peer_host = pre.facts.peer_host
             report.fates = fates_from(filesystem_fates(pre.facts, config))  # listed even if refused
-            plan = plan_backup(pre.facts, config, new_run_id())
+            plan = plan_backup(pre.facts, config, new_run_id(),
+                               allow_mass_delete=allow_mass_delete)
             report.run_id = plan.run_id
             report.skipped = list(plan.skipped)
             if dry_run:
                 report.outcome = "dry-run"
                 report.message = "plan only; nothing was changed"
                 return report
-            Executor(plan, config, hosts.source, peer, report,
-                     allow_mass_delete=allow_mass_delete, on_progress=on_progress, log=log,
-                     lock_held=True).run()
+            Executor(plan, config, hosts.source, peer, report, on_progress=on_progress,
+                     log=log, lock_held=True).run()
         report.outcome = "success"
         report.message = f"{len(plan.filesystems)} filesystem(s) copied to {plan.peer_host}"
         warned = [d for d in pre.facts.skipped_disks if d.warning]

@@ -12,6 +12,7 @@ waiting for the peer's unmount to flush.
 from __future__ import annotations
 
 import posixpath
+import shlex
 import threading
 import time
 from collections.abc import Callable
@@ -34,8 +35,8 @@ from .guards import prove_filesystem, prove_own_path
 from .guestpaths import guest_paths
 from .journal import Journal
 from .lock import domain_lock
-from .marker import marker_path, new_marker, read_marker, write_marker
-from .plan import PEER, SOURCE, FilesystemPlan, Plan, Step, transfer_argv
+from .marker import marker_path, marker_text, new_marker, read_marker
+from .plan import PEER, SOURCE, FilesystemPlan, Plan, Step, copy_steps
 from .report import DomainReport, FilesystemReport, SnapshotReport
 from .rsync import (
     inode_exhaustion,
@@ -76,7 +77,6 @@ class Executor:
         peer: Runner,
         report: DomainReport,
         *,
-        allow_mass_delete: bool = False,
         on_progress: Callable[[str, str], None] | None = None,
         log: Callable[[str], None] | None = None,
         lock_held: bool = False,
@@ -87,7 +87,6 @@ class Executor:
         self.source = source
         self.peer = peer
         self.report = report
-        self.allow_mass_delete = allow_mass_delete
         self.on_progress = on_progress or (lambda fs, line: None)
         self.log = log or (lambda msg: None)
         self.failpoint = Failpoint.from_env(self.log)
@@ -106,6 +105,7 @@ class Executor:
         }
         self.guest_paths: dict[str, str] = {
             f.name: f.guest_path for f in plan.filesystems if f.guest_path}
+        self._steps = list(plan.steps)  # the walk; the copies are planned again after fstab
         self._stack = ExitStack()  # what a step holds until the run ends (the domain lock)
         self._made: list[Step] = []  # steps whose undo teardown runs, in creation order
         self._boot: dict[str, str] = {}  # boot area bytes read, by range, until written
@@ -132,7 +132,7 @@ class Executor:
         """Execute every step; teardown always runs. Raises the first error."""
         body_error: BaseException | None = None
         try:
-            steps = list(self.plan.steps)
+            steps = self._steps
             i = 0
             while i < len(steps):
                 step = steps[i]
@@ -309,9 +309,21 @@ class Executor:
             raise _error_for(step, res)
 
     def _fstab(self, step: Step) -> None:
+        """Name the guest paths, then plan the copies again with their excludes: the
+        second part of the plan, logged as the first is printed."""
         self.guest_paths = guest_paths(self.plan, self.config, self.source, self.log)
         for fr in self.report.filesystems:
             fr.guest_path = self.guest_paths.get(fr.name, fr.guest_path)
+        p = self.plan
+        again = {s.fs: s for s in copy_steps(self.config, p.domain, p.snapshots,
+                                             p.filesystems, p.peer_address, p.peer_port,
+                                             self.guest_paths, p.allow_mass_delete)}
+        for i, old in enumerate(self._steps):
+            if old.action == "rsync" and old.fs in again:
+                new = self._steps[i] = again[old.fs]
+                self._nth[id(new)] = self._nth[id(old)]
+                if new.argv != old.argv:
+                    self.log(f"plan, copy of {new.fs} with its guest path: {shlex.join(new.argv)}")
 
     def _check(self, step: Step) -> None:
         prove_filesystem(step, self._filesystem(step), self.source, self.peer)
@@ -321,12 +333,11 @@ class Executor:
         return marker_path(self.config, self.plan.domain)
 
     def _marker(self, step: Step) -> None:
-        state = step.argv[-1]
-        # Only a dirty marker keeps what the last clean one said: read it only then.
-        previous = read_marker(self.peer, self.marker_path()) if state != "clean" else {}
-        write_marker(self.peer, self.marker_path(),
-                     new_marker(self.plan.domain, state, self.plan.run_id,
-                                self.plan.source_host, previous, now=time.time()))
+        # Only a dirty marker keeps what the last clean one said: its step reads it first.
+        previous = read_marker(self.peer, step.probes[0]) if step.probes else {}
+        marker = new_marker(self.plan.domain, step.state, self.plan.run_id,
+                            self.plan.source_host, previous, now=time.time())
+        self.peer.run(step.argv, input=marker_text(marker), timeout=30)
 
     def _filesystem(self, step: Step) -> FilesystemPlan:
         return next(x for x in self.plan.filesystems if x.name == step.fs)
@@ -343,9 +354,7 @@ class Executor:
             self.log(f"{f.name}: not named by the guest fstab nor an override; skipped "
                      "(copy_unlisted = false)")
             return
-        argv = transfer_argv(self.config, self.plan.domain, f, self.plan.peer_address,
-                             self.plan.peer_port, self.guest_paths.get(f.name),
-                             allow_mass_delete=self.allow_mass_delete)
+        argv = step.argv
         self.log(f"rsync {f.name}: {' '.join(argv[:3])} ... {argv[-2]} {argv[-1]}")
         start = time.monotonic()
         watch = SnapshotWatch(self.source, self.plan, self.config, self.report, self.log,

@@ -14,7 +14,7 @@ from .errors import (
     ToolkitError,
     UnsafeName,
 )
-from .facts.findmnt import findmnt_argv, mounts_from_result, top_mount
+from .facts.findmnt import mounts_from_result, top_mount
 from .names import path_under
 from .plan import SOURCE, FilesystemPlan, Step
 from .runners import Runner
@@ -35,10 +35,14 @@ def prove_own_path(step: Step, prefix: str, run_dir: str, host: str) -> None:
         path_under(run_dir, target, f"{step.action} target")
 
 
-def prove_mount(runner: Runner, mountpoint: str, device: str, fstype: str,
-                error: type[ToolkitError]) -> None:
-    """The mount point holds ``fstype`` mounted from ``device`` itself (by device number)."""
-    res = runner.run(findmnt_argv(mountpoint, device=True), check=False, timeout=60)
+def prove_mount(runner: Runner, probes: tuple[tuple[str, ...], ...], mountpoint: str,
+                device: str, fstype: str, error: type[ToolkitError]) -> None:
+    """The mount point holds ``fstype`` mounted from ``device`` itself (by device number).
+
+    ``probes`` are the plan's: the findmnt of the mount point, then the stat of the device.
+    """
+    findmnt, stat_device = probes[0], probes[1]
+    res = runner.run(findmnt, check=False, timeout=60)
     try:
         fs = top_mount(mounts_from_result(res), mountpoint)
     except (CommandFailed, ParseError) as exc:
@@ -50,7 +54,7 @@ def prove_mount(runner: Runner, mountpoint: str, device: str, fstype: str,
     if fs.fstype != fstype:
         raise error(f"{mountpoint} holds {fs.fstype}, expected {fstype}",
                     host=runner.host)
-    stat = runner.run(["stat", "-L", "--format", "%t:%T", device], check=False, timeout=60)
+    stat = runner.run(stat_device, check=False, timeout=60)
     if stat.exit_code != 0:
         raise error(f"expected device {device} does not exist", host=runner.host)
     major, minor = (int(x, 16) for x in stat.stdout.strip().split(":"))
@@ -61,11 +65,11 @@ def prove_mount(runner: Runner, mountpoint: str, device: str, fstype: str,
                     host=runner.host)
 
 
-def prove_not_empty(runner: Runner, f: FilesystemPlan) -> None:
-    """The source's mount holds something besides lost+found: an empty source is never
-    mirrored onto the standby (``--delete`` would empty it)."""
-    res = runner.run(["find", f.source_mount, "-xdev", "-mindepth", "1", "-maxdepth", "1",
-                      "-not", "-name", "lost+found", "-print", "-quit"], timeout=120)
+def prove_not_empty(runner: Runner, probe: tuple[str, ...], f: FilesystemPlan) -> None:
+    """The source's mount holds something besides lost+found (``probe`` prints its first
+    entry): an empty source is never mirrored onto the standby (``--delete`` would empty
+    it)."""
+    res = runner.run(probe, timeout=120)
     if not res.stdout.strip():
         raise SourceGuardFailed(
             f"{f.source_mount} ({f.name}) is empty: refusing to mirror an empty source "
@@ -76,7 +80,9 @@ def prove_filesystem(step: Step, f: FilesystemPlan, source: Runner, peer: Runner
     """A ``check`` step: the source's mount is its snapshot and not empty, or the peer's
     mount is its standby."""
     if step.host == SOURCE:
-        prove_mount(source, f.source_mount, f.source_device, f.fstype, SourceGuardFailed)
-        prove_not_empty(source, f)
+        prove_mount(source, (step.argv, step.probes[0]), f.source_mount, f.source_device,
+                    f.fstype, SourceGuardFailed)
+        prove_not_empty(source, step.probes[1], f)
     else:
-        prove_mount(peer, f.target_mount, f.target_device, f.fstype, TargetGuardFailed)
+        prove_mount(peer, (step.argv, step.probes[0]), f.target_mount, f.target_device,
+                    f.fstype, TargetGuardFailed)

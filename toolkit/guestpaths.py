@@ -7,14 +7,13 @@ The fstab is read from the mounted snapshot, never following a guest symlink out
 
 from __future__ import annotations
 
-import posixpath
 from collections.abc import Callable
 
 from .config import Config
 from .errors import FstabError
 from .facts.blkid import FilesystemProbe
 from .facts.fstab import GuestFilesystem, guest_position, parse_fstab, resolve_fstab
-from .plan import FilesystemPlan, Plan
+from .plan import FilesystemPlan, Plan, guest_file_argvs, guest_fstab_path
 from .runners import Runner
 
 
@@ -28,8 +27,7 @@ def guest_paths(plan: Plan, config: Config, source: Runner,
         return dict(overrides)
     texts: list[tuple[FilesystemPlan, str]] = []
     for f in fss:
-        path = posixpath.join(f.source_mount, "etc", "fstab")
-        text = read_guest_file(source, f, path, plan.source_host)
+        text = read_guest_file(source, f, guest_fstab_path(f), plan.source_host)
         if text is not None:
             texts.append((f, text))
     if not texts:
@@ -57,17 +55,18 @@ def read_guest_file(source: Runner, f: FilesystemPlan, path: str, host: str) -> 
     R5: a guest symlink (etc -> /, fstab -> /etc/shadow on the host) must not make us
     read a host file: the canonical path must equal the path.
     """
-    res = source.run(["readlink", "-e", "--", path], check=False, timeout=30)
+    canonical, lenient, cat = guest_file_argvs(path)
+    res = source.run(canonical, check=False, timeout=30)
     if res.exit_code != 0:
         # Missing, or a guest symlink to something this host lacks (etc -> /):
         # only a path free of symlinks is "no fstab here".
-        res = source.run(["readlink", "-m", "--", path], check=False, timeout=30)
+        res = source.run(lenient, check=False, timeout=30)
         if res.exit_code != 0 or res.stdout.strip() == path:
             return None
     if res.stdout.strip() != path:
         raise FstabError(f"{path} on {f.name} is a symlink (to {res.stdout.strip()!r}); "
                          "refusing to follow guest symlinks", host=host)
-    return source.run(["cat", "--", path], timeout=30).stdout
+    return source.run(cat, timeout=30).stdout
 
 
 def probe_of(f: FilesystemPlan) -> FilesystemProbe:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import posixpath
 import time
+from collections.abc import Sequence
 
 from .config import Config
 from .errors import Interrupted, StatusUnknown, ToolkitError
-from .journal import replace_file_argv
 from .runners import Runner
 
 STATES = ("clean", "dirty")
@@ -24,9 +24,10 @@ def marker_path(config: Config, domain: str) -> str:
     return posixpath.join(config.defaults.state_dir, "standby", f"{domain}.json")
 
 
-def read_marker(runner: Runner, path: str) -> dict:
-    """The marker as a run sees it before replacing it: ``{}`` when missing or unreadable."""
-    res = runner.run(["cat", "--", path], check=False, timeout=30)
+def read_marker(runner: Runner, cat: Sequence[str]) -> dict:
+    """The marker as a run sees it before replacing it (``cat`` is the plan's read of it):
+    ``{}`` when missing or unreadable."""
+    res = runner.run(cat, check=False, timeout=30)
     if res.exit_code != 0:
         return {}
     try:
@@ -81,6 +82,6 @@ def new_marker(domain: str, state: str, run_id: str, source_host: str, previous:
     }
 
 
-def write_marker(runner: Runner, path: str, marker: dict) -> None:
-    """Replace the marker atomically and durably, in one command (one round trip)."""
-    runner.run(replace_file_argv(path), input=json.dumps(marker, indent=2) + "\n", timeout=30)
+def marker_text(marker: dict) -> str:
+    """The marker as its file holds it."""
+    return json.dumps(marker, indent=2) + "\n"

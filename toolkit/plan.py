@@ -16,7 +16,7 @@ import json
 import math
 import posixpath
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from . import PREFIX, bootarea
 from .bootarea import boot_ranges
@@ -26,11 +26,14 @@ from .facts.blkid import FilesystemProbe
 from .facts.findmnt import findmnt_argv
 from .facts.fsparams import FsParams, param_differences
 from .facts.guestlvm import GuestVolume
-from .facts.lvm import LogicalVolume, dm_name
+from .facts.lvm import LogicalVolume, dm_name, lvs_argv
 from .facts.partitions import Partition, PartitionTable
 from .facts.virsh import DomainDisk
+from .journal import replace_file_argv
+from .marker import marker_path
 from .names import path_under
 from .rsync import SshOptions, relative_excludes, rsync_argv
+from .undo import dm_node_probes
 
 SOURCE = "source"
 PEER = "peer"
@@ -101,10 +104,15 @@ class BackupFacts:
 
 @dataclass(frozen=True)
 class Step:
-    """One command on one host, with the command that undoes it."""
+    """One command on one host, with the command that undoes it.
+
+    ``argv`` is the command the step runs; ``probes`` are the read-only commands it runs
+    besides (a guard's proofs, the reads before a write), in order. A step whose work
+    is done in this process (the domain lock) has no argv and says so in its note.
+    """
 
     host: str  # SOURCE or PEER
-    action: str  # lock, snapshot, map, mkdir, mount, alias, check, rsync, marker
+    action: str  # lock, snapshot, map, mkdir, mount, alias, check, fstab, rsync, marker
     argv: tuple[str, ...]
     undo: tuple[str, ...] = ()
     # Exits 0 while the resource exists: lets recover and teardown be idempotent.
@@ -112,6 +120,8 @@ class Step:
     resource: str = ""
     note: str = ""
     fs: str = ""  # filesystem name this step belongs to, if any
+    probes: tuple[tuple[str, ...], ...] = ()
+    state: str = ""  # what a marker step writes: dirty or clean
 
 
 @dataclass(frozen=True)
@@ -173,6 +183,7 @@ class Plan:
     steps: tuple[Step, ...]
     skipped: tuple[str, ...] = field(default=())
     fates: tuple[FsFate, ...] = field(default=())  # every filesystem of every disk
+    allow_mass_delete: bool = False  # the copies run without rsync's --max-delete bound
 
     def steps_for(self, host: str) -> tuple[Step, ...]:
         """The steps that run on ``host`` (SOURCE or PEER), in plan order."""
@@ -232,6 +243,7 @@ def alias_step(run_id: str, domain: str, disk: DiskFacts) -> Step:
         undo=("dmsetup", "remove", "--retry", alias),
         exists=("dmsetup", "info", "-c", "--noheadings", "-o", "name", alias),
         resource=f"/dev/mapper/{alias}",
+        probes=dm_node_probes(f"/dev/mapper/{alias}"),
         note=f"owned device-mapper alias of the standby {disk.target_lv.path}",
     )
 
@@ -271,6 +283,7 @@ def volume_map_step(host: str, name: str, vol: GuestVolume, pv_device: str) -> S
         undo=("dmsetup", "remove", "--retry", name),
         exists=("dmsetup", "info", "-c", "--noheadings", "-o", "name", name),
         resource=f"/dev/mapper/{name}",
+        probes=dm_node_probes(f"/dev/mapper/{name}"),
         note=f"guest LV {vol.vg}/{vol.name} ({flags}) from its PV, under an owned name; the "
              "guest's VG is never activated",
     )
@@ -434,7 +447,38 @@ def _depth(path: str | None) -> tuple[int, str]:
     return (0 if norm == "/" else norm.count("/"), norm)
 
 
-def plan_backup(facts: BackupFacts, config: Config, run_id: str) -> Plan:
+def health_argv(snapshots: Sequence[SnapshotPlan]) -> tuple[str, ...]:
+    """One ``lvs`` of every snapshot of the run: their fill and validity (R3)."""
+    return tuple(lvs_argv(*(f"{s.vg}/{s.name}" for s in snapshots)))
+
+
+def stat_argv(device: str) -> tuple[str, ...]:
+    """A device's major and minor number, in hex (what a mount guard compares)."""
+    return ("stat", "-L", "--format", "%t:%T", device)
+
+
+def not_empty_argv(mountpoint: str) -> tuple[str, ...]:
+    """Prints the first entry of a mounted tree besides lost+found; nothing if it is empty."""
+    return ("find", mountpoint, "-xdev", "-mindepth", "1", "-maxdepth", "1", "-not", "-name",
+            "lost+found", "-print", "-quit")
+
+
+def guest_fstab_path(fsp: FilesystemPlan) -> str:
+    """Where a mounted guest filesystem would hold the guest's /etc/fstab."""
+    return posixpath.join(fsp.source_mount, "etc", "fstab")
+
+
+def guest_file_argvs(path: str) -> tuple[tuple[str, ...], ...]:
+    """The reads of a guest file: its canonical path (a symlink is refused), then its text.
+
+    ``readlink -m`` runs only when ``readlink -e`` fails, to tell a missing file from a
+    symlink to something this host lacks.
+    """
+    return (("readlink", "-e", "--", path), ("readlink", "-m", "--", path), ("cat", "--", path))
+
+
+def plan_backup(facts: BackupFacts, config: Config, run_id: str, *,
+                allow_mass_delete: bool = False) -> Plan:
     """Build the ordered two-host plan for one domain; raises on a layout that cannot work."""
     dcfg = config.domain(facts.domain)
     d = config.defaults
@@ -456,8 +500,9 @@ def plan_backup(facts: BackupFacts, config: Config, run_id: str) -> Plan:
     to_copy = {(f.disk, f.name) for f in fates if f.fate == "copy"}
 
     lock_path = posixpath.join(d.lock_dir, f"{facts.domain}.lock")
-    steps.append(Step(SOURCE, "lock", ("flock", "--nonblock", lock_path), resource=lock_path,
-                      note="one run per domain; held for the whole run"))
+    steps.append(Step(SOURCE, "lock", (), resource=lock_path,
+                      note=f"flock(2) on {lock_path}, in this process: one run per domain, "
+                           "held for the whole run"))
 
     vanished = [f for f in fates if f.fate == "vanished"]
     if vanished:
@@ -546,6 +591,8 @@ def plan_backup(facts: BackupFacts, config: Config, run_id: str) -> Plan:
         raise MountRefused(f"domain {facts.domain}: no filesystem to copy ({'; '.join(skipped)})",
                            host=facts.source_host)
     filesystems.sort(key=lambda f: (_depth(f.guest_path), f.name))
+    health = health_argv(snapshots)
+    steps = [replace(s, probes=(health,)) if s.action == "snapshot" else s for s in steps]
 
     for host, root, prefix in ((SOURCE, src_root, d.source_prefix),
                                (PEER, dst_root, d.target_prefix)):
@@ -573,35 +620,80 @@ def plan_backup(facts: BackupFacts, config: Config, run_id: str) -> Plan:
     for fsp in filesystems:
         steps.append(Step(SOURCE, "check", tuple(findmnt_argv(fsp.source_mount, device=True)),
                           fs=fsp.name,
+                          probes=(stat_argv(fsp.source_device),
+                                  not_empty_argv(fsp.source_mount)),
                           note=f"prove {fsp.source_mount} is {fsp.source_device}, not empty"))
-    steps.append(Step(SOURCE, "fstab", ("guest-fstab",),
-                      note="read the guest's /etc/fstab from the snapshot and name each "
-                           "filesystem's guest path (config mounts win)"))
+    steps.append(fstab_step(filesystems, dcfg.mounts))
     steps += peer_alias_steps
     steps += target_mount_steps
     for fsp in filesystems:
         steps.append(Step(PEER, "check", tuple(findmnt_argv(fsp.target_mount, device=True)),
-                          fs=fsp.name,
+                          fs=fsp.name, probes=(stat_argv(fsp.target_device),),
                           note=f"prove {fsp.target_mount} is {fsp.target_device}"))
-    steps.append(Step(PEER, "marker", ("standby-marker", "dirty"),
-                      note="mark the standby 'sync in progress' until the copy succeeds"))
+    marker = marker_path(config, facts.domain)
+    steps.append(Step(PEER, "marker", tuple(replace_file_argv(marker)), resource=marker,
+                      state="dirty", probes=(("cat", "--", marker),),
+                      note="mark the standby 'sync in progress' until the copy succeeds "
+                           "(keeping the last good sync the marker names)"))
     steps += boot_area_steps(facts, run_id)
-    for fsp in filesystems:
-        argv = transfer_argv(config, facts.domain, fsp, facts.peer_address, facts.peer_port,
-                             fsp.guest_path)
-        note = f"copy {fsp.name} to the standby"
-        if fsp.guest_path is None:
-            note += " (guest path and its excludes from the guest fstab at run time)"
-        steps.append(Step(SOURCE, "rsync", tuple(argv), fs=fsp.name, note=note))
-    steps.append(Step(PEER, "marker", ("standby-marker", "clean"),
-                      note="record the last good sync (run id, time)"))
+    steps += copy_steps(config, facts.domain, tuple(snapshots), filesystems,
+                        facts.peer_address, facts.peer_port,
+                        {f.name: f.guest_path for f in filesystems if f.guest_path},
+                        allow_mass_delete)
+    steps.append(Step(PEER, "marker", tuple(replace_file_argv(marker)), resource=marker,
+                      state="clean", note="record the last good sync (run id, time)"))
 
     return Plan(
         domain=facts.domain, run_id=run_id, source_host=facts.source_host,
         peer_host=facts.peer_host, peer_address=facts.peer_address, peer_port=facts.peer_port,
         snapshots=tuple(snapshots), filesystems=tuple(filesystems), steps=tuple(steps),
-        skipped=tuple(skipped), fates=fates,
+        skipped=tuple(skipped), fates=fates, allow_mass_delete=allow_mass_delete,
     )
+
+
+def fstab_step(filesystems: Sequence[FilesystemPlan], mounts: Mapping[str, str]) -> Step:
+    """Name each filesystem's guest path from the guest's /etc/fstab, read from the mounted
+    snapshot; the config's ``mounts`` win, and where they name every filesystem nothing
+    is read."""
+    if all(f.name in mounts for f in filesystems):
+        return Step(SOURCE, "fstab", (), note="guest paths from the config's mounts; the "
+                                              "guest's fstab is not read")
+    reads = tuple(argv for f in filesystems for argv in guest_file_argvs(guest_fstab_path(f)))
+    return Step(SOURCE, "fstab", (), probes=reads,
+                note="in this process, from these reads: each filesystem in turn until one "
+                     "holds /etc/fstab (never through a guest symlink); config mounts win. "
+                     "The copies below are then planned again with the guest paths found")
+
+
+def copy_steps(config: Config, domain: str, snapshots: Sequence[SnapshotPlan],
+               filesystems: Sequence[FilesystemPlan], peer_address: str, peer_port: int,
+               guest_paths: Mapping[str, str], allow_mass_delete: bool) -> list[Step]:
+    """The rsync of each filesystem, with the excludes of its guest path.
+
+    Planned twice: with the config's mounts at first, then again once the guest's fstab
+    has named the rest (the second part of the plan, shown when it is made). While a
+    copy runs, and after it, the snapshots' health is read (every 2 s).
+    """
+    health = (health_argv(snapshots),)
+    d = config.defaults
+    watch = (f"; a snapshot at {d.snapshot_max_fill}% full is extended by "
+             f"`lvextend -L +{d.snapshot_extend}` or the copy is stopped"
+             if d.snapshot_extend else
+             f"; a snapshot at {d.snapshot_max_fill}% full stops the copy")
+    steps: list[Step] = []
+    for fsp in filesystems:
+        guest_path = guest_paths.get(fsp.name)
+        argv = transfer_argv(config, domain, fsp, peer_address, peer_port, guest_path,
+                             allow_mass_delete=allow_mass_delete)
+        note = f"copy {fsp.name} to the standby"
+        if guest_path is None:
+            note += " (guest path and its excludes from the guest fstab at run time)"
+        else:
+            note += f" (guest {guest_path})"
+        note += watch
+        steps.append(Step(SOURCE, "rsync", tuple(argv), fs=fsp.name, note=note,
+                          probes=health))
+    return steps
 
 
 def boot_area_steps(facts: BackupFacts, run_id: str) -> list[Step]:
@@ -663,13 +755,18 @@ def render_plan(plan: Plan) -> str:
     lines.append("")
     for n, step in enumerate(plan.steps, 1):
         host = plan.source_host if step.host == SOURCE else plan.peer_host
-        lines.append(f"{n:>3}. [{host}] {step.action:<8} {_show(step.argv)}")
+        shown = _show(step.argv) if step.argv else "(in this process)"
+        lines.append(f"{n:>3}. [{host}] {step.action:<8} {shown}")
+        for probe in step.probes:
+            lines.append(f"     {'':<{len(host) + 2}}   read: {_show(probe)}")
         if step.note:
             lines.append(f"     {'':<{len(host) + 2}} # {step.note}")
         if step.undo:
             lines.append(f"     {'':<{len(host) + 2}}   undo: {_show(step.undo)}")
     lines.append("")
-    lines.append("Teardown runs every undo above in reverse order, on success, error or signal.")
+    lines.append("Each step with an undo is written to its host's journal first, in the same "
+                 "command; teardown runs every undo above in reverse order, on success, error "
+                 "or signal, then removes the journal.")
     return "\n".join(lines)
 
 

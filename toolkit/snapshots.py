@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 from .config import Config
 from .errors import SnapshotInvalid, ToolkitError
-from .facts.lvm import LogicalVolume, lvs_argv, parse_lvs
-from .plan import Plan
+from .facts.lvm import LogicalVolume, parse_lvs
+from .plan import Plan, health_argv
 from .report import DomainReport
 from .runners import Runner
 from .runners.base import terminate
@@ -22,8 +22,7 @@ from .runners.base import terminate
 def observe(source: Runner, plan: Plan, report: DomainReport) -> list[LogicalVolume]:
     """One ``lvs`` of the run's snapshots, recorded in the report (size, peak fill,
     invalid); empty when lvs fails (not every snapshot is made yet)."""
-    names = [f"{s.vg}/{s.name}" for s in plan.snapshots]
-    res = source.run(lvs_argv(*names), check=False, timeout=60)
+    res = source.run(health_argv(plan.snapshots), check=False, timeout=60)
     if res.exit_code != 0:
         return []
     lvs = parse_lvs(res.stdout)

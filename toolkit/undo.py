@@ -53,17 +53,24 @@ def undo_with_retry(runner: Runner, undo: tuple[str, ...], exists: tuple[str, ..
 DM_NODE_ACTIONS = ("alias", "lvmap")
 
 
+def dm_node_probes(node: str) -> tuple[tuple[str, ...], ...]:
+    """What ensure_dm_node runs: ``test -b``, and ``dmsetup mknodes`` (then ``test -b``
+    again) only when the node is missing."""
+    return (("test", "-b", node), ("dmsetup", "mknodes", node.rsplit("/", 1)[-1]))
+
+
 def ensure_dm_node(runner: Runner, node: str) -> None:
     """The /dev/mapper node of a map just made is a block device before anything uses it.
 
     Where no udev makes the node (or it is late, or removed it), ``dmsetup mknodes`` makes
     it; writing to a missing node would otherwise create a regular file in /dev.
     """
-    if runner.run(["test", "-b", node], check=False, timeout=60).exit_code == 0:
+    is_block, mknodes = dm_node_probes(node)
+    if runner.run(is_block, check=False, timeout=60).exit_code == 0:
         return
     name = node.rsplit("/", 1)[-1]
-    runner.run(["dmsetup", "mknodes", name], check=False, timeout=60)
-    if runner.run(["test", "-b", node], check=False, timeout=60).exit_code != 0:
+    runner.run(mknodes, check=False, timeout=60)
+    if runner.run(is_block, check=False, timeout=60).exit_code != 0:
         raise MapFailed(f"{node} is not a block device after `dmsetup create {name}` "
                         "(is udev running and able to create /dev/mapper nodes?)",
                         host=runner.host)

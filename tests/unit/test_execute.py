@@ -19,9 +19,9 @@ from toolkit.runners import CommandResult, LocalRunner
 RUN = "20260101T000000Z-abcd"
 
 
-def run_executor(tmp_path, source, peer, **kw):
+def run_executor(tmp_path, source, peer, allow_mass_delete=False, **kw):
     cfg = config(tmp_path)
-    plan = plan_backup(web01_facts(), cfg, RUN)
+    plan = plan_backup(web01_facts(), cfg, RUN, allow_mass_delete=allow_mass_delete)
     report = DomainReport("web01")
     ex = Executor(plan, cfg, source, peer, report, **kw)
     # journals are written through the fakes; keep their paths on the real disk out of it

@@ -315,15 +315,17 @@ def test_without_its_device_comparison_the_guard_lets_the_wrong_standby_be_writt
     # mount with its own source (the kind of check a shared helper hid) lets rsync write
     # into the wrong partition of the standby.
     import toolkit.guards
+    from toolkit.plan import stat_argv
 
     original = toolkit.guards.prove_mount
 
-    def compares_with_what_is_mounted(runner, mountpoint, device, fstype, error):
+    def compares_with_what_is_mounted(runner, probes, mountpoint, device, fstype, error):
         res = runner.run(["findmnt", "--json", "--mountpoint", mountpoint, "-o",
                           "TARGET,SOURCE,FSTYPE,MAJ:MIN"], check=False, timeout=60)
         mounted = (json.loads(res.stdout)["filesystems"][-1]["source"] if res.exit_code == 0
                    else device)
-        return original(runner, mountpoint, mounted, fstype, error)
+        return original(runner, (probes[0], stat_argv(mounted)), mountpoint, mounted, fstype,
+                        error)
 
     monkeypatch.setattr(toolkit.guards, "prove_mount", compares_with_what_is_mounted)
     src, peer = FakeHost("dom0-a"), WrongDeviceHost("dom0-b", ("p1", "p5"))
