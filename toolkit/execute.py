@@ -48,7 +48,7 @@ from .rsync import (
 )
 from .runners import CommandResult, Runner
 from .snapshots import SnapshotWatch, check_snapshots, invalid_snapshot_cause
-from .undo import DM_NODE_ACTIONS, ensure_dm_node, undo_with_retry
+from .undo import DM_NODE_ACTIONS, ensure_dm_node, unwind
 
 PHASE_OF = {
     (SOURCE, "lock"): "preflight", (SOURCE, "snapshot"): "snapshot", (SOURCE, "map"): "map",
@@ -90,7 +90,6 @@ class Executor:
         self.on_progress = on_progress or (lambda fs, line: None)
         self.log = log or (lambda msg: None)
         self.failpoint = Failpoint.from_env(self.log)
-        self._peer_lost = False
         # id(step) -> its occurrence among the plan's steps of its action (a failpoint's @n),
         # fixed by plan order, so copies side by side do not race for their numbers.
         self._nth: dict[int, int] = {}
@@ -227,42 +226,32 @@ class Executor:
         peer.join()
 
     def _teardown_host(self, host: str) -> None:
-        clean = True
+        runner = self.runner(host)
+
+        def lost(exc: ToolkitError) -> str:
+            # R17: once the peer is gone, each further undo there would only wait for its
+            # own timeout; what is left is recorded in the peer's journal.
+            if host == PEER and isinstance(exc, ConnectionLost | CommandTimedOut):
+                return ("not undone, the connection to the peer is lost (state there "
+                        "unknown: run recover)")
+            return ""
+
+        def timed(step: Step, wall: float, seconds: float) -> None:
+            self.report.add_step(step.host, f"undo {step.action}", step.resource, wall, seconds)
+
         try:
-            for step in reversed([s for s in self._made if s.host == host]):
-                clean = self._undo(step) and clean
-            if clean:
+            done = unwind(runner, [s for s in self._made if s.host == host],
+                          timeout=self.config.ssh.command_timeout, probe_first=False,
+                          give_up=lost, timed=timed)
+            self.report.teardown_errors += [f"[{runner.host}] {s.action} {s.resource}: {why}"
+                                            for s, why in done.failed]
+            if done.clean:
                 self.journals[host].remove()
         except ToolkitError as exc:
             self.report.teardown_errors.append(f"journal {self.journals[host].path}: {exc}")
         except BaseException as exc:  # a bug must not end the other host's teardown
-            self.report.teardown_errors.append(f"[{self.runner(host).host}] teardown stopped: "
+            self.report.teardown_errors.append(f"[{runner.host}] teardown stopped: "
                                                f"{type(exc).__name__}: {exc}")
-
-    def _undo(self, step: Step) -> bool:
-        """Undo one step's resource; False (and a teardown error) if it may still exist."""
-        runner = self.runner(step.host)
-        if step.host == PEER and self._peer_lost:
-            # R17: once the peer is gone, each further undo there would only wait
-            # for its own timeout; what is left is recorded in the peer's journal.
-            self.report.teardown_errors.append(
-                f"[{runner.host}] {step.action} {step.resource}: not undone, the connection to "
-                "the peer is lost (state there unknown: run recover)")
-            return False
-        start, wall = time.monotonic(), time.time()
-        try:
-            undo_with_retry(runner, step.undo, step.exists, self.config.ssh.command_timeout,
-                            probe_first=False)
-            return True
-        except ToolkitError as exc:
-            if step.host == PEER and isinstance(exc, ConnectionLost | CommandTimedOut):
-                self._peer_lost = True
-            self.report.teardown_errors.append(f"[{runner.host}] {step.action} {step.resource}: "
-                                               f"{exc}")
-            return False
-        finally:
-            self.report.add_step(step.host, f"undo {step.action}", step.resource, wall,
-                                 time.monotonic() - start)
 
     # -- the steps -------------------------------------------------------
 

@@ -37,12 +37,14 @@ from .plan import mount_probe
 from .preflight import Background
 from .runners import Runner
 from .statedir import check_state_dir
-from .undo import undo_with_retry
+from .undo import undo_with_retry, unwind
+
+# recover undoes with the same bounded retries as a run's teardown, with a longer bound.
+RECOVER_UNDO_TIMEOUT = 300
 
 
 def _undo(runner: Runner, undo: tuple[str, ...], exists: tuple[str, ...]) -> bool:
-    # the same bounded retry as the executor's teardown, with recover's longer timeout
-    return undo_with_retry(runner, undo, exists, timeout=300)
+    return undo_with_retry(runner, undo, exists, timeout=RECOVER_UNDO_TIMEOUT)
 
 
 def recover_journals(runner: Runner, state_dir: str, domain: str | None,
@@ -51,26 +53,20 @@ def recover_journals(runner: Runner, state_dir: str, domain: str | None,
     done: list[str] = []
     for path in list_journals(runner, state_dir, domain):
         text = runner.run(["cat", "--", path], timeout=60).stdout
-        failed = False
-        for entry in reversed(parse_journal(text, path)):
-            refused = _unexpected_undo(entry.undo, entry.exists)
-            if refused:
-                failed = True
-                errors.append(f"{path}: {entry.action} {entry.resource}: {refused}; "
-                              "not run (inspect the journal and remove it by hand)")
-                continue
-            try:
-                removed = _undo(runner, entry.undo, entry.exists)
-            except ToolkitError as exc:
-                failed = True
-                errors.append(f"{entry.action} {entry.resource}: {exc}")
-                continue
-            if removed:
-                msg = (f"[{runner.host}] removed {entry.action} {entry.resource} "
-                       f"(run {entry.run_id})")
-                log(msg)
-                done.append(msg)
-        if not failed:
+        entries = parse_journal(text, path)
+        # Only the undo and probe commands a run writes are ever run, whatever the file says.
+        refused = [(e, why) for e in reversed(entries)
+                   if (why := _unexpected_undo(e.undo, e.exists))]
+        errors += [f"{path}: {e.action} {e.resource}: {why}; not run (inspect the journal and "
+                   "remove it by hand)" for e, why in refused]
+        walk = unwind(runner, [e for e in entries if not _unexpected_undo(e.undo, e.exists)],
+                      timeout=RECOVER_UNDO_TIMEOUT)
+        errors += [f"{e.action} {e.resource}: {why}" for e, why in walk.failed]
+        for e in walk.removed:
+            msg = f"[{runner.host}] removed {e.action} {e.resource} (run {e.run_id})"
+            log(msg)
+            done.append(msg)
+        if walk.clean and not refused:
             runner.run(["rm", "-f", "--", path], timeout=60)
     return done
 

@@ -23,12 +23,11 @@ from __future__ import annotations
 import posixpath
 import shlex
 from collections.abc import Callable
-from contextlib import ExitStack
 from dataclasses import dataclass
 
 from . import PREFIX
 from .config import Config
-from .errors import LayoutMismatch, TargetInvalid, ToolkitError
+from .errors import LayoutMismatch, TargetInvalid
 from .facts.fsparams import (
     ExtParams,
     FatParams,
@@ -56,7 +55,7 @@ from .plan import (
 )
 from .rsync import SshOptions, rsync_remote, ssh_argv
 from .runners import Runner
-from .undo import DM_NODE_ACTIONS, ensure_dm_node, undo_with_retry
+from .undo import DM_NODE_ACTIONS, ensure_dm_node, unwind
 
 BIOS_BOOT = "21686148-6449-6e6f-744e-656564454649"
 BOOT_AREA = 1 << 20
@@ -290,29 +289,31 @@ def run_standby(plan: StandbyPlan, config: Config, source: Runner, peer: Runner,
                 for h, r in runners.items()}
     tables: dict[str, str] = {}
     errors: list[str] = []
-    with domain_lock(config.defaults.lock_dir, plan.domain), ExitStack() as stack:
-        def undo(step: Step) -> None:
-            try:
-                undo_with_retry(runners[step.host], step.undo, step.exists, 600)
-            except ToolkitError as exc:
-                errors.append(str(exc))
-
-        for step in plan.steps:
-            r = runners[step.host]
-            log(f"[{r.host}] {shlex.join(step.argv)}")
-            if step.undo:
-                journals[step.host].record(step.action, step.resource, step.undo, step.exists)
-                stack.callback(undo, step)
-            if step.action == "dump":
-                tables[step.resource.rsplit("/", 1)[1]] = r.run(step.argv, timeout=120).stdout
-                continue
-            if step.action == "table":
-                name = step.resource.rsplit("/", 1)[1]
-                r.run(step.argv, input=tables[name], timeout=300)
-                continue
-            r.run(step.argv, timeout=config.ssh.command_timeout)
-            if step.action in DM_NODE_ACTIONS:
-                ensure_dm_node(r, step.resource)
+    made: list[Step] = []  # what teardown undoes, in the order it was made
+    with domain_lock(config.defaults.lock_dir, plan.domain):
+        try:
+            for step in plan.steps:
+                r = runners[step.host]
+                log(f"[{r.host}] {shlex.join(step.argv)}")
+                if step.undo:
+                    journals[step.host].record(step.action, step.resource, step.undo,
+                                               step.exists)
+                    made.append(step)
+                if step.action == "dump":
+                    name = step.resource.rsplit("/", 1)[1]
+                    tables[name] = r.run(step.argv, timeout=120).stdout
+                    continue
+                if step.action == "table":
+                    name = step.resource.rsplit("/", 1)[1]
+                    r.run(step.argv, input=tables[name], timeout=300)
+                    continue
+                r.run(step.argv, timeout=config.ssh.command_timeout)
+                if step.action in DM_NODE_ACTIONS:
+                    ensure_dm_node(r, step.resource)
+        finally:
+            for host in (PEER, SOURCE):
+                done = unwind(runners[host], [s for s in made if s.host == host], timeout=600)
+                errors += [why for _, why in done.failed]
     if errors:
         raise TargetInvalid("init-standby could not tear down: " + "; ".join(errors))
     for j in journals.values():

@@ -7,8 +7,11 @@ meets a busy device the same way.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
 
-from .errors import CommandFailed, MapFailed
+from .errors import CommandFailed, MapFailed, ToolkitError
 from .runners import Runner
 
 
@@ -74,3 +77,69 @@ def ensure_dm_node(runner: Runner, node: str) -> None:
         raise MapFailed(f"{node} is not a block device after `dmsetup create {name}` "
                         "(is udev running and able to create /dev/mapper nodes?)",
                         host=runner.host)
+
+
+class Undoable(Protocol):
+    """What the walker needs of a made resource: a plan's step or a journal's entry."""
+
+    @property
+    def action(self) -> str: ...
+
+    @property
+    def resource(self) -> str: ...
+
+    @property
+    def undo(self) -> tuple[str, ...]: ...
+
+    @property
+    def exists(self) -> tuple[str, ...]: ...
+
+
+T = TypeVar("T", bound=Undoable)
+
+
+@dataclass
+class Unwound(Generic[T]):
+    """What one walk did: each resource removed or found gone, and each that failed."""
+
+    removed: list[T] = field(default_factory=list)  # undone by this walk
+    gone: list[T] = field(default_factory=list)  # already gone: nothing to do
+    failed: list[tuple[T, str]] = field(default_factory=list)  # (resource, why)
+
+    @property
+    def clean(self) -> bool:
+        """Everything the walk was given is gone."""
+        return not self.failed
+
+
+def unwind(runner: Runner, made: Sequence[T], *, timeout: float, probe_first: bool = True,
+           give_up: Callable[[ToolkitError], str] | None = None,
+           timed: Callable[[T, float, float], None] | None = None) -> Unwound[T]:
+    """Undo ``made`` (in the order it was made) newest first on one host, each with
+    ``undo_with_retry``; one that fails does not stop the others.
+
+    The one walk of the tool's undos: a run's teardown, ``init-standby``'s and
+    ``recover``'s journals. ``give_up`` turns an error into a reason to try no more (a
+    lost connection: each further undo would only wait for its own timeout); the ones
+    left are failed with that reason. ``timed(item, wall, seconds)`` sees each attempt.
+    """
+    out: Unwound[T] = Unwound()
+    stop = ""
+    for item in reversed(made):
+        if stop:
+            out.failed.append((item, stop))
+            continue
+        wall, start = time.time(), time.monotonic()
+        try:
+            if undo_with_retry(runner, item.undo, item.exists, timeout,
+                               probe_first=probe_first):
+                out.removed.append(item)
+            else:
+                out.gone.append(item)
+        except ToolkitError as exc:
+            out.failed.append((item, str(exc)))
+            stop = give_up(exc) if give_up is not None else ""
+        finally:
+            if timed is not None:
+                timed(item, wall, time.monotonic() - start)
+    return out

@@ -12,7 +12,7 @@ from dataclasses import replace
 import pytest
 from fakes import RSYNC_STATS, FakeHost, StatfsHost, config, web01_facts
 
-from toolkit import copying, errors, execute, signals
+from toolkit import copying, errors, execute, signals, undo
 from toolkit.execute import Executor
 from toolkit.failpoint import Failpoint
 from toolkit.plan import plan_backup
@@ -75,6 +75,7 @@ def clock(monkeypatch) -> Clock:
     c = Clock()
     monkeypatch.setattr(execute, "time", c)
     monkeypatch.setattr(copying, "time", c)  # copies side by side time themselves
+    monkeypatch.setattr(undo, "time", c)  # and so does each undo of teardown
     return c
 
 

@@ -133,3 +133,74 @@ def test_no_attempt_allowed_runs_nothing_and_removes_nothing(sleeps):
     host = Scripted()
     assert undo_with_retry(host, UNDO, PROBE, 300, attempts=0) is False
     assert host.calls == [] and sleeps == []
+
+
+# -- the one walk of undos: teardown, init-standby and recover ---------------------------
+
+class Made:
+    """A made resource as the walker sees it (a plan's step or a journal's entry)."""
+
+    def __init__(self, name: str) -> None:
+        self.action, self.resource = "mount", f"/mnt/{name}"
+        self.undo, self.exists = ("umount", self.resource), ("findmnt", self.resource)
+
+
+class Mounted:
+    """A host holding some mounts; ``umount`` of one in ``stuck`` fails with its error."""
+
+    host = "dom0-a"
+
+    def __init__(self, names, stuck=None, lost=False):
+        self.mounted = {f"/mnt/{n}" for n in names}
+        self.stuck = dict(stuck or {})
+        self.lost = lost
+        self.calls: list[tuple[str, ...]] = []
+
+    def run(self, argv, *, check=True, timeout=600, input=None, ok_codes=(0,), env=None):
+        from toolkit.errors import ConnectionLost
+
+        argv = tuple(argv)
+        self.calls.append(argv)
+        path = argv[-1]
+        if argv[0] == "findmnt":
+            return CommandResult(self.host, argv, 0 if path in self.mounted else 1,
+                                 path if path in self.mounted else "", "", 0.0)
+        if path in self.stuck:
+            if self.lost:
+                raise ConnectionLost("the peer went away", host=self.host)
+            return CommandResult(self.host, argv, 32, "", self.stuck[path], 0.0)
+        self.mounted.discard(path)
+        return CommandResult(self.host, argv, 0, "", "", 0.0)
+
+
+def test_the_walk_undoes_newest_first_and_one_failure_stops_no_other(sleeps):
+    from toolkit.undo import unwind
+
+    made = [Made(n) for n in ("a", "b", "c", "gone")]
+    host = Mounted(["a", "b", "c"], stuck={"/mnt/b": "target is busy"})
+    seen: list[str] = []
+    done = unwind(host, made, timeout=30, timed=lambda m, wall, s: seen.append(m.resource))
+    umounts = [c[-1] for c in host.calls if c[0] == "umount"]
+    assert umounts[:2] == ["/mnt/c", "/mnt/b"] and umounts[-1] == "/mnt/a"  # newest first
+    assert host.calls[0] == ("findmnt", "/mnt/gone")  # probed, gone: never unmounted
+    assert [m.resource for m in done.removed] == ["/mnt/c", "/mnt/a"]
+    assert [m.resource for m in done.gone] == ["/mnt/gone"]
+    assert [(m.resource, why) for m, why in done.failed] == [
+        ("/mnt/b", "[dom0-a] command `umount /mnt/b` exited 32: target is busy")]
+    assert not done.clean and host.mounted == {"/mnt/b"}
+    assert seen == ["/mnt/gone", "/mnt/c", "/mnt/b", "/mnt/a"]  # each attempt is timed
+
+
+def test_after_an_error_it_gives_up_on_the_walk_tries_no_more_and_says_why(sleeps):
+    from toolkit.errors import ConnectionLost
+    from toolkit.undo import unwind
+
+    made = [Made(n) for n in ("a", "b", "c")]
+    host = Mounted(["a", "b", "c"], stuck={"/mnt/c": ""}, lost=True)
+    done = unwind(host, made, timeout=30, probe_first=False,
+                  give_up=lambda exc: "peer lost" if isinstance(exc, ConnectionLost) else "")
+    assert host.calls == [("umount", "/mnt/c")]  # tried once, then nothing more
+    assert [(m.resource, why) for m, why in done.failed] == [
+        ("/mnt/c", "[dom0-a] the peer went away"), ("/mnt/b", "peer lost"),
+        ("/mnt/a", "peer lost")]
+    assert done.removed == [] and host.mounted == {"/mnt/a", "/mnt/b", "/mnt/c"}

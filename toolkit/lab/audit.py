@@ -16,12 +16,12 @@ from dataclasses import dataclass
 
 from ..bootarea import ByteRange, boot_ranges
 from ..bootarea import read_argv as boot_read_argv
-from ..execute import undo_with_retry
 from ..facts.blkid import NOTHING, FilesystemProbe, blkid_argv, probe_from_result
 from ..facts.partitions import partition_table_from_result, sfdisk_argv
 from ..plan import dir_probe, mount_probe, partition_maps_probe
 from ..rsync import SshOptions, ssh_argv
 from ..runners import Runner
+from ..undo import undo_with_retry
 
 AUDIT_ROOT = "/run/domubk-audit"
 MOUNTABLE = {"ext2": "ro,noload", "ext3": "ro,noload", "ext4": "ro,noload",
