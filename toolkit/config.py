@@ -23,6 +23,8 @@ from .errors import ConfigError, DomainUnknown, NotRoot, UsageError
 from .facts.virsh import is_disk_target
 from .rsync import extra_option_problem
 from .runners import HostSpec, parse_host_spec
+from .sizes import ABSOLUTE as ABSOLUTE_SIZE
+from .sizes import size_bytes
 
 DEFAULT_CONFIG_PATH = Path("/etc/domu-backup/backup.toml")
 CONFIG_ENV = "DOMU_BACKUP_CONFIG"
@@ -37,7 +39,6 @@ DOM0_NAME_MAX = 64
 # partition 128 that leaves 44 for the domain with its "-" doubled: 40 keeps a margin
 # (tests/unit/test_config.py proves it with the tool's own name builders).
 DOMAIN_NAME_MAX = 40
-_ABSOLUTE_SIZE = re.compile(r"([1-9][0-9]*)([KMGT])")
 _PERCENT_ORIGIN = re.compile(r"([0-9]{1,3})%ORIGIN")
 _DELIMITER = re.compile(r"[A-Za-z0-9_+.-]{1,5}")
 # A directory or file the config names: plain characters only, absolute and normal.
@@ -65,6 +66,10 @@ class SnapshotSize:
 
     absolute: str | None = None
     percent_origin: int | None = None
+
+    def bytes(self) -> int:
+        """An absolute size in bytes (a percentage has none of its own: 0)."""
+        return size_bytes(self.absolute) if self.absolute is not None else 0
 
     def lvcreate_args(self) -> list[str]:
         """The lvcreate options for this size: ``-L 2G`` or ``-l 20%ORIGIN``."""
@@ -188,7 +193,7 @@ class Defaults:
         "during the copy: there the snapshot is grown by snapshot_extend, or the copy is "
         "stopped before the snapshot overflows.")})
     snapshot_extend: str | None = field(default=None, metadata={"toml_none": "", "read": _read(
-        "pattern", regex=_ABSOLUTE_SIZE,
+        "pattern", regex=ABSOLUTE_SIZE,
         expected='an lvextend step like "256M" (or "" to abort at the threshold)'), "doc": (
         "\"\" to stop the copy when a snapshot reaches snapshot_max_fill, else how much to "
         "grow it each time it does (lvextend -L +SIZE): a whole number with a unit K, M, G "
@@ -495,7 +500,7 @@ class _Parser:
 
     def snapshot_size(self, value: Any, dotted: str) -> SnapshotSize:
         if isinstance(value, str):
-            if _ABSOLUTE_SIZE.fullmatch(value):
+            if ABSOLUTE_SIZE.fullmatch(value):
                 return SnapshotSize(absolute=value)
             match = _PERCENT_ORIGIN.fullmatch(value)
             if match and 1 <= int(match.group(1)) <= 100:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import socket
 import threading
 from collections.abc import Callable
@@ -71,18 +70,6 @@ SOURCE_BINARIES = ("virsh", "lvs", "vgs", "lvcreate", "lvremove", "kpartx", "dms
                    "sfdisk", "findmnt", "mount", "umount", "rsync", "ssh", "setpriv")
 PEER_BINARIES = ("virsh", "lvs", "kpartx", "dmsetup", "blkid", "sfdisk", "findmnt", "mount",
                  "umount", "rsync", "dd")
-
-_SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)([bBkKmMgGtTpP]?)$")
-_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
-
-
-def size_to_bytes(text: str) -> int:
-    """LVM-style size ("64M", "2G", "1.5g") in bytes; LVM's units are binary."""
-    m = _SIZE_RE.match(text.strip())
-    if not m:
-        raise ValueError(f"not a size: {text!r}")
-    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
-
 
 def local_node_name(config: Config, override: str | None = None) -> str:
     """This host's name in the cluster: --node, DOMU_BACKUP_NODE, or the short hostname."""
@@ -512,7 +499,7 @@ def _source_disks(config: Config, domain: str, source: Runner, local_name: str,
         if size.percent_origin is not None:
             need = lv.size_bytes * size.percent_origin // 100
         else:
-            need = size_to_bytes(size.absolute or "0")
+            need = size.bytes()
         vg_need[lv.vg] = vg_need.get(lv.vg, 0) + need
     vg_free: dict[str, int] = {}
     for vg_name in vg_need:

@@ -450,9 +450,22 @@ def test_a_hypervisor_that_cannot_answer_is_reported_in_virshs_words_within_a_bo
     assert all(t is not None and t <= 120 for _, t in source.bounds), source.bounds
 
 
-def test_a_size_lvm_would_not_read_is_refused_quoting_it():
-    from toolkit.preflight import size_to_bytes
+@pytest.mark.parametrize(("text", "size"), [
+    ("64M", 64 << 20), (" 2G ", 2 << 30), ("512KiB", 512 << 10), ("1t", 1 << 40), ("4096", 4096),
+    ("64mb", 64 << 20)])
+def test_one_size_reader_for_the_config_preflight_and_the_lab(text, size):
+    from toolkit.config import SnapshotSize
+    from toolkit.sizes import size_bytes
 
-    assert size_to_bytes("1.5g") == 3 << 29 and size_to_bytes(" 64M ") == 64 << 20
-    with pytest.raises(ValueError, match=r"^not a size: '2 parsecs'$"):
-        size_to_bytes("2 parsecs")
+    assert size_bytes(text) == size
+    if text.strip()[-1] in "MGT":
+        assert SnapshotSize(absolute=text.strip()).bytes() == size
+
+
+@pytest.mark.parametrize("text", ["2 parsecs", "1.5g", "0M", "-5M", "", "M", "12X", "64MiBs"])
+def test_a_size_lvm_would_not_read_is_refused_quoting_it(text):
+    from toolkit.sizes import size_bytes
+
+    with pytest.raises(ValueError, match=r"is not a size such as 256M$") as info:
+        size_bytes(text)
+    assert repr(text) in str(info.value)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import ConfigError
+from ...sizes import size_bytes
 from .layout import MIB, guest_device, plan_layout, plan_volumes
 from .model import (
     DomainRecipe,
@@ -191,15 +192,7 @@ def parse_size(value: int | str) -> int:
         return value
     if not isinstance(value, str):
         raise ValueError(f"{value!r} is not a size")
-    text = value.strip().upper().removesuffix("IB").removesuffix("B")
-    factor = 1
-    for suffix, mult in (("K", 1024), ("M", MIB), ("G", 1024 * MIB), ("T", 1024 * 1024 * MIB)):
-        if text.endswith(suffix):
-            text, factor = text[:-1], mult
-            break
-    if not text.isdigit() or int(text) == 0:
-        raise ValueError(f"{value!r} is not a size such as 256M")
-    return int(text) * factor
+    return size_bytes(value)
 
 
 def _size(value: Any, key: str, fail: Fail) -> int:
