@@ -12,11 +12,16 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .. import log
 from ..errors import NotRoot, ToolkitError
 from ..runners import LocalRunner
+
+if TYPE_CHECKING:
+    import docker
 
 # Bumped when the code that turns a recipe into an artefact changes in a way
 # the recipe files do not show, so cached artefacts are rebuilt.
@@ -28,6 +33,27 @@ BUILD_TIMEOUT = 3600.0
 
 
 say = log.lab  # progress of slow lab steps: one timestamped line on stderr
+
+
+@dataclass(frozen=True)
+class LabEngine:
+    """A Docker engine the lab can use: ``local`` or ``vm``."""
+
+    kind: str
+    docker_host: str | None  # None: the local engine's default socket
+
+    def client(self, timeout: int = 120) -> docker.DockerClient:
+        """A docker SDK client for this engine."""
+        import docker
+
+        environment = {k: v for k, v in os.environ.items() if k != "DOCKER_HOST"}
+        if self.docker_host:
+            environment["DOCKER_HOST"] = self.docker_host
+        return docker.from_env(version="auto", timeout=timeout, environment=environment)
+
+    def env(self) -> dict[str, str]:
+        """Environment for the docker CLI and testinfra's docker backend."""
+        return {"DOCKER_HOST": self.docker_host} if self.docker_host else {}
 
 
 def cache_dir() -> Path:

@@ -17,42 +17,17 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..errors import ToolkitError, UsageError
-from . import cache_dir, prune, say, vm
+from . import LabEngine, cache_dir, prune, say, vm
 from . import images as images_mod
 from .timing import phase
-
-if TYPE_CHECKING:
-    import docker
 
 KINDS = ("auto", "local", "vm")
 BOOT_TIMEOUT = float(os.environ.get("DOMU_LAB_BOOT_TIMEOUT", "600"))
 # Opening the control node loads dm_mod where it is a module; /proc/misc then
 # lists it. Any image with a shell and grep can run this.
 PROBE_SCRIPT = "exec 3<>/dev/mapper/control && grep -qw device-mapper /proc/misc"
-
-
-@dataclass(frozen=True)
-class LabEngine:
-    """A Docker engine the lab can use: ``local`` or ``vm``."""
-
-    kind: str
-    docker_host: str | None  # None: the local engine's default socket
-
-    def client(self, timeout: int = 120) -> docker.DockerClient:
-        """A docker SDK client for this engine."""
-        import docker
-
-        environment = {k: v for k, v in os.environ.items() if k != "DOCKER_HOST"}
-        if self.docker_host:
-            environment["DOCKER_HOST"] = self.docker_host
-        return docker.from_env(version="auto", timeout=timeout, environment=environment)
-
-    def env(self) -> dict[str, str]:
-        """Environment for the docker CLI and testinfra's docker backend."""
-        return {"DOCKER_HOST": self.docker_host} if self.docker_host else {}
 
 
 @dataclass(frozen=True)

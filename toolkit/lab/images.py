@@ -15,12 +15,21 @@ from typing import TYPE_CHECKING
 
 from ..errors import ToolkitError
 from ..runners import LocalRunner
-from . import MIRROR, SUITE, build_cached, cache_dir, debootstrap, recipe_dir, say, tree_hash
+from . import (
+    MIRROR,
+    SUITE,
+    LabEngine,
+    build_cached,
+    cache_dir,
+    debootstrap,
+    recipe_dir,
+    say,
+    tree_hash,
+)
 
 if TYPE_CHECKING:
     import docker
 
-    from .engine import LabEngine
 
 BASE_IMAGE = ("debian", "bookworm-slim")
 DOM0_REPOSITORY = "domubk-dom0"

@@ -32,7 +32,7 @@ from .. import PREFIX
 from ..errors import CommandFailed, CommandTimedOut, ParseError, ToolkitError
 from ..owned import parse_owned
 from ..runners import CommandResult, Runner, validate_argv
-from . import say
+from . import LabEngine, say
 from .images import ensure_dom0_image
 
 if TYPE_CHECKING:
@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 
     import docker
 
-    from .engine import LabEngine
     from .guests import DomainRecipe
 
 NETWORK = "domubk-lab"
