@@ -194,19 +194,17 @@ class Executor:
     # -- making a resource, and undoing it -------------------------------
 
     def _create(self, step: Step) -> CommandResult:
+        """Make a step's resource (every such step has an undo), journal entry first."""
         runner = self.runner(step.host)
-        timeout = self.config.ssh.command_timeout
-        if step.undo:
-            # The journal entry and the command go in one round trip; the entry is on
-            # disk before the command starts (the wrapper runs it only then).
-            result = self.journals[step.host].run_recorded(
-                step.action, step.resource, step.undo, step.exists, step.argv, timeout=timeout)
-            # Registered even if the command failed: it may have half-succeeded (kpartx
-            # maps some partitions, lvcreate leaves an LV behind), and the undo's
-            # exists-probe sorts that out.
-            self._made.append(step)
-        else:
-            result = runner.run(step.argv, timeout=timeout, check=False)
+        # The journal entry and the command go in one round trip; the entry is on disk
+        # before the command starts (the wrapper runs it only then).
+        result = self.journals[step.host].run_recorded(
+            step.action, step.resource, step.undo, step.exists, step.argv,
+            timeout=self.config.ssh.command_timeout)
+        # Registered even if the command failed: it may have half-succeeded (kpartx maps
+        # some partitions, lvcreate leaves an LV behind), and the undo's exists-probe
+        # sorts that out.
+        self._made.append(step)
         if result.exit_code != 0:
             raise _error_for(step, result)
         if step.action in DM_NODE_ACTIONS:

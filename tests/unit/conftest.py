@@ -5,6 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# The property tests check what is accepted and what comes out, not how fast: no per-example
+# deadline, so a loaded machine (the lab booting beside the unit suite) cannot fail them.
+settings.register_profile("domu-backup", deadline=None)
+settings.load_profile("domu-backup")
 
 
 @pytest.fixture

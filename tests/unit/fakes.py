@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import posixpath
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -260,6 +261,33 @@ def _split_operands(a: tuple[str, ...], flags: set[str]) -> tuple[set[str], list
     return given, operands, ""
 
 
+# readlink(1) of GNU coreutils 9: every option it has (each taking no value), and the
+# canonicalisation mode of those that set one ("e", "f", "m"; the last given wins).
+_READLINK_FLAGS = {"-e": "e", "--canonicalize-existing": "e", "-f": "f", "--canonicalize": "f",
+                   "-m": "m", "--canonicalize-missing": "m", "-n": "", "--no-newline": "",
+                   "-q": "", "--quiet": "", "-s": "", "--silent": "", "-v": "", "--verbose": "",
+                   "-z": "", "--zero": ""}
+
+
+def _readlink_options(a: tuple[str, ...]) -> tuple[list[str], list[str], str]:
+    """readlink's command line as getopt reads it: (options given, in order, bundles such as
+    "-ev" taken apart; operands; "" or the first unknown option). After ``--`` every word
+    is an operand, and so is a lone "-"."""
+    given: list[str] = []
+    operands: list[str] = []
+    for i, word in enumerate(a[1:], 1):
+        if word == "--":
+            return given, operands + list(a[i + 1:]), ""
+        if not word.startswith("-") or word == "-":
+            operands.append(word)
+            continue
+        for option in [word] if word.startswith("--") else [f"-{c}" for c in word[1:]]:
+            if option not in _READLINK_FLAGS:
+                return given, operands, option
+            given.append(option)
+    return given, operands, ""
+
+
 class FakeHost:
     """In-memory Dom0: LVs, dm maps, directories and mounts, changed by commands.
 
@@ -307,6 +335,8 @@ class FakeHost:
         self.no_node: set[str] = set()  # maps whose /dev/mapper node is not there yet
         self.fstab_on: str | None = None  # mount path suffix of the fs holding etc/fstab
         self.fstab = FSTAB  # what that etc/fstab says
+        self.symlinks: dict[str, str] = {}  # absolute path -> its target, as readlink sees it
+        self.cwd = "/root"  # where a command starts (root's home, over ssh)
         self.rsync_result = (0, RSYNC_STATS, "")
         self.partition_numbers: tuple[int, ...] = MSDOS_PARTITIONS
         self.devices: dict[str, str] = {}  # dm name -> "major:minor", per device
@@ -712,12 +742,76 @@ class FakeHost:
     # -- files -----------------------------------------------------------
 
     def _cmd_readlink(self, a, input):
-        path = a[-1]
-        if "-m" in a:  # canonical form, existing or not: no symlinks in fake trees
-            return 0, path + "\n", ""
-        if self.fstab_on and path.endswith(f"/{self.fstab_on}/etc/fstab"):
-            return 0, path + "\n", ""
-        return 1, "", ""
+        """readlink(1) of GNU coreutils: each operand on a line of its own (relative ones
+        from ``cwd``), canonical with -e (every component exists), -f (all but the last)
+        or -m (none need to), else the value of the symlink it names. An operand it cannot
+        answer makes the exit status 1, silently unless -v; an unknown option refuses all."""
+        options, operands, unknown = _readlink_options(a)
+        if unknown:
+            said = (f"unrecognized option '{unknown}'" if unknown.startswith("--")
+                    else f"invalid option -- '{unknown[1:2]}'")
+            return 1, "", f"readlink: {said}\nTry 'readlink --help' for more information.\n"
+        if not operands:
+            return 1, "", "readlink: missing operand\nTry 'readlink --help' for more information.\n"
+        given = set(options)
+        mode = next((_READLINK_FLAGS[o] for o in reversed(options) if _READLINK_FLAGS[o]), "")
+        end = "\0" if given & {"-z", "--zero"} else "\n"
+        if len(operands) == 1 and given & {"-n", "--no-newline"}:
+            end = ""
+        out, errs = [], []
+        for word in operands:
+            path = word if word.startswith("/") else posixpath.join(self.cwd, word)
+            value = self._canonical(path, mode) if mode else self.symlinks.get(path)
+            if value is None:
+                errs.append(f"readlink: {word}: No such file or directory\n")
+            else:
+                out.append(value + end)
+        verbose = bool(given & {"-v", "--verbose"})
+        return (1 if errs else 0), "".join(out), "".join(errs) if verbose else ""
+
+    def _canonical(self, path: str, mode: str) -> str | None:
+        """``path`` with every symlink (``symlinks``), ``.`` and ``..`` resolved, as
+        readlink -e/-f/-m (``mode``) prints it; None where that mode fails."""
+        todo = [p for p in path.split("/") if p]
+        done: list[str] = []
+        hops = 0
+        while todo:
+            part = todo.pop(0)
+            if part == ".":
+                continue
+            if part == "..":
+                done = done[:-1]
+                continue
+            here = "/" + "/".join([*done, part])
+            if here in self.symlinks:
+                hops += 1
+                if hops > 40:  # ELOOP
+                    return None
+                target = self.symlinks[here]
+                if target.startswith("/"):
+                    done = []
+                todo = [p for p in target.split("/") if p] + todo
+                continue
+            if not self._exists_path(here) and (mode == "e" or (mode == "f" and todo)):
+                return None
+            done.append(part)
+        return "/" + "/".join(done)
+
+    def _exists_path(self, path: str) -> bool:
+        """Something is there: a directory, a file, a mount, a device node or symlink, the
+        guest's etc/fstab (``fstab_on``), or a directory holding one of these."""
+        fstab = f"/{self.fstab_on}/etc/fstab" if self.fstab_on else None
+        if (path in ("/", "/dev", "/dev/mapper") or self._exists_dir(path)
+                or path in self.files or path in self.mounts or path in self.symlinks
+                or self.resolve(path) is not None
+                or (fstab is not None and (path.endswith(fstab)
+                                           or path.endswith(fstab.rsplit("/", 1)[0])))):
+            return True
+        below = path.rstrip("/") + "/"
+        return any(p.startswith(below) for p in (*self.dirs, *self.base_dirs, *self.files,
+                                                 *self.mounts, *self.symlinks)) or (
+            path.startswith("/dev/") and path.count("/") == 2
+            and any(k.split("/")[0] == path[5:] for k in (*self.base_lvs, *self.lvs)))
 
     def _cmd_cat(self, a, input):
         """cat(1): every operand in turn (after ``--`` even one starting with a dash); a

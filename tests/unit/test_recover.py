@@ -250,6 +250,9 @@ def test_a_process_that_ends_on_its_own_between_ps_and_kill_does_not_stop_recove
         ("kill", "-TERM", "--", "4101", "4102", "4300", "4301", "4600", "4601", "4602",
          "4603"),
         ("kill", "-KILL", "--", "4101", "4102")]
+    # each kill is bounded (30 s), the KILL as much as the TERM: never the 600 s default
+    kills = [t for argv, t in host.timeouts if argv[0] == "kill"]
+    assert len(kills) == 2 and all(t is not None and t <= 30 for t in kills)
     assert sorted(host.processes) == [1, 812, 4200, 4400, 4500, 4700, 4701, 4702, 4703, 4704, 4705]
     assert len(done) == 8
 
