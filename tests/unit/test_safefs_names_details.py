@@ -134,3 +134,40 @@ def test_a_root_or_path_with_a_double_leading_slash_is_not_normal():
     for root, path in (("//run", "//run/x"), ("/run", "//run/x")):
         with pytest.raises(errors.UnsafeName, match="is not a normal absolute path"):
             path_under(root, path, "mount point")
+
+
+def test_past_a_symlink_the_directories_above_the_link_itself_are_still_checked(
+        tmp_path: Path):
+    """The link's own parent stays to be checked after the link's target is."""
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    loose.chmod(0o775)
+    target = tmp_path / "target"
+    target.mkdir(mode=0o755)
+    (loose / "link").symlink_to(target)
+    path = f"{loose}/link/lock"
+    message = _refusal(safefs.check_parents, path, "the lock directory",
+                       view=_view_as(os.geteuid()))
+    assert message.startswith(f"{loose}: a directory above the lock directory {path} has "
+                              "mode 0775")
+
+
+def test_text_is_bounded_at_255_characters_unless_told_otherwise():
+    assert check_text("n" * 255, "GPT partition name") == "n" * 255
+    with pytest.raises(errors.UnsafeName, match="longer than 255 characters"):
+        check_text("n" * 256, "GPT partition name")
+
+
+def test_open_dir_makes_a_directory_only_when_asked_and_then_0755(tmp_path: Path):
+    missing = tmp_path / "state"
+    with pytest.raises(FileNotFoundError):
+        safefs.open_dir(str(missing), "the state directory", view=_view_as(os.geteuid()))
+    assert not missing.exists()
+    old = os.umask(0)  # the mode asked for, not the umask's
+    try:
+        fd = safefs.open_dir(str(missing), "the state directory", create=True,
+                             view=_view_as(os.geteuid()))
+    finally:
+        os.umask(old)
+    os.close(fd)
+    assert (missing.stat().st_mode & 0o7777) == 0o755
