@@ -150,3 +150,111 @@ def test_teardown_failures_alone_are_one_error_naming_each(tmp_path, monkeypatch
         ex.run()
     assert len(report.teardown_errors) > 1
     assert str(raised.value) == "; ".join(report.teardown_errors)
+
+
+# -- the lock, the report's records, the snapshot's health --------------------------------
+
+def test_the_executor_takes_the_domain_lock_itself_unless_told_it_is_held(tmp_path):
+    from toolkit.lock import domain_lock, lock_is_held
+
+    cfg = config(tmp_path)
+    held: list[bool] = []
+
+    def look(argv):
+        if argv[:1] == ("mount",):
+            held.append(lock_is_held(cfg.defaults.lock_dir, "web01"))
+        return None
+
+    src, peer = _hosts(src_fail=look)
+    _report, ex = _run(tmp_path, src, peer)
+    ex.run()
+    assert held and all(held)  # held by the run while it works
+    assert not lock_is_held(cfg.defaults.lock_dir, "web01")  # and let go at the end
+    # A caller that holds the lock already (the command line, before its clean-up) says so,
+    # and the run does not try to take it a second time.
+    src, peer = _hosts()
+    plan = plan_backup(web01_facts(), cfg, RUN)
+    with domain_lock(cfg.defaults.lock_dir, "web01"):
+        Executor(plan, cfg, src, peer, DomainReport("web01"), lock_held=True).run()
+    assert src.leftovers() == [] and peer.leftovers() == []
+
+
+def test_the_report_names_snapshots_and_filesystems_from_the_start(tmp_path):
+    """A run that fails at its first mount still reports each snapshot's origin and each
+    filesystem's type and configured guest path."""
+    def refuse(argv):
+        if argv[:1] == ("mount",):
+            return CommandResult("dom0-a", argv, 32, "", "mount: wrong fs type", 0.0)
+        return None
+
+    cfg = config(tmp_path)
+    dom = cfg.domains["web01"]
+    cfg = replace(cfg, domains={**cfg.domains, "web01": replace(dom, mounts={"xvda5": "/srv"})})
+    src, peer = _hosts(src_fail=refuse)
+    report = DomainReport("web01")
+    ex = Executor(plan_backup(web01_facts(), cfg, RUN), cfg, src, peer, report)
+    with pytest.raises(errors.MountRefused):
+        ex.run()
+    assert [s.origin for s in report.snapshots] == ["vg_a/web01"]
+    assert sorted((f.name, f.fstype, f.guest_path) for f in report.filesystems) == [
+        ("xvda1", "ext4", None), ("xvda5", "ext4", "/srv"), ("xvda6", "vfat", None)]
+
+
+def _snapshot_reads(src, answers):
+    """The run's snapshot health reads: each answer in turn, a fill ("0.25"), "invalid" or
+    "fail" (lvs exits 5, as before every snapshot is made)."""
+    answers = list(answers)
+
+    def hook(argv):
+        if argv[:1] == ("lvs",) and "--reportformat" in argv and answers:
+            answer = answers.pop(0)
+            if answer == "fail":
+                return CommandResult("dom0-a", argv, 5, "", "  Failed to find logical volume",
+                                     0.0)
+            key = argv[-1]
+            if answer == "invalid":
+                src.lvs[key].update(attr="swi-I-s---", percent="100.00")
+            else:
+                src.lvs[key]["percent"] = answer
+        return None
+
+    return hook
+
+
+def test_a_health_read_that_fails_right_after_the_snapshot_is_no_error(tmp_path):
+    src, peer = _hosts()
+    src.fail = _snapshot_reads(src, ["fail"])
+    report, ex = _run(tmp_path, src, peer)
+    ex.run()
+    assert [f.outcome for f in report.filesystems] == ["copied"] * 3
+
+
+def test_the_fill_a_health_read_finds_is_reported_exactly(tmp_path):
+    src, peer = _hosts()
+    src.fail = _snapshot_reads(src, ["0.25", "0.25", "0.25", "0.25"])
+    report, ex = _run(tmp_path, src, peer)
+    ex.run()
+    assert [s.fill_percent for s in report.snapshots] == [0.25]
+
+
+def test_a_snapshot_found_overflowed_after_a_copy_fails_the_run_saying_what_to_do(tmp_path):
+    src, peer = _hosts()
+    src.fail = _snapshot_reads(src, ["0.25", "invalid"])
+    report, ex = _run(tmp_path, src, peer)
+    with pytest.raises(errors.SnapshotInvalid) as raised:
+        ex.run()
+    snap = f"vg_a/domubk-{RUN}-web01-xvda"
+    assert str(raised.value) == (
+        f"[dom0-a] snapshot {snap} overflowed and is invalid: the copy is not consistent and "
+        "the standby stays marked dirty; raise snapshot_size")
+    assert report.snapshots[0].invalid and report.filesystems[0].outcome == "failed"
+
+
+def test_a_stray_failpoint_is_ignored_with_one_line_saying_why(tmp_path, monkeypatch):
+    home = sys.modules[toolkit.execute.Failpoint.__module__]
+    monkeypatch.setattr(home, "TEST_HOOKS_FILE", str(tmp_path / "absent"))
+    monkeypatch.setenv("DOMU_BACKUP_FAILPOINT", "after:snapshot:sigkill")
+    said: list[str] = []
+    assert toolkit.execute.Failpoint.from_env(said.append) is None
+    assert said == [f"DOMU_BACKUP_FAILPOINT is set but this host has no {tmp_path}/absent "
+                    "(test hooks are for the rehearsal lab): ignored"]
