@@ -258,3 +258,14 @@ def test_a_stray_failpoint_is_ignored_with_one_line_saying_why(tmp_path, monkeyp
     assert toolkit.execute.Failpoint.from_env(said.append) is None
     assert said == [f"DOMU_BACKUP_FAILPOINT is set but this host has no {tmp_path}/absent "
                     "(test hooks are for the rehearsal lab): ignored"]
+
+
+@pytest.mark.parametrize("text", ["[]", '"clean"', "null", "{not json"])
+def test_a_marker_that_is_not_a_json_object_is_taken_as_none(tmp_path, text):
+    """The dirty marker keeps what the last clean one said; a marker file holding anything
+    but a JSON object says nothing, and the run goes on."""
+    src, peer = _hosts()
+    report, ex = _run(tmp_path, src, peer)
+    peer.files[ex.marker_path()] = text
+    ex.run()
+    assert [f.outcome for f in report.filesystems] == ["copied"] * 3
