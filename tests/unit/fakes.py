@@ -15,6 +15,7 @@ import posixpath
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from toolkit.config import parse_config
 from toolkit.errors import CommandFailed, ConnectionLost
@@ -986,3 +987,48 @@ def owned_by(uid: int, *paths: Path, euid: int | None = None) -> FsView:
     if euid is None:
         return FsView(lstat=lstat, fstat=fstat)
     return FsView(lstat=lstat, fstat=fstat, euid=lambda: euid)
+
+
+# -- one run of web01 on two fake Dom0s: the helper every executor test shares ------------
+
+RUN_ID = "20260101T000000Z-abcd"
+
+
+class WebRun(NamedTuple):
+    """What a test needs of a prepared run: its config, plan, report and executor."""
+
+    cfg: Any
+    plan: Any
+    report: Any
+    ex: Any
+
+
+def web01_hosts(src_fail=None, peer_fail=None) -> tuple[FakeHost, FakeHost]:
+    """A source holding web01's guest fstab on xvda1, and a peer, each with a fail hook."""
+    src, peer = FakeHost("dom0-a", fail=src_fail), FakeHost("dom0-b", fail=peer_fail)
+    src.fstab_on = "xvda1"
+    return src, peer
+
+
+def web01_run(tmp_path: Path, src: FakeHost, peer: FakeHost, *, facts=None, plan=None,
+              ssh: Mapping[str, Any] | None = None, allow_mass_delete: bool = False,
+              log=None, lock_held: bool = False, **defaults: Any) -> WebRun:
+    """web01's run prepared from the test config, with ``defaults`` and ``ssh`` settings
+    replaced; ``plan`` (made from that config) in place of the planned one if given."""
+    from dataclasses import replace
+
+    from toolkit.execute import Executor
+    from toolkit.plan import plan_backup
+    from toolkit.report import DomainReport
+
+    cfg = config(tmp_path)
+    if defaults:
+        cfg = replace(cfg, defaults=replace(cfg.defaults, **defaults))
+    if ssh:
+        cfg = replace(cfg, ssh=replace(cfg.ssh, **ssh))
+    if plan is None:
+        plan = plan_backup(facts or web01_facts(), cfg, RUN_ID,
+                           allow_mass_delete=allow_mass_delete)
+    report = DomainReport("web01")
+    return WebRun(cfg, plan, report, Executor(plan, cfg, src, peer, report, log=log,
+                                              lock_held=lock_held))

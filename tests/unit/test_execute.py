@@ -6,7 +6,7 @@ import json
 import signal
 
 import pytest
-from fakes import FakeHost, config, web01_facts
+from fakes import FakeHost, web01_facts, web01_run
 
 from toolkit import errors
 from toolkit.execute import Executor, domain_lock
@@ -19,13 +19,9 @@ from toolkit.runners import CommandResult, LocalRunner
 RUN = "20260101T000000Z-abcd"
 
 
-def run_executor(tmp_path, source, peer, allow_mass_delete=False, **kw):
-    cfg = config(tmp_path)
-    plan = plan_backup(web01_facts(), cfg, RUN, allow_mass_delete=allow_mass_delete)
-    report = DomainReport("web01")
-    ex = Executor(plan, cfg, source, peer, report, **kw)
-    # journals are written through the fakes; keep their paths on the real disk out of it
-    return plan, report, ex
+def run_executor(tmp_path, source, peer, allow_mass_delete=False):
+    run = web01_run(tmp_path, source, peer, allow_mass_delete=allow_mass_delete)
+    return run.plan, run.report, run.ex
 
 
 def fail_on(prefix, code=1, stderr="boom", times=None):

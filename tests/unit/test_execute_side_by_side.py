@@ -6,17 +6,13 @@ import signal
 import subprocess
 import threading
 import time
-from dataclasses import replace
 
 import pytest
-from fakes import FakeHost, config, web01_facts
+from fakes import FakeHost, config, web01_run
 
 from toolkit import errors, signals
 from toolkit.config import parse_config
-from toolkit.execute import Executor
 from toolkit.marker import marker_path
-from toolkit.plan import plan_backup
-from toolkit.report import DomainReport
 from toolkit.rsync import untied
 from toolkit.runners import CommandResult
 
@@ -24,11 +20,7 @@ RUN = "20260101T000000Z-abcd"
 
 
 def executor(tmp_path, src, peer, jobs):
-    cfg = config(tmp_path)
-    cfg = replace(cfg, defaults=replace(cfg.defaults, copy_jobs=jobs))
-    plan = plan_backup(web01_facts(), cfg, RUN)
-    report = DomainReport("web01")
-    return cfg, plan, report, Executor(plan, cfg, src, peer, report)
+    return web01_run(tmp_path, src, peer, copy_jobs=jobs)
 
 
 def marker_state(cfg, peer) -> str | None:

@@ -10,13 +10,10 @@ import threading
 from dataclasses import replace
 
 import pytest
-from fakes import RSYNC_STATS, FakeHost, StatfsHost, config, web01_facts
+from fakes import RSYNC_STATS, FakeHost, StatfsHost, web01_facts, web01_hosts, web01_run
 
 from toolkit import copying, errors, execute, signals, undo
-from toolkit.execute import Executor
 from toolkit.failpoint import Failpoint
-from toolkit.plan import plan_backup
-from toolkit.report import DomainReport
 from toolkit.rsync import parse_stats, untied
 from toolkit.runners import CommandResult
 
@@ -24,21 +21,12 @@ RUN = "20260101T000000Z-abcd"
 WALL = 1767225600.0  # the wall clock of a run under Clock
 
 
-def executor(tmp_path, src, peer, *, facts=None, log=None, ssh=None, **defaults):
-    cfg = config(tmp_path)
-    if defaults:
-        cfg = replace(cfg, defaults=replace(cfg.defaults, **defaults))
-    if ssh:
-        cfg = replace(cfg, ssh=replace(cfg.ssh, **ssh))
-    plan = plan_backup(facts or web01_facts(), cfg, RUN)
-    report = DomainReport("web01")
-    return plan, report, Executor(plan, cfg, src, peer, report, log=log)
+def executor(tmp_path, src, peer, **kw):
+    run = web01_run(tmp_path, src, peer, **kw)
+    return run.plan, run.report, run.ex
 
 
-def hosts(src_fail=None, peer_fail=None) -> tuple[FakeHost, FakeHost]:
-    src, peer = FakeHost("dom0-a", fail=src_fail), FakeHost("dom0-b", fail=peer_fail)
-    src.fstab_on = "xvda1"
-    return src, peer
+hosts = web01_hosts
 
 
 def marker_of(ex, peer) -> dict:

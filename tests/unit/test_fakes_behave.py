@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from fakes import FakeHost, config, web01_facts
+from fakes import FakeHost, config, web01_run
 
 from toolkit import errors
 from toolkit.execute import Executor
@@ -287,10 +287,7 @@ class WrongDeviceHost(FakeHost):
 
 
 def _executor(tmp_path, src, peer):
-    cfg = config(tmp_path)
-    plan = plan_backup(web01_facts(), cfg, RUN)
-    report = DomainReport("web01")
-    return cfg, plan, report, Executor(plan, cfg, src, peer, report)
+    return web01_run(tmp_path, src, peer)
 
 
 @pytest.mark.parametrize("side", ["source", "peer"])

@@ -25,7 +25,7 @@ import json
 import re
 
 import pytest
-from fakes import FakeHost, config, web01_facts
+from fakes import FakeHost, config, web01_facts, web01_run
 
 from toolkit import errors
 from toolkit.execute import Executor
@@ -40,13 +40,8 @@ GUARD = {"source": errors.SourceGuardFailed, "peer": errors.TargetGuardFailed}
 
 def _run(tmp_path, src, peer, plan=None):
     """Run web01's backup (or ``plan``) from ``src`` to ``peer``; the error it raised."""
-    cfg = config(tmp_path)
-    if plan is None:
-        plan = plan_backup(web01_facts(), cfg, RUN)
-    report = DomainReport("web01")
-    ex = Executor(plan, cfg, src, peer, report)
     with pytest.raises(errors.ToolkitError) as info:
-        ex.run()
+        web01_run(tmp_path, src, peer, plan=plan).ex.run()
     return info.value
 
 

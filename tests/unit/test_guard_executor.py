@@ -12,7 +12,7 @@ import re
 import signal
 
 import pytest
-from fakes import FakeHost, StatfsHost, config, web01_facts
+from fakes import FakeHost, StatfsHost, config, web01_facts, web01_run
 
 from toolkit import errors, signals
 from toolkit.execute import Executor
@@ -24,10 +24,8 @@ RUN = "20260101T000000Z-abcd"
 
 
 def _executor(tmp_path, src, peer):
-    cfg = config(tmp_path)
-    plan = plan_backup(web01_facts(), cfg, RUN)
-    report = DomainReport("web01")
-    return plan, report, Executor(plan, cfg, src, peer, report)
+    run = web01_run(tmp_path, src, peer)
+    return run.plan, run.report, run.ex
 
 
 def _rsyncs(host: FakeHost) -> list[tuple[str, ...]]:

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import replace
 
 import pytest
-from fakes import FakeHost, config, web01_facts
+from fakes import FakeHost, config, web01_facts, web01_run
 
 from toolkit import app, errors
-from toolkit.execute import Executor
-from toolkit.plan import plan_backup
 from toolkit.preflight import Preflight
-from toolkit.report import DomainReport, RunReport, summary
+from toolkit.report import RunReport, summary
 from toolkit.rsync import untied
 from toolkit.runners import CommandResult
 
@@ -33,10 +30,8 @@ def slow_failure(program: str, code: int, *, only: str | None = None):
 
 
 def executor(tmp_path, src, peer, jobs=1):
-    cfg = config(tmp_path)
-    cfg = replace(cfg, defaults=replace(cfg.defaults, copy_jobs=jobs))
-    report = DomainReport("web01")
-    return report, Executor(plan_backup(web01_facts(), cfg, RUN), cfg, src, peer, report)
+    run = web01_run(tmp_path, src, peer, copy_jobs=jobs)
+    return run.report, run.ex
 
 
 def test_the_failing_step_is_timed_in_its_phase_and_as_a_step(tmp_path):

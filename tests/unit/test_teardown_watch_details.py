@@ -25,13 +25,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from fakes import FakeHost, config, web01_facts
+from fakes import FakeHost, web01_run
 
 import toolkit.execute
 from toolkit import errors
-from toolkit.execute import Executor, Failpoint
-from toolkit.plan import plan_backup
-from toolkit.report import DomainReport
+from toolkit.execute import Failpoint
 from toolkit.runners import CommandResult
 
 RUN = "20260101T000000Z-abcd"
@@ -40,12 +38,8 @@ LOST = "not undone, the connection to the peer is lost"
 
 
 def _executor(tmp_path, src, peer, facts=None, **defaults):
-    cfg = config(tmp_path)
-    if defaults:
-        cfg = replace(cfg, defaults=replace(cfg.defaults, **defaults))
-    plan = plan_backup(facts or web01_facts(), cfg, RUN)
-    report = DomainReport("web01")
-    return plan, report, Executor(plan, cfg, src, peer, report)
+    run = web01_run(tmp_path, src, peer, facts=facts, **defaults)
+    return run.plan, run.report, run.ex
 
 
 def _journals(tmp_path, host: FakeHost) -> list[str]:

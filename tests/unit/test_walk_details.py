@@ -9,7 +9,7 @@ import time
 from dataclasses import replace
 
 import pytest
-from fakes import FakeHost, config, web01_facts
+from fakes import config, web01_facts, web01_hosts, web01_run
 
 import toolkit.execute
 from toolkit import errors
@@ -22,21 +22,15 @@ RUN = "20260101T000000Z-abcd"
 
 
 def _run(tmp_path, src, peer, *, drop_copies=0, log=None, **defaults):
-    cfg = config(tmp_path)
-    if defaults:
-        cfg = replace(cfg, defaults=replace(cfg.defaults, **defaults))
-    plan = plan_backup(web01_facts(), cfg, RUN)
+    run = web01_run(tmp_path, src, peer, log=log, **defaults)
     if drop_copies:  # leave the last copies out of the plan
-        copies = [s for s in plan.steps if s.action == "rsync"][-drop_copies:]
-        plan = replace(plan, steps=tuple(s for s in plan.steps if s not in copies))
-    report = DomainReport("web01")
-    return report, Executor(plan, cfg, src, peer, report, log=log)
+        copies = [s for s in run.plan.steps if s.action == "rsync"][-drop_copies:]
+        plan = replace(run.plan, steps=tuple(s for s in run.plan.steps if s not in copies))
+        run = web01_run(tmp_path, src, peer, plan=plan, log=log, **defaults)
+    return run.report, run.ex
 
 
-def _hosts(src_fail=None, peer_fail=None):
-    src, peer = FakeHost("dom0-a", fail=src_fail), FakeHost("dom0-b", fail=peer_fail)
-    src.fstab_on = "xvda1"
-    return src, peer
+_hosts = web01_hosts
 
 
 @pytest.fixture
