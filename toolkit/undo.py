@@ -83,16 +83,20 @@ class Undoable(Protocol):
     """What the walker needs of a made resource: a plan's step or a journal's entry."""
 
     @property
-    def action(self) -> str: ...
+    def action(self) -> str:
+        """What made it (a step's action)."""
 
     @property
-    def resource(self) -> str: ...
+    def resource(self) -> str:
+        """What it is: a path, an LV, a map."""
 
     @property
-    def undo(self) -> tuple[str, ...]: ...
+    def undo(self) -> tuple[str, ...]:
+        """The command that removes it."""
 
     @property
-    def exists(self) -> tuple[str, ...]: ...
+    def exists(self) -> tuple[str, ...]:
+        """The probe that exits 0 and prints while it exists."""
 
 
 T = TypeVar("T", bound=Undoable)
