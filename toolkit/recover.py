@@ -53,14 +53,12 @@ def recover_journals(runner: Runner, state_dir: str, domain: str | None,
     done: list[str] = []
     for path in list_journals(runner, state_dir, domain):
         text = runner.run(["cat", "--", path], timeout=60).stdout
-        entries = parse_journal(text, path)
+        judged = [(e, _unexpected_undo(e.undo, e.exists)) for e in parse_journal(text, path)]
         # Only the undo and probe commands a run writes are ever run, whatever the file says.
-        refused = [(e, why) for e in reversed(entries)
-                   if (why := _unexpected_undo(e.undo, e.exists))]
+        refused = [(e, why) for e, why in reversed(judged) if why]
         errors += [f"{path}: {e.action} {e.resource}: {why}; not run (inspect the journal and "
                    "remove it by hand)" for e, why in refused]
-        walk = unwind(runner, [e for e in entries if not _unexpected_undo(e.undo, e.exists)],
-                      timeout=RECOVER_UNDO_TIMEOUT)
+        walk = unwind(runner, [e for e, why in judged if not why], timeout=RECOVER_UNDO_TIMEOUT)
         errors += [f"{e.action} {e.resource}: {why}" for e, why in walk.failed]
         for e in walk.removed:
             msg = f"[{runner.host}] removed {e.action} {e.resource} (run {e.run_id})"

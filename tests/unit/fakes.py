@@ -1032,3 +1032,15 @@ def web01_run(tmp_path: Path, src: FakeHost, peer: FakeHost, *, facts=None, plan
     report = DomainReport("web01")
     return WebRun(cfg, plan, report, Executor(plan, cfg, src, peer, report, log=log,
                                               lock_held=lock_held))
+
+
+def symlink_guest_fstab(host: FakeHost, to: str = "/etc/shadow", fs: str = "xvda1") -> None:
+    """``host``'s readlink says the guest's etc/fstab on ``fs`` is a symlink to ``to``."""
+    original = host._answer
+
+    def symlinked(a: tuple[str, ...], input: str | None) -> tuple[int, str, str]:
+        if a[0] == "readlink" and a[-1].endswith(f"/{fs}/etc/fstab"):
+            return 0, f"{to}\n", ""
+        return original(a, input)
+
+    host._answer = symlinked  # type: ignore[method-assign]

@@ -6,7 +6,7 @@ import json
 import signal
 
 import pytest
-from fakes import FakeHost, web01_facts, web01_run
+from fakes import FakeHost, symlink_guest_fstab, web01_facts, web01_run
 
 from toolkit import errors
 from toolkit.execute import Executor, domain_lock
@@ -303,14 +303,7 @@ def test_no_guest_fstab_is_a_clear_error_listing_filesystems(tmp_path):
 
 def test_guest_symlinked_fstab_is_refused(tmp_path):
     src, peer = FakeHost("dom0-a"), FakeHost("dom0-b")
-    original = src._answer
-
-    def symlinked(a, input):
-        if a[0] == "readlink" and a[-1].endswith("/xvda1/etc/fstab"):
-            return 0, "/etc/shadow\n", ""
-        return original(a, input)
-
-    src._answer = symlinked
+    symlink_guest_fstab(src)
     plan, report, ex = run_executor(tmp_path, src, peer)
     with pytest.raises(errors.FstabError, match="symlink"):
         ex.run()

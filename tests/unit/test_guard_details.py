@@ -25,7 +25,7 @@ import json
 import re
 
 import pytest
-from fakes import FakeHost, config, web01_facts, web01_run
+from fakes import FakeHost, config, symlink_guest_fstab, web01_facts, web01_run
 
 from toolkit import errors
 from toolkit.execute import Executor
@@ -292,14 +292,7 @@ def test_a_mount_points_mkdir_in_another_runs_directory_is_refused(tmp_path, hos
 
 def test_a_symlinked_guest_fstab_is_refused_naming_the_source_and_why(tmp_path):
     src, peer = FakeHost("dom0-a"), FakeHost("dom0-b")
-    original = src._answer
-
-    def symlinked(a, input):
-        if a[0] == "readlink" and a[-1].endswith("/xvda1/etc/fstab"):
-            return 0, "/etc/shadow\n", ""
-        return original(a, input)
-
-    src._answer = symlinked
+    symlink_guest_fstab(src)
     mnt, _ = _xvda1(tmp_path, "source")
     exc = _run(tmp_path, src, peer)
     assert type(exc) is errors.FstabError
