@@ -1,34 +1,42 @@
 """The checkout's invoke tasks: the operator's commands, and the lab's.
 
 The operator's commands (backup, plan, recover, ...) are defined in ``toolkit/commands.py``
-and are all that the installed ``domu-backup`` program offers. Here, in a checkout, they
-run as ``invoke backup --domu web01`` beside the rehearsal lab's tasks (lab, sandbox,
-rehearse, bench, test), which need the checkout and are never installed.
+and are all that the installed ``domu-backup`` program offers. Here, in a checkout, each
+is also an invoke task (``invoke backup --domu web01``) beside the rehearsal lab's tasks
+(lab, sandbox, rehearse, bench, test), which need the checkout and are never installed.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-from invoke import Collection, Exit, task
+from invoke import Collection, Exit, Task, task
 
-from toolkit.commands import (
-    _fail,
-    backup,
-    check_config,
-    exit_codes,
-    init_standby,
-    plan,
-    recover,
-    sample_config,
-    status,
-)
+from toolkit.cmdline import Command, CommandExit
+from toolkit.commands import COMMANDS, _fail
 from toolkit.errors import ToolkitError
 
 HERE = Path(__file__).resolve().parent
+
+
+def operator_task(command: Command) -> Task:
+    """An operator's command as an invoke task: the same options, its exit said by invoke."""
+
+    @functools.wraps(command.body)
+    def body(c, **options):
+        try:
+            command(c, **options)
+        except CommandExit as exc:
+            raise Exit(exc.message, code=exc.code) from None
+
+    body.__signature__ = inspect.signature(command.body)  # type: ignore[attr-defined]
+    return task(name=command.name, help=dict(command.option_help), auto_shortflags=False,
+                positional=[])(body)
 
 
 # -- the rehearsal lab ------------------------------------------------------
@@ -179,7 +187,7 @@ sandbox = Collection("sandbox")
 sandbox.add_task(sandbox_up, "up")
 sandbox.add_task(sandbox_down, "down")
 
-ns = Collection(backup, plan, check_config, recover, status, init_standby, exit_codes,
-                sample_config, rehearse, bench, test, mutate)
+ns = Collection(*(operator_task(command) for command in COMMANDS), rehearse, bench, test,
+                mutate)
 ns.add_collection(lab)
 ns.add_collection(sandbox)

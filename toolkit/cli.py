@@ -6,24 +6,21 @@ exit code: usage errors 4, a ToolkitError its own code, Ctrl-C 130, a closed out
 141 (silently), anything else 2 (with ``DOMU_BACKUP_DEBUG=1``, the traceback too). Never 1,
 which means "finished with warnings".
 
-invoke is the framework: the commands are invoke tasks (``toolkit/commands.py``), parsed
-by invoke's parser, run with an invoke Context. None of invoke's own core options (``-f``,
-``--dry``, ``--prompt-for-sudo-password``, task chaining...) exist here; the lab's tasks
-live in the checkout's ``tasks.py`` only.
+The commands are ``toolkit/commands.py``'s, their options read by ``toolkit/cmdline.py``;
+nothing here imports invoke (a checkout's ``tasks.py`` offers the same commands as invoke
+tasks, beside the lab's), so none of invoke's own options (``-f``, ``--dry``, task
+chaining...) exist, and a start costs only the modules the command uses.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import signal
 import sys
 from collections.abc import Sequence
 
-from invoke import Exit, ParseError, UnexpectedExit
-from invoke.parser import Parser, ParserContext
-
 from . import __version__
+from .cmdline import CommandExit, OptionError
 from .errors import Interrupted, ToolkitError, UsageError
 
 PROG = "domu-backup"
@@ -76,12 +73,9 @@ _METAVARS = {"domu": "NAME", "node": "NAME", "config": "FILE", "replay": "FILE",
 def _options(task) -> list[tuple[str, str, str]]:
     """(flag, metavar, help) of each option of a command, in its signature's order."""
     out = []
-    from .commands import arguments
-
-    for arg in arguments(task):
-        name = arg.names[0]
-        metavar = "" if arg.kind is bool else _METAVARS.get(name, "VALUE")
-        out.append((f"--{name}", metavar, arg.help or ""))
+    for opt in task.options():
+        metavar = _METAVARS.get(opt.name, "VALUE") if opt.takes_value else ""
+        out.append((f"--{opt.name}", metavar, opt.help))
     out.append(("--help", "", "print this help and run nothing"))
     return out
 
@@ -165,35 +159,10 @@ complete -F _domu_backup {PROG}
 
 def _parse(name: str, task, rest: Sequence[str]) -> dict:
     """The command's keyword arguments from its options; Usage for anything else."""
-    from .commands import arguments
-
-    context = ParserContext(name=name, args=arguments(task))
     try:
-        result = Parser(contexts=[context]).parse_argv([name, *rest])
-    except ParseError as exc:
-        raise Usage(f"{name}: {_parse_message(exc)}") from None
-    if len(result) != 1 or result.unparsed:  # pragma: no cover - the parser refuses both
-        raise Usage(f"{name}: one command per call")
-    return result[0].as_kwargs
-
-
-def _parse_message(exc: ParseError) -> str:
-    """invoke's parse error in the operator's terms."""
-    text = str(exc)
-    flag = re.search(r"Flag <Argument: ([^>]*)> needed value", text)
-    if flag:
-        return f"--{flag.group(1).replace('_', '-')} needs a value"
-    word = re.fullmatch(r"No idea what '(.*)' is!", text)
-    if word:
-        what = "option" if word.group(1).startswith("-") else "word"
-        return f"unknown {what} {word.group(1)!r} (one command per call, long options only)"
-    return text
-
-
-def _context():
-    from invoke import Config, Context
-
-    return Context(config=Config(lazy=True))  # no invoke.yaml of anyone's is read
+        return task.parse(rest)
+    except OptionError as exc:
+        raise Usage(f"{name}: {exc}") from None
 
 
 def dispatch(argv: Sequence[str]) -> int:
@@ -231,7 +200,7 @@ def dispatch(argv: Sequence[str]) -> int:
         sys.stdout.write(command_help(first, task))
         return 0
     kwargs = _parse(first, task, rest)
-    task(_context(), **kwargs)
+    task(None, **kwargs)
     return 0
 
 
@@ -243,15 +212,12 @@ def run(argv: Sequence[str] | None = None) -> int:
     except Usage as exc:
         _say(f"error: {exc} (see {PROG} --help)")
         return UsageError.exit_code
-    except Exit as exc:
+    except CommandExit as exc:
         code = exc.code or 0
         if exc.message:
             _say(exc.message if str(exc.message).startswith("error: ")
                  else f"error: {exc.message}")
         return code
-    except UnexpectedExit as exc:
-        _say(f"error: command `{exc.result.command}` exited {exc.result.exited}")
-        return exc.result.exited if exc.result.exited > 1 else 2
     except ToolkitError as exc:  # raised outside a command's own handler
         _say(f"error: {exc}")
         return exc.exit_code

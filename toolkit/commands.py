@@ -1,10 +1,11 @@
 """The operator's commands: backup, plan, check-config, recover, status, init-standby and
 the two that print reference text (exit-codes, sample-config).
 
-Each is an invoke task, so a checkout runs them as ``invoke backup --domu web01``; the
-installed ``domu-backup`` program (``toolkit/cli.py``) offers exactly these and nothing of
-the rehearsal lab. Options are long and explicit: no short flags are generated and no
-option is positional.
+Each is a plain function made a ``Command`` (``toolkit/cmdline.py``): the installed
+``domu-backup`` program (``toolkit/cli.py``) offers exactly these and nothing of the
+rehearsal lab, and a checkout also runs them as invoke tasks (``invoke backup --domu
+web01``, made in ``tasks.py``). Options are long and explicit: no short flags and no
+positional words.
 """
 
 from __future__ import annotations
@@ -12,39 +13,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from invoke import Exit, task
-
+from .cmdline import Command, CommandExit, operator_command
 from .errors import ToolkitError, UsageError, exit_code_table
 
 if TYPE_CHECKING:
     from .runners import Runner
 
 
-def operator_task(*args, **kwargs):
-    """``invoke.task`` with the operator's rules: long options only, none positional."""
-    kwargs.setdefault("auto_shortflags", False)
-    kwargs.setdefault("positional", [])
-    texts = dict(kwargs.get("help") or {})
-
-    def make(body):
-        made = task(**kwargs)(body)
-        made.option_help = texts  # invoke's get_arguments() consumes its .help
-        return made
-
-    if args and callable(args[0]):
-        return make(args[0])
-    return make
-
-
-def arguments(command) -> list:
-    """A command's invoke Arguments, each with its help text, however often asked."""
-    command.help = dict(command.option_help)
-    return command.get_arguments()
-
-
 def _need_domu(domu: str | None, command: str) -> str:
     if not domu:
-        raise Exit(f"error: {command} needs --domu NAME", code=UsageError.exit_code)
+        raise CommandExit(f"error: {command} needs --domu NAME", code=UsageError.exit_code)
     return domu
 
 
@@ -55,10 +33,10 @@ def _config(path: str | None, *, check_permissions: bool = True):
                        check_permissions=check_permissions)
 
 
-def _fail(exc: ToolkitError) -> Exit:
+def _fail(exc: ToolkitError) -> CommandExit:
     from .app import one_line
 
-    return Exit(f"error: {one_line(str(exc))}", code=exc.exit_code)
+    return CommandExit(f"error: {one_line(str(exc))}", code=exc.exit_code)
 
 
 def _hosts(config, replay: str | None, node: str | None):
@@ -86,7 +64,7 @@ def _renamed(runner, name):
     return runner
 
 
-@operator_task(help={
+@operator_command(help={
     "domu": "domain to back up",
     "all": "every configured domain running on this host, one after another",
     "dry-run": "print the plan for both hosts and change nothing",
@@ -107,7 +85,7 @@ def backup(c, domu=None, all=False, dry_run=False, json=False, config=None, node
     from .signals import signals_raise
 
     if bool(domu) == bool(all):
-        raise Exit("error: give exactly one of --domu NAME or --all", code=4)
+        raise CommandExit("error: give exactly one of --domu NAME or --all", code=4)
     try:
         cfg = _config(config)
         domains = list(cfg.domains) if all else [domu]
@@ -138,12 +116,12 @@ def backup(c, domu=None, all=False, dry_run=False, json=False, config=None, node
             stderr_log(f"could not write the report to {cfg.defaults.report_dir}: {exc}")
         print(report.to_json() if json else summary(report))
         if report.exit_code:
-            raise Exit(code=report.exit_code)
+            raise CommandExit(code=report.exit_code)
     except ToolkitError as exc:
         raise _fail(exc) from None
 
 
-@operator_task(help={
+@operator_command(help={
     "domu": "domain to plan",
     "json": "print the plan as JSON",
     "config": "config file",
@@ -202,7 +180,7 @@ def plan(c, domu=None, json=False, config=None, node=None, replay=None, record=N
         raise _fail(exc) from None
 
 
-@operator_task(help={"config": "config file to check"})
+@operator_command(help={"config": "config file to check"})
 def check_config(c, config=None):
     """Validate the config file and print what it says."""
     try:
@@ -217,7 +195,7 @@ def check_config(c, config=None):
         print(f"  domain {name}: peer {d.peer}; disks {disks}")
 
 
-@operator_task(help={
+@operator_command(help={
     "domu": "only this domain (default: every domain)",
     "host": "local, peer or both (default both)",
     "config": "config file",
@@ -236,7 +214,7 @@ def recover(c, domu=None, host="both", config=None, node=None):
     from .status import killed_runs, record_cleaned_runs
 
     if host not in ("local", "peer", "both"):
-        raise Exit(f"error: --host must be local, peer or both, not {host!r}", code=4)
+        raise CommandExit(f"error: --host must be local, peer or both, not {host!r}", code=4)
     peers: dict[str, Runner] = {}  # one connection per peer host, for all its domains
     # A peer that cannot be reached: the local half is still recovered, then the run says so.
     down: dict[str, ToolkitError] = {}
@@ -288,9 +266,9 @@ def recover(c, domu=None, host="both", config=None, node=None):
         if down:
             peer_name, gone = next(iter(down.items()))
             finished = f"{local} was recovered; " if host == "both" else ""
-            raise Exit(f"error: {_one_line(gone)}; {finished}run `domu-backup recover` again "
-                       f"when {peer_name} is back (`--host local` recovers only this host)",
-                       code=max(e.exit_code for e in down.values()))
+            raise CommandExit(f"error: {_one_line(gone)}; {finished}run `domu-backup recover` "
+                              f"again when {peer_name} is back (`--host local` recovers only "
+                              "this host)", code=max(e.exit_code for e in down.values()))
     except ToolkitError as exc:
         raise _fail(exc) from None
     finally:
@@ -298,7 +276,7 @@ def recover(c, domu=None, host="both", config=None, node=None):
             runner.close()
 
 
-@operator_task(help={
+@operator_command(help={
     "domu": "domain whose standby to prepare",
     "force": "overwrite a standby that already holds a partition table or filesystems",
     "dry-run": "print the plan and change nothing",
@@ -332,7 +310,7 @@ def init_standby(c, domu=None, force=False, dry_run=False, config=None, node=Non
         raise _fail(exc) from None
 
 
-@operator_task(help={"domu": "only this domain", "config": "config file", "json": "print JSON"})
+@operator_command(help={"domu": "only this domain", "config": "config file", "json": "print JSON"})
 def status(c, domu=None, config=None, json=False):
     """Per domain: last success, last failure, and whether the standby is clean or dirty.
 
@@ -381,18 +359,18 @@ def status(c, domu=None, config=None, json=False):
     else:
         print(render_status(rows))
     if unknown:
-        raise Exit(_one_line("error: standby state unknown for " + "; ".join(unknown)),
-                   code=StatusUnknown.exit_code)
+        raise CommandExit(_one_line("error: standby state unknown for " + "; ".join(unknown)),
+                          code=StatusUnknown.exit_code)
 
 
-@operator_task
+@operator_command
 def exit_codes(c):
     """Print the exit-code table."""
     for code, name, summary in exit_code_table():
         print(f"{code!s:>6}  {name:<22} {summary}")
 
 
-@operator_task
+@operator_command
 def sample_config(c):
     """Print the annotated sample config: every setting with its default and meaning."""
     from .sample import render_sample
@@ -400,5 +378,5 @@ def sample_config(c):
     print(render_sample(), end="")
 
 
-COMMANDS = (backup, plan, check_config, recover, status, init_standby, exit_codes,
-            sample_config)
+COMMANDS: tuple[Command, ...] = (backup, plan, check_config, recover, status, init_standby,
+                                 exit_codes, sample_config)
