@@ -46,7 +46,7 @@ from .rsync import (
     parse_stats,
     rsync_outcome,
 )
-from .runners import CommandResult, Runner
+from .runners import NO_LIMIT, CommandResult, Runner
 from .snapshots import SnapshotWatch, check_snapshots, invalid_snapshot_cause
 from .undo import DM_NODE_ACTIONS, ensure_dm_node, unwind
 
@@ -357,7 +357,7 @@ class Executor:
                 result = stream(argv, lambda line: self._progress(f.name, line),
                                 on_start=started)
             else:
-                result = self.source.run(argv, check=False, timeout=None)
+                result = self.source.run(argv, check=False, timeout=NO_LIMIT)
         fr.duration = round(time.monotonic() - start, 3)
         stats = parse_stats(result.stdout)
         fr.files, fr.files_transferred = stats.files, stats.files_transferred

@@ -316,7 +316,8 @@ class FakeHost:
                  devices: Iterable[str] = BASE_DEVICES) -> None:
         self.host = host
         self.calls: list[tuple[str, ...]] = []
-        self.timeouts: list[tuple[tuple[str, ...], float | None]] = []  # each call's bound
+        # each call's bound as passed: None is the runner's own (command_timeout), NO_LIMIT none
+        self.timeouts: list[tuple[tuple[str, ...], float | None]] = []
         # "vg/name" -> {"attr", "percent", "tags", "origin"}: the LVs runs make
         self.lvs: dict[str, dict] = {}
         self.maps: set[str] = set()
@@ -403,7 +404,7 @@ class FakeHost:
 
     # -- the runner ------------------------------------------------------
 
-    def run(self, argv: Sequence[str], *, check: bool = True, timeout: float | None = 600,
+    def run(self, argv: Sequence[str], *, check: bool = True, timeout: float | None = None,
             input: str | None = None, ok_codes: Iterable[int] = (0,),
             env: Mapping[str, str] | None = None) -> CommandResult:
         args = validate_argv(argv)

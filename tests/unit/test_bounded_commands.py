@@ -11,6 +11,7 @@ from toolkit.execute import Executor
 from toolkit.plan import plan_backup
 from toolkit.recover import recover_domain
 from toolkit.report import DomainReport
+from toolkit.runners import NO_LIMIT
 
 RUN = "20260101T000000Z-0001"
 
@@ -18,7 +19,8 @@ RUN = "20260101T000000Z-0001"
 def unbounded(host: FakeHost) -> list[tuple[str, ...]]:
     """Commands run without a time bound, but for rsync (tied to the run's life)."""
     return [argv for argv, timeout in host.timeouts
-            if timeout is None and argv[:5] != ("setpriv", "--pdeathsig", "KILL", "--", "rsync")]
+            if timeout == NO_LIMIT
+            and argv[:5] != ("setpriv", "--pdeathsig", "KILL", "--", "rsync")]
 
 
 def test_a_run_bounds_every_command_but_the_copy(tmp_path):
@@ -26,10 +28,12 @@ def test_a_run_bounds_every_command_but_the_copy(tmp_path):
     src, peer = FakeHost("dom0-a"), FakeHost("dom0-b")
     src.fstab_on = "xvda1"
     Executor(plan_backup(web01_facts(), cfg, RUN), cfg, src, peer, DomainReport("web01")).run()
-    copies = [argv for argv, t in src.timeouts if t is None]
+    copies = [argv for argv, t in src.timeouts if t == NO_LIMIT]
     assert copies and all(argv[4] == "rsync" for argv in copies), copies
     assert unbounded(src) == [] and unbounded(peer) == []
-    assert all(t <= 600 for _, t in src.timeouts + peer.timeouts if t is not None)
+    # None is the runner's own bound (command_timeout, 600 s here)
+    assert all(t <= 600 for _, t in src.timeouts + peer.timeouts
+               if t is not None and t != NO_LIMIT)
 
 
 def test_recover_bounds_every_command(tmp_path, monkeypatch):

@@ -24,6 +24,7 @@ from toolkit import errors
 from toolkit.lab import exec_session
 from toolkit.lab.docker_runner import DockerRunner, close_sessions
 from toolkit.lab.exec_session import POOL, Session, SessionLost
+from toolkit.runners import NO_LIMIT
 
 
 class LocalExecAPI:
@@ -110,7 +111,7 @@ def test_session_stdin_is_empty_unless_input_is_given(client: Client) -> None:
 def test_session_command_is_a_session_leader_and_a_signal_is_128_plus_n(client: Client) -> None:
     runner = DockerRunner("c", client=client)
     # /proc/PID/stat: "pid (comm) state ppid pgrp session ..."
-    stat = runner.run(["sh", "-c", "echo $$; cat /proc/$$/stat"], timeout=None).stdout
+    stat = runner.run(["sh", "-c", "echo $$; cat /proc/$$/stat"], timeout=NO_LIMIT).stdout
     pid, fields = stat.split("\n", 1)
     _state, _ppid, pgrp, session = fields.rsplit(")", 1)[1].split()[:4]
     assert pid == pgrp == session
@@ -134,6 +135,24 @@ def test_session_timeout_kills_the_command_and_is_an_error(client: Client) -> No
         runner.run(["sleep", "30"], timeout=0.5)
     assert time.monotonic() - start < 10
     assert runner.run(["echo", "next"]).stdout == "next\n"
+
+
+def test_session_timeout_none_is_the_runners_command_timeout(client: Client) -> None:
+    # The Runner rule: None (or no timeout at all) is the runner's own bound.
+    runner = DockerRunner("c", client=client, command_timeout=0.5)
+    for kwargs in ({}, {"timeout": None}):
+        start = time.monotonic()
+        with pytest.raises(errors.CommandTimedOut, match="after 0.5s"):
+            runner.run(["sleep", "30"], **kwargs)
+        assert time.monotonic() - start < 10
+
+
+def test_session_no_limit_outlives_the_command_timeout_and_a_number_is_kept(
+        client: Client) -> None:
+    runner = DockerRunner("c", client=client, command_timeout=0.2)
+    slow = ["sh", "-c", "sleep 0.8; echo done"]
+    assert runner.run(slow, timeout=NO_LIMIT).stdout == "done\n"
+    assert runner.run(slow, timeout=10).stdout == "done\n"
 
 
 def test_session_whose_answer_never_comes_times_out_at_the_deadline(

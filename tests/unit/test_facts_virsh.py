@@ -7,7 +7,7 @@ import string
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from lxml import etree
 
@@ -71,26 +71,6 @@ def test_unknown_domain_is_told_apart_from_other_failures():
     older = CommandResult("h", ("virsh",), 1, "",
                           "error: Domain not found: no domain with matching name 'x'\n", 0.0)
     assert virsh.domain_missing(older)
-
-
-def test_parse_domain_list_keeps_odd_names_exactly():
-    names = virsh.parse_domain_list(recorded("virsh/list-node").stdout)
-    assert names == ["web01", "db-01", "-dashed", "idle01", "stopping01", "suspended01",
-                     "mail 01 ünï"]
-    assert virsh.parse_domain_list(recorded("virsh/list-default").stdout) == ["test"]
-
-
-def test_parse_domain_list_empty_only_for_virshs_empty_answer():
-    assert virsh.parse_domain_list("\n") == []
-    for text in ("", "web01\n", "web01", "web01\n\nother\n\n"):
-        with pytest.raises(ParseError):
-            virsh.parse_domain_list(text)
-
-
-def test_parse_domain_list_refuses_table_output():
-    table = " Id   Name    State\n-----------------------\n 1    web01   running\n\n"
-    with pytest.raises(ParseError):
-        virsh.parse_domain_list(table)
 
 
 def test_web01_backs_up_its_two_block_disks_and_skips_the_rest():
@@ -203,41 +183,6 @@ def test_domstate_reads_each_state_and_refuses_it_changed_by_one_step(state, bef
                "twice": state + "\n" + state, "reason": state + " (booted)"}[change]
     with pytest.raises(ParseError, match="virsh domstate"):
         virsh.parse_domstate(before + changed + after)
-
-
-# A libvirt domain name: any printable characters but "/" (virXMLCheckIllegalChars), and
-# names that look odd to a shell: spaces, a leading dash, unicode.
-_DOMAIN = st.text(st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp"),
-                                blacklist_characters="/"), min_size=1, max_size=12).filter(
-    lambda n: n.strip() and n.split()[:2] != ["Id", "Name"] and set(n) != {"-"})
-
-
-@given(st.lists(_DOMAIN, unique=True, max_size=6))
-def test_domain_list_gives_back_every_name_virsh_printed_in_order(names):
-    text = "".join(f"{n}\n" for n in names) + "\n"
-    assert virsh.parse_domain_list(text) == names
-
-
-@pytest.mark.parametrize("change", ["cut", "no-end", "blank", "twice", "control", "table"])
-@settings(max_examples=15)
-@given(names=st.lists(_DOMAIN, unique=True, min_size=1, max_size=6), at=st.integers(0, 5))
-def test_domain_list_changed_by_one_step_is_refused(change, names, at):
-    at = min(at, len(names) - 1)
-    if change == "blank":
-        names = [*names[:at], " ", *names[at:]]
-    elif change == "twice":
-        names = [*names, names[at]]
-    elif change == "control":
-        names[at] = names[at][:1] + "\x1b[0m" + names[at][1:]
-    elif change == "table":
-        names = [" Id   Name    State", "-" * 20, *names]
-    text = "".join(f"{n}\n" for n in names) + "\n"
-    if change == "cut":
-        text = text[:-1 - at]
-    elif change == "no-end":
-        text = text[:-1]
-    with pytest.raises(ParseError, match="virsh list"):
-        virsh.parse_domain_list(text)
 
 
 _DB01_XML = recorded("virsh/dumpxml-db-01").stdout.rstrip()

@@ -26,12 +26,15 @@ from toolkit.config import SSHSettings
 from toolkit.hosts import runner_for
 from toolkit.lab.docker_runner import DockerRunner
 from toolkit.runners import (
+    DEFAULT_TIMEOUT,
+    NO_LIMIT,
     CommandResult,
     HostSpec,
     LocalRunner,
     Runner,
     SSHRunner,
     parse_host_spec,
+    time_limit,
     validate_argv,
 )
 
@@ -85,6 +88,31 @@ def test_timeout_kills_grandchildren_that_hold_the_pipes() -> None:
     with pytest.raises(errors.CommandTimedOut):
         LocalRunner().run(["sh", "-c", "sleep 30 & sleep 30"], timeout=0.5)
     assert time.monotonic() - start < 5
+
+
+def test_a_timeout_means_one_thing_seconds_the_runners_own_bound_or_no_limit() -> None:
+    assert time_limit(30, 600) == 30
+    assert time_limit(None, 600) == 600  # None: the runner's command_timeout
+    assert time_limit(NO_LIMIT, 600) is None  # NO_LIMIT: none at all
+    for runner in (LocalRunner(), DockerRunner("c", client=object()),
+                   SSHRunner(HostSpec("ssh", "peer"), key_file="/k", known_hosts="/kh")):
+        assert runner.command_timeout == DEFAULT_TIMEOUT
+
+
+def test_local_timeout_none_is_the_runners_command_timeout() -> None:
+    runner = LocalRunner(command_timeout=0.5)
+    for kwargs in ({}, {"timeout": None}):
+        start = time.monotonic()
+        with pytest.raises(errors.CommandTimedOut, match="after 0.5s"):
+            runner.run(["sleep", "30"], **kwargs)
+        assert time.monotonic() - start < 5
+
+
+def test_local_no_limit_outlives_the_command_timeout_and_a_number_is_kept() -> None:
+    runner = LocalRunner(command_timeout=0.2)
+    slow = ["sh", "-c", "sleep 0.8; echo done"]
+    assert runner.run(slow, timeout=NO_LIMIT).stdout == "done\n"
+    assert runner.run(slow, timeout=10).stdout == "done\n"
 
 
 def test_missing_binary_is_exit_127_and_fails_when_checked() -> None:
@@ -336,6 +364,22 @@ def test_ssh_default_timeout_is_the_runner_command_timeout(server: SSHServer) ->
         runner.run(["sleep", "30"])
 
 
+def test_ssh_timeout_none_is_the_runners_command_timeout(server: SSHServer) -> None:
+    with server.runner(command_timeout=0.5) as runner:
+        start = time.monotonic()
+        with pytest.raises(errors.CommandTimedOut, match="after 0.5s"):
+            runner.run(["sleep", "30"], timeout=None)
+        assert time.monotonic() - start < 5
+
+
+def test_ssh_no_limit_outlives_the_command_timeout_and_a_number_is_kept(
+        server: SSHServer) -> None:
+    with server.runner(command_timeout=0.2) as runner:
+        slow = ["sh", "-c", "sleep 0.8; echo done"]
+        assert runner.run(slow, timeout=NO_LIMIT).stdout == "done\n"
+        assert runner.run(slow, timeout=10).stdout == "done\n"
+
+
 def test_ssh_connection_lost_mid_command_raises_and_reconnects(server: SSHServer) -> None:
     with server.runner() as runner:
         runner.run(["true"])
@@ -566,10 +610,23 @@ def test_docker_input_goes_to_stdin_which_is_then_closed() -> None:
     assert api.created[0]["stdin"] is True
 
 
-def test_docker_no_timeout_means_no_prefix() -> None:
+def test_docker_no_limit_means_no_prefix() -> None:
     api = FakeExecAPI([_frame(1, b"ok")])
-    DockerRunner("c", client=FakeClient(api), sessions=False).run(["true"], timeout=None)
+    DockerRunner("c", client=FakeClient(api), sessions=False).run(["true"], timeout=NO_LIMIT)
     assert api.created[0]["cmd"] == ["true"]
+
+
+def test_docker_timeout_none_is_the_runners_command_timeout() -> None:
+    api = FakeExecAPI()
+    runner = DockerRunner("c", client=FakeClient(api), sessions=False)
+    runner.run(["true"])
+    runner.run(["true"], timeout=None)
+    DockerRunner("c", client=FakeClient(api), sessions=False,
+                 command_timeout=42).run(["true"], timeout=None)
+    runner.run(["true"], timeout=7)
+    assert [c["cmd"][:4] for c in api.created] == [
+        ["timeout", "-s", "KILL", "600.000s"], ["timeout", "-s", "KILL", "600.000s"],
+        ["timeout", "-s", "KILL", "42.000s"], ["timeout", "-s", "KILL", "7.000s"]]
 
 
 def test_docker_output_that_never_ends_times_out_at_the_deadline(
@@ -591,6 +648,48 @@ def test_docker_kill_by_the_timeout_prefix_is_a_timeout() -> None:
     with pytest.raises(errors.CommandFailed) as caught:
         DockerRunner("c", client=FakeClient(quick), sessions=False).run(["oom"], timeout=30)
     assert not isinstance(caught.value, errors.CommandTimedOut)
+
+
+class FakeContainer:
+    """The parts of a docker SDK container ``exec_in`` reads."""
+
+    def __init__(self, api: FakeExecAPI) -> None:
+        self.client = FakeClient(api)
+        self.id = "0123abcd"
+        self.name = "dom0-a"
+
+
+def test_sandbox_exec_in_is_the_lab_runners_one_docker_exec() -> None:
+    from toolkit.lab.sandbox import EXEC_TIMEOUT, exec_in
+
+    api = FakeExecAPI([_frame(1, b"out\n"), _frame(2, b"err\n")], exit_code=3)
+    res = exec_in(FakeContainer(api), ["lvs", "-o", "lv_name"], check=False, env={"X": "1"})
+    assert (res.host, res.argv) == ("docker://dom0-a", ("lvs", "-o", "lv_name"))
+    assert (res.exit_code, res.stdout, res.stderr) == (3, "out\n", "err\n")
+    created = api.created[0]
+    assert created["container"] == "0123abcd"
+    assert created["cmd"] == ["timeout", "-s", "KILL", f"{EXEC_TIMEOUT:.3f}s", "lvs", "-o",
+                              "lv_name"]
+    assert created["environment"] == {"LC_ALL": "C", "X": "1"}
+    assert created["stdin"] is False and created["tty"] is False
+    with pytest.raises(errors.CommandFailed, match="exited 3"):
+        exec_in(FakeContainer(FakeExecAPI(exit_code=3)), ["false"])
+    assert exec_in(FakeContainer(FakeExecAPI(exit_code=3)), ["x"], ok_codes=(3,)).exit_code == 3
+
+
+def test_sandbox_exec_in_timeout_none_is_no_limit_and_a_kill_is_a_timeout() -> None:
+    from toolkit.lab.sandbox import exec_in
+
+    api = FakeExecAPI()
+    exec_in(FakeContainer(api), ["true"], timeout=None)
+    exec_in(FakeContainer(api), ["true"], timeout=NO_LIMIT)
+    exec_in(FakeContainer(api), ["true"], timeout=60)
+    assert [c["cmd"] for c in api.created] == [
+        ["true"], ["true"], ["timeout", "-s", "KILL", "60.000s", "true"]]
+    killed = FakeExecAPI(exit_code=137, delay=0.3)
+    with pytest.raises(errors.CommandTimedOut) as caught:
+        exec_in(FakeContainer(killed), ["sleep", "60"], timeout=0.2, check=False)
+    assert caught.value.result.host == "docker://dom0-a"
 
 
 def test_docker_sdk_is_imported_lazily() -> None:

@@ -92,27 +92,6 @@ def parse_domstate(text: str) -> str:
     return state
 
 
-def parse_domain_list(text: str) -> list[str]:
-    """Domain names from `virsh list --all --name`, in the order printed."""
-    # virsh ends the list with an empty line (just "\n" for no domains): its
-    # absence means the output was cut short, not that the list is shorter.
-    if text == "\n":
-        return []
-    if not text.endswith("\n\n"):
-        raise ParseError(f"virsh list --name: output is truncated: {text[-200:]!r}")
-    names = text[:-2].split("\n")
-    for name in names:
-        if not name.strip():
-            raise ParseError(f"virsh list --name: blank line inside the list: {text[:200]!r}")
-        if any(ord(c) < 32 or ord(c) == 127 for c in name):
-            raise ParseError(f"virsh list --name: control character in {name!r}")
-        if name.split()[:2] == ["Id", "Name"] or set(name) == {"-"}:
-            raise ParseError("virsh list: table output, not --name output")
-    if len(set(names)) != len(names):
-        raise ParseError("virsh list --name: a domain name appears twice")
-    return names
-
-
 def domain_missing(result: CommandResult) -> bool:
     """Whether virsh failed because the domain is not defined on that host."""
     if result.exit_code == 0:

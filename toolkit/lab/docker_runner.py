@@ -17,7 +17,14 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from ..errors import CommandFailed, CommandTimedOut
-from ..runners import DEFAULT_TIMEOUT, CommandResult, _checked, validate_argv
+from ..runners import (
+    DEFAULT_TIMEOUT,
+    NO_LIMIT,
+    CommandResult,
+    _checked,
+    time_limit,
+    validate_argv,
+)
 from .exec_session import FRAME_HEADER, POOL, Session, SessionLost
 
 _MAKE_LOCK = threading.Lock()  # the SDK's HTTP session is shared: one session start at a time
@@ -28,6 +35,7 @@ def _decode(data: bytes) -> str:
 
 
 _KILLED_BY_TIMEOUT = 137  # coreutils `timeout -s KILL` exits 128 + 9
+_EXEC_GRACE = 5.0  # seconds the client reads past a command's bound before it stops
 
 
 class DockerRunner:
@@ -37,19 +45,22 @@ class DockerRunner:
     timed command runs as ``timeout -s KILL N argv`` (coreutils, present in
     the Debian-based containers) to kill it inside the container, and the
     client also stops reading at a deadline a few seconds later in case
-    something still holds the output open.
+    something still holds the output open. A command that names no ``timeout``
+    may run ``command_timeout`` seconds; ``timeout=NO_LIMIT`` runs it unbounded.
     """
 
-    _GRACE = 5.0
+    _GRACE = _EXEC_GRACE
 
     def __init__(self, container: str, client: object | None = None, *,
-                 sessions: bool | None = None) -> None:
+                 sessions: bool | None = None,
+                 command_timeout: float = DEFAULT_TIMEOUT) -> None:
         self.container = container
         self.host = container
         self._client = client
         if sessions is None:
             sessions = os.environ.get("DOMUBK_LAB_EXEC", "session") != "direct"
         self.sessions = sessions
+        self.command_timeout = command_timeout
 
     @property
     def client(self):  # docker.DockerClient, imported lazily
@@ -77,62 +88,27 @@ class DockerRunner:
         argv: Sequence[str],
         *,
         check: bool = True,
-        timeout: float | None = DEFAULT_TIMEOUT,
+        timeout: float | None = None,
         input: str | None = None,
         ok_codes: Iterable[int] = (0,),
         env: Mapping[str, str] | None = None,
     ) -> CommandResult:
         """Run argv in the container, with LC_ALL=C and ``env`` added.
 
-        Through a pooled exec session unless ``sessions`` is off (then one docker exec each);
-        output cut short, or a kill by the ``timeout -s KILL`` prefix, is CommandTimedOut.
+        ``timeout`` as the ``Runner`` protocol says: seconds, None for ``command_timeout``,
+        NO_LIMIT for none. Through a pooled exec session unless ``sessions`` is off (then
+        one docker exec each, ``docker_exec``); output cut short, or a kill by the
+        ``timeout -s KILL`` prefix, is CommandTimedOut.
         """
         args = validate_argv(argv)
-        command = list(args)
-        if timeout is not None:
-            command = ["timeout", "-s", "KILL", f"{timeout:.3f}s", *command]
-        environment = {"LC_ALL": "C", **(env or {})}
-        if self.sessions:
-            return self._run_in_session(args, command, environment, check=check,
-                                        timeout=timeout, input=input, ok_codes=ok_codes)
-        api = self.client.api
-        start = time.monotonic()
-        exec_id = api.exec_create(self.container, command, stdout=True, stderr=True,
-                                  stdin=input is not None, tty=False,
-                                  environment=environment)["Id"]
-        sock = api.exec_start(exec_id, socket=True)
-        raw = getattr(sock, "_sock", sock)
-        deadline = None if timeout is None else start + timeout + self._GRACE
-        data = input.encode("utf-8", "surrogateescape") if input is not None else None
-        try:
-            out, err, complete = _read_exec_stream(
-                raw, data, deadline, lambda: bool(api.exec_inspect(exec_id).get("Running")))
-        finally:
-            raw.close()
-            if raw is not sock:
-                sock.close()
-        code = _exec_exit_code(api, exec_id, time.monotonic() + (10.0 if complete else 0.0))
-        return self._result(args, code, out, err, start, timeout, complete=complete,
-                            check=check, ok_codes=ok_codes)
-
-    def _result(self, args: tuple[str, ...], code: int | None, out: bytes, err: bytes,
-                start: float, timeout: float | None, *, complete: bool, check: bool,
-                ok_codes: Iterable[int], lost: str = "") -> CommandResult:
-        """The command's result, the same way however it ran: output cut short or a kill
-        by the timeout prefix is a timeout, no exit code is never a success."""
-        duration = time.monotonic() - start
-        result = CommandResult(self.host, args, -1 if code is None else code,
-                               _decode(out), _decode(err), duration)
-        if not complete or (timeout is not None and code == _KILLED_BY_TIMEOUT
-                            and duration >= timeout):
-            raise CommandTimedOut(result, f"command timed out after {timeout}s: "
-                                          f"{shlex.join(args)}")
-        if code is None:
-            if check:
-                raise CommandFailed(result, f"command `{shlex.join(args)}` ended without "
-                                            "an exit code" + (f" ({lost})" if lost else ""))
-            return result
-        return _checked(result, check, ok_codes)
+        limit = time_limit(timeout, self.command_timeout)
+        if not self.sessions:
+            return docker_exec(self.client.api, self.container, args, host=self.host,
+                               check=check, timeout=limit, input=input, ok_codes=ok_codes,
+                               env=env, grace=self._GRACE)
+        return self._run_in_session(args, _bounded(args, limit), _environment(env),
+                                    check=check, timeout=limit, input=input,
+                                    ok_codes=ok_codes)
 
     def _run_in_session(self, args: tuple[str, ...], command: list[str],
                         environment: dict[str, str], *, check: bool, timeout: float | None,
@@ -151,15 +127,81 @@ class DockerRunner:
             code, out, err = session.call(command, environment, data, deadline)
         except TimeoutError:
             session.close()
-            return self._result(args, None, b"", b"", start, timeout, complete=False,
-                                check=check, ok_codes=ok_codes)
+            return _exec_result(self.host, args, None, b"", b"", start, timeout,
+                                complete=False, check=check, ok_codes=ok_codes)
         except SessionLost as exc:
             session.close()
-            return self._result(args, None, b"", str(exc).encode(), start, timeout,
+            return _exec_result(self.host, args, None, b"", str(exc).encode(), start, timeout,
                                 complete=True, check=check, ok_codes=ok_codes, lost=str(exc))
         POOL.give_back(session)
-        return self._result(args, code, out, err, start, timeout, complete=True, check=check,
-                            ok_codes=ok_codes)
+        return _exec_result(self.host, args, code, out, err, start, timeout, complete=True,
+                            check=check, ok_codes=ok_codes)
+
+
+def docker_exec(api, container: str, argv: Sequence[str], *, host: str, check: bool = True,
+                timeout: float | None, input: str | None = None,
+                ok_codes: Iterable[int] = (0,), env: Mapping[str, str] | None = None,
+                grace: float = _EXEC_GRACE) -> CommandResult:
+    """Run argv in a container with one docker exec (``api``: the SDK's low-level client),
+    with LC_ALL=C and ``env`` added; the lab's one way to do it.
+
+    ``timeout``: the seconds the command may run, None (or NO_LIMIT) for no limit: already
+    resolved, this is no ``Runner``. A bounded command runs as ``timeout -s KILL N argv``
+    and the client stops reading ``grace`` seconds after the bound; output cut short, or a
+    kill by that prefix, is CommandTimedOut. The result is named ``host``.
+    """
+    args = validate_argv(argv)
+    if timeout == NO_LIMIT:
+        timeout = None
+    start = time.monotonic()
+    exec_id = api.exec_create(container, _bounded(args, timeout), stdout=True, stderr=True,
+                              stdin=input is not None, tty=False,
+                              environment=_environment(env))["Id"]
+    sock = api.exec_start(exec_id, socket=True)
+    raw = getattr(sock, "_sock", sock)
+    deadline = None if timeout is None else start + timeout + grace
+    data = input.encode("utf-8", "surrogateescape") if input is not None else None
+    try:
+        out, err, complete = _read_exec_stream(
+            raw, data, deadline, lambda: bool(api.exec_inspect(exec_id).get("Running")))
+    finally:
+        raw.close()
+        if raw is not sock:
+            sock.close()
+    code = _exec_exit_code(api, exec_id, time.monotonic() + (10.0 if complete else 0.0))
+    return _exec_result(host, args, code, out, err, start, timeout, complete=complete,
+                        check=check, ok_codes=ok_codes)
+
+
+def _bounded(args: tuple[str, ...], timeout: float | None) -> list[str]:
+    """argv as run in the container: under coreutils' ``timeout -s KILL`` when bounded."""
+    if timeout is None:
+        return list(args)
+    return ["timeout", "-s", "KILL", f"{timeout:.3f}s", *args]
+
+
+def _environment(env: Mapping[str, str] | None) -> dict[str, str]:
+    return {"LC_ALL": "C", **(env or {})}
+
+
+def _exec_result(host: str, args: tuple[str, ...], code: int | None, out: bytes, err: bytes,
+                 start: float, timeout: float | None, *, complete: bool, check: bool,
+                 ok_codes: Iterable[int], lost: str = "") -> CommandResult:
+    """The command's result, the same way however it ran: output cut short or a kill
+    by the timeout prefix is a timeout, no exit code is never a success."""
+    duration = time.monotonic() - start
+    result = CommandResult(host, args, -1 if code is None else code,
+                           _decode(out), _decode(err), duration)
+    if not complete or (timeout is not None and code == _KILLED_BY_TIMEOUT
+                        and duration >= timeout):
+        raise CommandTimedOut(result, f"command timed out after {timeout}s: "
+                                      f"{shlex.join(args)}")
+    if code is None:
+        if check:
+            raise CommandFailed(result, f"command `{shlex.join(args)}` ended without "
+                                        "an exit code" + (f" ({lost})" if lost else ""))
+        return result
+    return _checked(result, check, ok_codes)
 
 
 def close_sessions() -> None:

@@ -29,10 +29,11 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from .. import PREFIX
-from ..errors import CommandFailed, CommandTimedOut, ParseError, ToolkitError
+from ..errors import ParseError, ToolkitError
 from ..owned import parse_owned
-from ..runners import CommandResult, Runner, validate_argv
+from ..runners import CommandResult, Runner
 from . import LabEngine, say
+from .docker_runner import docker_exec
 from .images import ensure_dom0_image
 
 if TYPE_CHECKING:
@@ -131,26 +132,11 @@ class Sandbox:
 def exec_in(container: Container, argv: Sequence[str], *, check: bool = True,
             timeout: float | None = EXEC_TIMEOUT, ok_codes: Iterable[int] = (0,),
             env: Mapping[str, str] | None = None) -> CommandResult:
-    """Run argv in a container with docker exec; stdout and stderr kept apart."""
-    args = validate_argv(argv)
-    wrapped = args
-    if timeout is not None:
-        # docker exec has no timeout of its own: coreutils' timeout bounds the
-        # command inside the container (exit 124, or 137 once killed).
-        wrapped = ("timeout", "-k", "10", f"{timeout:g}", *args)
-    start = time.monotonic()
-    code, (out, err) = container.exec_run(list(wrapped), demux=True,
-                                          environment={"LC_ALL": "C", **(env or {})})
-    result = CommandResult(f"docker://{container.name}", args, code,
-                           (out or b"").decode("utf-8", "surrogateescape"),
-                           (err or b"").decode("utf-8", "surrogateescape"),
-                           time.monotonic() - start)
-    if timeout is not None and code in (124, 137):
-        raise CommandTimedOut(result, f"`{args[0]}` timed out after {timeout:g}s "
-                                      f"in {container.name}")
-    if check and code not in tuple(ok_codes):
-        raise CommandFailed(result)
-    return result
+    """Run argv in a container with one docker exec (the lab runner's ``docker_exec``);
+    stdout and stderr kept apart. ``timeout``: seconds, None for no limit."""
+    return docker_exec(container.client.api, container.id, argv,
+                       host=f"docker://{container.name}", check=check, timeout=timeout,
+                       ok_codes=ok_codes, env=env)
 
 
 def tar_bytes(files: Mapping[str, tuple[bytes, int]]) -> bytes:

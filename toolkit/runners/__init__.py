@@ -2,23 +2,33 @@
 
 Every command is an argv list. Only the SSH transport ever turns argv into a
 string, with ``shlex.join``, at the boundary. Results are frozen records;
-errors carry the result. The SSH transport (and paramiko) is imported only when
-a host needs it.
+errors carry the result. ``timeout`` means one thing for every runner (the
+``Runner`` protocol's docstring): seconds; None for the runner's own bound;
+NO_LIMIT for none. The SSH transport (and paramiko) is imported only when a
+host needs it.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .base import DEFAULT_TIMEOUT, CommandResult, Runner, _checked, validate_argv
+from .base import (
+    DEFAULT_TIMEOUT,
+    NO_LIMIT,
+    CommandResult,
+    Runner,
+    _checked,
+    time_limit,
+    validate_argv,
+)
 from .local import LocalRunner
 from .spec import HostSpec, parse_host_spec
 
 if TYPE_CHECKING:
     from .ssh import SSHRunner, remote_command
 
-__all__ = ["DEFAULT_TIMEOUT", "CommandResult", "HostSpec", "LocalRunner", "Runner",
-           "SSHRunner", "_checked", "parse_host_spec", "remote_command",
+__all__ = ["DEFAULT_TIMEOUT", "NO_LIMIT", "CommandResult", "HostSpec", "LocalRunner", "Runner",
+           "SSHRunner", "_checked", "parse_host_spec", "remote_command", "time_limit",
            "validate_argv"]
 
 

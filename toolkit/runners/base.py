@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -11,6 +12,11 @@ from ..errors import (
 )
 
 DEFAULT_TIMEOUT = 600.0
+"""The bound of a local or lab runner's command that names none (an SSH runner's is its
+``command_timeout``, from the config)."""
+
+NO_LIMIT = math.inf
+"""``timeout=NO_LIMIT``: the command may run as long as it takes (the one way to say so)."""
 
 
 @dataclass(frozen=True)
@@ -29,7 +35,19 @@ class CommandResult:
 
 @runtime_checkable
 class Runner(Protocol):
-    """Runs argv on one host."""
+    """Runs argv on one host.
+
+    ``timeout`` means the same for every runner:
+
+    - a number: the command may run that many seconds;
+    - ``None`` (the default): the runner's own bound, its ``command_timeout``
+      (``DEFAULT_TIMEOUT`` for a local or a lab runner, the config's
+      ``[ssh] command_timeout`` for an SSH runner): no command is unbounded by omission;
+    - ``NO_LIMIT`` (``math.inf``): no bound at all, said explicitly.
+
+    A command that outlives its bound raises CommandTimedOut. ``time_limit`` turns a
+    ``timeout`` into the seconds a runner waits (None for no limit).
+    """
 
     host: str
 
@@ -38,7 +56,7 @@ class Runner(Protocol):
         argv: Sequence[str],
         *,
         check: bool = True,
-        timeout: float | None = DEFAULT_TIMEOUT,
+        timeout: float | None = None,
         input: str | None = None,
         ok_codes: Iterable[int] = (0,),
         env: Mapping[str, str] | None = None,
@@ -46,13 +64,24 @@ class Runner(Protocol):
         """Run argv (never a shell line) on the host, with LC_ALL=C and ``env`` added.
 
         An exit code not in ``ok_codes`` raises CommandFailed when ``check``; a command that
-        outlives ``timeout`` seconds raises CommandTimedOut (what None means is the runner's).
+        outlives its bound raises CommandTimedOut. ``timeout``: seconds, None for the
+        runner's ``command_timeout``, NO_LIMIT for none (the class docstring).
         """
         ...
 
     def close(self) -> None:
         """Let go of the host: the SSH connection, if any (a local runner holds nothing)."""
         ...
+
+
+def time_limit(timeout: float | None, command_timeout: float) -> float | None:
+    """The seconds a command may run, None for no limit: ``timeout`` as the ``Runner``
+    protocol reads it (None is the runner's ``command_timeout``, NO_LIMIT none)."""
+    if timeout is None:
+        return command_timeout
+    if timeout == NO_LIMIT:
+        return None
+    return timeout
 
 
 def _checked(result: CommandResult, check: bool, ok_codes: Iterable[int]) -> CommandResult:

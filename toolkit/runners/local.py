@@ -15,14 +15,18 @@ from typing import cast
 from ..errors import (
     CommandTimedOut,
 )
-from .base import DEFAULT_TIMEOUT, CommandResult, _checked, validate_argv
+from .base import DEFAULT_TIMEOUT, CommandResult, _checked, time_limit, validate_argv
 
 
 class LocalRunner:
-    """Runs commands on this host with subprocess: argv, never a shell."""
+    """Runs commands on this host with subprocess: argv, never a shell.
 
-    def __init__(self, host: str = "local") -> None:
+    A command that names no ``timeout`` may run ``command_timeout`` seconds.
+    """
+
+    def __init__(self, host: str = "local", *, command_timeout: float = DEFAULT_TIMEOUT) -> None:
         self.host = host
+        self.command_timeout = command_timeout
 
     def close(self) -> None:
         """Nothing to let go of: every command was its own process."""
@@ -32,18 +36,20 @@ class LocalRunner:
         argv: Sequence[str],
         *,
         check: bool = True,
-        timeout: float | None = DEFAULT_TIMEOUT,
+        timeout: float | None = None,
         input: str | None = None,
         ok_codes: Iterable[int] = (0,),
         env: Mapping[str, str] | None = None,
     ) -> CommandResult:
         """Run argv here as a child process in a session of its own, with LC_ALL=C and ``env``.
 
-        ``timeout=None`` waits as long as it takes; at a timeout the whole process group is
+        ``timeout`` as the ``Runner`` protocol says: seconds, None for ``command_timeout``,
+        NO_LIMIT to wait as long as it takes. At the bound the whole process group is
         killed (CommandTimedOut). A missing or non-executable program exits 127 or 126, as
         in a shell.
         """
         args = validate_argv(argv)
+        limit = time_limit(timeout, self.command_timeout)
         full_env = {**os.environ, "LC_ALL": "C", **(env or {})}
         start = time.monotonic()
         try:
@@ -71,13 +77,13 @@ class LocalRunner:
         # (a file name, a progress line) into "\n".
         data = input.encode("utf-8", "surrogateescape") if input is not None else None
         try:
-            stdout, stderr = proc.communicate(data, timeout=timeout)
+            stdout, stderr = proc.communicate(data, timeout=limit)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
             stdout, stderr = _drain_after_kill(proc)
             result = CommandResult(self.host, args, -1, _text(stdout), _text(stderr),
                                    time.monotonic() - start)
-            raise CommandTimedOut(result, f"command timed out after {timeout}s: "
+            raise CommandTimedOut(result, f"command timed out after {limit}s: "
                                           f"{shlex.join(args)}") from None
         except BaseException:
             _kill_group(proc)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import math
 import os
 import re
 import select
@@ -24,7 +25,7 @@ from ..errors import (
     PeerUnreachable,
     UsageError,
 )
-from .base import CommandResult, _checked, validate_argv
+from .base import DEFAULT_TIMEOUT, CommandResult, _checked, time_limit, validate_argv
 from .spec import HostSpec
 
 # --- SSH -------------------------------------------------------------------
@@ -105,7 +106,7 @@ class SSHRunner:
         key_file: str | os.PathLike[str],
         known_hosts: str | os.PathLike[str],
         connect_timeout: float = 10.0,
-        command_timeout: float = 600.0,
+        command_timeout: float = DEFAULT_TIMEOUT,
         keepalive: int = 15,
     ) -> None:
         if spec.scheme != "ssh":
@@ -211,11 +212,11 @@ class SSHRunner:
         ok_codes: Iterable[int] = (0,),
         env: Mapping[str, str] | None = None,
     ) -> CommandResult:
-        """Run argv on the peer. ``timeout=None`` means the runner's command_timeout:
-        a remote command is never unbounded."""
+        """Run argv on the peer. ``timeout`` as the ``Runner`` protocol says: seconds, None
+        for the runner's ``command_timeout`` (from the config), NO_LIMIT for none."""
         args = validate_argv(argv)
         command = remote_command(args, env)
-        limit = self.command_timeout if timeout is None else timeout
+        limit = time_limit(timeout, self.command_timeout)
         start = time.monotonic()
         channel = self._open_channel()
         try:
@@ -227,7 +228,8 @@ class SSHRunner:
                                  "whether it ran on the peer is unknown", host=self.host) from None
         data = input.encode("utf-8", "surrogateescape") if input is not None else b""
         try:
-            code, out, err = self._pump(channel, data, start + limit)
+            code, out, err = self._pump(channel, data,
+                                        math.inf if limit is None else start + limit)
         except _Deadline as hit:
             # Closing the channel makes sshd hang up on the command; a remote
             # process that ignores SIGHUP and never writes may outlive it.
