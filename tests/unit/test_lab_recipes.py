@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from toolkit.lab import build_cached, cache_dir, prune, recipe_dir, tree_hash
+from toolkit.lab.images import dom0_packages
 from toolkit.lab.vm import VmImage, console_tail, qemu_argv, read_packages
 
 
@@ -137,10 +138,14 @@ def test_cpu_is_every_emulated_feature_but_avx_unless_overridden(
     assert argv[argv.index("-cpu") + 1] == "qemu64"
 
 
-def test_dom0_recipe_builds_on_the_local_slim_base_and_disables_udev() -> None:
+def test_dom0_recipe_builds_on_its_natively_made_root_and_disables_udev() -> None:
     dockerfile = (recipe_dir("dom0") / "Dockerfile").read_text()
     assert [ln for ln in dockerfile.splitlines() if ln.startswith("FROM ")] == [
-        "FROM debian:bookworm-slim"]
+        "FROM domubk-dom0-root"]
+    # Nothing is installed under the VM's emulation: the packages come with the root.
+    assert "apt-get" not in dockerfile
+    assert {"lvm2", "kpartx", "openssh-server", "rsync", "python3-paramiko", "tini"} <= set(
+        dom0_packages())
     assert "DM_DISABLE_UDEV=1" in dockerfile
     settings = {line.split("=")[0].strip(): line.split("=")[1].strip()
                 for line in (recipe_dir("dom0") / "lvmlocal.conf").read_text().splitlines()

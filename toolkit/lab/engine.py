@@ -240,7 +240,7 @@ def _ensure_baked(image: vm.VmImage, log: Callable[[str], None]) -> Path:
     proc = vm.boot(image.disk, image, bake_dir)
     try:
         engine = LabEngine("vm", proc.docker_host)
-        images_mod.ensure_base_tarball(log)  # host work, while the VM boots
+        images_mod.ensure_dom0_root_tarball(log)  # host work, while the VM boots
         vm.wait_ready(proc, lambda: answers(engine, timeout=3), BOOT_TIMEOUT)
         images_mod.ensure_dom0_image(engine, log)
         # A layer cut from a VM that did not shut down cleanly could hold a
