@@ -230,24 +230,25 @@ def recover(c, domu=None, host="both", config=None, node=None):
             inventories[(local, "source")] = rec.take_inventory(source, cfg, "source")
         done: list[str] = []
         for name in names:
-            dcfg = cfg.domain(name)
+            domain_cfg = cfg.domain(name)
             peer = None
-            if host in ("peer", "both") and dcfg.peer != local and dcfg.peer not in down:
-                if dcfg.peer not in peers:
-                    runner = peer_runner(cfg, dcfg.peer)
+            if (host in ("peer", "both") and domain_cfg.peer != local
+                    and domain_cfg.peer not in down):
+                if domain_cfg.peer not in peers:
+                    runner = peer_runner(cfg, domain_cfg.peer)
                     try:
-                        inventories[(dcfg.peer, "peer")] = rec.take_inventory(runner, cfg,
+                        inventories[(domain_cfg.peer, "peer")] = rec.take_inventory(runner, cfg,
                                                                               "peer")
                     except (PeerUnreachable, HostKeyRejected, ConnectionLost) as exc:
                         runner.close()
-                        down[dcfg.peer] = exc
-                        stderr_log(f"peer {dcfg.peer} cannot be reached, recovering {local} "
+                        down[domain_cfg.peer] = exc
+                        stderr_log(f"peer {domain_cfg.peer} cannot be reached, recovering {local} "
                                    f"only: {exc}")
                     else:
-                        peers[dcfg.peer] = runner
-                peer = peers.get(dcfg.peer)
+                        peers[domain_cfg.peer] = runner
+                peer = peers.get(domain_cfg.peer)
             seen = {"source": inventories.get((local, "source")),
-                    "peer": inventories.get((dcfg.peer, "peer"))}
+                    "peer": inventories.get((domain_cfg.peer, "peer"))}
             if not any(inv is not None and inv.pending(cfg, name) for inv in seen.values()):
                 continue
             with domain_lock(cfg.defaults.lock_dir, name):

@@ -116,7 +116,7 @@ class SideBySide:
     def _worker(self) -> None:
         ex = self.ex
         while (step := self._next()) is not None:
-            fr = next(x for x in ex.report.filesystems if x.name == step.fs)
+            fs_report = next(x for x in ex.report.filesystems if x.name == step.fs)
             start, wall = time.monotonic(), time.time()
             try:
                 ex.fire("before", step)
@@ -133,7 +133,7 @@ class SideBySide:
                 if first:
                     self._halt()
                 else:
-                    fr.outcome = "stopped"  # terminated because the run is stopping
+                    fs_report.outcome = "stopped"  # terminated because the run is stopping
                 return
             finally:
                 ex.report.add_step(step.host, step.action, step.fs, wall,

@@ -299,8 +299,8 @@ class Executor:
         """Name the guest paths, then plan the copies again with their excludes: the
         second part of the plan, logged as the first is printed."""
         self.guest_paths = guest_paths(self.plan, self.config, self.source, self.log)
-        for fr in self.report.filesystems:
-            fr.guest_path = self.guest_paths.get(fr.name, fr.guest_path)
+        for fs_report in self.report.filesystems:
+            fs_report.guest_path = self.guest_paths.get(fs_report.name, fs_report.guest_path)
         p = self.plan
         again = {s.fs: s for s in copy_steps(self.config, p.domain, p.snapshots,
                                              p.filesystems, p.peer_address, p.peer_port,
@@ -334,10 +334,10 @@ class Executor:
     def copy(self, step: Step, on_start: Callable[[object], None] | None = None) -> None:
         """An ``rsync`` step: one filesystem copied, its statistics and outcome reported."""
         f = self._filesystem(step)
-        fr = next(x for x in self.report.filesystems if x.name == f.name)
+        fs_report = next(x for x in self.report.filesystems if x.name == f.name)
         d = self.config.defaults
         if not d.copy_unlisted and f.name not in self.guest_paths:
-            fr.outcome = "skipped"
+            fs_report.outcome = "skipped"
             self.log(f"{f.name}: not named by the guest fstab nor an override; skipped "
                      "(copy_unlisted = false)")
             return
@@ -358,28 +358,28 @@ class Executor:
                                 on_start=started)
             else:
                 result = self.source.run(argv, check=False, timeout=NO_LIMIT)
-        fr.duration = round(time.monotonic() - start, 3)
+        fs_report.duration = round(time.monotonic() - start, 3)
         stats = parse_stats(result.stdout)
-        fr.files, fr.files_transferred = stats.files, stats.files_transferred
-        fr.files_deleted, fr.total_size = stats.files_deleted, stats.total_size
-        fr.transferred_size, fr.bytes_sent = stats.transferred_size, stats.bytes_sent
-        fr.bytes_received = stats.bytes_received
+        fs_report.files, fs_report.files_transferred = stats.files, stats.files_transferred
+        fs_report.files_deleted, fs_report.total_size = stats.files_deleted, stats.total_size
+        fs_report.transferred_size, fs_report.bytes_sent = stats.transferred_size, stats.bytes_sent
+        fs_report.bytes_received = stats.bytes_received
         try:
             check_snapshots(self.source, self.plan, self.report)
         except SnapshotInvalid:
-            fr.outcome = "failed"  # what it read may be torn: not a copy
+            fs_report.outcome = "failed"  # what it read may be torn: not a copy
             raise
         if watch.error is not None:
-            fr.outcome = "failed"
+            fs_report.outcome = "failed"
             raise watch.error
         err = rsync_outcome(result.exit_code, result.stderr,
                             allow_vanished=d.allow_vanished, host=self.plan.source_host)
         if isinstance(err, PeerFull):
             err = self._out_of_inodes(f) or err
         if err is not None:
-            fr.outcome = "failed"
+            fs_report.outcome = "failed"
             raise err
-        fr.outcome = "copied"
+        fs_report.outcome = "copied"
 
     def _out_of_inodes(self, f: FilesystemPlan) -> PeerFull | None:
         """A full standby that ran out of inodes, not space (statvfs on both mounts)."""

@@ -396,12 +396,12 @@ def filesystem_fates(facts: BackupFacts, config: Config) -> tuple[FsFate, ...]:
 
     A name in skip_filesystems that is no filesystem of the domain's disks is a ConfigError.
     """
-    dcfg = config.domain(facts.domain)
-    excluded = frozenset(dcfg.skip_filesystems)
+    domain_cfg = config.domain(facts.domain)
+    excluded = frozenset(domain_cfg.skip_filesystems)
     known = {f.name for disk in facts.disks
              for f in (*disk.filesystems, *disk.target_filesystems)}
     known |= {disk.target for disk in facts.skipped_disks}
-    for name in dcfg.skip_filesystems:
+    for name in domain_cfg.skip_filesystems:
         if name not in known:
             raise ConfigError(f"{config.path}: domains.{facts.domain}.{SKIP_KEY}: {name} is no "
                               f"filesystem of domain {facts.domain}'s disks (they hold: "
@@ -423,7 +423,7 @@ def filesystem_fates(facts: BackupFacts, config: Config) -> tuple[FsFate, ...]:
             ok, why = _copyable(fs)
             fate, reason = ("copy", "") if ok else ("skipped", why)
         fates.append(FsFate(name, disk.disk.target, fate, reason, fstype,
-                            dcfg.mounts.get(name)))
+                            domain_cfg.mounts.get(name)))
 
     for disk in facts.disks:
         ours = {f.name for f in disk.filesystems}
@@ -463,9 +463,9 @@ def not_empty_argv(mountpoint: str) -> tuple[str, ...]:
             "lost+found", "-print", "-quit")
 
 
-def guest_fstab_path(fsp: FilesystemPlan) -> str:
+def guest_fstab_path(fs_plan: FilesystemPlan) -> str:
     """Where a mounted guest filesystem would hold the guest's /etc/fstab."""
-    return posixpath.join(fsp.source_mount, "etc", "fstab")
+    return posixpath.join(fs_plan.source_mount, "etc", "fstab")
 
 
 def guest_file_argvs(path: str) -> tuple[tuple[str, ...], ...]:
@@ -480,7 +480,7 @@ def guest_file_argvs(path: str) -> tuple[tuple[str, ...], ...]:
 def plan_backup(facts: BackupFacts, config: Config, run_id: str, *,
                 allow_mass_delete: bool = False) -> Plan:
     """Build the ordered two-host plan for one domain; raises on a layout that cannot work."""
-    dcfg = config.domain(facts.domain)
+    domain_cfg = config.domain(facts.domain)
     d = config.defaults
     sep = d.kpartx_delimiter
     run_dir_name = f"{facts.domain}.{run_id}"
@@ -489,7 +489,7 @@ def plan_backup(facts: BackupFacts, config: Config, run_id: str, *,
                           "run directory")
     dst_root = path_under(d.target_prefix, posixpath.join(d.target_prefix, run_dir_name),
                           "run directory")
-    size_args = dcfg.effective_snapshot_size(d).lvcreate_args()
+    size_args = domain_cfg.effective_snapshot_size(d).lvcreate_args()
 
     steps: list[Step] = []
     snapshots: list[SnapshotPlan] = []
@@ -516,7 +516,7 @@ def plan_backup(facts: BackupFacts, config: Config, run_id: str, *,
             f"{SKIP_KEY} = [{names}] in [domains.{facts.domain}]",
             host=facts.source_host,
         )
-    excluded = frozenset(dcfg.skip_filesystems)
+    excluded = frozenset(domain_cfg.skip_filesystems)
     problems: list[str] = []
     for disk in facts.disks:
         problems += [f"disk {disk.disk.target}: {p}" for p in compare_layouts(disk, excluded)]
@@ -569,7 +569,7 @@ def plan_backup(facts: BackupFacts, config: Config, run_id: str, *,
                 steps.append(volume_map_step(SOURCE, src_name, fs.volume, src_dev))
                 peer_alias_steps.append(volume_map_step(PEER, dst_name, fs.volume, dst_dev))
                 src_dev, dst_dev = f"/dev/mapper/{src_name}", f"/dev/mapper/{dst_name}"
-            fsp = FilesystemPlan(
+            fs_plan = FilesystemPlan(
                 name=fs.name, disk=disk.disk.target, fstype=fs.probe.type, uuid=fs.probe.uuid,
                 label=fs.probe.label,
                 partition=fs.partition.number if fs.partition else None,
@@ -581,11 +581,11 @@ def plan_backup(facts: BackupFacts, config: Config, run_id: str, *,
                                         "mount point"),
                 target_mount=path_under(dst_root, posixpath.join(dst_root, fs.name),
                                         "mount point"),
-                guest_path=dcfg.mounts.get(fs.name),
+                guest_path=domain_cfg.mounts.get(fs.name),
                 guest_vg=fs.volume.vg if fs.volume else None,
                 guest_lv=fs.volume.name if fs.volume else None,
             )
-            filesystems.append(fsp)
+            filesystems.append(fs_plan)
 
     if not filesystems:
         raise MountRefused(f"domain {facts.domain}: no filesystem to copy ({'; '.join(skipped)})",
@@ -601,35 +601,38 @@ def plan_backup(facts: BackupFacts, config: Config, run_id: str, *,
                         note="tool-owned mount prefix (kept between runs)"))
         out.append(Step(host, "mkdir", ("mkdir", "-m", "0700", root),
                         undo=("rmdir", root), exists=dir_probe(root), resource=root))
-        for fsp in filesystems:
-            mnt = fsp.source_mount if host == SOURCE else fsp.target_mount
-            dev = fsp.source_device if host == SOURCE else fsp.target_device
-            opts = (SOURCE_MOUNT_OPTIONS if host == SOURCE else TARGET_MOUNT_OPTIONS)[fsp.fstype]
+        for fs_plan in filesystems:
+            mnt = fs_plan.source_mount if host == SOURCE else fs_plan.target_mount
+            dev = fs_plan.source_device if host == SOURCE else fs_plan.target_device
+            options = SOURCE_MOUNT_OPTIONS if host == SOURCE else TARGET_MOUNT_OPTIONS
+            opts = options[fs_plan.fstype]
             out.append(Step(host, "mkdir", ("mkdir", "-m", "0700", mnt), undo=("rmdir", mnt),
-                            exists=dir_probe(mnt), resource=mnt, fs=fsp.name))
+                            exists=dir_probe(mnt), resource=mnt, fs=fs_plan.name))
             out.append(Step(
-                host, "mount", ("mount", "-t", fsp.fstype, "-o", opts, dev, mnt),
+                host, "mount", ("mount", "-t", fs_plan.fstype, "-o", opts, dev, mnt),
                 undo=("umount", mnt), exists=mount_probe(mnt), resource=mnt,
-                fs=fsp.name,
-                note=f"{fsp.fstype} UUID={fsp.uuid} -> guest {fsp.guest_path or '(from fstab)'}",
+                fs=fs_plan.name,
+                note=(f"{fs_plan.fstype} UUID={fs_plan.uuid} -> guest "
+                      f"{fs_plan.guest_path or '(from fstab)'}"),
             ))
 
     # Prove the source mounts before reading any guest data from them, and the
     # standby's before anything is written there (R7, R8).
     steps += source_mount_steps
-    for fsp in filesystems:
-        steps.append(Step(SOURCE, "check", tuple(findmnt_argv(fsp.source_mount, device=True)),
-                          fs=fsp.name,
-                          probes=(stat_argv(fsp.source_device),
-                                  not_empty_argv(fsp.source_mount)),
-                          note=f"prove {fsp.source_mount} is {fsp.source_device}, not empty"))
-    steps.append(fstab_step(filesystems, dcfg.mounts))
+    for fs_plan in filesystems:
+        steps.append(Step(SOURCE, "check", tuple(findmnt_argv(fs_plan.source_mount, device=True)),
+                          fs=fs_plan.name,
+                          probes=(stat_argv(fs_plan.source_device),
+                                  not_empty_argv(fs_plan.source_mount)),
+                          note=(f"prove {fs_plan.source_mount} is {fs_plan.source_device}, "
+                                "not empty")))
+    steps.append(fstab_step(filesystems, domain_cfg.mounts))
     steps += peer_alias_steps
     steps += target_mount_steps
-    for fsp in filesystems:
-        steps.append(Step(PEER, "check", tuple(findmnt_argv(fsp.target_mount, device=True)),
-                          fs=fsp.name, probes=(stat_argv(fsp.target_device),),
-                          note=f"prove {fsp.target_mount} is {fsp.target_device}"))
+    for fs_plan in filesystems:
+        steps.append(Step(PEER, "check", tuple(findmnt_argv(fs_plan.target_mount, device=True)),
+                          fs=fs_plan.name, probes=(stat_argv(fs_plan.target_device),),
+                          note=f"prove {fs_plan.target_mount} is {fs_plan.target_device}"))
     marker = marker_path(config, facts.domain)
     steps.append(Step(PEER, "marker", tuple(replace_file_argv(marker)), resource=marker,
                       state="dirty", probes=(("cat", "--", marker),),
@@ -681,17 +684,17 @@ def copy_steps(config: Config, domain: str, snapshots: Sequence[SnapshotPlan],
              if d.snapshot_extend else
              f"; a snapshot at {d.snapshot_max_fill}% full stops the copy")
     steps: list[Step] = []
-    for fsp in filesystems:
-        guest_path = guest_paths.get(fsp.name)
-        argv = transfer_argv(config, domain, fsp, peer_address, peer_port, guest_path,
+    for fs_plan in filesystems:
+        guest_path = guest_paths.get(fs_plan.name)
+        argv = transfer_argv(config, domain, fs_plan, peer_address, peer_port, guest_path,
                              allow_mass_delete=allow_mass_delete)
-        note = f"copy {fsp.name} to the standby"
+        note = f"copy {fs_plan.name} to the standby"
         if guest_path is None:
             note += " (guest path and its excludes from the guest fstab at run time)"
         else:
             note += f" (guest {guest_path})"
         note += watch
-        steps.append(Step(SOURCE, "rsync", tuple(argv), fs=fsp.name, note=note,
+        steps.append(Step(SOURCE, "rsync", tuple(argv), fs=fs_plan.name, note=note,
                           probes=health))
     return steps
 
@@ -717,20 +720,20 @@ def boot_area_steps(facts: BackupFacts, run_id: str) -> list[Step]:
     return steps
 
 
-def transfer_argv(config: Config, domain: str, fsp: FilesystemPlan, peer_address: str,
+def transfer_argv(config: Config, domain: str, fs_plan: FilesystemPlan, peer_address: str,
                   peer_port: int, guest_path: str | None, *,
                   allow_mass_delete: bool = False) -> list[str]:
     """The rsync argv copying one filesystem, with the domain's excludes for its guest path."""
     d = config.defaults
-    dcfg = config.domain(domain)
+    domain_cfg = config.domain(domain)
     ssh = config.ssh
     return rsync_argv(
-        fsp.source_mount, peer_address, fsp.target_mount,
+        fs_plan.source_mount, peer_address, fs_plan.target_mount,
         SshOptions(key=str(ssh.key), known_hosts=str(ssh.known_hosts), port=peer_port,
                    connect_timeout=math.ceil(ssh.connect_timeout), keepalive=int(ssh.keepalive),
                    cipher=ssh.cipher or "", compress=d.compress),
-        excludes=relative_excludes(list(dcfg.effective_excludes(d)), guest_path),
-        extra_args=list(dcfg.effective_rsync_args(d)),
+        excludes=relative_excludes(list(domain_cfg.effective_excludes(d)), guest_path),
+        extra_args=list(domain_cfg.effective_rsync_args(d)),
         bwlimit=d.bwlimit or "",
         max_delete=None if allow_mass_delete else d.max_delete,
     )

@@ -301,9 +301,9 @@ def locate(config: Config, domain: str, source: Runner, local_name: str) -> str:
     Only the local hypervisor is asked: a run learns whether it is the source before it
     connects to the peer or touches anything.
     """
-    dcfg = config.domain(domain)
+    domain_cfg = config.domain(domain)
     uri = config.hypervisor_uri
-    peer_name = dcfg.peer
+    peer_name = domain_cfg.peer
     state = domain_state(source, uri, domain)
     if state is None:
         raise DomainNotDefinedHere(f"domain {domain} is not defined in {uri}", host=local_name)
@@ -345,7 +345,7 @@ def gather(config: Config, domain: str, source: Runner, peer_factory: Callable[[
 
     peer_reads = _PeerReads(peer_factory, peer_name, uri, domain, connected=connected)
     try:
-        return _gather_rest(config, domain, source, local_name, state, peer_reads)
+        return _read_facts(config, domain, source, local_name, state, peer_reads)
     except ToolkitError:
         # A failed source check: let the peer's reads end first, so no connection is
         # still being made while the caller closes its runners. (A signal does not wait.)
@@ -387,9 +387,9 @@ class _PeerReads:
 # pragma: no mutate end
 
 
-def _gather_rest(config: Config, domain: str, source: Runner, local_name: str, state: str,
+def _read_facts(config: Config, domain: str, source: Runner, local_name: str, state: str,
                  peer_reads: _PeerReads) -> tuple[Preflight, Runner]:
-    dcfg = config.domain(domain)
+    domain_cfg = config.domain(domain)
     uri = config.hypervisor_uri
     peer_name, peer_spec = config.peer_of(domain)
     check_binaries(source, SOURCE_BINARIES)
@@ -403,7 +403,7 @@ def _gather_rest(config: Config, domain: str, source: Runner, local_name: str, s
     targets: list[tuple[str, str]] = []
     for disk in backed:
         assert disk.source is not None
-        spec = dcfg.disks.get(disk.target)
+        spec = domain_cfg.disks.get(disk.target)
         targets.append((spec.target_lv if spec and spec.target_lv else disk.source,
                         disk.target))
 
@@ -479,8 +479,8 @@ def _source_disks(config: Config, domain: str, source: Runner, local_name: str,
 
     A disk that holds only swap gets no snapshot, so it needs no room in its VG.
     """
-    dcfg = config.domain(domain)
-    size = dcfg.effective_snapshot_size(config.defaults)
+    domain_cfg = config.domain(domain)
+    size = domain_cfg.effective_snapshot_size(config.defaults)
     vg_need: dict[str, int] = {}
     source_disks: list[tuple[LogicalVolume, _Layout]] = []
     for disk in backed:

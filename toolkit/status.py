@@ -40,7 +40,7 @@ def domain_status(config: Config, domain: str, *, peer_marker: dict | None = Non
     that recover cleaned counts as a failure ("interrupted") unless the run wrote its own
     report, which then stands.
     """
-    dcfg = config.domain(domain)
+    domain_cfg = config.domain(domain)
     history = Path(config.defaults.report_dir) / "history.jsonl"
     records: list[dict] = []
     for line in history.read_text().splitlines() if history.exists() else []:
@@ -77,7 +77,7 @@ def domain_status(config: Config, domain: str, *, peer_marker: dict | None = Non
             success_at = peer_marker.get("last_success")
             success_run = peer_marker.get("last_success_run_id")
     return DomainStatus(
-        domain=domain, peer=dcfg.peer,
+        domain=domain, peer=domain_cfg.peer,
         last_outcome=last.get("outcome") if last else None,
         last_run_id=last.get("run_id") if last else None,
         last_success=success_at,

@@ -182,10 +182,11 @@ def test_each_copy_records_its_duration_to_the_millisecond_and_rsyncs_statistics
     ex.run()
     stats = parse_stats(RSYNC_STATS)
     assert stats.bytes_received > 0
-    for fr in report.filesystems:
-        assert fr.outcome == "copied" and fr.duration == 1.234, fr
-        assert (fr.files, fr.files_transferred, fr.files_deleted, fr.total_size,
-                fr.transferred_size, fr.bytes_sent, fr.bytes_received) == (
+    for fs_report in report.filesystems:
+        assert fs_report.outcome == "copied" and fs_report.duration == 1.234, fs_report
+        assert (fs_report.files, fs_report.files_transferred, fs_report.files_deleted,
+                fs_report.total_size, fs_report.transferred_size, fs_report.bytes_sent,
+                fs_report.bytes_received) == (
             stats.files, stats.files_transferred, stats.files_deleted, stats.total_size,
             stats.transferred_size, stats.bytes_sent, stats.bytes_received)
 

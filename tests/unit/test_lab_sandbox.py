@@ -225,10 +225,10 @@ def test_node_xml_defines_every_domain_running_where_it_runs(dom0) -> None:
 def test_config_sends_each_domain_to_the_other_host_by_disk() -> None:
     cfg = load_config(SANDBOX / "backup.toml", check_permissions=False)
     for dom in guest_domains(ROOT):
-        dcfg = cfg.domain(dom.name)
+        domain_cfg = cfg.domain(dom.name)
         peer = PEER[RUNS_ON[dom.name]]
-        assert dcfg.peer == peer
-        assert {t: d.target_lv for t, d in dcfg.disks.items()} == {
+        assert domain_cfg.peer == peer
+        assert {t: d.target_lv for t, d in domain_cfg.disks.items()} == {
             disk.device: f"/dev/{VG[peer]}/{lv_name(dom, disk.device)}" for disk in dom.disks}
 
 

@@ -121,8 +121,8 @@ def test_rsyncs_ssh_connect_timeout_is_rounded_up_never_to_zero(tmp_path, second
     cfg = config(tmp_path)
     cfg = dataclasses.replace(cfg, ssh=dataclasses.replace(cfg.ssh, connect_timeout=seconds))
     p = plan_backup(web01_facts(), cfg, run_id="20260101T000000Z-abcd")
-    fsp = p.filesystems[0]
-    argv = transfer_argv(cfg, "web01", fsp, "root@10.0.0.2", 22, "/")
+    fs_plan = p.filesystems[0]
+    argv = transfer_argv(cfg, "web01", fs_plan, "root@10.0.0.2", 22, "/")
     rsh = argv[argv.index("-e") + 1] if "-e" in argv else next(a for a in argv
                                                                if "ConnectTimeout" in a)
     assert f"ConnectTimeout={expected}" in rsh
