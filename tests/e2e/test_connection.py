@@ -39,10 +39,6 @@ def fast_config(runner):
     runner.run(["chmod", "0600", FAST])
 
 
-def marker(lab):
-    return standby_marker(lab, "web01")
-
-
 def web01_mounts(runner):
     res = runner.run(["findmnt", "-rn", "-o", "TARGET"], timeout=60)
     return [t for t in res.stdout.split() if "/web01." in t]
@@ -61,7 +57,7 @@ def test_peer_lost_mid_run_is_reported_and_recover_cleans_the_peer(fresh):
         run = start_backup(fresh, "web01", "--config", FAST)
         wait_for("the run to reach its first rsync", lambda: flag_set(fresh, "dom0-a",
                                                                        IN_RSYNC), timeout=300)
-        assert marker(fresh)["state"] == "dirty"
+        assert standby_marker(fresh, "web01")["state"] == "dirty"
         net.disconnect("dom0-b")
         try:
             assert run.wait(timeout=300) == 44  # not forever: the run notices the lost peer
@@ -85,7 +81,7 @@ def test_peer_lost_mid_run_is_reported_and_recover_cleans_the_peer(fresh):
     assert web01_mounts(b) == []
     ok = run_backup(fresh, "web01")
     assert ok.exit_code == 0, ok.stdout + ok.stderr
-    assert marker(fresh)["state"] == "clean"
+    assert standby_marker(fresh, "web01")["state"] == "clean"
 
 
 def test_ssh_session_killed_mid_rsync_leaves_standby_dirty_and_next_run_converges(fresh):
@@ -109,13 +105,13 @@ def test_ssh_session_killed_mid_rsync_leaves_standby_dirty_and_next_run_converge
     b.run(["kill", "-KILL", session])
     code = run.wait(timeout=300)  # not forever: the run notices its session died
     assert code == 44, code
-    assert marker(fresh)["state"] == "dirty"
+    assert standby_marker(fresh, "web01")["state"] == "dirty"
     assert fresh.sandbox.leak_report("dom0-a") == []  # the source is torn down, uncleaned
     report = json.loads(a.run(["cat", "/var/lib/domu-backup/reports/web01.json"]).stdout)
     assert "run `recover`" in report["message"]
     ok = run_backup(fresh, "web01")
     assert ok.exit_code == 0, ok.stdout + ok.stderr
-    assert marker(fresh)["state"] == "clean"
+    assert standby_marker(fresh, "web01")["state"] == "clean"
     assert {x.name: x.differences for x in audit(fresh, "web01") if x.differences} == {}
 
 
@@ -147,10 +143,10 @@ def test_peer_frozen_mid_transfer_is_ended_by_timeouts_then_a_plain_run_converge
     assert "domubk" not in a.run(["lvs", "--noheadings", "-o", "lv_name"]).stdout
     assert fresh.sandbox.leak_report("dom0-a") == []
     assert fresh.sandbox.leak_report("dom0-b") != []  # what the next run must clean
-    assert marker(fresh)["state"] == "dirty"
+    assert standby_marker(fresh, "web01")["state"] == "dirty"
     ok = run_backup(fresh, "web01")
     assert ok.exit_code == 0, ok.stdout + ok.stderr
     report = json.loads(a.run(["cat", "/var/lib/domu-backup/reports/web01.json"]).stdout)
     assert any("dom0-b" in line for line in report["cleaned"]), report["cleaned"]
-    assert marker(fresh)["state"] == "clean"
+    assert standby_marker(fresh, "web01")["state"] == "clean"
     assert {x.name: x.differences for x in audit(fresh, "web01") if x.differences} == {}

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from toolkit.lab.rehearse import audit, run_backup, standby_marker
+from toolkit.lab.rehearse import audit, leftovers, run_backup, standby_marker
 
 pytestmark = pytest.mark.e2e
 
@@ -22,10 +22,6 @@ def parallel_config(lab) -> None:
     r.run(["dd", f"of={PARALLEL}", "status=none"],
           input=text.replace("[defaults]\n", "[defaults]\ncopy_jobs = 2\n", 1))
     r.run(["chmod", "0600", PARALLEL])
-
-
-def leftovers(lab):
-    return {c: lab.sandbox.leak_report(c) for c in ("dom0-a", "dom0-b")}
 
 
 def test_side_by_side_copies_overlap_converge_and_stop_cleanly_on_a_signal(fresh):

@@ -20,10 +20,6 @@ SOURCE = "/dev/vg_a/web01"
 STANDBY = "/dev/vg_b/web01"
 
 
-def marker(lab):
-    return standby_marker(lab, "web01")
-
-
 def small_snapshot_config(lab):
     a = lab.runner("dom0-a")
     text = a.run(["cat", "/etc/domu-backup/backup.toml"]).stdout
@@ -93,7 +89,7 @@ def test_snapshot_overflowing_while_rsync_reads_deletes_nothing_on_the_standby(f
     print({k: round(v - moments["rsync started"], 1) for k, v in moments.items()})
     assert still_copying, f"the overflow landed after rsync ended: {moments}"
     assert code == 31, code
-    assert marker(fresh)["state"] == "dirty"
+    assert standby_marker(fresh, "web01")["state"] == "dirty"
     after = tree_digest(fresh, "dom0-b", STANDBY)
     lost = {p: v for p, v in before.items() if after.get(p) != v}
     assert lost == {}, f"the standby lost or changed {len(lost)} entries: {sorted(lost)[:10]}"
@@ -101,4 +97,4 @@ def test_snapshot_overflowing_while_rsync_reads_deletes_nothing_on_the_standby(f
     # the next run, with room in its snapshot, converges
     ok = run_backup(fresh, "web01")
     assert ok.exit_code == 0, ok.stdout + ok.stderr
-    assert marker(fresh)["state"] == "clean"
+    assert standby_marker(fresh, "web01")["state"] == "clean"

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import pytest
 
+from toolkit.lab.audit import sha256
 from toolkit.lab.rehearse import (
     audit,
+    leftovers,
     run_backup,
     standby_marker,
     start_backup,
@@ -27,18 +29,6 @@ STEPS = ["snapshot", "map", "mount", "check", "fstab", "alias", "marker", "rsync
 def recover(lab, *extra):
     return lab.runner("dom0-a").run(["domu-backup", "recover", *extra], check=False,
                                     timeout=600)
-
-
-def checksum(lab, container, lv):
-    return lab.runner(container).run(["sha256sum", lv], timeout=600).stdout.split()[0]
-
-
-def marker(lab):
-    return standby_marker(lab, "web01")
-
-
-def leftovers(lab):
-    return {c: lab.sandbox.leak_report(c) for c in ("dom0-a", "dom0-b")}
 
 
 def assert_clean_audit(lab):
@@ -64,7 +54,7 @@ BEFORE_PEER_MOUNT = {"snapshot", "map", "mount", "check", "fstab", "alias"}
 
 @pytest.mark.parametrize("step", STEPS)
 def test_sigterm_then_sigkill_at_each_step_leave_nothing_after_recover(fresh, step):
-    before = checksum(fresh, "dom0-b", "/dev/vg_b/web01")
+    before = sha256(fresh.runner("dom0-b"), "/dev/vg_b/web01")
     # R1, R16: SIGTERM at the step: teardown runs on both hosts; exit 128+15.
     res = run_backup(fresh, "web01", env={FAILPOINT: f"after:{step}:sigterm"})
     assert res.exit_code == 143, res.stdout + res.stderr
@@ -84,13 +74,14 @@ def test_sigterm_then_sigkill_at_each_step_leave_nothing_after_recover(fresh, st
     assert second.exit_code == 0 and second.stdout.strip() == "nothing to recover"
     # Nothing lost: untouched standby, or (R10) dirty until the next run converges.
     if step in BEFORE_PEER_MOUNT:
-        assert marker(fresh) == {}
-        assert checksum(fresh, "dom0-b", "/dev/vg_b/web01") == before
+        assert standby_marker(fresh, "web01") == {}
+        assert sha256(fresh.runner("dom0-b"), "/dev/vg_b/web01") == before
         return
-    assert marker(fresh)["state"] == "dirty"  # recover does not pretend the copy finished
+    # recover does not pretend the copy finished
+    assert standby_marker(fresh, "web01")["state"] == "dirty"
     ok = run_backup(fresh, "web01")
     assert ok.exit_code == 0, ok.stdout + ok.stderr
-    m = marker(fresh)
+    m = standby_marker(fresh, "web01")
     assert m["state"] == "clean" and m["last_success_run_id"] == m["run_id"]
     assert_clean_audit(fresh)
 
@@ -180,7 +171,7 @@ def test_source_mount_that_fails_silently_or_mounts_the_wrong_thing_changes_noth
     # R7: each source tree is proven before rsync --delete may run: the mount happened,
     # it holds the expected filesystem type, from the snapshot's own device, and it is
     # not empty. Each way of failing is refused with exit 35 and the standby is untouched.
-    before = checksum(fresh, "dom0-b", "/dev/vg_b/web01")
+    before = sha256(fresh.runner("dom0-b"), "/dev/vg_b/web01")
     for expected, res in backups_with_wrong_mounts(fresh, "dom0-a"):
         assert res.exit_code == 35, (expected, res.stdout + res.stderr)
         assert expected in res.stderr
@@ -188,21 +179,21 @@ def test_source_mount_that_fails_silently_or_mounts_the_wrong_thing_changes_noth
     res = run_backup(fresh, "web01")
     assert res.exit_code == 35, res.stdout + res.stderr
     assert "(xvda2) is empty: refusing to mirror an empty source" in res.stderr
-    assert marker(fresh) == {}  # the standby was not even marked dirty
-    assert checksum(fresh, "dom0-b", "/dev/vg_b/web01") == before
+    assert standby_marker(fresh, "web01") == {}  # the standby was not even marked dirty
+    assert sha256(fresh.runner("dom0-b"), "/dev/vg_b/web01") == before
 
 
 def test_peer_mount_that_fails_silently_or_mounts_the_wrong_thing_writes_nothing(fresh):
     # R8: the peer's tree is proven to be the standby's filesystem (mounted, its type, its
     # device) before rsync writes a byte; otherwise exit 36 and nothing is written.
-    before = checksum(fresh, "dom0-b", "/dev/vg_b/web01")
+    before = sha256(fresh.runner("dom0-b"), "/dev/vg_b/web01")
     b = fresh.runner("dom0-b")
     for expected, res in backups_with_wrong_mounts(fresh, "dom0-b"):
         assert res.exit_code == 36, (expected, res.stdout + res.stderr)
         assert expected in res.stderr
         assert b.run(["find", "/run/domu-backup/dst", "-mindepth", "1"],
                      check=False).stdout == ""
-    assert checksum(fresh, "dom0-b", "/dev/vg_b/web01") == before
+    assert sha256(fresh.runner("dom0-b"), "/dev/vg_b/web01") == before
 
 
 def test_changed_peer_host_key_is_rejected(fresh):
@@ -234,7 +225,7 @@ def test_second_run_is_busy_and_recover_leaves_the_live_run_alone(fresh):
     assert rec.exit_code == 75, rec.stdout + rec.stderr
     assert "domubk" in a.run(["lvs", "--noheadings", "-o", "lv_name"]).stdout
     assert first.wait() == 0
-    assert marker(fresh)["state"] == "clean"
+    assert standby_marker(fresh, "web01")["state"] == "clean"
 
 
 def test_full_standby_fails_clearly_and_converges_after_freeing_space(fresh):
@@ -252,13 +243,13 @@ def test_full_standby_fails_clearly_and_converges_after_freeing_space(fresh):
                "status=none"], timeout=600)
     res = run_backup(fresh, "web01")
     assert res.exit_code == 43, res.stdout + res.stderr
-    assert marker(fresh)["state"] == "dirty"
+    assert standby_marker(fresh, "web01")["state"] == "dirty"
     assert leftovers(fresh) == {"dom0-a": [], "dom0-b": []}  # before the next run cleans
     with mounted(b, "/dev/vg_b/web01", "/run/domubk-audit/fill", "f", readonly=False) as fs:
         b.run(["rm", "-f", f"{fs['2'][0]}/junk"])
     ok = run_backup(fresh, "web01")
     assert ok.exit_code == 0, ok.stdout + ok.stderr
-    assert marker(fresh)["state"] == "clean"
+    assert standby_marker(fresh, "web01")["state"] == "clean"
     assert_clean_audit(fresh)
 
 
@@ -294,9 +285,9 @@ def test_mass_deletion_stops_at_the_bound_and_converges_when_allowed(fresh):
     kept, var_copied = on_standby()
     assert 25 <= kept < 30  # at most max_delete of them went, and the copy stopped there
     assert not var_copied
-    assert marker(fresh)["state"] == "dirty"
+    assert standby_marker(fresh, "web01")["state"] == "dirty"
     ok = run_backup(fresh, "web01", "--config", bounded, "--allow-mass-delete")
     assert ok.exit_code == 0, ok.stdout + ok.stderr
     assert on_standby() == (0, True)
-    assert marker(fresh)["state"] == "clean"
+    assert standby_marker(fresh, "web01")["state"] == "clean"
     assert_clean_audit(fresh)

@@ -23,15 +23,11 @@ from toolkit.lab.faults import (
     tool_processes,
     wait_for,
 )
-from toolkit.lab.rehearse import audit, run_backup, standby_marker, start_backup
+from toolkit.lab.rehearse import audit, leftovers, run_backup, standby_marker, start_backup
 
 pytestmark = [pytest.mark.e2e]
 
 SLOW = "/etc/domu-backup/slow-signals.toml"
-
-
-def leftovers(lab) -> dict[str, list[str]]:
-    return {c: lab.sandbox.leak_report(c) for c in ("dom0-a", "dom0-b")}
 
 
 def no_tool_process_survives(lab) -> None:

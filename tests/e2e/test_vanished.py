@@ -16,6 +16,7 @@ from __future__ import annotations
 import pytest
 
 from toolkit.facts.partitions import parse_sfdisk
+from toolkit.lab.audit import sha256
 from toolkit.lab.rehearse import run_backup, standby_marker
 
 pytestmark = [pytest.mark.e2e, pytest.mark.synced_standby]
@@ -25,10 +26,6 @@ CONFIG = "/etc/domu-backup/backup.toml"
 VAR_ONLY = "/etc/domu-backup/var-only.toml"  # mounts names /var only (the reported case)
 EXCLUDED = "/etc/domu-backup/excluded.toml"  # ... and skip_filesystems = ["xvda1"]
 WIPE_SECTORS = 4096  # 2 MiB of 512-byte sectors: the superblock and the group descriptors
-
-
-def checksum(runner, path):
-    return runner.run(["sha256sum", path], timeout=600).stdout.split()[0]
 
 
 def range_checksum(runner, device, start, size):
@@ -78,7 +75,7 @@ def test_a_vanished_root_filesystem_is_refused_unless_excluded_by_name(fresh):
     write_config(fresh, VAR_ONLY, skip_root=False)
     write_config(fresh, EXCLUDED, skip_root=True)
     start, size = wipe_root_superblock(fresh)
-    standby = checksum(b, TARGET_LV)
+    standby = sha256(b, TARGET_LV)
     standby_root = range_checksum(b, TARGET_LV, start, size)
     assert standby_marker(fresh, "web01") == {}
 
@@ -88,7 +85,7 @@ def test_a_vanished_root_filesystem_is_refused_unless_excluded_by_name(fresh):
     assert "xvda1" in res.stderr and "skip_filesystems" in res.stderr
     assert "VANISHED xvda1: ext4" in res.stdout
     assert "1 filesystem(s) copied" not in res.stdout + res.stderr
-    assert checksum(b, TARGET_LV) == standby  # nothing reached the standby
+    assert sha256(b, TARGET_LV) == standby  # nothing reached the standby
     assert standby_marker(fresh, "web01").get("state") != "clean"
 
     # Left out knowingly, by name: the run succeeds and says xvda1 was excluded.

@@ -200,3 +200,8 @@ def audit_standby(source: Runner, peer: Runner, source_lv: str, target_lv: str, 
         results.append(AuditedFs("(none)", "", "", "", ("the audit compared no filesystem: "
                                                         f"none mounted from {source_lv}",)))
     return results
+
+
+def sha256(runner: Runner, path: str) -> str:
+    """The SHA-256 of a file or a whole device on a fake Dom0 (to prove it unchanged)."""
+    return runner.run(["sha256sum", path], timeout=600).stdout.split()[0]

@@ -333,6 +333,11 @@ def run_backup(lab: Lab, domain: str, *extra: str, container: str = "dom0-a",
                  timeout=timeout, env=env)
 
 
+def leftovers(lab: Lab) -> dict[str, list[str]]:
+    """What the tool left on each fake Dom0 (the leak check of both; [] where clean)."""
+    return {c: lab.sandbox.leak_report(c) for c in ("dom0-a", "dom0-b")}
+
+
 def standby_marker(lab: Lab, domain: str, peer: str = "dom0-b") -> dict:
     """The standby marker of ``domain`` on its peer ({} while there is none)."""
     res = lab.runner(peer).run(["cat", f"/var/lib/domu-backup/standby/{domain}.json"],
