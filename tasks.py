@@ -34,6 +34,8 @@ def operator_task(command: Command) -> Task:
         except CommandExit as exc:
             raise Exit(exc.message, code=exc.code) from None
 
+    # invoke 1.7 (Debian 12's) reads the signature with getfullargspec, which ignores
+    # __wrapped__ but honours __signature__.
     body.__signature__ = inspect.signature(command.body)  # type: ignore[attr-defined]
     return task(name=command.name, help=dict(command.option_help), auto_shortflags=False,
                 positional=[])(body)
