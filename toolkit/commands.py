@@ -28,9 +28,13 @@ def _need_domu(domu: str | None, command: str) -> str:
 
 def _config(path: str | None, *, check_permissions: bool = True):
     from .config import default_config_path, load_config
+    from .log import logger
 
-    return load_config(Path(path) if path else default_config_path(),
-                       check_permissions=check_permissions)
+    config = load_config(Path(path) if path else default_config_path(),
+                         check_permissions=check_permissions)
+    for warning in config.warnings:
+        logger().warning(f"warning: {warning}")
+    return config
 
 
 def _fail(exc: ToolkitError) -> CommandExit:
@@ -191,7 +195,7 @@ def check_config(c, config=None):
     print(f"  Dom0s: {', '.join(f'{k}={v}' for k, v in cfg.dom0s.items())}")
     print(f"  hypervisor: {cfg.hypervisor_uri}")
     for name, d in cfg.domains.items():
-        disks = ", ".join(f"{k}->{v.target_lv}" for k, v in d.disks.items()) or "same paths"
+        disks = ", ".join(f"{k}->{v.standby_lv}" for k, v in d.disks.items()) or "same paths"
         print(f"  domain {name}: peer {d.peer}; disks {disks}")
 
 

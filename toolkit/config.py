@@ -12,7 +12,7 @@ import os
 import posixpath
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
@@ -149,8 +149,8 @@ class Defaults:
         "read": _read("absolute_path"), "doc": (
         "The snapshots are mounted read-only below this directory, in a directory of "
         "their own per run.")})
-    target_prefix: str = field(default="/run/domu-backup/dst", metadata={
-        "read": _read("absolute_path"), "doc": (
+    peer_prefix: str = field(default="/run/domu-backup/dst", metadata={
+        "read": _read("absolute_path"), "former": "target_prefix", "doc": (
         "The standby's filesystems are mounted below this directory on the peer.")})
     state_dir: str = field(default="/var/lib/domu-backup", metadata={
         "read": _read("absolute_path"), "doc": (
@@ -211,13 +211,14 @@ class Defaults:
 
 @dataclass(frozen=True)
 class DiskConfig:
-    """Per guest disk settings; ``target_lv=None`` means the peer uses the source path."""
+    """Per guest disk settings; ``standby_lv=None`` means the peer uses the source path."""
 
-    target_lv: str | None = field(default=None, metadata={"read": _read("target_lv"), "doc": (
+    standby_lv: str | None = field(default=None, metadata={
+        "read": _read("standby_lv"), "former": "target_lv", "doc": (
         "The standby LV on the peer, an absolute, normalized /dev/... path (/dev/VG/LV or "
         "/dev/mapper/VG-LV). By default it is the source LV's path; set it when the peer's "
         "volume group is named differently. No two disks (of one domain or two) may name "
-        "the same target LV.")})
+        "the same standby LV.")})
 
 
 @dataclass(frozen=True)
@@ -274,11 +275,11 @@ class DomainConfig:
         """This domain's snapshot size, or the default one."""
         return self.snapshot_size or defaults.snapshot_size
 
-    def target_lv(self, disk_target: str, source_lv: str) -> str:
+    def standby_lv(self, disk_target: str, source_lv: str) -> str:
         """The peer's LV for a guest disk: the configured one, else the source path."""
         disk = self.disks.get(disk_target)
-        if disk is not None and disk.target_lv is not None:
-            return disk.target_lv
+        if disk is not None and disk.standby_lv is not None:
+            return disk.standby_lv
         return source_lv
 
 
@@ -292,6 +293,8 @@ class Config:
     ssh: SSHSettings = SSHSettings()
     defaults: Defaults = Defaults()
     domains: Mapping[str, DomainConfig] = field(default_factory=_empty_mapping)
+    # What the file says in a way that still works but should change (a key's former name).
+    warnings: tuple[str, ...] = ()
 
     def domain(self, name: str) -> DomainConfig:
         """The named domain's config; DomainUnknown if the file has none."""
@@ -404,6 +407,7 @@ class _Parser:
         self.path = path
         self.allow_lab_hosts = allow_lab_hosts
         self.dom0_names: list[str] = []  # known once [cluster.dom0s] is read
+        self.warnings: list[str] = []
 
     def fail(self, key: str, expected: str, value: object = _REQUIRED) -> ConfigError:
         got = "" if value is _REQUIRED else f", got {_show(value)}"
@@ -422,9 +426,11 @@ class _Parser:
             self.only(value, dotted, known)
         return value
 
-    def only(self, table: Mapping[str, Any], dotted: str, known: set[str]) -> None:
+    def only(self, table: Mapping[str, Any], dotted: str, known: set[str],
+             former: Iterable[str] = ()) -> None:
+        """Every key of ``table`` is one of ``known`` (or a ``former`` name of one)."""
         for key in table:
-            if key not in known:
+            if key not in known and key not in former:
                 where = f"{dotted}.{key}" if dotted else key
                 raise ConfigError(f"{self.path}: {where}: unknown key (expected one of "
                                   f"{', '.join(sorted(known))})")
@@ -533,13 +539,27 @@ class _Parser:
                **given: Any) -> _Record:
         """``cls`` from ``table``: only its fields' keys, each read by its own reader."""
         readable = [f for f in fields(cls) if "read" in f.metadata]  # type: ignore[arg-type]
-        self.only(table, dotted, {f.name for f in readable})
+        self.only(table, dotted, {f.name for f in readable},
+                  former=[f.metadata["former"] for f in readable if "former" in f.metadata])
         values = dict(given)
         for f in readable:
             method, options = f.metadata["read"]
-            values[f.name] = getattr(self, method)(table, f.name, f"{dotted}.{f.name}",
+            key = self.key_of(table, dotted, f)
+            values[f.name] = getattr(self, method)(table, key, f"{dotted}.{key}",
                                                    _default_of(f), **options)
         return cls(**values)
+
+    def key_of(self, table: Mapping[str, Any], dotted: str, f: Field[Any]) -> str:
+        """The key ``f`` is read from: its name, or its former name (with a warning)."""
+        former = f.metadata.get("former")
+        if former is None or former not in table:
+            return f.name
+        if f.name in table:
+            raise ConfigError(f"{self.path}: {dotted}.{former}: {former} is the former name of "
+                              f"{f.name}; set {dotted}.{f.name} only")
+        self.warnings.append(f"{self.path}: {dotted}.{former}: renamed {f.name}; the former "
+                             "name is still read, rename it in the file")
+        return former
 
     # tables ---------------------------------------------------------------
 
@@ -556,9 +576,9 @@ class _Parser:
         defaults = self.defaults(self.table(data, "defaults", "defaults", None))
         domains_table = self.table(data, "domains", "domains", None)
         domains = {name: self.domain(name, value) for name, value in domains_table.items()}
-        self.unique_target_lvs(domains)
+        self.unique_standby_lvs(domains)
         return Config(self.path, MappingProxyType(dom0s), uri, ssh, defaults,
-                      MappingProxyType(domains))
+                      MappingProxyType(domains), tuple(self.warnings))
 
     def dom0s(self, data: Mapping[str, Any]) -> dict[str, HostSpec]:
         cluster = self.table(data, "cluster", "cluster", {"dom0s"}, required=True)
@@ -603,17 +623,17 @@ class _Parser:
     def defaults(self, table: Mapping[str, Any]) -> Defaults:
         defaults = self.record(Defaults, table, "defaults")
         self.check_mount_prefixes({key: getattr(defaults, key) for key in (
-            "source_prefix", "target_prefix", "state_dir", "report_dir", "lock_dir")})
+            "source_prefix", "peer_prefix", "state_dir", "report_dir", "lock_dir")})
         return defaults
 
     def check_mount_prefixes(self, dirs: Mapping[str, str]) -> None:
         """The two mount prefixes nest neither in each other nor in the tool's own dirs."""
-        source, target = dirs["source_prefix"], dirs["target_prefix"]
-        if _nested(source, target):
-            raise self.fail("defaults.target_prefix", "a mount prefix apart from "
+        source, peer = dirs["source_prefix"], dirs["peer_prefix"]
+        if _nested(source, peer):
+            raise self.fail("defaults.peer_prefix", "a mount prefix apart from "
                             f"defaults.source_prefix ({source}), neither inside the other",
-                            target)
-        for key in ("source_prefix", "target_prefix"):
+                            peer)
+        for key in ("source_prefix", "peer_prefix"):
             for other in ("state_dir", "lock_dir", "report_dir"):
                 if _nested(dirs[key], dirs[other]):
                     raise self.fail(f"defaults.{key}", f"a mount prefix apart from "
@@ -651,18 +671,18 @@ class _Parser:
             raise self.fail(dotted, expected, peer)
         return str(peer)
 
-    def unique_target_lvs(self, domains: Mapping[str, DomainConfig]) -> None:
+    def unique_standby_lvs(self, domains: Mapping[str, DomainConfig]) -> None:
         """No two disks, of one domain or two, are copied onto the same standby LV."""
         seen: dict[str, str] = {}
         for name, domain in domains.items():
             for target, disk in domain.disks.items():
-                if disk.target_lv is None:
+                if disk.standby_lv is None:
                     continue
                 where = f"domains.{name}.disks.{target}"
-                key = _lv_key(disk.target_lv)
+                key = _lv_key(disk.standby_lv)
                 if key in seen:
-                    raise self.fail(f"{where}.target_lv", "a target LV no other disk is "
-                                    f"copied onto ({seen[key]} has it)", disk.target_lv)
+                    raise self.fail(f"{where}.standby_lv", "a standby LV no other disk is "
+                                    f"copied onto ({seen[key]} has it)", disk.standby_lv)
                 seen[key] = where
 
     def disks(self, domain: Mapping[str, Any], key: str, dotted: str,
@@ -678,14 +698,14 @@ class _Parser:
             disks[target] = self.record(DiskConfig, value, where)
         return MappingProxyType(disks)
 
-    def target_lv(self, disk: Mapping[str, Any], key: str, dotted: str,
+    def standby_lv(self, disk: Mapping[str, Any], key: str, dotted: str,
                   default: None) -> str | None:
-        target_lv = self.string(disk, key, dotted, default)
-        if target_lv is not None and (not _clean_absolute(target_lv) or " " in target_lv
-                                      or not target_lv.startswith("/dev/")):
+        standby_lv = self.string(disk, key, dotted, default)
+        if standby_lv is not None and (not _clean_absolute(standby_lv) or " " in standby_lv
+                                      or not standby_lv.startswith("/dev/")):
             raise self.fail(dotted, 'an absolute, normalized /dev/... path like "/dev/vg0/web01"',
-                            target_lv)
-        return target_lv
+                            standby_lv)
+        return standby_lv
 
     def skip_filesystems(self, domain: Mapping[str, Any], key: str, dotted: str,
                          default: tuple[str, ...]) -> tuple[str, ...]:

@@ -136,5 +136,5 @@ class SideBySide:
                     fs_report.outcome = "stopped"  # terminated because the run is stopping
                 return
             finally:
-                ex.report.add_step(step.host, step.action, step.fs, wall,
+                ex.report.add_step(step.role, step.action, step.fs, wall,
                                    time.monotonic() - start)

@@ -117,13 +117,13 @@ class DomainNotDefinedHere(DomainUnknown):
     and a quiet skip under ``backup --all`` (both Dom0s run the same job)."""
 
 
-class TargetInvalid(ToolkitError):
+class StandbyInvalid(ToolkitError):
     """A standby LV on the peer is missing, open or smaller than its source, or a source disk
     is not a plain LVM LV; also init-standby refusing a standby that holds data (without
     --force) or failing its teardown."""
 
     exit_code = 16
-    summary = "the peer's target LV is missing, too small, or in use"
+    summary = "the peer's standby LV is missing, too small, or in use"
 
 
 class NoSnapshotSpace(ToolkitError):
@@ -227,11 +227,11 @@ class SourceGuardFailed(ToolkitError):
     summary = "the source tree is not the expected mounted, non-empty filesystem"
 
 
-class TargetGuardFailed(ToolkitError):
-    """A target mount on the peer is not proven to be the standby's filesystem."""
+class StandbyGuardFailed(ToolkitError):
+    """A standby mount on the peer is not proven to be the standby's filesystem."""
 
     exit_code = 36
-    summary = "the target tree is not the peer's mounted standby filesystem"
+    summary = "the standby tree is not the peer's mounted standby filesystem"
 
 
 class FilesystemVanished(ToolkitError):

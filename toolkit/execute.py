@@ -97,10 +97,10 @@ class Executor:
         for s in plan.steps:
             counts[s.action] = counts.get(s.action, 0) + 1
             self._nth[id(s)] = counts[s.action]
-        d = config.defaults
+        defaults = config.defaults
         self.journals = {
-            SOURCE: Journal(source, d.state_dir, plan.domain, plan.run_id),
-            PEER: Journal(peer, d.state_dir, plan.domain, plan.run_id),
+            SOURCE: Journal(source, defaults.state_dir, plan.domain, plan.run_id),
+            PEER: Journal(peer, defaults.state_dir, plan.domain, plan.run_id),
         }
         self.guest_paths: dict[str, str] = {
             f.name: f.guest_path for f in plan.filesystems if f.guest_path}
@@ -121,9 +121,9 @@ class Executor:
             "marker": self._marker, "rsync": self.copy,
         }
 
-    def runner(self, host: str) -> Runner:
+    def runner(self, role: str) -> Runner:
         """The transport of the plan's ``source`` or ``peer``."""
-        return self.source if host == SOURCE else self.peer
+        return self.source if role == SOURCE else self.peer
 
     # -- the walk --------------------------------------------------------
 
@@ -151,9 +151,9 @@ class Executor:
                     self.fire("after", step)
                 finally:  # the step that fails is timed too, once
                     elapsed = time.monotonic() - start
-                    self.report.add_phase(PHASE_OF.get((step.host, step.action), step.action),
+                    self.report.add_phase(PHASE_OF.get((step.role, step.action), step.action),
                                           elapsed)
-                    self.report.add_step(step.host, step.action, step.resource or step.fs,
+                    self.report.add_step(step.role, step.action, step.resource or step.fs,
                                          wall, elapsed)
                 i += 1
         except ToolkitError as exc:
@@ -195,10 +195,10 @@ class Executor:
 
     def _create(self, step: Step) -> CommandResult:
         """Make a step's resource (every such step has an undo), journal entry first."""
-        runner = self.runner(step.host)
+        runner = self.runner(step.role)
         # The journal entry and the command go in one round trip; the entry is on disk
         # before the command starts (the wrapper runs it only then).
-        result = self.journals[step.host].run_recorded(
+        result = self.journals[step.role].run_recorded(
             step.action, step.resource, step.undo, step.exists, step.argv,
             timeout=self.config.ssh.command_timeout)
         # Registered even if the command failed: it may have half-succeeded (kpartx maps
@@ -223,31 +223,31 @@ class Executor:
         self._teardown_host(SOURCE)
         peer.join()
 
-    def _teardown_host(self, host: str) -> None:
-        runner = self.runner(host)
+    def _teardown_host(self, role: str) -> None:
+        runner = self.runner(role)
 
         def lost(exc: ToolkitError) -> str:
             # R17: once the peer is gone, each further undo there would only wait for its
             # own timeout; what is left is recorded in the peer's journal.
-            if host == PEER and isinstance(exc, ConnectionLost | CommandTimedOut):
+            if role == PEER and isinstance(exc, ConnectionLost | CommandTimedOut):
                 return ("not undone, the connection to the peer is lost (state there "
                         "unknown: run recover)")
             return ""
 
         def timed(step: Step, wall: float, seconds: float) -> None:
-            self.report.add_step(step.host, f"undo {step.action}", step.resource, wall, seconds)
+            self.report.add_step(step.role, f"undo {step.action}", step.resource, wall, seconds)
 
         try:
-            done = unwind(runner, [s for s in self._made if s.host == host],
+            done = unwind(runner, [s for s in self._made if s.role == role],
                           timeout=self.config.ssh.command_timeout, probe_first=False,
                           give_up=lost, timed=timed)
             self.report.teardown_errors += [f"[{runner.host}] {s.action} {s.resource}: {why}"
                                             for s, why in done.failed]
             if done.clean:
-                self.journals[host].remove()
+                self.journals[role].remove()
         except ToolkitError as exc:
-            self.report.teardown_errors.append(f"journal {self.journals[host].path}: {exc}")
-        except BaseException as exc:  # a bug must not end the other host's teardown
+            self.report.teardown_errors.append(f"journal {self.journals[role].path}: {exc}")
+        except BaseException as exc:  # a bug must not end the other role's teardown
             self.report.teardown_errors.append(f"[{runner.host}] teardown stopped: "
                                                f"{type(exc).__name__}: {exc}")
 
@@ -264,7 +264,7 @@ class Executor:
 
     def _mkdir(self, step: Step) -> None:
         if not step.undo:
-            self.runner(step.host).run(step.argv, timeout=60)
+            self.runner(step.role).run(step.argv, timeout=60)
             return
         self._prove_own_path(step)
         self._create(step)
@@ -274,14 +274,14 @@ class Executor:
         self._create(step)
 
     def _prove_own_path(self, step: Step) -> None:
-        d = self.config.defaults
-        prefix = d.source_prefix if step.host == SOURCE else d.target_prefix
+        defaults = self.config.defaults
+        prefix = defaults.source_prefix if step.role == SOURCE else defaults.peer_prefix
         run_dir = posixpath.join(prefix, f"{self.plan.domain}.{self.plan.run_id}")
-        prove_own_path(step, prefix, run_dir, self.runner(step.host).host)
+        prove_own_path(step, prefix, run_dir, self.runner(step.role).host)
 
     def _bootread(self, step: Step) -> None:
         """A byte range of the snapshot's boot area, kept for the write that follows."""
-        res = self.runner(step.host).run(step.argv, check=False,
+        res = self.runner(step.role).run(step.argv, check=False,
                                          timeout=self.config.ssh.command_timeout)
         if res.exit_code != 0:
             raise _error_for(step, res)
@@ -290,7 +290,7 @@ class Executor:
     def _bootwrite(self, step: Step) -> None:
         """The same range of the standby, written with what the read step got."""
         data = self._boot.pop(step.resource)
-        res = self.runner(step.host).run(step.argv, check=False, input=data,
+        res = self.runner(step.role).run(step.argv, check=False, input=data,
                                          timeout=self.config.ssh.command_timeout)
         if res.exit_code != 0:
             raise _error_for(step, res)
@@ -335,8 +335,8 @@ class Executor:
         """An ``rsync`` step: one filesystem copied, its statistics and outcome reported."""
         f = self._filesystem(step)
         fs_report = next(x for x in self.report.filesystems if x.name == f.name)
-        d = self.config.defaults
-        if not d.copy_unlisted and f.name not in self.guest_paths:
+        defaults = self.config.defaults
+        if not defaults.copy_unlisted and f.name not in self.guest_paths:
             fs_report.outcome = "skipped"
             self.log(f"{f.name}: not named by the guest fstab nor an override; skipped "
                      "(copy_unlisted = false)")
@@ -373,7 +373,7 @@ class Executor:
             fs_report.outcome = "failed"
             raise watch.error
         err = rsync_outcome(result.exit_code, result.stderr,
-                            allow_vanished=d.allow_vanished, host=self.plan.source_host)
+                            allow_vanished=defaults.allow_vanished, host=self.plan.source_host)
         if isinstance(err, PeerFull):
             err = self._out_of_inodes(f) or err
         if err is not None:
@@ -384,7 +384,7 @@ class Executor:
     def _out_of_inodes(self, f: FilesystemPlan) -> PeerFull | None:
         """A full standby that ran out of inodes, not space (statvfs on both mounts)."""
         try:
-            theirs = self.peer.run(inodes_argv(f.target_mount), check=False, timeout=60)
+            theirs = self.peer.run(inodes_argv(f.standby_mount), check=False, timeout=60)
             ours = self.source.run(inodes_argv(f.source_mount), check=False, timeout=60)
         except ToolkitError:
             return None

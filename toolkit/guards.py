@@ -10,7 +10,7 @@ from .errors import (
     CommandFailed,
     ParseError,
     SourceGuardFailed,
-    TargetGuardFailed,
+    StandbyGuardFailed,
     ToolkitError,
     UnsafeName,
 )
@@ -79,10 +79,10 @@ def prove_not_empty(runner: Runner, probe: tuple[str, ...], f: FilesystemPlan) -
 def prove_filesystem(step: Step, f: FilesystemPlan, source: Runner, peer: Runner) -> None:
     """A ``check`` step: the source's mount is its snapshot and not empty, or the peer's
     mount is its standby."""
-    if step.host == SOURCE:
+    if step.role == SOURCE:
         prove_mount(source, (step.argv, step.probes[0]), f.source_mount, f.source_device,
                     f.fstype, SourceGuardFailed)
         prove_not_empty(source, step.probes[1], f)
     else:
-        prove_mount(peer, (step.argv, step.probes[0]), f.target_mount, f.target_device,
-                    f.fstype, TargetGuardFailed)
+        prove_mount(peer, (step.argv, step.probes[0]), f.standby_mount, f.standby_device,
+                    f.fstype, StandbyGuardFailed)

@@ -51,7 +51,7 @@ SOURCE_MOUNT_OPTIONS: Mapping[str, str] = {
     "vfat": "ro,nosuid,nodev,noexec",
     "btrfs": "ro,nosuid,nodev,noexec,nologreplay",
 }
-TARGET_MOUNT_OPTIONS: Mapping[str, str] = {
+STANDBY_MOUNT_OPTIONS: Mapping[str, str] = {
     "ext2": "nosuid,nodev,noexec",
     "ext3": "nosuid,nodev,noexec",
     "ext4": "nosuid,nodev,noexec",
@@ -84,9 +84,9 @@ class DiskFacts:
     source_lv: LogicalVolume
     table: PartitionTable
     filesystems: tuple[FsFacts, ...]
-    target_lv: LogicalVolume
-    target_table: PartitionTable
-    target_filesystems: tuple[FsFacts, ...]
+    standby_lv: LogicalVolume
+    standby_table: PartitionTable
+    standby_filesystems: tuple[FsFacts, ...]
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ class Step:
     is done in this process (the domain lock) has no argv and says so in its note.
     """
 
-    host: str  # SOURCE or PEER
+    role: str  # SOURCE or PEER: the host's role, not its name
     action: str  # lock, snapshot, map, mkdir, mount, alias, check, fstab, rsync, marker
     argv: tuple[str, ...]
     undo: tuple[str, ...] = ()
@@ -136,9 +136,9 @@ class FilesystemPlan:
     partition: int | None
     partuuid: str | None
     source_device: str
-    target_device: str
+    standby_device: str
     source_mount: str
-    target_mount: str
+    standby_mount: str
     guest_path: str | None  # from config now, or from the guest fstab at run time
     guest_vg: str | None = None  # a guest LV: its guest VG and LV names (for the guest fstab)
     guest_lv: str | None = None
@@ -185,9 +185,9 @@ class Plan:
     fates: tuple[FsFate, ...] = field(default=())  # every filesystem of every disk
     allow_mass_delete: bool = False  # the copies run without rsync's --max-delete bound
 
-    def steps_for(self, host: str) -> tuple[Step, ...]:
-        """The steps that run on ``host`` (SOURCE or PEER), in plan order."""
-        return tuple(s for s in self.steps if s.host == host)
+    def steps_for(self, role: str) -> tuple[Step, ...]:
+        """The steps that run on ``role`` (SOURCE or PEER), in plan order."""
+        return tuple(s for s in self.steps if s.role == role)
 
     def to_json(self) -> str:
         """The plan as indented JSON (what ``--json`` prints)."""
@@ -236,15 +236,15 @@ def mapped_partition(dm_parent: str, delimiter: str, number: int) -> str:
 def alias_step(run_id: str, domain: str, disk: DiskFacts) -> Step:
     """The peer's owned device-mapper alias of a standby LV (what it maps and mounts)."""
     alias = owned_name(run_id, domain, disk.disk.target)
-    sectors = disk.target_lv.size_bytes // 512
+    sectors = disk.standby_lv.size_bytes // 512
     return Step(
         PEER, "alias",
-        ("dmsetup", "create", alias, "--table", f"0 {sectors} linear {disk.target_lv.path} 0"),
+        ("dmsetup", "create", alias, "--table", f"0 {sectors} linear {disk.standby_lv.path} 0"),
         undo=("dmsetup", "remove", "--retry", alias),
         exists=("dmsetup", "info", "-c", "--noheadings", "-o", "name", alias),
         resource=f"/dev/mapper/{alias}",
         probes=dm_node_probes(f"/dev/mapper/{alias}"),
-        note=f"owned device-mapper alias of the standby {disk.target_lv.path}",
+        note=f"owned device-mapper alias of the standby {disk.standby_lv.path}",
     )
 
 
@@ -311,15 +311,15 @@ def compare_layouts(disk: DiskFacts, excluded: frozenset[str] = frozenset()) -> 
     copied, and their standby copy is left as it is.
     """
     diffs: list[str] = []
-    src, dst = disk.table, disk.target_table
-    if src.label != dst.label:
+    src, standby = disk.table, disk.standby_table
+    if src.label != standby.label:
         diffs.append(f"partition table {src.label or 'none'} on source, "
-                     f"{dst.label or 'none'} on standby")
+                     f"{standby.label or 'none'} on standby")
         return diffs
     src_parts = {p.number: p for p in src.partitions}
-    dst_parts = {p.number: p for p in dst.partitions}
-    for number in sorted(set(src_parts) | set(dst_parts)):
-        a, b = src_parts.get(number), dst_parts.get(number)
+    standby_parts = {p.number: p for p in standby.partitions}
+    for number in sorted(set(src_parts) | set(standby_parts)):
+        a, b = src_parts.get(number), standby_parts.get(number)
         if a is None or b is None:
             where = "standby" if a is None else "source"
             diffs.append(f"partition {number} exists only on the {where}")
@@ -328,12 +328,12 @@ def compare_layouts(disk: DiskFacts, excluded: frozenset[str] = frozenset()) -> 
                          f"{b.start}/{b.size} on standby")
         elif a.type.lower() != b.type.lower():
             diffs.append(f"partition {number}: type {a.type} on source, {b.type} on standby")
-    dst_fs = {f.name: f for f in disk.target_filesystems}
+    standby_fs = {f.name: f for f in disk.standby_filesystems}
     for fs in disk.filesystems:
         ok, _ = _copyable(fs)
         if not ok or is_excluded(fs.name, excluded):
             continue
-        other = dst_fs.get(fs.name)
+        other = standby_fs.get(fs.name)
         if fs.volume is not None:
             theirs = other.volume if other is not None else None
             if theirs is None:
@@ -399,7 +399,7 @@ def filesystem_fates(facts: BackupFacts, config: Config) -> tuple[FsFate, ...]:
     domain_cfg = config.domain(facts.domain)
     excluded = frozenset(domain_cfg.skip_filesystems)
     known = {f.name for disk in facts.disks
-             for f in (*disk.filesystems, *disk.target_filesystems)}
+             for f in (*disk.filesystems, *disk.standby_filesystems)}
     known |= {disk.target for disk in facts.skipped_disks}
     for name in domain_cfg.skip_filesystems:
         if name not in known:
@@ -427,9 +427,9 @@ def filesystem_fates(facts: BackupFacts, config: Config) -> tuple[FsFate, ...]:
 
     for disk in facts.disks:
         ours = {f.name for f in disk.filesystems}
-        theirs = {f.name: f for f in disk.target_filesystems}
+        theirs = {f.name: f for f in disk.standby_filesystems}
         # Guest LVs the standby has and the source does not, listed after their PV.
-        only_theirs = [f for f in disk.target_filesystems
+        only_theirs = [f for f in disk.standby_filesystems
                        if f.name not in ours and f.volume is not None]
         for fs in disk.filesystems:
             judge(disk, fs, theirs.get(fs.name))
@@ -481,15 +481,15 @@ def plan_backup(facts: BackupFacts, config: Config, run_id: str, *,
                 allow_mass_delete: bool = False) -> Plan:
     """Build the ordered two-host plan for one domain; raises on a layout that cannot work."""
     domain_cfg = config.domain(facts.domain)
-    d = config.defaults
-    sep = d.kpartx_delimiter
+    defaults = config.defaults
+    sep = defaults.kpartx_delimiter
     run_dir_name = f"{facts.domain}.{run_id}"
     # R20: each run directory lies directly below its prefix, each mount point below it.
-    src_root = path_under(d.source_prefix, posixpath.join(d.source_prefix, run_dir_name),
-                          "run directory")
-    dst_root = path_under(d.target_prefix, posixpath.join(d.target_prefix, run_dir_name),
-                          "run directory")
-    size_args = domain_cfg.effective_snapshot_size(d).lvcreate_args()
+    src_root = path_under(defaults.source_prefix,
+                          posixpath.join(defaults.source_prefix, run_dir_name), "run directory")
+    standby_root = path_under(defaults.peer_prefix,
+                          posixpath.join(defaults.peer_prefix, run_dir_name), "run directory")
+    size_args = domain_cfg.effective_snapshot_size(defaults).lvcreate_args()
 
     steps: list[Step] = []
     snapshots: list[SnapshotPlan] = []
@@ -499,7 +499,7 @@ def plan_backup(facts: BackupFacts, config: Config, run_id: str, *,
     skipped += [f"{f.name}: {f.reason}" for f in fates if f.fate not in ("copy", "vanished")]
     to_copy = {(f.disk, f.name) for f in fates if f.fate == "copy"}
 
-    lock_path = posixpath.join(d.lock_dir, f"{facts.domain}.lock")
+    lock_path = posixpath.join(defaults.lock_dir, f"{facts.domain}.lock")
     steps.append(Step(SOURCE, "lock", (), resource=lock_path,
                       note=f"flock(2) on {lock_path}, in this process: one run per domain, "
                            "held for the whole run"))
@@ -528,7 +528,7 @@ def plan_backup(facts: BackupFacts, config: Config, run_id: str, *,
 
     # Source side: snapshot, map, mkdir, mount.
     source_mount_steps: list[Step] = []
-    target_mount_steps: list[Step] = []
+    peer_mount_steps: list[Step] = []
     peer_alias_steps: list[Step] = []
     for disk in facts.disks:
         lv = disk.source_lv
@@ -559,16 +559,16 @@ def plan_backup(facts: BackupFacts, config: Config, run_id: str, *,
                 continue  # skipped or excluded: listed in ``skipped`` with its reason
             assert fs.probe.type is not None
             if fs.partition is None:
-                src_dev, dst_dev = snap_path, alias_dev
+                src_dev, standby_dev = snap_path, alias_dev
             else:
                 src_dev = mapped_partition(snap_dm, sep, fs.partition.number)
-                dst_dev = mapped_partition(alias, sep, fs.partition.number)
+                standby_dev = mapped_partition(alias, sep, fs.partition.number)
             if fs.volume is not None:
                 src_name = volume_map_name(run_id, facts.domain, "src", fs.name)
-                dst_name = volume_map_name(run_id, facts.domain, "dst", fs.name)
+                standby_name = volume_map_name(run_id, facts.domain, "dst", fs.name)
                 steps.append(volume_map_step(SOURCE, src_name, fs.volume, src_dev))
-                peer_alias_steps.append(volume_map_step(PEER, dst_name, fs.volume, dst_dev))
-                src_dev, dst_dev = f"/dev/mapper/{src_name}", f"/dev/mapper/{dst_name}"
+                peer_alias_steps.append(volume_map_step(PEER, standby_name, fs.volume, standby_dev))
+                src_dev, standby_dev = f"/dev/mapper/{src_name}", f"/dev/mapper/{standby_name}"
             fs_plan = FilesystemPlan(
                 name=fs.name, disk=disk.disk.target, fstype=fs.probe.type, uuid=fs.probe.uuid,
                 label=fs.probe.label,
@@ -576,10 +576,10 @@ def plan_backup(facts: BackupFacts, config: Config, run_id: str, *,
                 partuuid=(None if fs.volume is not None
                           else disk.table.partuuid(fs.partition.number) if fs.partition
                           else fs.probe.partuuid),
-                source_device=src_dev, target_device=dst_dev,
+                source_device=src_dev, standby_device=standby_dev,
                 source_mount=path_under(src_root, posixpath.join(src_root, fs.name),
                                         "mount point"),
-                target_mount=path_under(dst_root, posixpath.join(dst_root, fs.name),
+                standby_mount=path_under(standby_root, posixpath.join(standby_root, fs.name),
                                         "mount point"),
                 guest_path=domain_cfg.mounts.get(fs.name),
                 guest_vg=fs.volume.vg if fs.volume else None,
@@ -594,17 +594,17 @@ def plan_backup(facts: BackupFacts, config: Config, run_id: str, *,
     health = health_argv(snapshots)
     steps = [replace(s, probes=(health,)) if s.action == "snapshot" else s for s in steps]
 
-    for host, root, prefix in ((SOURCE, src_root, d.source_prefix),
-                               (PEER, dst_root, d.target_prefix)):
-        out = source_mount_steps if host == SOURCE else target_mount_steps
+    for host, root, prefix in ((SOURCE, src_root, defaults.source_prefix),
+                               (PEER, standby_root, defaults.peer_prefix)):
+        out = source_mount_steps if host == SOURCE else peer_mount_steps
         out.append(Step(host, "mkdir", ("mkdir", "-p", "-m", "0755", prefix),
                         note="tool-owned mount prefix (kept between runs)"))
         out.append(Step(host, "mkdir", ("mkdir", "-m", "0700", root),
                         undo=("rmdir", root), exists=dir_probe(root), resource=root))
         for fs_plan in filesystems:
-            mnt = fs_plan.source_mount if host == SOURCE else fs_plan.target_mount
-            dev = fs_plan.source_device if host == SOURCE else fs_plan.target_device
-            options = SOURCE_MOUNT_OPTIONS if host == SOURCE else TARGET_MOUNT_OPTIONS
+            mnt = fs_plan.source_mount if host == SOURCE else fs_plan.standby_mount
+            dev = fs_plan.source_device if host == SOURCE else fs_plan.standby_device
+            options = SOURCE_MOUNT_OPTIONS if host == SOURCE else STANDBY_MOUNT_OPTIONS
             opts = options[fs_plan.fstype]
             out.append(Step(host, "mkdir", ("mkdir", "-m", "0700", mnt), undo=("rmdir", mnt),
                             exists=dir_probe(mnt), resource=mnt, fs=fs_plan.name))
@@ -628,11 +628,11 @@ def plan_backup(facts: BackupFacts, config: Config, run_id: str, *,
                                 "not empty")))
     steps.append(fstab_step(filesystems, domain_cfg.mounts))
     steps += peer_alias_steps
-    steps += target_mount_steps
+    steps += peer_mount_steps
     for fs_plan in filesystems:
-        steps.append(Step(PEER, "check", tuple(findmnt_argv(fs_plan.target_mount, device=True)),
-                          fs=fs_plan.name, probes=(stat_argv(fs_plan.target_device),),
-                          note=f"prove {fs_plan.target_mount} is {fs_plan.target_device}"))
+        steps.append(Step(PEER, "check", tuple(findmnt_argv(fs_plan.standby_mount, device=True)),
+                          fs=fs_plan.name, probes=(stat_argv(fs_plan.standby_device),),
+                          note=f"prove {fs_plan.standby_mount} is {fs_plan.standby_device}"))
     marker = marker_path(config, facts.domain)
     steps.append(Step(PEER, "marker", tuple(replace_file_argv(marker)), resource=marker,
                       state="dirty", probes=(("cat", "--", marker),),
@@ -678,11 +678,11 @@ def copy_steps(config: Config, domain: str, snapshots: Sequence[SnapshotPlan],
     copy runs, and after it, the snapshots' health is read (every 2 s).
     """
     health = (health_argv(snapshots),)
-    d = config.defaults
-    watch = (f"; a snapshot at {d.snapshot_max_fill}% full is extended by "
-             f"`lvextend -L +{d.snapshot_extend}` or the copy is stopped"
-             if d.snapshot_extend else
-             f"; a snapshot at {d.snapshot_max_fill}% full stops the copy")
+    defaults = config.defaults
+    watch = (f"; a snapshot at {defaults.snapshot_max_fill}% full is extended by "
+             f"`lvextend -L +{defaults.snapshot_extend}` or the copy is stopped"
+             if defaults.snapshot_extend else
+             f"; a snapshot at {defaults.snapshot_max_fill}% full stops the copy")
     steps: list[Step] = []
     for fs_plan in filesystems:
         guest_path = guest_paths.get(fs_plan.name)
@@ -724,18 +724,18 @@ def transfer_argv(config: Config, domain: str, fs_plan: FilesystemPlan, peer_add
                   peer_port: int, guest_path: str | None, *,
                   allow_mass_delete: bool = False) -> list[str]:
     """The rsync argv copying one filesystem, with the domain's excludes for its guest path."""
-    d = config.defaults
+    defaults = config.defaults
     domain_cfg = config.domain(domain)
     ssh = config.ssh
     return rsync_argv(
-        fs_plan.source_mount, peer_address, fs_plan.target_mount,
+        fs_plan.source_mount, peer_address, fs_plan.standby_mount,
         SshOptions(key=str(ssh.key), known_hosts=str(ssh.known_hosts), port=peer_port,
                    connect_timeout=math.ceil(ssh.connect_timeout), keepalive=int(ssh.keepalive),
-                   cipher=ssh.cipher or "", compress=d.compress),
-        excludes=relative_excludes(list(domain_cfg.effective_excludes(d)), guest_path),
-        extra_args=list(domain_cfg.effective_rsync_args(d)),
-        bwlimit=d.bwlimit or "",
-        max_delete=None if allow_mass_delete else d.max_delete,
+                   cipher=ssh.cipher or "", compress=defaults.compress),
+        excludes=relative_excludes(list(domain_cfg.effective_excludes(defaults)), guest_path),
+        extra_args=list(domain_cfg.effective_rsync_args(defaults)),
+        bwlimit=defaults.bwlimit or "",
+        max_delete=None if allow_mass_delete else defaults.max_delete,
     )
 
 
@@ -751,13 +751,13 @@ def render_plan(plan: Plan) -> str:
     for f in plan.filesystems:
         lines.append(f"  {f.name:<8} {f.fstype:<6} UUID={f.uuid or '-'} label={f.label or '-'}  "
                      f"guest {f.guest_path or '(from guest fstab)'}")
-        lines.append(f"           {f.source_device} -> {f.target_device}")
+        lines.append(f"           {f.source_device} -> {f.standby_device}")
     if plan.skipped:
         lines.append("Skipped:")
         lines += [f"  {s}" for s in plan.skipped]
     lines.append("")
     for n, step in enumerate(plan.steps, 1):
-        host = plan.source_host if step.host == SOURCE else plan.peer_host
+        host = plan.source_host if step.role == SOURCE else plan.peer_host
         shown = _show(step.argv) if step.argv else "(in this process)"
         lines.append(f"{n:>3}. [{host}] {step.action:<8} {shown}")
         for probe in step.probes:

@@ -26,7 +26,7 @@ from .errors import (
     NotRunningHere,
     ParseError,
     PeerInvalid,
-    TargetInvalid,
+    StandbyInvalid,
     ToolkitError,
     UnsafeName,
 )
@@ -404,7 +404,7 @@ def _read_facts(config: Config, domain: str, source: Runner, local_name: str, st
     for disk in backed:
         assert disk.source is not None
         spec = domain_cfg.disks.get(disk.target)
-        targets.append((spec.target_lv if spec and spec.target_lv else disk.source,
+        targets.append((spec.standby_lv if spec and spec.standby_lv else disk.source,
                         disk.target))
 
     peer_reads.read_disks(targets)
@@ -436,19 +436,19 @@ def _read_facts(config: Config, domain: str, source: Runner, local_name: str, st
         table, filesystems = layout
         tlv = theirs.lv
         if tlv is None:
-            raise TargetInvalid(f"standby LV {target_path} for disk {disk.target} does not "
+            raise StandbyInvalid(f"standby LV {target_path} for disk {disk.target} does not "
                                 f"exist; create it (at least {lv.size_bytes} bytes) and run "
                                 "init-standby", host=peer_name)
         if tlv.is_open:
             # The tool's own leftovers were cleaned before this look (under the lock), so
             # what holds it is not a run of this domain: say what it is and what to do.
-            raise TargetInvalid(f"standby LV {target_path} is open (in use) on {peer_name}, "
+            raise StandbyInvalid(f"standby LV {target_path} is open (in use) on {peer_name}, "
                                 f"not by this tool: {describe_holders(peer, tlv.path)}; stop "
                                 "that use, then run the backup again (if another Dom0's run "
                                 "of this domain was killed, run `domu-backup recover` there)",
                                 host=peer_name)
         if tlv.size_bytes < lv.size_bytes:
-            raise TargetInvalid(f"standby LV {target_path} is {tlv.size_bytes} bytes, smaller "
+            raise StandbyInvalid(f"standby LV {target_path} is {tlv.size_bytes} bytes, smaller "
                                 f"than the source {lv.path} ({lv.size_bytes} bytes)",
                                 host=peer_name)
         assert theirs.layout is not None
@@ -487,10 +487,10 @@ def _source_disks(config: Config, domain: str, source: Runner, local_name: str,
         assert disk.source is not None
         lv = lookup_lv(source, disk.source)
         if lv is None:
-            raise TargetInvalid(f"disk {disk.target} of {domain}: {disk.source} is not an LVM "
+            raise StandbyInvalid(f"disk {disk.target} of {domain}: {disk.source} is not an LVM "
                                 "logical volume on this host", host=local_name)
         if lv.is_snapshot:
-            raise TargetInvalid(f"disk {disk.target}: {disk.source} is itself a snapshot",
+            raise StandbyInvalid(f"disk {disk.target}: {disk.source} is itself a snapshot",
                                 host=local_name)
         layout = read_layout(source, lv.path, disk.target)
         source_disks.append((lv, layout))

@@ -132,8 +132,8 @@ def _volume_map(name: str, delimiter: str) -> bool:
 
 
 def _prefix(config: Config, role: str) -> str:
-    d = config.defaults
-    return d.source_prefix if role == "source" else d.target_prefix
+    defaults = config.defaults
+    return defaults.source_prefix if role == "source" else defaults.peer_prefix
 
 
 def _of_domain(paths: tuple[str, ...], domain: str) -> bool:
@@ -175,14 +175,14 @@ def _run_dirs(runner: Runner, prefix: str, domain: str | None) -> list[str]:
 def sweep(runner: Runner, config: Config, domain: str | None, role: str,
           log: Callable[[str], None]) -> list[str]:
     """Remove owned leftovers that no journal names (belt and braces)."""
-    d = config.defaults
+    defaults = config.defaults
     done: list[str] = []
     prefix = _prefix(config, role)
     for t in owned_mounts(_mount_targets(runner), prefix, domain):
         if _undo(runner, ("umount", t), mount_probe(t)):
             done.append(f"[{runner.host}] unmounted {t}")
     vgs = _local_vgs(runner) if role == "source" else []
-    for name in owned_maps(_dm_names(runner), role, domain, vgs, d.kpartx_delimiter):
+    for name in owned_maps(_dm_names(runner), role, domain, vgs, defaults.kpartx_delimiter):
         if _undo(runner, ("dmsetup", "remove", "--retry", name),
                  ("dmsetup", "info", "-c", "--noheadings", "-o", "name", name)):
             done.append(f"[{runner.host}] removed map {name}")
@@ -258,10 +258,10 @@ def stop_processes(runner: Runner, config: Config, domain: str | None,
     A ``ps`` that fails is an error (``CommandFailed``), never "nothing running": a copy
     left running would hold the mounts the rest of recover must undo.
     """
-    d = config.defaults
-    prefixes = (d.source_prefix, d.target_prefix)
+    defaults = config.defaults
+    prefixes = (defaults.source_prefix, defaults.peer_prefix)
     res = runner.run(["ps", "-eo", "pid=,args="], timeout=60)
-    found = owned_processes(res.stdout, prefixes, domain, delimiter=d.kpartx_delimiter)
+    found = owned_processes(res.stdout, prefixes, domain, delimiter=defaults.kpartx_delimiter)
     if not found:
         return []
     pids = [str(pid) for pid, _ in found]
@@ -298,22 +298,23 @@ class Inventory:
 
     def pending(self, config: Config, domain: str) -> bool:
         """Whether this host holds anything of ``domain`` that recover would remove."""
-        d = config.defaults
+        defaults = config.defaults
         return bool(
             _of_domain(self.journals, domain)
             or owned_mounts(list(self.mounts), _prefix(config, self.role), domain)
-            or owned_maps(list(self.maps), self.role, domain, list(self.vgs), d.kpartx_delimiter)
+            or owned_maps(list(self.maps), self.role, domain, list(self.vgs),
+                          defaults.kpartx_delimiter)
             or (self.role == "source" and owned_snapshots(list(self.snapshots), domain))
             or _of_domain(self.run_dirs, domain))
 
 
 def take_inventory(runner: Runner, config: Config, role: str) -> Inventory:
     """One look at a host: journals, mounts, maps, tagged LVs and run directories."""
-    d = config.defaults
+    defaults = config.defaults
     prefix = _prefix(config, role)
     source = role == "source"
     return Inventory(
-        role, tuple(list_journals(runner, d.state_dir)),
+        role, tuple(list_journals(runner, defaults.state_dir)),
         tuple(t for t in _mount_targets(runner) if t.startswith(prefix.rstrip("/") + "/")),
         tuple(_dm_names(runner)), tuple(_local_vgs(runner) if source else ()),
         tuple(_tagged_lvs(runner) if source else ()), tuple(_run_dirs(runner, prefix, None)))

@@ -66,7 +66,7 @@ class SnapshotReport:
 class StepTiming:
     """One step of the run (or its undo): when it started, relative to the run, and for how long."""
 
-    host: str  # source or peer
+    role: str  # source or peer
     action: str  # the plan's action; "undo <action>" in teardown
     resource: str
     started: float  # seconds after DomainReport.started
@@ -101,10 +101,10 @@ class DomainReport:
         """Add ``seconds`` to ``phase`` (a phase may be timed more than once)."""
         self.phases[phase] = round(self.phases.get(phase, 0.0) + seconds, 3)
 
-    def add_step(self, host: str, action: str, resource: str, started_wall: float,
+    def add_step(self, role: str, action: str, resource: str, started_wall: float,
                  seconds: float) -> None:
         """Record a step's timing; ``started_wall`` (time.time()) is kept relative to the start."""
-        self.steps.append(StepTiming(host, action, resource,
+        self.steps.append(StepTiming(role, action, resource,
                                      round(started_wall - self.started, 3), round(seconds, 3)))
 
     @property

@@ -308,7 +308,7 @@ def rsync_outcome(exit_code: int, stderr: str = "", *, allow_vanished: bool = Fa
             f"rsync was killed by signal {-exit_code}", host=host)
     if exit_code in (11, 12, 23) and "No space left on device" in stderr:
         return PeerFull(f"rsync: the standby filesystem is full (rsync exit {exit_code}); free "
-                        "space or grow the target LV, then run again", host=host)
+                        "space or grow the standby LV, then run again", host=host)
     meaning, cls = RSYNC_EXIT_CODES.get(exit_code, ("unknown exit code", TransferFailed))
     assert cls is not None
     tail = " | ".join(stderr.strip().splitlines()[-3:])

@@ -44,7 +44,7 @@ unknown or changed host key is refused, never learned. Pin the peer's key once w
 
 _DEFAULTS = """\
 Settings every domain inherits (the values shown are the defaults).
-Directories (source_prefix, target_prefix, state_dir, report_dir, lock_dir) are \
+Directories (source_prefix, peer_prefix, state_dir, report_dir, lock_dir) are \
 plain absolute paths (letters, digits and ._+@=,~- between single slashes), never \
 a system directory (/, /var, /run, /tmp, ... or anything below /proc, /sys, /dev, \
 /boot, /usr, /etc), the two mount prefixes apart from each other and from the \
@@ -61,7 +61,7 @@ _DOMAIN_EXAMPLE: dict[str, Any] = {
     "rsync_args": [],
     "snapshot_size": "2G",
     "skip_filesystems": ["xvda1"],
-    "disks": {"xvda": {"target_lv": "/dev/vg0/web01"}},
+    "disks": {"xvda": {"standby_lv": "/dev/vg0/web01"}},
     "mounts": {"xvda1": "/", "xvda2": "/var"},
 }
 _COMMENTED_OUT = frozenset({"skip_filesystems"})  # shown, but not set, in the example

@@ -93,7 +93,7 @@ class SnapshotWatch:
             terminate(self._proc)
 
     def _loop(self) -> None:
-        d = self.defaults
+        defaults = self.defaults
         host = self.plan.source_host
         while not self._stop.wait(self.interval):
             try:
@@ -106,15 +106,15 @@ class SnapshotWatch:
                         f"snapshot {lv.vg}/{lv.name} overflowed during the copy; rsync stopped, "
                         "the standby stays marked dirty", host=host))
                     return
-                if lv.snap_percent is not None and lv.snap_percent >= d.snapshot_max_fill:
-                    if d.snapshot_extend:
-                        ext = self.source.run(["lvextend", "-L", f"+{d.snapshot_extend}",
+                if lv.snap_percent is not None and lv.snap_percent >= defaults.snapshot_max_fill:
+                    if defaults.snapshot_extend:
+                        ext = self.source.run(["lvextend", "-L", f"+{defaults.snapshot_extend}",
                                                f"{lv.vg}/{lv.name}"], check=False, timeout=120)
                         if ext.exit_code == 0:
-                            self.log(f"extended {lv.vg}/{lv.name} by {d.snapshot_extend}")
+                            self.log(f"extended {lv.vg}/{lv.name} by {defaults.snapshot_extend}")
                             continue
                     self._abort(SnapshotInvalid(
                         f"snapshot {lv.vg}/{lv.name} is {lv.snap_percent:.1f}% full (limit "
-                        f"{d.snapshot_max_fill}%); copy stopped before it overflowed",
+                        f"{defaults.snapshot_max_fill}%); copy stopped before it overflowed",
                         host=host))
                     return

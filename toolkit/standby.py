@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from . import PREFIX
 from .config import Config
-from .errors import LayoutMismatch, TargetInvalid
+from .errors import LayoutMismatch, StandbyInvalid
 from .facts.fsparams import (
     ExtParams,
     FatParams,
@@ -125,9 +125,9 @@ class StandbyPlan:
 
 def _in_use(disk: DiskFacts) -> list[str]:
     found = []
-    if disk.target_table.label is not None:
-        found.append(f"a {disk.target_table.label} partition table")
-    for fs in disk.target_filesystems:
+    if disk.standby_table.label is not None:
+        found.append(f"a {disk.standby_table.label} partition table")
+    for fs in disk.standby_filesystems:
         if fs.probe.type:
             found.append(f"{fs.probe.type} on {fs.name}")
     return found
@@ -136,9 +136,9 @@ def _in_use(disk: DiskFacts) -> list[str]:
 def plan_standby(facts: BackupFacts, config: Config, run_id: str, *,
                  force: bool = False) -> StandbyPlan:
     """Steps on both hosts that give the standby the source's layout (pure)."""
-    d = config.defaults
-    sep = d.kpartx_delimiter
-    tmp_src = posixpath.join(d.state_dir, f"{PREFIX}-{run_id}-standby")
+    defaults = config.defaults
+    sep = defaults.kpartx_delimiter
+    tmp_src = posixpath.join(defaults.state_dir, f"{PREFIX}-{run_id}-standby")
     tmp_dst = tmp_src
     ssh = config.ssh
     steps: list[Step] = []
@@ -146,7 +146,7 @@ def plan_standby(facts: BackupFacts, config: Config, run_id: str, *,
     for disk in facts.disks:
         used = _in_use(disk)
         if used and not force:
-            refusals.append(f"standby {disk.target_lv.path} of disk {disk.disk.target} already "
+            refusals.append(f"standby {disk.standby_lv.path} of disk {disk.disk.target} already "
                             f"holds {', '.join(used)}; use --force to overwrite it")
     steps.append(Step(SOURCE, "mkdir", ("mkdir", "-p", "-m", "0700", tmp_src),
                       undo=("rm", "-rf", tmp_src), exists=dir_probe(tmp_src), resource=tmp_src))
@@ -266,7 +266,7 @@ def render_standby_plan(plan: StandbyPlan, source_host: str, peer_host: str) -> 
     then each refusal."""
     lines = [f"init-standby for {plan.domain} (run {plan.run_id})", ""]
     for n, s in enumerate(plan.steps, 1):
-        host = source_host if s.host == SOURCE else peer_host
+        host = source_host if s.role == SOURCE else peer_host
         lines.append(f"{n:>3}. [{host}] {s.action:<6} {shlex.join(s.argv)}")
         if s.resource and s.action in ("dump", "table"):
             lines.append(f"      {'':<{len(host) + 2}} (table text via {s.resource})")
@@ -283,7 +283,7 @@ def run_standby(plan: StandbyPlan, config: Config, source: Runner, peer: Runner,
                 log: Callable[[str], None] = lambda m: None) -> None:
     """Execute the init-standby plan; everything it maps or writes to a temp dir is undone."""
     if plan.refusals:
-        raise TargetInvalid("; ".join(plan.refusals))
+        raise StandbyInvalid("; ".join(plan.refusals))
     runners = {SOURCE: source, PEER: peer}
     journals = {h: Journal(r, config.defaults.state_dir, plan.domain, plan.run_id)
                 for h, r in runners.items()}
@@ -293,10 +293,10 @@ def run_standby(plan: StandbyPlan, config: Config, source: Runner, peer: Runner,
     with domain_lock(config.defaults.lock_dir, plan.domain):
         try:
             for step in plan.steps:
-                r = runners[step.host]
+                r = runners[step.role]
                 log(f"[{r.host}] {shlex.join(step.argv)}")
                 if step.undo:
-                    journals[step.host].record(step.action, step.resource, step.undo,
+                    journals[step.role].record(step.action, step.resource, step.undo,
                                                step.exists)
                     made.append(step)
                 if step.action == "dump":
@@ -311,10 +311,10 @@ def run_standby(plan: StandbyPlan, config: Config, source: Runner, peer: Runner,
                 if step.action in DM_NODE_ACTIONS:
                     ensure_dm_node(r, step.resource)
         finally:
-            for host in (PEER, SOURCE):
-                done = unwind(runners[host], [s for s in made if s.host == host], timeout=600)
+            for role in (PEER, SOURCE):
+                done = unwind(runners[role], [s for s in made if s.role == role], timeout=600)
                 errors += [why for _, why in done.failed]
     if errors:
-        raise TargetInvalid("init-standby could not tear down: " + "; ".join(errors))
+        raise StandbyInvalid("init-standby could not tear down: " + "; ".join(errors))
     for j in journals.values():
         j.remove()

@@ -98,7 +98,7 @@ def test_plan_and_dry_run_create_nothing(fresh):
     dry = run_backup(lab, "web01", "--dry-run", "--json")
     assert dry.exit_code == 0, dry.stderr
     steps = json.loads(dry.stdout)["steps"]
-    assert {s["host"] for s in steps} == {"source", "peer"}
+    assert {s["role"] for s in steps} == {"source", "peer"}
     assert {c: lvs_names(lab, c) for c in ("dom0-a", "dom0-b")} == before
     assert r.run(["find", "/var/lib/domu-backup"], check=False).stdout == reports
 

@@ -62,17 +62,17 @@ def test_gpt_copies_the_esp_and_skips_the_bios_boot_partition(fresh):
     (disk,) = prepare_layout(fresh, "gpt01")
     extents = plan_layout(load_recipe(fresh.recipe_path("gpt01")))
     bios = extents[0]  # p1, 1 MiB of boot loader bytes, no filesystem
-    before = byte_range_checksum(fresh, "dom0-b", disk.target_lv, bios.start, bios.size)
+    before = byte_range_checksum(fresh, "dom0-b", disk.standby_lv, bios.start, bios.size)
     report = backup_ok(fresh, "gpt01")
     assert copied(report) == {"xvda2": ("vfat", "/boot/efi"), "xvda3": ("ext4", "/"),
                               "xvda4": ("ext4", "/home")}
     assert "xvda1: no filesystem found" in report["skipped"]
     assert_audit_clean(fresh, [disk], {"xvda": ["2", "3", "4"]})
     # The boot loader's partition on the standby is the same as the source's, untouched.
-    after = byte_range_checksum(fresh, "dom0-b", disk.target_lv, bios.start, bios.size)
+    after = byte_range_checksum(fresh, "dom0-b", disk.standby_lv, bios.start, bios.size)
     assert after == before == byte_range_checksum(fresh, "dom0-a", disk.source_lv,
                                                   bios.start, bios.size)
-    with mounted(fresh.runner("dom0-b"), disk.target_lv, f"{AUDIT_ROOT}/esp", "e") as fs:
+    with mounted(fresh.runner("dom0-b"), disk.standby_lv, f"{AUDIT_ROOT}/esp", "e") as fs:
         esp, fstype = fs["2"]
         assert fstype == "vfat"
         path, size = ESP_LOADER
@@ -138,9 +138,9 @@ def test_dirty_journals_are_not_replayed_and_the_origin_never_written(fresh):
     # The standby holds what is on the source's disk: the xfs log's pending mkdir is not in
     # it (only a log recovery would make log-pending), and its own journals are clean.
     b = fresh.runner("dom0-b")
-    with mounted(b, disk.target_lv, f"{AUDIT_ROOT}/dirty", "d") as fs:
+    with mounted(b, disk.standby_lv, f"{AUDIT_ROOT}/dirty", "d") as fs:
         assert b.run(["test", "-e", f"{fs['2'][0]}/log-pending"], check=False).exit_code == 1
         assert b.run(["test", "-d", f"{fs['2'][0]}/data"], check=False).exit_code == 0
-    with partition_maps(fresh.runner("dom0-b"), disk.target_lv, "k") as parts:
+    with partition_maps(fresh.runner("dom0-b"), disk.standby_lv, "k") as parts:
         features = b.run(["dumpe2fs", "-h", parts[1]], timeout=60).stdout
     assert "needs_recovery" not in features

@@ -50,7 +50,7 @@ lock_dir = "{lock}"
 peer = "dom0-b"
 excludes = ["/var/cache/*"]
 [domains.web01.disks.xvda]
-target_lv = "/dev/vg_b/web01"
+standby_lv = "/dev/vg_b/web01"
 """
 
 FSTAB = """# /etc/fstab of web01

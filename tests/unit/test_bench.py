@@ -585,7 +585,7 @@ def test_config_is_valid_and_names_every_standby(tmp_path: Path) -> None:
     assert cfg.hypervisor_uri == "test:///etc/domu-backup/bench-node.xml"
     assert set(cfg.domains) == {"bench01", "bench02"}
     assert cfg.domain("bench02").peer == "dom0-b"
-    assert {k: v.target_lv for k, v in cfg.domain("bench02").disks.items()} == {
+    assert {k: v.standby_lv for k, v in cfg.domain("bench02").disks.items()} == {
         "xvda": "/dev/vg_b/bench02_xvda", "xvdb": "/dev/vg_b/bench02_xvdb"}
     assert cfg.defaults.report_dir == b.REPORT_DIR
     assert cfg.defaults.copy_jobs == 1
@@ -596,7 +596,7 @@ def test_config_is_valid_and_names_every_standby(tmp_path: Path) -> None:
                                     known_hosts="/etc/domu-backup/known_hosts", copy_jobs=2),
                        tmp_path / "bench-parallel.toml")
     assert par.defaults.copy_jobs == 2
-    assert {k: v.target_lv for k, v in par.domain("bench02").disks.items()} == {
+    assert {k: v.standby_lv for k, v in par.domain("bench02").disks.items()} == {
         "xvda": "/dev/vg_b/bench02_xvda_tkp", "xvdb": "/dev/vg_b/bench02_xvdb_tkp"}
 
 
@@ -823,14 +823,14 @@ def test_cipher_rates_are_ssh_with_each_cipher_and_rendered_against_the_default(
     assert doc["ciphers"][1]["mib_per_s"] == 16.0
 
 
-def test_step_totals_sum_each_host_and_action_in_first_seen_order():
+def test_step_totals_sum_each_role_and_action_in_first_seen_order():
     from toolkit.lab.bench import step_totals
 
     steps = [
-        {"host": "source", "action": "mount", "resource": "xvda1", "seconds": 0.5},
-        {"host": "peer", "action": "mount", "resource": "xvda1", "seconds": 0.75},
-        {"host": "source", "action": "mount", "resource": "xvda2", "seconds": 0.25},
-        {"host": "source", "action": "undo mount", "resource": "xvda2", "seconds": 2.0},
+        {"role": "source", "action": "mount", "resource": "xvda1", "seconds": 0.5},
+        {"role": "peer", "action": "mount", "resource": "xvda1", "seconds": 0.75},
+        {"role": "source", "action": "mount", "resource": "xvda2", "seconds": 0.25},
+        {"role": "source", "action": "undo mount", "resource": "xvda2", "seconds": 2.0},
     ]
     totals = step_totals(steps)
     assert totals == {"source mount": 0.75, "peer mount": 0.75, "source undo mount": 2.0}

@@ -58,7 +58,7 @@ def test_no_range_ever_touches_a_partition_table_or_a_partition_holding_data(lab
 
 def test_the_plan_reads_from_the_snapshot_and_writes_the_alias_after_the_dirty_marker(tmp_path):
     plan = plan_backup(web01_facts(), config(tmp_path), RUN)
-    actions = [(s.host, s.action) for s in plan.steps]
+    actions = [(s.role, s.action) for s in plan.steps]
     reads = [s for s in plan.steps if s.action == "bootread"]
     writes = [s for s in plan.steps if s.action == "bootwrite"]
     assert len(reads) == len(writes) == 2
@@ -67,8 +67,8 @@ def test_the_plan_reads_from_the_snapshot_and_writes_the_alias_after_the_dirty_m
     assert all(dirty < plan.steps.index(s) < first_rsync for s in reads + writes)
     snap = f"if=/dev/vg_a/domubk-{RUN}-web01-xvda"
     alias = f"of=/dev/mapper/domubk-{RUN}-web01-xvda"
-    assert all(s.host == "source" and snap in s.argv for s in reads)
-    assert all(s.host == "peer" and alias in s.argv and "conv=notrunc,nocreat,fsync" in s.argv
+    assert all(s.role == "source" and snap in s.argv for s in reads)
+    assert all(s.role == "peer" and alias in s.argv and "conv=notrunc,nocreat,fsync" in s.argv
                for s in writes)
     assert [s.resource for s in reads] == [s.resource for s in writes]
 

@@ -527,3 +527,17 @@ def test_every_error_class_is_one_line_and_its_own_documented_code(cls, tmp_path
     if code:
         line = one_line(err)
         assert "something went wrong" in line or "lvs" in line or "SIGTERM" in line
+
+
+# --- warnings --------------------------------------------------------------------
+
+
+def test_check_config_warns_of_a_key_under_its_former_name_and_still_passes(tmp_path, capsys):
+    path = _config(tmp_path)
+    path.write_text(path.read_text().replace("[defaults]\n",
+                                             f'[defaults]\ntarget_prefix = "{tmp_path}/peer"\n'))
+    code, out, err = cli(capsys, "check-config", "--config", str(path))
+    assert code == 0, err
+    assert out.startswith(f"{path}: OK")
+    assert (f"warning: {path}: defaults.target_prefix: renamed peer_prefix; the former name "
+            "is still read, rename it in the file") in err

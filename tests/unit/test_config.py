@@ -66,7 +66,7 @@ def test_example_config_loads_with_its_documented_values() -> None:
     assert web01.peer == "xen-b"
     assert config.peer_of("web01") == ("xen-b", config.dom0s["xen-b"])
     assert web01.disks == {"xvda": DiskConfig("/dev/vg0/web01")}
-    assert web01.target_lv("xvda", "/dev/vg0/web01") == "/dev/vg0/web01"
+    assert web01.standby_lv("xvda", "/dev/vg0/web01") == "/dev/vg0/web01"
     assert dict(web01.mounts) == {"xvda1": "/", "xvda2": "/var"}
     assert web01.effective_snapshot_size(config.defaults).lvcreate_args() == ["-L", "2G"]
     assert config.ssh == SSHSettings()
@@ -84,7 +84,7 @@ def test_a_minimal_config_gets_the_documented_defaults() -> None:
     d = config.defaults
     assert d.snapshot_size == SnapshotSize(percent_origin=20)
     assert d.snapshot_size.lvcreate_args() == ["-l", "20%ORIGIN"]
-    assert (d.kpartx_delimiter, d.source_prefix, d.target_prefix) == (
+    assert (d.kpartx_delimiter, d.source_prefix, d.peer_prefix) == (
         "p", "/run/domu-backup/src", "/run/domu-backup/dst")
     assert (d.state_dir, d.report_dir, d.lock_dir) == (
         "/var/lib/domu-backup", "/var/lib/domu-backup/reports", "/run/lock/domu-backup")
@@ -98,7 +98,7 @@ def test_a_minimal_config_gets_the_documented_defaults() -> None:
         10.0, 600.0, 15, "aes128-gcm@openssh.com,chacha20-poly1305@openssh.com")
     web01 = config.domain("web01")
     assert web01 == DomainConfig("web01", "dom0-b")
-    assert web01.target_lv("xvda", "/dev/vg_a/web01") == "/dev/vg_a/web01"
+    assert web01.standby_lv("xvda", "/dev/vg_a/web01") == "/dev/vg_a/web01"
     assert config.domains["web01"] is web01
 
 
@@ -116,7 +116,7 @@ cipher = "aes128-gcm@openssh.com"
 snapshot_size = "512M"
 kpartx_delimiter = "-part"
 source_prefix = "/srv/src"
-target_prefix = "/srv/dst"
+peer_prefix = "/srv/dst"
 state_dir = "/srv/state"
 report_dir = "/srv/reports"
 lock_dir = "/run/lock/x"
@@ -136,7 +136,7 @@ rsync_args = ["--inplace"]
 snapshot_size = "100%ORIGIN"
 [domains."db.example+1".disks.xvdb]
 [domains."db.example+1".disks.vda]
-target_lv = "/dev/mapper/vg_b-db"
+standby_lv = "/dev/mapper/vg_b-db"
 """)
     assert config.ssh == SSHSettings(Path("/root/k"), Path("/root/kh"), 2.5, 30.0, 0,
                                      "aes128-gcm@openssh.com")
@@ -149,8 +149,8 @@ target_lv = "/dev/mapper/vg_b-db"
     assert db.effective_rsync_args(d) == ("--partial", "--checksum", "--inplace")
     assert db.effective_snapshot_size(d).lvcreate_args() == ["-l", "100%ORIGIN"]
     assert db.disks == {"xvdb": DiskConfig(None), "vda": DiskConfig("/dev/mapper/vg_b-db")}
-    assert db.target_lv("xvdb", "/dev/vg_a/db-b") == "/dev/vg_a/db-b"
-    assert db.target_lv("vda", "/dev/vg_a/db") == "/dev/mapper/vg_b-db"
+    assert db.standby_lv("xvdb", "/dev/vg_a/db-b") == "/dev/vg_a/db-b"
+    assert db.standby_lv("vda", "/dev/vg_a/db") == "/dev/mapper/vg_b-db"
 
 
 def test_config_is_immutable() -> None:
@@ -214,7 +214,7 @@ BAD_VALUES = [
     ("defaults", "kpartx_delimiter", '""'), ("defaults", "kpartx_delimiter", '"p p"'),
     ("defaults", "kpartx_delimiter", '"/"'),
     ("defaults", "source_prefix", '"relative"'), ("defaults", "source_prefix", '"/a/./b"'),
-    ("defaults", "target_prefix", '"/"'), ("defaults", "target_prefix", '"/a/b/"'),
+    ("defaults", "peer_prefix", '"/"'), ("defaults", "peer_prefix", '"/a/b/"'),
     ("defaults", "state_dir", '"/var/lib/x\\n"'), ("defaults", "report_dir", "[]"),
     ("defaults", "lock_dir", '"run/lock"'),
     ("defaults", "rsync_args", '"--partial"'), ("defaults", "rsync_args", '["x"]'),
@@ -274,12 +274,12 @@ def test_good_values_are_accepted(section: str, key: str, value: str) -> None:
      "domains.web01.disks.xvda"),
     ("[domains.web01]\npeer = \"dom0-b\"\ndisks.XVDA = {}\n", "domains.web01.disks.XVDA"),
     ("[domains.web01]\npeer = \"dom0-b\"\ndisks.1xvda = {}\n", "domains.web01.disks.1xvda"),
-    ("[domains.web01]\npeer = \"dom0-b\"\ndisks.xvda.target_lv = \"/etc/passwd\"\n",
-     "domains.web01.disks.xvda.target_lv"),
-    ("[domains.web01]\npeer = \"dom0-b\"\ndisks.xvda.target_lv = \"/dev/vg/../sda\"\n",
-     "domains.web01.disks.xvda.target_lv"),
-    ("[domains.web01]\npeer = \"dom0-b\"\ndisks.xvda.target_lv = \"/dev/vg/a b\"\n",
-     "domains.web01.disks.xvda.target_lv"),
+    ("[domains.web01]\npeer = \"dom0-b\"\ndisks.xvda.standby_lv = \"/etc/passwd\"\n",
+     "domains.web01.disks.xvda.standby_lv"),
+    ("[domains.web01]\npeer = \"dom0-b\"\ndisks.xvda.standby_lv = \"/dev/vg/../sda\"\n",
+     "domains.web01.disks.xvda.standby_lv"),
+    ("[domains.web01]\npeer = \"dom0-b\"\ndisks.xvda.standby_lv = \"/dev/vg/a b\"\n",
+     "domains.web01.disks.xvda.standby_lv"),
     ("[domains.web01]\npeer = \"dom0-b\"\nmounts = []\n", "domains.web01.mounts"),
     ("[domains.web01]\npeer = \"dom0-b\"\nmounts.xvda1 = \"var\"\n",
      "domains.web01.mounts.xvda1"),
@@ -557,7 +557,7 @@ def config_tables(draw, min_domains: int = 0):
                                          f"skip_filesystems = {json.dumps(skip)}"]
         tables[f"domains.{_q(name)}.mounts"] = [f"{t} = {_q(p)}" for t, p in mounts.items()]
         for t, lv in disks.items():
-            tables[f"domains.{_q(name)}.disks.{t}"] = [f"target_lv = {_q(lv)}"]
+            tables[f"domains.{_q(name)}.disks.{t}"] = [f"standby_lv = {_q(lv)}"]
     return tables, (dom0s, ssh, defaults, domains)
 
 
@@ -572,7 +572,7 @@ def test_any_valid_config_is_read_back_key_by_key(generated) -> None:
     got = {k: getattr(config.defaults, k) for k in defaults}
     assert got == {**defaults, "bwlimit": defaults["bwlimit"] or None,
                    "excludes": tuple(defaults["excludes"])}
-    assert {name: (d.peer, dict(d.mounts), {t: c.target_lv for t, c in d.disks.items()},
+    assert {name: (d.peer, dict(d.mounts), {t: c.standby_lv for t, c in d.disks.items()},
                    list(d.skip_filesystems)) for name, d in config.domains.items()} == domains
 
 
@@ -825,22 +825,22 @@ def test_a_kpartx_delimiter_longer_than_five_characters_is_refused() -> None:
     assert ": defaults.kpartx_delimiter: " in message
 
 
-def test_two_domains_may_not_share_a_target_lv() -> None:
+def test_two_domains_may_not_share_a_standby_lv() -> None:
     text = (BASE + '[domains.web01]\npeer = "dom0-b"\n[domains.web01.disks.xvda]\n'
-            'target_lv = "/dev/vg_b/web01"\n[domains.db01]\npeer = "dom0-b"\n'
-            '[domains.db01.disks.xvdb]\ntarget_lv = "/dev/vg_b/web01"\n')
+            'standby_lv = "/dev/vg_b/web01"\n[domains.db01]\npeer = "dom0-b"\n'
+            '[domains.db01.disks.xvdb]\nstandby_lv = "/dev/vg_b/web01"\n')
     message = config_error(text)
-    assert ": domains.db01.disks.xvdb.target_lv: " in message
+    assert ": domains.db01.disks.xvdb.standby_lv: " in message
     assert "domains.web01.disks.xvda" in message
     same_domain = (BASE + '[domains.web01]\npeer = "dom0-b"\n[domains.web01.disks.xvda]\n'
-                   'target_lv = "/dev/vg_b/x"\n[domains.web01.disks.xvdb]\n'
-                   'target_lv = "/dev/vg_b/x"\n')
-    assert ": domains.web01.disks.xvdb.target_lv: " in config_error(same_domain)
+                   'standby_lv = "/dev/vg_b/x"\n[domains.web01.disks.xvdb]\n'
+                   'standby_lv = "/dev/vg_b/x"\n')
+    assert ": domains.web01.disks.xvdb.standby_lv: " in config_error(same_domain)
 
 
 # --- directories and files named in the config -----------------------------------------
 
-DIR_KEYS = [("defaults", "source_prefix"), ("defaults", "target_prefix"),
+DIR_KEYS = [("defaults", "source_prefix"), ("defaults", "peer_prefix"),
             ("defaults", "lock_dir"), ("defaults", "report_dir"), ("defaults", "state_dir"),
             ("ssh", "key"), ("ssh", "known_hosts")]
 SYSTEM_PATHS = ["/", "/proc", "/proc/self", "/sys/x", "/dev", "/dev/shm/x", "/boot/x",
@@ -876,11 +876,11 @@ def test_ssh_files_may_live_in_etc_domu_backup_and_nowhere_else_in_etc() -> None
 
 
 @pytest.mark.parametrize(("settings", "key"), [
-    ('source_prefix = "/run/x"\ntarget_prefix = "/run/x"\n', "defaults.target_prefix"),
-    ('source_prefix = "/run/x"\ntarget_prefix = "/run/x/dst"\n', "defaults.target_prefix"),
-    ('source_prefix = "/run/x/src"\ntarget_prefix = "/run/x"\n', "defaults.target_prefix"),
+    ('source_prefix = "/run/x"\npeer_prefix = "/run/x"\n', "defaults.peer_prefix"),
+    ('source_prefix = "/run/x"\npeer_prefix = "/run/x/dst"\n', "defaults.peer_prefix"),
+    ('source_prefix = "/run/x/src"\npeer_prefix = "/run/x"\n', "defaults.peer_prefix"),
     ('source_prefix = "/var/lib/domu-backup/src"\n', "defaults.source_prefix"),
-    ('target_prefix = "/run/lock/domu-backup/x"\n', "defaults.target_prefix"),
+    ('peer_prefix = "/run/lock/domu-backup/x"\n', "defaults.peer_prefix"),
     ('source_prefix = "/srv/m"\nreport_dir = "/srv/m/reports"\n', "defaults.source_prefix"),
     ('source_prefix = "/srv/m"\nstate_dir = "/srv/m"\n', "defaults.source_prefix"),
 ])
@@ -988,3 +988,54 @@ def test_an_unknown_key_lists_exactly_the_fields_of_its_table(table, record, ext
     names = sorted(f.name for f in fields(record) if f.name != "name")
     assert message.endswith(f"{table}.not_a_key: unknown key (expected one of "
                             f"{', '.join(names)})")
+
+
+# --- keys read under their former names --------------------------------------------
+
+
+def test_former_key_names_are_read_with_a_warning_naming_the_file_and_the_key() -> None:
+    config = parse("""
+[defaults]
+target_prefix = "/srv/standby"
+
+[domains.web01]
+peer = "dom0-b"
+disks.xvda.target_lv = "/dev/vg_b/web01"
+""")
+    assert config.defaults.peer_prefix == "/srv/standby"
+    assert config.domains["web01"].standby_lv("xvda", "/dev/vg_a/web01") == "/dev/vg_b/web01"
+    assert config.warnings == (
+        f"{CONF}: defaults.target_prefix: renamed peer_prefix; the former name is still "
+        "read, rename it in the file",
+        f"{CONF}: domains.web01.disks.xvda.target_lv: renamed standby_lv; the former name "
+        "is still read, rename it in the file",
+    )
+
+
+def test_the_current_key_names_give_no_warning() -> None:
+    config = parse('[defaults]\npeer_prefix = "/srv/standby"\n[domains.web01]\npeer = "dom0-b"\n'
+                   'disks.xvda.standby_lv = "/dev/vg_b/web01"\n')
+    assert config.warnings == ()
+
+
+@pytest.mark.parametrize(("table", "old", "new", "value"), [
+    ("[defaults]", "target_prefix", "peer_prefix", '"/srv/a"'),
+    ('[domains.web01]\npeer = "dom0-b"\n[domains.web01.disks.xvda]', "target_lv", "standby_lv",
+     '"/dev/vg_b/web01"'),
+])
+def test_a_key_set_under_both_its_names_is_refused(table: str, old: str, new: str,
+                                                   value: str) -> None:
+    message = config_error(f"{BASE}\n{table}\n{old} = {value}\n{new} = {value}\n")
+    assert f": {old} is the former name of {new}; set " in message
+    assert message.endswith(f".{new} only")
+
+
+def test_a_former_name_is_checked_like_the_current_one() -> None:
+    message = config_error(BASE + '[domains.web01]\npeer = "dom0-b"\n'
+                           'disks.xvda.target_lv = "/etc/passwd"\n')
+    assert "domains.web01.disks.xvda.target_lv: expected an absolute, normalized /dev/" in message
+
+
+def test_an_unknown_key_lists_only_the_current_names() -> None:
+    message = config_error(BASE + "[defaults]\nnot_a_key = 1\n")
+    assert "peer_prefix" in message and "target_prefix" not in message

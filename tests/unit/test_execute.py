@@ -82,7 +82,7 @@ def test_silently_failed_mount_is_caught_before_rsync(tmp_path, side):
     peer = FakeHost("dom0-b", silent_mount=side == "peer")
     src.fstab_on = "xvda1"
     plan, report, ex = run_executor(tmp_path, src, peer)
-    expected = errors.SourceGuardFailed if side == "source" else errors.TargetGuardFailed
+    expected = errors.SourceGuardFailed if side == "source" else errors.StandbyGuardFailed
     with pytest.raises(expected, match="not a mountpoint"):
         ex.run()
     assert not any(untied(c)[0] == "rsync" for c in src.calls)
@@ -460,7 +460,7 @@ def test_a_dm_node_udev_did_not_make_is_made_by_name_and_the_run_goes_on(tmp_pat
     plan, report, ex = run_executor(tmp_path, src, peer)
     ex.run()
     aliases = [s.resource for s in plan.steps if s.action in ("alias", "lvmap")
-               and s.host == "peer"]
+               and s.role == "peer"]
     made = [c[2] for c in peer.calls if c[:2] == ("dmsetup", "mknodes")]
     assert aliases and made == [a.rsplit("/", 1)[1] for a in aliases]
     probes = [c for c in peer.calls if c[:2] == ("test", "-b")]

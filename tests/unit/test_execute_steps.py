@@ -210,7 +210,7 @@ def test_the_log_names_each_copy_with_its_source_and_destination(tmp_path):
     ex.run()
     rsyncs = [c for c in src.calls if untied(c)[0] == "rsync"]
     for f, argv in zip(plan.filesystems, rsyncs, strict=True):
-        assert argv[-2] == f"{f.source_mount}/" and argv[-1].endswith(f"{f.target_mount}/")
+        assert argv[-2] == f"{f.source_mount}/" and argv[-1].endswith(f"{f.standby_mount}/")
         said = [m for m in log if m.startswith(f"rsync {f.name}: ")]
         assert len(said) == 1, log
         # the command word by word (its head), then what is copied where
@@ -404,9 +404,9 @@ def test_each_undo_is_reported_with_its_host_resource_and_time(tmp_path, clock):
     plan, report, ex = executor(tmp_path, src, peer)
     ex.run()
     undos = [s for s in report.steps if s.action.startswith("undo ")]
-    assert sorted((s.host, s.action, s.resource) for s in undos) == sorted(
-        (s.host, f"undo {s.action}", s.resource) for s in plan.steps if s.undo)
-    unmounts = [s for s in undos if (s.host, s.action) == ("source", "undo mount")]
+    assert sorted((s.role, s.action, s.resource) for s in undos) == sorted(
+        (s.role, f"undo {s.action}", s.resource) for s in plan.steps if s.undo)
+    unmounts = [s for s in undos if (s.role, s.action) == ("source", "undo mount")]
     assert len(unmounts) == 3 and all(s.seconds == 2.0 for s in unmounts)
 
 
@@ -429,7 +429,7 @@ def test_side_by_side_copies_are_each_timed_on_the_source_and_their_threads_end_
     copies = [s for s in report.steps if s.action == "rsync"]
     assert sorted(s.resource for s in copies) == ["xvda1", "xvda5", "xvda6"]
     # each copy's own second, and at most the other copies' besides
-    assert all(s.host == "source" and 1.0 <= s.seconds <= 3.0 for s in copies), copies
+    assert all(s.role == "source" and 1.0 <= s.seconds <= 3.0 for s in copies), copies
     assert [f.outcome for f in report.filesystems] == ["copied"] * 3
     assert thread_crashes == []
 

@@ -224,7 +224,7 @@ def with_params(source: str, standby: str):
                      else f for f in fss)
 
     disk = dataclasses.replace(disk, filesystems=put(disk.filesystems, source),
-                               target_filesystems=put(disk.target_filesystems, standby))
+                               standby_filesystems=put(disk.standby_filesystems, standby))
     return dataclasses.replace(facts, disks=(disk,))
 
 
@@ -256,7 +256,7 @@ def test_preflight_reads_the_parameters_on_both_hosts_and_a_drift_refuses_the_ru
     recs = records()
     _, pre, _ = run_gather(recs)
     (disk,) = pre.facts.disks
-    for fss in (disk.filesystems, disk.target_filesystems):
+    for fss in (disk.filesystems, disk.standby_filesystems):
         got = {f.name: f.params for f in fss}
         assert isinstance(got["xvda1"], ExtParams) and isinstance(got["xvda2"], ExtParams)
         assert got["xvda3"] is None  # swap
@@ -315,7 +315,7 @@ def _stat_f(answers: dict[str, str]):
                   "standby was made with fewer inodes than the source (65536); run "
                   "init-standby --force"),
     ("32768 20000\n", "the standby filesystem is full (rsync exit 23); free space or grow "
-                      "the target LV"),
+                      "the standby LV"),
 ])
 def test_a_run_whose_rsync_hits_enospc_checks_the_standbys_inodes(tmp_path, peer_inodes,
                                                                   message):

@@ -457,19 +457,19 @@ def test_plan_maps_guest_lvs_read_only_on_the_source_and_writable_on_the_peer(tm
     plan = plan_backup(lvm01_facts(), config(tmp_path), "R1")
     assert [f.name for f in plan.filesystems] == ["xvda1", "xvda2.vg_a.root", "xvda2.vg_a.var"]
     assert any("xvda2: guest LVM physical volume" in s for s in plan.skipped)
-    actions = [(s.host, s.action) for s in plan.steps]
+    actions = [(s.role, s.action) for s in plan.steps]
     lvmaps = [s for s in plan.steps if s.action == "lvmap"]
     assert len(lvmaps) == 4
     src_root = volume_map_name("R1", "web01", "src", "xvda2.vg_a.root")
     dst_var = volume_map_name("R1", "web01", "dst", "xvda2.vg_a.var")
     assert src_root == "domubk-R1-web01-src-" + sha256(b"xvda2.vg_a.root").hexdigest()[:16]
-    src = next(s for s in lvmaps if s.host == "source" and src_root in s.resource)
+    src = next(s for s in lvmaps if s.role == "source" and src_root in s.resource)
     assert src.argv == ("dmsetup", "create", "--concise",
                         f"{src_root},,,ro,"
                         "0 327680 linear /dev/mapper/vg_a-domubk--R1--web01--xvdap2 2048")
     assert src.undo == ("dmsetup", "remove", "--retry", src_root)
     assert "guest LV vg_a/root" in src.note
-    dst = next(s for s in lvmaps if s.host == "peer" and dst_var in s.resource)
+    dst = next(s for s in lvmaps if s.role == "peer" and dst_var in s.resource)
     assert dst.argv[3].startswith(f"{dst_var},,,rw,0 188416 linear "
                                   "/dev/mapper/domubk-R1-web01-xvdap2 329728")
     # each side: the partition maps first, the LV maps next, mounts after
@@ -480,7 +480,7 @@ def test_plan_maps_guest_lvs_read_only_on_the_source_and_writable_on_the_peer(tm
     assert root.source_device == f"/dev/mapper/{src_root}"
     assert (root.guest_vg, root.guest_lv, root.partuuid) == ("vg_a", "root", None)
     mount = next(s for s in plan.steps if s.action == "mount" and s.fs == root.name
-                 and s.host == "source")
+                 and s.role == "source")
     assert "ro" in mount.argv[4].split(",") and mount.argv[-1].endswith("/xvda2.vg_a.root")
 
 
@@ -572,10 +572,10 @@ def test_init_standby_copies_the_pv_head_raw_and_makes_each_guest_lv_filesystem(
 
     sp = plan_standby(lvm01_facts(), config(tmp_path), "R1", force=True)
     copy = next(s for s in sp.steps if s.action == "copy" and "pvhead" in " ".join(s.argv))
-    assert copy.host == "source"
+    assert copy.role == "source"
     assert f"skip={P2}" in copy.argv and f"count={1 << 20}" in copy.argv  # label + metadata
     assert copy.argv[1] == "if=/dev/vg_a/lvm01"
-    peer = [s for s in sp.steps if s.host == "peer"]
+    peer = [s for s in sp.steps if s.role == "peer"]
     write = next(s for s in peer if s.action == "write" and "pvhead" in " ".join(s.argv))
     assert write.argv[2] == "of=/dev/mapper/domubk-R1-web01-xvdap2"
     lvmaps = [s for s in peer if s.action == "lvmap"]

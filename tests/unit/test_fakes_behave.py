@@ -298,7 +298,7 @@ def test_a_filesystem_mounted_from_the_wrong_device_stops_the_run_before_rsync(t
                                                                       wrong)
     src.fstab_on = "xvda1"
     cfg, plan, report, ex = _executor(tmp_path, src, peer)
-    expected = errors.SourceGuardFailed if side == "source" else errors.TargetGuardFailed
+    expected = errors.SourceGuardFailed if side == "source" else errors.StandbyGuardFailed
     with pytest.raises(expected, match=r"xvda1 is mounted from .*p5 \(253:\d+\), not from "
                                        r".*xvdap1 \(253:\d+\)"):
         ex.run()
@@ -329,7 +329,7 @@ def test_without_its_device_comparison_the_guard_lets_the_wrong_standby_be_writt
     src.fstab_on = "xvda1"
     cfg, plan, report, ex = _executor(tmp_path, src, peer)
     with pytest.raises(pytest.fail.Exception, match="DID NOT RAISE"):
-        with pytest.raises(errors.TargetGuardFailed):
+        with pytest.raises(errors.StandbyGuardFailed):
             ex.run()
     assert any(untied(c)[0] == "rsync" and c[-1].endswith("/xvda1/") for c in src.calls)
 
@@ -338,7 +338,7 @@ def _undo_oldest_first(self, host):
     """Executor._teardown_host with the order turned round: what was made first goes first."""
     from toolkit.undo import unwind
 
-    done = unwind(self.runner(host), list(reversed([s for s in self._made if s.host == host])),
+    done = unwind(self.runner(host), list(reversed([s for s in self._made if s.role == host])),
                   timeout=60, probe_first=False)
     self.report.teardown_errors += [why for _, why in done.failed]
     if done.clean:

@@ -135,9 +135,9 @@ def test_an_excluded_healthy_filesystem_is_neither_copied_nor_compared(tmp_path)
     facts = web01_facts()
     disk = facts.disks[0]
     other_uuid = tuple(dataclasses.replace(f, probe=dataclasses.replace(f.probe, uuid="0000"))
-                       if f.name == "xvda6" else f for f in disk.target_filesystems)
+                       if f.name == "xvda6" else f for f in disk.standby_filesystems)
     facts = dataclasses.replace(facts, disks=(dataclasses.replace(
-        disk, target_filesystems=other_uuid),))
+        disk, standby_filesystems=other_uuid),))
     cfg = with_domain_keys(tmp_path, 'skip_filesystems = ["xvda6"]\n')
     plan = plan_backup(facts, cfg, RUN)
     assert [f.name for f in plan.filesystems] == ["xvda1", "xvda5"]
@@ -159,7 +159,7 @@ def test_swap_on_the_source_and_the_standby_stays_a_quiet_skip(tmp_path):
     disk = facts.disks[0]
     swap = next(f for f in disk.filesystems if f.name == "xvda2")
     assert swap.probe.type == "swap"
-    assert next(f for f in disk.target_filesystems if f.name == "xvda2").probe.type == "swap"
+    assert next(f for f in disk.standby_filesystems if f.name == "xvda2").probe.type == "swap"
     plan = plan_backup(facts, config(tmp_path), RUN)  # no error
     (fate,) = [f for f in plan.fates if f.name == "xvda2"]
     assert (fate.fate, fate.reason) == ("skipped",
@@ -168,9 +168,9 @@ def test_swap_on_the_source_and_the_standby_stays_a_quiet_skip(tmp_path):
     blank = blank_probe()
     both = dataclasses.replace(disk, filesystems=tuple(
         dataclasses.replace(f, probe=blank) if f.name == "xvda2" else f
-        for f in disk.filesystems), target_filesystems=tuple(
+        for f in disk.filesystems), standby_filesystems=tuple(
         dataclasses.replace(f, probe=blank) if f.name == "xvda2" else f
-        for f in disk.target_filesystems))
+        for f in disk.standby_filesystems))
     plan = plan_backup(dataclasses.replace(facts, disks=(both,)), config(tmp_path), RUN)
     assert "xvda2: no filesystem found" in plan.skipped
 

@@ -35,7 +35,7 @@ from toolkit.report import DomainReport
 RUN = "20260101T000000Z-abcd"
 OTHER_RUN = "20260102T000000Z-ffff"
 HOSTS = {"source": "dom0-a", "peer": "dom0-b"}
-GUARD = {"source": errors.SourceGuardFailed, "peer": errors.TargetGuardFailed}
+GUARD = {"source": errors.SourceGuardFailed, "peer": errors.StandbyGuardFailed}
 
 
 def _run(tmp_path, src, peer, plan=None):
@@ -56,8 +56,8 @@ def _xvda1(tmp_path, side: str) -> tuple[str, str]:
     """(mount point, planned device) of web01's xvda1 on ``side``."""
     f = next(f for f in plan_backup(web01_facts(), config(tmp_path), RUN).filesystems
              if f.name == "xvda1")
-    return (f.source_mount, f.source_device) if side == "source" else (f.target_mount,
-                                                                       f.target_device)
+    return (f.source_mount, f.source_device) if side == "source" else (f.standby_mount,
+                                                                       f.standby_device)
 
 
 def _nothing_copied_nothing_left(src: FakeHost, peer: FakeHost) -> None:
@@ -238,7 +238,7 @@ def _tampered(tmp_path, host: str, action: str, fs: str, *, argv: str | None = N
     command's path (``argv``), or its command, resource and undo (``path``)."""
     plan = plan_backup(web01_facts(), config(tmp_path), RUN)
     steps = list(plan.steps)
-    i = next(n for n, s in enumerate(steps) if s.host == host and s.action == action
+    i = next(n for n, s in enumerate(steps) if s.role == host and s.action == action
              and s.resource.endswith("/" + fs))
     step = steps[i]
     if argv is not None:
@@ -274,7 +274,7 @@ def test_a_mount_points_mkdir_in_another_runs_directory_is_refused(tmp_path, hos
     prefix = "/run/domu-backup/src" if host == "source" else "/run/domu-backup/dst"
     cfg = config(tmp_path)
     assert prefix == (cfg.defaults.source_prefix if host == "source"
-                      else cfg.defaults.target_prefix)
+                      else cfg.defaults.peer_prefix)
     target = f"{prefix}/web01.{OTHER_RUN}/xvda1"
     plan, _ = _tampered(tmp_path, host, "mkdir", "xvda1", path=target)
     src, peer = FakeHost("dom0-a"), FakeHost("dom0-b")
@@ -441,7 +441,7 @@ class NoUdevHost(FakeHost):
 
 def _alias(tmp_path) -> str:
     plan = plan_backup(web01_facts(), config(tmp_path), RUN)
-    return next(s.resource for s in plan.steps if s.host == "peer" and s.action == "alias")
+    return next(s.resource for s in plan.steps if s.role == "peer" and s.action == "alias")
 
 
 def test_a_failing_mknodes_is_no_error_when_the_node_is_there_after_all(tmp_path):

@@ -108,7 +108,7 @@ def test_a_mountpoint_holding_another_filesystem_type_is_refused(tmp_path, side)
         expected = errors.SourceGuardFailed
     else:
         src, peer = FakeHost("dom0-a"), OtherTypeHost("dom0-b", "xvda1", "vfat")
-        expected = errors.TargetGuardFailed
+        expected = errors.StandbyGuardFailed
     src.fstab_on = "xvda1"
     plan, report, ex = _executor(tmp_path, src, peer)
     with pytest.raises(expected, match=r"/xvda1 holds vfat, expected ext4") as info:
@@ -140,7 +140,7 @@ def test_findmnt_output_that_cannot_be_read_stops_the_run_as_the_guard(tmp_path,
                                                                         garbled)
     src.fstab_on = "xvda1"
     plan, report, ex = _executor(tmp_path, src, peer)
-    expected = errors.SourceGuardFailed if side == "source" else errors.TargetGuardFailed
+    expected = errors.SourceGuardFailed if side == "source" else errors.StandbyGuardFailed
     with pytest.raises(expected, match=r"cannot read findmnt output for .*/xvda1"):
         ex.run()
     assert _rsyncs(src) == []
@@ -570,7 +570,7 @@ def test_a_planned_device_that_is_gone_stops_the_run_naming_it(tmp_path, side):
     src, peer = (gone, FakeHost("dom0-b")) if side == "source" else (FakeHost("dom0-a"), gone)
     src.fstab_on = "xvda1"
     plan, report, ex = _executor(tmp_path, src, peer)
-    expected = errors.SourceGuardFailed if side == "source" else errors.TargetGuardFailed
+    expected = errors.SourceGuardFailed if side == "source" else errors.StandbyGuardFailed
     with pytest.raises(expected) as info:
         ex.run()
     assert re.fullmatch(rf"\[{gone.host}\] expected device /dev/\S+p1 does not exist",
@@ -584,7 +584,7 @@ def test_a_mount_that_did_not_happen_is_one_line_naming_mountpoint_and_device(tm
     peer = FakeHost("dom0-b", silent_mount=side == "peer")
     src.fstab_on = "xvda1"
     plan, report, ex = _executor(tmp_path, src, peer)
-    expected = errors.SourceGuardFailed if side == "source" else errors.TargetGuardFailed
+    expected = errors.SourceGuardFailed if side == "source" else errors.StandbyGuardFailed
     with pytest.raises(expected) as info:
         ex.run()
     host = "dom0-a" if side == "source" else "dom0-b"

@@ -77,7 +77,7 @@ def test_a_source_disk_that_is_itself_a_snapshot_is_refused():
         if r["role"] == "source" and r["argv"][0] == "lvs":
             r["stdout"] = re.sub(r'"lv_attr":"[^"]*"', '"lv_attr":"swi-aos---"', r["stdout"])
             r["stdout"] = re.sub(r'"origin":"[^"]*"', '"origin":"web01-base"', r["stdout"])
-    with pytest.raises(errors.TargetInvalid) as info:
+    with pytest.raises(errors.StandbyInvalid) as info:
         run_gather(recs)
     assert str(info.value).endswith("disk xvda: /dev/vg_a/web01 is itself a snapshot")
     assert info.value.host == "dom0-a"
@@ -101,7 +101,7 @@ def test_a_standby_that_cannot_be_read_is_that_error_not_a_missing_standby():
                  stderr="  Internal error: the metadata area is damaged\n")
     with pytest.raises(errors.CommandFailed, match="metadata area is damaged") as info:
         run_gather(recs)
-    assert not isinstance(info.value, errors.TargetInvalid)
+    assert not isinstance(info.value, errors.StandbyInvalid)
     assert info.value.host == "dom0-b"
 
 
@@ -270,7 +270,7 @@ def test_each_standby_refusal_names_the_peer_and_what_to_do():
                  f"/dev/vg_a/web01 ({SOURCE_LV_BYTES} bytes)",
     }
     for name, recs in (("missing", missing), ("open", is_open), ("small", small)):
-        with pytest.raises(errors.TargetInvalid) as info:
+        with pytest.raises(errors.StandbyInvalid) as info:
             run_gather(recs)
         assert str(info.value) == f"[dom0-b] {said[name]}", name
         assert info.value.host == "dom0-b"

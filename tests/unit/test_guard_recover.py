@@ -161,7 +161,7 @@ def test_each_hosts_inventory_holds_what_recover_would_take_there(killed_run):
     assert s.vgs == ("vg_a", "vg_b") and p.vgs == ()
     assert s.snapshots == (("vg_a", SNAP),) and p.snapshots == ()
     assert s.run_dirs == (f"{src_prefix}/web01.{RUN}",)
-    assert p.run_dirs == (cfg.defaults.target_prefix.rstrip("/") + f"/web01.{RUN}",)
+    assert p.run_dirs == (cfg.defaults.peer_prefix.rstrip("/") + f"/web01.{RUN}",)
     assert s.pending(cfg, "web01") and p.pending(cfg, "web01")
     assert not s.pending(cfg, "db01") and not p.pending(cfg, "db01")
     recover_domain(cfg, "web01", src, peer, inventories=inv)
@@ -283,7 +283,7 @@ def _other_domains_leftovers(host: FakeHost, cfg, role: str) -> tuple[str, str]:
     from toolkit.journal import JournalEntry, journal_path
 
     prefix = (cfg.defaults.source_prefix if role == "source"
-              else cfg.defaults.target_prefix).rstrip("/")
+              else cfg.defaults.peer_prefix).rstrip("/")
     run_dir = f"{prefix}/db01.{OTHER_RUN}"
     host.base_dirs.add(prefix)
     host.dirs.add(run_dir)

@@ -228,7 +228,7 @@ def test_config_sends_each_domain_to_the_other_host_by_disk() -> None:
         domain_cfg = cfg.domain(dom.name)
         peer = PEER[RUNS_ON[dom.name]]
         assert domain_cfg.peer == peer
-        assert {t: d.target_lv for t, d in domain_cfg.disks.items()} == {
+        assert {t: d.standby_lv for t, d in domain_cfg.disks.items()} == {
             disk.device: f"/dev/{VG[peer]}/{lv_name(dom, disk.device)}" for disk in dom.disks}
 
 
@@ -243,7 +243,7 @@ def test_rehearsal_tables_name_the_sandbox_lvs_of_each_disk() -> None:
             lv = lv_name(dom, g.device)
             assert (g.source, g.peer) == (RUNS_ON[dom.name], PEER[RUNS_ON[dom.name]])
             assert g.source_lv == f"/dev/{VG[g.source]}/{lv}"
-            assert g.target_lv == f"/dev/{VG[g.peer]}/{lv}"
+            assert g.standby_lv == f"/dev/{VG[g.peer]}/{lv}"
             assert load_domain(ROOT / "fixtures" / "guests" / f"{g.recipe}.toml").name == dom.name
     images = [img for dom in RUNS_ON for g in guest_disks(dom)
               for img in (g.source_image, g.standby_image)]

@@ -163,9 +163,9 @@ def test_plan_refuses_a_filesystem_name_that_would_leave_the_run_directory(tmp_p
     facts = web01_facts()
     disk = facts.disks[0]
     fs = dataclasses.replace(disk.filesystems[0], name="../../../etc/cron.d/x")
-    target_fs = dataclasses.replace(disk.target_filesystems[0], name=fs.name)
+    target_fs = dataclasses.replace(disk.standby_filesystems[0], name=fs.name)
     disk = dataclasses.replace(disk, filesystems=(fs, *disk.filesystems[1:]),
-                               target_filesystems=(target_fs, *disk.target_filesystems[1:]))
+                               standby_filesystems=(target_fs, *disk.standby_filesystems[1:]))
     facts = dataclasses.replace(facts, disks=(disk,))
     with pytest.raises(UnsafeName, match="mount point"):
         plan_backup(facts, config(tmp_path), RUN)
@@ -182,7 +182,7 @@ def test_executor_proves_each_mount_and_directory_before_creating_it(tmp_path, h
     cfg = config(tmp_path)
     plan = plan_backup(web01_facts(), cfg, RUN)
     steps = list(plan.steps)
-    i = next(n for n, s in enumerate(steps) if s.host == host and s.action == action and s.fs)
+    i = next(n for n, s in enumerate(steps) if s.role == host and s.action == action and s.fs)
     step = steps[i]
     steps[i] = dataclasses.replace(step, argv=(*step.argv[:-1], target), resource=target,
                                    undo=(*step.undo[:-1], target))

@@ -65,7 +65,7 @@ def test_same_kpartx_delimiter_for_map_and_unmap(tmp_path):
 
 def test_source_mounts_are_read_only_with_explicit_type(tmp_path):
     plan = plan_backup(web01_facts(), config(tmp_path), RUN)
-    mounts = [s for s in plan.steps if s.action == "mount" and s.host == SOURCE]
+    mounts = [s for s in plan.steps if s.action == "mount" and s.role == SOURCE]
     assert mounts
     for m in mounts:
         opts = m.argv[m.argv.index("-o") + 1].split(",")
@@ -80,7 +80,7 @@ def test_mount_paths_come_from_device_names_not_guest_data(tmp_path):
     plan = plan_backup(web01_facts(), config(tmp_path), RUN)
     for f in plan.filesystems:
         assert f.source_mount == f"/run/domu-backup/src/web01.{RUN}/{f.name}"
-        assert f.target_mount == f"/run/domu-backup/dst/web01.{RUN}/{f.name}"
+        assert f.standby_mount == f"/run/domu-backup/dst/web01.{RUN}/{f.name}"
 
 
 def test_skipped_filesystems_are_listed_with_reasons(tmp_path):
@@ -96,9 +96,9 @@ def test_standby_with_other_uuid_is_a_layout_mismatch(tmp_path):
     disk = facts.disks[0]
     changed = tuple(
         dataclasses.replace(f, probe=dataclasses.replace(f.probe, uuid="0000"))
-        if f.name == "xvda1" else f for f in disk.target_filesystems)
+        if f.name == "xvda1" else f for f in disk.standby_filesystems)
     bad = dataclasses.replace(facts, disks=(dataclasses.replace(disk,
-                                                                target_filesystems=changed),))
+                                                                standby_filesystems=changed),))
     assert any("xvda1: UUID" in d for d in compare_layouts(bad.disks[0]))
     with pytest.raises(errors.LayoutMismatch, match="init-standby"):
         plan_backup(bad, config(tmp_path), RUN)
@@ -107,8 +107,8 @@ def test_standby_with_other_uuid_is_a_layout_mismatch(tmp_path):
 def test_standby_with_other_partition_table_is_a_layout_mismatch(tmp_path):
     facts = web01_facts()
     gpt = disk_facts("gpt", "xvda", "vg_a", "vg_b", "web01")
-    disk = dataclasses.replace(facts.disks[0], target_table=gpt.table,
-                               target_filesystems=gpt.filesystems)
+    disk = dataclasses.replace(facts.disks[0], standby_table=gpt.table,
+                               standby_filesystems=gpt.filesystems)
     diffs = compare_layouts(disk)
     assert diffs == ["partition table dos on source, gpt on standby"]
 

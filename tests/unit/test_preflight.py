@@ -62,7 +62,7 @@ def test_recorded_lab_facts_give_the_expected_plan():
     assert disk.table.label == "dos"
     assert [(f.name, f.probe.type) for f in disk.filesystems] == [
         ("xvda1", "ext4"), ("xvda2", "ext4"), ("xvda3", "swap")]
-    assert disk.target_lv.path == "/dev/vg_b/web01"
+    assert disk.standby_lv.path == "/dev/vg_b/web01"
     plan = plan_backup(pre.facts, cfg, RUN)
     check_golden("plan-lab-web01.txt", render_plan(plan))
 
@@ -105,7 +105,7 @@ def test_standby_lv_in_use_is_refused_naming_its_holder_and_what_to_do(listing, 
     recs = _lvs(records(), "peer", lv_attr="-wi-ao----")
     recs.append({"role": "peer", "argv": LSBLK, "exit_code": 0, "stdout": listing,
                  "stderr": ""})
-    with pytest.raises(errors.TargetInvalid) as raised:
+    with pytest.raises(errors.StandbyInvalid) as raised:
         run_gather(recs)
     message = str(raised.value)
     assert "is open (in use) on dom0-b, not by this tool" in message
@@ -113,14 +113,14 @@ def test_standby_lv_in_use_is_refused_naming_its_holder_and_what_to_do(listing, 
 
 
 def test_smaller_standby_lv_is_refused():
-    with pytest.raises(errors.TargetInvalid, match="smaller"):
+    with pytest.raises(errors.StandbyInvalid, match="smaller"):
         run_gather(_lvs(records(), "peer", lv_size="1048576"))
 
 
 def test_missing_standby_lv_is_refused():
     recs = patch(records(), "peer", "lvs", exit_code=5, stdout="",
                  stderr='  Failed to find logical volume "vg_b/web01"\n')
-    with pytest.raises(errors.TargetInvalid, match="does not exist"):
+    with pytest.raises(errors.StandbyInvalid, match="does not exist"):
         run_gather(recs)
 
 
@@ -182,7 +182,7 @@ def test_the_peers_reads_run_beside_the_sources():
     cfg = load_config(CONFIG, check_permissions=False)
     pre, got = gather(cfg, "web01", source, lambda name: peer, local_node_name(cfg, "dom0-a"))
     assert waited == [True]
-    assert got is peer and pre.facts.disks[0].target_lv.path == "/dev/vg_b/web01"
+    assert got is peer and pre.facts.disks[0].standby_lv.path == "/dev/vg_b/web01"
 
 
 def test_the_peers_domain_state_and_standby_reads_run_side_by_side():
@@ -204,7 +204,7 @@ def test_the_peers_domain_state_and_standby_reads_run_side_by_side():
     cfg = load_config(CONFIG, check_permissions=False)
     pre, _ = gather(cfg, "web01", source, lambda name: peer, local_node_name(cfg, "dom0-a"))
     assert waited == [True] and pre.peer_state == "shut off"
-    assert pre.facts.disks[0].target_lv.path == "/dev/vg_b/web01"
+    assert pre.facts.disks[0].standby_lv.path == "/dev/vg_b/web01"
     # the programs were checked (and the connection made) before anything else
     assert peer.calls[0][0] == "which"
 
@@ -215,7 +215,7 @@ def test_a_source_error_wins_over_a_peer_error_and_the_peer_thread_has_ended():
     recs = patch(records(), "peer", "which", stdout="", exit_code=1)
     recs = patch(recs, "source", "lvs", exit_code=5, stdout="",
                  stderr='  Failed to find logical volume "vg_a/web01"\n')
-    with pytest.raises(errors.TargetInvalid, match="not an LVM logical volume") as info:
+    with pytest.raises(errors.StandbyInvalid, match="not an LVM logical volume") as info:
         run_gather(recs)
     assert info.value.host == "dom0-a"
     assert not [t for t in threading.enumerate() if t.name.startswith("preflight-peer")]
@@ -287,7 +287,7 @@ def test_an_lv_declared_as_a_file_is_resolved_with_lvs_and_backed_up(tmp_path):
     _, pre, _ = run_gather(recs, "qdisk02", config_path=cfg)
     (disk,) = pre.facts.disks
     assert disk.disk.disk_type == "file" and disk.disk.source == "/dev/mapper/vg_a-web01"
-    assert disk.source_lv.path == "/dev/vg_a/web01" and disk.target_lv.path == "/dev/vg_b/web01"
+    assert disk.source_lv.path == "/dev/vg_a/web01" and disk.standby_lv.path == "/dev/vg_b/web01"
     assert [(d.target, d.skip_reason, d.warning) for d in pre.facts.skipped_disks] == [
         ("xvdc", "file-backed", True), ("hdc", "cdrom", False)]
 
@@ -362,7 +362,7 @@ def test_a_data_disk_still_demands_its_standby(tmp_path):
             r["stdout"] = ext4["stdout"].replace(ext4["argv"][-1], SWAP_LV)
     head = (RECORDED / "fsparams" / "ext4-new.head.bin").read_bytes()  # its superblock read
     recs.append(answer("source", read_argv(SWAP_LV, 0), head.decode("utf-8", "surrogateescape")))
-    with pytest.raises(errors.TargetInvalid, match="pv01-swap for disk xvda1 does not exist"):
+    with pytest.raises(errors.StandbyInvalid, match="pv01-swap for disk xvda1 does not exist"):
         run_gather(recs, "pv01", config_path=config_with(tmp_path, "pv01", "xvda2"))
 
 

@@ -53,7 +53,7 @@ def test_inventory_names_a_domain_pending_only_for_what_the_sweep_would_take():
                                '[domains.web01]\npeer = "dom0-b"\n'
                                '[domains.db01]\npeer = "dom0-b"\n',
                                "/etc/domu-backup/backup.toml", allow_lab_hosts=True)
-    src, dst = cfg.defaults.source_prefix.rstrip("/"), cfg.defaults.target_prefix.rstrip("/")
+    src, dst = cfg.defaults.source_prefix.rstrip("/"), cfg.defaults.peer_prefix.rstrip("/")
     clean = _inventory("source", maps=["vg_a-web01", "vg_a-domubklookalike"], vgs=["vg_a"],
                        snapshots=[("vg_a", "domubk-lookalike")],
                        mounts=["/", f"{src}2/web01.x/xvda1"])

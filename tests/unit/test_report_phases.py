@@ -44,7 +44,7 @@ def test_the_failing_step_is_timed_in_its_phase_and_as_a_step(tmp_path):
     assert phases[-2:] == ["peer", "teardown"] and "marker" not in phases
     assert {"preflight", "snapshot", "map", "mount"} <= set(phases)
     assert report.phases["peer"] >= SLOW
-    failed = [s for s in report.steps if (s.host, s.action) == ("peer", "mount")]
+    failed = [s for s in report.steps if (s.role, s.action) == ("peer", "mount")]
     assert len(failed) == 1 and failed[0].seconds >= SLOW
     assert "peer 0.3s" in summary(RunReport("dom0-a", domains=[report]))
 
@@ -87,9 +87,9 @@ def _slowly(exc):
 
 
 def test_a_preflight_that_fails_is_timed(stand_ins, tmp_path):
-    stand_ins["gather"] = _slowly(errors.TargetInvalid("standby too small"))
+    stand_ins["gather"] = _slowly(errors.StandbyInvalid("standby too small"))
     report = app.backup_domain(config(tmp_path), "web01", app.Hosts(source="source"))
-    assert report.error == "TargetInvalid"
+    assert report.error == "StandbyInvalid"
     assert list(report.phases) == ["preflight", "recover"]
     assert report.phases["preflight"] >= SLOW and report.phases["recover"] < SLOW
 

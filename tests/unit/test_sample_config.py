@@ -157,7 +157,7 @@ def test_the_domain_example_shows_every_domain_key_below_its_doc() -> None:
         else:
             line = next(x for x in lines if re.fullmatch(rf"(# )?{f.name} = .+", x))
         assert comment_above(lines, lines.index(line)) == words(f.metadata["doc"])
-    target = lines.index('target_lv = "/dev/vg0/web01"')
+    target = lines.index('standby_lv = "/dev/vg0/web01"')
     assert comment_above(lines, target) == words(dataclasses.fields(DiskConfig)[0].metadata["doc"])
 
 

@@ -27,7 +27,7 @@ def test_forced_plan_recreates_every_filesystem_with_same_uuid_and_label():
             "var lib", "/dev/mapper/domubk-R1-web01-xvdap4") in mkfs
     assert any(a[0] == "mkfs.vfat" and "5EC0FFEE" in a for a in mkfs)
     assert all("/dev/vg_b/" not in " ".join(a) for a in mkfs)  # only through the owned alias
-    order = [s.action for s in sp.steps if s.host == "peer"]
+    order = [s.action for s in sp.steps if s.role == "peer"]
     assert order.index("write") < order.index("table") < order.index("map") < order.index("mkfs")
 
 

@@ -68,7 +68,7 @@ def test_a_peer_whose_first_undo_times_out_is_tried_no_more_and_keeps_its_journa
     src, peer = FakeHost("dom0-a"), FakeHost("dom0-b", fail=first_undo_times_out)
     src.fstab_on = "xvda1"
     plan, report, ex = _executor(tmp_path, src, peer)
-    peer_steps = [s for s in plan.steps if s.host == "peer" and s.undo]
+    peer_steps = [s for s in plan.steps if s.role == "peer" and s.undo]
     undos.update(tuple(s.undo) for s in peer_steps)
     assert len(peer_steps) > 2
     with pytest.raises(errors.TeardownIncomplete):

@@ -155,7 +155,7 @@ def _range_digest(runner: Runner, device: str, r: ByteRange) -> str:
 
 
 def audit_boot_area(source: Runner, peer: Runner, source_lv: str,
-                    target_lv: str) -> AuditedFs | None:
+                    standby_lv: str) -> AuditedFs | None:
     """Compare the boot area (boot code, the gap, BIOS boot partitions) of both disks."""
     table = partition_table_from_result(source.run(sfdisk_argv(source_lv), check=False,
                                                    timeout=120))
@@ -163,24 +163,24 @@ def audit_boot_area(source: Runner, peer: Runner, source_lv: str,
     if not ranges:
         return None
     diffs = tuple(f"{r.what} (bytes {r.start}+{r.length}) differs" for r in ranges
-                  if _range_digest(source, source_lv, r) != _range_digest(peer, target_lv, r))
-    return AuditedFs("boot area", "raw", source_lv, target_lv, diffs)
+                  if _range_digest(source, source_lv, r) != _range_digest(peer, standby_lv, r))
+    return AuditedFs("boot area", "raw", source_lv, standby_lv, diffs)
 
 
-def audit_standby(source: Runner, peer: Runner, source_lv: str, target_lv: str, peer_address: str,
+def audit_standby(source: Runner, peer: Runner, source_lv: str, standby_lv: str, peer_address: str,
                   ssh: SshOptions) -> list[AuditedFs]:
-    """Compare every filesystem of source_lv with target_lv; returns per-filesystem differences.
+    """Compare every filesystem of source_lv with standby_lv; returns per-filesystem differences.
 
     The boot area is compared too (an entry named "boot area"), for a partitioned disk. A
     filesystem only on one side, or no filesystem at all, is a difference: an audit that
     compared nothing never passes.
     """
     results: list[AuditedFs] = []
-    boot = audit_boot_area(source, peer, source_lv, target_lv)
+    boot = audit_boot_area(source, peer, source_lv, standby_lv)
     if boot is not None:
         results.append(boot)
     with mounted(source, source_lv, f"{AUDIT_ROOT}/src", "a") as src, \
-            mounted(peer, target_lv, f"{AUDIT_ROOT}/dst", "a") as dst:
+            mounted(peer, standby_lv, f"{AUDIT_ROOT}/dst", "a") as dst:
         for name, (mnt, fstype) in sorted(src.items()):
             if name not in dst:
                 results.append(AuditedFs(name, fstype, mnt, "", ("missing on the standby",)))

@@ -48,7 +48,7 @@ class GuestDisk:
     source: str  # container where the domain runs
     peer: str
     source_lv: str
-    target_lv: str
+    standby_lv: str
     device: str = "xvda"  # the recipe's disk, the domain's <target dev>
 
     @property
@@ -59,13 +59,13 @@ class GuestDisk:
     @property
     def standby_image(self) -> str:
         """On the peer: the standby's built image (the layout, filesystems empty), written to the
-        target LV at each reset."""
-        return f"{IMAGES}/{posixpath.basename(self.target_lv)}-standby.img"
+        standby LV at each reset."""
+        return f"{IMAGES}/{posixpath.basename(self.standby_lv)}-standby.img"
 
     @property
     def synced_image(self) -> str:
         """On the peer: the source image itself, i.e. a standby already in sync."""
-        return f"{IMAGES}/{posixpath.basename(self.target_lv)}-synced.img"
+        return f"{IMAGES}/{posixpath.basename(self.standby_lv)}-synced.img"
 
 
 GUESTS = (
@@ -261,7 +261,7 @@ def reset_disks(lab: Lab, *, synced: tuple[str, ...] = ()) -> None:
     for g in GUESTS:
         by_host.setdefault(g.source, []).append((g.source_image, g.source_lv))
         standby = g.synced_image if g.domain in synced else g.standby_image
-        by_host.setdefault(g.peer, []).append((standby, g.target_lv))
+        by_host.setdefault(g.peer, []).append((standby, g.standby_lv))
 
     def write(r: Runner, pairs: list[tuple[str, str]]) -> None:
         # One exec per host: each LV zeroed first (on the loop-backed VG that punches holes
@@ -302,7 +302,7 @@ def prepare_layout(lab: Lab, domain: str) -> tuple[GuestDisk, ...]:
         log(f"{domain}: {built} image(s) built ({time.monotonic() - t0:.0f}s)")
     for container, image, g, standby in jobs:
         write_disk_image(lab.sandbox.container(container), image,
-                         g.target_lv if standby else g.source_lv)
+                         g.standby_lv if standby else g.source_lv)
     return disks
 
 
@@ -396,7 +396,7 @@ def audit(lab: Lab, domain: str = "web01", device: str | None = None) -> list[Au
     """Audit one disk of a domain: its only or first disk, or the one named ``device``."""
     disks = guest_disks(domain)
     g = next(x for x in disks if x.device == device) if device else disks[0]
-    return audit_standby(lab.runner(g.source), lab.runner(g.peer), g.source_lv, g.target_lv,
+    return audit_standby(lab.runner(g.source), lab.runner(g.peer), g.source_lv, g.standby_lv,
                          f"root@{g.peer}", SSH)
 
 

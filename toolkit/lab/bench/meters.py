@@ -218,10 +218,10 @@ def parse_toolkit_report(text: str) -> ToolkitRun:
 
 
 def step_totals(steps: Iterable[Mapping[str, Any]]) -> dict[str, float]:
-    """Seconds spent per ``host action`` (e.g. ``peer mount``, ``source undo snapshot``)."""
+    """Seconds spent per ``role action`` (e.g. ``peer mount``, ``source undo snapshot``)."""
     out: dict[str, float] = {}
     for st in steps:
-        key = f"{st.get('host', '?')} {st.get('action', '?')}"
+        key = f"{st.get('role', '?')} {st.get('action', '?')}"
         out[key] = round(out.get(key, 0.0) + float(st.get("seconds") or 0.0), 3)
     return out
 

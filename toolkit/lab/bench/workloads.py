@@ -291,7 +291,7 @@ def bench_config(domains: Mapping[str, Sequence[BenchDisk]], *, key: str,
     for name, disks in domains.items():
         lines += ["", f"[domains.{name}]", f'peer = "{PEER_HOST}"']
         for d in disks:
-            lines += ["", f"[domains.{name}.disks.{d.device}]", f'target_lv = "{target(d)}"']
+            lines += ["", f"[domains.{name}.disks.{d.device}]", f'standby_lv = "{target(d)}"']
     return "\n".join(lines) + "\n"
 
 
