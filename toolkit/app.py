@@ -1,7 +1,7 @@
-"""The backup job end to end: config, preflight, plan, execute, report.
+"""The jobs end to end: a backup (config, preflight, plan, execute, report) and a recover.
 
-This is what ``invoke backup`` and the ``domu-backup`` console script call.
-It never imports invoke; tasks turn its errors into exit codes.
+This is what the ``domu-backup`` commands call. It never imports invoke; the commands
+turn its errors into exit codes.
 """
 
 from __future__ import annotations
@@ -16,19 +16,23 @@ from . import log
 from .config import Config
 from .errors import (
     ConfigError,
+    ConnectionLost,
     DomainNotDefinedHere,
     FinishedWithWarnings,
+    HostKeyRejected,
     Interrupted,
     NotRunningHere,
+    PeerUnreachable,
     ToolkitError,
     most_severe,
 )
 from .execute import Executor
 from .hosts import runner_for
+from .journal import list_journals
 from .lock import domain_lock
 from .plan import Plan, filesystem_fates, plan_backup
 from .preflight import connect_peer, gather, local_node_name, locate
-from .recover import recover_domain, take_inventories
+from .recover import Inventory, recover_domain, take_inventories, take_inventory
 from .report import DomainReport, RunReport, fates_from
 from .runners import LocalRunner, Runner
 from .statedir import check_state_dir
@@ -116,13 +120,10 @@ def backup_domain(config: Config, domain: str, hosts: Hosts, *, node: str | None
                     for runner in (hosts.source, connected):
                         check_state_dir(runner, config.defaults.state_dir)
                     seen = take_inventories(config, hosts.source, connected)
-                    report.cleaned = recover_domain(config, domain, hosts.source, connected,
-                                                    log=log, inventories=seen)
-                    # A killed run wrote no report: its record goes to the history now.
                     journals = [p for inv in (seen or {}).values() for p in inv.journals]
-                    record_cleaned_runs(config, domain,
-                                        killed_runs(domain, journals, report.cleaned),
-                                        by="backup", log=log)
+                    report.cleaned = _recover_and_record(
+                        config, domain, hosts.source, connected, inventories=seen,
+                        journals=journals, by="backup", log=log)
             with _phase(report, "preflight"):
                 pre, peer = gather(config, domain, hosts.source,
                                    lambda n: hosts.peer(config, n), local, state=state,
@@ -211,6 +212,73 @@ def backup(config: Config, domains: list[str], hosts: Hosts, *, node: str | None
     run.finished = time.time()
     run.exit_code = most_severe([d.exit_code for d in run.domains])
     return run
+
+
+def _recover_and_record(config: Config, domain: str, source: Runner,
+                        peer: Runner | None, *, inventories: dict[str, Inventory] | None,
+                        journals: list[str], by: str, log: Callable[[str], None],
+                        roles: str = "both") -> list[str]:
+    """Under the domain's lock: undo what killed runs of ``domain`` left, then add each
+    killed run to the history (it wrote no report), so ``status`` shows it. ``journals``
+    are the domain's journals as found under the lock."""
+    cleaned = recover_domain(config, domain, source, peer, log=log, hosts=roles,
+                             inventories=inventories)
+    record_cleaned_runs(config, domain, killed_runs(domain, journals, cleaned), by=by, log=log)
+    return cleaned
+
+
+@dataclass
+class Recovered:
+    """What ``recover`` did: a line per thing undone, and the peers it could not reach."""
+
+    done: list[str] = field(default_factory=list)
+    unreachable: dict[str, ToolkitError] = field(default_factory=dict)
+
+
+def recover(config: Config, domains: list[str], *, local: str, roles: str = "both",
+            log: Callable[[str], None] = lambda m: None) -> Recovered:
+    """Recover ``domains`` on this host (``roles`` local or both) and their peers (peer or
+    both), one connection per peer. A peer that cannot be reached is left for later: this
+    host is still recovered, and the peer is named in ``unreachable``."""
+    out = Recovered()
+    source = LocalRunner(local)
+    peers: dict[str, Runner] = {}
+    try:
+        # One look at each host first; a domain with nothing on a host is skipped there.
+        inventories: dict[tuple[str, str], Inventory] = {}
+        if roles in ("local", "both"):
+            inventories[(local, "source")] = take_inventory(source, config, "source")
+        for name in domains:
+            peer_name = config.domain(name).peer
+            if (roles in ("peer", "both") and peer_name != local
+                    and peer_name not in out.unreachable and peer_name not in peers):
+                runner = peer_runner(config, peer_name)
+                try:
+                    inventories[(peer_name, "peer")] = take_inventory(runner, config, "peer")
+                except (PeerUnreachable, HostKeyRejected, ConnectionLost) as exc:
+                    runner.close()
+                    out.unreachable[peer_name] = exc
+                    log(f"peer {peer_name} cannot be reached, recovering {local} only: {exc}")
+                else:
+                    peers[peer_name] = runner
+            peer = peers.get(peer_name)
+            seen = {role: inv for role, inv in (
+                ("source", inventories.get((local, "source"))),
+                ("peer", inventories.get((peer_name, "peer")))) if inv is not None}
+            if not any(inv.pending(config, name) for inv in seen.values()):
+                continue
+            with domain_lock(config.defaults.lock_dir, name):
+                # Under the lock, a journal left is a killed run's (none of a live one).
+                here = source if roles in ("local", "both") else None
+                journals = [p for runner in (here, peer) if runner is not None
+                            for p in list_journals(runner, config.defaults.state_dir, name)]
+                out.done += _recover_and_record(config, name, source, peer, inventories=seen,
+                                                journals=journals, by="recover", log=log,
+                                                roles=roles)
+    finally:
+        for runner in peers.values():
+            runner.close()
+    return out
 
 
 def unexpected_message(exc: BaseException) -> str:

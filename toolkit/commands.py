@@ -207,78 +207,28 @@ def check_config(c, config=None):
 })
 def recover(c, domu=None, host="both", config=None, node=None):
     """Remove what killed runs left behind (mounts, maps, snapshots) on both hosts."""
-    from . import recover as rec
-    from .app import peer_runner, stderr_log
+    from . import app
     from .config import check_root
-    from .errors import ConnectionLost, HostKeyRejected, PeerUnreachable
-    from .journal import list_journals
-    from .lock import domain_lock
     from .preflight import local_node_name
-    from .runners import LocalRunner
-    from .status import killed_runs, record_cleaned_runs
 
     if host not in ("local", "peer", "both"):
         raise CommandExit(f"error: --host must be local, peer or both, not {host!r}", code=4)
-    peers: dict[str, Runner] = {}  # one connection per peer host, for all its domains
-    # A peer that cannot be reached: the local half is still recovered, then the run says so.
-    down: dict[str, ToolkitError] = {}
     try:
         check_root()
         cfg = _config(config)
         local = local_node_name(cfg, node)
-        source = LocalRunner(local)
-        names = [domu] if domu else list(cfg.domains)
-        # One look at each host first; a domain with nothing on a host is skipped there.
-        inventories = {}
-        if host in ("local", "both"):
-            inventories[(local, "source")] = rec.take_inventory(source, cfg, "source")
-        done: list[str] = []
-        for name in names:
-            domain_cfg = cfg.domain(name)
-            peer = None
-            if (host in ("peer", "both") and domain_cfg.peer != local
-                    and domain_cfg.peer not in down):
-                if domain_cfg.peer not in peers:
-                    runner = peer_runner(cfg, domain_cfg.peer)
-                    try:
-                        inventories[(domain_cfg.peer, "peer")] = rec.take_inventory(runner, cfg,
-                                                                              "peer")
-                    except (PeerUnreachable, HostKeyRejected, ConnectionLost) as exc:
-                        runner.close()
-                        down[domain_cfg.peer] = exc
-                        stderr_log(f"peer {domain_cfg.peer} cannot be reached, recovering {local} "
-                                   f"only: {exc}")
-                    else:
-                        peers[domain_cfg.peer] = runner
-                peer = peers.get(domain_cfg.peer)
-            seen = {"source": inventories.get((local, "source")),
-                    "peer": inventories.get((domain_cfg.peer, "peer"))}
-            if not any(inv is not None and inv.pending(cfg, name) for inv in seen.values()):
-                continue
-            with domain_lock(cfg.defaults.lock_dir, name):
-                # Under the lock, a journal left is a killed run's (none of a live one).
-                journals = [p for runner in (source if host in ("local", "both") else None, peer)
-                            if runner is not None
-                            for p in list_journals(runner, cfg.defaults.state_dir, name)]
-                cleaned = rec.recover_domain(cfg, name, source, peer, log=stderr_log,
-                                             hosts=host,
-                                             inventories={k: v for k, v in seen.items() if v})
-                done += cleaned
-                # Those runs wrote no report: `status` shows them from these records.
-                record_cleaned_runs(cfg, name, killed_runs(name, journals, cleaned),
-                                    by="recover", log=stderr_log)
-        print("\n".join(done) if done else "nothing to recover")
-        if down:
-            peer_name, gone = next(iter(down.items()))
-            finished = f"{local} was recovered; " if host == "both" else ""
-            raise CommandExit(f"error: {_one_line(gone)}; {finished}run `domu-backup recover` "
-                              f"again when {peer_name} is back (`--host local` recovers only "
-                              "this host)", code=max(e.exit_code for e in down.values()))
+        out = app.recover(cfg, [domu] if domu else list(cfg.domains), local=local, roles=host,
+                          log=app.stderr_log)
     except ToolkitError as exc:
         raise _fail(exc) from None
-    finally:
-        for runner in peers.values():
-            runner.close()
+    print("\n".join(out.done) if out.done else "nothing to recover")
+    if out.unreachable:
+        # The local half is recovered; the run still fails, naming the peer to try again.
+        peer_name, gone = next(iter(out.unreachable.items()))
+        finished = f"{local} was recovered; " if host == "both" else ""
+        raise CommandExit(f"error: {_one_line(gone)}; {finished}run `domu-backup recover` "
+                          f"again when {peer_name} is back (`--host local` recovers only "
+                          "this host)", code=max(e.exit_code for e in out.unreachable.values()))
 
 
 @operator_command(help={

@@ -20,8 +20,8 @@ from typing import Any, TypeVar
 
 from . import safefs
 from .errors import ConfigError, DomainUnknown, NotRoot, UsageError
-from .facts.virsh import is_disk_target
-from .rsync import extra_option_problem
+from .names import is_disk_target
+from .rsync_options import extra_option_problem
 from .runners import HostSpec, parse_host_spec
 from .sizes import ABSOLUTE as ABSOLUTE_SIZE
 from .sizes import size_bytes
@@ -641,7 +641,7 @@ class _Parser:
                                     "other", dirs[key])
 
     def check_rsync_arg(self, value: str, dotted: str) -> None:
-        # Only options from rsync.EXTRA_OPTIONS: nothing that could switch off a guard.
+        # Only options from rsync_options.EXTRA_OPTIONS: nothing that could switch off a guard.
         problem = extra_option_problem(value)
         if problem is not None or _CONTROL.search(value):
             raise ConfigError(f"{self.path}: {dotted}: rsync option {_show(value)} refused: "

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import posixpath
 import shlex
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -35,7 +36,7 @@ from .guards import prove_filesystem, prove_own_path
 from .guestpaths import guest_paths
 from .journal import Journal
 from .lock import domain_lock
-from .marker import marker_path, marker_text, new_marker, read_marker
+from .marker import marker_text, new_marker, read_marker
 from .plan import PEER, SOURCE, FilesystemPlan, Plan, Step, copy_steps
 from .report import DomainReport, FilesystemReport, SnapshotReport
 from .rsync import (
@@ -46,7 +47,7 @@ from .rsync import (
     parse_stats,
     rsync_outcome,
 )
-from .runners import NO_LIMIT, CommandResult, Runner
+from .runners import NO_LIMIT, CommandResult, Runner, StreamingRunner
 from .snapshots import SnapshotWatch, check_snapshots, invalid_snapshot_cause
 from .undo import DM_NODE_ACTIONS, ensure_dm_node, unwind
 
@@ -315,10 +316,6 @@ class Executor:
     def _check(self, step: Step) -> None:
         prove_filesystem(step, self._filesystem(step), self.source, self.peer)
 
-    def marker_path(self) -> str:
-        """Where this domain's standby marker lives on the peer."""
-        return marker_path(self.config, self.plan.domain)
-
     def _marker(self, step: Step) -> None:
         # Only a dirty marker keeps what the last clean one said: its step reads it first.
         previous = read_marker(self.peer, step.probes[0]) if step.probes else {}
@@ -347,15 +344,14 @@ class Executor:
         watch = SnapshotWatch(self.source, self.plan, self.config, self.report, self.log,
                               interval=2.0)
         with watch:
-            stream = getattr(self.source, "stream", None)
-            if stream is not None:
-                def started(proc: object) -> None:
+            if isinstance(self.source, StreamingRunner):
+                def started(proc: subprocess.Popen) -> None:
                     watch.attach(proc)
                     if on_start is not None:
                         on_start(proc)
 
-                result = stream(argv, lambda line: self._progress(f.name, line),
-                                on_start=started)
+                result = self.source.stream(argv, lambda line: self._progress(f.name, line),
+                                            on_start=started)
             else:
                 result = self.source.run(argv, check=False, timeout=NO_LIMIT)
         fs_report.duration = round(time.monotonic() - start, 3)

@@ -4,11 +4,16 @@ Guest data (LVM metadata, filesystem labels, partition names) is written by
 whoever controls the guest, so it is hostile until checked. A name is
 accepted only in the character set its origin allows, and every directory or
 mount point the tool builds is proven to lie under its own run directory
-before anything is created there.
+before anything is created there. Disk targets (from a domain's XML and from
+the config) and host names (peer addresses, host specs) are held to one rule
+each here too, so every module that reads one checks it the same way.
+
+A base module: it imports nothing from the tool but its errors.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import posixpath
 import re
 
@@ -28,6 +33,41 @@ LABEL_MAX: dict[str, int] = {"ext2": 16, "ext3": 16, "ext4": 16, "xfs": 12, "vfa
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # A path component the tool builds: a domain.run directory or a filesystem name.
 _COMPONENT = re.compile(r"[A-Za-z0-9+_.][A-Za-z0-9+_.-]*")
+
+# The one rule for a disk target name (R20): a bus prefix, letters a-z, then an
+# optional partition number ("xvda", "xvda1", "sdb", "hdc", "xvdaa"; "fda" is
+# libvirt's floppy, which is never copied but must not refuse its domain). It
+# holds for every <target dev=...> of a domain XML (facts.virsh), for the disk and
+# filesystem names of the config ([domains.X.disks.<target>],
+# [domains.X.mounts.<fs>]) and for the disk part of the names a run gives what it
+# creates (owned); always used with fullmatch (``is_disk_target``), so no
+# newline, "/", "..", space or leading "-" can get through. ASCII only: a str
+# pattern's [a-z] and [0-9] match nothing else.
+DISK_TARGET = re.compile(r"(hd|sd|vd|xvd|ubd|fd)[a-z]+[0-9]*")
+# The same rule in words, for the messages that refuse a target.
+DISK_TARGET_RULE_TEXT = ("hd, sd, vd, xvd, ubd or fd, then letters a-z and an optional "
+                         "partition number (like xvda, xvda1, sdb or hdc)")
+
+# One label of an RFC 1123 host name.
+_HOST_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def is_disk_target(name: object) -> bool:
+    """Whether ``name`` is a disk target (or target plus partition number) the tool accepts."""
+    return isinstance(name, str) and DISK_TARGET.fullmatch(name) is not None
+
+
+def is_host_name(host: str) -> bool:
+    """An RFC 1123 host name (labels of letters, digits and inner "-"), or an IPv4 address."""
+    labels = host.split(".")
+    if len(host) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in labels):
+        return False
+    if all(label.isdigit() for label in labels):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            return False
+    return True
 
 
 def check_lvm_name(name: str, what: str) -> str:

@@ -16,14 +16,14 @@ import re
 from dataclasses import dataclass
 
 from . import PREFIX
-from .facts.virsh import DISK_TARGET as DISK_TARGET_RULE
+from .names import DISK_TARGET as DISK_TARGET_RULE
 
 # new_run_id(): UTC time, "Z", a dash and 4 hex digits.
 RUN_ID = r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{4}"
 # A domain name as the config accepts it.
 DOMAIN = r"[A-Za-z0-9_+.][A-Za-z0-9_+.-]*"
-# A disk target as the domain XML parser accepts it (xvda, or xvda1 for a Xen guest
-# given one partition as a disk).
+# A disk target by the one rule names.DISK_TARGET, which the domain XML parser holds
+# every target to (xvda, or xvda1 for a Xen guest given one partition as a disk).
 DISK_TARGET = rf"(?:{DISK_TARGET_RULE.pattern})"
 # A guest LV map names its guest LV by a digest (plan.volume_map_name).
 _GUEST_FS = r"[0-9a-f]{16}"

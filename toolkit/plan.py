@@ -22,13 +22,11 @@ from . import PREFIX, bootarea
 from .bootarea import boot_ranges
 from .config import Config
 from .errors import ConfigError, FilesystemVanished, LayoutMismatch, MountRefused
-from .facts.blkid import FilesystemProbe
 from .facts.findmnt import findmnt_argv
-from .facts.fsparams import FsParams, param_differences
+from .facts.fsparams import param_differences
 from .facts.guestlvm import GuestVolume
-from .facts.lvm import LogicalVolume, dm_name, lvs_argv
-from .facts.partitions import Partition, PartitionTable
-from .facts.virsh import DomainDisk
+from .facts.lvm import dm_name, lvs_argv
+from .facts.records import BackupFacts, DiskFacts, FsFacts
 from .journal import replace_file_argv
 from .marker import marker_path
 from .names import path_under
@@ -63,43 +61,6 @@ SKIPPED_TYPES: Mapping[str, str] = {
     "swap": "swap space is not copied (recreated by init-standby)",
     "LVM2_member": "guest LVM physical volume (its logical volumes are copied one by one)",
 }
-
-
-@dataclass(frozen=True)
-class FsFacts:
-    """One filesystem candidate on a disk: a partition, or the whole disk."""
-
-    name: str  # "xvda1", "xvda" for a whole-disk filesystem, "xvda2.vg0.root" for a guest LV
-    partition: Partition | None
-    probe: FilesystemProbe
-    volume: GuestVolume | None = None  # a guest LV inside the PV on this partition (or disk)
-    params: FsParams | None = None  # how it was made (superblock), for ext2/3/4, XFS and FAT
-
-
-@dataclass(frozen=True)
-class DiskFacts:
-    """What preflight learned about one guest disk on both hosts."""
-
-    disk: DomainDisk
-    source_lv: LogicalVolume
-    table: PartitionTable
-    filesystems: tuple[FsFacts, ...]
-    standby_lv: LogicalVolume
-    standby_table: PartitionTable
-    standby_filesystems: tuple[FsFacts, ...]
-
-
-@dataclass(frozen=True)
-class BackupFacts:
-    """Everything the plan depends on, gathered by read-only commands."""
-
-    domain: str
-    source_host: str  # cluster name of this host
-    peer_host: str  # cluster name of the peer
-    peer_address: str  # user@host for rsync
-    peer_port: int
-    disks: tuple[DiskFacts, ...]
-    skipped_disks: tuple[DomainDisk, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .background import Background
 from .config import Config
 from .errors import (
     DomainNotDefinedHere,
@@ -51,6 +51,7 @@ from .facts.partitions import (
     partition_table_from_result,
     sfdisk_argv,
 )
+from .facts.records import BackupFacts, DiskFacts, FsFacts
 from .facts.virsh import (
     DomainDisk,
     domain_missing,
@@ -59,7 +60,6 @@ from .facts.virsh import (
     parse_domain_disks,
     parse_domstate,
 )
-from .plan import BackupFacts, DiskFacts, FsFacts
 from .runners import Runner
 
 # States in which the domain is "here": its disks are in use on this host.
@@ -219,37 +219,6 @@ class Preflight:
 
 
 _Layout = tuple[PartitionTable, tuple[FsFacts, ...]]
-
-
-class Background:
-    """One call run on a daemon thread; ``result()`` waits for it and returns or re-raises.
-
-    Daemon, so a run stopped by a signal while the peer is still answering exits at
-    once instead of waiting for the peer's command (preflight only reads).
-    """
-
-    def __init__(self, fn: Callable[[], object], name: str) -> None:
-        self._value: object = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(fn,), name=name, daemon=True)
-        self._thread.start()
-
-    def _run(self, fn: Callable[[], object]) -> None:
-        try:
-            self._value = fn()
-        except BaseException as exc:  # handed to the caller of result()
-            self._error = exc
-
-    def wait(self) -> None:
-        """Wait for the work to end, whatever its outcome."""
-        self._thread.join()
-
-    def result(self) -> object:
-        """The work's value once it ended; its error raised here."""
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._value
 # pragma: no mutate end
 
 

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from . import PREFIX
+from .background import Background
 from .config import Config
 from .errors import InsecureFile, ToolkitError
 from .facts.findmnt import findmnt_argv, mounts_from_result
@@ -34,7 +35,6 @@ from .owned import (
     under_run_dir,
 )
 from .plan import mount_probe
-from .preflight import Background
 from .runners import Runner
 from .statedir import check_state_dir
 from .undo import undo_with_retry, unwind

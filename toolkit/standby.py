@@ -37,14 +37,12 @@ from .facts.fsparams import (
     fat_mkfs_options,
     xfs_mkfs_options,
 )
+from .facts.records import BackupFacts, DiskFacts, FsFacts
 from .journal import Journal
 from .lock import domain_lock
 from .plan import (
     PEER,
     SOURCE,
-    BackupFacts,
-    DiskFacts,
-    FsFacts,
     Step,
     alias_step,
     dir_probe,

@@ -14,6 +14,7 @@ from pathlib import Path
 from . import report as reports
 from .config import Config
 from .errors import ToolkitError
+from .lock import lock_is_held
 from .owned import RUN_ID, journal_of
 
 
@@ -29,6 +30,7 @@ class DomainStatus:
     last_failure: float | None
     last_failure_message: str | None
     standby: str  # clean, dirty, unknown
+    running: bool = False  # a run of the domain holds its lock on this host now
 
 
 def domain_status(config: Config, domain: str, *, peer_marker: dict | None = None) -> DomainStatus:
@@ -85,6 +87,7 @@ def domain_status(config: Config, domain: str, *, peer_marker: dict | None = Non
         last_failure=(failure.get("finished") or failure.get("started")) if failure else None,
         last_failure_message=failure.get("message") if failure else None,
         standby=standby,
+        running=lock_is_held(config.defaults.lock_dir, domain),
     )
 
 
@@ -145,5 +148,9 @@ def render_status(rows: list[DomainStatus]) -> str:
         ok = _when(r.last_success)
         if r.last_success_run_id:
             ok += f" run {r.last_success_run_id}"
-        lines.append(f"{r.domain:<12} {r.peer:<10} {r.standby:<8} {ok:<47} {fail}")
+        line = f"{r.domain:<12} {r.peer:<10} {r.standby:<8} {ok:<47} {fail}"
+        if r.running:
+            # a dirty standby is what a run in progress leaves until it ends
+            line = f"{line.rstrip()}  [a run is in progress here]"
+        lines.append(line)
     return "\n".join(lines)

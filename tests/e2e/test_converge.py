@@ -11,6 +11,7 @@ import json
 import time
 
 import pytest
+from lab_checks import snapshot_exists
 
 from toolkit.lab.faults import signal_from_outside, tool_processes, wait_for
 from toolkit.lab.rehearse import audit, run_backup, standby_marker, start_backup, start_in
@@ -23,10 +24,6 @@ SLOW = "/etc/domu-backup/slow.toml"  # the sandbox config with rsync limited to 
 
 def kill_from_outside(lab) -> None:
     signal_from_outside(lab, "KILL")
-
-
-def snapshot_exists(a) -> bool:
-    return "domubk-" in a.run(["lvs", "--noheadings", "-o", "lv_name", "vg_a"], timeout=60).stdout
 
 
 def rsync_running(a) -> bool:

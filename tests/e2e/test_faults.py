@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+from lab_checks import snapshot_exists
 
 from toolkit.lab.audit import mounted
 from toolkit.lab.faults import tool_processes, tree_digest, wait_for
@@ -41,10 +42,6 @@ def write_to_origin_when(lab, condition, mib=16):
     t = threading.Thread(target=writer, daemon=True)
     t.start()
     return t
-
-
-def snapshot_exists(a):
-    return "domubk" in a.run(["lvs", "--noheadings", "-o", "lv_name"]).stdout
 
 
 def test_snapshot_overflowed_before_the_copy_fails_run_and_changes_nothing(fresh):

@@ -8,6 +8,7 @@ exists after a run. Outputs for fact commands come from recorded real outputs.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import json
 import os
@@ -67,8 +68,25 @@ def config(tmp_path: Path):
     return parse_config(text, tmp_path / "backup.toml")
 
 
-def recorded(kind: str, name: str) -> dict:
-    return json.loads((RECORDED / kind / f"{name}.json").read_text())
+def report_config(tmp_path: Path):
+    """``config(tmp_path)`` with its report_dir in tmp_path/reports (the default is a system
+    path)."""
+    cfg = config(tmp_path)
+    return dataclasses.replace(cfg, defaults=dataclasses.replace(
+        cfg.defaults, report_dir=str(tmp_path / "reports")))
+
+
+def recorded(name: str) -> dict:
+    """A command output recorded from the real tool: fixtures/recorded/NAME.json, with NAME
+    as "KIND/FILE" ("blkid/msdos-p1"); its argv, exit_code, stdout and stderr."""
+    return json.loads((RECORDED / f"{name}.json").read_text(encoding="utf-8"))
+
+
+def recorded_result(name: str) -> CommandResult:
+    """``recorded(name)`` as a runner returns it (host "rec", no time taken)."""
+    data = recorded(name)
+    return CommandResult("rec", tuple(data["argv"]), data["exit_code"], data["stdout"],
+                         data["stderr"], 0.0)
 
 
 def lv(vg: str, name: str, size: int, attr: str = "-wi-ao----") -> LogicalVolume:
@@ -83,12 +101,12 @@ def disk_facts(kind: str, target: str, vg_src: str, vg_dst: str, lv_name: str,
     from toolkit.facts.partitions import partition_table_from_result
     from toolkit.runners import CommandResult as R
 
-    rec = recorded("sfdisk", kind)
+    rec = recorded(f"sfdisk/{kind}")
     table = partition_table_from_result(R("h", tuple(rec["argv"]), rec["exit_code"],
                                           rec["stdout"], rec["stderr"], 0.0))
     fss = []
     if table.label is None:
-        probe = parse_blkid_export(recorded("blkid", kind)["stdout"])
+        probe = parse_blkid_export(recorded(f"blkid/{kind}")["stdout"])
         fss.append(FsFacts(target, None, probe))
     for part in table.partitions:
         path = RECORDED / "blkid" / f"{kind}-p{part.number}.json"
@@ -103,7 +121,7 @@ def disk_facts(kind: str, target: str, vg_src: str, vg_dst: str, lv_name: str,
 
 def web01_facts() -> BackupFacts:
     """web01 with the recorded msdos disk: ext4 p1, and p2 as recorded."""
-    table = parse_sfdisk(recorded("sfdisk", "msdos")["stdout"])
+    table = parse_sfdisk(recorded("sfdisk/msdos")["stdout"])
     fss = []
     for part in table.partitions:
         path = RECORDED / "blkid" / f"msdos-p{part.number}.json"
@@ -125,7 +143,7 @@ def web01_facts() -> BackupFacts:
 BASE_DEVICES = ("/dev/vg_a/web01", "/dev/vg_b/web01")
 # The partitions kpartx finds on any disk it maps: the recorded msdos table web01_facts uses.
 MSDOS_PARTITIONS = tuple(p.number for p in parse_sfdisk(
-    recorded("sfdisk", "msdos")["stdout"]).partitions)
+    recorded("sfdisk/msdos")["stdout"]).partitions)
 
 
 # The options and fields the real report commands accept (lvs(8), vgs(8) and dmsetup(8) of
@@ -955,6 +973,15 @@ class StatfsHost(FakeHost):
             raise ConnectionLost("cannot open an SSH session", host=self.host)
         code, out = self.answer
         return code, out, "" if code == 0 else "stat: cannot read file system information\n"
+
+
+class NoDeviceHost(FakeHost):
+    """A host where the node of the device planned for xvda1 cannot be stat'ed."""
+
+    def _cmd_stat(self, a, input):
+        if "-L" in a and a[-1].endswith("p1"):
+            return 1, "", f"stat: cannot statx '{a[-1]}': No such file or directory\n"
+        return super()._cmd_stat(a, input)
 
 
 def _parents(path: str) -> list[str]:

@@ -401,7 +401,6 @@ class _Inventory:
 
 
 def _fake_inventories(monkeypatch, calls, *, peer_error=None):
-    import toolkit.recover as recover
 
     def take_inventory(runner, config, role):
         if role == "peer":
@@ -414,8 +413,8 @@ def _fake_inventories(monkeypatch, calls, *, peer_error=None):
         calls.append((domain, peer, sorted(kw["inventories"])))
         return [f"removed {domain}'s leftovers"]
 
-    monkeypatch.setattr(recover, "take_inventory", take_inventory)
-    monkeypatch.setattr(recover, "recover_domain", recover_domain)
+    monkeypatch.setattr(app, "take_inventory", take_inventory)
+    monkeypatch.setattr(app, "recover_domain", recover_domain)
 
 
 def test_recover_with_an_unreachable_peer_cleans_the_local_host_then_exits_12(

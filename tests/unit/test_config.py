@@ -668,7 +668,7 @@ def test_a_forbidden_rsync_option_says_why() -> None:
 
 
 def test_allowed_rsync_options_load_and_come_before_the_tools_own() -> None:
-    from toolkit.rsync import EXTRA_OPTIONS
+    from toolkit.rsync_options import EXTRA_OPTIONS
 
     plain = [name for name, (check, _why) in EXTRA_OPTIONS.items() if check is None]
     valued = ["--timeout=600", "--block-size=8192", "--compress-level=3",

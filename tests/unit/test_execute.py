@@ -11,6 +11,7 @@ from fakes import FakeHost, symlink_guest_fstab, web01_facts, web01_run
 from toolkit import errors
 from toolkit.execute import Executor, domain_lock
 from toolkit.journal import list_journals, unwrap_journalled
+from toolkit.marker import marker_path
 from toolkit.plan import plan_backup
 from toolkit.report import DomainReport
 from toolkit.rsync import untied
@@ -58,7 +59,7 @@ def test_rsync_runs_only_after_both_sides_are_proven_and_standby_marked_dirty(tm
     ex.run()
     first_rsync = next(i for i, c in enumerate(src.calls) if untied(c)[0] == "rsync")
     assert any(c[0] == "findmnt" for c in src.calls[:first_rsync])
-    marker = ex.marker_path()
+    marker = marker_path(ex.config, ex.plan.domain)
     assert '"state": "clean"' in peer.files[marker]
     rsync = next(c for c in src.calls if untied(c)[0] == "rsync")
     assert "--exclude=/var/cache/*" in rsync  # xvda1 is "/" by the guest fstab
@@ -228,7 +229,7 @@ def test_overflowed_snapshot_fails_run_and_leaves_standby_dirty(tmp_path):
     src._answer = overflow_after_rsync
     with pytest.raises(errors.SnapshotInvalid):
         ex.run()
-    assert '"state": "dirty"' in peer.files[ex.marker_path()]
+    assert '"state": "dirty"' in peer.files[marker_path(ex.config, ex.plan.domain)]
     assert report.snapshots[0].invalid
     # the copy that read the overflowed snapshot is not reported as copied, nor pending
     assert [f.outcome for f in report.filesystems if f.name == "xvda1"] == ["failed"]
@@ -242,7 +243,7 @@ def test_mass_delete_bound_is_its_own_outcome(tmp_path):
     plan, report, ex = run_executor(tmp_path, src, peer)
     with pytest.raises(errors.MassDeleteRefused):
         ex.run()
-    assert '"state": "dirty"' in peer.files[ex.marker_path()]
+    assert '"state": "dirty"' in peer.files[marker_path(ex.config, ex.plan.domain)]
 
 
 def test_allow_mass_delete_drops_the_bound(tmp_path):
@@ -486,7 +487,7 @@ def test_marker_writes_are_one_command_each_and_only_the_dirty_one_reads_the_old
     src, peer = FakeHost("dom0-a"), FakeHost("dom0-b")
     src.fstab_on = "xvda1"
     plan, report, ex = run_executor(tmp_path, src, peer)
-    marker = ex.marker_path()
+    marker = marker_path(ex.config, ex.plan.domain)
     peer.files[marker] = json.dumps({"state": "clean", "last_success": 1.0,
                                      "last_success_run_id": "OLD"})
     ex.run()
@@ -502,11 +503,11 @@ def test_a_dirty_marker_keeps_the_last_success_of_the_marker_before_it(tmp_path)
     src.fstab_on = "xvda1"
     src.rsync_result = (23, "", "rsync: some files vanished")
     plan, report, ex = run_executor(tmp_path, src, peer)
-    peer.files[ex.marker_path()] = json.dumps({"state": "clean", "last_success": 1.0,
-                                               "last_success_run_id": "OLD"})
+    peer.files[marker_path(ex.config, ex.plan.domain)] = json.dumps(
+        {"state": "clean", "last_success": 1.0, "last_success_run_id": "OLD"})
     with pytest.raises(errors.ToolkitError):
         ex.run()
-    marker = json.loads(peer.files[ex.marker_path()])
+    marker = json.loads(peer.files[marker_path(ex.config, ex.plan.domain)])
     assert (marker["state"], marker["run_id"]) == ("dirty", plan.run_id)
     assert (marker["last_success"], marker["last_success_run_id"]) == (1.0, "OLD")
 

@@ -14,6 +14,7 @@ from fakes import RSYNC_STATS, FakeHost, StatfsHost, web01_facts, web01_hosts, w
 
 from toolkit import copying, errors, execute, signals, undo
 from toolkit.failpoint import Failpoint
+from toolkit.marker import marker_path
 from toolkit.rsync import parse_stats, untied
 from toolkit.runners import CommandResult
 
@@ -30,7 +31,7 @@ hosts = web01_hosts
 
 
 def marker_of(ex, peer) -> dict:
-    return json.loads(peer.files[ex.marker_path()])
+    return json.loads(peer.files[marker_path(ex.config, ex.plan.domain)])
 
 
 class Clock:

@@ -6,10 +6,8 @@ finding the UUID the recipe gave that partition proves the byte range is right.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
+from fakes import RECORDED, recorded_result
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
@@ -18,18 +16,11 @@ from toolkit.facts import blkid
 from toolkit.facts.partitions import partition_table_from_result
 from toolkit.runners import CommandResult
 
-RECORDED = Path(__file__).resolve().parents[2] / "fixtures" / "recorded"
 ODD_LABEL = "a b$c'd\"e\\f ä"
 
 
-def recorded(name: str) -> CommandResult:
-    data = json.loads((RECORDED / f"{name}.json").read_text(encoding="utf-8"))
-    return CommandResult("rec", tuple(data["argv"]), data["exit_code"], data["stdout"],
-                         data["stderr"], 0.0)
-
-
 def probe(name: str) -> blkid.FilesystemProbe:
-    return blkid.probe_from_result(recorded(f"blkid/{name}"))
+    return blkid.probe_from_result(recorded_result(f"blkid/{name}"))
 
 
 def _opt(argv: tuple[str, ...], flag: str) -> int | None:
@@ -39,7 +30,7 @@ def _opt(argv: tuple[str, ...], flag: str) -> int | None:
 @pytest.mark.parametrize("name", sorted(p.stem for p in (RECORDED / "blkid").glob("*.json")
                                         if p.stem != "bad-offset"))
 def test_recordings_were_made_with_the_current_argv_builder(name):
-    argv = recorded(f"blkid/{name}").argv
+    argv = recorded_result(f"blkid/{name}").argv
     assert list(argv) == blkid.blkid_argv(argv[-1], _opt(argv, "-O"), _opt(argv, "-S"))
 
 
@@ -59,8 +50,8 @@ def test_argv_is_a_cache_free_low_level_probe():
     ("gpt", 5, "gpt-p5-blank"), ("gpt-4k-sectors", 1, "gpt-4k-p1"),
 ])
 def test_each_partition_was_probed_at_the_byte_range_its_table_gives(disk, number, name):
-    table = partition_table_from_result(recorded(f"sfdisk/{disk}"))
-    argv = recorded(f"blkid/{name}").argv
+    table = partition_table_from_result(recorded_result(f"sfdisk/{disk}"))
+    argv = recorded_result(f"blkid/{name}").argv
     assert (_opt(argv, "-O"), _opt(argv, "-S")) == table.byte_range(number)
 
 
@@ -87,8 +78,8 @@ def test_recorded_filesystems(name, fstype, uuid, label, usage, version):
 
 
 def test_probing_inside_the_image_equals_probing_the_partition_device():
-    inside = recorded("blkid/msdos-p5")
-    own = recorded("blkid/msdos-p5-own-device")
+    inside = recorded_result("blkid/msdos-p5")
+    own = recorded_result("blkid/msdos-p5-own-device")
     assert own.argv[-1].startswith("/dev/loop") and "-O" not in own.argv
     assert inside.stdout.split("\n")[1:] == own.stdout.split("\n")[1:]  # all but DEVNAME
     assert blkid.probe_from_result(inside) == blkid.probe_from_result(own)
@@ -108,7 +99,7 @@ def test_whole_disks_report_their_partition_table():
 def test_nothing_found_is_exit_2_without_output(name):
     # missing-device: blkid cannot tell a missing path from a blank one;
     # probe_from_result's docstring tells callers to prove the device exists.
-    result = recorded(f"blkid/{name}")
+    result = recorded_result(f"blkid/{name}")
     assert result.exit_code == 2
     assert blkid.probe_from_result(result) == blkid.NOTHING
     assert not blkid.NOTHING.found
@@ -160,7 +151,7 @@ def blkid_encode(value: str) -> str:
 
 
 def test_reference_encoder_agrees_with_the_recorded_blkid_output():
-    line = next(x for x in recorded("blkid/msdos-p5").stdout.splitlines()
+    line = next(x for x in recorded_result("blkid/msdos-p5").stdout.splitlines()
                 if x.startswith("LABEL="))
     assert line == "LABEL=" + blkid_encode(ODD_LABEL)
 

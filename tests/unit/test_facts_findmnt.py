@@ -3,30 +3,22 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
+from fakes import RECORDED, recorded_result
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from toolkit.errors import CommandFailed, ParseError
 from toolkit.facts import findmnt
-from toolkit.runners import CommandResult
 
-RECORDED = Path(__file__).resolve().parents[2] / "fixtures" / "recorded"
 ROOT = "/tmp/domubk-fixture-recording/mnt/web01"
-
-
-def recorded(name: str) -> CommandResult:
-    data = json.loads((RECORDED / f"{name}.json").read_text(encoding="utf-8"))
-    return CommandResult("rec", tuple(data["argv"]), data["exit_code"], data["stdout"],
-                         data["stderr"], 0.0)
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (RECORDED / "findmnt").glob("*.json")
                                         if p.stem != "bad-column"))
 def test_recordings_were_made_with_the_current_argv_builder(name):
-    argv = recorded(f"findmnt/{name}").argv
+    argv = recorded_result(f"findmnt/{name}").argv
     assert list(argv) == findmnt.findmnt_argv(argv[-1], submounts="--submounts" in argv)
 
 
@@ -39,7 +31,7 @@ def test_argv_matches_mountpoints_exactly():
 
 
 def test_the_tree_is_flattened_parents_first_with_odd_names_decoded():
-    mounts = findmnt.mounts_from_result(recorded("findmnt/tree-submounts"))
+    mounts = findmnt.mounts_from_result(recorded_result("findmnt/tree-submounts"))
     assert [m.target[len(ROOT):] for m in mounts] == [
         "", "/boot/efi", "/var lib", "/srv/wö rk", "/tab\there", "/data", "/data"]
     assert {m.fstype for m in mounts} == {"ext4", "xfs"}
@@ -50,7 +42,7 @@ def test_the_tree_is_flattened_parents_first_with_odd_names_decoded():
 
 
 def test_a_stacked_mountpoint_lists_both_and_the_last_is_visible():
-    mounts = findmnt.mounts_from_result(recorded("findmnt/stacked-mountpoint"))
+    mounts = findmnt.mounts_from_result(recorded_result("findmnt/stacked-mountpoint"))
     assert [m.target for m in mounts] == [f"{ROOT}/data"] * 2
     assert findmnt.top_mount(mounts, f"{ROOT}/data") is mounts[1]
     assert mounts[0].source != mounts[1].source
@@ -58,13 +50,13 @@ def test_a_stacked_mountpoint_lists_both_and_the_last_is_visible():
 
 
 def test_a_bind_mount_shows_the_subdirectory_in_its_source():
-    (mount,) = findmnt.mounts_from_result(recorded("findmnt/bind-mount"))
+    (mount,) = findmnt.mounts_from_result(recorded_result("findmnt/bind-mount"))
     assert mount.source.endswith("[/boot]")
 
 
 @pytest.mark.parametrize("name", ["not-a-mountpoint", "missing-path"])
 def test_no_match_is_exit_1_with_no_output_and_means_no_mounts(name):
-    result = recorded(f"findmnt/{name}")
+    result = recorded_result(f"findmnt/{name}")
     assert (result.exit_code, result.stdout, result.stderr) == (1, "", "")
     assert findmnt.mounts_from_result(result) == []
     with pytest.raises(ParseError):
@@ -73,7 +65,7 @@ def test_no_match_is_exit_1_with_no_output_and_means_no_mounts(name):
 
 def test_exit_1_with_a_message_is_a_failure():
     with pytest.raises(CommandFailed, match="unknown column"):
-        findmnt.mounts_from_result(recorded("findmnt/bad-column"))
+        findmnt.mounts_from_result(recorded_result("findmnt/bad-column"))
 
 
 def test_options_split_outside_quotes():
@@ -195,7 +187,7 @@ def test_any_value_in_any_field_parses_or_raises_parse_error(field, value):
         pass
 
 
-_TREE_TEXT = recorded("findmnt/tree-submounts").stdout.rstrip()
+_TREE_TEXT = recorded_result("findmnt/tree-submounts").stdout.rstrip()
 
 
 @given(st.integers(min_value=0, max_value=len(_TREE_TEXT) - 1))

@@ -11,10 +11,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from pathlib import Path
 
 import pytest
-from fakes import FakeHost, config, web01_facts
+from fakes import RECORDED, FakeHost, config, web01_facts
 from test_preflight import records, run_gather
 
 from toolkit import errors
@@ -34,7 +33,7 @@ from toolkit.rsync import inode_exhaustion, inodes_argv, parse_inodes
 from toolkit.runners import CommandResult
 from toolkit.standby import mkfs_argv, plan_standby
 
-DATA = Path(__file__).resolve().parents[2] / "fixtures" / "recorded" / "fsparams"
+DATA = RECORDED / "fsparams"
 CASES = json.loads((DATA / "cases.json").read_text())["cases"]
 RUN = "20260101T000000Z-abcd"
 

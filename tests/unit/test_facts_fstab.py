@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import re
-from pathlib import Path
 
 import pytest
+from fakes import RECORDED, recorded_result
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,24 +14,16 @@ from toolkit.facts import fstab
 from toolkit.facts.blkid import FilesystemProbe, probe_from_result
 from toolkit.facts.fstab import GuestFilesystem, parse_fstab, resolve_fstab
 from toolkit.facts.partitions import partition_table_from_result
-from toolkit.runners import CommandResult
 
-RECORDED = Path(__file__).resolve().parents[2] / "fixtures" / "recorded"
 ODD_LABEL = "a b$c'd\"e\\f ä"
-
-
-def recorded(name: str) -> CommandResult:
-    data = json.loads((RECORDED / f"{name}.json").read_text(encoding="utf-8"))
-    return CommandResult("rec", tuple(data["argv"]), data["exit_code"], data["stdout"],
-                         data["stderr"], 0.0)
 
 
 def guest_disk(disk: str, probes: dict[int, str], target: str = "xvda") -> list[GuestFilesystem]:
     """The filesystems of a recorded disk, as the backup assembles them: probe plus table."""
-    table = partition_table_from_result(recorded(f"sfdisk/{disk}"))
+    table = partition_table_from_result(recorded_result(f"sfdisk/{disk}"))
     out = []
     for number, name in probes.items():
-        probe = probe_from_result(recorded(f"blkid/{name}"))
+        probe = probe_from_result(recorded_result(f"blkid/{name}"))
         probe = FilesystemProbe(**{**probe.__dict__, "partuuid": table.partuuid(number)})
         out.append(GuestFilesystem(f"{target}{number}", target, fstab.target_index(target),
                                    number, probe, table.partition(number).name))

@@ -12,10 +12,9 @@ from __future__ import annotations
 import gzip
 import struct
 from hashlib import sha256
-from pathlib import Path
 
 import pytest
-from fakes import config, lv
+from fakes import RECORDED, config, lv
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -42,7 +41,7 @@ from toolkit.preflight import read_layout
 from toolkit.recover import owned_maps
 from toolkit.runners import CommandResult
 
-DATA = Path(__file__).resolve().parents[2] / "fixtures" / "recorded" / "guestlvm"
+DATA = RECORDED / "guestlvm"
 NOTHING = FilesystemProbe(None, None, None, None, None, None)
 
 

@@ -7,9 +7,9 @@ fixtures/recorded/lvm/*-handwritten.json until the lab records them.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
+from fakes import RECORDED, recorded_result
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -17,17 +17,10 @@ from toolkit.errors import ParseError
 from toolkit.facts import lvm
 from toolkit.runners import CommandResult
 
-RECORDED = Path(__file__).resolve().parents[2] / "fixtures" / "recorded"
 LVM_RECORDINGS = sorted(p.stem for p in (RECORDED / "lvm").glob("*.json"))
 # LVM's name alphabet (lvm(8) "VALID NAMES").
 LVM_NAME = st.text(alphabet="abcXYZ019+_.-", min_size=1, max_size=20).filter(
     lambda s: not s.startswith("-") and s not in (".", ".."))
-
-
-def recorded(name: str) -> CommandResult:
-    data = json.loads((RECORDED / f"{name}.json").read_text(encoding="utf-8"))
-    return CommandResult("rec", tuple(data["argv"]), data["exit_code"], data["stdout"],
-                         data["stderr"], 0.0)
 
 
 def lvs_json(rows: list[dict]) -> str:
@@ -55,14 +48,14 @@ def test_argv_asks_for_bytes_json_and_ends_options():
 
 @pytest.mark.parametrize("name", [n for n in LVM_RECORDINGS if "units" not in n])
 def test_recordings_were_made_with_the_current_argv_builders(name):
-    result = recorded(f"lvm/{name}")
+    result = recorded_result(f"lvm/{name}")
     names = result.argv[result.argv.index("--") + 1:]
     builder = lvm.lvs_argv if result.argv[0] == "lvs" else lvm.vgs_argv
     assert list(result.argv) == builder(*names)
 
 
 def test_parse_lvs_reads_the_recorded_report_with_odd_names_and_tags():
-    lvs = lvm.parse_lvs(recorded("lvm/lvs-all").stdout)
+    lvs = lvm.parse_lvs(recorded_result("lvm/lvs-all").stdout)
     by_name = {lv.full_name: lv for lv in lvs}
     assert sorted(by_name) == ["vg-test/my--odd.lv_+x", "vg-test/root", "vg-test/web01-disk",
                                "vg0/web01-data"]
@@ -79,22 +72,22 @@ def test_parse_lvs_reads_the_recorded_report_with_odd_names_and_tags():
 @pytest.mark.parametrize("name", ["lvs-all", "lvs-one", "lvs-dev-path", "lvs-all-de_DE",
                                   "lvs-snapshots-handwritten"])
 def test_dm_name_matches_what_lvm_reports(name):
-    lvs = lvm.parse_lvs(recorded(f"lvm/{name}").stdout)
+    lvs = lvm.parse_lvs(recorded_result(f"lvm/{name}").stdout)
     assert lvs
     for lv in lvs:
         assert lv.dm_path == "/dev/mapper/" + lvm.dm_name(lv.vg, lv.name)
 
 
 def test_selected_lvs_come_back_alone():
-    assert [lv.full_name for lv in lvm.parse_lvs(recorded("lvm/lvs-one").stdout)] == [
+    assert [lv.full_name for lv in lvm.parse_lvs(recorded_result("lvm/lvs-one").stdout)] == [
         "vg-test/web01-disk"]
-    assert [lv.full_name for lv in lvm.parse_lvs(recorded("lvm/lvs-dev-path").stdout)] == [
+    assert [lv.full_name for lv in lvm.parse_lvs(recorded_result("lvm/lvs-dev-path").stdout)] == [
         "vg0/web01-data"]
 
 
 def test_unknown_activation_state_is_an_error_not_inactive():
     # Recorded with activation disabled: lvs prints "X" (unknown) for state and open.
-    lv = lvm.parse_lvs(recorded("lvm/lvs-one").stdout)[0]
+    lv = lvm.parse_lvs(recorded_result("lvm/lvs-one").stdout)[0]
     assert lv.attr[4:6] == "XX" and lv.snap_invalid_field is None
     with pytest.raises(ParseError):
         _ = lv.is_open
@@ -104,7 +97,8 @@ def test_unknown_activation_state_is_an_error_not_inactive():
 
 
 def test_snapshot_rows_from_the_documented_format():
-    lvs = {lv.name: lv for lv in lvm.parse_lvs(recorded("lvm/lvs-snapshots-handwritten").stdout)}
+    lvs = {lv.name: lv
+           for lv in lvm.parse_lvs(recorded_result("lvm/lvs-snapshots-handwritten").stdout)}
     origin = lvs["web01-disk"]
     assert not origin.is_snapshot and origin.is_open and origin.is_active
     good = lvs["domubk-20240101T000000Z-web01-disk"]
@@ -136,17 +130,17 @@ def test_snapshot_of_unknown_validity_is_an_error(attr, field):
 
 
 def test_parse_vgs_reads_sizes_and_extents():
-    vgs = {vg.name: vg for vg in lvm.parse_vgs(recorded("lvm/vgs-all").stdout)}
+    vgs = {vg.name: vg for vg in lvm.parse_vgs(recorded_result("lvm/vgs-all").stdout)}
     assert vgs["vg-test"].extent_size == 4 * 1024 * 1024
     assert vgs["vg0"].extent_size == 1024 * 1024
     # 20 + 32 + 8 MiB of LVs in vg-test
     assert vgs["vg-test"].size_bytes - vgs["vg-test"].free_bytes == 60 * 1024 * 1024
-    assert [vg.name for vg in lvm.parse_vgs(recorded("lvm/vgs-one").stdout)] == ["vg-test"]
+    assert [vg.name for vg in lvm.parse_vgs(recorded_result("lvm/vgs-one").stdout)] == ["vg-test"]
 
 
 def test_german_locale_in_bytes_parses_the_same():
-    assert lvm.parse_lvs(recorded("lvm/lvs-all-de_DE").stdout) == lvm.parse_lvs(
-        recorded("lvm/lvs-all").stdout)
+    assert lvm.parse_lvs(recorded_result("lvm/lvs-all-de_DE").stdout) == lvm.parse_lvs(
+        recorded_result("lvm/lvs-all").stdout)
 
 
 @pytest.mark.parametrize("name, parse, hint", [
@@ -156,14 +150,14 @@ def test_german_locale_in_bytes_parses_the_same():
 ])
 def test_locale_and_unit_damage_is_refused_with_a_reason(name, parse, hint):
     with pytest.raises(ParseError, match=hint):
-        parse(recorded(f"lvm/{name}").stdout)
+        parse(recorded_result(f"lvm/{name}").stdout)
 
 
 def test_missing_lv_or_vg_is_recognised_from_the_result():
     for name in ("lvs-missing-lv", "lvs-missing-vg"):
-        result = recorded(f"lvm/{name}")
+        result = recorded_result(f"lvm/{name}")
         assert result.exit_code == 5 and lvm.lv_missing(result)
-    assert not lvm.lv_missing(recorded("lvm/lvs-all"))
+    assert not lvm.lv_missing(recorded_result("lvm/lvs-all"))
     locked = CommandResult("h", ("lvs",), 5, "", "  Read-only locking type set.\n", 0.0)
     assert not lvm.lv_missing(locked)
 
@@ -268,7 +262,7 @@ def test_any_value_in_any_lvs_field_parses_or_raises_parse_error(field, value):
         pass
 
 
-_LVS_ALL = recorded("lvm/lvs-all").stdout.rstrip()
+_LVS_ALL = recorded_result("lvm/lvs-all").stdout.rstrip()
 
 
 @given(st.integers(min_value=0, max_value=len(_LVS_ALL) - 1))

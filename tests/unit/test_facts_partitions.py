@@ -7,9 +7,9 @@ the expectations below are the recipe, not a copy of the output.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
+from fakes import RECORDED, recorded_result
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,24 +18,17 @@ from toolkit.facts import partitions
 from toolkit.facts.blkid import parse_blkid_export
 from toolkit.runners import CommandResult
 
-RECORDED = Path(__file__).resolve().parents[2] / "fixtures" / "recorded"
 MiB = 1024 * 1024
 LINUX = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
 
 
-def recorded(name: str) -> CommandResult:
-    data = json.loads((RECORDED / f"{name}.json").read_text(encoding="utf-8"))
-    return CommandResult("rec", tuple(data["argv"]), data["exit_code"], data["stdout"],
-                         data["stderr"], 0.0)
-
-
 def table(name: str) -> partitions.PartitionTable:
-    return partitions.partition_table_from_result(recorded(f"sfdisk/{name}"))
+    return partitions.partition_table_from_result(recorded_result(f"sfdisk/{name}"))
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (RECORDED / "sfdisk").glob("*.json")))
 def test_recordings_were_made_with_the_current_argv_builder(name):
-    result = recorded(f"sfdisk/{name}")
+    result = recorded_result(f"sfdisk/{name}")
     assert list(result.argv) == partitions.sfdisk_argv(result.argv[-1])
 
 
@@ -55,7 +48,7 @@ def test_msdos_with_extended_and_logical_partitions():
 
 def test_msdos_partuuid_matches_blkids_disk_identifier():
     t = table("msdos")
-    ptuuid = parse_blkid_export(recorded("blkid/msdos-disk").stdout).ptuuid
+    ptuuid = parse_blkid_export(recorded_result("blkid/msdos-disk").stdout).ptuuid
     assert ptuuid == "1234abcd"
     assert t.partuuid(1) == f"{ptuuid}-01"
     assert t.partuuid(5) == f"{ptuuid}-05"   # logical partitions count from 5
@@ -67,7 +60,7 @@ def test_msdos_zero_identifier_has_no_partuuid_and_keeps_slot_numbers():
     t = table("msdos-gap-zero-id")
     assert [p.number for p in t.partitions] == [2]
     assert t.partuuid(2) is None
-    assert parse_blkid_export(recorded("blkid/msdos-gap-zero-id-disk").stdout).ptuuid is None
+    assert parse_blkid_export(recorded_result("blkid/msdos-gap-zero-id-disk").stdout).ptuuid is None
 
 
 def test_gpt_names_uuids_and_attributes():
@@ -80,7 +73,7 @@ def test_gpt_names_uuids_and_attributes():
     assert t.partition(1).type == "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
     assert t.partuuid(2) == "53b9f43e-5e91-444d-8a05-6480c9c8c30a"
     assert not any(p.is_container for p in t.partitions)
-    assert parse_blkid_export(recorded("blkid/gpt-disk").stdout).ptuuid == t.id.lower()
+    assert parse_blkid_export(recorded_result("blkid/gpt-disk").stdout).ptuuid == t.id.lower()
 
 
 def test_gpt_with_4096_byte_sectors_gives_byte_ranges_in_bytes():
@@ -97,7 +90,7 @@ def test_gpt_read_with_the_wrong_sector_size_is_refused():
 
 
 def test_grown_disk_and_empty_gpt_still_parse():
-    grown = recorded("sfdisk/gpt-grown-disk")
+    grown = recorded_result("sfdisk/gpt-grown-disk")
     assert "backup GPT table is not on the end" in grown.stderr
     assert [p.number for p in table("gpt-grown-disk").partitions] == [1]
     empty = table("gpt-no-partitions")
@@ -106,14 +99,14 @@ def test_grown_disk_and_empty_gpt_still_parse():
 
 @pytest.mark.parametrize("name", ["notable-ext4", "blank"])
 def test_no_table_only_when_sfdisk_says_so(name):
-    t = partitions.partition_table_from_result(recorded(f"sfdisk/{name}"), sector_size=4096)
+    t = partitions.partition_table_from_result(recorded_result(f"sfdisk/{name}"), sector_size=4096)
     assert t == partitions.PartitionTable(label=None, id=None, sector_size=4096, partitions=())
     with pytest.raises(KeyError):
         t.partuuid(1)
 
 
 def test_a_missing_device_is_a_failure_not_no_table():
-    result = recorded("sfdisk/missing-device")
+    result = recorded_result("sfdisk/missing-device")
     assert result.exit_code == 1
     with pytest.raises(CommandFailed):
         partitions.partition_table_from_result(result)
@@ -277,7 +270,7 @@ def test_any_value_in_any_partition_field_parses_or_raises_parse_error(field, va
         assert len(value) > 72 or any(ord(c) < 32 or ord(c) == 127 for c in value)
 
 
-_GPT_TEXT = recorded("sfdisk/gpt").stdout.rstrip()
+_GPT_TEXT = recorded_result("sfdisk/gpt").stdout.rstrip()
 
 
 @given(st.integers(min_value=0, max_value=len(_GPT_TEXT) - 1))

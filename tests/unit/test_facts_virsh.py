@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import string
-from pathlib import Path
 
 import pytest
+from fakes import RECORDED, recorded_result
 from hypothesis import given
 from hypothesis import strategies as st
 from lxml import etree
@@ -14,14 +13,6 @@ from lxml import etree
 from toolkit.errors import ParseError, UnsafeName
 from toolkit.facts import virsh
 from toolkit.runners import CommandResult
-
-RECORDED = Path(__file__).resolve().parents[2] / "fixtures" / "recorded"
-
-
-def recorded(name: str) -> CommandResult:
-    data = json.loads((RECORDED / f"{name}.json").read_text(encoding="utf-8"))
-    return CommandResult("rec", tuple(data["argv"]), data["exit_code"], data["stdout"],
-                         data["stderr"], 0.0)
 
 
 def test_argv_keeps_a_dash_name_a_name():
@@ -34,7 +25,7 @@ def test_argv_keeps_a_dash_name_a_name():
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (RECORDED / "virsh").glob("*.json")))
 def test_recordings_were_made_with_the_current_argv_builders(name):
-    result = recorded(f"virsh/{name}")
+    result = recorded_result(f"virsh/{name}")
     uri, command = result.argv[2], result.argv[3]
     if command == "list":
         assert list(result.argv) == virsh.list_argv(uri)
@@ -49,7 +40,7 @@ def test_recordings_were_made_with_the_current_argv_builders(name):
     ("pmsuspended", "pmsuspended"),
 ])
 def test_parse_domstate_reads_every_recorded_state(name, state):
-    result = recorded(f"virsh/domstate-{name}")
+    result = recorded_result(f"virsh/domstate-{name}")
     assert result.exit_code == 0
     assert virsh.parse_domstate(result.stdout) == state
 
@@ -63,8 +54,8 @@ def test_parse_domstate_rejects_anything_but_one_known_state(text):
 
 def test_unknown_domain_is_told_apart_from_other_failures():
     for name in ("domstate-missing", "dumpxml-missing"):
-        assert virsh.domain_missing(recorded(f"virsh/{name}"))
-    assert not virsh.domain_missing(recorded("virsh/domstate-running"))
+        assert virsh.domain_missing(recorded_result(f"virsh/{name}"))
+    assert not virsh.domain_missing(recorded_result("virsh/domstate-running"))
     broken = CommandResult("h", ("virsh",), 1, "",
                            "error: failed to connect to the hypervisor\n", 0.0)
     assert not virsh.domain_missing(broken)
@@ -74,7 +65,7 @@ def test_unknown_domain_is_told_apart_from_other_failures():
 
 
 def test_web01_backs_up_its_two_block_disks_and_skips_the_rest():
-    disks = virsh.parse_domain_disks(recorded("virsh/dumpxml-web01").stdout)
+    disks = virsh.parse_domain_disks(recorded_result("virsh/dumpxml-web01").stdout)
     assert [(d.target, d.source, d.skip_reason) for d in disks] == [
         ("xvda", "/dev/vg0/web01-disk", None),
         ("xvdb", "/dev/vg0/web01-data", None),
@@ -86,7 +77,8 @@ def test_web01_backs_up_its_two_block_disks_and_skips_the_rest():
 
 
 def test_db01_skip_reasons_cover_every_kind_of_disk():
-    disks = {d.target: d for d in virsh.parse_domain_disks(recorded("virsh/dumpxml-db-01").stdout)}
+    disks = {d.target: d
+             for d in virsh.parse_domain_disks(recorded_result("virsh/dumpxml-db-01").stdout)}
     assert {t: d.skip_reason for t, d in disks.items()} == {
         "vda": None,
         "vdb": "shareable",
@@ -102,10 +94,10 @@ def test_db01_skip_reasons_cover_every_kind_of_disk():
 
 
 def test_domain_with_spaces_and_unicode_and_no_disks():
-    disks = virsh.parse_domain_disks(recorded("virsh/dumpxml-mail01").stdout)
+    disks = virsh.parse_domain_disks(recorded_result("virsh/dumpxml-mail01").stdout)
     assert [(d.target, d.source) for d in disks] == [("xvda", "/dev/vg0/mail 01")]
-    assert virsh.parse_domain_disks(recorded("virsh/dumpxml-no-disks").stdout) == []
-    default = virsh.parse_domain_disks(recorded("virsh/dumpxml-default-test").stdout)
+    assert virsh.parse_domain_disks(recorded_result("virsh/dumpxml-no-disks").stdout) == []
+    default = virsh.parse_domain_disks(recorded_result("virsh/dumpxml-default-test").stdout)
     assert [(d.target, d.skip_reason) for d in default] == [("vda", "file-backed")]
 
 
@@ -185,7 +177,7 @@ def test_domstate_reads_each_state_and_refuses_it_changed_by_one_step(state, bef
         virsh.parse_domstate(before + changed + after)
 
 
-_DB01_XML = recorded("virsh/dumpxml-db-01").stdout.rstrip()
+_DB01_XML = recorded_result("virsh/dumpxml-db-01").stdout.rstrip()
 
 
 @given(st.integers(min_value=0, max_value=len(_DB01_XML) - 1))
@@ -198,7 +190,7 @@ def test_truncated_domain_xml_is_an_error_not_fewer_disks(cut):
 
 
 def _disks(name: str) -> dict[str, virsh.DomainDisk]:
-    return {d.target: d for d in virsh.parse_domain_disks(recorded(f"virsh/{name}").stdout)}
+    return {d.target: d for d in virsh.parse_domain_disks(recorded_result(f"virsh/{name}").stdout)}
 
 
 def test_an_lv_declared_as_a_file_under_dev_is_backed_up_like_a_block_disk():

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 from pathlib import Path
 
 import pytest
-from fakes import CONFIG_TEXT, RECORDED, config, disk_facts, lv, recorded, web01_facts
+from fakes import CONFIG_TEXT, config, disk_facts, lv, recorded, web01_facts
 from test_facts_guestlvm import LVM01_SFDISK, vg_of
 
 from toolkit import app
@@ -42,7 +41,7 @@ EVERY_FS = ("xvda1", "xvda2", "xvda3", "xvda5", "xvda6", "xvda7")
 
 def blank_probe():
     """What blkid says of a partition whose superblock is gone (recorded)."""
-    rec = recorded("blkid", "blank")
+    rec = recorded("blkid/blank")
     return probe_from_result(CommandResult("dom0-a", tuple(rec["argv"]), rec["exit_code"],
                                            rec["stdout"], rec["stderr"], 0.0))
 
@@ -100,8 +99,7 @@ def test_a_mounts_override_for_the_other_filesystems_does_not_hide_it(tmp_path):
 
 
 def test_a_filesystem_the_tool_does_not_copy_in_place_of_the_standbys_is_vanished(tmp_path):
-    swap = parse_blkid_export(json.loads((RECORDED / "blkid" / "msdos-p2.json").read_text())
-                              ["stdout"])
+    swap = parse_blkid_export(recorded("blkid/msdos-p2")["stdout"])
     assert swap.type == "swap"
     facts = source_probe(web01_facts(), "xvda5", swap)
     with pytest.raises(FilesystemVanished, match=r"xvda5: ext4 .* on the standby, but on the "

@@ -25,7 +25,7 @@ import json
 import re
 
 import pytest
-from fakes import FakeHost, config, symlink_guest_fstab, web01_facts, web01_run
+from fakes import FakeHost, NoDeviceHost, config, symlink_guest_fstab, web01_facts, web01_run
 
 from toolkit import errors
 from toolkit.execute import Executor
@@ -112,15 +112,6 @@ class OtherTypeHost(FakeHost):
             dev, _, majmin = self.mounts[a[-1]]
             self.mounts[a[-1]] = (dev, "vfat", majmin)
         return code, out, err
-
-
-class NoDeviceHost(FakeHost):
-    """The node of the device planned for xvda1 cannot be stat'ed."""
-
-    def _cmd_stat(self, a, input):
-        if "-L" in a and a[-1].endswith("p1"):
-            return 1, "", f"stat: cannot statx '{a[-1]}': No such file or directory\n"
-        return super()._cmd_stat(a, input)
 
 
 class WrongDeviceHost(_Xvda1Host):

@@ -12,10 +12,11 @@ import re
 import signal
 
 import pytest
-from fakes import FakeHost, StatfsHost, config, web01_facts, web01_run
+from fakes import FakeHost, NoDeviceHost, StatfsHost, config, web01_facts, web01_run
 
 from toolkit import errors, signals
 from toolkit.execute import Executor
+from toolkit.marker import marker_path
 from toolkit.plan import plan_backup
 from toolkit.report import DomainReport
 from toolkit.rsync import untied
@@ -70,7 +71,8 @@ def test_an_empty_source_filesystem_is_refused_before_the_standby_is_touched(tmp
     with pytest.raises(errors.SourceGuardFailed, match=r"xvda1 \(xvda1\) is empty: refusing"):
         ex.run()
     assert _rsyncs(src) == []
-    assert ex.marker_path() not in peer.files  # the standby was not even marked dirty
+    # the standby was not even marked dirty
+    assert marker_path(ex.config, ex.plan.domain) not in peer.files
     assert src.leftovers() == [] and peer.leftovers() == []
 
 
@@ -412,7 +414,7 @@ def test_a_snapshot_filling_up_during_the_copy_stops_rsync_and_fails_the_run(
     assert report.filesystems[0].outcome != "copied"
     assert report.snapshots[0].fill_percent >= 95.0
     assert report.snapshots[0].invalid == (fill is _overflowed)
-    assert '"state": "dirty"' in ex.peer.files[ex.marker_path()]
+    assert '"state": "dirty"' in ex.peer.files[marker_path(ex.config, ex.plan.domain)]
     assert src.leftovers() == [] and ex.peer.leftovers() == []
 
 
@@ -553,15 +555,6 @@ def test_a_standby_with_inodes_left_is_full_of_data(tmp_path):
     plan, report, ex = _executor(tmp_path, src, peer)
     with pytest.raises(errors.PeerFull, match="the standby filesystem is full"):
         ex.run()
-
-
-class NoDeviceHost(FakeHost):
-    """A host where the node of the device planned for xvda1 cannot be stat'ed."""
-
-    def _cmd_stat(self, a, input):
-        if "-L" in a and a[-1].endswith("p1"):
-            return 1, "", f"stat: cannot statx '{a[-1]}': No such file or directory\n"
-        return super()._cmd_stat(a, input)
 
 
 @pytest.mark.parametrize("side", ["source", "peer"])

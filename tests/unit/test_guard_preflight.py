@@ -278,7 +278,8 @@ def test_each_standby_refusal_names_the_peer_and_what_to_do():
 
 def test_the_room_needed_is_the_sum_of_the_snapshots_of_one_volume_group(tmp_path):
     # pv01 with its first disk holding ext4 (not swap): two disks in vg_a, two snapshots
-    from test_preflight import SWAP_LV, answer, config_with, pv01_records, recorded
+    from fakes import RECORDED, recorded
+    from test_preflight import SWAP_LV, answer, config_with, pv01_records
 
     from toolkit.config import load_config
     from toolkit.facts.fsparams import read_argv
@@ -290,8 +291,7 @@ def test_the_room_needed_is_the_sum_of_the_snapshots_of_one_volume_group(tmp_pat
     for r in recs:
         if r["argv"][:2] == ["blkid", "-p"] and r["argv"][-1] == SWAP_LV:
             r["stdout"] = ext4["stdout"].replace(ext4["argv"][-1], SWAP_LV)
-    head = (Path(__file__).resolve().parent.parent.parent / "fixtures" / "recorded"
-            / "fsparams" / "ext4-new.head.bin").read_bytes()
+    head = (RECORDED / "fsparams" / "ext4-new.head.bin").read_bytes()
     recs.append(answer("source", read_argv(SWAP_LV, 0), head.decode("utf-8", "surrogateescape")))
     cfg = load_config(config_with(tmp_path, "pv01", "xvda2"), check_permissions=False)
     source = _source(recs)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 from fakes import FakeHost
-from test_status import _cfg
+from fakes import report_config as _cfg
 
 from toolkit import errors
 from toolkit.marker import read_peer_marker
@@ -153,3 +153,17 @@ def test_a_damaged_history_line_is_skipped_and_the_rest_still_counts(tmp_path):
 def test_a_marker_without_a_state_leaves_the_standby_unknown(tmp_path):
     st = domain_status(_cfg(tmp_path), "web01", peer_marker={"last_success": 5.0})
     assert st.standby == "unknown" and st.last_success == 5.0
+
+
+def test_status_says_a_run_is_in_progress_while_the_domains_lock_is_held(tmp_path):
+    from toolkit.lock import domain_lock
+
+    cfg = _cfg(tmp_path)
+    assert domain_status(cfg, "web01").running is False
+    with domain_lock(cfg.defaults.lock_dir, "web01"):
+        held = domain_status(cfg, "web01")
+    assert held.running is True
+    assert domain_status(cfg, "web01").running is False
+    line = render_status([held]).splitlines()[1]
+    assert line.startswith("web01") and line.endswith("  [a run is in progress here]")
+    assert "in progress" not in render_status([domain_status(cfg, "web01")])

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+from fakes import RECORDED, recorded
 from test_plan import check_golden
 
 from toolkit import errors
@@ -237,13 +238,8 @@ def test_a_peer_that_cannot_be_reached_is_reported_from_the_peer_thread():
 # The lab's web01 recording, answered for a domain whose XML was recorded from libvirt's
 # test driver (fixtures/recorded/virsh/node-disks.xml), plus what its other disks answer.
 
-RECORDED = ROOT / "fixtures" / "recorded"
 LVS = records()[3]
 assert LVS["role"] == "source" and LVS["argv"][0] == "lvs"
-
-
-def recorded(name: str) -> dict:
-    return json.loads((RECORDED / f"{name}.json").read_text(encoding="utf-8"))
 
 
 def as_domain(domain: str, *extra: dict) -> list[dict]:

@@ -3,10 +3,9 @@ holding the lock; it is still this invocation's last.json and a line of the hist
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
-from fakes import config
+from fakes import report_config
 
 from toolkit import app, errors
 from toolkit.lock import domain_lock
@@ -30,9 +29,7 @@ def test_a_busy_run_leaves_the_holders_domain_report(tmp_path):
 
 
 def test_a_second_run_refused_by_the_lock_does_not_overwrite_the_first(tmp_path):
-    cfg = config(tmp_path)
-    cfg = dataclasses.replace(cfg, defaults=dataclasses.replace(
-        cfg.defaults, report_dir=str(tmp_path / "reports")))
+    cfg = report_config(tmp_path)
     reports = tmp_path / "reports"
     first = DomainReport("web01", run_id="R1", outcome="pending")
     write_report(RunReport("dom0-a", domains=[first]), str(reports))  # the holder, mid-run

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 from pathlib import Path
 
 import pytest
-from fakes import config, web01_facts
+from fakes import config, recorded, web01_facts
 
 from toolkit import app
 from toolkit.errors import FinishedWithWarnings
@@ -22,18 +21,15 @@ from toolkit.facts.virsh import DomainDisk, parse_domain_disks
 from toolkit.preflight import SWAP_ONLY, Preflight
 from toolkit.report import DomainReport, FilesystemReport, RunReport, summary
 
-RECORDED = Path(__file__).resolve().parents[2] / "fixtures" / "recorded" / "virsh"
-
 
 def skipped_in(name: str) -> dict[str, DomainDisk]:
-    xml = json.loads((RECORDED / f"dumpxml-{name}.json").read_text(encoding="utf-8"))["stdout"]
+    xml = recorded(f"virsh/dumpxml-{name}")["stdout"]
     return {d.target: d for d in parse_domain_disks(xml) if not d.backed_up}
 
 
 def swap_only_disk() -> DomainDisk:
     """pv01's xvda1 as preflight leaves it once blkid found only swap on it."""
-    disk = parse_domain_disks(json.loads((RECORDED / "dumpxml-pv01.json").read_text())
-                              ["stdout"])[0]
+    disk = parse_domain_disks(recorded("virsh/dumpxml-pv01")["stdout"])[0]
     return dataclasses.replace(disk, skip_reason=SWAP_ONLY, warning=False)
 
 

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import shlex
-from pathlib import Path
 
 import pytest
+from fakes import RECORDED
 from hypothesis import given
 from hypothesis import strategies as st
 
 from toolkit import errors
 from toolkit.rsync import (
-    EXTRA_OPTIONS,
     TIED,
     SshOptions,
     extra_option_problem,
@@ -23,8 +22,8 @@ from toolkit.rsync import (
     ssh_argv,
     untied,
 )
+from toolkit.rsync_options import EXTRA_OPTIONS
 
-RECORDED = Path(__file__).resolve().parents[2] / "fixtures" / "recorded" / "rsync"
 SSH = SshOptions(key="/etc/domu-backup/id_ed25519", known_hosts="/etc/domu-backup/known_hosts",
                  port=2222)
 
@@ -239,7 +238,7 @@ def test_guest_excludes_apply_to_the_filesystem_that_holds_them(pattern, guest_p
 
 
 def test_stats_first_sync_recorded():
-    stats = parse_stats((RECORDED / "stats-first.txt").read_text())
+    stats = parse_stats((RECORDED / "rsync" / "stats-first.txt").read_text())
     assert stats.files == 54
     assert stats.files_transferred == 50
     assert stats.total_size == 1_275_004
@@ -247,7 +246,7 @@ def test_stats_first_sync_recorded():
 
 
 def test_stats_incremental_recorded():
-    stats = parse_stats((RECORDED / "stats-incremental.txt").read_text())
+    stats = parse_stats((RECORDED / "rsync" / "stats-incremental.txt").read_text())
     assert stats.files_transferred == 1
     assert stats.files_deleted == 2
     assert stats.transferred_size == 10_002
@@ -255,7 +254,7 @@ def test_stats_incremental_recorded():
 
 
 def test_progress_lines_from_recording():
-    text = (RECORDED / "stats-incremental.txt").read_text()
+    text = (RECORDED / "rsync" / "stats-incremental.txt").read_text()
     updates = [p for p in (parse_progress(x) for x in text.replace("\r", "\n").splitlines()) if p]
     assert updates, "the recording holds progress2 updates"
     last = updates[-1]

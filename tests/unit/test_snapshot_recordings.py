@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
+from fakes import recorded
 
 from toolkit.facts.lvm import parse_lvs
 
-RECORDED = Path(__file__).resolve().parents[2] / "fixtures" / "recorded" / "lvm"
-
 
 def snapshot(name: str):
-    rec = json.loads((RECORDED / f"lvs-snapshot-lab-{name}.json").read_text())
+    rec = recorded(f"lvm/lvs-snapshot-lab-{name}")
     (lv,) = parse_lvs(rec["stdout"])
     return lv
 

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-from fakes import FakeHost, config
+from fakes import FakeHost, report_config
 
 from toolkit.marker import marker_path, read_peer_marker
 from toolkit.report import DomainReport, RunReport, summary, write_report
 from toolkit.status import domain_status, render_status
 
 
-def _cfg(tmp_path):
-    cfg = config(tmp_path)
-    # report_dir default is a system path; point it into tmp for the test
-    import dataclasses
-
-    return dataclasses.replace(cfg, defaults=dataclasses.replace(
-        cfg.defaults, report_dir=str(tmp_path / "reports")))
-
-
 def test_status_shows_last_success_failure_and_dirty_standby(tmp_path):
-    cfg = _cfg(tmp_path)
+    cfg = report_config(tmp_path)
     ok = DomainReport("web01", run_id="R1", outcome="success", finished=1000.0)
     write_report(RunReport("dom0-a", domains=[ok]), cfg.defaults.report_dir)
     bad = DomainReport("web01", run_id="R2", outcome="failed", exit_code=43,
@@ -33,14 +24,14 @@ def test_status_shows_last_success_failure_and_dirty_standby(tmp_path):
 
 
 def test_status_without_history_uses_the_marker(tmp_path):
-    cfg = _cfg(tmp_path)
+    cfg = report_config(tmp_path)
     st = domain_status(cfg, "web01", peer_marker={"state": "clean", "last_success": 5.0})
     assert st.standby == "clean" and st.last_success == 5.0
     assert domain_status(cfg, "web01").standby == "unknown"
 
 
 def test_skipped_runs_do_not_enter_the_history(tmp_path):
-    cfg = _cfg(tmp_path)
+    cfg = report_config(tmp_path)
     skip = DomainReport("web01", outcome="skipped", message="not running here")
     path = write_report(RunReport("dom0-b", domains=[skip]), cfg.defaults.report_dir)
     assert path.exists()
@@ -49,7 +40,7 @@ def test_skipped_runs_do_not_enter_the_history(tmp_path):
 
 
 def test_the_standby_marker_is_read_within_a_probes_bound(tmp_path):
-    path = marker_path(_cfg(tmp_path), "web01")
+    path = marker_path(report_config(tmp_path), "web01")
     peer = FakeHost("dom0-b")
     peer.files[path] = '{"state": "clean", "run_id": "R1"}\n'
     assert read_peer_marker(peer, path) == {"state": "clean", "run_id": "R1"}

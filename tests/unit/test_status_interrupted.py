@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import calendar
 import contextlib
-import dataclasses
 import json
 import time
 
 import pytest
-from fakes import config, web01_facts
+from fakes import report_config, web01_facts
 
 from toolkit import app, errors
 from toolkit.preflight import Preflight
@@ -20,12 +19,6 @@ from toolkit.status import domain_status, render_status
 
 KILLED = "20260101T010000Z-dead"
 KILLED_STARTED = calendar.timegm(time.strptime("20260101T010000Z", "%Y%m%dT%H%M%SZ"))
-
-
-def _cfg(tmp_path):
-    cfg = config(tmp_path)
-    return dataclasses.replace(cfg, defaults=dataclasses.replace(
-        cfg.defaults, report_dir=str(tmp_path / "reports")))
 
 
 def _inventory(role: str, *journals: str) -> Inventory:
@@ -65,7 +58,7 @@ def stand_ins(monkeypatch):
 
 
 def test_a_killed_run_cleaned_at_the_start_of_the_next_shows_as_interrupted(stand_ins, tmp_path):
-    cfg = _cfg(tmp_path)
+    cfg = report_config(tmp_path)
     journal = f"{tmp_path}/state/journal/web01.{KILLED}.jsonl"
     other = f"{tmp_path}/state/journal/web01.prod.20260101T010000Z-beef.jsonl"
     stand_ins["inventories"] = {"source": _inventory("source", journal, other),
@@ -88,14 +81,14 @@ def test_a_killed_run_cleaned_at_the_start_of_the_next_shows_as_interrupted(stan
 
 
 def test_a_domain_with_nothing_to_clean_writes_no_history(stand_ins, tmp_path):
-    cfg = _cfg(tmp_path)
+    cfg = report_config(tmp_path)
     stand_ins["inventories"] = {"source": _inventory("source"), "peer": _inventory("peer")}
     app.backup_domain(cfg, "web01", app.Hosts(source="source"))
     assert not (tmp_path / "reports" / "history.jsonl").exists()
 
 
 def test_a_clean_up_that_fails_records_nothing_as_cleaned(stand_ins, tmp_path):
-    cfg = _cfg(tmp_path)
+    cfg = report_config(tmp_path)
     stand_ins["inventories"] = {
         "source": _inventory("source", f"{tmp_path}/state/journal/web01.{KILLED}.jsonl")}
     stand_ins["recover_error"] = errors.TeardownIncomplete("recover could not finish: busy")
@@ -107,7 +100,7 @@ def test_a_clean_up_that_fails_records_nothing_as_cleaned(stand_ins, tmp_path):
 def test_a_run_that_reported_its_own_ending_is_not_shown_twice(tmp_path):
     from toolkit.status import record_cleaned_runs
 
-    cfg = _cfg(tmp_path)
+    cfg = report_config(tmp_path)
     own = DomainReport("web01", run_id=KILLED, outcome="failed", exit_code=60,
                        message="teardown left objects behind", started=KILLED_STARTED,
                        finished=KILLED_STARTED + 30)
@@ -143,7 +136,6 @@ peer = "dom0-b"
 
 
 def test_recover_records_each_killed_run_it_cleans(tmp_path, capsys, monkeypatch):
-    import toolkit.recover as rec
     from toolkit import cli as program
     from toolkit.config import load_config
 
@@ -167,8 +159,8 @@ def test_recover_records_each_killed_run_it_cleans(tmp_path, capsys, monkeypatch
         killed.unlink()
         return [f"[dom0-a] removed snapshot vg_a/domubk-{KILLED}-web01-xvda (run {KILLED})"]
 
-    monkeypatch.setattr(rec, "take_inventory", lambda runner, config, role: Pending())
-    monkeypatch.setattr(rec, "recover_domain", recover_domain)
+    monkeypatch.setattr(app, "take_inventory", lambda runner, config, role: Pending())
+    monkeypatch.setattr(app, "recover_domain", recover_domain)
     code = program.run(["recover", "--host", "local", "--node", "dom0-a", "--config",
                         str(path)])
     out, err = capsys.readouterr()
@@ -185,7 +177,7 @@ def test_recover_records_each_killed_run_it_cleans(tmp_path, capsys, monkeypatch
 
 
 def test_last_success_is_the_one_the_standby_marker_names(tmp_path):
-    cfg = _cfg(tmp_path)
+    cfg = report_config(tmp_path)
     ok = DomainReport("web01", run_id="R1", outcome="success", finished=1000.0)
     write_report(RunReport("dom0-a", domains=[ok]), cfg.defaults.report_dir)
     # R3 synced the standby, but its report never reached this host's history.
@@ -197,7 +189,7 @@ def test_last_success_is_the_one_the_standby_marker_names(tmp_path):
 
 
 def test_a_dirty_marker_keeps_the_success_it_names(tmp_path):
-    cfg = _cfg(tmp_path)
+    cfg = report_config(tmp_path)
     for rid, fin in (("R1", 1000.0), ("R2", 2000.0)):
         write_report(RunReport("dom0-a", domains=[
             DomainReport("web01", run_id=rid, outcome="success", finished=fin)]),
@@ -209,7 +201,7 @@ def test_a_dirty_marker_keeps_the_success_it_names(tmp_path):
 
 
 def test_without_a_marker_last_success_comes_from_the_history(tmp_path):
-    cfg = _cfg(tmp_path)
+    cfg = report_config(tmp_path)
     ok = DomainReport("web01", run_id="R1", outcome="success", finished=1000.0)
     write_report(RunReport("dom0-a", domains=[ok]), cfg.defaults.report_dir)
     st = domain_status(cfg, "web01")

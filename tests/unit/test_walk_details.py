@@ -14,6 +14,7 @@ from fakes import config, web01_facts, web01_hosts, web01_run
 import toolkit.execute
 from toolkit import errors
 from toolkit.execute import Executor
+from toolkit.marker import marker_path
 from toolkit.plan import plan_backup
 from toolkit.report import DomainReport
 from toolkit.runners import CommandResult
@@ -260,6 +261,6 @@ def test_a_marker_that_is_not_a_json_object_is_taken_as_none(tmp_path, text):
     but a JSON object says nothing, and the run goes on."""
     src, peer = _hosts()
     report, ex = _run(tmp_path, src, peer)
-    peer.files[ex.marker_path()] = text
+    peer.files[marker_path(ex.config, ex.plan.domain)] = text
     ex.run()
     assert [f.outcome for f in report.filesystems] == ["copied"] * 3

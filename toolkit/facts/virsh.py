@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import posixpath
-import re
 from dataclasses import dataclass
 
 from lxml import etree
 
 from ..errors import ParseError, UnsafeName
+from ..names import DISK_TARGET_RULE_TEXT, is_disk_target
 from ..runners import CommandResult
 
 # Every state `virsh domstate` prints (virshDomainStateToString); "idle" is
@@ -18,23 +18,8 @@ DOMAIN_STATES = frozenset({
     "pmsuspended",
 })
 
-# The one rule for a disk target name (R20): a bus prefix, letters a-z, then an
-# optional partition number ("xvda", "xvda1", "sdb", "hdc", "xvdaa"; "fda" is
-# libvirt's floppy, which is never copied but must not refuse its domain). It
-# holds for every <target dev=...> of a domain XML and for the disk and
-# filesystem names of the config ([domains.X.disks.<target>],
-# [domains.X.mounts.<fs>]); always used with fullmatch (``is_disk_target``), so
-# no newline, "/", "..", space or leading "-" can get through. ASCII only: a
-# str pattern's [a-z] and [0-9] match nothing else.
-DISK_TARGET = re.compile(r"(hd|sd|vd|xvd|ubd|fd)[a-z]+[0-9]*")
-
 # Devices whose skipping is expected and never a warning.
 _EXPECTED_SKIPS = frozenset({"cdrom", "floppy"})
-
-
-def is_disk_target(name: object) -> bool:
-    """Whether ``name`` is a disk target (or target plus partition number) the tool accepts."""
-    return isinstance(name, str) and DISK_TARGET.fullmatch(name) is not None
 
 
 @dataclass(frozen=True)
@@ -183,19 +168,21 @@ def _skip_reason(disk: etree._Element, disk_type: str, device: str, source: str 
     return None
 
 
+# Every <target dev=...> is held to the one disk target rule (R20), names.DISK_TARGET,
+# which the config's disk and filesystem names and the names a run gives what it
+# creates (owned) share.
 def _check_target(target: str, domain: str | None) -> str:
     if not is_disk_target(target):
         raise UnsafeName(
-            f"domain {domain!r}: disk target {target!r} is refused: a target must be hd, sd, "
-            "vd, xvd, ubd or fd, then letters a-z and an optional partition number (like "
-            "xvda, xvda1, sdb or hdc)")
+            f"domain {domain!r}: disk target {target!r} is refused: a target must be "
+            f"{DISK_TARGET_RULE_TEXT}")
     return target
 
 
 def parse_domain_disks(xml_text: str, domain_name: str | None = None) -> list[DomainDisk]:
     """Every ``<disk>`` of a domain, in document order, with a skip reason where not backed up.
 
-    A target name outside ``DISK_TARGET`` is refused (UnsafeName naming the
+    A target name outside ``names.DISK_TARGET`` is refused (UnsafeName naming the
     domain, ``domain_name`` or else the XML's own <name>): it would become part
     of snapshot, device-mapper and mount point names.
     """

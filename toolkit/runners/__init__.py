@@ -17,6 +17,7 @@ from .base import (
     NO_LIMIT,
     CommandResult,
     Runner,
+    StreamingRunner,
     _checked,
     time_limit,
     validate_argv,
@@ -28,8 +29,8 @@ if TYPE_CHECKING:
     from .ssh import SSHRunner, remote_command
 
 __all__ = ["DEFAULT_TIMEOUT", "NO_LIMIT", "CommandResult", "HostSpec", "LocalRunner", "Runner",
-           "SSHRunner", "_checked", "parse_host_spec", "remote_command", "time_limit",
-           "validate_argv"]
+           "SSHRunner", "StreamingRunner", "_checked", "parse_host_spec", "remote_command",
+           "time_limit", "validate_argv"]
 
 
 def __getattr__(name: str) -> Any:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+import subprocess
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -71,6 +72,24 @@ class Runner(Protocol):
 
     def close(self) -> None:
         """Let go of the host: the SSH connection, if any (a local runner holds nothing)."""
+        ...
+
+
+@runtime_checkable
+class StreamingRunner(Runner, Protocol):
+    """A runner that can also hand over a command's output line by line as it comes (the
+    local runner: rsync's progress on the source). Others run the command to its end."""
+
+    def stream(
+        self,
+        argv: Sequence[str],
+        on_line: Callable[[str], None],
+        *,
+        env: Mapping[str, str] | None = None,
+        on_start: Callable[[subprocess.Popen], None] | None = None,
+    ) -> CommandResult:
+        """Run argv with no time limit, calling ``on_line`` for each line of its stdout;
+        ``on_start`` gets the process (a watcher may stop it)."""
         ...
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from ..errors import (
     UsageError,
 )
+from ..names import is_host_name
 
 
 @dataclass(frozen=True)
@@ -66,8 +67,6 @@ def parse_host_spec(spec: str) -> HostSpec:
     (the tool logs in with its own key), no path, query or fragment.
     """
     import ipaddress
-
-    from ..rsync import is_host_name
 
     if not isinstance(spec, str) or "://" not in spec:
         raise UsageError(f"host spec {spec!r} must look like local://, ssh://user@host:port "
