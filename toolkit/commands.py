@@ -186,7 +186,9 @@ def plan(c, domu=None, json=False, config=None, node=None, replay=None, record=N
 
 @operator_command(help={"config": "config file to check"})
 def check_config(c, config=None):
-    """Validate the config file and print what it says."""
+    """Validate the config file and print every setting, marked (set) or (default)."""
+    from .sample import effective_settings
+
     try:
         cfg = _config(config)
     except ToolkitError as exc:
@@ -194,9 +196,8 @@ def check_config(c, config=None):
     print(f"{cfg.path}: OK")
     print(f"  Dom0s: {', '.join(f'{k}={v}' for k, v in cfg.dom0s.items())}")
     print(f"  hypervisor: {cfg.hypervisor_uri}")
-    for name, d in cfg.domains.items():
-        disks = ", ".join(f"{k}->{v.standby_lv}" for k, v in d.disks.items()) or "same paths"
-        print(f"  domain {name}: peer {d.peer}; disks {disks}")
+    for key, value, given in effective_settings(cfg):
+        print(f"  {key} = {value}   ({'set' if given else 'default'})")
 
 
 @operator_command(help={

@@ -96,6 +96,28 @@ def _read(method: str, **options: Any) -> tuple[str, Mapping[str, Any]]:
 
 
 @dataclass(frozen=True)
+class ClusterSettings:
+    """[cluster]: the Dom0s that back each other up."""
+
+    dom0s: Mapping[str, HostSpec] = field(metadata={"read": _read("dom0s"), "doc": (
+        "The Dom0s that back each other up: name = host spec. Every Dom0 uses the same "
+        "file; the tool finds out which one it is running on. A name is letters, digits "
+        f"and _ + . -, not starting with - or ., at most {DOM0_NAME_MAX} characters. A host "
+        "spec is ssh://[user@]host[:port]: a host name, an IPv4 address or an IPv6 address "
+        "in brackets (ssh://root@[2001:db8::2]:22), a port 1-65535 (22 by default), no "
+        "password (the tool logs in with its key). At least two Dom0s; two may not share "
+        "one address and port; local:// and docker:// are for the rehearsal lab only.")})
+
+
+@dataclass(frozen=True)
+class HypervisorSettings:
+    """[hypervisor]: where this Dom0's domains are found."""
+
+    uri: str = field(metadata={"read": _read("uri"), "doc": (
+        "The libvirt URI of this Dom0's hypervisor, like \"xen:///system\".")})
+
+
+@dataclass(frozen=True)
 class SSHSettings:
     """How to reach the peer: the tool's own key and known_hosts, and timeouts."""
 
@@ -295,6 +317,10 @@ class Config:
     domains: Mapping[str, DomainConfig] = field(default_factory=_empty_mapping)
     # What the file says in a way that still works but should change (a key's former name).
     warnings: tuple[str, ...] = ()
+    # The dotted keys the file sets, each under its field's name (a former name counts as
+    # its field's), whatever the value: "defaults.max_delete", "domains.web01.disks.xvda.
+    # standby_lv", "domains.web01.mounts". A field not in it has its default.
+    given: frozenset[str] = frozenset()
 
     def domain(self, name: str) -> DomainConfig:
         """The named domain's config; DomainUnknown if the file has none."""
@@ -408,6 +434,7 @@ class _Parser:
         self.allow_lab_hosts = allow_lab_hosts
         self.dom0_names: list[str] = []  # known once [cluster.dom0s] is read
         self.warnings: list[str] = []
+        self.given: set[str] = set()  # the dotted keys the file sets (Config.given)
 
     def fail(self, key: str, expected: str, value: object = _REQUIRED) -> ConfigError:
         got = "" if value is _REQUIRED else f", got {_show(value)}"
@@ -547,6 +574,8 @@ class _Parser:
             key = self.key_of(table, dotted, f)
             values[f.name] = getattr(self, method)(table, key, f"{dotted}.{key}",
                                                    _default_of(f), **options)
+            if key in table:
+                self.given.add(f"{dotted}.{f.name}")
         return cls(**values)
 
     def key_of(self, table: Mapping[str, Any], dotted: str, f: Field[Any]) -> str:
@@ -565,57 +594,62 @@ class _Parser:
 
     def config(self, data: Mapping[str, Any]) -> Config:
         self.only(data, "", {"cluster", "hypervisor", "ssh", "defaults", "domains"})
-        dom0s = self.dom0s(data)
+        cluster = self.record(ClusterSettings, self.table(data, "cluster", "cluster", None,
+                                                          required=True), "cluster")
+        dom0s = cluster.dom0s
         self.dom0_names = sorted(dom0s)
-        hypervisor = self.table(data, "hypervisor", "hypervisor", {"uri"}, required=True)
-        uri = self.string(hypervisor, "uri", "hypervisor.uri",
-                          expected='a libvirt URI like "xen:///system"')
-        if not _URI.fullmatch(uri) or _CONTROL.search(uri):
-            raise self.fail("hypervisor.uri", 'a libvirt URI like "xen:///system"', uri)
+        hypervisor = self.record(HypervisorSettings, self.table(
+            data, "hypervisor", "hypervisor", None, required=True), "hypervisor")
         ssh = self.ssh(self.table(data, "ssh", "ssh", None))
         defaults = self.defaults(self.table(data, "defaults", "defaults", None))
         domains_table = self.table(data, "domains", "domains", None)
         domains = {name: self.domain(name, value) for name, value in domains_table.items()}
         self.unique_standby_lvs(domains)
-        return Config(self.path, MappingProxyType(dom0s), uri, ssh, defaults,
-                      MappingProxyType(domains), tuple(self.warnings))
+        return Config(self.path, dom0s, hypervisor.uri, ssh, defaults,
+                      MappingProxyType(domains), tuple(self.warnings), frozenset(self.given))
 
-    def dom0s(self, data: Mapping[str, Any]) -> dict[str, HostSpec]:
-        cluster = self.table(data, "cluster", "cluster", {"dom0s"}, required=True)
-        if "dom0s" not in cluster:
-            raise ConfigError(f"{self.path}: cluster.dom0s: missing required table "
-                              "[cluster.dom0s] (name = \"ssh://user@host:port\")")
-        table = self.table(cluster, "dom0s", "cluster.dom0s", None)
+    def uri(self, table: Mapping[str, Any], key: str, dotted: str, default: Any) -> str:
+        expected = 'a libvirt URI like "xen:///system"'
+        uri = self.string(table, key, dotted, default, expected=expected)
+        if not _URI.fullmatch(uri) or _CONTROL.search(uri):
+            raise self.fail(dotted, expected, uri)
+        return str(uri)
+
+    def dom0s(self, cluster: Mapping[str, Any], key: str, dotted: str,
+              default: Any) -> Mapping[str, HostSpec]:
+        if key not in cluster:
+            raise ConfigError(f"{self.path}: {dotted}: missing required table "
+                              f"[{dotted}] (name = \"ssh://user@host:port\")")
+        table = self.table(cluster, key, dotted, None)
         dom0s: dict[str, HostSpec] = {}
         where: dict[tuple[str, str, int], str] = {}
         for name, value in table.items():
-            dotted = f"cluster.dom0s.{_short(name)}"
+            item = f"{dotted}.{_short(name)}"
             if not _NAME.fullmatch(name) or len(name) > DOM0_NAME_MAX:
-                raise ConfigError(f"{self.path}: {dotted}: bad Dom0 name (expected letters, "
+                raise ConfigError(f"{self.path}: {item}: bad Dom0 name (expected letters, "
                                   "digits and _ . + -, not starting with - or ., at most "
                                   f"{DOM0_NAME_MAX} characters)")
             if not isinstance(value, str):
-                raise self.fail(dotted, 'a host spec string like "ssh://root@host:22"', value)
+                raise self.fail(item, 'a host spec string like "ssh://root@host:22"', value)
             shown = _PASSWORD.sub(r"\1:***@", value)
             try:
                 spec = parse_host_spec(value)
             except UsageError as exc:
-                raise self.fail(dotted, f"a host spec like \"ssh://root@host:22\" ({exc})",
+                raise self.fail(item, f"a host spec like \"ssh://root@host:22\" ({exc})",
                                 shown) from None
             if spec.scheme != "ssh" and not self.allow_lab_hosts:
-                raise self.fail(dotted, 'an ssh:// host spec like "ssh://root@host:22" '
+                raise self.fail(item, 'an ssh:// host spec like "ssh://root@host:22" '
                                 "(local:// and docker:// are for the rehearsal lab only)",
                                 shown)
             address = (spec.scheme, spec.host, spec.port)
             if address in where:
-                raise self.fail(dotted, "an address and port no other Dom0 has (cluster.dom0s."
+                raise self.fail(item, "an address and port no other Dom0 has (cluster.dom0s."
                                 f"{where[address]} is {dom0s[where[address]]})", shown)
             where[address] = name
             dom0s[name] = spec
         if len(dom0s) < 2:
-            raise self.fail("cluster.dom0s", "at least 2 Dom0s (this host and its peer)",
-                            sorted(dom0s))
-        return dom0s
+            raise self.fail(dotted, "at least 2 Dom0s (this host and its peer)", sorted(dom0s))
+        return MappingProxyType(dom0s)
 
     def ssh(self, table: Mapping[str, Any]) -> SSHSettings:
         return self.record(SSHSettings, table, "ssh")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from . import signals
@@ -28,7 +28,7 @@ class Walk(Protocol):
         """One filesystem copied; ``on_start`` gets the rsync process once it runs."""
 
 
-def copy_run(steps: list[Step], i: int) -> list[Step]:
+def copy_run(steps: Sequence[Step], i: int) -> list[Step]:
     """The rsync steps that follow one another from ``steps[i]`` (empty if it is not one)."""
     out: list[Step] = []
     while i < len(steps) and steps[i].action == "rsync":

@@ -12,7 +12,6 @@ waiting for the peer's unmount to flush.
 from __future__ import annotations
 
 import posixpath
-import shlex
 import subprocess
 import threading
 import time
@@ -37,11 +36,19 @@ from .guestpaths import guest_paths
 from .journal import Journal
 from .lock import domain_lock
 from .marker import marker_text, new_marker, read_marker
-from .plan import PEER, SOURCE, FilesystemPlan, Plan, Step, copy_steps
+from .plan import (
+    PEER,
+    SOURCE,
+    STANDBY_FULL,
+    FilesystemPlan,
+    Plan,
+    Step,
+    plan_copies,
+    render_steps,
+)
 from .report import DomainReport, FilesystemReport, SnapshotReport
 from .rsync import (
     inode_exhaustion,
-    inodes_argv,
     parse_inodes,
     parse_progress,
     parse_stats,
@@ -60,6 +67,16 @@ PHASE_OF = {
     (SOURCE, "lvmap"): "map", (PEER, "lvmap"): "peer",
     (SOURCE, "bootread"): "boot", (PEER, "bootwrite"): "boot",
 }
+
+
+def _occurrences(plan: Plan) -> dict[int, int]:
+    """id(step) -> which occurrence of its action the step is, in plan order (1, 2, ...)."""
+    counts: dict[str, int] = {}
+    nth = {}
+    for s in plan.steps:
+        counts[s.action] = counts.get(s.action, 0) + 1
+        nth[id(s)] = counts[s.action]
+    return nth
 
 
 class Executor:
@@ -93,11 +110,7 @@ class Executor:
         self.failpoint = Failpoint.from_env(self.log)
         # id(step) -> its occurrence among the plan's steps of its action (a failpoint's @n),
         # fixed by plan order, so copies side by side do not race for their numbers.
-        self._nth: dict[int, int] = {}
-        counts: dict[str, int] = {}
-        for s in plan.steps:
-            counts[s.action] = counts.get(s.action, 0) + 1
-            self._nth[id(s)] = counts[s.action]
+        self._nth = _occurrences(plan)
         defaults = config.defaults
         self.journals = {
             SOURCE: Journal(source, defaults.state_dir, plan.domain, plan.run_id),
@@ -105,7 +118,6 @@ class Executor:
         }
         self.guest_paths: dict[str, str] = {
             f.name: f.guest_path for f in plan.filesystems if f.guest_path}
-        self._steps = list(plan.steps)  # the walk; the copies are planned again after fstab
         self._stack = ExitStack()  # what a step holds until the run ends (the domain lock)
         self._made: list[Step] = []  # steps whose undo teardown runs, in creation order
         self._boot: dict[str, str] = {}  # boot area bytes read, by range, until written
@@ -132,11 +144,12 @@ class Executor:
         """Execute every step; teardown always runs. Raises the first error."""
         body_error: BaseException | None = None
         try:
-            steps = self._steps
             i = 0
-            while i < len(steps):
-                step = steps[i]
-                copies = copy_run(steps, i)
+            # self.plan, not a copy of its steps: the fstab step replaces the plan with its
+            # second part (the copies with their guest paths), the same steps in the same order
+            while i < len(self.plan.steps):
+                step = self.plan.steps[i]
+                copies = copy_run(self.plan.steps, i)
                 if len(copies) > 1 and self.config.defaults.copy_jobs > 1:
                     start = time.monotonic()
                     try:
@@ -302,16 +315,15 @@ class Executor:
         self.guest_paths = guest_paths(self.plan, self.config, self.source, self.log)
         for fs_report in self.report.filesystems:
             fs_report.guest_path = self.guest_paths.get(fs_report.name, fs_report.guest_path)
-        p = self.plan
-        again = {s.fs: s for s in copy_steps(self.config, p.domain, p.snapshots,
-                                             p.filesystems, p.peer_address, p.peer_port,
-                                             self.guest_paths, p.allow_mass_delete)}
-        for i, old in enumerate(self._steps):
-            if old.action == "rsync" and old.fs in again:
-                new = self._steps[i] = again[old.fs]
-                self._nth[id(new)] = self._nth[id(old)]
-                if new.argv != old.argv:
-                    self.log(f"plan, copy of {new.fs} with its guest path: {shlex.join(new.argv)}")
+        first, second = self.plan, plan_copies(self.plan, self.config, self.guest_paths)
+        self.plan, self._nth = second, _occurrences(second)
+        pairs = zip(first.steps, second.steps, strict=True)
+        changed = [(n, new) for n, (old, new) in enumerate(pairs, 1) if new != old]
+        if changed:
+            self.log("plan, second part (the copies with the guest paths from the guest's "
+                     "fstab):")
+            for line in render_steps(second, changed):
+                self.log(line)
 
     def _check(self, step: Step) -> None:
         prove_filesystem(step, self._filesystem(step), self.source, self.peer)
@@ -341,8 +353,8 @@ class Executor:
         argv = step.argv
         self.log(f"rsync {f.name}: {' '.join(argv[:3])} ... {argv[-2]} {argv[-1]}")
         start = time.monotonic()
-        watch = SnapshotWatch(self.source, self.plan, self.config, self.report, self.log,
-                              interval=2.0)
+        watch = SnapshotWatch(self.source, self.plan, step, self.config, self.report,
+                              self.log, interval=2.0)
         with watch:
             if isinstance(self.source, StreamingRunner):
                 def started(proc: subprocess.Popen) -> None:
@@ -371,17 +383,21 @@ class Executor:
         err = rsync_outcome(result.exit_code, result.stderr,
                             allow_vanished=defaults.allow_vanished, host=self.plan.source_host)
         if isinstance(err, PeerFull):
-            err = self._out_of_inodes(f) or err
+            err = self._out_of_inodes(step, f) or err
         if err is not None:
             fs_report.outcome = "failed"
             raise err
         fs_report.outcome = "copied"
 
-    def _out_of_inodes(self, f: FilesystemPlan) -> PeerFull | None:
-        """A full standby that ran out of inodes, not space (statvfs on both mounts)."""
+    def _out_of_inodes(self, step: Step, f: FilesystemPlan) -> PeerFull | None:
+        """A full standby that ran out of inodes, not space (statvfs on both mounts, the
+        copy step's reactions to a full standby)."""
+        stat = {r.role: r.argv for r in step.reactions if r.when == STANDBY_FULL}
+        if set(stat) != {PEER, SOURCE}:
+            return None
         try:
-            theirs = self.peer.run(inodes_argv(f.standby_mount), check=False, timeout=60)
-            ours = self.source.run(inodes_argv(f.source_mount), check=False, timeout=60)
+            theirs = self.peer.run(stat[PEER], check=False, timeout=60)
+            ours = self.source.run(stat[SOURCE], check=False, timeout=60)
         except ToolkitError:
             return None
         return inode_exhaustion(f.name, parse_inodes(theirs.stdout) if theirs.exit_code == 0

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import posixpath
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 
 from . import PREFIX, bootarea
@@ -30,7 +30,7 @@ from .facts.records import BackupFacts, DiskFacts, FsFacts
 from .journal import replace_file_argv
 from .marker import marker_path
 from .names import path_under
-from .rsync import SshOptions, relative_excludes, rsync_argv
+from .rsync import SshOptions, inodes_argv, relative_excludes, rsync_argv
 from .undo import dm_node_probes
 
 SOURCE = "source"
@@ -64,6 +64,20 @@ SKIPPED_TYPES: Mapping[str, str] = {
 
 
 @dataclass(frozen=True)
+class Reaction:
+    """A command a step runs only when something happens during it (``when`` says what)."""
+
+    when: str
+    role: str  # SOURCE or PEER
+    argv: tuple[str, ...]
+
+
+# What a copy's reactions are for (the executor finds them by these).
+SNAPSHOT_NEARLY_FULL = "a snapshot reaches snapshot_max_fill"
+STANDBY_FULL = "the standby is full (rsync: No space left on device)"
+
+
+@dataclass(frozen=True)
 class Step:
     """One command on one host, with the command that undoes it.
 
@@ -83,6 +97,7 @@ class Step:
     fs: str = ""  # filesystem name this step belongs to, if any
     probes: tuple[tuple[str, ...], ...] = ()
     state: str = ""  # what a marker step writes: dirty or clean
+    reactions: tuple[Reaction, ...] = ()  # commands run only when something happens
 
 
 @dataclass(frozen=True)
@@ -640,10 +655,13 @@ def copy_steps(config: Config, domain: str, snapshots: Sequence[SnapshotPlan],
     """
     health = (health_argv(snapshots),)
     defaults = config.defaults
-    watch = (f"; a snapshot at {defaults.snapshot_max_fill}% full is extended by "
-             f"`lvextend -L +{defaults.snapshot_extend}` or the copy is stopped"
-             if defaults.snapshot_extend else
+    watch = (f"; a snapshot at {defaults.snapshot_max_fill}% full is extended or the copy "
+             "is stopped" if defaults.snapshot_extend else
              f"; a snapshot at {defaults.snapshot_max_fill}% full stops the copy")
+    extend = tuple(Reaction(f"{SNAPSHOT_NEARLY_FULL} ({s.vg}/{s.name})", SOURCE,
+                            ("lvextend", "-L", f"+{defaults.snapshot_extend}",
+                             f"{s.vg}/{s.name}"))
+                   for s in snapshots) if defaults.snapshot_extend else ()
     steps: list[Step] = []
     for fs_plan in filesystems:
         guest_path = guest_paths.get(fs_plan.name)
@@ -655,9 +673,24 @@ def copy_steps(config: Config, domain: str, snapshots: Sequence[SnapshotPlan],
         else:
             note += f" (guest {guest_path})"
         note += watch
+        full = (Reaction(STANDBY_FULL, PEER, tuple(inodes_argv(fs_plan.standby_mount))),
+                Reaction(STANDBY_FULL, SOURCE, tuple(inodes_argv(fs_plan.source_mount))))
         steps.append(Step(SOURCE, "rsync", tuple(argv), fs=fs_plan.name, note=note,
-                          probes=health))
+                          probes=health, reactions=extend + full))
     return steps
+
+
+def plan_copies(plan: Plan, config: Config, guest_paths: Mapping[str, str]) -> Plan:
+    """The second part of the plan, made once the guest's fstab is read from the snapshot:
+    each filesystem's guest path, and the copies again with that path's excludes. Every
+    other step is the same; the steps stay in the same order."""
+    again = {s.fs: s for s in copy_steps(config, plan.domain, plan.snapshots,
+                                         plan.filesystems, plan.peer_address, plan.peer_port,
+                                         guest_paths, plan.allow_mass_delete)}
+    steps = tuple(again.get(s.fs, s) if s.action == "rsync" else s for s in plan.steps)
+    filesystems = tuple(replace(f, guest_path=guest_paths.get(f.name, f.guest_path))
+                        for f in plan.filesystems)
+    return replace(plan, steps=steps, filesystems=filesystems)
 
 
 def boot_area_steps(facts: BackupFacts, run_id: str) -> list[Step]:
@@ -700,6 +733,26 @@ def transfer_argv(config: Config, domain: str, fs_plan: FilesystemPlan, peer_add
     )
 
 
+def render_steps(plan: Plan, numbered: Iterable[tuple[int, Step]]) -> list[str]:
+    """Steps as ``plan`` prints them, each with its number in the plan: the command, what
+    it reads, its note and its undo."""
+    lines = []
+    for n, step in numbered:
+        host = plan.source_host if step.role == SOURCE else plan.peer_host
+        shown = _show(step.argv) if step.argv else "(in this process)"
+        lines.append(f"{n:>3}. [{host}] {step.action:<8} {shown}")
+        for probe in step.probes:
+            lines.append(f"     {'':<{len(host) + 2}}   read: {_show(probe)}")
+        if step.note:
+            lines.append(f"     {'':<{len(host) + 2}} # {step.note}")
+        for r in step.reactions:
+            where = plan.source_host if r.role == SOURCE else plan.peer_host
+            lines.append(f"     {'':<{len(host) + 2}}   if {r.when}: [{where}] {_show(r.argv)}")
+        if step.undo:
+            lines.append(f"     {'':<{len(host) + 2}}   undo: {_show(step.undo)}")
+    return lines
+
+
 def render_plan(plan: Plan) -> str:
     """A readable two-host plan: what will be done, in order, with its undo."""
     lines = [
@@ -717,16 +770,7 @@ def render_plan(plan: Plan) -> str:
         lines.append("Skipped:")
         lines += [f"  {s}" for s in plan.skipped]
     lines.append("")
-    for n, step in enumerate(plan.steps, 1):
-        host = plan.source_host if step.role == SOURCE else plan.peer_host
-        shown = _show(step.argv) if step.argv else "(in this process)"
-        lines.append(f"{n:>3}. [{host}] {step.action:<8} {shown}")
-        for probe in step.probes:
-            lines.append(f"     {'':<{len(host) + 2}}   read: {_show(probe)}")
-        if step.note:
-            lines.append(f"     {'':<{len(host) + 2}} # {step.note}")
-        if step.undo:
-            lines.append(f"     {'':<{len(host) + 2}}   undo: {_show(step.undo)}")
+    lines += render_steps(plan, enumerate(plan.steps, 1))
     lines.append("")
     lines.append("Each step with an undo is written to its host's journal first, in the same "
                  "command; teardown runs every undo above in reverse order, on success, error "

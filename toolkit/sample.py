@@ -1,11 +1,15 @@
 """The annotated sample config: `domu-backup sample-config` prints it, the README shows it.
 
-Generated from the records in ``toolkit.config``: every key of ``[ssh]`` and
-``[defaults]`` is a field of ``SSHSettings`` or ``Defaults``, shown at its
-default with its ``doc`` metadata as the comment above it, and the example
-domain has one key per field of ``DomainConfig`` and ``DiskConfig``. A field
-without a doc, or a default with no TOML spelling, is an error here, so the
-sample can never lag behind the code (tests/unit/test_sample_config.py).
+Generated from the records in ``toolkit.config``: every key is a field of
+``ClusterSettings``, ``HypervisorSettings``, ``SSHSettings`` or ``Defaults``,
+shown at its default (or, without one, at its example value here) with its
+``doc`` metadata as the comment above it, and the example domain has one key
+per field of ``DomainConfig`` and ``DiskConfig``. A field without a doc, or a
+default with no TOML spelling, is an error here, so the sample can never lag
+behind the code (tests/unit/test_sample_config.py).
+
+``effective_settings`` writes a loaded config's settings the same way, each
+marked set in the file or default (`domu-backup check-config`).
 """
 
 from __future__ import annotations
@@ -13,11 +17,21 @@ from __future__ import annotations
 import json
 import math
 import textwrap
-from dataclasses import MISSING, Field, fields
+from collections.abc import Mapping
+from dataclasses import MISSING, Field, fields, is_dataclass
 from pathlib import PurePath
 from typing import Any
 
-from .config import Defaults, DiskConfig, DomainConfig, SnapshotSize, SSHSettings
+from .config import (
+    ClusterSettings,
+    Config,
+    Defaults,
+    DiskConfig,
+    DomainConfig,
+    HypervisorSettings,
+    SnapshotSize,
+    SSHSettings,
+)
 
 WIDTH = 79  # the longest comment line, "# " included
 
@@ -25,17 +39,6 @@ _HEADER = """\
 domu-backup configuration: /etc/domu-backup/backup.toml
 (or the file named by $DOMU_BACKUP_CONFIG). It must not be group- or
 world-writable. Unknown keys are errors, so a typo never goes unnoticed."""
-
-_CLUSTER = """\
-The Dom0s that back each other up: name = host spec. Every Dom0 uses the same \
-file; the tool finds out which one it is running on. A name is letters, digits \
-and _ + . -, not starting with - or ., at most 64 characters. A host spec is \
-ssh://[user@]host[:port]: a host name, an IPv4 address or an IPv6 address in \
-brackets (ssh://root@[2001:db8::2]:22), a port 1-65535 (22 by default), no \
-password (the tool logs in with its key). At least two Dom0s; two may not share \
-one address and port; local:// and docker:// are for the rehearsal lab only."""
-
-_HYPERVISOR = "The libvirt URI of this Dom0's hypervisor, like \"xen:///system\"."
 
 _SSH = """\
 How this Dom0 reaches its peer. The key and known_hosts belong to the tool: an \
@@ -50,8 +53,11 @@ a system directory (/, /var, /run, /tmp, ... or anything below /proc, /sys, /dev
 /boot, /usr, /etc), the two mount prefixes apart from each other and from the \
 other three."""
 
+# The example values of the keys that have no default.
 DOM0S = {"xen-a": "ssh://root@xen-a.example.net:22", "xen-b": "ssh://root@xen-b.example.net:22"}
 HYPERVISOR_URI = "xen:///system"
+_EXAMPLES: dict[type, dict[str, Any]] = {ClusterSettings: {"dom0s": DOM0S},
+                                         HypervisorSettings: {"uri": HYPERVISOR_URI}}
 
 # The example domain: a value per DomainConfig field (its name is the table's name).
 DOMAIN = "web01"
@@ -96,6 +102,11 @@ def toml_value(value: Any) -> str:
         return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(toml_value(item) for item in value) + "]"
+    if isinstance(value, Mapping):
+        for key in value:
+            if not isinstance(key, str):
+                raise TypeError(f"{key!r}: a TOML key is a string")
+        return "{" + ", ".join(f"{toml_key(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
     raise TypeError(f"{value!r}: no TOML value for a {type(value).__name__}")
 
 
@@ -138,9 +149,14 @@ def default_toml(f: Field[Any], owner: type) -> Any:
         value = f.default_factory()
     else:
         raise ValueError(f"{owner.__name__}.{f.name} has no default to show")
+    return as_toml(f, owner, value, "default")
+
+
+def as_toml(f: Field[Any], owner: type, value: Any, what: str = "value") -> Any:
+    """A field's value as the TOML value the parser reads back as that value."""
     if value is None:
         if "toml_none" not in f.metadata:
-            raise ValueError(f"{owner.__name__}.{f.name}: its default None has no TOML "
+            raise ValueError(f"{owner.__name__}.{f.name}: its {what} None has no TOML "
                              "spelling (metadata \"toml_none\")")
         return f.metadata["toml_none"]
     if isinstance(value, (PurePath, SnapshotSize)):
@@ -155,11 +171,23 @@ def _setting(key: str, value: Any, text: str, *, commented: bool = False) -> lis
     return [*comment(text), f"# {line}" if commented else line]
 
 
-def _defaults_table(name: str, record: type, intro: str) -> list[str]:
-    lines = [*comment(intro), f"[{name}]"]
+def _table(name: str, record: type, intro: str = "") -> list[str]:
+    """``[name]``: each field of ``record`` below its doc, at its default or its example
+    value; a table-valued field as its own table ``[name.field]``, after the others."""
+    examples = _EXAMPLES.get(record, {})
+    settings: list[str] = []
+    tables: list[list[str]] = []
     for f in fields(record):
-        lines += _setting(f.name, default_toml(f, record), doc(f, record))
-    return lines
+        text = doc(f, record)
+        value = examples[f.name] if f.name in examples else default_toml(f, record)
+        if isinstance(value, Mapping):
+            tables.append([*comment(text), f"[{name}.{toml_key(f.name)}]",
+                           *(f"{toml_key(k)} = {toml_value(v)}" for k, v in value.items())])
+        else:
+            settings += _setting(f.name, value, text)
+    if settings:
+        tables.insert(0, [*(comment(intro) if intro else []), f"[{name}]", *settings])
+    return [line for i, table in enumerate(tables) for line in ([""] if i else []) + table]
 
 
 def _domain_tables() -> list[str]:
@@ -191,11 +219,41 @@ def render_sample() -> str:
     """The annotated sample config (TOML text, ending in a newline)."""
     parts = [
         comment(_HEADER),
-        [*comment(_CLUSTER), "[cluster.dom0s]",
-         *(f"{toml_key(k)} = {toml_value(v)}" for k, v in DOM0S.items())],
-        ["[hypervisor]", *comment(_HYPERVISOR), f"uri = {toml_value(HYPERVISOR_URI)}"],
-        _defaults_table("ssh", SSHSettings, _SSH),
-        _defaults_table("defaults", Defaults, _DEFAULTS),
+        _table("cluster", ClusterSettings),
+        _table("hypervisor", HypervisorSettings),
+        _table("ssh", SSHSettings, _SSH),
+        _table("defaults", Defaults, _DEFAULTS),
         _domain_tables(),
     ]
     return "\n\n".join("\n".join(part) for part in parts) + "\n"
+
+
+# --- a loaded config's settings (check-config) -------------------------------------------
+
+UNSET = "(unset)"  # a None with no TOML spelling: the key is left out (its doc says what then)
+
+
+def effective_settings(config: Config) -> list[tuple[str, str, bool]]:
+    """Every setting of ``[ssh]``, ``[defaults]`` and each domain (each disk's too), as
+    (dotted key, its value in TOML, whether the file sets it) in the records' order."""
+    out: list[tuple[str, str, bool]] = []
+
+    def record(shown: str, dotted: str, value: Any) -> None:
+        for f in fields(value):
+            if "read" not in f.metadata:
+                continue  # DomainConfig.name: the table's name, not a key
+            key, given = f"{shown}.{toml_key(f.name)}", f"{dotted}.{f.name}"
+            item = getattr(value, f.name)
+            if isinstance(item, Mapping) and item and all(map(is_dataclass, item.values())):
+                for name, sub in item.items():  # domains.NAME.disks.TARGET: a record each
+                    record(f"{key}.{toml_key(name)}", f"{given}.{name}", sub)
+                continue
+            text = (UNSET if item is None and "toml_none" not in f.metadata
+                    else toml_value(as_toml(f, type(value), item)))
+            out.append((key, text, given in config.given))
+
+    record("ssh", "ssh", config.ssh)
+    record("defaults", "defaults", config.defaults)
+    for name, domain in config.domains.items():
+        record(f"domains.{toml_key(name)}", f"domains.{name}", domain)
+    return out

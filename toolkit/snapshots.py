@@ -13,7 +13,7 @@ from collections.abc import Callable
 from .config import Config
 from .errors import SnapshotInvalid, ToolkitError
 from .facts.lvm import LogicalVolume, parse_lvs
-from .plan import Plan, health_argv
+from .plan import SNAPSHOT_NEARLY_FULL, Plan, Step, health_argv
 from .report import DomainReport
 from .runners import Runner
 from .runners.base import terminate
@@ -65,9 +65,12 @@ def invalid_snapshot_cause(source: Runner, plan: Plan,
 class SnapshotWatch:
     """Polls snapshot fill while rsync reads; extends or stops the copy at the threshold."""
 
-    def __init__(self, source: Runner, plan: Plan, config: Config, report: DomainReport,
-                 log: Callable[[str], None], interval: float) -> None:
+    def __init__(self, source: Runner, plan: Plan, step: Step, config: Config,
+                 report: DomainReport, log: Callable[[str], None], interval: float) -> None:
         self.source, self.plan, self.report, self.log = source, plan, report, log
+        # the copy step's lvextend of each snapshot, as the plan shows it (vg/lv -> argv)
+        self.extend = {r.argv[-1]: r.argv for r in step.reactions
+                       if r.when.startswith(SNAPSHOT_NEARLY_FULL)}
         self.defaults = config.defaults
         self.interval = interval
         self.error: ToolkitError | None = None
@@ -107,9 +110,9 @@ class SnapshotWatch:
                         "the standby stays marked dirty", host=host))
                     return
                 if lv.snap_percent is not None and lv.snap_percent >= defaults.snapshot_max_fill:
-                    if defaults.snapshot_extend:
-                        ext = self.source.run(["lvextend", "-L", f"+{defaults.snapshot_extend}",
-                                               f"{lv.vg}/{lv.name}"], check=False, timeout=120)
+                    grow = self.extend.get(f"{lv.vg}/{lv.name}")
+                    if grow is not None:
+                        ext = self.source.run(grow, check=False, timeout=120)
                         if ext.exit_code == 0:
                             self.log(f"extended {lv.vg}/{lv.name} by {defaults.snapshot_extend}")
                             continue

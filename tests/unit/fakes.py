@@ -23,6 +23,7 @@ from toolkit.errors import CommandFailed, ConnectionLost
 from toolkit.facts.blkid import FilesystemProbe, parse_blkid_export
 from toolkit.facts.lvm import LogicalVolume, dm_name
 from toolkit.facts.partitions import parse_sfdisk
+from toolkit.facts.records import BackupFacts, DiskFacts, FsFacts
 from toolkit.facts.virsh import DomainDisk
 from toolkit.journal import (
     JOURNAL_FAILED_EXIT,
@@ -30,7 +31,6 @@ from toolkit.journal import (
     unwrap_journalled,
     unwrap_replace,
 )
-from toolkit.plan import BackupFacts, DiskFacts, FsFacts
 from toolkit.runners import CommandResult, validate_argv
 from toolkit.safefs import FsView
 

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from toolkit.bootarea import BIOS_BOOT, boot_ranges
 from toolkit.execute import Executor
 from toolkit.facts.partitions import Partition, PartitionTable
-from toolkit.plan import BackupFacts, plan_backup
+from toolkit.facts.records import BackupFacts
+from toolkit.plan import plan_backup
 from toolkit.report import DomainReport
 
 RUN = "20260101T000000Z-abcd"

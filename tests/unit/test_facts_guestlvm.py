@@ -35,8 +35,9 @@ from toolkit.facts.guestlvm import (
     parse_vg,
     read_argv,
 )
+from toolkit.facts.records import BackupFacts, DiskFacts
 from toolkit.facts.virsh import DomainDisk
-from toolkit.plan import BackupFacts, DiskFacts, plan_backup, volume_map_name
+from toolkit.plan import plan_backup, volume_map_name
 from toolkit.preflight import read_layout
 from toolkit.recover import owned_maps
 from toolkit.runners import CommandResult

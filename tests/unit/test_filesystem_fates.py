@@ -22,15 +22,9 @@ from toolkit.config import parse_config
 from toolkit.errors import ConfigError, FilesystemVanished
 from toolkit.facts.blkid import FilesystemProbe, parse_blkid_export, probe_from_result
 from toolkit.facts.partitions import parse_sfdisk
+from toolkit.facts.records import BackupFacts, DiskFacts, FsFacts
 from toolkit.facts.virsh import DomainDisk
-from toolkit.plan import (
-    BackupFacts,
-    DiskFacts,
-    FsFacts,
-    compare_layouts,
-    filesystem_fates,
-    plan_backup,
-)
+from toolkit.plan import compare_layouts, filesystem_fates, plan_backup
 from toolkit.preflight import Preflight
 from toolkit.report import FilesystemReport, RunReport, summary
 from toolkit.runners import CommandResult

@@ -62,16 +62,16 @@ def test_every_command_a_run_sends_is_in_its_plan(tmp_path, monkeypatch, fstab_o
     plan = plan_backup(web01_facts(), cfg, RUN)
     ex = Executor(plan, cfg, src, peer, DomainReport("web01"))
     ex.run()
-    planned = _planned(plan.steps) | _planned(ex._steps)
+    planned = _planned(plan.steps) | _planned(ex.plan.steps)
     state_dir = cfg.defaults.state_dir
     assert _unplanned(src, planned, state_dir) == []
     assert _unplanned(peer, planned, state_dir) == []
     # what ran is the second part: the copies with the excludes of their guest paths
-    rsyncs = [s for s in ex._steps if s.action == "rsync"]
+    rsyncs = [s for s in ex.plan.steps if s.action == "rsync"]
     ran = [c for c in src.calls if c in {tuple(s.argv) for s in rsyncs}]
     assert len(ran) == len(rsyncs) == 3
     if fstab_on is None:
-        assert [s.argv for s in ex._steps] == [s.argv for s in plan.steps]
+        assert [s.argv for s in ex.plan.steps] == [s.argv for s in plan.steps]
         assert not any(c[0] in ("readlink", "cat") and c[-1].endswith("/etc/fstab")
                        for c in src.calls)
 
@@ -84,3 +84,42 @@ def test_the_printed_plan_shows_each_probe_and_no_command_that_does_not_exist(tm
     assert "read: find /run/domu-backup/src/web01." in text
     assert "read: readlink -e -- /run/domu-backup/src/web01." in text
     assert "lock     (in this process)" in text
+
+
+def test_the_second_part_changes_only_the_copies_and_gives_each_filesystem_its_guest_path(
+        tmp_path):
+    from toolkit.plan import plan_copies
+
+    cfg = config(tmp_path)
+    plan = plan_backup(web01_facts(), cfg, RUN)
+    second = plan_copies(plan, cfg, {"xvda1": "/", "xvda5": "/srv"})
+    assert [(s.role, s.action) for s in second.steps] == [(s.role, s.action) for s in plan.steps]
+    changed = {s.action for old, s in zip(plan.steps, second.steps, strict=True) if s != old}
+    assert changed == {"rsync"}
+    assert {f.name: f.guest_path for f in second.filesystems} == {
+        "xvda1": "/", "xvda5": "/srv", "xvda6": None}
+    assert plan_copies(second, cfg, {"xvda1": "/", "xvda5": "/srv"}) == second
+
+
+def test_the_second_part_is_logged_as_the_plan_prints_its_steps(tmp_path, monkeypatch):
+    from toolkit.plan import render_steps
+
+    monkeypatch.setattr("time.sleep", lambda s: None)
+    cfg = config(tmp_path)
+    src, peer = FakeHost("dom0-a"), FakeHost("dom0-b")
+    src.fstab_on = "xvda1"
+    plan = plan_backup(web01_facts(), cfg, RUN)
+    lines: list[str] = []
+    ex = Executor(plan, cfg, src, peer, DomainReport("web01"), log=lines.append)
+    ex.run()
+    changed = [(n, s) for n, (old, s) in enumerate(zip(plan.steps, ex.plan.steps, strict=True), 1)
+               if s != old]
+    assert changed and all(s.action == "rsync" for _, s in changed)
+    start = lines.index("plan, second part (the copies with the guest paths from the guest's "
+                        "fstab):")
+    shown = render_steps(ex.plan, changed)
+    assert lines[start + 1:start + 1 + len(shown)] == shown
+    assert shown[0].startswith(f"{changed[0][0]:>3}. [dom0-a] rsync    ")
+    # the same lines `plan` prints for those steps
+    printed = render_plan(ex.plan).splitlines()
+    assert all(line in printed for line in shown)

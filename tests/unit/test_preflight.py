@@ -392,7 +392,7 @@ def test_a_domain_with_no_disk_to_back_up_is_refused_with_each_disks_reason():
 def test_swap_in_a_logical_partition_makes_a_disk_swap_only_but_a_filesystem_beside_it_not():
     from toolkit.facts.blkid import FilesystemProbe
     from toolkit.facts.partitions import Partition, PartitionTable
-    from toolkit.plan import FsFacts
+    from toolkit.facts.records import FsFacts
     from toolkit.preflight import swap_only
 
     nothing = FilesystemProbe(None, None, None, None, None, None)

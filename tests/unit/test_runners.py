@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from toolkit import errors
 from toolkit.config import SSHSettings
 from toolkit.hosts import runner_for
-from toolkit.lab.docker_runner import DockerRunner
+from toolkit.lab.docker_runner import DockerRunner, docker_exec_detached
 from toolkit.runners import (
     DEFAULT_TIMEOUT,
     NO_LIMIT,
@@ -545,13 +545,17 @@ class FakeExecAPI:
         self.hang = hang
         self.delay = delay
         self.created: list[dict[str, object]] = []
+        self.started: list[dict[str, object]] = []
         self.peers: list[socket.socket] = []
 
     def exec_create(self, container: str, cmd: list[str], **kwargs: object) -> dict:
         self.created.append({"container": container, "cmd": cmd, **kwargs})
         return {"Id": "exec-1"}
 
-    def exec_start(self, exec_id: str, socket: bool = False) -> object:
+    def exec_start(self, exec_id: str, socket: bool = False, detach: bool = False) -> object:
+        self.started.append({"exec_id": exec_id, "socket": socket, "detach": detach})
+        if detach:
+            return b""
         ours, theirs = _socketpair()
         self.peers.append(theirs)
         threading.Thread(target=self._serve, args=(theirs,), daemon=True).start()
@@ -648,6 +652,43 @@ def test_docker_kill_by_the_timeout_prefix_is_a_timeout() -> None:
     with pytest.raises(errors.CommandFailed) as caught:
         DockerRunner("c", client=FakeClient(quick), sessions=False).run(["oom"], timeout=30)
     assert not isinstance(caught.value, errors.CommandTimedOut)
+
+
+def test_docker_exec_detached_starts_the_argv_as_is_and_returns_its_exec_id() -> None:
+    api = FakeExecAPI()
+    exec_id = docker_exec_detached(api, "0123abcd", ["domu-backup", "backup", "--domu", "web01"],
+                                   env={"X": "1"})
+    assert exec_id == "exec-1"
+    assert api.created == [{"container": "0123abcd",
+                            "cmd": ["domu-backup", "backup", "--domu", "web01"],
+                            "environment": {"X": "1"}}]
+    assert api.started == [{"exec_id": "exec-1", "socket": False, "detach": True}]
+    docker_exec_detached(api, "c", ["true"])
+    assert api.created[1]["environment"] == {}
+    with pytest.raises(TypeError):
+        docker_exec_detached(api, "c", "true")
+
+
+def test_rehearse_start_in_is_a_detached_docker_exec_in_the_named_container() -> None:
+    from toolkit.lab.rehearse import BackgroundRun, start_in
+
+    api = FakeExecAPI()
+
+    class Containers:
+        def get(self, name: str) -> FakeContainer:
+            assert name == "dom0-a"
+            return FakeContainer(api)
+
+    class Lab:
+        client = FakeClient(api)
+
+    Lab.client.containers = Containers()  # type: ignore[attr-defined]
+    lab = Lab()
+    run = start_in(lab, "dom0-a", ["dd", "if=/dev/zero"], {"Y": "2"})  # type: ignore[arg-type]
+    assert isinstance(run, BackgroundRun) and run.exec_id == "exec-1" and run.lab is lab
+    assert api.created == [{"container": "0123abcd", "cmd": ["dd", "if=/dev/zero"],
+                            "environment": {"Y": "2"}}]
+    assert [s["detach"] for s in api.started] == [True]
 
 
 class FakeContainer:

@@ -16,16 +16,18 @@ from hypothesis import strategies as st
 
 from toolkit import sample
 from toolkit.config import (
+    ClusterSettings,
     Config,
     Defaults,
     DiskConfig,
     DomainConfig,
+    HypervisorSettings,
     SnapshotSize,
     SSHSettings,
     parse_config,
 )
 from toolkit.runners import HostSpec
-from toolkit.sample import render_sample, toml_key, toml_value
+from toolkit.sample import UNSET, effective_settings, render_sample, toml_key, toml_value
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 CONF = Path("/etc/domu-backup/backup.toml")
@@ -137,11 +139,20 @@ def test_every_field_is_in_the_sample_below_its_doc(header: str, record: type) -
         assert comment_above(lines, index) == words(doc)
 
 
-@pytest.mark.parametrize("record", [SSHSettings, Defaults, DomainConfig, DiskConfig])
+@pytest.mark.parametrize("record", [ClusterSettings, HypervisorSettings, SSHSettings, Defaults,
+                                    DomainConfig, DiskConfig])
 def test_every_settings_field_has_a_doc(record: type) -> None:
     for f in dataclasses.fields(record):
         assert isinstance(f.metadata.get("doc"), str) and f.metadata["doc"].strip(), f.name
         assert words(f.metadata["doc"]) in words(render_sample().replace("\n#", "\n"))
+
+
+@pytest.mark.parametrize(("line", "record"), [("[cluster.dom0s]", ClusterSettings),
+                                              ('uri = "xen:///system"', HypervisorSettings)])
+def test_cluster_and_hypervisor_are_written_from_their_records(line: str, record: type) -> None:
+    lines = render_sample().splitlines()
+    (f,) = dataclasses.fields(record)
+    assert comment_above(lines, lines.index(line)) == words(f.metadata["doc"])
 
 
 def test_the_domain_example_shows_every_domain_key_below_its_doc() -> None:
@@ -251,10 +262,14 @@ def _round_trip(value: object) -> object:
     ([], "[]"),
     (["/tmp/*", "*.deb"], '["/tmp/*", "*.deb"]'),
     ((1, [True, "x"]), '[1, [true, "x"]]'),
+    ({}, "{}"),
+    ({"xvda1": "/", "a.b": [1], "t": {"x": False}}, '{xvda1 = "/", "a.b" = [1], t = {x = false}}'),
+    (MappingProxyType({"xvda": "/var"}), '{xvda = "/var"}'),
 ])
 def test_toml_value(value: object, toml: str) -> None:
     assert toml_value(value) == toml
-    expected = [*value] if isinstance(value, tuple) else value
+    expected = [*value] if isinstance(value, tuple) else dict(value) if isinstance(
+        value, MappingProxyType) else value
     assert _round_trip(value) == expected
 
 
@@ -269,7 +284,7 @@ def test_toml_value_refuses_what_toml_cannot_hold(value: object) -> None:
         toml_value(value)
 
 
-@pytest.mark.parametrize("value", [None, {"a": 1}, Path("/x"), b"bytes", {1}])
+@pytest.mark.parametrize("value", [None, {1: "a"}, Path("/x"), b"bytes", {1}])
 def test_toml_value_refuses_other_types(value: object) -> None:
     with pytest.raises(TypeError):
         toml_value(value)
@@ -297,3 +312,72 @@ def test_toml_key_is_bare_when_it_may_be() -> None:
     assert toml_key("web_01") == "web_01"
     assert toml_key("web.01") == '"web.01"'
     assert toml_key("é") == '"é"'
+
+
+# --- a loaded config's settings (check-config) ---------------------------------------------
+
+
+CLUSTER = "\n".join(section(render_sample(), "[cluster.dom0s]")
+                    + section(render_sample(), "[hypervisor]")) + "\n"
+SET = CLUSTER + """
+[ssh]
+connect_timeout = 2
+cipher = ""
+[defaults]
+copy_jobs = 1
+bwlimit = "20M"
+target_prefix = "/srv/peer"
+[domains."db.01"]
+peer = "xen-a"
+mounts = {xvda1 = "/"}
+[domains."db.01".disks.xvdb]
+[domains."db.01".disks.xvdc]
+standby_lv = "/dev/vg1/db"
+"""
+
+
+@pytest.mark.parametrize("text", [render_sample(), SET], ids=["sample", "set"])
+def test_the_settings_shown_are_every_field_and_read_back_as_the_config(text: str) -> None:
+    config = parsed(text)
+    shown = effective_settings(config)
+    keys = [key for key, _value, _given in shown]
+    assert len(keys) == len(set(keys))
+    for record, prefix in ((SSHSettings, "ssh."), (Defaults, "defaults.")):
+        assert [k for k in keys if k.startswith(prefix)] == [
+            prefix + f.name for f in dataclasses.fields(record)]
+    # Shown as TOML, every value reads back as what the parser made of the file.
+    lines = [f"{key} = {value}" for key, value, _given in shown if value != UNSET]
+    for key, value, _given in shown:  # a disk's table with no key set is still its table
+        disk = key.rsplit(".", 1)[0]
+        if value == UNSET and ".disks." in key and not any(
+                line.startswith(f"{disk}.") for line in lines):
+            lines.append(f"{disk} = {{}}")
+    again = parsed("\n".join(lines) + "\n" + CLUSTER)
+    assert (again.ssh, again.defaults, again.domains) == (config.ssh, config.defaults,
+                                                          config.domains)
+
+
+def test_the_settings_shown_say_which_the_file_sets() -> None:
+    shown = {key: (value, given) for key, value, given in effective_settings(parsed(SET))}
+    assert {key for key, (_value, given) in shown.items() if given} == {
+        "ssh.connect_timeout", "ssh.cipher", "defaults.copy_jobs", "defaults.bwlimit",
+        "defaults.peer_prefix", 'domains."db.01".peer', 'domains."db.01".mounts',
+        'domains."db.01".disks.xvdc.standby_lv'}
+    assert shown["ssh.connect_timeout"] == ("2.0", True)
+    assert shown["ssh.cipher"] == ('""', True)
+    assert shown["ssh.keepalive"] == ("15", False)
+    assert shown["defaults.copy_jobs"] == ("1", True)  # set to its default: still set
+    assert shown["defaults.peer_prefix"] == ('"/srv/peer"', True)  # under its former name
+    assert shown["defaults.snapshot_size"] == ('"20%ORIGIN"', False)
+    assert shown["defaults.bwlimit"] == ('"20M"', True)
+    assert shown["defaults.snapshot_extend"] == ('""', False)
+    assert shown['domains."db.01".snapshot_size'] == (UNSET, False)
+    assert shown['domains."db.01".disks.xvdb.standby_lv'] == (UNSET, False)
+    assert shown['domains."db.01".disks.xvdc.standby_lv'] == ('"/dev/vg1/db"', True)
+    assert shown['domains."db.01".mounts'] == ('{xvda1 = "/"}', True)
+    assert shown['domains."db.01".excludes'] == ("[]", False)
+    assert 'domains."db.01".name' not in shown and 'domains."db.01".disks' not in shown
+    no_disks = dict((k, (v, g)) for k, v, g in effective_settings(parsed(CLUSTER + (
+        '[domains.w]\npeer = "xen-b"\n'))))
+    assert no_disks["domains.w.disks"] == ("{}", False)
+    assert no_disks["domains.w.mounts"] == ("{}", False)

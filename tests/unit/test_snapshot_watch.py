@@ -70,7 +70,9 @@ def watch_on(tmp_path, fills, *, polls=None, lvs_fails=(), **defaults):
     src.lvs[key] = {"attr": "swi-a-s---", "percent": "0.00", "tags": (), "origin": "web01"}
     log: list[str] = []
     ex = Executor(plan, cfg, src, FakeHost("dom0-b"), report, log=log.append)
-    watch = SnapshotWatch(ex.source, ex.plan, ex.config, ex.report, ex.log, interval=2.0)
+    copy_step = next(s for s in ex.plan.steps if s.action == "rsync")
+    watch = SnapshotWatch(ex.source, ex.plan, copy_step, ex.config, ex.report, ex.log,
+                          interval=2.0)
     watch._stop = Polls(len(fills) if polls is None else polls)  # type: ignore[assignment]
     copy = Copy()
     watch.attach(copy)
@@ -167,7 +169,9 @@ def test_every_snapshot_at_the_limit_grows_in_the_same_poll(tmp_path):
     report = DomainReport("web01")
     log: list[str] = []
     ex = Executor(plan, cfg, src, FakeHost("dom0-b"), report, log=log.append)
-    watch = SnapshotWatch(ex.source, ex.plan, ex.config, ex.report, ex.log, interval=2.0)
+    copy_step = next(s for s in ex.plan.steps if s.action == "rsync")
+    watch = SnapshotWatch(ex.source, ex.plan, copy_step, ex.config, ex.report, ex.log,
+                          interval=2.0)
     watch._stop = Polls(1)  # type: ignore[assignment]
     watch.attach(copy := Copy())
     watch._loop()

@@ -173,6 +173,21 @@ def docker_exec(api, container: str, argv: Sequence[str], *, host: str, check: b
                         check=check, ok_codes=ok_codes)
 
 
+def docker_exec_detached(api, container: str, argv: Sequence[str], *,
+                         env: Mapping[str, str] | None = None) -> str:
+    """Start argv in a container with one detached docker exec and leave it running; its
+    exec id, for ``api.exec_inspect`` (``Running``, ``ExitCode``).
+
+    Unlike ``docker_exec`` nothing is added to ``env`` (no LC_ALL=C) and there is no
+    timeout prefix: the command runs as a background job would, with the container's
+    default user and working directory, its output left unread.
+    """
+    args = validate_argv(argv)
+    exec_id = api.exec_create(container, list(args), environment=dict(env or {}))["Id"]
+    api.exec_start(exec_id, detach=True)
+    return exec_id
+
+
 def _bounded(args: tuple[str, ...], timeout: float | None) -> list[str]:
     """argv as run in the container: under coreutils' ``timeout -s KILL`` when bounded."""
     if timeout is None:

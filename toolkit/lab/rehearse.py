@@ -28,7 +28,7 @@ from ..log import lab as lab_log
 from ..rsync import SshOptions
 from ..runners import CommandResult, Runner
 from .audit import AuditedFs, audit_standby
-from .docker_runner import DockerRunner
+from .docker_runner import DockerRunner, docker_exec_detached
 from .timing import phase
 
 if TYPE_CHECKING:
@@ -375,11 +375,8 @@ def start_backup(lab: Lab, domain: str, *extra: str, env: dict[str, str] | None 
 def start_in(lab: Lab, container: str, argv: list[str],
              env: dict[str, str] | None = None) -> BackgroundRun:
     """``argv`` started in the background by its own docker exec, and left running."""
-    api = lab.client.api
     box = lab.client.containers.get(container)
-    exec_id = api.exec_create(box.id, argv, environment=env or {})
-    api.exec_start(exec_id, detach=True)
-    return BackgroundRun(lab, exec_id)
+    return BackgroundRun(lab, docker_exec_detached(lab.client.api, box.id, argv, env=env))
 
 
 def wait_until_dirty(lab: Lab, domain: str, timeout: float = 300) -> bool:
