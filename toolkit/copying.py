@@ -1,7 +1,9 @@
-"""Copies side by side: ``copy_jobs`` rsyncs at once, each as its own step would run."""
+"""The copy: one filesystem's rsync (watched, its statistics and outcome reported), and
+copies side by side (``copy_jobs`` rsyncs at once, each as its own step would run)."""
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -9,17 +11,26 @@ from typing import Protocol
 
 from . import signals
 from .config import Config
-from .plan import Step
+from .errors import PeerFull, SnapshotInvalid, ToolkitError
+from .plan import PEER, SOURCE, STANDBY_FULL, FilesystemPlan, Plan, Step
 from .report import DomainReport
+from .rsync import inode_exhaustion, parse_inodes, parse_progress, parse_stats, rsync_outcome
+from .runners import NO_LIMIT, Runner, StreamingRunner
 from .runners.base import terminate
+from .snapshots import SnapshotWatch, check_snapshots
 
 
 class Walk(Protocol):
     """What the copies need of the run walking the plan (the executor)."""
 
+    plan: Plan
     config: Config
+    source: Runner
+    peer: Runner
     report: DomainReport
     log: Callable[[str], None]
+    on_progress: Callable[[str, str], None]
+    guest_paths: dict[str, str]
 
     def fire(self, when: str, step: Step) -> None:
         """The test failpoint of this moment of a step, if one is set."""
@@ -138,3 +149,78 @@ class SideBySide:
             finally:
                 ex.report.add_step(step.role, step.action, step.fs, wall,
                                    time.monotonic() - start)
+
+
+def copy_filesystem(run: Walk, step: Step,
+                    on_start: Callable[[object], None] | None = None) -> None:
+    """An ``rsync`` step: one filesystem copied, its statistics and outcome reported.
+
+    While rsync reads, the snapshots are watched (grown or the copy stopped, by the step's
+    reactions); a full standby is told apart as out of space or out of inodes."""
+    f = next(x for x in run.plan.filesystems if x.name == step.fs)
+    fs_report = next(x for x in run.report.filesystems if x.name == f.name)
+    defaults = run.config.defaults
+    if not defaults.copy_unlisted and f.name not in run.guest_paths:
+        fs_report.outcome = "skipped"
+        run.log(f"{f.name}: not named by the guest fstab nor an override; skipped "
+                "(copy_unlisted = false)")
+        return
+    argv = step.argv
+    run.log(f"rsync {f.name}: {' '.join(argv[:3])} ... {argv[-2]} {argv[-1]}")
+    start = time.monotonic()
+    watch = SnapshotWatch(run.source, run.plan, step, run.config, run.report,
+                          run.log, interval=2.0)
+    with watch:
+        if isinstance(run.source, StreamingRunner):
+            def started(proc: subprocess.Popen) -> None:
+                watch.attach(proc)
+                if on_start is not None:
+                    on_start(proc)
+
+            result = run.source.stream(argv, lambda line: _progress(run, f.name, line),
+                                       on_start=started)
+        else:
+            result = run.source.run(argv, check=False, timeout=NO_LIMIT)
+    fs_report.duration = round(time.monotonic() - start, 3)
+    stats = parse_stats(result.stdout)
+    fs_report.files, fs_report.files_transferred = stats.files, stats.files_transferred
+    fs_report.files_deleted, fs_report.total_size = stats.files_deleted, stats.total_size
+    fs_report.transferred_size, fs_report.bytes_sent = stats.transferred_size, stats.bytes_sent
+    fs_report.bytes_received = stats.bytes_received
+    try:
+        check_snapshots(run.source, run.plan, run.report)
+    except SnapshotInvalid:
+        fs_report.outcome = "failed"  # what it read may be torn: not a copy
+        raise
+    if watch.error is not None:
+        fs_report.outcome = "failed"
+        raise watch.error
+    err = rsync_outcome(result.exit_code, result.stderr,
+                        allow_vanished=defaults.allow_vanished, host=run.plan.source_host)
+    if isinstance(err, PeerFull):
+        err = _out_of_inodes(run, step, f) or err
+    if err is not None:
+        fs_report.outcome = "failed"
+        raise err
+    fs_report.outcome = "copied"
+
+
+def _out_of_inodes(run: Walk, step: Step, f: FilesystemPlan) -> PeerFull | None:
+    """A full standby that ran out of inodes, not space (statvfs on both mounts, the
+    copy step's reactions to a full standby)."""
+    stat = {r.role: r.argv for r in step.reactions if r.when == STANDBY_FULL}
+    if set(stat) != {PEER, SOURCE}:
+        return None
+    try:
+        theirs = run.peer.run(stat[PEER], check=False, timeout=60)
+        ours = run.source.run(stat[SOURCE], check=False, timeout=60)
+    except ToolkitError:
+        return None
+    return inode_exhaustion(f.name, parse_inodes(theirs.stdout) if theirs.exit_code == 0
+                            else None, parse_inodes(ours.stdout) if ours.exit_code == 0
+                            else None, host=run.plan.peer_host)
+
+
+def _progress(run: Walk, fs: str, line: str) -> None:
+    if parse_progress(line) is not None:
+        run.on_progress(fs, line)

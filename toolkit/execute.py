@@ -12,7 +12,6 @@ waiting for the peer's unmount to flush.
 from __future__ import annotations
 
 import posixpath
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -20,12 +19,11 @@ from contextlib import ExitStack
 
 from . import signals
 from .config import Config
-from .copying import SideBySide, copy_run
+from .copying import SideBySide, copy_filesystem, copy_run
 from .errors import (
     CommandFailed,
     CommandTimedOut,
     ConnectionLost,
-    PeerFull,
     SnapshotInvalid,
     TeardownIncomplete,
     ToolkitError,
@@ -39,7 +37,6 @@ from .marker import marker_text, new_marker, read_marker
 from .plan import (
     PEER,
     SOURCE,
-    STANDBY_FULL,
     FilesystemPlan,
     Plan,
     Step,
@@ -47,15 +44,8 @@ from .plan import (
     render_steps,
 )
 from .report import DomainReport, FilesystemReport, SnapshotReport
-from .rsync import (
-    inode_exhaustion,
-    parse_inodes,
-    parse_progress,
-    parse_stats,
-    rsync_outcome,
-)
-from .runners import NO_LIMIT, CommandResult, Runner, StreamingRunner
-from .snapshots import SnapshotWatch, check_snapshots, invalid_snapshot_cause
+from .runners import CommandResult, Runner
+from .snapshots import check_snapshots, invalid_snapshot_cause
 from .undo import DM_NODE_ACTIONS, ensure_dm_node, unwind
 
 PHASE_OF = {
@@ -341,72 +331,8 @@ class Executor:
     # -- the copy --------------------------------------------------------
 
     def copy(self, step: Step, on_start: Callable[[object], None] | None = None) -> None:
-        """An ``rsync`` step: one filesystem copied, its statistics and outcome reported."""
-        f = self._filesystem(step)
-        fs_report = next(x for x in self.report.filesystems if x.name == f.name)
-        defaults = self.config.defaults
-        if not defaults.copy_unlisted and f.name not in self.guest_paths:
-            fs_report.outcome = "skipped"
-            self.log(f"{f.name}: not named by the guest fstab nor an override; skipped "
-                     "(copy_unlisted = false)")
-            return
-        argv = step.argv
-        self.log(f"rsync {f.name}: {' '.join(argv[:3])} ... {argv[-2]} {argv[-1]}")
-        start = time.monotonic()
-        watch = SnapshotWatch(self.source, self.plan, step, self.config, self.report,
-                              self.log, interval=2.0)
-        with watch:
-            if isinstance(self.source, StreamingRunner):
-                def started(proc: subprocess.Popen) -> None:
-                    watch.attach(proc)
-                    if on_start is not None:
-                        on_start(proc)
-
-                result = self.source.stream(argv, lambda line: self._progress(f.name, line),
-                                            on_start=started)
-            else:
-                result = self.source.run(argv, check=False, timeout=NO_LIMIT)
-        fs_report.duration = round(time.monotonic() - start, 3)
-        stats = parse_stats(result.stdout)
-        fs_report.files, fs_report.files_transferred = stats.files, stats.files_transferred
-        fs_report.files_deleted, fs_report.total_size = stats.files_deleted, stats.total_size
-        fs_report.transferred_size, fs_report.bytes_sent = stats.transferred_size, stats.bytes_sent
-        fs_report.bytes_received = stats.bytes_received
-        try:
-            check_snapshots(self.source, self.plan, self.report)
-        except SnapshotInvalid:
-            fs_report.outcome = "failed"  # what it read may be torn: not a copy
-            raise
-        if watch.error is not None:
-            fs_report.outcome = "failed"
-            raise watch.error
-        err = rsync_outcome(result.exit_code, result.stderr,
-                            allow_vanished=defaults.allow_vanished, host=self.plan.source_host)
-        if isinstance(err, PeerFull):
-            err = self._out_of_inodes(step, f) or err
-        if err is not None:
-            fs_report.outcome = "failed"
-            raise err
-        fs_report.outcome = "copied"
-
-    def _out_of_inodes(self, step: Step, f: FilesystemPlan) -> PeerFull | None:
-        """A full standby that ran out of inodes, not space (statvfs on both mounts, the
-        copy step's reactions to a full standby)."""
-        stat = {r.role: r.argv for r in step.reactions if r.when == STANDBY_FULL}
-        if set(stat) != {PEER, SOURCE}:
-            return None
-        try:
-            theirs = self.peer.run(stat[PEER], check=False, timeout=60)
-            ours = self.source.run(stat[SOURCE], check=False, timeout=60)
-        except ToolkitError:
-            return None
-        return inode_exhaustion(f.name, parse_inodes(theirs.stdout) if theirs.exit_code == 0
-                                else None, parse_inodes(ours.stdout) if ours.exit_code == 0
-                                else None, host=self.plan.peer_host)
-
-    def _progress(self, fs: str, line: str) -> None:
-        if parse_progress(line) is not None:
-            self.on_progress(fs, line)
+        """An ``rsync`` step: one filesystem copied (``copying.copy_filesystem``)."""
+        copy_filesystem(self, step, on_start)
 
 
 def _error_for(step: Step, result: CommandResult) -> ToolkitError:

@@ -298,14 +298,14 @@ class _QuickWait(threading.Event):
 
 def test_a_snapshot_filling_up_during_a_copy_fails_that_copy(tmp_path, monkeypatch):
     thread_crashes = record_thread_crashes(monkeypatch)
-    real = execute.SnapshotWatch
+    real = copying.SnapshotWatch
 
     def quick(*args, interval):
         watch = real(*args, interval=interval)
         watch._stop = _QuickWait()
         return watch
 
-    monkeypatch.setattr(execute, "SnapshotWatch", quick)
+    monkeypatch.setattr(copying, "SnapshotWatch", quick)
     polled = threading.Event()
 
     class FillingSource(FakeHost):

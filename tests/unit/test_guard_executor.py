@@ -374,10 +374,10 @@ class FillingHost(FakeHost):
 def _watched(tmp_path, monkeypatch, src, **defaults):
     from dataclasses import replace
 
-    import toolkit.execute
+    import toolkit.copying
 
-    real = toolkit.execute.SnapshotWatch
-    monkeypatch.setattr(toolkit.execute, "SnapshotWatch",
+    real = toolkit.copying.SnapshotWatch
+    monkeypatch.setattr(toolkit.copying, "SnapshotWatch",
                         lambda *args, interval: real(*args, interval=0.05))
     cfg = config(tmp_path)
     cfg = replace(cfg, defaults=replace(cfg.defaults, **defaults))

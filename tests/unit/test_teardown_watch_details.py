@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 from fakes import FakeHost, web01_run
 
+import toolkit.copying
 import toolkit.execute
 from toolkit import errors
 from toolkit.execute import Failpoint
@@ -146,8 +147,8 @@ class CopyingHost(FakeHost):
 
 def _watched(tmp_path, monkeypatch, src):
     """An executor whose snapshot watch polls every 50 ms."""
-    real = toolkit.execute.SnapshotWatch
-    monkeypatch.setattr(toolkit.execute, "SnapshotWatch",
+    real = toolkit.copying.SnapshotWatch
+    monkeypatch.setattr(toolkit.copying, "SnapshotWatch",
                         lambda *args, interval: real(*args, interval=0.05))
     return _executor(tmp_path, src, FakeHost("dom0-b"))
 
