@@ -540,3 +540,35 @@ def test_check_config_warns_of_a_key_under_its_former_name_and_still_passes(tmp_
     assert out.startswith(f"{path}: OK")
     assert (f"warning: {path}: defaults.target_prefix: renamed peer_prefix; the former name "
             "is still read, rename it in the file") in err
+
+
+# --- check-config -----------------------------------------------------------------
+
+
+def test_check_config_prints_every_setting_marked_set_or_default(tmp_path, capsys):
+    path = _config(tmp_path)
+    path.write_text(path.read_text().replace("[defaults]\n", "[defaults]\ncopy_jobs = 1\n"))
+    code, out, err = cli(capsys, "check-config", "--config", str(path))
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[:3] == [f"{path}: OK",
+                         "  Dom0s: dom0-a=ssh://root@127.0.0.1:2, dom0-b=ssh://root@127.0.0.1:1",
+                         "  hypervisor: test:///default"]
+    assert "  ssh.connect_timeout = 2.0   (set)" in lines
+    assert "  ssh.command_timeout = 600.0   (default)" in lines
+    assert f'  defaults.state_dir = "{tmp_path}/state"   (set)' in lines
+    assert '  defaults.snapshot_size = "20%ORIGIN"   (default)' in lines
+    assert '  defaults.bwlimit = ""   (default)' in lines
+    assert "  defaults.copy_jobs = 1   (set)" in lines  # set to its default: still set
+    assert '  domains.web01.peer = "dom0-b"   (set)' in lines
+    assert "  domains.db01.excludes = []   (default)" in lines
+    assert "  domains.db01.disks = {}   (default)" in lines
+
+
+def test_check_config_names_the_file_and_key_of_a_bad_hypervisor_uri(tmp_path, capsys):
+    path = _config(tmp_path)
+    path.write_text(path.read_text().replace('uri = "test:///default"', 'uri = "no uri"'))
+    code, out, err = cli(capsys, "check-config", "--config", str(path))
+    assert code == errors.ConfigError.exit_code and out == ""
+    assert f'{path}: hypervisor.uri: expected a libvirt URI like "xen:///system", ' \
+        "got 'no uri'" in one_line(err)

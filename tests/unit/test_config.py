@@ -14,10 +14,12 @@ from hypothesis import strategies as st
 
 from toolkit import errors
 from toolkit.config import (
+    ClusterSettings,
     Config,
     Defaults,
     DiskConfig,
     DomainConfig,
+    HypervisorSettings,
     SnapshotSize,
     SSHSettings,
     check_root,
@@ -340,6 +342,45 @@ def test_domain_settings_are_validated(extra: str, key: str) -> None:
 ])
 def test_cluster_and_hypervisor_are_validated(text: str, key: str) -> None:
     assert f": {key}: " in config_error(text)
+
+
+@pytest.mark.parametrize(("uri", "message"), [
+    (None, "hypervisor.uri: missing required key (expected a libvirt URI like "
+     '"xen:///system")'),
+    ('""', 'hypervisor.uri: expected a libvirt URI like "xen:///system", got \'\''),
+    ('"xen:// system"', 'hypervisor.uri: expected a libvirt URI like "xen:///system", '
+     "got 'xen:// system'"),
+    ('"xen:///\\u0007"', 'hypervisor.uri: expected a libvirt URI like "xen:///system", '
+     "got 'xen:///\\x07'"),
+    ("42", "hypervisor.uri: expected a string, got 42"),
+])
+def test_hypervisor_uri_errors_say_exactly_what_was_expected(uri: str | None,
+                                                             message: str) -> None:
+    text = _without_hypervisor("hypervisor") + "[hypervisor]\n" + (
+        f"uri = {uri}\n" if uri else "")
+    assert config_error(text) == f"{CONF}: {message}"
+
+
+def test_cluster_errors_keep_their_words() -> None:
+    assert config_error('[cluster]\n[hypervisor]\nuri = "xen:///"\n') == (
+        f'{CONF}: cluster.dom0s: missing required table [cluster.dom0s] (name = '
+        '"ssh://user@host:port")')
+    assert config_error('[cluster.dom0s]\na = "ssh://root@a:22"\n') == (
+        f"{CONF}: cluster.dom0s: expected at least 2 Dom0s (this host and its peer), got ['a']")
+    assert config_error(BASE.replace("[cluster.dom0s]", "[cluster]\nx = 1\n[cluster.dom0s]")
+                        ) == f"{CONF}: cluster.x: unknown key (expected one of dom0s)"
+    assert config_error(BASE + "[hypervisor.extra]\n").endswith(
+        ": hypervisor.extra: unknown key (expected one of uri)")
+
+
+def test_given_holds_the_keys_the_file_sets_whatever_their_value() -> None:
+    config = parse('[defaults]\nmax_delete = 10000\ntarget_prefix = "/srv/peer"\n'
+                   '[domains.web01]\npeer = "dom0-b"\n[domains.web01.disks.xvda]\n')
+    assert config.defaults == Defaults(peer_prefix="/srv/peer")
+    assert config.given == {"cluster.dom0s", "hypervisor.uri", "defaults.max_delete",
+                            "defaults.peer_prefix", "domains.web01.peer",
+                            "domains.web01.disks"}
+    assert parse().given == {"cluster.dom0s", "hypervisor.uri"}
 
 
 def test_peer_must_be_a_cluster_dom0() -> None:
@@ -965,7 +1006,8 @@ def test_every_key_is_one_field_with_its_reader_default_and_doc() -> None:
 
     from toolkit.config import _Parser
 
-    for record in (SSHSettings, Defaults, DiskConfig, DomainConfig):
+    for record in (ClusterSettings, HypervisorSettings, SSHSettings, Defaults, DiskConfig,
+                   DomainConfig):
         for f in fields(record):
             if record is DomainConfig and f.name == "name":
                 assert "read" not in f.metadata

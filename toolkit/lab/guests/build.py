@@ -174,7 +174,7 @@ def build_disk_image(
             _fill(runner, python, out_path, 0, MBR_CODE_BYTES, f"{recipe.seed}:boot-code")
             _fill(runner, python, out_path, gap, layout[0].start - gap, f"{recipe.seed}:boot-gap")
         _verify_table(runner, recipe, out_path)
-    ctx = _Build(runner, recipe, workdir, standby, scale, python, fstab)
+    ctx = DiskBuild(runner, recipe, workdir, standby, scale, python, fstab)
     built: list[BuiltPartition] = []
     volumes: list[BuiltVolume] = []
     for part, ext in zip(recipe.partitions, layout, strict=True):
@@ -242,7 +242,7 @@ def _seed_key(fs: Filesystem) -> str:
 
 
 @dataclass(frozen=True)
-class _Build:
+class DiskBuild:
     """One disk build in progress: where it runs and what it makes."""
 
     runner: Runner
