@@ -900,3 +900,10 @@ def test_parallel_rsyncs_fail_with_the_failing_ones_code(tmp_path):
     res = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
     assert res.returncode == 23
     assert res.stdout.count("Total bytes sent") == 2
+
+
+def test_step_totals_read_a_report_saved_when_steps_named_their_role_host():
+    from toolkit.lab.bench import step_totals
+
+    old = [{"host": "peer", "action": "mount", "resource": "xvda1", "seconds": 0.5}]
+    assert step_totals(old) == {"peer mount": 0.5}

@@ -203,3 +203,38 @@ def test_a_busy_lock_whose_holder_cannot_be_read_names_no_pid(lock_dir: Path,
         monkeypatch.undo()
     assert str(raised.value) == (f"domain web01 is being backed up by another run; "
                                  f"lock {lock_dir}/web01.lock")
+
+
+def test_is_held_reads_the_kernels_table_and_never_takes_the_lock(lock_dir: Path,
+                                                                   monkeypatch) -> None:
+    """A probe that locked, even shared for a moment, would make a run starting then busy."""
+    import fcntl as real_fcntl
+
+    with domain_lock(str(lock_dir), "web01"):
+        def no_flock(*_a, **_k):
+            raise AssertionError("lock_is_held took a lock")
+
+        monkeypatch.setattr(real_fcntl, "flock", no_flock)
+        assert lock_is_held(str(lock_dir), "web01")
+        monkeypatch.undo()
+    assert not lock_is_held(str(lock_dir), "web01")
+
+
+def test_a_table_that_cannot_be_read_says_not_held(lock_dir: Path, tmp_path: Path) -> None:
+    with domain_lock(str(lock_dir), "web01"):
+        assert not lock_is_held(str(lock_dir), "web01", locks=str(tmp_path / "missing"))
+
+
+@pytest.mark.parametrize(("line", "held"), [
+    ("1: FLOCK  ADVISORY  WRITE 1234 fe:01:5678 0 EOF", True),
+    ("1: FLOCK  ADVISORY  READ  1234 fe:01:5678 0 EOF", True),
+    ("1: -> FLOCK  ADVISORY  WRITE 99 fe:01:5678 0 EOF", False),  # waiting, not holding
+    ("1: POSIX  ADVISORY  WRITE 1234 fe:01:5678 0 EOF", False),
+    ("1: FLOCK  ADVISORY  WRITE 1234 fe:01:56789 0 EOF", False),
+    ("1: FLOCK  ADVISORY  WRITE 1234 fe:02:5678 0 EOF", False),
+    ("garbage", False),
+])
+def test_the_kernels_lock_table_is_read_by_device_and_inode(line: str, held: bool) -> None:
+    from toolkit.lock import flock_held
+
+    assert flock_held(line + "\n", os.makedev(0xFE, 1), 5678) is held

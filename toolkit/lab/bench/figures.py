@@ -158,7 +158,7 @@ class Measurement:
     tree_io: tuple[int, int] | None = None
     caches_dropped: bool = False
     notes: tuple[str, ...] = ()
-    # The toolkit's report steps, summed per host and action (see step_totals).
+    # The toolkit's report steps, summed per role and action (see step_totals).
     steps: dict[str, float] = field(default_factory=dict)
 
     @property

@@ -218,10 +218,11 @@ def parse_toolkit_report(text: str) -> ToolkitRun:
 
 
 def step_totals(steps: Iterable[Mapping[str, Any]]) -> dict[str, float]:
-    """Seconds spent per ``role action`` (e.g. ``peer mount``, ``source undo snapshot``)."""
+    """Seconds spent per ``role action`` (e.g. ``peer mount``, ``source undo snapshot``); a
+    report saved before steps named their role read by its former key, ``host``."""
     out: dict[str, float] = {}
     for st in steps:
-        key = f"{st.get('role', '?')} {st.get('action', '?')}"
+        key = f"{st.get('role', st.get('host', '?'))} {st.get('action', '?')}"
         out[key] = round(out.get(key, 0.0) + float(st.get("seconds") or 0.0), 3)
     return out
 
