@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, set[str]]] = [
                "facts.guestlvm", "facts.lvm", "facts.partitions", "facts.virsh",
                "facts.records"}),
     ("records on the hosts", {"owned", "journal", "lock", "marker", "undo", "statedir",
-                              "report", "retention"}),
+                              "report", "retention", "restore_points"}),
     ("checks", {"preflight"}),
     ("plan", {"plan", "rsync", "bootarea", "standby"}),
     ("execute", {"execute", "guards", "guestpaths", "snapshots", "copying"}),
