@@ -28,7 +28,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("records on the hosts", {"owned", "journal", "lock", "marker", "undo", "statedir",
                               "report", "retention", "restore_points"}),
     ("checks", {"preflight"}),
-    ("plan", {"plan", "rsync", "bootarea", "standby"}),
+    ("plan", {"plan", "rsync", "bootarea", "standby", "fscheck"}),
     ("execute", {"execute", "guards", "guestpaths", "snapshots", "copying"}),
     ("recover", {"recover"}),
     ("status", {"status", "progress"}),
