@@ -137,7 +137,7 @@ def doc(f: Field[Any], owner: type) -> str:
     text = f.metadata.get("doc", "")
     if not isinstance(text, str) or not text.strip():
         raise ValueError(f"{owner.__name__}.{f.name} has no doc: give it "
-                         "field(..., metadata={\"doc\": \"...\"}) in toolkit/config.py")
+                         "field(..., metadata={\"doc\": \"...\"}) in toolkit/config/fields.py")
     return text
 
 
