@@ -133,3 +133,20 @@ def test_create_and_remove_commands():
     assert rp.remove_argv(point.volumes[0]) == ("lvremove", "--yes", "--", f"vg_b/{name}")
     with pytest.raises(ValueError):
         rp.remove_argv(replace(point.volumes[0], lv="web01"))
+
+
+def test_the_longest_domain_keeps_a_points_names_within_lvms_limits():
+    """The config's domain limit covers a point too, in a 32-character VG: its LV name,
+    its device-mapper name, a classic point's -cow device, and the -real one it gets when
+    a throwaway snapshot is taken of it (verify)."""
+    from toolkit.config import DOMAIN_NAME_MAX
+    from toolkit.facts.lvm import dm_name
+
+    vg, disk = "v" * 32, "xvdaaaaa"
+    for domain in ("d" * DOMAIN_NAME_MAX, "d-" * (DOMAIN_NAME_MAX // 4) + "d",
+                   "-".join(["d"] * ((DOMAIN_NAME_MAX + 2) // 3))):
+        name = rp.point_lv_name(R1, domain, disk)
+        mapped = dm_name(vg, name)
+        for shown in (name, mapped, mapped + "-cow", mapped + "-real"):
+            assert len(shown.encode()) <= 127, (domain, shown, len(shown))
+        assert all(len(tag) <= 128 for tag in rp.point_tags(R1))
