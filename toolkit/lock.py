@@ -105,9 +105,9 @@ def flock_held(table: str, dev: int, ino: int) -> bool:
     want = f"{os.major(dev):02x}:{os.minor(dev):02x}:{ino}"
     for line in table.splitlines():
         fields = line.split()
-        if len(fields) >= 6 and fields[1] == "FLOCK" and "->" not in fields:
-            if fields[5].lower() == want:
-                return True
+        # a waiter reads "1: -> FLOCK ...": its second field is "->", so it never matches
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5].lower() == want:
+            return True
     return False
 
 

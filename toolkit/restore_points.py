@@ -28,6 +28,7 @@ from datetime import datetime
 
 from . import PREFIX
 from .facts.lvm import LogicalVolume
+from .names import check_lvm_pair
 from .owned import DISK_TARGET, DOMAIN, RUN_ID
 from .retention import PointTime, Retention, run_id_time, select
 
@@ -141,7 +142,11 @@ def to_prune(points: Sequence[RestorePoint], policy: Retention) -> list[RestoreP
 def create_argv(point: str, standby_vg: str, standby_lv: str, run_id: str, *,
                 thin: bool, size: str | None = None) -> tuple[str, ...]:
     """``lvcreate`` of one restore point LV, read-only: a thin snapshot (no size) or a
-    classic one of ``size``."""
+    classic one of ``size``. Every name is checked before it reaches the command line:
+    the point's in its own grammar, the standby's VG and LV as LVM writes them (R20)."""
+    if parse_point_lv(point) is None:
+        raise ValueError(f"{point!r} is no restore point LV name")
+    check_lvm_pair(standby_vg, standby_lv, "the standby of a restore point")
     tags = [arg for tag in point_tags(run_id) for arg in ("--addtag", tag)]
     head = ("lvcreate", "--snapshot", "--permission", "r", "--name", point, *tags)
     if thin:

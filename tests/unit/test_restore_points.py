@@ -11,6 +11,7 @@ from fakes import recorded
 from hypothesis import given
 from hypothesis import strategies as st
 
+from toolkit import errors
 from toolkit import restore_points as rp
 from toolkit.facts.lvm import parse_lvs
 from toolkit.owned import parse_owned
@@ -129,6 +130,12 @@ def test_create_and_remove_commands():
     assert "-L" not in rp.create_argv(name, "vg_b", "web01", R1, thin=True)
     with pytest.raises(ValueError):
         rp.create_argv(name, "vg_b", "web01", R1, thin=False)
+    with pytest.raises(ValueError):
+        rp.create_argv("web01", "vg_b", "web01", R1, thin=True)  # not a point's name
+    with pytest.raises(errors.UnsafeName):
+        rp.create_argv(name, "vg_b", "../web01", R1, thin=True)
+    with pytest.raises(errors.UnsafeName):
+        rp.create_argv(name, "-vg", "web01", R1, thin=True)
     (point,) = rp.points_from_lvs(_lvs(_row(name)), "web01", ["xvda"])
     assert rp.remove_argv(point.volumes[0]) == ("lvremove", "--yes", "--", f"vg_b/{name}")
     with pytest.raises(ValueError):
