@@ -169,6 +169,13 @@ class UnsafeName(ToolkitError):
     summary = "a name from guest data or the domain XML is refused (outside its strict rules)"
 
 
+class ThinPoolFull(ToolkitError):
+    """The thin pool of a standby LV is fuller (data or metadata) than thin_pool_max_fill."""
+
+    exit_code = 23
+    summary = "the standby's thin pool is too full; nothing was written"
+
+
 class StatusUnknown(ToolkitError):
     """``status`` could not read a standby marker on the peer: the standby is unknown."""
 
@@ -277,6 +284,14 @@ class ConnectionLost(ToolkitError):
 
     exit_code = 44
     summary = "the connection to the peer was lost; state on the peer is unknown, run recover"
+
+
+class RestorePointFailed(ToolkitError):
+    """The copy succeeded and the standby is clean, but its restore point could not be
+    taken (what was made of it is removed); older points are kept as they were."""
+
+    exit_code = 45
+    summary = "the standby is clean, but its restore point could not be taken"
 
 
 class CommandFailed(ToolkitError):

@@ -46,6 +46,7 @@ from .plan import (
 from .report import DomainReport, FilesystemReport, SnapshotReport
 from .runners import CommandResult, Runner
 from .snapshots import check_snapshots, invalid_snapshot_cause
+from .take_point import take_restore_point
 from .undo import DM_NODE_ACTIONS, ensure_dm_node, unwind
 
 PHASE_OF = {
@@ -56,6 +57,7 @@ PHASE_OF = {
     (PEER, "marker"): "marker", (SOURCE, "rsync"): "rsync",
     (SOURCE, "lvmap"): "map", (PEER, "lvmap"): "peer",
     (SOURCE, "bootread"): "boot", (PEER, "bootwrite"): "boot",
+    (PEER, "point"): "points", (PEER, "prune"): "points",
 }
 
 
@@ -63,7 +65,7 @@ def _occurrences(plan: Plan) -> dict[int, int]:
     """id(step) -> which occurrence of its action the step is, in plan order (1, 2, ...)."""
     counts: dict[str, int] = {}
     nth = {}
-    for s in plan.steps:
+    for s in (*plan.steps, *plan.after):
         counts[s.action] = counts.get(s.action, 0) + 1
         nth[id(s)] = counts[s.action]
     return nth
@@ -175,9 +177,20 @@ class Executor:
             start = time.monotonic()
             with signals.shielded():
                 self._teardown()
-                self._stack.close()  # the domain lock (when taken here) goes last
             self.report.add_phase("teardown", time.monotonic() - start)
             pending = signals.pending_signal()
+            try:
+                if (body_error is None and pending is None and not self.report.teardown_errors
+                        and self.plan.after):
+                    # The standby is clean and unmounted: its restore point, under the lock.
+                    start = time.monotonic()
+                    try:
+                        take_restore_point(self)
+                    finally:
+                        self.report.add_phase("points", time.monotonic() - start)
+            finally:
+                with signals.shielded():
+                    self._stack.close()  # the domain lock (when taken here) goes last
             if self.report.teardown_errors and body_error is None:
                 raise TeardownIncomplete("; ".join(self.report.teardown_errors))
             if pending is not None and body_error is None:

@@ -2,7 +2,8 @@
 
 ``plan_backup`` turns what preflight learned about both hosts into an ordered
 list of steps per host, each with its undo. Executing a plan is the job of
-``toolkit.execute``; printing it is ``--dry-run`` and ``invoke plan``.
+``toolkit.execute``; printing it is ``--dry-run`` and ``invoke plan``. Its last part,
+after a clean teardown, is the restore point (``plan_points``).
 
 Every filesystem is mounted at a path the tool builds from the disk target and
 partition number (``<prefix>/<domain>.<run>/xvda1``), never from guest data,
@@ -30,6 +31,7 @@ from .journal import replace_file_argv
 from .marker import marker_path
 from .names import path_under
 from .plan_layout import EXCLUDED, SKIP_KEY, compare_layouts, filesystem_fates, is_excluded
+from .plan_points import point_steps
 from .plan_records import (
     PEER,
     SKIPPED_TYPES,
@@ -263,11 +265,13 @@ def plan_backup(facts: BackupFacts, config: Config, run_id: str, *,
     steps.append(Step(PEER, "marker", tuple(replace_file_argv(marker)), resource=marker,
                       state="clean", note="record the last good sync (run id, time)"))
 
+    after, points_kept = point_steps(facts, config, run_id)
     return Plan(
         domain=facts.domain, run_id=run_id, source_host=facts.source_host,
         peer_host=facts.peer_host, peer_address=facts.peer_address, peer_port=facts.peer_port,
         snapshots=tuple(snapshots), filesystems=tuple(filesystems), steps=tuple(steps),
         skipped=tuple(skipped), fates=fates, allow_mass_delete=allow_mass_delete,
+        after=after, points_kept=points_kept,
     )
 
 

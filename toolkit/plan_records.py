@@ -61,7 +61,8 @@ class Step:
     """
 
     role: str  # SOURCE or PEER: the host's role, not its name
-    action: str  # lock, snapshot, map, mkdir, mount, alias, check, fstab, rsync, marker
+    action: str  # lock, snapshot, map, mkdir, mount, alias, check, fstab, rsync, marker;
+    # point and prune (the restore point after a clean run)
     argv: tuple[str, ...]
     undo: tuple[str, ...] = ()
     # Exits 0 while the resource exists: lets recover and teardown be idempotent.
@@ -134,6 +135,9 @@ class Plan:
     skipped: tuple[str, ...] = field(default=())
     fates: tuple[FsFate, ...] = field(default=())  # every filesystem of every disk
     allow_mass_delete: bool = False  # the copies run without rsync's --max-delete bound
+    # After a clean run, with the standby unmounted: the restore point, then the prune.
+    after: tuple[Step, ...] = field(default=())
+    points_kept: tuple[str, ...] = field(default=())  # run ids of the points then, newest first
 
     def steps_for(self, role: str) -> tuple[Step, ...]:
         """The steps that run on ``role`` (SOURCE or PEER), in plan order."""

@@ -46,6 +46,10 @@ def render_plan(plan: Plan) -> str:
         lines += [f"  {s}" for s in plan.skipped]
     lines.append("")
     lines += render_steps(plan, enumerate(plan.steps, 1))
+    if plan.after:
+        lines += ["", "After a clean run (the copy done, the marker clean, teardown complete, "
+                      "the standby unmounted):"]
+        lines += render_steps(plan, enumerate(plan.after, len(plan.steps) + 1))
     lines.append("")
     lines.append("Each step with an undo is written to its host's journal first, in the same "
                  "command; teardown runs every undo above in reverse order, on success, error "

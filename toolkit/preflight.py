@@ -27,6 +27,7 @@ from .errors import (
     ParseError,
     PeerInvalid,
     StandbyInvalid,
+    ThinPoolFull,
     ToolkitError,
     UnsafeName,
 )
@@ -44,7 +45,17 @@ from .facts.guestlvm import (
     read_argv,
     to_bytes,
 )
-from .facts.lvm import LogicalVolume, lv_missing, lvs_argv, parse_lvs, parse_vgs, vgs_argv
+from .facts.lvm import (
+    LogicalVolume,
+    ThinPool,
+    lv_missing,
+    lvs_argv,
+    parse_lvs,
+    parse_pools,
+    parse_vgs,
+    pools_argv,
+    vgs_argv,
+)
 from .facts.partitions import (
     Partition,
     PartitionTable,
@@ -60,6 +71,7 @@ from .facts.virsh import (
     parse_domain_disks,
     parse_domstate,
 )
+from .restore_points import POINT_TAG
 from .runners import Runner
 
 # States in which the domain is "here": its disks are in use on this host.
@@ -250,6 +262,19 @@ def _peer_connect(peer_factory: Callable[[str], Runner], peer_name: str) -> Runn
     return peer
 
 
+def _peer_points(peer: Runner) -> tuple[LogicalVolume, ...]:
+    """Every LV on the peer tagged as a restore point (``restore_points`` picks a domain's)."""
+    return tuple(parse_lvs(peer.run(lvs_argv(f"@{POINT_TAG}"), timeout=60).stdout))
+
+
+def _peer_pools(peer: Runner, disks: list[_PeerDisk]) -> tuple[ThinPool, ...]:
+    """The thin pools the standby LVs are in, with their fill (none for thick LVs)."""
+    names = sorted({f"{d.lv.vg}/{d.lv.pool}" for d in disks if d.lv is not None and d.lv.pool})
+    if not names:
+        return ()
+    return tuple(parse_pools(peer.run(pools_argv(*names), timeout=60).stdout))
+
+
 def _peer_disks(peer: Runner, targets: list[tuple[str, str]]) -> list[_PeerDisk]:
     """Each standby LV and, where it exists and is free, its layout (read-only)."""
     out: list[_PeerDisk] = []
@@ -345,9 +370,14 @@ class _PeerReads:
     def runner(self) -> Runner:
         return self.connected.result()  # type: ignore[return-value]
 
-    def read_disks(self, targets: list[tuple[str, str]]) -> None:
-        self.disks = Background(lambda: _peer_disks(self.runner(), targets),
-                                "preflight-peer-disks")
+    def read_disks(self, targets: list[tuple[str, str]], *, points: bool) -> None:
+        """The standby LVs and layouts, then their thin pools and (when the domain keeps
+        restore points) the peer's points, on one thread."""
+        def read() -> tuple[list[_PeerDisk], tuple[ThinPool, ...], tuple[LogicalVolume, ...]]:
+            disks = _peer_disks(self.runner(), targets)
+            return (disks, _peer_pools(self.runner(), disks),
+                    _peer_points(self.runner()) if points else ())
+        self.disks = Background(read, "preflight-peer-disks")
 
     def wait(self) -> None:
         for bg in (self.connected, self.state, self.disks):
@@ -376,7 +406,8 @@ def _read_facts(config: Config, domain: str, source: Runner, local_name: str, st
         targets.append((spec.standby_lv if spec and spec.standby_lv else disk.source,
                         disk.target))
 
-    peer_reads.read_disks(targets)
+    keeps_points = domain_cfg.effective_restore_points(config.defaults).retention.enabled
+    peer_reads.read_disks(targets, points=keeps_points)
     try:
         source_disks, vg_need, vg_free = _source_disks(config, domain, source, local_name, backed)
     except ToolkitError:
@@ -392,7 +423,9 @@ def _read_facts(config: Config, domain: str, source: Runner, local_name: str, st
             f"domain {domain} is {peer_state} on {peer_name}: its standby disks are in use "
             "there; refusing to touch them", host=peer_name)
     assert peer_reads.disks is not None
-    peer_disks: list[_PeerDisk] = peer_reads.disks.result()  # type: ignore[assignment]
+    peer_read: tuple[list[_PeerDisk], tuple[ThinPool, ...], tuple[LogicalVolume, ...]] = (
+        peer_reads.disks.result())  # type: ignore[assignment]
+    peer_disks, pools, points = peer_read
     disk_facts: list[DiskFacts] = []
     for disk, (target_path, _), (lv, layout), theirs in zip(
             backed, targets, source_disks, peer_disks, strict=True):
@@ -424,6 +457,7 @@ def _read_facts(config: Config, domain: str, source: Runner, local_name: str, st
         ttable, tfilesystems = theirs.layout
         disk_facts.append(DiskFacts(disk, lv, table, filesystems, tlv, ttable, tfilesystems))
 
+    check_pools(pools, config.defaults.thin_pool_max_fill, peer_name)
     for vg_name, need in vg_need.items():
         free = vg_free[vg_name]
         if need > free:
@@ -437,8 +471,22 @@ def _read_facts(config: Config, domain: str, source: Runner, local_name: str, st
         peer_address=peer_spec.rsync_address, peer_port=peer_spec.port,
         disks=tuple(disk_facts),
         skipped_disks=tuple(sorted(skipped, key=lambda d: order.index(d.target))),
+        points=points, pools=pools,
     )
     return Preflight(facts, state, peer_state), peer
+
+
+def check_pools(pools: tuple[ThinPool, ...], max_fill: int, peer_name: str) -> None:
+    """Refuse a run into a thin pool whose data or metadata is fuller than ``max_fill``:
+    a full pool stops every LV in it, the running guests' among them."""
+    for pool in pools:
+        for what, fill in (("data", pool.data_percent), ("metadata", pool.metadata_percent)):
+            if fill > max_fill:
+                raise ThinPoolFull(
+                    f"thin pool {pool.full_name} of the standby is {fill:g}% full ({what}), "
+                    f"above defaults.thin_pool_max_fill = {max_fill}; nothing was written. "
+                    "Free room in it (fewer restore points: lower keep_*, or `lvextend` the "
+                    "pool) before the next run", host=peer_name)
 
 
 def _source_disks(config: Config, domain: str, source: Runner, local_name: str,

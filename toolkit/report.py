@@ -96,6 +96,12 @@ class DomainReport:
     teardown_errors: list[str] = field(default_factory=list)
     steps: list[StepTiming] = field(default_factory=list)
     fates: list[FilesystemFate] = field(default_factory=list)  # every filesystem seen
+    # Restore points on the peer after this run: the one it took ("" if none), the count
+    # kept, the newest, and the run ids of those it removed.
+    restore_point: str = ""
+    restore_points: int = 0
+    newest_point: str = ""
+    points_pruned: list[str] = field(default_factory=list)
 
     def add_phase(self, phase: str, seconds: float) -> None:
         """Add ``seconds`` to ``phase`` (a phase may be timed more than once)."""
@@ -238,6 +244,11 @@ def summary(report: RunReport) -> str:
             fill = "-" if s.fill_percent is None else f"{s.fill_percent:.1f}%"
             lines.append(f"  snapshot {s.name}: {human_size(s.size_bytes)}, peak fill {fill}"
                          + (" INVALID" if s.invalid else ""))
+        if d.restore_point:
+            lines.append(f"  restore point {d.restore_point} taken on {d.peer_host or 'the peer'}"
+                         f" ({d.restore_points} kept"
+                         + (f", removed {', '.join(d.points_pruned)}" if d.points_pruned else "")
+                         + ")")
         if d.phases:
             lines.append("  phases: " + ", ".join(f"{k} {v:.1f}s" for k, v in d.phases.items()))
         for c in d.cleaned:

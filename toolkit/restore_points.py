@@ -10,13 +10,13 @@ in a grammar of their own that ``recover``'s sweep never parses as a leftover:
 
 Names are parsed in full, never by prefix, with the same rules for a run id, a domain
 and a disk target as every other name the tool owns (``owned``), so the points of
-``web`` never include those of ``web-01``. A point is whole when it has an LV for every
-disk the domain's standby has; a point with any LV missing or invalid (a classic
-snapshot that overflowed) is listed as not valid. Which points are kept is
-``retention``'s rule, over the points' run times. None of these functions runs a
-command: they name, parse and choose; the run's plan holds the commands.
-
-The points themselves are not taken yet: nothing calls ``create_argv`` in a run.
+``web`` never include those of ``web-01``. A point is valid while none of its LVs is
+invalid (a classic snapshot that overflowed); it is whole when it has an LV for every
+disk the domain's standby has now (a disk added later is missing from the older points,
+which stay valid and are kept by the same rules). Which points are kept is
+``retention``'s rule, over the points' run times; invalid ones are always removed. None
+of these functions runs a command: they name, parse and choose; the run's plan holds the
+commands (``plan_points``).
 """
 
 from __future__ import annotations
@@ -88,8 +88,13 @@ class RestorePoint:
 
     @property
     def valid(self) -> bool:
-        """Every disk there, and no volume invalid."""
-        return not self.missing and all(v.valid for v in self.volumes)
+        """No volume invalid (a classic snapshot that overflowed is)."""
+        return all(v.valid for v in self.volumes)
+
+    @property
+    def whole(self) -> bool:
+        """An LV for every disk of the standby."""
+        return not self.missing
 
     @property
     def kind(self) -> str:
@@ -140,10 +145,11 @@ def to_prune(points: Sequence[RestorePoint], policy: Retention) -> list[RestoreP
 
 
 def create_argv(point: str, standby_vg: str, standby_lv: str, run_id: str, *,
-                thin: bool, size: str | None = None) -> tuple[str, ...]:
+                thin: bool, size: Sequence[str] = ()) -> tuple[str, ...]:
     """``lvcreate`` of one restore point LV, read-only: a thin snapshot (no size) or a
-    classic one of ``size``. Every name is checked before it reaches the command line:
-    the point's in its own grammar, the standby's VG and LV as LVM writes them (R20)."""
+    classic one with the size options ``size`` (``-L 2G`` or ``-l 20%ORIGIN``). Every name
+    is checked before it reaches the command line: the point's in its own grammar, the
+    standby's VG and LV as LVM writes them (R20)."""
     if parse_point_lv(point) is None:
         raise ValueError(f"{point!r} is no restore point LV name")
     check_lvm_pair(standby_vg, standby_lv, "the standby of a restore point")
@@ -153,7 +159,7 @@ def create_argv(point: str, standby_vg: str, standby_lv: str, run_id: str, *,
         return (*head, f"{standby_vg}/{standby_lv}")
     if not size:
         raise ValueError("a classic restore point needs a size")
-    return (*head, "-L", size, f"{standby_vg}/{standby_lv}")
+    return (*head, *size, f"{standby_vg}/{standby_lv}")
 
 
 def remove_argv(volume: PointVolume) -> tuple[str, ...]:

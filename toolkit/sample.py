@@ -29,6 +29,7 @@ from .config import (
     DiskConfig,
     DomainConfig,
     HypervisorSettings,
+    RestorePoints,
     SnapshotSize,
     SSHSettings,
 )
@@ -69,6 +70,7 @@ _DOMAIN_EXAMPLE: dict[str, Any] = {
     "skip_filesystems": ["xvda1"],
     "disks": {"xvda": {"standby_lv": "/dev/vg0/web01"}},
     "mounts": {"xvda1": "/", "xvda2": "/var"},
+    "restore_points": {"keep_daily": 7, "keep_weekly": 4},
 }
 _COMMENTED_OUT = frozenset({"skip_filesystems"})  # shown, but not set, in the example
 _NAME_FIELD = "name"  # DomainConfig.name: the table's name, not a key
@@ -180,7 +182,11 @@ def _table(name: str, record: type, intro: str = "") -> list[str]:
     for f in fields(record):
         text = doc(f, record)
         value = examples[f.name] if f.name in examples else default_toml(f, record)
-        if isinstance(value, Mapping):
+        if is_dataclass(value):  # a table of its own, each key below its doc
+            tables.append([*comment(text), f"[{name}.{toml_key(f.name)}]",
+                           *(line for g in fields(value) for line in _setting(
+                               g.name, default_toml(g, type(value)), doc(g, type(value))))])
+        elif isinstance(value, Mapping):
             tables.append([*comment(text), f"[{name}.{toml_key(f.name)}]",
                            *(f"{toml_key(k)} = {toml_value(v)}" for k, v in value.items())])
         else:
@@ -244,6 +250,9 @@ def effective_settings(config: Config) -> list[tuple[str, str, bool]]:
                 continue  # DomainConfig.name: the table's name, not a key
             key, given = f"{shown}.{toml_key(f.name)}", f"{dotted}.{f.name}"
             item = getattr(value, f.name)
+            if isinstance(item, RestorePoints):  # a table of its own
+                record(key, given, item)
+                continue
             if isinstance(item, Mapping) and item and all(map(is_dataclass, item.values())):
                 for name, sub in item.items():  # domains.NAME.disks.TARGET: a record each
                     record(f"{key}.{toml_key(name)}", f"{given}.{name}", sub)

@@ -93,14 +93,15 @@ def test_points_are_read_from_lvs_grouped_by_run_newest_first():
     assert points[0].volumes[0].fill_percent == 1.25
 
 
-def test_a_point_missing_a_disk_or_overflowed_is_not_valid():
+def test_a_point_with_an_overflowed_lv_is_not_valid_one_missing_a_disk_is_not_whole():
     lvs = _lvs(_row(rp.point_lv_name(R1, "web01", "xvda")),
                _row(rp.point_lv_name(R2, "web01", "xvda"), attr="sri-a-s---"),
                _row(rp.point_lv_name(R2, "web01", "xvdb"), attr="sri-I-s---",
                     percent="100.00", invalid="1"))
     by_run = {p.run_id: p for p in rp.points_from_lvs(lvs, "web01", ["xvda", "xvdb"])}
-    assert by_run[R1].missing == ("xvdb",) and not by_run[R1].valid
-    assert by_run[R2].missing == () and not by_run[R2].valid
+    # A disk added after R1: its point is still a valid point of the disks it had.
+    assert by_run[R1].missing == ("xvdb",) and by_run[R1].valid and not by_run[R1].whole
+    assert by_run[R2].whole and not by_run[R2].valid
     assert [v.valid for v in by_run[R2].volumes] == [True, False]
 
 
@@ -117,13 +118,17 @@ def test_prune_drops_what_retention_does_not_keep_and_every_invalid_point():
     points = rp.points_from_lvs(lvs, "web01", ["xvda"])
     assert [p.run_id for p in rp.to_prune(points, Retention(keep_last=2))] == [R1]
     assert rp.to_prune(points, Retention()) == []  # restore points off: nothing removed
-    broken = [replace(points[0], missing=("xvdb",)), *points[1:]]
+    overflowed = replace(points[0].volumes[0], valid=False)
+    broken = [replace(points[0], volumes=(overflowed,)), *points[1:]]
     assert [p.run_id for p in rp.to_prune(broken, Retention(keep_last=2))] == [R3]
+    # A point that lacks a disk added later is kept by the rules like any other.
+    partial = [replace(points[0], missing=("xvdb",)), *points[1:]]
+    assert [p.run_id for p in rp.to_prune(partial, Retention(keep_last=2))] == [R1]
 
 
 def test_create_and_remove_commands():
     name = rp.point_lv_name(R1, "web01", "xvda")
-    assert rp.create_argv(name, "vg_b", "web01", R1, thin=False, size="1G") == (
+    assert rp.create_argv(name, "vg_b", "web01", R1, thin=False, size=("-L", "1G")) == (
         "lvcreate", "--snapshot", "--permission", "r", "--name", name,
         "--addtag", "domubk_rp", "--addtag", f"domubk_rp_{R1}", "-L", "1G", "vg_b/web01")
     assert rp.create_argv(name, "vg_b", "web01", R1, thin=True)[-1] == "vg_b/web01"

@@ -22,6 +22,7 @@ from toolkit.config import (
     DiskConfig,
     DomainConfig,
     HypervisorSettings,
+    RestorePoints,
     SnapshotSize,
     SSHSettings,
     parse_config,
@@ -113,7 +114,8 @@ def test_the_example_domain() -> None:
         name="web01", peer="xen-b", excludes=("/tmp/*", "/var/cache/apt/archives/*.deb"),
         rsync_args=(), snapshot_size=SnapshotSize(absolute="2G"),
         disks=MappingProxyType({"xvda": DiskConfig("/dev/vg0/web01")}),
-        mounts=MappingProxyType({"xvda1": "/", "xvda2": "/var"}), skip_filesystems=())
+        mounts=MappingProxyType({"xvda1": "/", "xvda2": "/var"}), skip_filesystems=(),
+        restore_points=RestorePoints(keep_daily=7, keep_weekly=4))
 
 
 def test_the_commented_out_skip_filesystems_parses_once_uncommented() -> None:
@@ -127,12 +129,21 @@ def test_the_commented_out_skip_filesystems_parses_once_uncommented() -> None:
 
 
 @pytest.mark.parametrize(("header", "record"), [("[ssh]", SSHSettings),
-                                                ("[defaults]", Defaults)])
+                                                ("[defaults]", Defaults),
+                                                ("[defaults.restore_points]", RestorePoints)])
 def test_every_field_is_in_the_sample_below_its_doc(header: str, record: type) -> None:
     lines = section(render_sample(), header)
     keys = [line.split(" = ", 1)[0] for line in lines if re.match(r"[a-z_]+ = ", line)]
-    assert keys == [f.name for f in dataclasses.fields(record)]
+    # A field whose value is a table of its own is that table, after the keys (below).
+    tables = [f for f in dataclasses.fields(record) if f.name == "restore_points"]
+    assert keys == [f.name for f in dataclasses.fields(record) if f not in tables]
+    all_lines = render_sample().splitlines()
+    for f in tables:
+        index = all_lines.index(f"{header[:-1]}.{f.name}]")
+        assert comment_above(all_lines, index) == words(f.metadata["doc"])
     for f in dataclasses.fields(record):
+        if f in tables:
+            continue
         doc = f.metadata.get("doc", "")
         assert doc.strip(), f"{record.__name__}.{f.name} has no doc"
         index = next(i for i, line in enumerate(lines) if line.startswith(f"{f.name} = "))
@@ -140,7 +151,7 @@ def test_every_field_is_in_the_sample_below_its_doc(header: str, record: type) -
 
 
 @pytest.mark.parametrize("record", [ClusterSettings, HypervisorSettings, SSHSettings, Defaults,
-                                    DomainConfig, DiskConfig])
+                                    DomainConfig, DiskConfig, RestorePoints])
 def test_every_settings_field_has_a_doc(record: type) -> None:
     for f in dataclasses.fields(record):
         assert isinstance(f.metadata.get("doc"), str) and f.metadata["doc"].strip(), f.name
@@ -163,7 +174,7 @@ def test_the_domain_example_shows_every_domain_key_below_its_doc() -> None:
     for f in dataclasses.fields(DomainConfig):
         if f.name == "name":
             line = "[domains.web01]"
-        elif f.name in ("disks", "mounts"):
+        elif f.name in ("disks", "mounts", "restore_points"):
             line = next(x for x in lines if x.startswith(f"[domains.web01.{f.name}"))
         else:
             line = next(x for x in lines if re.fullmatch(rf"(# )?{f.name} = .+", x))
@@ -342,9 +353,11 @@ def test_the_settings_shown_are_every_field_and_read_back_as_the_config(text: st
     shown = effective_settings(config)
     keys = [key for key, _value, _given in shown]
     assert len(keys) == len(set(keys))
+    points = [f"restore_points.{f.name}" for f in dataclasses.fields(RestorePoints)]
     for record, prefix in ((SSHSettings, "ssh."), (Defaults, "defaults.")):
         assert [k for k in keys if k.startswith(prefix)] == [
-            prefix + f.name for f in dataclasses.fields(record)]
+            prefix + name for f in dataclasses.fields(record)
+            for name in (points if f.name == "restore_points" else [f.name])]
     # Shown as TOML, every value reads back as what the parser made of the file.
     lines = [f"{key} = {value}" for key, value, _given in shown if value != UNSET]
     for key, value, _given in shown:  # a disk's table with no key set is still its table

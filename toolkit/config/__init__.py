@@ -21,6 +21,7 @@ from .fields import (
     DiskConfig,
     DomainConfig,
     HypervisorSettings,
+    RestorePoints,
     SnapshotSize,
     SSHSettings,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "SYSTEM_TREES",
     "ClusterSettings",
     "Config",
+    "RestorePoints",
     "Defaults",
     "DiskConfig",
     "DomainConfig",

@@ -15,6 +15,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ..errors import ConfigError, DomainUnknown
+from ..retention import Retention
 from ..runners import HostSpec
 from ..sizes import ABSOLUTE as ABSOLUTE_SIZE
 from ..sizes import size_bytes
@@ -131,6 +132,32 @@ class SSHSettings:
 
 
 @dataclass(frozen=True)
+class RestorePoints:
+    """[defaults.restore_points] and [domains.NAME.restore_points]: the standby's history."""
+
+    keep_last: int = field(default=0, metadata={"read": _read("integer", low=0), "doc": (
+        "Keep the N newest restore points (an integer, 0 or more). A restore point is a "
+        "snapshot of every standby LV of the domain, taken on the peer after each run that "
+        "left the standby clean. With keep_last, keep_daily and keep_weekly all 0 (the "
+        "default) no point is taken and none is removed.")})
+    keep_daily: int = field(default=0, metadata={"read": _read("integer", low=0), "doc": (
+        "Also keep the newest point of each of the N newest days (UTC) that have one.")})
+    keep_weekly: int = field(default=0, metadata={"read": _read("integer", low=0), "doc": (
+        "Also keep the newest point of each of the N newest ISO weeks (UTC) that have one.")})
+    size: SnapshotSize = field(default=SnapshotSize(percent_origin=20), metadata={
+        "read": _read("size"), "doc": (
+        "The copy-on-write size of each point of a standby that is not a thin LV (a classic "
+        "snapshot): \"2G\" or \"<1-100>%ORIGIN\", like snapshot_size. A classic point "
+        "that fills up becomes invalid and is removed by the next run. A thin standby's "
+        "points are thin snapshots and need no size.")})
+
+    @property
+    def retention(self) -> Retention:
+        """The keep rules, as ``retention.select`` takes them."""
+        return Retention(self.keep_last, self.keep_daily, self.keep_weekly)
+
+
+@dataclass(frozen=True)
 class Defaults:
     """Settings every domain inherits; each field's metadata "doc" says what it means."""
 
@@ -203,6 +230,16 @@ class Defaults:
     copy_unlisted: bool = field(default=True, metadata={"read": _read("boolean"), "doc": (
         "Also copy the filesystems that neither the guest's fstab nor the domain's mounts "
         "name; false lists them as skipped.")})
+    restore_points: RestorePoints = field(default=RestorePoints(), metadata={
+        "read": _read("restore_points"), "doc": (
+        "The table [defaults.restore_points] (keep_last, keep_daily, keep_weekly, size): "
+        "restore points for every domain. A domain's own [domains.NAME.restore_points] "
+        "replaces the keys it sets.")})
+    thin_pool_max_fill: int = field(default=80, metadata={
+        "read": _read("integer", low=1, high=100), "doc": (
+        "Where a standby LV is a thin LV: how full, in percent (an integer 1-100), its thin "
+        "pool's data or metadata may be before a run. Above it the run is refused before "
+        "anything is written: a full thin pool stops every LV in it.")})
     copy_jobs: int = field(default=1, metadata={"read": _read("integer", low=1, high=16), "doc": (
         "How many filesystems of one domain are copied at once, rsyncs side by side: an "
         "integer 1-16 (1 = one after another).")})
@@ -262,6 +299,11 @@ class DomainConfig:
         "LVs inside it. Each name once; a name that is no filesystem of the domain is an "
         "error.")})
 
+    restore_points: RestorePoints | None = field(default=None, metadata={
+        "read": _read("restore_points"), "doc": (
+        "This domain's restore points, [domains.NAME.restore_points]: the keys of "
+        "[defaults.restore_points]; a key it leaves out has the default's value.")})
+
     def effective_excludes(self, defaults: Defaults) -> tuple[str, ...]:
         """The default excludes followed by this domain's, each once."""
         return tuple(dict.fromkeys((*defaults.excludes, *self.excludes)))
@@ -269,6 +311,10 @@ class DomainConfig:
     def effective_rsync_args(self, defaults: Defaults) -> tuple[str, ...]:
         """The default extra rsync options followed by this domain's."""
         return (*defaults.rsync_args, *self.rsync_args)
+
+    def effective_restore_points(self, defaults: Defaults) -> RestorePoints:
+        """This domain's restore point settings (the defaults' where it has none)."""
+        return self.restore_points or defaults.restore_points
 
     def effective_snapshot_size(self, defaults: Defaults) -> SnapshotSize:
         """This domain's snapshot size, or the default one."""

@@ -27,6 +27,7 @@ from .fields import (
     DiskConfig,
     DomainConfig,
     HypervisorSettings,
+    RestorePoints,
     SSHSettings,
 )
 from .readers import _CONTROL, _REQUIRED, _clean_absolute, _Reader, _show
@@ -58,8 +59,9 @@ class _Parser(_Reader):
     # records: each field read by the reader its metadata names ----------------
 
     def record(self, cls: type[_Record], table: Mapping[str, Any], dotted: str,
-               **given: Any) -> _Record:
-        """``cls`` from ``table``: only its fields' keys, each read by its own reader."""
+               base: Any = None, **given: Any) -> _Record:
+        """``cls`` from ``table``: only its fields' keys, each read by its own reader. A key
+        the table leaves out has its field's default, or ``base``'s value where given."""
         readable = [f for f in fields(cls) if "read" in f.metadata]  # type: ignore[arg-type]
         self.only(table, dotted, {f.name for f in readable},
                   former=[f.metadata["former"] for f in readable if "former" in f.metadata])
@@ -67,8 +69,9 @@ class _Parser(_Reader):
         for f in readable:
             method, options = f.metadata["read"]
             key = self.key_of(table, dotted, f)
-            values[f.name] = getattr(self, method)(table, key, f"{dotted}.{key}",
-                                                   _default_of(f), **options)
+            default = _default_of(f) if base is None else getattr(base, f.name)
+            values[f.name] = getattr(self, method)(table, key, f"{dotted}.{key}", default,
+                                                   **options)
             if key in table:
                 self.given.add(f"{dotted}.{f.name}")
         return cls(**values)
@@ -151,9 +154,20 @@ class _Parser(_Reader):
 
     def defaults(self, table: Mapping[str, Any]) -> Defaults:
         defaults = self.record(Defaults, table, "defaults")
+        self.point_defaults = defaults.restore_points
         self.check_mount_prefixes({key: getattr(defaults, key) for key in (
             "source_prefix", "peer_prefix", "state_dir", "report_dir", "lock_dir")})
         return defaults
+
+    def restore_points(self, table: Mapping[str, Any], key: str, dotted: str,
+                       default: RestorePoints | None) -> RestorePoints | None:
+        """[defaults.restore_points], or a domain's: a domain's keys replace the defaults'
+        one by one (``self.point_defaults``, read before any domain)."""
+        if key not in table:
+            return default
+        sub = self.table(table, key, dotted, None)
+        base = self.point_defaults if dotted.startswith("domains.") else None
+        return self.record(RestorePoints, sub, dotted, base)
 
     def check_mount_prefixes(self, dirs: Mapping[str, str]) -> None:
         """The two mount prefixes nest neither in each other nor in the tool's own dirs."""

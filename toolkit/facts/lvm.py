@@ -18,6 +18,7 @@ LVS_FIELDS = (
     "vg_name", "lv_name", "lv_path", "lv_dm_path", "lv_size", "lv_attr", "origin", "pool_lv",
     "snap_percent", "lv_tags", "lv_snapshot_invalid",
 )
+POOL_FIELDS = ("vg_name", "lv_name", "lv_attr", "data_percent", "metadata_percent")
 VGS_FIELDS = ("vg_name", "vg_size", "vg_free", "vg_extent_size")
 
 _REPORT_OPTS = ("--reportformat", "json", "--units", "b", "--nosuffix", "--binary")
@@ -90,6 +91,21 @@ class VolumeGroup:
     extent_size: int
 
 
+@dataclass(frozen=True)
+class ThinPool:
+    """One thin pool, as `lvs` reports it: how full its data and its metadata are."""
+
+    vg: str
+    name: str
+    data_percent: float
+    metadata_percent: float
+
+    @property
+    def full_name(self) -> str:
+        """"vg/pool", as LVM commands take it."""
+        return f"{self.vg}/{self.name}"
+
+
 def _check_names(names: tuple[str, ...]) -> None:
     for name in names:
         if not isinstance(name, str) or not name or "\0" in name or "\n" in name:
@@ -100,6 +116,12 @@ def lvs_argv(*names: str) -> list[str]:
     """`lvs` JSON report of the named LVs ("vg/lv" or "/dev/vg/lv"), or of all LVs."""
     _check_names(names)
     return ["lvs", *_REPORT_OPTS, "-o", ",".join(LVS_FIELDS), "--", *names]
+
+
+def pools_argv(*names: str) -> list[str]:
+    """`lvs` JSON report of the named thin pools' fill ("vg/pool")."""
+    _check_names(names)
+    return ["lvs", *_REPORT_OPTS, "-o", ",".join(POOL_FIELDS), "--", *names]
 
 
 def vgs_argv(*names: str) -> list[str]:
@@ -238,4 +260,23 @@ def parse_vgs(text: str) -> list[VolumeGroup]:
             free_bytes=_int(row, "vg_free", tool),
             extent_size=_int(row, "vg_extent_size", tool),
         ))
+    return out
+
+
+def parse_pools(text: str) -> list[ThinPool]:
+    """Thin pools from ``pools_argv``'s report. A row that is no thin pool (lv_attr type
+    "t"), or whose fill LVM could not read, is a ParseError: a pool's fill is never
+    guessed."""
+    tool = "lvs"
+    out: list[ThinPool] = []
+    for row in _rows(text, "lv", tool):
+        vg, name = _field(row, "vg_name", tool), _field(row, "lv_name", tool)
+        attr = _field(row, "lv_attr", tool)
+        if not vg or not name or len(attr) != 10 or attr[0] != "t":
+            raise ParseError(f"{tool}: {vg}/{name} is not a thin pool (lv_attr {attr!r})")
+        data = _percent(row, "data_percent", tool)
+        meta = _percent(row, "metadata_percent", tool)
+        if data is None or meta is None:
+            raise ParseError(f"{tool}: the fill of thin pool {vg}/{name} is unknown")
+        out.append(ThinPool(vg, name, data, meta))
     return out

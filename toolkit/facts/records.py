@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from .blkid import FilesystemProbe
 from .fsparams import FsParams
 from .guestlvm import GuestVolume
-from .lvm import LogicalVolume
+from .lvm import LogicalVolume, ThinPool
 from .partitions import Partition, PartitionTable
 from .virsh import DomainDisk
 
@@ -53,3 +53,7 @@ class BackupFacts:
     peer_port: int
     disks: tuple[DiskFacts, ...]
     skipped_disks: tuple[DomainDisk, ...] = ()
+    # The peer's restore point LVs (every LV tagged as one; read only when the domain keeps
+    # points) and the thin pools its standby LVs are in.
+    points: tuple[LogicalVolume, ...] = ()
+    pools: tuple[ThinPool, ...] = ()

@@ -1,0 +1,86 @@
+"""Taking a clean run's restore point on the peer, then pruning: the plan's last part.
+
+Runs after teardown, only when the copy succeeded, the marker said clean and teardown
+left nothing behind, and while the domain lock is still held. Each point LV is created
+through the peer's journal (entry first, same command), so a run killed here leaves
+nothing of its point once ``recover`` has run; an error or a signal removes what was made
+of it at once. Only once the point is whole are the old points the rules no longer keep
+removed. A failed prune keeps what it could not remove and says so.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import time
+from typing import TYPE_CHECKING
+
+from . import signals
+from .errors import RestorePointFailed
+from .plan_records import PEER, Step
+from .restore_points import parse_point_lv
+from .undo import unwind
+
+if TYPE_CHECKING:
+    from .execute import Executor
+
+
+def _timed(ex: Executor, step: Step, wall: float, start: float) -> None:
+    ex.report.add_step(step.role, step.action, step.resource, wall, time.monotonic() - start)
+
+
+def take_restore_point(ex: Executor) -> None:
+    """Create the plan's point LVs, then run its prune steps; RestorePointFailed when either
+    fails (the standby itself stays clean)."""
+    peer, journal = ex.peer, ex.journals[PEER]
+    timeout = ex.config.ssh.command_timeout
+    made: list[Step] = []
+    try:
+        for step in (s for s in ex.plan.after if s.action == "point"):
+            start, wall = time.monotonic(), time.time()
+            ex.fire("before", step)
+            result = journal.run_recorded(step.action, step.resource, step.undo, step.exists,
+                                          step.argv, timeout=timeout)
+            made.append(step)
+            _timed(ex, step, wall, start)
+            if result.exit_code != 0:
+                tail = " | ".join(result.stderr.strip().splitlines()[-3:])
+                raise RestorePointFailed(
+                    f"restore point {ex.plan.run_id}: `{' '.join(step.argv)}` exited "
+                    f"{result.exit_code}: {tail}; the standby is clean, older points are "
+                    "kept", host=result.host)
+            ex.fire("after", step)
+    except BaseException:
+        with signals.shielded():  # what was made of the point goes, the journal with it
+            done = unwind(peer, made, timeout=timeout)
+            ex.report.teardown_errors += [f"[{peer.host}] {s.action} {s.resource}: {why}"
+                                          for s, why in done.failed]
+            if done.clean:
+                journal.remove()
+        raise
+    journal.remove()
+    ex.report.restore_point = ex.plan.run_id
+    ex.report.restore_points = len(ex.plan.points_kept)
+    ex.report.newest_point = ex.plan.run_id
+    ex.log(f"restore point {ex.plan.run_id} taken on {peer.host}")
+
+    failed: list[str] = []
+    for step in (s for s in ex.plan.after if s.action == "prune"):
+        start, wall = time.monotonic(), time.time()
+        ex.fire("before", step)
+        result = peer.run(step.argv, check=False, timeout=timeout)
+        _timed(ex, step, wall, start)
+        if result.exit_code != 0:
+            failed.append(f"{step.resource}: `{' '.join(step.argv)}` exited {result.exit_code}: "
+                          + " | ".join(result.stderr.strip().splitlines()[-2:]))
+            continue
+        parsed = parse_point_lv(posixpath.basename(step.resource))
+        run_id = parsed[0] if parsed else step.resource
+        if run_id not in ex.report.points_pruned:
+            ex.report.points_pruned.append(run_id)
+        ex.fire("after", step)
+    if failed:
+        planned = {parse_point_lv(posixpath.basename(s.resource)) for s in ex.plan.after
+                   if s.action == "prune"}
+        ex.report.restore_points += len(planned) - len(ex.report.points_pruned)
+        raise RestorePointFailed(f"restore point {ex.plan.run_id} taken, but pruning failed: "
+                                 + "; ".join(failed), host=peer.host)
