@@ -1,4 +1,5 @@
-"""The operator's commands: backup, plan, check-config, recover, status, init-standby and
+"""The operator's commands: backup, plan, check-config, recover, status, restore-points,
+init-standby and
 the two that print reference text (exit-codes, sample-config).
 
 Each is a plain function made a ``Command`` (``toolkit/cmdline.py``): the installed
@@ -319,6 +320,55 @@ def status(c, domu=None, config=None, json=False):
                           code=StatusUnknown.exit_code)
 
 
+@operator_command(help={
+    "domu": "only this domain (default: every configured domain)",
+    "json": "print JSON instead of text",
+    "config": "config file",
+    "node": "this host's name in the cluster (default: its short hostname)",
+})
+def restore_points(c, domu=None, json=False, config=None, node=None):
+    """List each domain's restore points on its peer: run id, time, kind, size, fill, valid.
+
+    Works on either host: on the peer it reads its own LVM, elsewhere it reads the peer's
+    over SSH (one `lvs` per peer)."""
+    from .app import peer_runner
+    from .config import check_root
+    from .facts.lvm import lvs_argv, parse_lvs
+    from .preflight import local_node_name
+    from .restore_points import POINT_TAG
+    from .runners import LocalRunner
+    from .signals import signals_raise
+    from .status import domain_points, points_json, render_points
+
+    rows = []
+    try:
+        check_root()
+        cfg = _config(config)
+        local = local_node_name(cfg, node)
+        names = [domu] if domu else list(cfg.domains)
+        by_peer: dict[str, list[str]] = {}
+        for name in names:
+            by_peer.setdefault(cfg.domain(name).peer, []).append(name)
+        with signals_raise():
+            for peer_name, domains in by_peer.items():
+                runner = LocalRunner() if peer_name == local else peer_runner(cfg, peer_name)
+                try:
+                    lvs = parse_lvs(runner.run(lvs_argv(f"@{POINT_TAG}"), timeout=120).stdout)
+                finally:
+                    runner.close()
+                rows += [(name, peer_name, domain_points(lvs, name)) for name in domains]
+    except ToolkitError as exc:
+        raise _fail(exc) from None
+    rows.sort(key=lambda row: names.index(row[0]))
+    if json:
+        import json as _json
+
+        print(_json.dumps([item for name, peer, points in rows
+                           for item in points_json(points, peer)], indent=2))
+    else:
+        print(render_points(rows))
+
+
 @operator_command
 def exit_codes(c):
     """Print the exit-code table."""
@@ -334,5 +384,5 @@ def sample_config(c):
     print(render_sample(), end="")
 
 
-COMMANDS: tuple[Command, ...] = (backup, plan, check_config, recover, status, init_standby,
-                                 exit_codes, sample_config)
+COMMANDS: tuple[Command, ...] = (backup, plan, check_config, recover, status, restore_points,
+                                 init_standby, exit_codes, sample_config)

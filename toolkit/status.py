@@ -1,4 +1,5 @@
-"""`status`: per domain, the last success and failure and whether the standby is clean."""
+"""`status`: per domain, the last success and failure and whether the standby is clean;
+`restore-points`: the points each domain's standby has on its peer."""
 
 from __future__ import annotations
 
@@ -14,8 +15,11 @@ from pathlib import Path
 from . import report as reports
 from .config import Config
 from .errors import ToolkitError
+from .facts.lvm import LogicalVolume
 from .lock import lock_is_held
 from .owned import RUN_ID, journal_of
+from .report import human_size
+from .restore_points import RestorePoint, parse_point_lv, points_from_lvs
 
 
 @dataclass(frozen=True)
@@ -153,4 +157,44 @@ def render_status(rows: list[DomainStatus]) -> str:
             # a dirty standby is what a run in progress leaves until it ends
             line = f"{line.rstrip()}  [a run is in progress here]"
         lines.append(line)
+    return "\n".join(lines)
+
+
+# --- restore points (the ``restore-points`` command) -------------------------------------
+
+def domain_points(lvs: Iterable[LogicalVolume], domain: str) -> list[RestorePoint]:
+    """A domain's restore points among the peer's point LVs, newest first; a point lacking
+    a disk that another of its points has is listed as partial."""
+    lvs = list(lvs)
+    disks = sorted({parsed[2] for lv in lvs
+                    if (parsed := parse_point_lv(lv.name, domain)) is not None})
+    return points_from_lvs(lvs, domain, disks)
+
+
+def points_json(points: Iterable[RestorePoint], peer: str) -> list[dict]:
+    """The points as ``restore-points --json`` prints them."""
+    return [{"domain": p.domain, "run_id": p.run_id, "taken": p.taken.isoformat(),
+             "peer": peer, "kind": p.kind, "valid": p.valid, "whole": p.whole,
+             "missing": list(p.missing),
+             "volumes": [{"disk": v.disk, "lv": f"{v.vg}/{v.lv}", "kind": v.kind,
+                          "size_bytes": v.size_bytes, "fill_percent": v.fill_percent,
+                          "valid": v.valid} for v in p.volumes]}
+            for p in points]
+
+
+def render_points(rows: Iterable[tuple[str, str, list[RestorePoint]]]) -> str:
+    """``restore-points``: per domain, each point with its run, time, kind, size, fill."""
+    lines: list[str] = []
+    for domain, peer, points in rows:
+        lines.append(f"{domain} (on {peer}): {len(points)} restore point"
+                     + ("" if len(points) == 1 else "s"))
+        for p in points:
+            size = sum(v.size_bytes for v in p.volumes)
+            fills = [v.fill_percent for v in p.volumes if v.fill_percent is not None]
+            fill = f"fill {max(fills):.1f}%" if fills else "fill -"
+            state = "valid" if p.valid else "INVALID (overflowed)"
+            if not p.whole:
+                state += f", partial: no LV for {', '.join(p.missing)}"
+            lines.append(f"  {p.run_id}  {p.taken:%Y-%m-%d %H:%M:%S} UTC  {p.kind:<7} "
+                         f"{human_size(size):>9}  {fill:<10} {state}")
     return "\n".join(lines)

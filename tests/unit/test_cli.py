@@ -19,8 +19,8 @@ from toolkit import __version__, cli, commands
 from toolkit.errors import UsageError
 
 ROOT = Path(__file__).resolve().parents[2]
-OPERATOR = ["backup", "plan", "check-config", "recover", "status", "init-standby",
-            "exit-codes", "sample-config"]
+OPERATOR = ["backup", "plan", "check-config", "recover", "status", "restore-points",
+            "init-standby", "exit-codes", "sample-config"]
 LAB = ["lab", "lab.up", "sandbox", "sandbox.up", "rehearse", "bench", "test"]
 
 
