@@ -21,7 +21,8 @@ FAILPOINT_ENV = "DOMU_BACKUP_FAILPOINT"
 # unit file on a production Dom0 is ignored, with a line saying so.
 TEST_HOOKS_FILE = "/etc/domu-backup/test-hooks"
 FAILPOINT_ACTIONS = frozenset({"lock", "snapshot", "map", "mkdir", "mount", "check", "fstab",
-                               "alias", "lvmap", "marker", "bootread", "bootwrite", "rsync"})
+                               "alias", "lvmap", "marker", "bootread", "bootwrite", "rsync",
+                               "point", "prune"})
 FAILPOINT_WHATS = ("raise", "sigterm", "sigkill", "sigint", "sighup")
 
 

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 from .. import PREFIX
 from ..errors import ParseError, ToolkitError
 from ..owned import parse_owned
+from ..restore_points import POINT_TAG, parse_point_lv
 from ..runners import CommandResult, Runner
 from . import LabEngine, say
 from .docker_runner import docker_exec
@@ -343,19 +344,36 @@ def stray_maps(maps: Sequence[str], lvs: str, host: str | None) -> list[str]:
             and n.removesuffix("-real").removesuffix("-cow") not in lv_maps]
 
 
+def _point_lvs(lvs: str) -> list[tuple[str, str]]:
+    """(VG, LV) of each restore point in the leak probe's ``lvs`` lines: named and tagged
+    as one."""
+    out = []
+    for line in lvs.splitlines():
+        vg, lv, *rest = (part.strip() for part in line.split("|"))
+        if parse_point_lv(lv) is not None and POINT_TAG in (rest[0] if rest else "").split(","):
+            out.append((vg, lv))
+    return out
+
+
 def leaks_from(out: Mapping[str, str], host: str | None = None) -> list[str]:
     """The leftovers named by the probes' outputs (``parse_probe_output``); with ``host``,
     the dm maps of the other fake Dom0 (they share a kernel) are left to its own report,
     and a map whose owner cannot be told is reported by both."""
     leaks: list[str] = []
-    maps = parse_dmsetup_ls(out["dm"])
+    # A restore point is kept on purpose: its LV and its dm maps (the LV's, and -cow for a
+    # classic one) are no leftover. Its partition maps, and anything else, still are.
+    points = _point_lvs(out["lvs"])
+    point_maps = {f"{vg.replace('-', '--')}-{lv.replace('-', '--')}" for vg, lv in points}
+    maps = [n for n in parse_dmsetup_ls(out["dm"])
+            if n not in point_maps and n.removesuffix("-cow") not in point_maps]
     leaks += [f"dm map {n}" for n in maps
               if PREFIX in n and (host is None or map_owner(n) in (host, None))]
     leaks += [f"dm map {n} (not an LV)" for n in stray_maps(maps, out["lvs"], host)]
     for line in out["lvs"].splitlines():
         if PREFIX in line:
             vg, lv, *_ = (part.strip() for part in line.split("|"))
-            leaks.append(f"LV {vg}/{lv}")
+            if (vg, lv) not in points:
+                leaks.append(f"LV {vg}/{lv}")
     for line in out["mounts"].splitlines():
         source, _, target = line.partition(" ")
         tools_device = source.startswith("/dev/mapper/") and PREFIX in source

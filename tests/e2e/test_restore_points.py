@@ -1,0 +1,150 @@
+"""Restore points on the peer (R24): taken by clean runs only, pruned by retention after a
+newer point exists, left alone by a killed run and by ``recover``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from toolkit.lab.audit import AUDIT_ROOT, mounted
+from toolkit.lab.rehearse import leftovers, run_backup, standby_marker
+
+pytestmark = pytest.mark.e2e
+
+CONFIG = "/etc/domu-backup/backup.toml"
+POINTS = "/etc/domu-backup/points.toml"
+
+
+def points_config(lab, table: str) -> None:
+    """The sandbox's config with ``[defaults.restore_points]`` set to ``table``, beside it
+    on both fake Dom0s (mode 0600, as the tool demands)."""
+    for name in ("dom0-a", "dom0-b"):
+        r = lab.runner(name)
+        text = r.run(["cat", CONFIG]).stdout
+        assert "restore_points" not in text
+        r.run(["dd", f"of={POINTS}", "status=none"],
+              input=text + "\n[defaults.restore_points]\n" + table)
+        r.run(["chmod", "0600", POINTS])
+
+
+@pytest.fixture
+def points(fresh):
+    """The lab with restore points allowed; every point removed afterwards, before the
+    leak check (points are meant to stay, so they are no leak, but the next test's disks
+    are rewritten and a classic snapshot would copy every block of that)."""
+    yield fresh
+    fresh.runner("dom0-b").run(["lvremove", "-y", "@domubk_rp"], check=False, timeout=300)
+
+
+def backup(lab, *extra: str, env: dict[str, str] | None = None) -> dict:
+    res = run_backup(lab, "web01", "--config", POINTS, "--json", *extra, env=env)
+    assert res.exit_code == 0, res.stdout + res.stderr
+    return json.loads(res.stdout)["domains"][0]
+
+
+def point_lvs(lab) -> dict[str, tuple[str, str]]:
+    """The peer's restore point LVs: name -> (tags, attr)."""
+    out = lab.runner("dom0-b").run(
+        ["lvs", "--noheadings", "--separator", "|", "-o", "lv_name,lv_tags,lv_attr",
+         "@domubk_rp"], timeout=60).stdout
+    rows = [line.strip().split("|") for line in out.splitlines() if line.strip()]
+    return {name: (tags, attr) for name, tags, attr in rows}
+
+
+def point_name(run_id: str) -> str:
+    return f"domubk-rp-{run_id}-web01-xvda"
+
+
+def sha256(runner, path: str) -> str:
+    return runner.run(["sha256sum", path], timeout=60).stdout.split()[0]
+
+
+@pytest.mark.synced_standby
+def test_three_runs_keep_two_points_and_the_older_one_still_holds_a_deleted_file(points):
+    lab = points
+    a, b = lab.runner("dom0-a"), lab.runner("dom0-b")
+    points_config(lab, "keep_last = 2\n")
+
+    first = backup(lab)
+    assert first["restore_point"] == first["run_id"] and first["restore_points"] == 1
+    assert set(point_lvs(lab)) == {point_name(first["run_id"])}
+
+    with mounted(a, "/dev/vg_a/web01", f"{AUDIT_ROOT}/rp", "r", readonly=False) as fs:
+        precious = f"{fs['1'][0]}/srv-precious.bin"
+        a.run(["dd", "if=/dev/urandom", f"of={precious}", "bs=64K", "count=4", "status=none"])
+        digest = sha256(a, precious)
+    second = backup(lab)
+    assert second["restore_points"] == 2 and second["points_pruned"] == []
+
+    with mounted(a, "/dev/vg_a/web01", f"{AUDIT_ROOT}/rp", "r", readonly=False) as fs:
+        a.run(["rm", f"{fs['1'][0]}/srv-precious.bin"])
+    third = backup(lab)
+    assert third["restore_points"] == 2
+    assert third["points_pruned"] == [first["run_id"]]
+
+    # Exactly two points remain, tagged as the tool's; the newest is the marker's run.
+    lvs = point_lvs(lab)
+    assert set(lvs) == {point_name(second["run_id"]), point_name(third["run_id"])}
+    for run in (second, third):
+        tags, attr = lvs[point_name(run["run_id"])]
+        assert set(tags.split(",")) == {"domubk_rp", f"domubk_rp_{run['run_id']}"}
+        assert attr[0] == "s" and attr[1] == "r"  # a classic snapshot, read-only
+    marker = standby_marker(lab, "web01")
+    assert marker["state"] == "clean" and marker["last_success_run_id"] == third["run_id"]
+
+    # The file deleted before the third run: gone from the standby (a mirror), still in the
+    # second point, byte for byte.
+    with mounted(b, "/dev/vg_b/web01", f"{AUDIT_ROOT}/dst", "s") as fs:
+        assert b.run(["test", "-e", f"{fs['1'][0]}/srv-precious.bin"], check=False,
+                     timeout=60).exit_code == 1
+    with mounted(b, f"/dev/vg_b/{point_name(second['run_id'])}", f"{AUDIT_ROOT}/point",
+                 "q") as fs:
+        assert sha256(b, f"{fs['1'][0]}/srv-precious.bin") == digest
+
+    # The listing, from the source (over SSH) and on the peer itself.
+    listed = a.run(["domu-backup", "restore-points", "--config", POINTS, "--json"],
+                   timeout=300)
+    rows = json.loads(listed.stdout)
+    assert [(p["run_id"], p["kind"], p["valid"]) for p in rows] == [
+        (third["run_id"], "classic", True), (second["run_id"], "classic", True)]
+    text = b.run(["domu-backup", "restore-points", "--config", POINTS, "--domu", "web01"],
+                 timeout=300).stdout
+    assert "web01 (on dom0-b): 2 restore points" in text
+    assert third["run_id"] in text and first["run_id"] not in text
+
+
+def test_killed_runs_and_recover_leave_the_points_as_they_were(points):
+    lab = points
+    a = lab.runner("dom0-a")
+    points_config(lab, "keep_last = 1\n")
+    first = backup(lab)
+    before = point_lvs(lab)
+    assert set(before) == {point_name(first["run_id"])}
+
+    # Killed mid-copy: no point made, none removed; recover leaves them too.
+    killed = run_backup(lab, "web01", "--config", POINTS,
+                        env={"DOMU_BACKUP_FAILPOINT": "before:rsync@1:sigkill"})
+    assert killed.exit_code == 137, killed.stdout + killed.stderr
+    assert point_lvs(lab) == before
+    rec = a.run(["domu-backup", "recover", "--config", POINTS], check=False, timeout=600)
+    assert rec.exit_code == 0, rec.stdout + rec.stderr
+    assert point_lvs(lab) == before
+    assert standby_marker(lab, "web01")["state"] == "dirty"
+
+    # Killed while taking its point (the LV made, the run gone): recover removes that part
+    # of the killed run's point, and only that.
+    taking = run_backup(lab, "web01", "--config", POINTS,
+                        env={"DOMU_BACKUP_FAILPOINT": "after:point@1:sigkill"})
+    assert taking.exit_code == 137, taking.stdout + taking.stderr
+    assert len(point_lvs(lab)) == 2
+    rec = a.run(["domu-backup", "recover", "--config", POINTS], check=False, timeout=600)
+    assert rec.exit_code == 0, rec.stdout + rec.stderr
+    assert "removed point" in rec.stdout
+    assert point_lvs(lab) == before
+
+    # A clean run then takes its point and only then removes the older one (keep_last = 1).
+    last = backup(lab)
+    assert last["points_pruned"] == [first["run_id"]]
+    assert set(point_lvs(lab)) == {point_name(last["run_id"])}
+    assert leftovers(lab) == {"dom0-a": [], "dom0-b": []}
