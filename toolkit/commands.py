@@ -239,20 +239,30 @@ def recover(c, domu=None, host="both", config=None, node=None):
     "dry-run": "print the plan and change nothing",
     "config": "config file",
     "node": "this host's name in [cluster.dom0s]",
+    "thin": "VG/POOL: first create the missing standby LVs as thin LVs of this thin pool",
 })
-def init_standby(c, domu=None, force=False, dry_run=False, config=None, node=None):
+def init_standby(c, domu=None, force=False, dry_run=False, config=None, node=None, thin=None):
     """Give the peer's LV the source disk's table, boot area, filesystem types, UUIDs, labels."""
     domu = _need_domu(domu, "init-standby")
     from .app import Hosts, new_run_id, stderr_log
     from .config import check_root
     from .preflight import gather, local_node_name
     from .standby import plan_standby, render_standby_plan, run_standby
+    from .thin_standby import create_thin_standbys
 
     try:
         cfg = _config(config)
         local = local_node_name(cfg, node)
         hosts = Hosts()
         try:
+            if thin is not None:
+                if not dry_run:
+                    check_root()
+                peer = hosts.peer(cfg, cfg.domain(domu).peer)
+                if create_thin_standbys(cfg, domu, hosts.source, peer, local, thin,
+                                        dry_run=dry_run, log=print):
+                    print("(dry run: the layout is planned once these thin LVs exist)")
+                    return
             pre, peer = gather(cfg, domu, hosts.source, lambda n: hosts.peer(cfg, n), local)
             sp = plan_standby(pre.facts, cfg, new_run_id(), force=force)
             print(render_standby_plan(sp, local, pre.facts.peer_host))

@@ -70,4 +70,6 @@ def point_steps(facts: BackupFacts, config: Config, run_id: str
             steps.append(Step(PEER, "prune", remove_argv(vol), resource=f"/dev/{vol.vg}/{vol.lv}",
                               note=f"restore point {point.run_id}: {why}"))
     gone = {p.run_id for p in pruned}
-    return tuple(steps), tuple(p.run_id for p in [new, *old] if p.run_id not in gone)
+    remaining = sorted((p for p in [new, *old] if p.run_id not in gone),
+                       key=lambda p: (p.taken, p.run_id), reverse=True)
+    return tuple(steps), tuple(p.run_id for p in remaining)

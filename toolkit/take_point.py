@@ -15,7 +15,7 @@ import time
 from typing import TYPE_CHECKING
 
 from . import signals
-from .errors import RestorePointFailed
+from .errors import CommandFailed, RestorePointFailed
 from .plan_records import PEER, Step
 from .restore_points import parse_point_lv
 from .undo import unwind
@@ -38,8 +38,13 @@ def take_restore_point(ex: Executor) -> None:
         for step in (s for s in ex.plan.after if s.action == "point"):
             start, wall = time.monotonic(), time.time()
             ex.fire("before", step)
-            result = journal.run_recorded(step.action, step.resource, step.undo, step.exists,
-                                          step.argv, timeout=timeout)
+            try:
+                result = journal.run_recorded(step.action, step.resource, step.undo,
+                                              step.exists, step.argv, timeout=timeout)
+            except CommandFailed as exc:  # the journal could not be written: argv never ran
+                raise RestorePointFailed(
+                    f"restore point {ex.plan.run_id}: {exc}; the standby is clean, older "
+                    "points are kept", host=peer.host) from exc
             made.append(step)
             _timed(ex, step, wall, start)
             if result.exit_code != 0:
@@ -60,27 +65,30 @@ def take_restore_point(ex: Executor) -> None:
     journal.remove()
     ex.report.restore_point = ex.plan.run_id
     ex.report.restore_points = len(ex.plan.points_kept)
-    ex.report.newest_point = ex.plan.run_id
+    ex.report.newest_point = ex.plan.points_kept[0] if ex.plan.points_kept else ex.plan.run_id
     ex.log(f"restore point {ex.plan.run_id} taken on {peer.host}")
 
+    # Each old point goes LV by LV; it counts as removed only once all of its LVs are.
     failed: list[str] = []
+    left: set[str] = set()
+    planned: list[str] = []
     for step in (s for s in ex.plan.after if s.action == "prune"):
+        parsed = parse_point_lv(posixpath.basename(step.resource))
+        run_id = parsed[0] if parsed else step.resource
+        if run_id not in planned:
+            planned.append(run_id)
         start, wall = time.monotonic(), time.time()
         ex.fire("before", step)
         result = peer.run(step.argv, check=False, timeout=timeout)
         _timed(ex, step, wall, start)
         if result.exit_code != 0:
+            left.add(run_id)
             failed.append(f"{step.resource}: `{' '.join(step.argv)}` exited {result.exit_code}: "
                           + " | ".join(result.stderr.strip().splitlines()[-2:]))
             continue
-        parsed = parse_point_lv(posixpath.basename(step.resource))
-        run_id = parsed[0] if parsed else step.resource
-        if run_id not in ex.report.points_pruned:
-            ex.report.points_pruned.append(run_id)
         ex.fire("after", step)
+    ex.report.points_pruned = [r for r in planned if r not in left]
+    ex.report.restore_points += len(left)
     if failed:
-        planned = {parse_point_lv(posixpath.basename(s.resource)) for s in ex.plan.after
-                   if s.action == "prune"}
-        ex.report.restore_points += len(planned) - len(ex.report.points_pruned)
-        raise RestorePointFailed(f"restore point {ex.plan.run_id} taken, but pruning failed: "
-                                 + "; ".join(failed), host=peer.host)
+        raise RestorePointFailed(f"restore point {ex.plan.run_id} taken, but pruning failed "
+                                 "(those points are kept): " + "; ".join(failed), host=peer.host)

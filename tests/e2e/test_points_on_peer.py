@@ -148,3 +148,68 @@ def test_killed_runs_and_recover_leave_the_points_as_they_were(points):
     assert last["points_pruned"] == [first["run_id"]]
     assert set(point_lvs(lab)) == {point_name(last["run_id"])}
     assert leftovers(lab) == {"dom0-a": [], "dom0-b": []}
+
+
+THIN = "/etc/domu-backup/thin.toml"
+
+
+@pytest.fixture
+def thin_pool(points):
+    """A thin pool rp_pool in vg_b; web01's standby there is made by the test. Removed
+    afterwards with what is in it (the points first)."""
+    b = points.runner("dom0-b")
+    b.run(["lvcreate", "-y", "--type", "thin-pool", "-L", "384M", "-n", "rp_pool", "vg_b"],
+          timeout=300)
+    yield points
+    b.run(["lvremove", "-y", "@domubk_rp"], check=False, timeout=300)
+    b.run(["lvremove", "-y", "vg_b/web01thin"], check=False, timeout=300)
+    b.run(["lvremove", "-y", "vg_b/rp_pool"], check=False, timeout=300)
+
+
+def test_a_thin_standby_gets_thin_points_and_a_full_pool_refuses_the_run(thin_pool):
+    lab = thin_pool
+    a, b = lab.runner("dom0-a"), lab.runner("dom0-b")
+    points_config(lab, "keep_last = 2\n")
+    for name in ("dom0-a", "dom0-b"):
+        r = lab.runner(name)
+        text = r.run(["cat", POINTS]).stdout
+        assert 'standby_lv = "/dev/vg_b/web01"\n' in text
+        r.run(["dd", f"of={THIN}", "status=none"], input=text.replace(
+            'standby_lv = "/dev/vg_b/web01"\n', 'standby_lv = "/dev/vg_b/web01thin"\n', 1))
+        r.run(["chmod", "0600", THIN])
+
+    # init-standby --thin: the missing standby made a thin LV of the pool, then laid out.
+    dry = a.run(["domu-backup", "init-standby", "--domu", "web01", "--config", THIN,
+                 "--thin", "vg_b/rp_pool", "--dry-run"], check=False, timeout=600)
+    assert dry.exit_code == 0, dry.stdout + dry.stderr
+    assert "lvcreate --type thin --virtualsize 268435456b --thinpool vg_b/rp_pool" in dry.stdout
+    assert b.run(["lvs", "vg_b/web01thin"], check=False, timeout=60).exit_code != 0
+    made = a.run(["domu-backup", "init-standby", "--domu", "web01", "--config", THIN,
+                  "--thin", "vg_b/rp_pool"], check=False, timeout=900)
+    assert made.exit_code == 0, made.stdout + made.stderr
+    pool = b.run(["lvs", "--noheadings", "-o", "pool_lv", "vg_b/web01thin"], timeout=60)
+    assert pool.stdout.strip() == "rp_pool"
+
+    res = run_backup(lab, "web01", "--config", THIN, "--json")
+    assert res.exit_code == 0, res.stdout + res.stderr
+    run = json.loads(res.stdout)["domains"][0]
+    listed = json.loads(a.run(["domu-backup", "restore-points", "--config", THIN, "--json"],
+                              timeout=300).stdout)
+    assert [(p["run_id"], p["kind"], p["valid"]) for p in listed] == [
+        (run["run_id"], "thin", True)]
+    assert listed[0]["volumes"][0]["lv"] == f"vg_b/{point_name(run['run_id'])}"
+
+    # A pool fuller than thin_pool_max_fill: refused before anything is written.
+    marker = standby_marker(lab, "web01")
+    full = THIN + ".full"
+    for name in ("dom0-a", "dom0-b"):
+        r = lab.runner(name)
+        text = r.run(["cat", THIN]).stdout
+        r.run(["dd", f"of={full}", "status=none"],
+              input=text.replace("[defaults]\n", "[defaults]\nthin_pool_max_fill = 1\n", 1))
+        r.run(["chmod", "0600", full])
+    refused = run_backup(lab, "web01", "--config", full)
+    assert refused.exit_code == 23, refused.stdout + refused.stderr
+    assert "thin pool vg_b/rp_pool" in refused.stderr
+    assert standby_marker(lab, "web01") == marker
+    assert set(point_lvs(lab)) == {point_name(run["run_id"])}
