@@ -286,11 +286,14 @@ def status(c, domu=None, config=None, json=False):
     from .app import peer_runner
     from .config import check_root
     from .errors import ConnectionLost, HostKeyRejected, PeerUnreachable, StatusUnknown
+    from .facts.lvm import LogicalVolume, lvs_argv, parse_lvs
     from .marker import marker_path, read_peer_marker
+    from .restore_points import POINT_TAG
     from .signals import signals_raise
-    from .status import domain_status, render_status
+    from .status import domain_points, domain_status, render_status
 
     peers: dict[str, Runner] = {}  # one connection per peer, for all its domains
+    point_lvs: dict[str, list[LogicalVolume]] = {}  # the restore point LVs of each peer
     down: dict[str, StatusUnknown] = {}  # a peer that cannot be reached is tried once
     unknown: list[str] = []
     try:
@@ -312,7 +315,19 @@ def status(c, domu=None, config=None, json=False):
                                                   ConnectionLost)):
                         down[peer_name] = exc
                     unknown.append(f"{name}: {exc}")
-                rows.append(domain_status(cfg, name, peer_marker=marker))
+                points = None
+                if marker is not None:  # the peer answered: its restore points, one lvs
+                    try:
+                        if peer_name not in point_lvs:
+                            point_lvs[peer_name] = parse_lvs(peers[peer_name].run(
+                                lvs_argv(f"@{POINT_TAG}"), timeout=120).stdout)
+                        points = domain_points(point_lvs[peer_name], name)
+                    except ToolkitError as exc:  # the standby's state is known; its points not
+                        from .log import logger
+
+                        logger().warning(f"warning: {name}: restore points unknown: "
+                                         f"{_one_line(exc)}")
+                rows.append(domain_status(cfg, name, peer_marker=marker, points=points))
     except ToolkitError as exc:
         raise _fail(exc) from None
     finally:

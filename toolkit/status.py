@@ -35,9 +35,13 @@ class DomainStatus:
     last_failure_message: str | None
     standby: str  # clean, dirty, unknown
     running: bool = False  # a run of the domain holds its lock on this host now
+    # Its restore points on the peer: how many, and the newest's run id (None: not read).
+    restore_points: int | None = None
+    newest_point: str | None = None
 
 
-def domain_status(config: Config, domain: str, *, peer_marker: dict | None = None) -> DomainStatus:
+def domain_status(config: Config, domain: str, *, peer_marker: dict | None = None,
+                  points: list[RestorePoint] | None = None) -> DomainStatus:
     """Status from the local report history, and the standby's state from the peer's marker
     only: without the marker the standby is "unknown", never guessed from local history.
 
@@ -92,6 +96,8 @@ def domain_status(config: Config, domain: str, *, peer_marker: dict | None = Non
         last_failure_message=failure.get("message") if failure else None,
         standby=standby,
         running=lock_is_held(config.defaults.lock_dir, domain),
+        restore_points=None if points is None else len(points),
+        newest_point=points[0].run_id if points else None,
     )
 
 
@@ -153,6 +159,9 @@ def render_status(rows: list[DomainStatus]) -> str:
         if r.last_success_run_id:
             ok += f" run {r.last_success_run_id}"
         line = f"{r.domain:<12} {r.peer:<10} {r.standby:<8} {ok:<47} {fail}"
+        if r.restore_points:
+            line = f"{line.rstrip()}  [{r.restore_points} restore point" + (
+                "s" if r.restore_points > 1 else "") + f", newest {r.newest_point}]"
         if r.running:
             # a dirty standby is what a run in progress leaves until it ends
             line = f"{line.rstrip()}  [a run is in progress here]"

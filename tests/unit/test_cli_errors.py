@@ -332,15 +332,26 @@ def test_status_with_an_unreachable_peer_says_unknown(tmp_path, capsys, as_root)
 
 def test_status_reads_the_marker_when_the_peer_answers(tmp_path, capsys, monkeypatch, as_root):
     from toolkit import app
+    from toolkit.facts.lvm import lvs_argv
     from toolkit.replay import ReplayRunner
 
     marker = json.dumps({"state": "clean", "last_success": 5.0})
     records = [{"argv": ["cat", "--", f"{tmp_path}/state/standby/{d}.json"], "exit_code": 0,
                 "stdout": marker, "stderr": ""} for d in ("web01", "db01")]
+    point = {"vg_name": "vg_b", "lv_name": "domubk-rp-20261201T020000Z-0a0a-web01-xvda",
+             "lv_path": "/dev/vg_b/p", "lv_dm_path": "/dev/mapper/p", "lv_size": "1048576",
+             "lv_attr": "sri-a-s---", "origin": "web01", "pool_lv": "", "snap_percent": "1.00",
+             "lv_tags": "domubk_rp,domubk_rp_20261201T020000Z-0a0a",
+             "lv_snapshot_invalid": "0"}
+    records.append({"argv": lvs_argv("@domubk_rp"), "exit_code": 0, "stderr": "",
+                    "stdout": json.dumps({"report": [{"lv": [point]}]})})
     monkeypatch.setattr(app, "peer_runner", lambda config, name: ReplayRunner(name, records))
     code, out, err = cli(capsys, "status", "--config", str(_config(tmp_path)))
     assert code == 0, err
-    assert "clean" in next(r for r in out.splitlines() if r.startswith("web01"))
+    web01 = next(r for r in out.splitlines() if r.startswith("web01"))
+    assert "clean" in web01
+    assert "[1 restore point, newest 20261201T020000Z-0a0a]" in web01
+    assert "restore point" not in next(r for r in out.splitlines() if r.startswith("db01"))
 
 
 def test_status_with_a_missing_marker_says_unknown(tmp_path, capsys, monkeypatch, as_root):
