@@ -213,3 +213,27 @@ def test_a_thin_standby_gets_thin_points_and_a_full_pool_refuses_the_run(thin_po
     assert "thin pool vg_b/rp_pool" in refused.stderr
     assert standby_marker(lab, "web01") == marker
     assert set(point_lvs(lab)) == {point_name(run["run_id"])}
+
+
+@pytest.mark.synced_standby
+def test_a_classic_point_that_overflows_is_listed_invalid_and_pruned(points):
+    lab = points
+    a = lab.runner("dom0-a")
+    # keep_last = 3 keeps every point of this test: only its overflow removes the first.
+    points_config(lab, 'keep_last = 3\nsize = "8M"\n')
+    first = backup(lab)
+    with mounted(a, "/dev/vg_a/web01", f"{AUDIT_ROOT}/rp", "r", readonly=False) as fs:
+        a.run(["dd", "if=/dev/urandom", f"of={fs['1'][0]}/srv-big.bin", "bs=1M", "count=24",
+               "status=none"], timeout=300)
+    second = backup(lab)  # 24 MiB written to the standby: the first point's 8 MiB overflow
+    assert second["points_pruned"] == []
+    listed = json.loads(a.run(["domu-backup", "restore-points", "--config", POINTS, "--json"],
+                              timeout=300).stdout)
+    assert [(p["run_id"], p["valid"]) for p in listed] == [
+        (second["run_id"], True), (first["run_id"], False)]
+    text = a.run(["domu-backup", "restore-points", "--config", POINTS], timeout=300).stdout
+    assert f"{first['run_id']}" in text and "INVALID (overflowed)" in text
+
+    third = backup(lab)
+    assert third["points_pruned"] == [first["run_id"]]
+    assert set(point_lvs(lab)) == {point_name(second["run_id"]), point_name(third["run_id"])}
