@@ -32,6 +32,7 @@ from toolkit.lab.bench import (
     GuestCost,
     Measurement,
     MeterResult,
+    PointCost,
     Ratio,
     Side,
     StepResult,
@@ -388,6 +389,31 @@ def test_ratios_per_workload_with_the_target_on_full_and_churn() -> None:
     assert Ratio("x", 1.0, 0.0, 1.1).value is None
 
 
+def test_point_cost_ratios_are_against_the_first_rate_of_each_kind_of_lv() -> None:
+    cost = PointCost(128, (("thick LV, no point", 100.0), ("thick LV, 1 classic point", 40.0),
+                           ("thick LV, 2 classic points", 25.0), ("thin LV, no point", 80.0),
+                           ("thin LV, 1 thin point", 60.0)))
+    assert cost.ratios() == [("thick LV, no point", 1.0), ("thick LV, 1 classic point", 0.4),
+                             ("thick LV, 2 classic points", 0.25), ("thin LV, no point", 1.0),
+                             ("thin LV, 1 thin point", 0.75)]
+    text = render_table([], (), None, (), cost)
+    assert "standby writes (128 MiB, oflag=direct), thick LV, 2 classic points: 25.0 MiB/s " \
+           "(x0.25)" in text
+    doc = bench_document({}, [], None, None, (), cost)
+    assert doc["restore_point_cost"]["rates"][4] == {"what": "thin LV, 1 thin point",
+                                                     "mib_s": 60.0, "ratio": 0.75}
+    assert bench_document({}, [], None)["restore_point_cost"] is None
+
+
+def test_space_for_the_points_workload() -> None:
+    from toolkit.lab.bench.workloads import SCALES
+
+    scale = SCALES["small"]
+    without = space_needed([], scale, guest=False)
+    with_points = space_needed([], scale, guest=False, points=True)
+    assert with_points["vg_a"] - without["vg_a"] >= 5 * scale.scratch_mib * MIB
+
+
 def test_guest_cost_slowdown_against_the_mean_without() -> None:
     assert GuestCost(128, (100.0, 80.0), 45.0).slowdown == 0.5
     assert GuestCost(128, (), 45.0).slowdown is None
@@ -440,7 +466,8 @@ def test_outputs_are_json_table_and_chart(tmp_path: Path) -> None:
 def test_workloads_default_to_all_in_order() -> None:
     plan = plan_workloads("")
     # the README's workloads, written out: not read back from the table plan_workloads uses
-    assert [w.name for w in plan] == ["full", "nochange", "churn", "twodisk", "guest", "cipher"]
+    assert [w.name for w in plan] == ["full", "nochange", "churn", "twodisk", "guest", "cipher",
+                                      "points"]
     assert all(w.requested for w in plan)
     assert bench_command("small", plan) == "invoke bench --scale small"
 

@@ -307,6 +307,25 @@ class GuestCost:
 
 
 @dataclass(frozen=True)
+class PointCost:
+    """A standby's write throughput (dd oflag=direct, MiB/s) without and with restore points:
+    a thick LV with 0, 1 and 2 classic snapshots, a thin LV with 0 and 1 thin snapshot."""
+
+    written_mib: int
+    rates: tuple[tuple[str, float], ...]  # (what, MiB/s), in the order measured
+
+    def ratios(self) -> list[tuple[str, float | None]]:
+        """Each rate over the first rate of its kind of LV (thick or thin), side by side."""
+        base: dict[str, float] = {}
+        out: list[tuple[str, float | None]] = []
+        for what, rate in self.rates:
+            kind = what.split()[0]
+            first = base.setdefault(kind, rate)
+            out.append((what, round(rate / first, 3) if first > 0 else None))
+        return out
+
+
+@dataclass(frozen=True)
 class CipherRate:
     """One ssh cipher's throughput: zeroes piped through ssh to the peer's /dev/null."""
 
@@ -359,7 +378,8 @@ def table_rows(results: Sequence[Measurement]) -> list[tuple[str, ...]]:
 
 
 def render_table(results: Sequence[Measurement], ratios: Sequence[Ratio] = (),
-                 guest: GuestCost | None = None, ciphers: Sequence[CipherRate] = ()) -> str:
+                 guest: GuestCost | None = None, ciphers: Sequence[CipherRate] = (),
+                 points: PointCost | None = None) -> str:
     """The plain-text table printed at the end of a run (and saved as table.txt)."""
     rows = [TABLE_COLUMNS, *table_rows(results)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(TABLE_COLUMNS))]
@@ -390,6 +410,10 @@ def render_table(results: Sequence[Measurement], ratios: Sequence[Ratio] = (),
         lines.append(f"origin writes ({guest.written_mib} MiB, oflag=direct): {base} MiB/s "
                      f"without a snapshot, {guest.with_snapshot:.1f} MiB/s with one "
                      f"(x{_num(guest.slowdown, '.2f')})")
+    if points is not None:
+        for (what, rate), (_w, ratio) in zip(points.rates, points.ratios(), strict=True):
+            lines.append(f"standby writes ({points.written_mib} MiB, oflag=direct), {what}: "
+                         f"{rate:.1f} MiB/s (x{_num(ratio, '.2f')})")
     base_rate = ciphers[0].mib_per_s if ciphers else 0.0
     for c in ciphers:
         rel = f", x{c.mib_per_s / base_rate:.2f} of {ciphers[0].cipher}" if base_rate else ""
@@ -438,7 +462,8 @@ def write_chart(path: Path, results: Sequence[Measurement], title: str) -> bool:
 
 def bench_document(meta: Mapping[str, Any], results: Sequence[Measurement],
                    guest: GuestCost | None, error: str | None = None,
-                   ciphers: Sequence[CipherRate] = ()) -> dict[str, Any]:
+                   ciphers: Sequence[CipherRate] = (),
+                   points: PointCost | None = None) -> dict[str, Any]:
     """Everything ``bench.json`` holds."""
     ratios = overhead_ratios(results)
     snapshot = {f"{m.workload}": {"watched": m.snapshot_seconds,
@@ -457,6 +482,10 @@ def bench_document(meta: Mapping[str, Any], results: Sequence[Measurement],
                 "with_snapshot_mib_s": guest.with_snapshot, "ratio": guest.slowdown},
         },
         "ciphers": [{**asdict(c), "mib_per_s": c.mib_per_s} for c in ciphers],
+        "restore_point_cost": None if points is None else {
+            "written_mib": points.written_mib,
+            "rates": [{"what": w, "mib_s": r, "ratio": x}
+                      for (w, r), (_w, x) in zip(points.rates, points.ratios(), strict=True)]},
         "error": error,
     })
     return doc

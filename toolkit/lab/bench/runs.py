@@ -19,6 +19,7 @@ from .figures import (
     CipherRate,
     GuestCost,
     Measurement,
+    PointCost,
     _mib,
     bench_document,
     cipher_argv,
@@ -61,6 +62,9 @@ from .workloads import (
     PEER_ADDRESS,
     PEER_HOST,
     PEER_VG,
+    POINTS_LV,
+    POINTS_POOL,
+    POINTS_THIN,
     PROGRAM_PATH,
     SCRATCH_LV,
     SOURCE_HOST,
@@ -108,6 +112,7 @@ class Bench:
         self.results: list[Measurement] = []
         self.guest: GuestCost | None = None
         self.ciphers: list[CipherRate] = []
+        self.points: PointCost | None = None
 
     @property
     def all_disks(self) -> list[BenchDisk]:
@@ -127,7 +132,8 @@ class Bench:
             self.lab.runner(host).run(["mkdir", "-p", BENCH_DIR], timeout=30)
             self.lab.sandbox.put_file(host, PROGRAM_PATH, bench_program().encode(), 0o755)
         guest = any(w.name == "guest" for w in self.workloads)
-        need = space_needed(self.all_disks, self.scale, guest=guest)
+        need = space_needed(self.all_disks, self.scale, guest=guest,
+                            points=any(w.name == "points" for w in self.workloads))
         for runner, vg in ((self.src, SOURCE_VG), (self.peer, PEER_VG)):
             self._make_room(runner, vg, need[vg])
         for d in self.all_disks:
@@ -279,6 +285,9 @@ class Bench:
         if workload == "cipher":
             self.ciphers = self.cipher_rates()
             return
+        if workload == "points":
+            self.points = self.point_cost()
+            return
         name = WORKLOAD_DOMAIN[workload]
         changed = self.data_bytes[name]
         if workload == "nochange":
@@ -420,6 +429,54 @@ class Bench:
         second = write("without a snapshot, again")
         return GuestCost(count, (round(first, 1), round(second, 1)), round(during, 1))
 
+    def point_cost(self) -> PointCost:
+        """What restore points cost the standby's writes: the same dd to a thick LV with 0,
+        1 and 2 classic snapshots, and to a thin LV with 0 and 1 thin snapshot, side by side
+        (each LV written once first, uncounted, so its blocks are allocated)."""
+        size = self.scale.scratch_mib
+        count = size // 2
+        vg = SOURCE_VG
+        rates: list[tuple[str, float]] = []
+
+        def write(lv: str, what: str) -> float:
+            self.drop_caches()
+            res = self.src.run(["dd", "if=/dev/zero", f"of=/dev/{vg}/{lv}", "bs=1M",
+                                f"count={count}", "oflag=direct", "conv=fsync"], timeout=3600)
+            rate = parse_dd(res.stderr).mib_per_s
+            log(f"points: {count} MiB written to {vg}/{lv}, {what}: {rate:.1f} MiB/s")
+            return rate
+
+        made: list[str] = []  # removed newest first, whatever happens
+        try:
+            self._lvcreate(self.src, vg, POINTS_LV, size * MIB)
+            made.append(POINTS_LV)
+            write(POINTS_LV, "to allocate the loop file's blocks (not counted)")
+            rates.append(("thick LV, no point", write(POINTS_LV, "no point")))
+            for n in (1, 2):
+                snap = f"{POINTS_LV}_p{n}"
+                self.src.run(["lvcreate", "-y", "-s", "-L", f"{size}m", "-n", snap,
+                              f"{vg}/{POINTS_LV}"], timeout=120)
+                made.append(snap)
+                label = f"{n} classic point" + ("s" if n > 1 else "")
+                rates.append((f"thick LV, {label}", write(POINTS_LV, label)))
+            self.src.run(["lvcreate", "-y", "--type", "thin-pool", "-L", f"{2 * size}m", "-n",
+                          POINTS_POOL, vg], timeout=300)
+            made.append(POINTS_POOL)
+            self.src.run(["lvcreate", "-y", "--type", "thin", "--virtualsize", f"{size}m",
+                          "--thinpool", f"{vg}/{POINTS_POOL}", "-n", POINTS_THIN, vg],
+                         timeout=120)
+            made.append(POINTS_THIN)
+            write(POINTS_THIN, "to allocate the pool's blocks (not counted)")
+            rates.append(("thin LV, no point", write(POINTS_THIN, "no point")))
+            self.src.run(["lvcreate", "-y", "-s", "-n", f"{POINTS_THIN}_p1",
+                          f"{vg}/{POINTS_THIN}"], timeout=120)
+            made.append(f"{POINTS_THIN}_p1")
+            rates.append(("thin LV, 1 thin point", write(POINTS_THIN, "1 thin point")))
+        finally:
+            for lv in reversed(made):
+                self.src.run(["lvremove", "-y", f"{vg}/{lv}"], check=False, timeout=300)
+        return PointCost(count, tuple(rates))
+
     def cipher_rates(self) -> list[CipherRate]:
         """Each cipher of CIPHERS, one after another, on the same amount of zeroes."""
         mib = self.scale.scratch_mib
@@ -515,10 +572,11 @@ def bench(checkout: Path, *, scale: str = "small", workloads: str = "", engine: 
             results = b.results if b is not None else []
             guest = b.guest if b is not None else None
             ciphers = b.ciphers if b is not None else []
+            points = b.points if b is not None else None
             meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             meta["duration"] = round(time.monotonic() - t0, 1)
-            table = render_table(results, overhead_ratios(results), guest, ciphers)
-            doc = bench_document(meta, results, guest, error, ciphers)
+            table = render_table(results, overhead_ratios(results), guest, ciphers, points)
+            doc = bench_document(meta, results, guest, error, ciphers, points)
             paths = write_outputs(out, doc, results, table, f"{meta['command']}")
             print(table, end="")
             log("written: " + ", ".join(str(p) for p in paths))

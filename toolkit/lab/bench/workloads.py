@@ -32,6 +32,9 @@ PROGRAM_PATH = f"{BENCH_DIR}/bench_program.py"
 # sandbox.down's sweep, which matches loop devices by backing file name, detaches it too.
 EXTRA_PV_DIR = "/var/lib/domu-lab/bench"
 SCRATCH_LV = "bench_scratch"
+# The ``points`` workload's LVs: a thick LV (with classic snapshots), a thin pool and a thin
+# LV in it (with a thin snapshot), each the scratch size.
+POINTS_LV, POINTS_POOL, POINTS_THIN = "bench_points", "bench_pool", "bench_thin"
 SNAPSHOT_SIZE = "20%ORIGIN"
 SNAPSHOT_SHARE = 0.2
 MARGIN = 64 * MIB
@@ -42,7 +45,7 @@ OVERHEAD_TARGET = 1.10
 CGROUP_CPU_FILES = ("/sys/fs/cgroup/cpu.stat", "/sys/fs/cgroup/cpuacct/cpuacct.usage",
                     "/sys/fs/cgroup/cpu,cpuacct/cpuacct.usage")
 
-WORKLOADS = ("full", "nochange", "churn", "twodisk", "guest", "cipher")
+WORKLOADS = ("full", "nochange", "churn", "twodisk", "guest", "cipher", "points")
 # The ssh ciphers compared by the ``cipher`` workload (the first is OpenSSH's default).
 CIPHERS = ("chacha20-poly1305@openssh.com", "aes128-gcm@openssh.com", "aes256-gcm@openssh.com",
            "aes128-ctr")
@@ -225,7 +228,8 @@ def bench_disks(domain) -> tuple[BenchDisk, ...]:  # DomainRecipe
     return tuple(BenchDisk(domain.name, d.device, d.size) for d in domain.disks)
 
 
-def space_needed(disks: Sequence[BenchDisk], scale: Scale, *, guest: bool) -> dict[str, int]:
+def space_needed(disks: Sequence[BenchDisk], scale: Scale, *, guest: bool,
+                 points: bool = False) -> dict[str, int]:
     """Bytes each VG needs for the bench's LVs (and, on dom0-a, the snapshots' room)."""
     by_domain: dict[str, int] = {}
     for d in disks:
@@ -235,6 +239,8 @@ def space_needed(disks: Sequence[BenchDisk], scale: Scale, *, guest: bool) -> di
     source = sum(d.size for d in disks) + snapshots + MARGIN
     if guest:
         source += 2 * scale.scratch_mib * MIB  # the scratch LV and its snapshot
+    if points:  # a thick LV and two classic snapshots, a thin pool of twice the size
+        source += 5 * scale.scratch_mib * MIB + MARGIN
     return {SOURCE_VG: source, PEER_VG: 5 * sum(d.size for d in disks) + MARGIN}
 
 
