@@ -1,5 +1,5 @@
 """The operator's commands: backup, plan, check-config, recover, status, restore-points,
-init-standby and
+verify, init-standby and
 the two that print reference text (exit-codes, sample-config).
 
 Each is a plain function made a ``Command`` (``toolkit/cmdline.py``): the installed
@@ -394,6 +394,57 @@ def restore_points(c, domu=None, json=False, config=None, node=None):
         print(render_points(rows))
 
 
+@operator_command(help={
+    "domu": "domain whose standby to verify",
+    "at": "RUN_ID: verify this restore point instead of the standby",
+    "json": "print JSON instead of text",
+    "config": "config file",
+    "node": "this host's name in the cluster (default: its short hostname)",
+})
+def verify(c, domu=None, at=None, json=False, config=None, node=None):
+    """Check the standby (or a restore point) on its peer without writing it: every
+    filesystem read-only, the guest's fstab, the boot area. Exit 0 only when all hold.
+
+    On the peer it works on its own LVM; elsewhere it runs the checks on the peer over SSH.
+    """
+    domu = _need_domu(domu, "verify")
+    from .app import new_run_id, peer_runner, stderr_log
+    from .config import check_root
+    from .errors import StandbyUnsound
+    from .lock import domain_lock
+    from .preflight import local_node_name
+    from .runners import LocalRunner
+    from .signals import signals_raise
+    from .verify import render_verify
+    from .verify import verify as run_verify
+
+    try:
+        check_root()
+        cfg = _config(config)
+        local = local_node_name(cfg, node)
+        peer_name = cfg.domain(domu).peer
+        runner = LocalRunner() if peer_name == local else peer_runner(cfg, peer_name)
+        try:
+            with signals_raise(), domain_lock(cfg.defaults.lock_dir, domu):
+                report = run_verify(cfg, domu, runner, new_run_id(), at, peer_name=peer_name,
+                                    log=stderr_log)
+        finally:
+            runner.close()
+    except ToolkitError as exc:
+        raise _fail(exc) from None
+    if json:
+        import json as _json
+        from dataclasses import asdict
+
+        print(_json.dumps({**asdict(report), "ok": report.ok}, indent=2))
+    else:
+        print(render_verify(report))
+    if not report.ok:
+        first = (report.problems or report.teardown_errors or ["a filesystem is not sound"])[0]
+        raise CommandExit(_one_line(f"error: {domu}: {report.what} is not sound: {first}"),
+                          code=StandbyUnsound.exit_code)
+
+
 @operator_command
 def exit_codes(c):
     """Print the exit-code table."""
@@ -410,4 +461,4 @@ def sample_config(c):
 
 
 COMMANDS: tuple[Command, ...] = (backup, plan, check_config, recover, status, restore_points,
-                                 init_standby, exit_codes, sample_config)
+                                 verify, init_standby, exit_codes, sample_config)

@@ -294,6 +294,15 @@ class RestorePointFailed(ToolkitError):
     summary = "the standby is clean, but its restore point could not be taken"
 
 
+class StandbyUnsound(ToolkitError):
+    """verify found the standby or restore point not sound (a filesystem check failed, the
+    guest's fstab does not resolve, nothing to boot from), or could not verify it (a dirty
+    standby, a device it could not read)."""
+
+    exit_code = 46
+    summary = "verify: the standby or restore point is not sound, or could not be verified"
+
+
 class CommandFailed(ToolkitError):
     """A command exited with a code it was not allowed to; carries the result."""
 

@@ -335,7 +335,8 @@ class Executor:
         # Only a dirty marker keeps what the last clean one said: its step reads it first.
         previous = read_marker(self.peer, step.probes[0]) if step.probes else {}
         marker = new_marker(self.plan.domain, step.state, self.plan.run_id,
-                            self.plan.source_host, previous, now=time.time())
+                            self.plan.source_host, previous, now=time.time(),
+                            standby=dict(self.plan.standby_lvs))
         self.peer.run(step.argv, input=marker_text(marker), timeout=30)
 
     def _filesystem(self, step: Step) -> FilesystemPlan:

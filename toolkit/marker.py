@@ -60,9 +60,10 @@ def read_peer_marker(peer: Runner, path: str) -> dict:
 
 
 def new_marker(domain: str, state: str, run_id: str, source_host: str, previous: dict,
-               now: float | None = None) -> dict:
+               now: float | None = None, standby: dict[str, str] | None = None) -> dict:
     """The marker a run writes. A clean one records this run as the last success; a dirty
-    one keeps what the last clean one said (``previous``)."""
+    one keeps what the last clean one said (``previous``). ``standby``: each disk target's
+    standby LV, which ``verify`` reads."""
     now = time.time() if now is None else now
     last_success: float | None
     last_run: str | None
@@ -79,6 +80,7 @@ def new_marker(domain: str, state: str, run_id: str, source_host: str, previous:
         "updated": now,
         "last_success": last_success,
         "last_success_run_id": last_run,
+        **({"standby": dict(standby)} if standby else {}),
     }
 
 

@@ -272,6 +272,7 @@ def plan_backup(facts: BackupFacts, config: Config, run_id: str, *,
         snapshots=tuple(snapshots), filesystems=tuple(filesystems), steps=tuple(steps),
         skipped=tuple(skipped), fates=fates, allow_mass_delete=allow_mass_delete,
         after=after, points_kept=points_kept,
+        standby_lvs=tuple((d.disk.target, d.standby_lv.path) for d in facts.disks),
     )
 
 

@@ -138,6 +138,7 @@ class Plan:
     # After a clean run, with the standby unmounted: the restore point, then the prune.
     after: tuple[Step, ...] = field(default=())
     points_kept: tuple[str, ...] = field(default=())  # run ids of the points then, newest first
+    standby_lvs: tuple[tuple[str, str], ...] = field(default=())  # (disk target, standby LV)
 
     def steps_for(self, role: str) -> tuple[Step, ...]:
         """The steps that run on ``role`` (SOURCE or PEER), in plan order."""

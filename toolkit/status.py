@@ -19,7 +19,7 @@ from .facts.lvm import LogicalVolume
 from .lock import lock_is_held
 from .owned import RUN_ID, journal_of
 from .report import human_size
-from .restore_points import RestorePoint, parse_point_lv, points_from_lvs
+from .restore_points import POINT_TAG, RestorePoint, parse_point_lv, points_from_lvs
 
 
 @dataclass(frozen=True)
@@ -174,7 +174,7 @@ def render_status(rows: list[DomainStatus]) -> str:
 def domain_points(lvs: Iterable[LogicalVolume], domain: str) -> list[RestorePoint]:
     """A domain's restore points among the peer's point LVs, newest first; a point lacking
     a disk that another of its points has is listed as partial."""
-    lvs = list(lvs)
+    lvs = [lv for lv in lvs if POINT_TAG in lv.tags]
     disks = sorted({parsed[2] for lv in lvs
                     if (parsed := parse_point_lv(lv.name, domain)) is not None})
     return points_from_lvs(lvs, domain, disks)

@@ -15,7 +15,7 @@ import posixpath
 import re
 from dataclasses import dataclass
 
-from .errors import StandbyInvalid, UsageError
+from .errors import StandbyInvalid, UnsafeName, UsageError
 from .facts.lvm import LogicalVolume, ThinPool
 from .names import check_lvm_pair
 from .plan_records import PEER, Step
@@ -31,16 +31,23 @@ def parse_pool(text: str) -> tuple[str, str]:
     m = _POOL.fullmatch(text or "")
     if m is None:
         raise UsageError(f"--thin {text!r}: expected VG/POOL, a thin pool like vg_b/pool0")
-    check_lvm_pair(m.group("vg"), m.group("pool"), "--thin")
+    try:
+        check_lvm_pair(m.group("vg"), m.group("pool"), "--thin")
+    except UnsafeName as exc:
+        raise UsageError(f"--thin {text!r}: {exc}") from None
     return m.group("vg"), m.group("pool")
 
 
 def standby_vg_lv(path: str) -> tuple[str, str]:
-    """(VG, LV) of a standby path, /dev/VG/LV or /dev/mapper/VG-LV."""
-    m = _DEV_LV.fullmatch(path) or _MAPPER_LV.fullmatch(path)
-    if m is None:
+    """(VG, LV) of a standby path: /dev/mapper/VG-LV (each "-" of a name doubled) or
+    /dev/VG/LV (the names as they are)."""
+    m = _MAPPER_LV.fullmatch(path)
+    if m is not None:
+        vg, lv = m.group("vg").replace("--", "-"), m.group("lv").replace("--", "-")
+    elif path.startswith("/dev/mapper/") or (m := _DEV_LV.fullmatch(path)) is None:
         raise StandbyInvalid(f"standby {path}: not /dev/VG/LV or /dev/mapper/VG-LV")
-    vg, lv = m.group("vg").replace("--", "-"), m.group("lv").replace("--", "-")
+    else:
+        vg, lv = m.group("vg"), m.group("lv")
     check_lvm_pair(vg, lv, f"standby {path}")
     return vg, lv
 
@@ -111,8 +118,12 @@ def create_thin_standbys(config, domain: str, source, peer, local: str, thin: st
         raise StandbyInvalid(f"thin pool {vg}/{name} does not exist on {peer.host}: create "
                              f"it first (lvcreate --type thin-pool -L SIZE -n {name} {vg})",
                              host=peer.host)
-    (pool,) = parse_pools(peer.run(pools_argv(f"{vg}/{name}"), timeout=60).stdout
-                          if res.exit_code != 0 else res.stdout)
+    pools = parse_pools(peer.run(pools_argv(f"{vg}/{name}"), timeout=60).stdout
+                        if res.exit_code != 0 else res.stdout)
+    if len(pools) != 1:
+        raise StandbyInvalid(f"thin pool {vg}/{name}: lvs reported {len(pools)} pools",
+                             host=peer.host)
+    pool = pools[0]
     steps, refusals = thin_steps(disks, pool)
     for n, step in enumerate(steps, 1):
         log(f"thin {n}. [{peer.host}] {' '.join(step.argv)}")

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from toolkit.lab.audit import AUDIT_ROOT, mounted
+from toolkit.lab.audit import AUDIT_ROOT, mounted, partition_maps
 from toolkit.lab.rehearse import leftovers, run_backup, standby_marker
 
 pytestmark = pytest.mark.e2e
@@ -237,3 +237,44 @@ def test_a_classic_point_that_overflows_is_listed_invalid_and_pruned(points):
     third = backup(lab)
     assert third["points_pruned"] == [first["run_id"]]
     assert set(point_lvs(lab)) == {point_name(second["run_id"]), point_name(third["run_id"])}
+
+
+@pytest.mark.synced_standby
+def test_verify_proves_the_standby_and_a_point_and_finds_a_broken_filesystem(points):
+    lab = points
+    a, b = lab.runner("dom0-a"), lab.runner("dom0-b")
+    points_config(lab, "keep_last = 2\n")
+    run = backup(lab)
+    standby_sum = sha256(b, "/dev/vg_b/web01")
+
+    # From the source, over SSH: every filesystem checked read-only, fstab and boot found.
+    ok = a.run(["domu-backup", "verify", "--domu", "web01", "--config", POINTS, "--json"],
+               check=False, timeout=900)
+    assert ok.exit_code == 0, ok.stdout + ok.stderr
+    found = json.loads(ok.stdout)
+    assert found["ok"] and found["what"] == "standby" and found["problems"] == []
+    assert {(f["name"], f["fstype"], f["sound"], f["guest_path"])
+            for f in found["filesystems"]} == {("xvda1", "ext4", True, "/"),
+                                               ("xvda2", "ext4", True, "/var")}
+    assert found["fstab"].startswith("from xvda1: every entry resolves")
+    assert sha256(b, "/dev/vg_b/web01") == standby_sum  # nothing written
+    assert leftovers(lab) == {"dom0-a": [], "dom0-b": []}
+
+    # The standby's /var broken behind the tool's back: verify says which, exit 46; the
+    # restore point (a classic snapshot: the broken blocks' old data went into it) is sound.
+    with partition_maps(b, "/dev/vg_b/web01", "x", writable=True) as parts:
+        b.run(["dd", "if=/dev/urandom", f"of={parts[2]}", "bs=1024", "seek=2", "count=16",
+               "conv=notrunc,fsync", "status=none"], timeout=120)
+    bad = b.run(["domu-backup", "verify", "--domu", "web01", "--config", POINTS], check=False,
+                timeout=900)
+    assert bad.exit_code == 46, bad.stdout + bad.stderr
+    assert "xvda2" in bad.stderr and "e2fsck exited" in bad.stderr
+    assert "xvda1      ext4   /          sound" in bad.stdout
+    point = a.run(["domu-backup", "verify", "--domu", "web01", "--config", POINTS, "--at",
+                   run["run_id"]], check=False, timeout=900)
+    assert point.exit_code == 0, point.stdout + point.stderr
+    assert f"restore point {run['run_id']}" in point.stdout
+    unknown = a.run(["domu-backup", "verify", "--domu", "web01", "--config", POINTS, "--at",
+                     "20200101T000000Z-0000"], check=False, timeout=300)
+    assert unknown.exit_code == 4 and run["run_id"] in unknown.stderr
+    assert leftovers(lab) == {"dom0-a": [], "dom0-b": []}

@@ -166,6 +166,7 @@ def test_the_standby_marker_names_the_domain_its_source_host_and_when_it_was_wri
         "updated": WALL,
         "last_success": WALL,
         "last_success_run_id": RUN,
+        "standby": {"xvda": "/dev/vg_b/web01"},  # what verify reads
     }
 
 

@@ -288,3 +288,20 @@ def test_a_plan_without_points_prints_no_after_part(tmp_path):
 def test_any_one_keep_rule_turns_points_on(tmp_path, keep):
     plan = plan_backup(web01_facts(), keeping(tmp_path, **keep), NEW)
     assert [s.action for s in plan.after] == ["point"]
+
+
+def test_points_kept_is_newest_first_even_when_an_old_run_is_later_than_the_new_one(tmp_path):
+    same_after = "20260101T000000Z-ffff"  # the new run's second, a greater run id
+    same_before = "20260101T000000Z-0000"  # the new run's second, a smaller run id
+    facts = web01_with(*point_lvs(DEC30, same_before, LATER, DEC31_LATE, same_after))
+    steps, kept = point_steps(facts, keeping(tmp_path, keep_last=10), NEW)
+    assert kept == (LATER, same_after, NEW, same_before, DEC31_LATE, DEC30)
+    assert pruned(steps) == []
+    assert plan_backup(facts, keeping(tmp_path, keep_last=10), NEW).points_kept == kept
+
+
+def test_with_keep_last_1_a_later_point_stays_first_and_the_new_one_second(tmp_path):
+    facts = web01_with(*point_lvs(DEC31_LATE, LATER))
+    steps, kept = point_steps(facts, keeping(tmp_path, keep_last=1), NEW)
+    assert kept == (LATER, NEW)  # the rules keep LATER; the new point is never pruned
+    assert pruned(steps) == [name(DEC31_LATE)]

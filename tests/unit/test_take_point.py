@@ -16,7 +16,15 @@ import pytest
 from fakes import BASE_DEVICES, RUN_ID, FakeHost, web01_hosts, web01_run
 from test_guard_executor import SignalInTeardown
 from test_plan_is_what_runs import _planned, _unplanned
-from test_plan_points import DEC29, DEC30, DEC31_LATE, point_lvs, two_disk_facts, web01_with
+from test_plan_points import (
+    DEC29,
+    DEC30,
+    DEC31_LATE,
+    LATER,
+    point_lvs,
+    two_disk_facts,
+    web01_with,
+)
 
 from toolkit import errors, signals
 from toolkit import restore_points as rp
@@ -329,3 +337,105 @@ def test_a_failed_prune_keeps_the_new_point_prunes_the_rest_and_fails_45(tmp_pat
     assert run.report.points_pruned == [DEC29]
     assert run.report.restore_points == 3
     assert journal_of(run) not in peer.files
+
+
+def test_a_point_whose_lv_cannot_be_removed_is_neither_pruned_nor_counted_twice(tmp_path):
+    old = point_lvs(DEC30, DEC29, disks=("xvda", "xvdb"))
+    stuck = lvremove_of(point_of(DEC30, "xvdb"))
+    src, peer, run = two_disk_run(tmp_path, refuse(stuck, 5, "  Logical volume in use.\n"),
+                                  old=old, keep_last=1)
+    with pytest.raises(errors.RestorePointFailed) as info:
+        run.ex.run()
+    assert info.value.exit_code == 45
+    assert f"{point_of(DEC30, 'xvdb')}` exited 5" in str(info.value)
+    # its other LV still went, as did every LV of the next point
+    assert points_on(peer) == sorted([point_of(NEW, "xvda"), point_of(NEW, "xvdb"),
+                                      point_of(DEC30, "xvdb")])
+    assert run.report.restore_point == NEW
+    assert run.report.points_pruned == [DEC29]  # DEC30 half-removed: not pruned
+    assert run.report.restore_points == 2  # the new point and DEC30, each once
+
+
+def test_a_point_none_of_whose_lvs_can_be_removed_counts_once(tmp_path):
+    old = point_lvs(DEC30, DEC29, disks=("xvda", "xvdb"))
+    stuck = lvremove_of(point_of(DEC30, "xvda"), point_of(DEC30, "xvdb"))
+    src, peer, run = two_disk_run(tmp_path, refuse(stuck), old=old, keep_last=1)
+    with pytest.raises(errors.RestorePointFailed) as info:
+        run.ex.run()
+    message = str(info.value)
+    assert f"{point_of(DEC30, 'xvda')}` exited 5" in message
+    assert f"{point_of(DEC30, 'xvdb')}` exited 5" in message
+    assert point_of(DEC30, "xvda") in points_on(peer) and point_of(DEC30, "xvdb") in points_on(peer)
+    assert run.report.points_pruned == [DEC29]
+    assert run.report.restore_points == 2  # not 3: one point, however many LVs stayed
+
+
+def test_two_points_each_with_an_lv_left_count_twice_and_neither_is_pruned(tmp_path):
+    old = point_lvs(DEC31_LATE, DEC30, DEC29, disks=("xvda", "xvdb"))
+    stuck = lvremove_of(point_of(DEC30, "xvda"), point_of(DEC29, "xvdb"))
+    src, peer, run = two_disk_run(tmp_path, refuse(stuck), old=old, keep_last=2)
+    with pytest.raises(errors.RestorePointFailed):
+        run.ex.run()
+    assert run.report.points_pruned == []
+    assert run.report.restore_points == 4  # NEW and DEC31_LATE kept, DEC30 and DEC29 left
+    assert point_of(DEC31_LATE, "xvda") in points_on(peer)
+
+
+def refuse_point_journal(peer: FakeHost, disk: str):
+    """A fail hook for ``peer``: the journal entry of the point LV of ``disk`` cannot be
+    written (as a full or read-only state disk answers); every other journal write works."""
+    def fail(argv):
+        if len(argv) == 2 and argv[0] == "dd" and argv[1].startswith("of="):
+            wrapped = unwrap_journalled(peer.calls[-1])
+            if wrapped is not None and lvcreate_of(disk)(wrapped[1]):
+                return CommandResult("dom0-b", tuple(argv), 1, "", "dd: No space left\n", 0.0)
+        return None
+    return fail
+
+
+@pytest.mark.parametrize("disk", ["xvda", "xvdb"])
+def test_a_point_whose_journal_cannot_be_written_fails_45_not_50(tmp_path, disk):
+    old = point_lvs(DEC30, disks=("xvda", "xvdb"))
+    src, peer, run = two_disk_run(tmp_path, None, old=old, keep_last=1)
+    peer.fail = refuse_point_journal(peer, disk)
+    with pytest.raises(errors.ToolkitError) as info:
+        run.ex.run()
+    assert type(info.value) is errors.RestorePointFailed
+    assert info.value.exit_code == 45 and info.value.host == "dom0-b"
+    assert isinstance(info.value.__cause__, errors.CommandFailed)
+    message = str(info.value)
+    assert f"restore point {NEW}" in message and "older points are kept" in message
+    # the command behind the refused entry never ran; what was made of the point is gone
+    assert not any(lvcreate_of(disk)(c) for c in peer.calls)
+    assert points_on(peer) == sorted(f"vg_b/{lv.name}" for lv in old)
+    assert not any(c[0] == "lvremove" and c[-1] in {f"vg_b/{lv.name}" for lv in old}
+                   for c in peer.calls)
+    assert journal_of(run) not in peer.files
+    assert (run.report.restore_point, run.report.points_pruned) == ("", [])
+    assert run.report.teardown_errors == []
+    with domain_lock(str(tmp_path / "lock"), "web01"):
+        pass
+
+
+def test_a_refused_journal_of_the_second_disk_removes_the_first_disks_point_lv(tmp_path):
+    src, peer, run = two_disk_run(tmp_path, None, keep_last=1)
+    peer.fail = refuse_point_journal(peer, "xvdb")
+    with pytest.raises(errors.RestorePointFailed):
+        run.ex.run()
+    assert tuple(run.plan.after[0].argv) in peer.calls  # xvda's point was made...
+    assert ("lvremove", "--yes", "--", point_of(NEW, "xvda")) in peer.calls  # ...and undone
+    assert points_on(peer) == [] and peer.leftovers() == []
+
+
+def test_a_newer_point_from_a_clock_ahead_is_the_newest_and_the_run_still_takes_its_own(
+        tmp_path):
+    src, peer = web01_hosts()
+    old = point_lvs(LATER, DEC30)
+    plant(peer, old)
+    run = web01_run(tmp_path, src, peer, facts=web01_with(*old), **keep(keep_last=1))
+    run.ex.run()
+    assert points_on(peer) == sorted([point_of(NEW), point_of(LATER)])
+    assert run.report.restore_point == NEW
+    assert run.report.newest_point == LATER
+    assert run.report.restore_points == 2
+    assert run.report.points_pruned == [DEC30]
