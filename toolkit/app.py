@@ -23,6 +23,7 @@ from .errors import (
     Interrupted,
     NotRunningHere,
     PeerUnreachable,
+    StandbyDiffers,
     ToolkitError,
     most_severe,
 )
@@ -90,8 +91,13 @@ def make_plan(config: Config, domain: str, hosts: Hosts, *, node: str | None = N
 def backup_domain(config: Config, domain: str, hosts: Hosts, *, node: str | None = None,
                   dry_run: bool = False, allow_mass_delete: bool = False,
                   log: Callable[[str], None] = lambda m: None,
-                  on_progress: Callable[[str, str], None] | None = None) -> DomainReport:
-    """Back up one domain; never raises a ToolkitError (it is recorded in the report)."""
+                  on_progress: Callable[[str, str], None] | None = None,
+                  compare: bool = False) -> DomainReport:
+    """Back up one domain; never raises a ToolkitError (it is recorded in the report).
+
+    ``compare``: the same run as a backup, but each filesystem of the snapshot is compared
+    with the standby by checksum instead of copied (``verify --against-source``); every
+    difference is in the report, and any makes it StandbyDiffers (exit 47)."""
     report = DomainReport(domain=domain)
     begin = getattr(on_progress, "begin", None)
     if begin is not None:
@@ -131,7 +137,7 @@ def backup_domain(config: Config, domain: str, hosts: Hosts, *, node: str | None
             report.peer_host = pre.facts.peer_host
             report.fates = fates_from(filesystem_fates(pre.facts, config))  # listed even if refused
             plan = plan_backup(pre.facts, config, new_run_id(),
-                               allow_mass_delete=allow_mass_delete)
+                               allow_mass_delete=allow_mass_delete, compare=compare)
             report.run_id = plan.run_id
             report.skipped = list(plan.skipped)
             if dry_run:
@@ -140,6 +146,17 @@ def backup_domain(config: Config, domain: str, hosts: Hosts, *, node: str | None
                 return report
             Executor(plan, config, hosts.source, peer, report, on_progress=on_progress,
                      log=log, lock_held=True).run()
+        if compare:
+            differ = [f"{f.name} ({len(f.differences)})" for f in report.filesystems
+                      if f.differences]
+            if differ:
+                raise StandbyDiffers(f"the standby on {plan.peer_host} differs from the "
+                                     f"snapshot in {', '.join(differ)} (each difference is in "
+                                     "the report)", host=plan.peer_host)
+            report.outcome = "identical"
+            report.message = (f"{len(plan.filesystems)} filesystem(s) on {plan.peer_host} "
+                              "identical to the snapshot, by checksum")
+            return report
         report.outcome = "success"
         report.message = f"{len(plan.filesystems)} filesystem(s) copied to {plan.peer_host}"
         warned = [d for d in pre.facts.skipped_disks if d.warning]
@@ -153,6 +170,11 @@ def backup_domain(config: Config, domain: str, hosts: Hosts, *, node: str | None
         report.outcome = "skipped"
         report.message = str(exc)
         report.exit_code = 0
+    except StandbyDiffers as exc:
+        report.outcome = "differs"  # a verify's finding, not a failed backup
+        report.error = type(exc).__name__
+        report.message = str(exc)
+        report.exit_code = exc.exit_code
     except Interrupted as exc:
         report.outcome = "interrupted"
         report.error = type(exc).__name__
@@ -182,7 +204,7 @@ def backup(config: Config, domains: list[str], hosts: Hosts, *, node: str | None
            dry_run: bool = False, allow_mass_delete: bool = False,
            log: Callable[[str], None] = lambda m: None,
            on_progress: Callable[[str, str], None] | None = None,
-           skip_undefined: bool = False) -> RunReport:
+           skip_undefined: bool = False, compare: bool = False) -> RunReport:
     """Back up domains one after another, continuing past failures; exit with the worst code.
 
     With ``skip_undefined`` (``--all``), a domain not defined on this host is a quiet skip.
@@ -194,7 +216,7 @@ def backup(config: Config, domains: list[str], hosts: Hosts, *, node: str | None
             try:
                 rep = backup_domain(config, domain, hosts, node=node, dry_run=dry_run,
                                     allow_mass_delete=allow_mass_delete, log=log,
-                                    on_progress=on_progress)
+                                    on_progress=on_progress, compare=compare)
             except Exception as exc:  # a bug in one domain must not lose the report
                 rep = DomainReport(domain=domain, outcome="failed", error=type(exc).__name__,
                                    message=unexpected_message(exc), exit_code=2,

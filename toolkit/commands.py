@@ -397,17 +397,25 @@ def restore_points(c, domu=None, json=False, config=None, node=None):
 @operator_command(help={
     "domu": "domain whose standby to verify",
     "at": "RUN_ID: verify this restore point instead of the standby",
+    "against-source": "on the source: compare a snapshot of the running guest with the "
+                      "standby by checksum, file by file, writing nothing",
     "json": "print JSON instead of text",
     "config": "config file",
     "node": "this host's name in the cluster (default: its short hostname)",
 })
-def verify(c, domu=None, at=None, json=False, config=None, node=None):
+def verify(c, domu=None, at=None, json=False, config=None, node=None, against_source=False):
     """Check the standby (or a restore point) on its peer without writing it: every
     filesystem read-only, the guest's fstab, the boot area. Exit 0 only when all hold.
 
     On the peer it works on its own LVM; elsewhere it runs the checks on the peer over SSH.
     """
     domu = _need_domu(domu, "verify")
+    if against_source:
+        if at is not None:
+            raise CommandExit("error: --against-source compares the standby itself; it takes "
+                              "no --at", code=UsageError.exit_code)
+        _compare(domu, json=json, config=config, node=node)
+        return
     from .app import new_run_id, peer_runner, stderr_log
     from .config import check_root
     from .errors import StandbyUnsound
@@ -443,6 +451,32 @@ def verify(c, domu=None, at=None, json=False, config=None, node=None):
         first = (report.problems or report.teardown_errors or ["a filesystem is not sound"])[0]
         raise CommandExit(_one_line(f"error: {domu}: {report.what} is not sound: {first}"),
                           code=StandbyUnsound.exit_code)
+
+
+def _compare(domu: str, *, json: bool, config: str | None, node: str | None) -> None:
+    """``verify --against-source``: the backup's flow, comparing instead of copying."""
+    from .app import backup as run_backup
+    from .app import stderr_log
+    from .config import check_root
+    from .report import summary, write_report
+    from .signals import signals_raise
+
+    try:
+        cfg = _config(config)
+        cfg.domain(domu)
+        check_root()
+        with signals_raise():
+            report = run_backup(cfg, [domu], _hosts(cfg, None, node), node=node, log=stderr_log,
+                                compare=True)
+        try:
+            stderr_log(f"report written to {write_report(report, cfg.defaults.report_dir)}")
+        except (OSError, ToolkitError) as exc:
+            stderr_log(f"could not write the report to {cfg.defaults.report_dir}: {exc}")
+        print(report.to_json() if json else summary(report))
+        if report.exit_code:
+            raise CommandExit(code=report.exit_code)
+    except ToolkitError as exc:
+        raise _fail(exc) from None
 
 
 @operator_command

@@ -14,7 +14,14 @@ from .config import Config
 from .errors import PeerFull, SnapshotInvalid, ToolkitError
 from .plan import PEER, SOURCE, STANDBY_FULL, FilesystemPlan, Plan, Step
 from .report import DomainReport
-from .rsync import inode_exhaustion, parse_inodes, parse_progress, parse_stats, rsync_outcome
+from .rsync import (
+    inode_exhaustion,
+    itemized_changes,
+    parse_inodes,
+    parse_progress,
+    parse_stats,
+    rsync_outcome,
+)
 from .runners import NO_LIMIT, Runner, StreamingRunner
 from .runners.base import terminate
 from .snapshots import SnapshotWatch, check_snapshots
@@ -202,6 +209,11 @@ def copy_filesystem(run: Walk, step: Step,
     if err is not None:
         fs_report.outcome = "failed"
         raise err
+    if run.plan.compare:
+        fs_report.differences = itemized_changes(result.stdout)
+        fs_report.outcome = "compared"
+        run.log(f"{f.name}: {len(fs_report.differences)} difference(s) from the snapshot")
+        return
     fs_report.outcome = "copied"
 
 

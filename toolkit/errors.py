@@ -303,6 +303,13 @@ class StandbyUnsound(ToolkitError):
     summary = "verify: the standby or restore point is not sound, or could not be verified"
 
 
+class StandbyDiffers(ToolkitError):
+    """verify --against-source found files where the standby differs from the snapshot."""
+
+    exit_code = 47
+    summary = "verify --against-source: the standby differs from the source"
+
+
 class CommandFailed(ToolkitError):
     """A command exited with a code it was not allowed to; carries the result."""
 

@@ -97,8 +97,12 @@ def _depth(path: str | None) -> tuple[int, str]:
 
 
 def plan_backup(facts: BackupFacts, config: Config, run_id: str, *,
-                allow_mass_delete: bool = False) -> Plan:
-    """Build the ordered two-host plan for one domain; raises on a layout that cannot work."""
+                allow_mass_delete: bool = False, compare: bool = False) -> Plan:
+    """Build the ordered two-host plan for one domain; raises on a layout that cannot work.
+
+    With ``compare`` it is the plan of ``verify --against-source``: the same snapshot, maps,
+    mounts and guards, the standby mounted read-only, and instead of the copies a checksum
+    comparison that writes nothing (no marker, no boot area, no restore point)."""
     domain_cfg = config.domain(facts.domain)
     defaults = config.defaults
     sep = defaults.kpartx_delimiter
@@ -223,7 +227,8 @@ def plan_backup(facts: BackupFacts, config: Config, run_id: str, *,
         for fs_plan in filesystems:
             mnt = fs_plan.source_mount if host == SOURCE else fs_plan.standby_mount
             dev = fs_plan.source_device if host == SOURCE else fs_plan.standby_device
-            options = SOURCE_MOUNT_OPTIONS if host == SOURCE else STANDBY_MOUNT_OPTIONS
+            options = (SOURCE_MOUNT_OPTIONS if host == SOURCE or compare
+                       else STANDBY_MOUNT_OPTIONS)
             opts = options[fs_plan.fstype]
             out.append(Step(host, "mkdir", ("mkdir", "-m", "0700", mnt), undo=("rmdir", mnt),
                             exists=dir_probe(mnt), resource=mnt, fs=fs_plan.name))
@@ -253,19 +258,21 @@ def plan_backup(facts: BackupFacts, config: Config, run_id: str, *,
                           fs=fs_plan.name, probes=(stat_argv(fs_plan.standby_device),),
                           note=f"prove {fs_plan.standby_mount} is {fs_plan.standby_device}"))
     marker = marker_path(config, facts.domain)
-    steps.append(Step(PEER, "marker", tuple(replace_file_argv(marker)), resource=marker,
-                      state="dirty", probes=(("cat", "--", marker),),
-                      note="mark the standby 'sync in progress' until the copy succeeds "
-                           "(keeping the last good sync the marker names)"))
-    steps += boot_area_steps(facts, run_id)
+    if not compare:
+        steps.append(Step(PEER, "marker", tuple(replace_file_argv(marker)), resource=marker,
+                          state="dirty", probes=(("cat", "--", marker),),
+                          note="mark the standby 'sync in progress' until the copy succeeds "
+                               "(keeping the last good sync the marker names)"))
+        steps += boot_area_steps(facts, run_id)
     steps += copy_steps(config, facts.domain, tuple(snapshots), filesystems,
                         facts.peer_address, facts.peer_port,
                         {f.name: f.guest_path for f in filesystems if f.guest_path},
-                        allow_mass_delete)
-    steps.append(Step(PEER, "marker", tuple(replace_file_argv(marker)), resource=marker,
-                      state="clean", note="record the last good sync (run id, time)"))
+                        allow_mass_delete, compare)
+    if not compare:
+        steps.append(Step(PEER, "marker", tuple(replace_file_argv(marker)), resource=marker,
+                          state="clean", note="record the last good sync (run id, time)"))
 
-    after, points_kept = point_steps(facts, config, run_id)
+    after, points_kept = ((), ()) if compare else point_steps(facts, config, run_id)
     return Plan(
         domain=facts.domain, run_id=run_id, source_host=facts.source_host,
         peer_host=facts.peer_host, peer_address=facts.peer_address, peer_port=facts.peer_port,
@@ -273,6 +280,7 @@ def plan_backup(facts: BackupFacts, config: Config, run_id: str, *,
         skipped=tuple(skipped), fates=fates, allow_mass_delete=allow_mass_delete,
         after=after, points_kept=points_kept,
         standby_lvs=tuple((d.disk.target, d.standby_lv.path) for d in facts.disks),
+        compare=compare,
     )
 
 
@@ -282,7 +290,7 @@ def plan_copies(plan: Plan, config: Config, guest_paths: Mapping[str, str]) -> P
     other step is the same; the steps stay in the same order."""
     again = {s.fs: s for s in copy_steps(config, plan.domain, plan.snapshots,
                                          plan.filesystems, plan.peer_address, plan.peer_port,
-                                         guest_paths, plan.allow_mass_delete)}
+                                         guest_paths, plan.allow_mass_delete, plan.compare)}
     steps = tuple(again.get(s.fs, s) if s.action == "rsync" else s for s in plan.steps)
     filesystems = tuple(replace(f, guest_path=guest_paths.get(f.name, f.guest_path))
                         for f in plan.filesystems)

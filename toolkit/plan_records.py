@@ -139,6 +139,9 @@ class Plan:
     after: tuple[Step, ...] = field(default=())
     points_kept: tuple[str, ...] = field(default=())  # run ids of the points then, newest first
     standby_lvs: tuple[tuple[str, str], ...] = field(default=())  # (disk target, standby LV)
+    # verify --against-source: the copies compare by checksum and write nothing; no marker,
+    # no boot area, no restore point, the standby mounted read-only.
+    compare: bool = False
 
     def steps_for(self, role: str) -> tuple[Step, ...]:
         """The steps that run on ``role`` (SOURCE or PEER), in plan order."""

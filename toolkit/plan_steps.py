@@ -170,7 +170,8 @@ def fstab_step(filesystems: Sequence[FilesystemPlan], mounts: Mapping[str, str])
 
 def copy_steps(config: Config, domain: str, snapshots: Sequence[SnapshotPlan],
                filesystems: Sequence[FilesystemPlan], peer_address: str, peer_port: int,
-               guest_paths: Mapping[str, str], allow_mass_delete: bool) -> list[Step]:
+               guest_paths: Mapping[str, str], allow_mass_delete: bool,
+               compare: bool = False) -> list[Step]:
     """The rsync of each filesystem, with the excludes of its guest path.
 
     Planned twice: with the config's mounts at first, then again once the guest's fstab
@@ -190,8 +191,9 @@ def copy_steps(config: Config, domain: str, snapshots: Sequence[SnapshotPlan],
     for fs_plan in filesystems:
         guest_path = guest_paths.get(fs_plan.name)
         argv = transfer_argv(config, domain, fs_plan, peer_address, peer_port, guest_path,
-                             allow_mass_delete=allow_mass_delete)
-        note = f"copy {fs_plan.name} to the standby"
+                             allow_mass_delete=allow_mass_delete, compare=compare)
+        note = (f"compare {fs_plan.name} with the standby by checksum, writing nothing"
+                if compare else f"copy {fs_plan.name} to the standby")
         if guest_path is None:
             note += " (guest path and its excludes from the guest fstab at run time)"
         else:
@@ -228,7 +230,7 @@ def boot_area_steps(facts: BackupFacts, run_id: str) -> list[Step]:
 
 def transfer_argv(config: Config, domain: str, fs_plan: FilesystemPlan, peer_address: str,
                   peer_port: int, guest_path: str | None, *,
-                  allow_mass_delete: bool = False) -> list[str]:
+                  allow_mass_delete: bool = False, compare: bool = False) -> list[str]:
     """The rsync argv copying one filesystem, with the domain's excludes for its guest path."""
     defaults = config.defaults
     domain_cfg = config.domain(domain)
@@ -242,4 +244,5 @@ def transfer_argv(config: Config, domain: str, fs_plan: FilesystemPlan, peer_add
         extra_args=list(domain_cfg.effective_rsync_args(defaults)),
         bwlimit=defaults.bwlimit or "",
         max_delete=None if allow_mass_delete else defaults.max_delete,
+        compare=compare,
     )

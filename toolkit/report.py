@@ -21,7 +21,9 @@ class FilesystemReport:
     name: str
     guest_path: str | None
     fstype: str
-    outcome: str = "pending"  # pending, copied, skipped, failed, stopped (by another's failure)
+    # pending, copied, skipped, failed, stopped (by another's failure); compared
+    # (verify --against-source)
+    outcome: str = "pending"
     files: int = 0
     files_transferred: int = 0
     files_deleted: int = 0
@@ -30,6 +32,7 @@ class FilesystemReport:
     bytes_sent: int = 0
     bytes_received: int = 0
     duration: float = 0.0
+    differences: list[str] = field(default_factory=list)  # --against-source: rsync -i lines
 
 
 @dataclass
@@ -193,7 +196,18 @@ def human_size(n: float) -> str:
     return f"{n} B"
 
 
+SHOWN_DIFFERENCES = 50  # per filesystem in the summary; the JSON report has them all
+
+
 def _copy_line(f: FilesystemReport) -> str:
+    if f.outcome == "compared":
+        shown = [f"    differs: {line}" for line in f.differences[:SHOWN_DIFFERENCES]]
+        if len(f.differences) > SHOWN_DIFFERENCES:
+            shown.append(f"    ... and {len(f.differences) - SHOWN_DIFFERENCES} more "
+                         "(--json lists every one)")
+        return "\n".join([f"  {f.name:<8} {f.guest_path or '-':<12} compared "
+                          f"{f.files} files by checksum, {len(f.differences)} difference(s), "
+                          f"{f.duration:.1f}s", *shown])
     return (f"  {f.name:<8} {f.guest_path or '-':<12} {f.outcome:<8} "
             f"{f.files_transferred} of {f.files} files, "
             f"{human_size(f.transferred_size)} changed, "

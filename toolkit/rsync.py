@@ -149,8 +149,11 @@ def rsync_argv(
     bwlimit: str = "",
     max_delete: int | None = None,
     progress: bool = True,
+    compare: bool = False,
 ) -> list[str]:
-    """The full rsync argv for one filesystem, source on this host, target on the peer.
+    """The full rsync argv for one filesystem, source on this host, target on the peer
+    (with ``compare``: a dry run that compares every file by checksum and lists each
+    difference, the audit of ``verify --against-source``).
 
     The config's extra options (each from the allowlist) come first: rsync lets
     a later option override an earlier one, so every option of the tool's own,
@@ -162,6 +165,9 @@ def rsync_argv(
         raise ConfigError(f"rsync source {source_dir!r}: expected an absolute local path")
     remote = rsync_remote(peer_address, target_dir.rstrip("/") + "/")
     argv = [*TIED, "rsync", *extra_args, *BASE_ARGS, "--stats"]
+    if compare:  # verify --against-source: every difference listed, nothing written
+        argv += ["--dry-run", "--checksum", "--itemize-changes"]
+        progress, max_delete = False, None
     if progress:
         argv.append("--info=progress2")
     if max_delete is not None:
@@ -339,3 +345,13 @@ def parse_progress(line: str) -> Progress | None:
     total = m.group("total")
     return Progress(int(m.group("bytes").replace(",", "")), int(m.group("pct")), m.group("rate"),
                     int(left) if left else None, int(total) if total else None)
+
+
+# An --itemize-changes line: what would change (YXcstpoguax flags, then the name), or a
+# deletion. rsync(1) "--itemize-changes".
+_ITEMIZED = re.compile(r"(\*deleting  |[<>ch.][fdLDS][.+?A-Za-z]{9} ).+")
+
+
+def itemized_changes(stdout: str) -> list[str]:
+    """The itemized lines of an rsync ``--itemize-changes`` run: one per difference."""
+    return [line for line in stdout.splitlines() if _ITEMIZED.fullmatch(line)]

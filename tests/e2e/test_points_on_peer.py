@@ -260,6 +260,24 @@ def test_verify_proves_the_standby_and_a_point_and_finds_a_broken_filesystem(poi
     assert sha256(b, "/dev/vg_b/web01") == standby_sum  # nothing written
     assert leftovers(lab) == {"dom0-a": [], "dom0-b": []}
 
+    # --against-source: the backup's flow comparing by checksum: identical, then a file
+    # changed in the guest is listed, and nothing is written (standby, marker, points).
+    marker, lvs = standby_marker(lab, "web01"), point_lvs(lab)
+    same = a.run(["domu-backup", "verify", "--domu", "web01", "--config", POINTS,
+                  "--against-source", "--json"], check=False, timeout=900)
+    assert same.exit_code == 0, same.stdout + same.stderr
+    assert json.loads(same.stdout)["domains"][0]["outcome"] == "identical"
+    with mounted(a, "/dev/vg_a/web01", f"{AUDIT_ROOT}/rp", "r", readonly=False) as fs:
+        a.run(["sh", "-c", f"echo changed >> {fs['1'][0]}/etc/hostname"])
+    differs = a.run(["domu-backup", "verify", "--domu", "web01", "--config", POINTS,
+                     "--against-source"], check=False, timeout=900)
+    assert differs.exit_code == 47, differs.stdout + differs.stderr
+    assert "web01: differs (exit 47)" in differs.stdout
+    assert "etc/hostname" in differs.stdout and "differs: " in differs.stdout
+    assert sha256(b, "/dev/vg_b/web01") == standby_sum
+    assert standby_marker(lab, "web01") == marker and point_lvs(lab) == lvs
+    assert leftovers(lab) == {"dom0-a": [], "dom0-b": []}
+
     # The standby's /var broken behind the tool's back: verify says which, exit 46; the
     # restore point (a classic snapshot: the broken blocks' old data went into it) is sound.
     with partition_maps(b, "/dev/vg_b/web01", "x", writable=True) as parts:
