@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 from . import PREFIX, signals
 from .config import Config
+from .config.readers import _clean_absolute
 from .errors import FstabError, StandbyUnsound, ToolkitError, UsageError
 from .facts.fstab import GuestFilesystem, guest_position, parse_fstab, resolve_fstab
 from .facts.lvm import LogicalVolume, dm_name, lvs_argv, parse_lvs
@@ -36,7 +37,7 @@ from .facts.records import FsFacts
 from .fscheck import check_argv, verdict
 from .journal import Journal
 from .marker import marker_path, read_peer_marker
-from .names import path_under
+from .names import is_disk_target, path_under
 from .plan_records import PEER, SOURCE_MOUNT_OPTIONS, Step
 from .plan_steps import (
     dir_probe,
@@ -125,7 +126,12 @@ def sources(runner: Runner, config: Config, domain: str, at: str | None) -> list
                              host=runner.host)
     out = []
     for disk, path in sorted(disks.items()):
-        lv = lookup_lv(runner, str(path))
+        if not is_disk_target(str(disk)) or not isinstance(path, str) or \
+                not path.startswith("/dev/") or not _clean_absolute(path):
+            raise StandbyUnsound(f"the marker of {domain} on {runner.host} names a standby "
+                                 f"{disk!r}: {path!r} that is no disk target and /dev path",
+                                 host=runner.host)
+        lv = lookup_lv(runner, path)
         if lv is None:
             raise StandbyUnsound(f"standby LV {path} of disk {disk} is not there",
                                  host=runner.host)

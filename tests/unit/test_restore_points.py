@@ -162,3 +162,22 @@ def test_the_longest_domain_keeps_a_points_names_within_lvms_limits():
         for shown in (name, mapped, mapped + "-cow", mapped + "-real"):
             assert len(shown.encode()) <= 127, (domain, shown, len(shown))
         assert all(len(tag) <= 128 for tag in rp.point_tags(R1))
+
+
+def test_the_longest_domain_keeps_verifys_names_within_lvms_limits():
+    """verify's throwaway snapshot and the partition maps of it, or of a classic point read
+    as it is, with the longest kpartx delimiter and partition 128, in a 32-character VG."""
+    from toolkit.config import DOMAIN_NAME_MAX
+    from toolkit.facts.lvm import dm_name
+    from toolkit.plan import mapped_partition
+    from toolkit.verify import VERIFY
+
+    vg, disk = "v" * 32, "xvdaaaaa"
+    for domain in ("d" * DOMAIN_NAME_MAX, "d-" * (DOMAIN_NAME_MAX // 4) + "d",
+                   "-".join(["d"] * ((DOMAIN_NAME_MAX + 2) // 3))):
+        snapshot = f"{VERIFY}-{R1}-{domain}-{disk}"
+        for lv in (snapshot, rp.point_lv_name(R1, domain, disk)):
+            mapped = dm_name(vg, lv)
+            part = mapped_partition(mapped, "-part", 128).removeprefix("/dev/mapper/")
+            for shown in (lv, mapped, mapped + "-cow", part):
+                assert len(shown.encode()) <= 127, (domain, shown, len(shown))
