@@ -12,8 +12,9 @@ is read-only itself (``--permission r``). On that device:
 - the guest's own /etc/fstab (read through no guest symlink, from the filesystems mounted
   read-only below the tool's own directory) must resolve to the device's filesystems;
 - the boot area: the partition table, the boot code in the first sector, and the boot
-  loader's files on the filesystems. A disk needs boot code or a boot loader's files
-  (grub.cfg, menu.lst, extlinux.conf) to boot; boot code that is GRUB's needs GRUB's files.
+  loader's files where the guest has them: a boot loader directory (/boot/grub,
+  /boot/extlinux, ...) must hold the file it boots from, and boot code that is GRUB's
+  needs GRUB's directory. A guest with none boots from a kernel its domain names.
 
 Every device, map, directory and mount is journalled before it is made and undone
 afterwards (newest first), as a run's; a killed verify is finished by ``recover``.
@@ -52,10 +53,13 @@ from .runners import Runner
 from .undo import unwind
 
 VERIFY = f"{PREFIX}-vf"  # the throwaway snapshots and maps: journalled, never a run's names
-BOOT_FILES = ("boot/grub/grub.cfg", "boot/grub/menu.lst", "boot/grub2/grub.cfg",
-              "boot/extlinux/extlinux.conf", "grub/grub.cfg", "grub/menu.lst", "grub2/grub.cfg",
-              "extlinux/extlinux.conf", "extlinux.conf")
-GRUB_FILES = ("boot/grub", "boot/grub2", "grub", "grub2")
+# Each boot loader's directory, as the guest may have it (in / or in a /boot filesystem),
+# and the files one of which it must hold to boot.
+BOOT_DIRS: dict[str, tuple[str, ...]] = {
+    "boot/grub": ("grub.cfg", "menu.lst"), "boot/grub2": ("grub.cfg",),
+    "boot/extlinux": ("extlinux.conf",), "grub": ("grub.cfg", "menu.lst"),
+    "grub2": ("grub.cfg",), "extlinux": ("extlinux.conf",),
+}
 BOOT_CODE = 440  # the MBR's boot code: the bytes before the disk signature
 
 
@@ -332,11 +336,23 @@ class Verifier:
 
     def check_boot(self, tables: dict[str, tuple[PartitionTable, str]],
                    mounted: dict[str, str]) -> None:
-        files = [f"{name}:/{rel}" for name, mnt in mounted.items() for rel in BOOT_FILES
-                 if self.guest_file(mnt, rel) is True]
-        grub = any(self.guest_file(mnt, rel) is True for mnt in mounted.values()
-                   for rel in GRUB_FILES)
-        bootable = bool(files)
+        """The partition tables and boot code, and each boot loader directory the guest has
+        with the file it boots from. A guest may have none (its domain definition names
+        the kernel): only what the guest has must be whole."""
+        dirs: list[tuple[str, str]] = []  # (filesystem, directory) the guest has
+        files: list[str] = []
+        for name, mnt in mounted.items():
+            for rel, wanted in BOOT_DIRS.items():
+                if self.guest_file(mnt, rel) is not True:
+                    continue
+                dirs.append((name, rel))
+                have = [f"{name}:/{rel}/{f}" for f in wanted
+                        if self.guest_file(mnt, f"{rel}/{f}") is True]
+                files += have
+                if not have:
+                    self.report.problems.append(f"boot: {name} has /{rel} but none of "
+                                                f"{', '.join(wanted)} in it")
+        grub = any("grub" in rel for _name, rel in dirs)
         for disk, (table, device) in sorted(tables.items()):
             if table.label is None:
                 self.report.boot.append(f"{disk}: no partition table (a whole-disk filesystem)")
@@ -349,11 +365,9 @@ class Verifier:
             if kind == "GRUB" and not grub:
                 self.report.problems.append(f"boot: {disk}'s boot code is GRUB's, but no "
                                             "filesystem holds /boot/grub")
-            bootable = bootable or kind != "empty"
-        self.report.boot.append("boot loader files: " + (", ".join(files) or "none"))
-        if not bootable:
-            self.report.problems.append("boot: no boot code and no boot loader's files "
-                                        "(grub.cfg, menu.lst, extlinux.conf): nothing boots it")
+        self.report.boot.append("boot loader files: " + (", ".join(files) or "none (the "
+                                "domain's definition names the kernel, or the disk's boot "
+                                "code loads it)"))
 
 
 def boot_code(runner: Runner, device: str) -> bytes:

@@ -278,8 +278,13 @@ def test_verify_proves_the_standby_and_a_point_and_finds_a_broken_filesystem(poi
     assert standby_marker(lab, "web01") == marker and point_lvs(lab) == lvs
     assert leftovers(lab) == {"dom0-a": [], "dom0-b": []}
 
-    # The standby's /var broken behind the tool's back: verify says which, exit 46; the
-    # restore point (a classic snapshot: the broken blocks' old data went into it) is sound.
+    # A guest boot loader directory without the file it boots from, copied by a backup;
+    # then the standby's /var broken behind the tool's back: verify says both, exit 46. The
+    # first restore point (a classic snapshot: the broken blocks' old data went into it,
+    # and it predates the directory) is sound.
+    with mounted(a, "/dev/vg_a/web01", f"{AUDIT_ROOT}/rp", "r", readonly=False) as fs:
+        a.run(["mkdir", "-p", f"{fs['1'][0]}/boot/grub"])
+    backup(lab)
     with partition_maps(b, "/dev/vg_b/web01", "x", writable=True) as parts:
         b.run(["dd", "if=/dev/urandom", f"of={parts[2]}", "bs=1024", "seek=2", "count=16",
                "conv=notrunc,fsync", "status=none"], timeout=120)
@@ -288,6 +293,7 @@ def test_verify_proves_the_standby_and_a_point_and_finds_a_broken_filesystem(poi
     assert bad.exit_code == 46, bad.stdout + bad.stderr
     assert "xvda2" in bad.stderr and "e2fsck exited" in bad.stderr
     assert "xvda1      ext4   /          sound" in bad.stdout
+    assert "boot: xvda1 has /boot/grub but none of grub.cfg, menu.lst in it" in bad.stdout
     point = a.run(["domu-backup", "verify", "--domu", "web01", "--config", POINTS, "--at",
                    run["run_id"]], check=False, timeout=900)
     assert point.exit_code == 0, point.stdout + point.stderr
