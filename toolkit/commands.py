@@ -277,12 +277,43 @@ def init_standby(c, domu=None, force=False, dry_run=False, config=None, node=Non
         raise _fail(exc) from None
 
 
-@operator_command(help={"domu": "only this domain", "config": "config file", "json": "print JSON"})
-def status(c, domu=None, config=None, json=False):
+@operator_command(help={
+    "domu": "only this domain", "config": "config file", "json": "print JSON",
+    "check": "one line and a monitoring plugin's exit code: 0 OK, 1 WARNING, 2 CRITICAL, "
+             "3 UNKNOWN",
+    "max-age": "with --check: a last success older than this is CRITICAL (26h, 90m, 2d)",
+})
+def status(c, domu=None, config=None, json=False, check=False, max_age="26h"):
     """Per domain: last success, last failure, and whether the standby is clean or dirty.
 
     The standby's state comes from its marker on the peer only: when that cannot be read the
-    standby is "unknown" and the command exits StatusUnknown (25)."""
+    standby is "unknown" and the command exits StatusUnknown (25). With --check it prints one
+    line for a monitoring system and exits as its plugins do."""
+    if check:
+        _status_check(domu, config, max_age)
+        return
+    from .errors import StatusUnknown
+    from .status import render_status
+
+    try:
+        rows, unknown = _status_rows(domu, config)
+    except ToolkitError as exc:
+        raise _fail(exc) from None
+    if json:
+        import json as _json
+        from dataclasses import asdict
+
+        print(_json.dumps([asdict(r) for r in rows], indent=2))
+    else:
+        print(render_status(rows))
+    if unknown:
+        raise CommandExit(_one_line("error: standby state unknown for " + "; ".join(unknown)),
+                          code=StatusUnknown.exit_code)
+
+
+def _status_rows(domu: str | None, config: str | None) -> tuple[list, list[str]]:
+    """Each domain's status row (its standby's marker and restore points read on its peer,
+    one connection per peer), and the domains whose standby's state is unknown."""
     from .app import peer_runner
     from .config import check_root
     from .errors import ConnectionLost, HostKeyRejected, PeerUnreachable, StatusUnknown
@@ -290,16 +321,16 @@ def status(c, domu=None, config=None, json=False):
     from .marker import marker_path, read_peer_marker
     from .restore_points import POINT_TAG
     from .signals import signals_raise
-    from .status import domain_points, domain_status, render_status
+    from .status import domain_points, domain_status
 
     peers: dict[str, Runner] = {}  # one connection per peer, for all its domains
     point_lvs: dict[str, list[LogicalVolume]] = {}  # the restore point LVs of each peer
     down: dict[str, StatusUnknown] = {}  # a peer that cannot be reached is tried once
     unknown: list[str] = []
+    rows = []
     try:
         check_root()  # the SSH key and the reports are root's
         cfg = _config(config)
-        rows = []
         with signals_raise():
             for name in [domu] if domu else list(cfg.domains):
                 peer_name = cfg.domain(name).peer
@@ -328,21 +359,29 @@ def status(c, domu=None, config=None, json=False):
                         logger().warning(f"warning: {name}: restore points unknown: "
                                          f"{_one_line(exc)}")
                 rows.append(domain_status(cfg, name, peer_marker=marker, points=points))
-    except ToolkitError as exc:
-        raise _fail(exc) from None
     finally:
         for runner in peers.values():
             runner.close()
-    if json:
-        import json as _json
-        from dataclasses import asdict
+    return rows, unknown
 
-        print(_json.dumps([asdict(r) for r in rows], indent=2))
-    else:
-        print(render_status(rows))
-    if unknown:
-        raise CommandExit(_one_line("error: standby state unknown for " + "; ".join(unknown)),
-                          code=StatusUnknown.exit_code)
+
+def _status_check(domu: str | None, config: str | None, max_age: str) -> None:
+    """``status --check``: the same reads as ``status``, one line, the plugin's exit code;
+    anything that stops the check itself is UNKNOWN (3)."""
+    import time
+
+    from .status_check import UNKNOWN, check_line, parse_age, unknown_line
+
+    try:
+        seconds = parse_age(max_age)
+        rows, _unknown = _status_rows(domu, config)  # an unknown standby is its row's state
+    except ToolkitError as exc:
+        print(unknown_line(_one_line(exc)))  # a monitoring system reads standard output
+        raise CommandExit(code=UNKNOWN) from None
+    code, line = check_line(rows, time.time(), seconds)
+    print(line)
+    if code:
+        raise CommandExit(code=code)
 
 
 @operator_command(help={

@@ -22,6 +22,7 @@ import pytest
 from test_errors import DOCUMENTED_CODES
 
 from toolkit import app, errors
+from toolkit.facts.lvm import lvs_argv
 
 ROOT = Path(__file__).resolve().parents[2]
 REPLAY = ROOT / "fixtures" / "replay" / "web01-on-dom0-a.json"
@@ -352,6 +353,41 @@ def test_status_reads_the_marker_when_the_peer_answers(tmp_path, capsys, monkeyp
     assert "clean" in web01
     assert "[1 restore point, newest 20261201T020000Z-0a0a]" in web01
     assert "restore point" not in next(r for r in out.splitlines() if r.startswith("db01"))
+
+
+def test_status_check_is_one_line_on_stdout_with_the_plugins_exit_code(tmp_path, capsys,
+                                                                         monkeypatch, as_root):
+    from toolkit import app
+    from toolkit.replay import ReplayRunner
+
+    # web01's standby clean and just synced; db01's marker missing: UNKNOWN wins over OK.
+    marker = json.dumps({"state": "clean", "last_success": time.time() - 60})
+    records = [{"argv": ["cat", "--", f"{tmp_path}/state/standby/web01.json"], "exit_code": 0,
+                "stdout": marker, "stderr": ""},
+               {"argv": ["cat", "--", f"{tmp_path}/state/standby/db01.json"], "exit_code": 1,
+                "stdout": "", "stderr": "cat: x: No such file or directory\n"},
+               {"argv": lvs_argv("@domubk_rp"), "exit_code": 0, "stderr": "",
+                "stdout": json.dumps({"report": [{"lv": []}]})}]
+    monkeypatch.setattr(app, "peer_runner", lambda config, name: ReplayRunner(name, records))
+    code, out, err = cli(capsys, "status", "--check", "--config", str(_config(tmp_path)))
+    assert code == 3, err
+    (line,) = out.splitlines()
+    assert line.startswith("DOMU-BACKUP UNKNOWN - db01: UNKNOWN, standby state unknown")
+    assert "web01: last success 1m0s ago" in line or "web01: last success 1m1s ago" in line
+    code, out, _err = cli(capsys, "status", "--check", "--domu", "web01", "--max-age", "30s",
+                          "--config", str(_config(tmp_path)))
+    assert code == 2 and out.startswith("DOMU-BACKUP CRITICAL - web01: CRITICAL, last success")
+    code, out, _err = cli(capsys, "status", "--check", "--domu", "web01",
+                          "--config", str(_config(tmp_path)))
+    assert code == 0 and out.startswith("DOMU-BACKUP OK - web01: last success")
+
+
+def test_status_check_that_cannot_run_is_unknown_on_stdout(tmp_path, capsys, as_root):
+    code, out, _err = cli(capsys, "status", "--check", "--config", str(tmp_path / "missing"))
+    assert code == 3 and out.startswith("DOMU-BACKUP UNKNOWN - ") and len(out.splitlines()) == 1
+    code, out, _err = cli(capsys, "status", "--check", "--max-age", "soon",
+                          "--config", str(_config(tmp_path)))
+    assert code == 3 and "--max-age" in out
 
 
 def test_status_with_a_missing_marker_says_unknown(tmp_path, capsys, monkeypatch, as_root):

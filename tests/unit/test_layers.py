@@ -34,7 +34,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("execute", {"execute", "guards", "guestpaths", "snapshots", "copying", "take_point",
                  "verify"}),
     ("recover", {"recover"}),
-    ("status", {"status", "progress"}),
+    ("status", {"status", "status_check", "progress"}),
     ("jobs", {"app", "hosts", "replay"}),
     ("commands", {"commands", "cli"}),
 ]
