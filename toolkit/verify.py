@@ -22,6 +22,7 @@ afterwards (newest first), as a run's; a killed verify is finished by ``recover`
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import posixpath
 from collections.abc import Callable, Sequence
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 from . import PREFIX, signals
 from .config import Config
 from .config.readers import _clean_absolute
-from .errors import FstabError, StandbyUnsound, ToolkitError, UsageError
+from .errors import FstabError, Interrupted, StandbyUnsound, ToolkitError, UsageError
 from .facts.fstab import GuestFilesystem, guest_position, parse_fstab, resolve_fstab
 from .facts.lvm import LogicalVolume, dm_name, lvs_argv, parse_lvs
 from .facts.partitions import PartitionTable
@@ -56,8 +57,8 @@ VERIFY = f"{PREFIX}-vf"  # the throwaway snapshots and maps: journalled, never a
 # Each boot loader's directory, as the guest may have it (in / or in a /boot filesystem),
 # and the files one of which it must hold to boot.
 BOOT_DIRS: dict[str, tuple[str, ...]] = {
-    "boot/grub": ("grub.cfg", "menu.lst"), "boot/grub2": ("grub.cfg",),
-    "boot/extlinux": ("extlinux.conf",), "grub": ("grub.cfg", "menu.lst"),
+    "boot/grub": ("grub.cfg", "menu.lst", "grub.conf"), "boot/grub2": ("grub.cfg",),
+    "boot/extlinux": ("extlinux.conf",), "grub": ("grub.cfg", "menu.lst", "grub.conf"),
     "grub2": ("grub.cfg",), "extlinux": ("extlinux.conf",),
 }
 BOOT_CODE = 440  # the MBR's boot code: the bytes before the disk signature
@@ -213,9 +214,19 @@ class Verifier:
                                    undo=("kpartx", "-d", "-s", "-p", self.sep, device),
                                    exists=partition_maps_probe(parent, self.sep),
                                    resource=device))
-                found += [(fs, self.fs_device(fs, device, src.disk), src.disk)
-                          for fs in filesystems
-                          if not (fs.partition is not None and fs.partition.is_container)]
+                skip = set(self.config.domain(self.domain).skip_filesystems)
+                for fs in filesystems:
+                    if fs.partition is not None and fs.partition.is_container:
+                        continue
+                    if not fs.probe.type or (fs.volume is not None and fs.volume.skip_reason):
+                        continue  # no filesystem, or a guest LV the backup does not copy
+                    if fs.name in skip or fs.name.split(".")[0] in skip:
+                        continue  # left out of the backup by the config
+                    if fs.partition is not None and fs.volume is None:
+                        # PARTUUID is the table's, as the guest's blkid shows it
+                        fs = dataclasses.replace(fs, probe=dataclasses.replace(
+                            fs.probe, partuuid=table.partuuid(fs.partition.number)))
+                    found.append((fs, self.fs_device(fs, device, src.disk), src.disk))
             self.check_filesystems(found)
             mounted = self.mount_all(found)
             self.check_fstab(found, mounted)
@@ -228,6 +239,9 @@ class Verifier:
                                                 f"{why}" for s, why in done.failed]
                 if done.clean:
                     self.journal.remove()
+            pending = signals.pending_signal()
+            if pending is not None:
+                raise Interrupted(pending)
 
     def fs_device(self, fs: FsFacts, device: str, disk: str) -> str:
         """The device of one filesystem: the whole device, a partition map, or a guest LV
@@ -235,8 +249,8 @@ class Verifier:
         parent = dm_name(*device.removeprefix("/dev/").split("/", 1))
         dev = (device if fs.partition is None
                else mapped_partition(parent, self.sep, fs.partition.number))
-        if fs.volume is None:
-            return dev
+        if fs.volume is None or fs.volume.skip_reason:
+            return dev  # (a guest LV the backup does not copy is never mapped)
         name = f"{VERIFY}-{self.run_id}-{self.domain}-" \
                f"{hashlib.sha256(fs.name.encode()).hexdigest()[:16]}"
         self.make(Step(PEER, "lvmap", ("dmsetup", "create", "--concise",
@@ -313,9 +327,17 @@ class Verifier:
                 text = self.peer.run(guest_file_argvs(f"{mnt}/etc/fstab")[2], timeout=30).stdout
                 root = fs.name
                 break
+        overrides = self.config.domain(self.domain).mounts
         if text is None:
+            if overrides and all(fs.name in overrides for fs, _d, _k in found
+                                 if fs.name in mounted):
+                self.report.fstab = "no /etc/fstab; the config's mounts name every filesystem"
+                for result in self.report.filesystems:
+                    result.guest_path = overrides.get(result.name)
+                return
             self.report.fstab = "no /etc/fstab on any filesystem"
-            self.report.problems.append("fstab: no /etc/fstab on any filesystem")
+            self.report.problems.append("fstab: no /etc/fstab on any filesystem (set "
+                                        f"[domains.{self.domain}.mounts] for a guest without one)")
             return
         guest = [GuestFilesystem(fs.name, disk, *guest_position(disk, fs.partition.number
                                                                  if fs.partition else None),
@@ -324,7 +346,7 @@ class Verifier:
                  for fs, _dev, disk in found if fs.probe.type]
         try:
             entries, _ignored = parse_fstab(text)
-            paths = resolve_fstab(entries, guest)
+            paths = resolve_fstab(entries, guest, overrides)
         except FstabError as exc:
             self.report.fstab = f"from {root}: {exc}"
             self.report.problems.append(f"fstab: {exc}")
@@ -386,6 +408,8 @@ def verify(config: Config, domain: str, peer: Runner, run_id: str, at: str | Non
     srcs = sources(peer, config, domain, at)
     try:
         Verifier(config, domain, run_id, peer, report, log).run(srcs)
+    except Interrupted:
+        raise  # a signal ends the command with 128+N, not a verdict
     except ToolkitError as exc:
         report.problems.append(str(exc))
     return report

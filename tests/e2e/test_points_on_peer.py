@@ -293,7 +293,8 @@ def test_verify_proves_the_standby_and_a_point_and_finds_a_broken_filesystem(poi
     assert bad.exit_code == 46, bad.stdout + bad.stderr
     assert "xvda2" in bad.stderr and "e2fsck exited" in bad.stderr
     assert "xvda1      ext4   /          sound" in bad.stdout
-    assert "boot: xvda1 has /boot/grub but none of grub.cfg, menu.lst in it" in bad.stdout
+    assert ("boot: xvda1 has /boot/grub but none of grub.cfg, menu.lst, grub.conf in it"
+            in bad.stdout)
     point = a.run(["domu-backup", "verify", "--domu", "web01", "--config", POINTS, "--at",
                    run["run_id"]], check=False, timeout=900)
     assert point.exit_code == 0, point.stdout + point.stderr

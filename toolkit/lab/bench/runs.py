@@ -452,13 +452,17 @@ class Bench:
             made.append(POINTS_LV)
             write(POINTS_LV, "to allocate the loop file's blocks (not counted)")
             rates.append(("thick LV, no point", write(POINTS_LV, "no point")))
-            for n in (1, 2):
-                snap = f"{POINTS_LV}_p{n}"
-                self.src.run(["lvcreate", "-y", "-s", "-L", f"{size}m", "-n", snap,
-                              f"{vg}/{POINTS_LV}"], timeout=120)
-                made.append(snap)
+            for n in (1, 2):  # fresh points each time: every one copies each first write
+                snaps = [f"{POINTS_LV}_p{n}{k}" for k in range(n)]
+                for snap in snaps:
+                    self.src.run(["lvcreate", "-y", "-s", "-L", f"{size}m", "-n", snap,
+                                  f"{vg}/{POINTS_LV}"], timeout=120)
+                    made.append(snap)
                 label = f"{n} classic point" + ("s" if n > 1 else "")
                 rates.append((f"thick LV, {label}", write(POINTS_LV, label)))
+                for snap in reversed(snaps):
+                    self.src.run(["lvremove", "-y", f"{vg}/{snap}"], timeout=300)
+                    made.remove(snap)
             self.src.run(["lvcreate", "-y", "--type", "thin-pool", "-L", f"{2 * size}m", "-n",
                           POINTS_POOL, vg], timeout=300)
             made.append(POINTS_POOL)
