@@ -12,23 +12,39 @@ from __future__ import annotations
 
 import posixpath
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Protocol
 
 from . import signals
+from .config import Config
 from .errors import CommandFailed, RestorePointFailed
-from .plan_records import PEER, Step
+from .journal import Journal
+from .plan_records import PEER, Plan, Step
+from .report import DomainReport
 from .restore_points import parse_point_lv
+from .runners import Runner
 from .undo import unwind
 
-if TYPE_CHECKING:
-    from .execute import Executor
+
+class PointRun(Protocol):
+    """What taking the point needs of the run (the executor, once teardown is done)."""
+
+    plan: Plan
+    config: Config
+    peer: Runner
+    report: DomainReport
+    journals: dict[str, Journal]
+    log: Callable[[str], None]
+
+    def fire(self, when: str, step: Step) -> None:
+        """The test failpoint of this moment of a step, if one is set."""
 
 
-def _timed(ex: Executor, step: Step, wall: float, start: float) -> None:
+def _timed(ex: PointRun, step: Step, wall: float, start: float) -> None:
     ex.report.add_step(step.role, step.action, step.resource, wall, time.monotonic() - start)
 
 
-def take_restore_point(ex: Executor) -> None:
+def take_restore_point(ex: PointRun) -> None:
     """Create the plan's point LVs, then run its prune steps; RestorePointFailed when either
     fails (the standby itself stays clean)."""
     peer, journal = ex.peer, ex.journals[PEER]
