@@ -36,7 +36,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("recover", {"recover"}),
     ("status", {"status", "status_check", "progress"}),
     ("jobs", {"app", "hosts", "replay"}),
-    ("commands", {"commands", "cli"}),
+    ("commands", {"command_support", "commands_standby", "commands", "cli"}),
 ]
 LAB = "lab"  # the rehearsal lab and the bench: above the product, may use any of it
 # The one way down into the lab: a docker:// host's transport, imported when one is used.
