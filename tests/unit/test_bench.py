@@ -467,7 +467,7 @@ def test_workloads_default_to_all_in_order() -> None:
     plan = plan_workloads("")
     # the README's workloads, written out: not read back from the table plan_workloads uses
     assert [w.name for w in plan] == ["full", "nochange", "churn", "twodisk", "guest", "cipher",
-                                      "points"]
+                                      "points", "pointchurn"]
     assert all(w.requested for w in plan)
     assert bench_command("small", plan) == "invoke bench --scale small"
 
@@ -934,3 +934,40 @@ def test_step_totals_read_a_report_saved_when_steps_named_their_role_host():
 
     old = [{"host": "peer", "action": "mount", "resource": "xvda1", "seconds": 0.5}]
     assert step_totals(old) == {"peer mount": 0.5}
+
+
+def test_pointchurn_runs_are_compared_with_the_run_without_a_point() -> None:
+    from toolkit.lab.bench.figures import point_churn_ratios
+
+    results = [_m("pointchurn, no point", "toolkit", 20.0),
+               _m("pointchurn, 1 classic point", "toolkit", 30.0),
+               _m("pointchurn, 3 classic points", "toolkit", 50.0),
+               _m("pointchurn, thin standby, 1 thin point", "toolkit", 22.0),
+               _m("pointchurn, 3 classic points", "bare-rsync", 9.0),  # not the toolkit's
+               _m("churn", "toolkit", 19.0)]
+    assert point_churn_ratios(results) == [
+        ("pointchurn, no point", 20.0, 1.0), ("pointchurn, 1 classic point", 30.0, 1.5),
+        ("pointchurn, 3 classic points", 50.0, 2.5),
+        ("pointchurn, thin standby, 1 thin point", 22.0, 1.1)]
+    text = render_table(results)
+    assert "toolkit churn run with 3 classic points on the standby: 50.0s (x2.50 of no " \
+           "point)" in text
+    assert bench_document({}, results, None)["point_churn"][1] == {
+        "what": "pointchurn, 1 classic point", "toolkit_wall": 30.0, "ratio": 1.5}
+    failed = [_m("pointchurn, no point", "toolkit", 20.0, code=1), results[1]]
+    assert point_churn_ratios(failed) == [("pointchurn, 1 classic point", 30.0, None)]
+
+
+def test_the_thin_config_points_every_disk_at_its_thin_standby() -> None:
+    from toolkit.lab.bench.workloads import BenchDisk, bench_config
+
+    disks = {"bench01": [BenchDisk("bench01", "xvda", 1 << 30)]}
+    text = bench_config(disks, key="/k", known_hosts="/h", thin=True)
+    assert 'standby_lv = "/dev/vg_b/bench01_xvda_thin"' in text
+    plain = bench_config(disks, key="/k", known_hosts="/h")
+    assert 'standby_lv = "/dev/vg_b/bench01_xvda"' in plain
+    from toolkit.lab.bench.workloads import SCALES
+
+    need = space_needed(disks["bench01"], SCALES["small"], guest=False, pointchurn=True)
+    assert need["vg_b"] - space_needed(disks["bench01"], SCALES["small"],
+                                       guest=False)["vg_b"] >= 3 << 30

@@ -306,6 +306,17 @@ class GuestCost:
         return round(self.with_snapshot / base, 3) if base > 0 else None
 
 
+POINT_CHURN = "pointchurn, "  # the workload names of the pointchurn variants start so
+
+
+def point_churn_ratios(results: Sequence[Measurement]) -> list[tuple[str, float, float | None]]:
+    """(variant, toolkit wall, wall over the no-point variant's) of the pointchurn runs."""
+    runs = [(m.workload, m.wall) for m in results
+            if m.workload.startswith(POINT_CHURN) and m.method == "toolkit" and not m.exit_code]
+    base = next((wall for what, wall in runs if what == f"{POINT_CHURN}no point"), 0.0)
+    return [(what, wall, round(wall / base, 3) if base > 0 else None) for what, wall in runs]
+
+
 @dataclass(frozen=True)
 class PointCost:
     """A standby's write throughput (dd oflag=direct, MiB/s) without and with restore points:
@@ -410,6 +421,9 @@ def render_table(results: Sequence[Measurement], ratios: Sequence[Ratio] = (),
         lines.append(f"origin writes ({guest.written_mib} MiB, oflag=direct): {base} MiB/s "
                      f"without a snapshot, {guest.with_snapshot:.1f} MiB/s with one "
                      f"(x{_num(guest.slowdown, '.2f')})")
+    for what, wall, ratio in point_churn_ratios(results):
+        lines.append(f"toolkit churn run with {what.removeprefix('pointchurn, ')} on the standby: "
+                     f"{wall:.1f}s (x{_num(ratio, '.2f')} of no point)")
     if points is not None:
         for (what, rate), (_w, ratio) in zip(points.rates, points.ratios(), strict=True):
             lines.append(f"standby writes ({points.written_mib} MiB, oflag=direct), {what}: "
@@ -486,6 +500,8 @@ def bench_document(meta: Mapping[str, Any], results: Sequence[Measurement],
             "written_mib": points.written_mib,
             "rates": [{"what": w, "mib_s": r, "ratio": x}
                       for (w, r), (_w, x) in zip(points.rates, points.ratios(), strict=True)]},
+        "point_churn": [{"what": w, "toolkit_wall": t, "ratio": x}
+                        for w, t, x in point_churn_ratios(results)],
         "error": error,
     })
     return doc

@@ -62,6 +62,8 @@ from .workloads import (
     PEER_ADDRESS,
     PEER_HOST,
     PEER_VG,
+    POINT_POOL,
+    POINT_VARIANTS,
     POINTS_LV,
     POINTS_POOL,
     POINTS_THIN,
@@ -69,6 +71,7 @@ from .workloads import (
     SCRATCH_LV,
     SOURCE_HOST,
     SOURCE_VG,
+    THIN_CONFIG_PATH,
     TOOLKIT_METHODS,
     WORKDIR,
     WORKLOAD_DOMAIN,
@@ -133,7 +136,8 @@ class Bench:
             self.lab.sandbox.put_file(host, PROGRAM_PATH, bench_program().encode(), 0o755)
         guest = any(w.name == "guest" for w in self.workloads)
         need = space_needed(self.all_disks, self.scale, guest=guest,
-                            points=any(w.name == "points" for w in self.workloads))
+                            points=any(w.name == "points" for w in self.workloads),
+                            pointchurn=any(w.name == "pointchurn" for w in self.workloads))
         for runner, vg in ((self.src, SOURCE_VG), (self.peer, PEER_VG)):
             self._make_room(runner, vg, need[vg])
         for d in self.all_disks:
@@ -263,13 +267,14 @@ class Bench:
 
     def _write_config(self) -> None:
         sandbox = self.lab.sandbox
-        configs = {CONFIG_PATH: 1, PARALLEL_CONFIG_PATH: PARALLEL_JOBS}
+        configs = {CONFIG_PATH: (1, False), PARALLEL_CONFIG_PATH: (PARALLEL_JOBS, False),
+                   THIN_CONFIG_PATH: (1, True)}
         for host, vg, running in ((SOURCE_HOST, SOURCE_VG, True), (PEER_HOST, PEER_VG, False)):
             sandbox.put_file(host, NODE_PATH, node_xml(self.disks, vg, running=running).encode(),
                              0o644)
-            for path, jobs in configs.items():
+            for path, (jobs, thin) in configs.items():
                 text = bench_config(self.disks, key=self.ssh_key, known_hosts=self.known_hosts,
-                                    copy_jobs=jobs)
+                                    copy_jobs=jobs, thin=thin)
                 sandbox.put_file(host, path, text.encode(), 0o600)
         for path in configs:
             self.src.run(["domu-backup", "check-config", "--config", path], timeout=120)
@@ -287,6 +292,9 @@ class Bench:
             return
         if workload == "points":
             self.points = self.point_cost()
+            return
+        if workload == "pointchurn":
+            self.results += self.point_churn(WORKLOAD_DOMAIN[workload])
             return
         name = WORKLOAD_DOMAIN[workload]
         changed = self.data_bytes[name]
@@ -316,12 +324,14 @@ class Bench:
         self.data_bytes[name] += total - deleted
         return total
 
-    def steps_for(self, method: str, name: str, stack: ExitStack) -> list[list[str]]:
-        """The commands one method runs on dom0-a (mounting, for the floor, beforehand)."""
+    def steps_for(self, method: str, name: str, stack: ExitStack,
+                  config: str | None = None) -> list[list[str]]:
+        """The commands one method runs on dom0-a (mounting, for the floor, beforehand);
+        ``config`` replaces a toolkit method's own."""
         disks = self.disks[name]
         peer_ssh = [*self.ssh, PEER_ADDRESS]
         if method in TOOLKIT_METHODS:
-            config = CONFIG_PATH if method == "toolkit" else PARALLEL_CONFIG_PATH
+            config = config or (CONFIG_PATH if method == "toolkit" else PARALLEL_CONFIG_PATH)
             return [["domu-backup", "backup", "--domu", name, "--config", config, "--json"]]
         if method in ("bare-rsync", "bare-parallel"):
             # The origin read-only here, the method's own target of the same layout there.
@@ -373,14 +383,15 @@ class Bench:
         res = self.src.run(program_argv(spec), timeout=METER_TIMEOUT)
         return parse_meter(res.stdout)
 
-    def measure(self, workload: str, method: str, name: str, changed: int) -> Measurement:
+    def measure(self, workload: str, method: str, name: str, changed: int,
+                config: str | None = None) -> Measurement:
         """One method on one workload, measured with caches dropped first.
 
         ToolkitError when a command failed, or when rsync skipped a device instead of copying it.
         """
         log(f"{workload}/{method}: preparing")
         with ExitStack() as stack:
-            steps = self.steps_for(method, name, stack)
+            steps = self.steps_for(method, name, stack, config)
             dropped = self.drop_caches()
             cpu0 = self.peer_cpu()
             log(f"{workload}/{method}: running {len(steps)} command(s): "
@@ -480,6 +491,57 @@ class Bench:
             for lv in reversed(made):
                 self.src.run(["lvremove", "-y", f"{vg}/{lv}"], check=False, timeout=300)
         return PointCost(count, tuple(rates))
+
+    def point_churn(self, name: str) -> list[Measurement]:
+        """The toolkit's churn run with restore points on its standby: none, 1 and 3 classic
+        points, and a thin standby with a thin point, each after a churn of its own (the
+        points taken just before, as a run would have left them)."""
+        disks = self.disks[name]
+        out: list[Measurement] = []
+        made: list[str] = []  # every LV made here, removed newest first
+        try:
+            for what, count, thin in POINT_VARIANTS:
+                if thin and not any(lv.endswith("_thin") for lv in made):
+                    made += self._thin_standbys(disks)
+                changed = self.churn(name)
+                points: list[str] = []
+                for d in disks:
+                    origin = (d.thin_lv if thin else d.standby_lv).removeprefix("/dev/")
+                    for k in range(count):
+                        lv = f"{d.lv_name}_pt{k}"
+                        self.peer.run(["lvcreate", "-y", "-s", "-n", lv,
+                                       *([] if thin else ["-l", "20%ORIGIN"]), origin],
+                                      timeout=300)
+                        points.append(f"{PEER_VG}/{lv}")
+                made += points
+                m = self.measure(f"pointchurn, {what}", "toolkit", name, changed,
+                                 THIN_CONFIG_PATH if thin else None)
+                out.append(m)
+                for lv in reversed(points):
+                    self.peer.run(["lvremove", "-y", lv], timeout=300)
+                    made.remove(lv)
+        finally:
+            for lv in reversed(made):
+                self.peer.run(["lvremove", "-y", lv], check=False, timeout=300)
+        return out
+
+    def _thin_standbys(self, disks: Sequence[BenchDisk]) -> list[str]:
+        """A thin pool and, in it, a thin copy of each standby (its data only: the copy
+        skips the zero blocks); the LVs made, in order."""
+        total = sum(d.size for d in disks)
+        self.peer.run(["lvcreate", "-y", "--type", "thin-pool", "-L",
+                       f"{(total + total // 4) // MIB}m", "-n", POINT_POOL, PEER_VG],
+                      timeout=300)
+        made = [f"{PEER_VG}/{POINT_POOL}"]
+        for d in disks:
+            self.peer.run(["lvcreate", "-y", "--type", "thin", "--virtualsize", f"{d.size}b",
+                           "--thinpool", f"{PEER_VG}/{POINT_POOL}", "-n",
+                           d.thin_lv.rsplit("/", 1)[1], PEER_VG], timeout=300)
+            made.append(d.thin_lv.removeprefix("/dev/"))
+            self.peer.run(["dd", f"if={d.standby_lv}", f"of={d.thin_lv}", "bs=4M",
+                           "conv=sparse,fsync", "status=none"], timeout=3600)
+            log(f"pointchurn: {d.standby_lv} copied to the thin {d.thin_lv}")
+        return made
 
     def cipher_rates(self) -> list[CipherRate]:
         """Each cipher of CIPHERS, one after another, on the same amount of zeroes."""

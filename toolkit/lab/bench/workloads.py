@@ -23,6 +23,7 @@ IMAGES = f"{BENCH_DIR}/images"
 WORKDIR = f"{BENCH_DIR}/work"
 MOUNT_ROOT = "/run/domu-bench"
 CONFIG_PATH = "/etc/domu-backup/bench.toml"
+THIN_CONFIG_PATH = "/etc/domu-backup/bench-thin.toml"  # the toolkit onto thin standbys
 PARALLEL_CONFIG_PATH = "/etc/domu-backup/bench-parallel.toml"
 NODE_PATH = "/etc/domu-backup/bench-node.xml"
 REPORT_DIR = f"{BENCH_DIR}/reports"
@@ -45,14 +46,20 @@ OVERHEAD_TARGET = 1.10
 CGROUP_CPU_FILES = ("/sys/fs/cgroup/cpu.stat", "/sys/fs/cgroup/cpuacct/cpuacct.usage",
                     "/sys/fs/cgroup/cpu,cpuacct/cpuacct.usage")
 
-WORKLOADS = ("full", "nochange", "churn", "twodisk", "guest", "cipher", "points")
+WORKLOADS = ("full", "nochange", "churn", "twodisk", "guest", "cipher", "points",
+             "pointchurn")
 # The ssh ciphers compared by the ``cipher`` workload (the first is OpenSSH's default).
 CIPHERS = ("chacha20-poly1305@openssh.com", "aes128-gcm@openssh.com", "aes256-gcm@openssh.com",
            "aes128-ctr")
 # A workload that needs the targets to hold an earlier copy runs after the one making it.
-REQUIRES = {"nochange": "full", "churn": "full"}
+REQUIRES = {"nochange": "full", "churn": "full", "pointchurn": "full"}
 WORKLOAD_DOMAIN = {"full": "bench01", "nochange": "bench01", "churn": "bench01",
-                   "twodisk": "bench02"}
+                   "twodisk": "bench02", "pointchurn": "bench01"}
+# The pointchurn workload: the toolkit's churn run with restore points on its standby, each
+# variant (what, how many points, thin) after a churn of its own.
+POINT_VARIANTS = (("no point", 0, False), ("1 classic point", 1, False),
+                  ("3 classic points", 3, False), ("thin standby, 1 thin point", 1, True))
+POINT_POOL = "bench_rp_pool"  # the thin pool of the thin standbys (pointchurn)
 METHODS = ("toolkit", "toolkit-parallel", "bare-rsync", "bare-parallel", "block-delta",
            "block-copy")
 TOOLKIT_METHODS = ("toolkit", "toolkit-parallel")
@@ -193,6 +200,11 @@ class BenchDisk:
         return f"/dev/{PEER_VG}/{self.lv_name}"
 
     @property
+    def thin_lv(self) -> str:
+        """The toolkit's thin standby (pointchurn): a thin LV holding the standby's copy."""
+        return f"/dev/{PEER_VG}/{self.lv_name}_thin"
+
+    @property
     def bare_lv(self) -> str:
         """The bare rsync's target: same layout as the standby."""
         return f"/dev/{PEER_VG}/{self.lv_name}_bare"
@@ -229,7 +241,7 @@ def bench_disks(domain) -> tuple[BenchDisk, ...]:  # DomainRecipe
 
 
 def space_needed(disks: Sequence[BenchDisk], scale: Scale, *, guest: bool,
-                 points: bool = False) -> dict[str, int]:
+                 points: bool = False, pointchurn: bool = False) -> dict[str, int]:
     """Bytes each VG needs for the bench's LVs (and, on dom0-a, the snapshots' room)."""
     by_domain: dict[str, int] = {}
     for d in disks:
@@ -241,7 +253,10 @@ def space_needed(disks: Sequence[BenchDisk], scale: Scale, *, guest: bool,
         source += 2 * scale.scratch_mib * MIB  # the scratch LV and its snapshot
     if points:  # a thick LV and two classic snapshots, a thin pool of twice the size
         source += 5 * scale.scratch_mib * MIB + MARGIN
-    return {SOURCE_VG: source, PEER_VG: 5 * sum(d.size for d in disks) + MARGIN}
+    peer = 5 * sum(d.size for d in disks) + MARGIN
+    if pointchurn:  # three classic points of 20%, and a thin pool holding a standby's copy
+        peer += 3 * sum(d.size for d in disks) + MARGIN
+    return {SOURCE_VG: source, PEER_VG: peer}
 
 
 def extra_pv_size(need: int, free: int) -> int:
@@ -279,12 +294,15 @@ def node_xml(domains: Mapping[str, Sequence[BenchDisk]], vg: str, *, running: bo
 
 
 def bench_config(domains: Mapping[str, Sequence[BenchDisk]], *, key: str,
-                 known_hosts: str, copy_jobs: int = 1) -> str:
+                 known_hosts: str, copy_jobs: int = 1, thin: bool = False) -> str:
     """The toolkit config for the bench guests (same cluster and SSH key as the sandbox's).
 
-    With ``copy_jobs`` above 1 it is toolkit-parallel's: its own standby LVs.
+    With ``copy_jobs`` above 1 it is toolkit-parallel's: its own standby LVs; with ``thin``
+    the pointchurn workload's thin standbys.
     """
     def target(d: BenchDisk) -> str:
+        if thin:
+            return d.thin_lv
         return d.standby_lv if copy_jobs == 1 else d.standby_parallel_lv
 
     lines = ["# written by invoke bench: the bench guests only", "[cluster.dom0s]",
