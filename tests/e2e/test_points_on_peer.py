@@ -261,14 +261,16 @@ def test_verify_proves_the_standby_and_a_point_and_finds_a_broken_filesystem(poi
     assert leftovers(lab) == {"dom0-a": [], "dom0-b": []}
 
     # --against-source: the backup's flow comparing by checksum: identical, then a file
-    # changed in the guest is listed, and nothing is written (standby, marker, points).
+    # changed on the standby behind the tool's back is listed, and nothing is written
+    # (standby, marker, points).
     marker, lvs = standby_marker(lab, "web01"), point_lvs(lab)
     same = a.run(["domu-backup", "verify", "--domu", "web01", "--config", POINTS,
                   "--against-source", "--json"], check=False, timeout=900)
     assert same.exit_code == 0, same.stdout + same.stderr
     assert json.loads(same.stdout)["domains"][0]["outcome"] == "identical"
-    with mounted(a, "/dev/vg_a/web01", f"{AUDIT_ROOT}/rp", "r", readonly=False) as fs:
-        a.run(["sh", "-c", f"echo changed >> {fs['1'][0]}/etc/hostname"])
+    with mounted(b, "/dev/vg_b/web01", f"{AUDIT_ROOT}/dst", "w", readonly=False) as fs:
+        b.run(["sh", "-c", f"echo tampered >> {fs['1'][0]}/etc/hostname"])
+    standby_sum = sha256(b, "/dev/vg_b/web01")
     differs = a.run(["domu-backup", "verify", "--domu", "web01", "--config", POINTS,
                      "--against-source"], check=False, timeout=900)
     assert differs.exit_code == 47, differs.stdout + differs.stderr
@@ -299,6 +301,21 @@ def test_verify_proves_the_standby_and_a_point_and_finds_a_broken_filesystem(poi
                    run["run_id"]], check=False, timeout=900)
     assert point.exit_code == 0, point.stdout + point.stderr
     assert f"restore point {run['run_id']}" in point.stdout
+    # That point's /var metadata overwritten (made writable for it, then read-only again):
+    # verify --at names the filesystem.
+    first = f"vg_b/{point_name(run['run_id'])}"
+    b.run(["lvchange", "--permission", "rw", first], timeout=120)
+    try:
+        with partition_maps(b, f"/dev/{first}", "y", writable=True) as parts:
+            b.run(["dd", "if=/dev/urandom", f"of={parts[2]}", "bs=1024", "seek=2",
+                   "count=16", "conv=notrunc,fsync", "status=none"], timeout=120)
+    finally:
+        b.run(["lvchange", "--permission", "r", first], timeout=120)
+    broken = a.run(["domu-backup", "verify", "--domu", "web01", "--config", POINTS, "--at",
+                    run["run_id"]], check=False, timeout=900)
+    assert broken.exit_code == 46, broken.stdout + broken.stderr
+    assert "xvda2" in broken.stderr and "e2fsck exited" in broken.stderr
+    assert "xvda1      ext4   /          sound" in broken.stdout
     unknown = a.run(["domu-backup", "verify", "--domu", "web01", "--config", POINTS, "--at",
                      "20200101T000000Z-0000"], check=False, timeout=300)
     assert unknown.exit_code == 4 and run["run_id"] in unknown.stderr
