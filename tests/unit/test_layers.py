@@ -30,7 +30,7 @@ LAYERS: list[tuple[str, set[str]]] = [
                               "report", "restore_points"}),
     ("checks", {"preflight"}),
     ("plan", {"plan", "plan_records", "plan_steps", "plan_layout", "plan_render", "plan_points",
-              "rsync", "bootarea", "standby", "thin_standby", "fscheck"}),
+              "rsync", "bootarea", "standby", "thin_standby", "standby_xml", "fscheck"}),
     ("execute", {"execute", "guards", "guestpaths", "snapshots", "copying", "take_point",
                  "verify"}),
     ("recover", {"recover"}),
