@@ -55,7 +55,8 @@ def standby_definition(xml_text: str, standby: Mapping[str, str]) -> StandbyDefi
         else:
             src = disk.find("source")
             where = "" if src is None else " ".join(f"{k}={v}" for k, v in src.attrib.items())
-            kept.append(f"{target}: not backed up, kept as the source has it ({where or 'no source'})")
+            kept.append(f"{target}: not backed up, kept as the source has it "
+                        f"({where or 'no source'})")
     missing = sorted(set(standby) - seen)
     if missing:
         raise ParseError(f"the domain's definition has no disk {', '.join(missing)}; it changed "
@@ -74,9 +75,8 @@ def _on_block(disk: etree._Element, path: str) -> None:
     source = etree.Element("source", dev=path)
     target = disk.find("target")
     driver = disk.find("driver")
-    anchor = driver if driver is not None else None
-    if anchor is not None:
-        anchor.addnext(source)
+    if driver is not None:
+        driver.addnext(source)
     elif target is not None:
         target.addprevious(source)
     else:
