@@ -36,15 +36,15 @@ def standby_definition(xml_text: str, standby: Mapping[str, str]) -> StandbyDefi
     """``xml_text`` (the source's definition) with each disk target of ``standby`` on its
     standby LV (``/dev/...``); ParseError for a definition that lacks a disk ``standby``
     names, or a standby path that is no plain /dev path."""
-    for target, path in standby.items():
-        if not is_disk_target(target) or not path.startswith("/dev/") or "\n" in path:
-            raise ParseError(f"standby of {target!r}: {path!r} is no disk target and /dev path")
+    for name, path in standby.items():
+        if not is_disk_target(name) or not path.startswith("/dev/") or "\n" in path:
+            raise ParseError(f"standby of {name!r}: {path!r} is no disk target and /dev path")
     domain = parse_domain_xml(xml_text)
     seen: set[str] = set()
     kept: list[str] = []
     for disk in domain.iterfind("devices/disk"):
         target_el = disk.find("target")
-        target = target_el.get("dev") if target_el is not None else None
+        target = (target_el.get("dev") if target_el is not None else None) or ""
         device = disk.get("device") or "disk"
         if target in standby:
             seen.add(target)
