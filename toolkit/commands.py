@@ -70,6 +70,13 @@ def backup(c, domu=None, all=False, dry_run=False, json=False, config=None, node
             # The run is over and its summary still goes out; an unusable report
             # directory (R22) is said, not a reason to hide the result.
             stderr_log(f"could not write the report to {cfg.defaults.report_dir}: {exc}")
+        if cfg.monitoring.textfile is not None:
+            try:
+                from .metrics import write_textfile  # prometheus_client, only when asked
+
+                stderr_log(f"metrics written to {write_textfile(cfg)}")
+            except (OSError, ToolkitError) as exc:  # said, as an unusable report directory
+                stderr_log(f"could not write the metrics to {cfg.monitoring.textfile}: {exc}")
         print(report.to_json() if json else summary(report))
         if report.exit_code:
             raise CommandExit(code=report.exit_code)

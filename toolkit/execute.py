@@ -338,6 +338,7 @@ class Executor:
                             self.plan.source_host, previous, now=time.time(),
                             standby=dict(self.plan.standby_lvs))
         self.peer.run(step.argv, input=marker_text(marker), timeout=30)
+        self.report.standby = step.state
 
     def _filesystem(self, step: Step) -> FilesystemPlan:
         return next(x for x in self.plan.filesystems if x.name == step.fs)

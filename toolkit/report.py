@@ -12,6 +12,7 @@ from . import safefs
 
 # DomainReport.error of a run refused because another run holds the domain's lock.
 LOCK_BUSY = "LockBusy"
+VERIFY_OUTCOMES = frozenset({"identical", "differs"})  # verify --against-source, no backup
 
 
 @dataclass
@@ -87,7 +88,9 @@ class DomainReport:
     peer_host: str = ""
     started: float = field(default_factory=time.time)
     finished: float = 0.0
-    outcome: str = "pending"  # success, skipped, failed, interrupted, dry-run
+    # success, skipped, failed, interrupted, dry-run; identical, differs (verify
+    # --against-source)
+    outcome: str = "pending"
     exit_code: int = 0
     message: str = ""
     error: str = ""
@@ -101,6 +104,7 @@ class DomainReport:
     fates: list[FilesystemFate] = field(default_factory=list)  # every filesystem seen
     # Restore points on the peer after this run: the one it took ("" if none), the count
     # kept, the newest, and the run ids of those it removed.
+    standby: str = ""  # the state the run left its marker in: dirty, clean ("" untouched)
     restore_point: str = ""
     restore_points: int = 0
     newest_point: str = ""
@@ -151,14 +155,15 @@ def write_report(report: RunReport, report_dir: str | Path, *,
     A run refused because another holds the domain's lock (LockBusy) never
     replaces ``<domain>.json``: that file stays the report of the run holding
     the lock. The refusal is still ``last.json`` (this invocation) and a line of
-    the history.
+    the history. Nor does a ``verify --against-source``: ``<domain>.json`` stays the
+    domain's last backup.
     """
     d = str(report_dir)
     dir_fd = safefs.open_dir(d, "the report directory", create=True, mode=0o750, view=view)
     try:
         safefs.write_atomic(dir_fd, d, "last.json", report.to_json().encode(), "the report")
         for dom in report.domains:
-            if dom.error != LOCK_BUSY:
+            if dom.error != LOCK_BUSY and dom.outcome not in VERIFY_OUTCOMES:
                 safefs.write_atomic(dir_fd, d, f"{dom.domain}.json",
                                     json.dumps(asdict(dom), indent=2).encode(),
                                     "the domain report")

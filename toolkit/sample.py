@@ -29,6 +29,7 @@ from .config import (
     DiskConfig,
     DomainConfig,
     HypervisorSettings,
+    MonitoringSettings,
     RestorePoints,
     SnapshotSize,
     SSHSettings,
@@ -229,6 +230,7 @@ def render_sample() -> str:
         _table("hypervisor", HypervisorSettings),
         _table("ssh", SSHSettings, _SSH),
         _table("defaults", Defaults, _DEFAULTS),
+        _table("monitoring", MonitoringSettings),
         _domain_tables(),
     ]
     return "\n\n".join("\n".join(part) for part in parts) + "\n"
@@ -240,8 +242,9 @@ UNSET = "(unset)"  # a None with no TOML spelling: the key is left out (its doc 
 
 
 def effective_settings(config: Config) -> list[tuple[str, str, bool]]:
-    """Every setting of ``[ssh]``, ``[defaults]`` and each domain (each disk's too), as
-    (dotted key, its value in TOML, whether the file sets it) in the records' order."""
+    """Every setting of ``[ssh]``, ``[defaults]``, ``[monitoring]`` and each domain (each
+    disk's too), as (dotted key, its value in TOML, whether the file sets it) in the records'
+    order."""
     out: list[tuple[str, str, bool]] = []
 
     def record(shown: str, dotted: str, value: Any) -> None:
@@ -263,6 +266,7 @@ def effective_settings(config: Config) -> list[tuple[str, str, bool]]:
 
     record("ssh", "ssh", config.ssh)
     record("defaults", "defaults", config.defaults)
+    record("monitoring", "monitoring", config.monitoring)
     for name, domain in config.domains.items():
         record(f"domains.{toml_key(name)}", f"domains.{name}", domain)
     return out

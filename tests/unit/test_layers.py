@@ -34,7 +34,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("execute", {"execute", "guards", "guestpaths", "snapshots", "copying", "take_point",
                  "verify"}),
     ("recover", {"recover"}),
-    ("status", {"status", "status_check", "progress"}),
+    ("status", {"status", "status_check", "metrics", "progress"}),
     ("jobs", {"app", "hosts", "replay"}),
     ("commands", {"command_support", "commands_standby", "commands", "cli"}),
 ]

@@ -20,7 +20,7 @@ import pytest
 import toolkit
 
 ROOT = Path(__file__).resolve().parents[2]
-DEBIAN_12 = {"lxml": "4.9", "paramiko": "2.12", "rich": "13"}
+DEBIAN_12 = {"lxml": "4.9", "paramiko": "2.12", "rich": "13", "prometheus-client": "0.16"}
 
 
 def _tracked_files() -> list[str]:

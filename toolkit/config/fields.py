@@ -158,6 +158,19 @@ class RestorePoints:
 
 
 @dataclass(frozen=True)
+class MonitoringSettings:
+    """[monitoring]: what the tool leaves for the monitoring system after each run."""
+
+    textfile: str | None = field(default=None, metadata={"toml_none": "", "read": _read(
+        "textfile"), "doc": (
+        "\"\" for none, else the Prometheus text file node_exporter's textfile collector "
+        "reads (a plain absolute path ending in .prom, in a directory that exists): after "
+        "every backup it is replaced, atomically, with each domain's last success, last "
+        "exit code, phase times, bytes sent, files changed, standby state, restore points "
+        "and snapshot fill.")})
+
+
+@dataclass(frozen=True)
 class Defaults:
     """Settings every domain inherits; each field's metadata "doc" says what it means."""
 
@@ -338,6 +351,7 @@ class Config:
     ssh: SSHSettings = SSHSettings()
     defaults: Defaults = Defaults()
     domains: Mapping[str, DomainConfig] = field(default_factory=_empty_mapping)
+    monitoring: MonitoringSettings = MonitoringSettings()
     # What the file says in a way that still works but should change (a key's former name).
     warnings: tuple[str, ...] = ()
     # The dotted keys the file sets, each under its field's name (a former name counts as

@@ -6,6 +6,7 @@ key and what was expected. Each record's field is read by the reader its metadat
 
 from __future__ import annotations
 
+import posixpath
 import re
 import tomllib
 from collections.abc import Mapping
@@ -27,6 +28,7 @@ from .fields import (
     DiskConfig,
     DomainConfig,
     HypervisorSettings,
+    MonitoringSettings,
     RestorePoints,
     SSHSettings,
 )
@@ -91,7 +93,8 @@ class _Parser(_Reader):
     # tables ---------------------------------------------------------------
 
     def config(self, data: Mapping[str, Any]) -> Config:
-        self.only(data, "", {"cluster", "hypervisor", "ssh", "defaults", "domains"})
+        self.only(data, "", {"cluster", "hypervisor", "ssh", "defaults", "domains",
+                             "monitoring"})
         cluster = self.record(ClusterSettings, self.table(data, "cluster", "cluster", None,
                                                           required=True), "cluster")
         dom0s = cluster.dom0s
@@ -103,8 +106,11 @@ class _Parser(_Reader):
         domains_table = self.table(data, "domains", "domains", None)
         domains = {name: self.domain(name, value) for name, value in domains_table.items()}
         self.unique_standby_lvs(domains)
+        monitoring = self.record(MonitoringSettings, self.table(
+            data, "monitoring", "monitoring", None), "monitoring")
         return Config(self.path, dom0s, hypervisor.uri, ssh, defaults,
-                      MappingProxyType(domains), tuple(self.warnings), frozenset(self.given))
+                      MappingProxyType(domains), monitoring, tuple(self.warnings),
+                      frozenset(self.given))
 
     def uri(self, table: Mapping[str, Any], key: str, dotted: str, default: Any) -> str:
         expected = 'a libvirt URI like "xen:///system"'
@@ -168,6 +174,18 @@ class _Parser(_Reader):
         sub = self.table(table, key, dotted, None)
         base = self.point_defaults if dotted.startswith("domains.") else None
         return self.record(RestorePoints, sub, dotted, base)
+
+    def textfile(self, table: Mapping[str, Any], key: str, dotted: str,
+                 default: str | None) -> str | None:
+        """An absolute path ending in .prom (node_exporter reads only those), or None."""
+        expected = 'a plain absolute path ending in .prom, or "" for none'
+        value = self.string(table, key, dotted, default, expected=expected)
+        if value in (None, ""):
+            return None
+        path = self.absolute_path({key: value}, key, dotted, value)
+        if not path.endswith(".prom") or posixpath.basename(path) == ".prom":
+            raise self.fail(dotted, expected, value)
+        return path
 
     def check_mount_prefixes(self, dirs: Mapping[str, str]) -> None:
         """The two mount prefixes nest neither in each other nor in the tool's own dirs."""
