@@ -52,16 +52,12 @@ from .preflight import lookup_lv, read_layout
 from .restore_points import POINT_TAG, parse_point_lv
 from .runners import Runner
 from .undo import unwind
+from .verify_boot import BOOT_DIRS, boot_area, boot_code
+
+__all__ = ["BOOT_DIRS", "VERIFY", "Verifier", "VerifyReport", "boot_code", "render_verify",
+           "sources", "verify"]
 
 VERIFY = f"{PREFIX}-vf"  # the throwaway snapshots and maps: journalled, never a run's names
-# Each boot loader's directory, as the guest may have it (in / or in a /boot filesystem),
-# and the files one of which it must hold to boot.
-BOOT_DIRS: dict[str, tuple[str, ...]] = {
-    "boot/grub": ("grub.cfg", "menu.lst", "grub.conf"), "boot/grub2": ("grub.cfg",),
-    "boot/extlinux": ("extlinux.conf",), "grub": ("grub.cfg", "menu.lst", "grub.conf"),
-    "grub2": ("grub.cfg",), "extlinux": ("extlinux.conf",),
-}
-BOOT_CODE = 440  # the MBR's boot code: the bytes before the disk signature
 
 
 @dataclass(frozen=True)
@@ -358,45 +354,10 @@ class Verifier:
 
     def check_boot(self, tables: dict[str, tuple[PartitionTable, str]],
                    mounted: dict[str, str]) -> None:
-        """The partition tables and boot code, and each boot loader directory the guest has
-        with the file it boots from. A guest may have none (its domain definition names
-        the kernel): only what the guest has must be whole."""
-        dirs: list[tuple[str, str]] = []  # (filesystem, directory) the guest has
-        files: list[str] = []
-        for name, mnt in mounted.items():
-            for rel, wanted in BOOT_DIRS.items():
-                if self.guest_file(mnt, rel) is not True:
-                    continue
-                dirs.append((name, rel))
-                have = [f"{name}:/{rel}/{f}" for f in wanted
-                        if self.guest_file(mnt, f"{rel}/{f}") is True]
-                files += have
-                if not have:
-                    self.report.problems.append(f"boot: {name} has /{rel} but none of "
-                                                f"{', '.join(wanted)} in it")
-        grub = any("grub" in rel for _name, rel in dirs)
-        for disk, (table, device) in sorted(tables.items()):
-            if table.label is None:
-                self.report.boot.append(f"{disk}: no partition table (a whole-disk filesystem)")
-                continue
-            code = boot_code(self.peer, device)
-            kind = ("empty" if not any(code) else
-                    "GRUB" if b"GRUB" in code else "present")
-            self.report.boot.append(f"{disk}: {table.label} partition table, "
-                                    f"{len(table.partitions)} partitions, boot code {kind}")
-            if kind == "GRUB" and not grub:
-                self.report.problems.append(f"boot: {disk}'s boot code is GRUB's, but no "
-                                            "filesystem holds /boot/grub")
-        self.report.boot.append("boot loader files: " + (", ".join(files) or "none (the "
-                                "domain's definition names the kernel, or the disk's boot "
-                                "code loads it)"))
-
-
-def boot_code(runner: Runner, device: str) -> bytes:
-    """The boot code of a device's first sector (read with dd, as hex)."""
-    res = runner.run(["sh", "-c", 'dd if="$1" bs=440 count=1 status=none | od -An -v -tx1',
-                      "sh", device], timeout=60)
-    return bytes(int(x, 16) for x in res.stdout.split())
+        """The boot area of each disk and the boot loader's files (``verify_boot``)."""
+        lines, problems = boot_area(self.peer, tables, mounted, self.guest_file)
+        self.report.boot += lines
+        self.report.problems += problems
 
 
 def verify(config: Config, domain: str, peer: Runner, run_id: str, at: str | None, *,

@@ -32,7 +32,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("plan", {"plan", "plan_records", "plan_steps", "plan_layout", "plan_render", "plan_points",
               "rsync", "bootarea", "standby", "thin_standby", "standby_xml", "fscheck"}),
     ("execute", {"execute", "guards", "guestpaths", "snapshots", "copying", "take_point",
-                 "verify"}),
+                 "verify", "verify_boot"}),
     ("recover", {"recover"}),
     ("status", {"status", "status_check", "metrics", "progress"}),
     ("jobs", {"app", "hosts", "replay"}),
