@@ -145,3 +145,22 @@ def test_a_bad_textfile_is_a_config_error_naming_the_key(value):
 def test_an_unknown_monitoring_key_is_refused():
     with pytest.raises(errors.ConfigError, match="monitoring"):
         parse_config(BASE + "[monitoring]\ntextfil = \"/a/b.prom\"\n", "/x.toml")
+
+
+def test_a_backup_writes_the_textfile_after_its_report(tmp_path, capsys, monkeypatch):
+    """Through the command: the report first, then the metrics from it."""
+    from test_cli_errors import _config, cli
+
+    from toolkit import app
+
+    path = _config(tmp_path)
+    (tmp_path / "prom").mkdir(mode=0o755)
+    path.write_text(path.read_text() + f'[monitoring]\ntextfile = "{tmp_path}/prom/d.prom"\n')
+    monkeypatch.setattr(app, "backup", lambda *a, **k: web01_run("failed", 40, "dirty"))
+    monkeypatch.setattr("toolkit.config.check_root", lambda: None)
+    code, _out, err = cli(capsys, "backup", "--domu", "web01", "--config", str(path))
+    assert code == 40, err
+    assert "metrics written to" in err, err
+    got = samples(str(tmp_path / "prom" / "d.prom"))
+    assert got[("domubk_last_run_exit_code", (("domain", "web01"),))] == 40
+    assert got[("domubk_standby_clean", (("domain", "web01"),))] == 0
