@@ -1,5 +1,6 @@
 """The operator's commands: backup, plan, check-config, recover, status, restore-points,
-verify, init-standby and the two that print reference text (exit-codes, sample-config);
+verify, init-standby, install-units and the two that print reference text (exit-codes,
+sample-config);
 the ones that look at a standby (status, restore-points, verify) are in
 ``commands_standby``, what all share in ``command_support``.
 
@@ -242,6 +243,45 @@ def exit_codes(c):
         print(f"{code!s:>6}  {name:<22} {summary}")
 
 
+@operator_command(help={
+    "dry-run": "print the units and write nothing",
+    "config": "config file (its [schedule]; the units run the tool with it)",
+    "unit-dir": f"where to write them (default {'/etc/systemd/system'})",
+})
+def install_units(c, dry_run=False, config=None, unit_dir=None):
+    """Write the systemd units: the backup's service and timer, and a boot-time recover."""
+    import os
+    import shutil
+
+    from . import safefs
+    from .config import check_root
+    from .units import UNIT_DIR, enable_hint, units
+
+    try:
+        cfg = _config(config)
+        program = shutil.which("domu-backup")
+        if program is None:
+            raise UsageError("domu-backup is not on PATH: install it first (pip install .)")
+        made = units(cfg, os.path.abspath(program))
+        if dry_run:
+            for unit in made:
+                print(f"# {unit.name}\n{unit.text}")
+            return
+        check_root()
+        where = unit_dir or UNIT_DIR
+        dir_fd = safefs.open_dir(where, "the systemd unit directory")
+        try:
+            for unit in made:
+                safefs.write_atomic(dir_fd, where, unit.name, unit.text.encode(),
+                                    "a systemd unit", mode=0o644)
+                print(f"wrote {os.path.join(where, unit.name)}")
+        finally:
+            os.close(dir_fd)
+        print(f"now: {enable_hint()}")
+    except ToolkitError as exc:
+        raise _fail(exc) from None
+
+
 @operator_command
 def sample_config(c):
     """Print the annotated sample config: every setting with its default and meaning."""
@@ -251,4 +291,5 @@ def sample_config(c):
 
 
 COMMANDS: tuple[Command, ...] = (backup, plan, check_config, recover, status, restore_points,
-                                 verify, init_standby, exit_codes, sample_config)
+                                 verify, init_standby, install_units, exit_codes,
+                                 sample_config)

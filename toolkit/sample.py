@@ -31,6 +31,7 @@ from .config import (
     HypervisorSettings,
     MonitoringSettings,
     RestorePoints,
+    ScheduleSettings,
     SnapshotSize,
     SSHSettings,
 )
@@ -231,6 +232,7 @@ def render_sample() -> str:
         _table("ssh", SSHSettings, _SSH),
         _table("defaults", Defaults, _DEFAULTS),
         _table("monitoring", MonitoringSettings),
+        _table("schedule", ScheduleSettings),
         _domain_tables(),
     ]
     return "\n\n".join("\n".join(part) for part in parts) + "\n"
@@ -267,6 +269,7 @@ def effective_settings(config: Config) -> list[tuple[str, str, bool]]:
     record("ssh", "ssh", config.ssh)
     record("defaults", "defaults", config.defaults)
     record("monitoring", "monitoring", config.monitoring)
+    record("schedule", "schedule", config.schedule)
     for name, domain in config.domains.items():
         record(f"domains.{toml_key(name)}", f"domains.{name}", domain)
     return out

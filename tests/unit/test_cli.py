@@ -20,7 +20,7 @@ from toolkit.errors import UsageError
 
 ROOT = Path(__file__).resolve().parents[2]
 OPERATOR = ["backup", "plan", "check-config", "recover", "status", "restore-points",
-            "verify", "init-standby", "exit-codes", "sample-config"]
+            "verify", "init-standby", "install-units", "exit-codes", "sample-config"]
 LAB = ["lab", "lab.up", "sandbox", "sandbox.up", "rehearse", "bench", "test"]
 
 
@@ -176,7 +176,7 @@ def bash_script() -> str:
 
 def test_completion_offers_the_commands(bash_script):
     assert _complete(bash_script, "") == [*OPERATOR, "completion", "--help", "--version"]
-    assert _complete(bash_script, "in") == ["init-standby"]
+    assert _complete(bash_script, "in") == ["init-standby", "install-units"]
 
 
 def test_completion_offers_a_commands_options(bash_script):

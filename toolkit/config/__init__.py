@@ -23,6 +23,7 @@ from .fields import (
     HypervisorSettings,
     MonitoringSettings,
     RestorePoints,
+    ScheduleSettings,
     SnapshotSize,
     SSHSettings,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "Config",
     "MonitoringSettings",
     "RestorePoints",
+    "ScheduleSettings",
     "Defaults",
     "DiskConfig",
     "DomainConfig",

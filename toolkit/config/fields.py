@@ -31,6 +31,11 @@ DOMAIN_NAME_MAX = 40
 _DELIMITER = re.compile(r"[A-Za-z0-9_+.-]{1,5}")
 SSH_FILES_DIR = "/etc/domu-backup"  # the only place under /etc the config may name (ssh.*)
 _CIPHER = re.compile(r"[A-Za-z0-9@._+-]+(,[A-Za-z0-9@._+-]+)*")
+# A systemd calendar event and time span, in the characters their grammar uses (systemd
+# itself is the judge: `systemd-analyze calendar`, and the test of the units).
+_CALENDAR = re.compile(r"[A-Za-z0-9*:,./~ -]{1,100}")
+_TIMESPAN = re.compile(r"[0-9]{1,6}(us|ms|s|sec|m|min|h|hr|d|w)?( ?[0-9]{1,6}(us|ms|s|sec|m|"
+                       r"min|h|hr|d|w))*")
 _BWLIMIT = re.compile(r"[1-9][0-9]*(\.[0-9]+)?[KMGTkmgt]?|0\.[0-9]*[1-9][0-9]*[KMGTkmgt]?")
 
 
@@ -155,6 +160,24 @@ class RestorePoints:
     def retention(self) -> Retention:
         """The keep rules, as ``retention.select`` takes them."""
         return Retention(self.keep_last, self.keep_daily, self.keep_weekly)
+
+
+@dataclass(frozen=True)
+class ScheduleSettings:
+    """[schedule]: when the systemd timer ``install-units`` writes runs ``backup --all``."""
+
+    on_calendar: str = field(default="*-*-* 02:00:00", metadata={"read": _read(
+        "pattern", regex=_CALENDAR, expected='a systemd calendar event like "daily" or '
+        '"*-*-* 02:00:00"', empty_is_none=False), "doc": (
+        "When the timer starts the backup, as systemd.time(7) writes a calendar event "
+        "(OnCalendar=): \"daily\", \"*-*-* 02:00:00\", \"Mon..Fri 22:30\". Check one "
+        "with `systemd-analyze calendar`.")})
+    randomized_delay: str = field(default="30m", metadata={"read": _read(
+        "pattern", regex=_TIMESPAN, expected='a systemd time span like "30m" or "1h"',
+        empty_is_none=False), "doc": (
+        "Up to how long after it the start is put off, at random (RandomizedDelaySec=), "
+        "so a fleet of Dom0s does not start at once: a systemd time span like \"30m\", "
+        "\"1h\", \"0\".")})
 
 
 @dataclass(frozen=True)
@@ -352,6 +375,7 @@ class Config:
     defaults: Defaults = Defaults()
     domains: Mapping[str, DomainConfig] = field(default_factory=_empty_mapping)
     monitoring: MonitoringSettings = MonitoringSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
     # What the file says in a way that still works but should change (a key's former name).
     warnings: tuple[str, ...] = ()
     # The dotted keys the file sets, each under its field's name (a former name counts as

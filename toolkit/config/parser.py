@@ -30,6 +30,7 @@ from .fields import (
     HypervisorSettings,
     MonitoringSettings,
     RestorePoints,
+    ScheduleSettings,
     SSHSettings,
 )
 from .readers import _CONTROL, _REQUIRED, _clean_absolute, _Reader, _show
@@ -94,7 +95,7 @@ class _Parser(_Reader):
 
     def config(self, data: Mapping[str, Any]) -> Config:
         self.only(data, "", {"cluster", "hypervisor", "ssh", "defaults", "domains",
-                             "monitoring"})
+                             "monitoring", "schedule"})
         cluster = self.record(ClusterSettings, self.table(data, "cluster", "cluster", None,
                                                           required=True), "cluster")
         dom0s = cluster.dom0s
@@ -108,8 +109,10 @@ class _Parser(_Reader):
         self.unique_standby_lvs(domains)
         monitoring = self.record(MonitoringSettings, self.table(
             data, "monitoring", "monitoring", None), "monitoring")
+        schedule = self.record(ScheduleSettings, self.table(data, "schedule", "schedule", None),
+                               "schedule")
         return Config(self.path, dom0s, hypervisor.uri, ssh, defaults,
-                      MappingProxyType(domains), monitoring, tuple(self.warnings),
+                      MappingProxyType(domains), monitoring, schedule, tuple(self.warnings),
                       frozenset(self.given))
 
     def uri(self, table: Mapping[str, Any], key: str, dotted: str, default: Any) -> str:
