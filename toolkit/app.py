@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
-from . import log
+from . import log, signals
 from .config import Config
 from .errors import (
     ConfigError,
@@ -28,6 +28,7 @@ from .errors import (
     most_severe,
 )
 from .execute import Executor
+from .hooks import run_hook
 from .hosts import runner_for
 from .journal import list_journals
 from .lock import domain_lock
@@ -224,6 +225,20 @@ def backup(config: Config, domains: list[str], hosts: Hosts, *, node: str | None
             if skip_undefined and rep.error == DomainNotDefinedHere.__name__:
                 rep.outcome, rep.error, rep.exit_code = "skipped", "", 0
                 rep.message += "; skipped"
+            if not compare and not dry_run and domain in config.domains:
+                hooks = config.domain(domain).effective_hooks(config.defaults)
+                argv = hooks.argv(rep.outcome)
+                if argv:  # bounded by its timeout; a signal meanwhile stops the run after it
+                    with signals.shielded():
+                        run_hook("on_success" if rep.outcome == "success" else "on_failure",
+                                 argv, rep, hooks.timeout, log)
+                    pending = signals.pending_signal()
+                    if pending is not None:  # the backup itself ended as it did
+                        stop = Interrupted(pending)
+                        rep.hooks.append(f"{stop}: the run stops after this domain")
+                        run.exit_code = stop.exit_code
+                        run.domains.append(rep)
+                        break
             run.host = run.host or rep.source_host
             run.domains.append(rep)
             log(f"domain {domain}: {rep.outcome} {rep.message}")
@@ -232,7 +247,7 @@ def backup(config: Config, domains: list[str], hosts: Hosts, *, node: str | None
     finally:
         hosts.close()
     run.finished = time.time()
-    run.exit_code = most_severe([d.exit_code for d in run.domains])
+    run.exit_code = most_severe([d.exit_code for d in run.domains] + [run.exit_code])
     return run
 
 

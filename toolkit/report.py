@@ -109,6 +109,7 @@ class DomainReport:
     restore_points: int = 0
     newest_point: str = ""
     points_pruned: list[str] = field(default_factory=list)
+    hooks: list[str] = field(default_factory=list)  # what each hook that ran did
 
     def add_phase(self, phase: str, seconds: float) -> None:
         """Add ``seconds`` to ``phase`` (a phase may be timed more than once)."""
@@ -272,6 +273,8 @@ def summary(report: RunReport) -> str:
             lines.append("  phases: " + ", ".join(f"{k} {v:.1f}s" for k, v in d.phases.items()))
         for c in d.cleaned:
             lines.append(f"  cleaned before run: {c}")
+        for h in d.hooks:
+            lines.append(f"  hook {h}")
         for e in d.teardown_errors:
             lines.append(f"  TEARDOWN: {e}")
     lines.append(f"exit code {report.exit_code}")

@@ -28,6 +28,7 @@ from .config import (
     Defaults,
     DiskConfig,
     DomainConfig,
+    Hooks,
     HypervisorSettings,
     MonitoringSettings,
     RestorePoints,
@@ -73,6 +74,7 @@ _DOMAIN_EXAMPLE: dict[str, Any] = {
     "disks": {"xvda": {"standby_lv": "/dev/vg0/web01"}},
     "mounts": {"xvda1": "/", "xvda2": "/var"},
     "restore_points": {"keep_daily": 7, "keep_weekly": 4},
+    "hooks": {"on_failure": ["/usr/local/sbin/notify-admin", "web01"]},
 }
 _COMMENTED_OUT = frozenset({"skip_filesystems"})  # shown, but not set, in the example
 _NAME_FIELD = "name"  # DomainConfig.name: the table's name, not a key
@@ -255,7 +257,7 @@ def effective_settings(config: Config) -> list[tuple[str, str, bool]]:
                 continue  # DomainConfig.name: the table's name, not a key
             key, given = f"{shown}.{toml_key(f.name)}", f"{dotted}.{f.name}"
             item = getattr(value, f.name)
-            if isinstance(item, RestorePoints):  # a table of its own
+            if isinstance(item, (RestorePoints, Hooks)):  # a table of its own
                 record(key, given, item)
                 continue
             if isinstance(item, Mapping) and item and all(map(is_dataclass, item.values())):

@@ -36,7 +36,7 @@ LAYERS: list[tuple[str, set[str]]] = [
                  "verify", "verify_boot"}),
     ("recover", {"recover"}),
     ("status", {"status", "status_check", "metrics", "progress"}),
-    ("jobs", {"app", "hosts", "replay"}),
+    ("jobs", {"app", "hooks", "hosts", "replay"}),
     ("commands", {"command_support", "commands_standby", "commands", "cli"}),
 ]
 LAB = "lab"  # the rehearsal lab and the bench: above the product, may use any of it

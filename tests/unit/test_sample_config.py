@@ -21,6 +21,7 @@ from toolkit.config import (
     Defaults,
     DiskConfig,
     DomainConfig,
+    Hooks,
     HypervisorSettings,
     RestorePoints,
     SnapshotSize,
@@ -115,7 +116,8 @@ def test_the_example_domain() -> None:
         rsync_args=(), snapshot_size=SnapshotSize(absolute="2G"),
         disks=MappingProxyType({"xvda": DiskConfig("/dev/vg0/web01")}),
         mounts=MappingProxyType({"xvda1": "/", "xvda2": "/var"}), skip_filesystems=(),
-        restore_points=RestorePoints(keep_daily=7, keep_weekly=4))
+        restore_points=RestorePoints(keep_daily=7, keep_weekly=4),
+        hooks=Hooks(on_failure=("/usr/local/sbin/notify-admin", "web01")))
 
 
 def test_the_commented_out_skip_filesystems_parses_once_uncommented() -> None:
@@ -135,7 +137,7 @@ def test_every_field_is_in_the_sample_below_its_doc(header: str, record: type) -
     lines = section(render_sample(), header)
     keys = [line.split(" = ", 1)[0] for line in lines if re.match(r"[a-z_]+ = ", line)]
     # A field whose value is a table of its own is that table, after the keys (below).
-    tables = [f for f in dataclasses.fields(record) if f.name == "restore_points"]
+    tables = [f for f in dataclasses.fields(record) if f.name in ("restore_points", "hooks")]
     assert keys == [f.name for f in dataclasses.fields(record) if f not in tables]
     all_lines = render_sample().splitlines()
     for f in tables:
@@ -174,7 +176,7 @@ def test_the_domain_example_shows_every_domain_key_below_its_doc() -> None:
     for f in dataclasses.fields(DomainConfig):
         if f.name == "name":
             line = "[domains.web01]"
-        elif f.name in ("disks", "mounts", "restore_points"):
+        elif f.name in ("disks", "mounts", "restore_points", "hooks"):
             line = next(x for x in lines if x.startswith(f"[domains.web01.{f.name}"))
         else:
             line = next(x for x in lines if re.fullmatch(rf"(# )?{f.name} = .+", x))
@@ -353,11 +355,12 @@ def test_the_settings_shown_are_every_field_and_read_back_as_the_config(text: st
     shown = effective_settings(config)
     keys = [key for key, _value, _given in shown]
     assert len(keys) == len(set(keys))
-    points = [f"restore_points.{f.name}" for f in dataclasses.fields(RestorePoints)]
+    tables = {name: [f"{name}.{f.name}" for f in dataclasses.fields(cls)]
+              for name, cls in (("restore_points", RestorePoints), ("hooks", Hooks))}
     for record, prefix in ((SSHSettings, "ssh."), (Defaults, "defaults.")):
         assert [k for k in keys if k.startswith(prefix)] == [
             prefix + name for f in dataclasses.fields(record)
-            for name in (points if f.name == "restore_points" else [f.name])]
+            for name in tables.get(f.name, [f.name])]
     # Shown as TOML, every value reads back as what the parser made of the file.
     lines = [f"{key} = {value}" for key, value, _given in shown if value != UNSET]
     for key, value, _given in shown:  # a disk's table with no key set is still its table

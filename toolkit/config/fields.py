@@ -194,6 +194,32 @@ class MonitoringSettings:
 
 
 @dataclass(frozen=True)
+class Hooks:
+    """[defaults.hooks] and [domains.NAME.hooks]: programs run when a domain's backup ends."""
+
+    on_success: tuple[str, ...] = field(default=(), metadata={
+        "read": _read("strings", check="check_hook_word"), "doc": (
+        "Run after each domain's backup that succeeded (exit 0 or 1): an argv list, the "
+        "program an absolute path, no shell unless it is the program you name, like "
+        "[\"/usr/local/bin/ping-healthcheck\", \"web01\"]. Its environment has "
+        "DOMU_BACKUP_DOMAIN, DOMU_BACKUP_RUN_ID, DOMU_BACKUP_OUTCOME and "
+        "DOMU_BACKUP_EXIT_CODE; its standard input is the domain's JSON report. [] for "
+        "none.")})
+    on_failure: tuple[str, ...] = field(default=(), metadata={
+        "read": _read("strings", check="check_hook_word"), "doc": (
+        "The same after each domain's backup that failed or was interrupted.")})
+    timeout: float = field(default=60.0, metadata={"read": _read("seconds"), "doc": (
+        "Seconds a hook may run before it is killed: a number > 0. A hook that fails or "
+        "times out is logged and in the report; it never changes the backup's exit code.")})
+
+    def argv(self, outcome: str) -> tuple[str, ...]:
+        """The hook for a domain's outcome (success, failed, interrupted; none else)."""
+        if outcome == "success":
+            return self.on_success
+        return self.on_failure if outcome in ("failed", "interrupted") else ()
+
+
+@dataclass(frozen=True)
 class Defaults:
     """Settings every domain inherits; each field's metadata "doc" says what it means."""
 
@@ -271,6 +297,11 @@ class Defaults:
         "The table [defaults.restore_points] (keep_last, keep_daily, keep_weekly, size): "
         "restore points for every domain. A domain's own [domains.NAME.restore_points] "
         "replaces the keys it sets.")})
+    hooks: Hooks = field(default=Hooks(), metadata={
+        "read": _read("hooks"), "doc": (
+        "The table [defaults.hooks] (on_success, on_failure, timeout): programs run when "
+        "a domain's backup ends. A domain's own [domains.NAME.hooks] replaces the keys it "
+        "sets.")})
     thin_pool_max_fill: int = field(default=80, metadata={
         "read": _read("integer", low=1, high=100), "doc": (
         "Where a standby LV is a thin LV: how full, in percent (an integer 1-100), its thin "
@@ -339,6 +370,15 @@ class DomainConfig:
         "read": _read("restore_points"), "doc": (
         "This domain's restore points, [domains.NAME.restore_points]: the keys of "
         "[defaults.restore_points]; a key it leaves out has the default's value.")})
+
+    hooks: Hooks | None = field(default=None, metadata={
+        "read": _read("hooks"), "doc": (
+        "This domain's hooks, [domains.NAME.hooks]: the keys of [defaults.hooks]; a key "
+        "it leaves out has the default's value.")})
+
+    def effective_hooks(self, defaults: Defaults) -> Hooks:
+        """This domain's hooks (the defaults' where it has none)."""
+        return self.hooks or defaults.hooks
 
     def effective_excludes(self, defaults: Defaults) -> tuple[str, ...]:
         """The default excludes followed by this domain's, each once."""

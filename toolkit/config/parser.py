@@ -27,6 +27,7 @@ from .fields import (
     Defaults,
     DiskConfig,
     DomainConfig,
+    Hooks,
     HypervisorSettings,
     MonitoringSettings,
     RestorePoints,
@@ -164,9 +165,29 @@ class _Parser(_Reader):
     def defaults(self, table: Mapping[str, Any]) -> Defaults:
         defaults = self.record(Defaults, table, "defaults")
         self.point_defaults = defaults.restore_points
+        self.hook_defaults = defaults.hooks
         self.check_mount_prefixes({key: getattr(defaults, key) for key in (
             "source_prefix", "peer_prefix", "state_dir", "report_dir", "lock_dir")})
         return defaults
+
+    def hooks(self, table: Mapping[str, Any], key: str, dotted: str,
+              default: Hooks | None) -> Hooks | None:
+        """[defaults.hooks], or a domain's: a domain's keys replace the defaults' one by one."""
+        if key not in table:
+            return default
+        sub = self.table(table, key, dotted, None)
+        base = self.hook_defaults if dotted.startswith("domains.") else None
+        hooks = self.record(Hooks, sub, dotted, base)
+        for name in ("on_success", "on_failure"):
+            argv = getattr(hooks, name)
+            if argv and not _clean_absolute(argv[0]):
+                raise self.fail(f"{dotted}.{name}[0]", "the program as an absolute, "
+                                "normalized path", argv[0])
+        return hooks
+
+    def check_hook_word(self, value: str, dotted: str) -> None:
+        if not value or "\0" in value or _CONTROL.search(value):
+            raise self.fail(dotted, "a non-empty word on one line", value)
 
     def restore_points(self, table: Mapping[str, Any], key: str, dotted: str,
                        default: RestorePoints | None) -> RestorePoints | None:

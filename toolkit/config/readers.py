@@ -40,6 +40,7 @@ class _Reader:
         self.warnings: list[str] = []
         self.given: set[str] = set()  # the dotted keys the file sets (Config.given)
         self.point_defaults: Any = None  # [defaults.restore_points], once read
+        self.hook_defaults: Any = None  # [defaults.hooks], once read
 
     def fail(self, key: str, expected: str, value: object = _REQUIRED) -> ConfigError:
         got = "" if value is _REQUIRED else f", got {_show(value)}"
