@@ -25,6 +25,7 @@ from .errors import (
     PeerUnreachable,
     StandbyDiffers,
     ToolkitError,
+    UsageError,
     most_severe,
 )
 from .execute import Executor
@@ -171,6 +172,11 @@ def backup_domain(config: Config, domain: str, hosts: Hosts, *, node: str | None
         report.outcome = "skipped"
         report.message = str(exc)
         report.exit_code = 0
+        if compare:  # nothing was compared: that is no answer to "is the standby the same?"
+            report.outcome, report.error = "failed", UsageError.__name__
+            report.exit_code = UsageError.exit_code
+            report.message = (f"{exc}; run verify --against-source on the Dom0 where the "
+                               "domain runs")
     except StandbyDiffers as exc:
         report.outcome = "differs"  # a verify's finding, not a failed backup
         report.error = type(exc).__name__

@@ -244,7 +244,8 @@ def _compare(domu: str, *, json: bool, config: str | None, node: str | None) -> 
             report = run_backup(cfg, [domu], _hosts(cfg, None, node), node=node, log=stderr_log,
                                 compare=True)
         try:
-            stderr_log(f"report written to {write_report(report, cfg.defaults.report_dir)}")
+            written = write_report(report, cfg.defaults.report_dir, backup=False)
+            stderr_log(f"report written to {written}")
         except (OSError, ToolkitError) as exc:
             stderr_log(f"could not write the report to {cfg.defaults.report_dir}: {exc}")
         print(report.to_json() if json else summary(report))

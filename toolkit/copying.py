@@ -184,10 +184,18 @@ def copy_filesystem(run: Walk, step: Step,
                 if on_start is not None:
                     on_start(proc)
 
-            result = run.source.stream(argv, lambda line: _progress(run, f.name, line),
-                                       on_start=started)
+            seen: list[str] = []  # a compare's differences, every one (stdout keeps a tail)
+
+            def on_line(line: str) -> None:
+                if run.plan.compare:
+                    seen.extend(itemized_changes(line))
+                _progress(run, f.name, line)
+
+            result = run.source.stream(argv, on_line, on_start=started)
+            differences: list[str] | None = seen
         else:
             result = run.source.run(argv, check=False, timeout=NO_LIMIT)
+            differences = None
     fs_report.duration = round(time.monotonic() - start, 3)
     stats = parse_stats(result.stdout)
     fs_report.files, fs_report.files_transferred = stats.files, stats.files_transferred
@@ -210,7 +218,8 @@ def copy_filesystem(run: Walk, step: Step,
         fs_report.outcome = "failed"
         raise err
     if run.plan.compare:
-        fs_report.differences = itemized_changes(result.stdout)
+        fs_report.differences = (differences if differences is not None
+                                 else itemized_changes(result.stdout))
         fs_report.outcome = "compared"
         run.log(f"{f.name}: {len(fs_report.differences)} difference(s) from the snapshot")
         return

@@ -291,7 +291,7 @@ class RestorePointFailed(ToolkitError):
     taken (what was made of it is removed); older points are kept as they were."""
 
     exit_code = 45
-    summary = "the standby is clean, but its restore point could not be taken"
+    summary = "the standby is clean, but its restore point could not be taken (or old ones pruned)"
 
 
 class StandbyUnsound(ToolkitError):

@@ -40,7 +40,7 @@ def point_steps(facts: BackupFacts, config: Config, run_id: str
         standby = disk.standby_lv
         target = disk.disk.target
         name = point_lv_name(run_id, facts.domain, target)
-        thin = bool(standby.pool)
+        thin = standby.is_thin
         size = () if thin else tuple(settings.size.lvcreate_args())
         full = f"{standby.vg}/{name}"
         steps.append(Step(

@@ -269,7 +269,8 @@ def _peer_points(peer: Runner) -> tuple[LogicalVolume, ...]:
 
 def _peer_pools(peer: Runner, disks: list[_PeerDisk]) -> tuple[ThinPool, ...]:
     """The thin pools the standby LVs are in, with their fill (none for thick LVs)."""
-    names = sorted({f"{d.lv.vg}/{d.lv.pool}" for d in disks if d.lv is not None and d.lv.pool})
+    names = sorted({f"{d.lv.vg}/{d.lv.pool}" for d in disks
+                    if d.lv is not None and d.lv.is_thin and d.lv.pool})
     if not names:
         return ()
     return tuple(parse_pools(peer.run(pools_argv(*names), timeout=60).stdout))

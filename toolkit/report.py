@@ -143,7 +143,7 @@ class RunReport:
 
 
 def write_report(report: RunReport, report_dir: str | Path, *,
-                 view: safefs.FsView = safefs.REAL) -> Path:
+                 view: safefs.FsView = safefs.REAL, backup: bool = True) -> Path:
     """Write the report as ``last.json`` and per-domain ``<domain>.json``; returns the first.
 
     The report directory is checked (and made, 0750, when missing) like the lock
@@ -156,14 +156,14 @@ def write_report(report: RunReport, report_dir: str | Path, *,
     A run refused because another holds the domain's lock (LockBusy) never
     replaces ``<domain>.json``: that file stays the report of the run holding
     the lock. The refusal is still ``last.json`` (this invocation) and a line of
-    the history. Nor does a ``verify --against-source``: ``<domain>.json`` stays the
-    domain's last backup.
+    the history. Nor does a ``verify --against-source`` (``backup=False``): it is
+    ``last.json`` only, and ``<domain>.json`` and the history stay the backups'.
     """
     d = str(report_dir)
     dir_fd = safefs.open_dir(d, "the report directory", create=True, mode=0o750, view=view)
     try:
         safefs.write_atomic(dir_fd, d, "last.json", report.to_json().encode(), "the report")
-        for dom in report.domains:
+        for dom in report.domains if backup else ():
             if dom.error != LOCK_BUSY and dom.outcome not in VERIFY_OUTCOMES:
                 safefs.write_atomic(dir_fd, d, f"{dom.domain}.json",
                                     json.dumps(asdict(dom), indent=2).encode(),

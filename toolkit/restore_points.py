@@ -106,7 +106,7 @@ class RestorePoint:
 def _volume(lv: LogicalVolume, disk: str) -> PointVolume:
     """A point LV as LVM reports it: a thin snapshot (in a pool) has no fill and cannot
     overflow; a classic one is valid while it is a snapshot LVM does not call invalid."""
-    if lv.pool:
+    if lv.is_thin:
         return PointVolume(disk, lv.vg, lv.name, "thin", lv.size_bytes, None, True)
     valid = lv.is_snapshot and not lv.snapshot_invalid
     return PointVolume(disk, lv.vg, lv.name, "classic", lv.size_bytes, lv.snap_percent, valid)

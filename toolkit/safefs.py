@@ -297,6 +297,7 @@ def write_atomic(dir_fd: int, dir_path: str, name: str, data: bytes, what: str, 
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _OPEN_BASE, mode, dir_fd=dir_fd)
     try:
         try:
+            os.fchmod(fd, mode)  # exactly ``mode``, whatever the umask
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]

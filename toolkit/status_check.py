@@ -85,8 +85,8 @@ def check_line(rows: Sequence[DomainStatus], now: float, max_age: float) -> tupl
         return UNKNOWN, f"{PLUGIN} UNKNOWN - no domain configured"
     worst = max((c.state for c in checks), key=lambda s: _WORSE[s])
     shown = sorted(checks, key=lambda c: -_WORSE[c.state])
-    text = "; ".join(f"{c.domain}: {NAMES[c.state] + ', ' if c.state != OK else ''}{c.text}"
-                     for c in shown)
+    text = "; ".join(f"{c.domain}: {NAMES[c.state] + ', ' if c.state != OK else ''}"
+                     f"{_plain(c.text)}" for c in shown)
     perf = " ".join(f"'{c.domain}_age'={int(c.age)}s;;{int(max_age)};0" for c in checks
                     if c.age is not None)
     return worst, f"{PLUGIN} {NAMES[worst]} - {text}" + (f" | {perf}" if perf else "")
@@ -94,4 +94,10 @@ def check_line(rows: Sequence[DomainStatus], now: float, max_age: float) -> tupl
 
 def unknown_line(message: str) -> str:
     """The line when the check itself cannot run (config, permissions, ...)."""
-    return f"{PLUGIN} UNKNOWN - {message}"
+    return f"{PLUGIN} UNKNOWN - {_plain(message)}"
+
+
+def _plain(text: str) -> str:
+    """Text a monitoring system reads as text: "|" starts its performance data, and the
+    output is one line."""
+    return " ".join(text.replace("|", "/").split())

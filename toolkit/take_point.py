@@ -17,7 +17,7 @@ from typing import Protocol
 
 from . import signals
 from .config import Config
-from .errors import CommandFailed, RestorePointFailed
+from .errors import CommandFailed, Interrupted, RestorePointFailed
 from .journal import Journal
 from .plan_records import PEER, Plan, Step
 from .report import DomainReport
@@ -77,6 +77,9 @@ def take_restore_point(ex: PointRun) -> None:
                                           for s, why in done.failed]
             if done.clean:
                 journal.remove()
+        pending = signals.pending_signal()
+        if pending is not None:  # a signal during that clean-up ends the run as signals do
+            raise Interrupted(pending) from None
         raise
     journal.remove()
     ex.report.restore_point = ex.plan.run_id

@@ -70,9 +70,10 @@ def thin_steps(disks: list[ThinDisk], pool: ThinPool) -> tuple[tuple[Step, ...],
     for disk in disks:
         vg, lv = standby_vg_lv(disk.standby_path)
         if disk.standby is not None:
-            if disk.standby.pool != pool.name or disk.standby.vg != pool.vg:
+            if (not disk.standby.is_thin or disk.standby.pool != pool.name
+                    or disk.standby.vg != pool.vg):
                 kind = (f"a thin LV of {disk.standby.vg}/{disk.standby.pool}"
-                        if disk.standby.pool else "a thick LV")
+                        if disk.standby.is_thin else "a thick LV")
                 refusals.append(f"disk {disk.target}: standby {disk.standby_path} exists as "
                                 f"{kind}, not in {pool.full_name}; it is never removed or "
                                 "converted: remove it yourself, or leave out --thin")

@@ -15,6 +15,7 @@ them (``/etc/systemd/system``, atomically) and says what to enable.
 
 from __future__ import annotations
 
+import os
 import shlex
 from dataclasses import dataclass
 
@@ -33,16 +34,17 @@ class Unit:
 
 
 def _exec(program: str, *args: str) -> str:
-    """An ExecStart line's command: systemd reads it like a shell word list (no shell)."""
+    """An ExecStart line's command: systemd reads it like a shell word list (no shell),
+    with its specifiers (``%``) and variables (``$``) doubled to stand for themselves."""
     if not program.startswith("/"):
         raise ValueError(f"the program's path must be absolute, not {program!r}")
-    return shlex.join([program, *args])
+    return shlex.join([program, *args]).replace("%", "%%").replace("$", "$$")
 
 
 def units(config: Config, program: str) -> tuple[Unit, ...]:
     """The units for this config, each running ``program`` (the installed ``domu-backup``)."""
     schedule = config.schedule
-    conf = ("--config", str(config.path))
+    conf = ("--config", os.path.abspath(config.path))  # the units run from /
     service = f"""\
 [Unit]
 Description=domu-backup: copy the guests running here to their standby on the peer

@@ -143,12 +143,12 @@ def sources(runner: Runner, config: Config, domain: str, at: str | None) -> list
 def device_step(src: Source, config: Config, domain: str, run_id: str) -> Step | None:
     """The throwaway read-only snapshot verify reads, or None for a classic point (read as
     it is)."""
-    if src.point and not src.lv.pool:
+    if src.point and not src.lv.is_thin:
         return None
     name = f"{VERIFY}-{run_id}-{domain}-{src.disk}"
-    size = ([] if src.lv.pool else
+    size = ([] if src.lv.is_thin else
             config.domain(domain).effective_snapshot_size(config.defaults).lvcreate_args())
-    thin = ["--setactivationskip", "n"] if src.lv.pool else []
+    thin = ["--setactivationskip", "n"] if src.lv.is_thin else []
     full = f"{src.lv.vg}/{name}"
     return Step(PEER, "snapshot",
                 ("lvcreate", "--snapshot", "--permission", "r", *thin, "--name", name,
@@ -223,6 +223,9 @@ class Verifier:
                         fs = dataclasses.replace(fs, probe=dataclasses.replace(
                             fs.probe, partuuid=table.partuuid(fs.partition.number)))
                     found.append((fs, self.fs_device(fs, device, src.disk), src.disk))
+            if not found:
+                self.report.problems.append("no filesystem found on it: a blank standby, or "
+                                            "one whose filesystems were never filled")
             self.check_filesystems(found)
             mounted = self.mount_all(found)
             self.check_fstab(found, mounted)
@@ -324,6 +327,11 @@ class Verifier:
                 root = fs.name
                 break
         overrides = self.config.domain(self.domain).mounts
+        names = {fs.name for fs, _d, _k in found}
+        absent = sorted(set(overrides) - names)
+        if absent:
+            self.report.problems.append(f"fstab: [domains.{self.domain}.mounts] names "
+                                        f"{', '.join(absent)}, not found on it")
         if text is None:
             if overrides and all(fs.name in overrides for fs, _d, _k in found
                                  if fs.name in mounted):

@@ -60,3 +60,19 @@ def test_itemized_changes_are_every_difference_and_nothing_else():
     assert itemized_changes(out) == [">fc.T...... etc/motd", "*deleting   var/tmp/gone",
                                      "cd+++++++++ srv/new/", ".f..t...... usr/bin/x"]
     assert itemized_changes("") == []
+
+
+def test_a_compare_where_the_domain_does_not_run_is_an_error_not_a_quiet_skip(tmp_path,
+                                                                             monkeypatch):
+    from toolkit import app, errors
+
+    def not_here(*a, **k):
+        raise errors.NotRunningHere("domain web01 is not running on dom0-b")
+
+    monkeypatch.setattr(app, "locate", not_here)
+    cfg = config(tmp_path)
+    backup = app.backup_domain(cfg, "web01", app.Hosts(), node="dom0-a")
+    assert (backup.outcome, backup.exit_code) == ("skipped", 0)
+    compare = app.backup_domain(cfg, "web01", app.Hosts(), node="dom0-a", compare=True)
+    assert (compare.outcome, compare.exit_code) == ("failed", errors.UsageError.exit_code)
+    assert "run verify --against-source on the Dom0 where the domain runs" in compare.message

@@ -164,3 +164,13 @@ def test_a_backup_writes_the_textfile_after_its_report(tmp_path, capsys, monkeyp
     got = samples(str(tmp_path / "prom" / "d.prom"))
     assert got[("domubk_last_run_exit_code", (("domain", "web01"),))] == 40
     assert got[("domubk_standby_clean", (("domain", "web01"),))] == 0
+
+
+def test_the_textfile_is_0644_whatever_the_umask(tmp_path):
+    cfg = cfg_with_textfile(tmp_path)
+    old = os.umask(0o077)
+    try:
+        path = write_textfile(cfg)
+    finally:
+        os.umask(old)
+    assert os.stat(path).st_mode & 0o777 == 0o644

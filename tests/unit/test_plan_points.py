@@ -305,3 +305,15 @@ def test_with_keep_last_1_a_later_point_stays_first_and_the_new_one_second(tmp_p
     steps, kept = point_steps(facts, keeping(tmp_path, keep_last=1), NEW)
     assert kept == (LATER, NEW)  # the rules keep LATER; the new point is never pruned
     assert pruned(steps) == [name(DEC31_LATE)]
+
+
+def test_a_cached_standby_has_a_pool_but_is_no_thin_lv_its_points_are_classic(tmp_path):
+    """lvs names a pool for cache (and VDO) LVs too: only a thin volume (attr "V") takes
+    thin snapshots."""
+    cfg = keeping(tmp_path, keep_last=1)
+    cached = replace(web01_facts(), disks=tuple(
+        replace(d, standby_lv=replace(d.standby_lv, pool="cpool", attr="Cwi-a-C---"))
+        for d in web01_facts().disks))
+    (step,) = point_steps(cached, cfg, NEW)[0]
+    assert "-l" in step.argv and "20%ORIGIN" in step.argv
+    assert "classic snapshot" in step.note

@@ -81,3 +81,13 @@ def test_unknown_outranks_warning_and_ok_is_ok():
     code, line = check_line([row("a"), row("b")], NOW, DAY)
     assert code == OK and line.startswith("DOMU-BACKUP OK - a: last success")
     assert check_line([], NOW, DAY)[0] == UNKNOWN
+
+
+def test_a_pipe_in_a_message_never_starts_the_performance_data():
+    failed = row("web01", outcome="failed",
+                 message="rsync exited 23 | file has vanished\nsecond line")
+    code, line = check_line([failed], NOW, DAY)
+    assert code == WARNING and "\n" not in line
+    text, perf = line.split(" | ")
+    assert "rsync exited 23 / file has vanished second line" in text
+    assert perf == "'web01_age'=3600s;;93600;0"

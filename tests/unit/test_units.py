@@ -104,3 +104,13 @@ def test_install_units_without_the_program_installed_is_a_usage_error(tmp_path, 
                           str(_config(tmp_path)))
     assert code == 4 and "not on PATH" in err
     assert Path(tmp_path).exists()
+
+
+def test_the_config_path_is_absolute_and_systemds_specials_stand_for_themselves(
+        tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = parse_config(BASE, "etc/backup 100%$x.toml")
+    text = by_name(cfg, "/opt/d%b/domu-backup")[SERVICE]
+    line = next(x for x in text.splitlines() if x.startswith("ExecStart="))
+    assert line == (f"ExecStart=/opt/d%%b/domu-backup backup --all --config "
+                    f"'{tmp_path}/etc/backup 100%%$$x.toml'")

@@ -1389,3 +1389,18 @@ def test_sigint_during_teardown_is_not_lost(tmp_path, capsys, command):
     finally:
         signals.pending_signal()  # nothing else in this process may see it
     assert code == 130
+
+
+def test_a_blank_standby_is_not_sound_even_when_the_config_names_its_mounts(tmp_path):
+    """Zeroed, or never filled: no table, no filesystem. The config's mounts (for a guest
+    without an fstab) must not make that sound: what they name must be there."""
+    import dataclasses
+
+    cfg = config(tmp_path)
+    web = dataclasses.replace(cfg.domains["web01"], mounts={"xvda1": "/"})
+    cfg = dataclasses.replace(cfg, domains={**cfg.domains, "web01": web})
+    report, _peer = run_verify(tmp_path, cfg=cfg, disk=Disk())
+    assert not report.ok
+    assert "no filesystem found on it: a blank standby, or one whose filesystems were " \
+           "never filled" in report.problems
+    assert "fstab: [domains.web01.mounts] names xvda1, not found on it" in report.problems

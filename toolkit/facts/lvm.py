@@ -50,6 +50,12 @@ class LogicalVolume:
         return self.attr[0] in "sS"
 
     @property
+    def is_thin(self) -> bool:
+        """A thin volume (attr "V"), a thin snapshot among them: ``pool`` is its thin pool.
+        (A cache or VDO LV has a pool too, of another kind.)"""
+        return self.attr[0] == "V"
+
+    @property
     def is_active(self) -> bool:
         """Active in the kernel (attr state "a"); ParseError when lvs could not tell ("X")."""
         if self.attr[4] == "X":
