@@ -53,9 +53,9 @@ def _status_rows(domu: str | None, config: str | None) -> tuple[list, list[str]]
     from .app import peer_runner
     from .config import check_root
     from .errors import ConnectionLost, HostKeyRejected, PeerUnreachable, StatusUnknown
-    from .facts.lvm import LogicalVolume, lvs_argv, parse_lvs
+    from .facts.lvm import LogicalVolume
     from .marker import marker_path, read_peer_marker
-    from .restore_points import POINT_TAG
+    from .restore_points import read_point_lvs
     from .signals import signals_raise
     from .status import domain_points, domain_status
 
@@ -86,8 +86,7 @@ def _status_rows(domu: str | None, config: str | None) -> tuple[list, list[str]]
                 if marker is not None:  # the peer answered: its restore points, one lvs
                     try:
                         if peer_name not in point_lvs:
-                            point_lvs[peer_name] = parse_lvs(peers[peer_name].run(
-                                lvs_argv(f"@{POINT_TAG}"), timeout=120).stdout)
+                            point_lvs[peer_name] = read_point_lvs(peers[peer_name])
                         points = domain_points(point_lvs[peer_name], name)
                     except ToolkitError as exc:  # the standby's state is known; its points not
                         from .log import logger
@@ -133,9 +132,8 @@ def restore_points(c, domu=None, json=False, config=None, node=None):
     over SSH (one `lvs` per peer)."""
     from .app import peer_runner
     from .config import check_root
-    from .facts.lvm import lvs_argv, parse_lvs
     from .preflight import local_node_name
-    from .restore_points import POINT_TAG
+    from .restore_points import read_point_lvs
     from .runners import LocalRunner
     from .signals import signals_raise
     from .status import domain_points, points_json, render_points
@@ -153,7 +151,7 @@ def restore_points(c, domu=None, json=False, config=None, node=None):
             for peer_name, domains in by_peer.items():
                 runner = LocalRunner() if peer_name == local else peer_runner(cfg, peer_name)
                 try:
-                    lvs = parse_lvs(runner.run(lvs_argv(f"@{POINT_TAG}"), timeout=120).stdout)
+                    lvs = read_point_lvs(runner)
                 finally:
                     runner.close()
                 rows += [(name, peer_name, domain_points(lvs, name)) for name in domains]

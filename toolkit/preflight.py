@@ -71,7 +71,7 @@ from .facts.virsh import (
     parse_domain_disks,
     parse_domstate,
 )
-from .restore_points import POINT_TAG
+from .restore_points import read_point_lvs
 from .runners import Runner
 
 # States in which the domain is "here": its disks are in use on this host.
@@ -264,7 +264,7 @@ def _peer_connect(peer_factory: Callable[[str], Runner], peer_name: str) -> Runn
 
 def _peer_points(peer: Runner) -> tuple[LogicalVolume, ...]:
     """Every LV on the peer tagged as a restore point (``restore_points`` picks a domain's)."""
-    return tuple(parse_lvs(peer.run(lvs_argv(f"@{POINT_TAG}"), timeout=60).stdout))
+    return tuple(read_point_lvs(peer, timeout=60))
 
 
 def _peer_pools(peer: Runner, disks: list[_PeerDisk]) -> tuple[ThinPool, ...]:

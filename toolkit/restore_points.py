@@ -27,13 +27,19 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from . import PREFIX
-from .facts.lvm import LogicalVolume
+from .facts.lvm import LogicalVolume, lvs_argv, parse_lvs
 from .names import check_lvm_pair
 from .owned import DISK_TARGET, DOMAIN, RUN_ID
 from .retention import PointTime, Retention, run_id_time, select
+from .runners import Runner
 
 POINT_PREFIX = f"{PREFIX}-rp"
 POINT_TAG = f"{PREFIX}_rp"
+
+
+def read_point_lvs(runner: Runner, timeout: float = 120) -> list[LogicalVolume]:
+    """Every LV on ``runner``'s host tagged as a restore point (one ``lvs``, all domains)."""
+    return parse_lvs(runner.run(lvs_argv(f"@{POINT_TAG}"), timeout=timeout).stdout)
 
 
 def point_lv_name(run_id: str, domain: str, disk: str) -> str:

@@ -30,10 +30,16 @@ from dataclasses import dataclass, field
 
 from . import PREFIX, signals
 from .config import Config
-from .config.readers import _clean_absolute
-from .errors import FstabError, Interrupted, StandbyUnsound, ToolkitError, UsageError
+from .errors import (
+    FstabError,
+    Interrupted,
+    StandbyUnsound,
+    ToolkitError,
+    UnsafeName,
+    UsageError,
+)
 from .facts.fstab import GuestFilesystem, guest_position, parse_fstab, resolve_fstab
-from .facts.lvm import LogicalVolume, dm_name, lvs_argv, parse_lvs
+from .facts.lvm import LogicalVolume, dm_name
 from .facts.partitions import PartitionTable
 from .facts.records import FsFacts
 from .fscheck import check_argv, verdict
@@ -49,7 +55,7 @@ from .plan_steps import (
     partition_maps_probe,
 )
 from .preflight import lookup_lv, read_layout
-from .restore_points import POINT_TAG, parse_point_lv
+from .restore_points import POINT_TAG, parse_point_lv, read_point_lvs
 from .runners import Runner
 from .undo import unwind
 from .verify_boot import BOOT_DIRS, boot_area, boot_code
@@ -106,7 +112,7 @@ def sources(runner: Runner, config: Config, domain: str, at: str | None) -> list
     """The LVs to verify: the standby's (from its marker, which must say clean) or the named
     point's. UsageError for a point that is not there; StandbyUnsound for a dirty standby."""
     if at is not None:
-        lvs = parse_lvs(runner.run(lvs_argv(f"@{POINT_TAG}"), timeout=120).stdout)
+        lvs = read_point_lvs(runner)
         mine = [(parse_point_lv(lv.name, domain), lv) for lv in lvs if POINT_TAG in lv.tags]
         found = [Source(p[2], lv, True) for p, lv in mine if p is not None and p[0] == at]
         if not found:
@@ -127,11 +133,14 @@ def sources(runner: Runner, config: Config, domain: str, at: str | None) -> list
                              host=runner.host)
     out = []
     for disk, path in sorted(disks.items()):
-        if not is_disk_target(str(disk)) or not isinstance(path, str) or \
-                not path.startswith("/dev/") or not _clean_absolute(path):
+        try:  # a disk target, and a normal path of plain names under /dev
+            if not is_disk_target(str(disk)) or not isinstance(path, str):
+                raise UnsafeName("no disk target and path")
+            path_under("/dev", path, "standby LV")
+        except UnsafeName:
             raise StandbyUnsound(f"the marker of {domain} on {runner.host} names a standby "
                                  f"{disk!r}: {path!r} that is no disk target and /dev path",
-                                 host=runner.host)
+                                 host=runner.host) from None
         lv = lookup_lv(runner, path)
         if lv is None:
             raise StandbyUnsound(f"standby LV {path} of disk {disk} is not there",
