@@ -176,6 +176,14 @@ class ThinPoolFull(ToolkitError):
     summary = "the standby's thin pool is too full; nothing was written"
 
 
+class StandbyPromoted(ToolkitError):
+    """The standby's marker says ``promoted``: the guest was started from it on the peer, so
+    a backup from here would overwrite the running copy; refused before anything is made."""
+
+    exit_code = 24
+    summary = "the standby was promoted (the guest runs from it); the backup would overwrite it"
+
+
 class StatusUnknown(ToolkitError):
     """``status`` could not read a standby marker on the peer: the standby is unknown."""
 

@@ -25,6 +25,7 @@ from .errors import (
     CommandTimedOut,
     ConnectionLost,
     SnapshotInvalid,
+    StandbyPromoted,
     TeardownIncomplete,
     ToolkitError,
 )
@@ -33,7 +34,7 @@ from .guards import prove_filesystem, prove_own_path
 from .guestpaths import guest_paths
 from .journal import Journal
 from .lock import domain_lock
-from .marker import marker_text, new_marker, read_marker
+from .marker import PROMOTED, marker_text, new_marker, promoted_message, read_marker
 from .plan import (
     PEER,
     SOURCE,
@@ -46,6 +47,7 @@ from .plan import (
 from .report import DomainReport, FilesystemReport, SnapshotReport
 from .runners import CommandResult, Runner
 from .snapshots import check_snapshots, invalid_snapshot_cause
+from .standby_xml import standby_definition
 from .take_point import take_restore_point
 from .undo import DM_NODE_ACTIONS, ensure_dm_node, unwind
 
@@ -57,6 +59,7 @@ PHASE_OF = {
     (PEER, "marker"): "marker", (SOURCE, "rsync"): "rsync",
     (SOURCE, "lvmap"): "map", (PEER, "lvmap"): "peer",
     (SOURCE, "bootread"): "boot", (PEER, "bootwrite"): "boot",
+    (SOURCE, "defread"): "definition", (PEER, "defwrite"): "definition",
     (PEER, "point"): "points", (PEER, "prune"): "points",
 }
 
@@ -113,6 +116,7 @@ class Executor:
         self._stack = ExitStack()  # what a step holds until the run ends (the domain lock)
         self._made: list[Step] = []  # steps whose undo teardown runs, in creation order
         self._boot: dict[str, str] = {}  # boot area bytes read, by range, until written
+        self._definition = ""  # the standby definition read, until written
         for snap in plan.snapshots:
             self.report.snapshots.append(SnapshotReport(snap.name, snap.origin))
         for f in plan.filesystems:
@@ -123,6 +127,7 @@ class Executor:
             "alias": self._create, "lvmap": self._create, "mkdir": self._mkdir,
             "mount": self._mount, "fstab": self._fstab, "check": self._check,
             "bootread": self._bootread, "bootwrite": self._bootwrite,
+            "defread": self._defread, "defwrite": self._defwrite,
             "marker": self._marker, "rsync": self.copy,
         }
 
@@ -312,6 +317,25 @@ class Executor:
         if res.exit_code != 0:
             raise _error_for(step, res)
 
+    def _defread(self, step: Step) -> None:
+        """The source's persistent definition, rewritten onto the standby LVs, kept for the
+        write before the clean marker; disks it leaves as the source has them are logged."""
+        res = self.runner(step.role).run(step.argv, check=False,
+                                         timeout=self.config.ssh.command_timeout)
+        if res.exit_code != 0:
+            raise _error_for(step, res)
+        out = standby_definition(res.stdout, dict(self.plan.definition_disks))
+        for line in out.kept:
+            self.log(f"standby definition: disk {line}")
+        self._definition = out.xml
+
+    def _defwrite(self, step: Step) -> None:
+        """The standby definition, written atomically beside the marker."""
+        res = self.runner(step.role).run(step.argv, check=False, input=self._definition,
+                                         timeout=self.config.ssh.command_timeout)
+        if res.exit_code != 0:
+            raise _error_for(step, res)
+
     def _fstab(self, step: Step) -> None:
         """Name the guest paths, then plan the copies again with their excludes: the
         second part of the plan, logged as the first is printed."""
@@ -334,6 +358,10 @@ class Executor:
     def _marker(self, step: Step) -> None:
         # Only a dirty marker keeps what the last clean one said: its step reads it first.
         previous = read_marker(self.peer, step.probes[0]) if step.probes else {}
+        if previous.get("state") == PROMOTED:
+            # Promoted since preflight looked (R25): not one byte more is written to it.
+            raise StandbyPromoted(promoted_message(self.plan.domain, self.plan.peer_host,
+                                                   previous), host=self.plan.peer_host)
         marker = new_marker(self.plan.domain, step.state, self.plan.run_id,
                             self.plan.source_host, previous, now=time.time(),
                             standby=dict(self.plan.standby_lvs))

@@ -16,7 +16,22 @@ from .config import Config
 from .errors import Interrupted, StatusUnknown, ToolkitError
 from .runners import Runner
 
-STATES = ("clean", "dirty")
+# clean and dirty are a backup's; promoted is promote's: the guest was started from the
+# standby, and no backup may write to it again.
+STATES = ("clean", "dirty", "promoted")
+PROMOTED = "promoted"
+
+
+def promoted_message(domain: str, peer: str, marker: dict) -> str:
+    """What a refused backup says about a promoted standby, and what to do."""
+    when = marker.get("promoted_at")
+    at = (time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(when)))
+          if isinstance(when, (int, float)) else "an unknown time")
+    point = marker.get("promoted_from") or "the standby as it was"
+    return (f"the standby of {domain} on {peer} was promoted at {at} (from {point}): the "
+            "guest was started from it there, and a backup from here would overwrite it. "
+            f"Nothing was changed. The guest's current data is on {peer}; see 'When the "
+            "source Dom0 dies' in the README for the way back")
 
 
 def marker_path(config: Config, domain: str) -> str:

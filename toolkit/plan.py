@@ -52,6 +52,8 @@ from .plan_steps import (
     alias_step,
     boot_area_steps,
     copy_steps,
+    definition_disks,
+    definition_steps,
     dir_probe,
     fstab_step,
     guest_file_argvs,
@@ -258,7 +260,11 @@ def plan_backup(facts: BackupFacts, config: Config, run_id: str, *,
                           fs=fs_plan.name, probes=(stat_argv(fs_plan.standby_device),),
                           note=f"prove {fs_plan.standby_mount} is {fs_plan.standby_device}"))
     marker = marker_path(config, facts.domain)
+    defread, defwrite = definition_steps(facts, config)
     if not compare:
+        # Read before anything is written to the standby: a definition that cannot be read
+        # stops the run while the standby keeps its copy and its marker.
+        steps.append(defread)
         steps.append(Step(PEER, "marker", tuple(replace_file_argv(marker)), resource=marker,
                           state="dirty", probes=(("cat", "--", marker),),
                           note="mark the standby 'sync in progress' until the copy succeeds "
@@ -269,6 +275,7 @@ def plan_backup(facts: BackupFacts, config: Config, run_id: str, *,
                         {f.name: f.guest_path for f in filesystems if f.guest_path},
                         allow_mass_delete, compare)
     if not compare:
+        steps.append(defwrite)
         steps.append(Step(PEER, "marker", tuple(replace_file_argv(marker)), resource=marker,
                           state="clean", note="record the last good sync (run id, time)"))
 
@@ -280,6 +287,7 @@ def plan_backup(facts: BackupFacts, config: Config, run_id: str, *,
         skipped=tuple(skipped), fates=fates, allow_mass_delete=allow_mass_delete,
         after=after, points_kept=points_kept,
         standby_lvs=tuple((d.disk.target, d.standby_lv.path) for d in facts.disks),
+        definition_disks=definition_disks(facts, config),
         compare=compare,
     )
 

@@ -62,6 +62,7 @@ class Step:
 
     role: str  # SOURCE or PEER: the host's role, not its name
     action: str  # lock, snapshot, map, mkdir, mount, alias, check, fstab, rsync, marker;
+    # bootread and bootwrite (the boot area), defread and defwrite (the standby definition);
     # point and prune (the restore point after a clean run)
     argv: tuple[str, ...]
     undo: tuple[str, ...] = ()
@@ -139,6 +140,9 @@ class Plan:
     after: tuple[Step, ...] = field(default=())
     points_kept: tuple[str, ...] = field(default=())  # run ids of the points then, newest first
     standby_lvs: tuple[tuple[str, str], ...] = field(default=())  # (disk target, standby LV)
+    # (disk target, standby LV) of the definition written for promote: standby_lvs, and a
+    # swap-only disk whose standby LV the config names.
+    definition_disks: tuple[tuple[str, str], ...] = field(default=())
     # verify --against-source: the copies compare by checksum and write nothing; no marker,
     # no boot area, no restore point, the standby mounted read-only.
     compare: bool = False

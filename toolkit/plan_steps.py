@@ -13,6 +13,8 @@ from .config import Config
 from .facts.guestlvm import GuestVolume
 from .facts.lvm import lvs_argv
 from .facts.records import BackupFacts, DiskFacts
+from .facts.virsh import dumpxml_argv
+from .journal import replace_file_argv
 from .plan_records import (
     PEER,
     SNAPSHOT_NEARLY_FULL,
@@ -24,6 +26,7 @@ from .plan_records import (
     Step,
 )
 from .rsync import SshOptions, inodes_argv, relative_excludes, rsync_argv
+from .standby_xml import definition_path
 from .undo import dm_node_probes
 
 
@@ -226,6 +229,31 @@ def boot_area_steps(facts: BackupFacts, run_id: str) -> list[Step]:
                               resource=key, note=f"disk {t}: the same {r.length} bytes of "
                                                  "the standby, from the read above"))
     return steps
+
+
+def definition_disks(facts: BackupFacts, config: Config) -> tuple[tuple[str, str], ...]:
+    """Each disk target the standby definition puts on a standby LV: every disk copied, and
+    a disk left out (swap only) whose standby LV the config names."""
+    domain_cfg = config.domain(facts.domain)
+    out = [(d.disk.target, d.standby_lv.path) for d in facts.disks]
+    for disk in facts.skipped_disks:
+        spec = domain_cfg.disks.get(disk.target)
+        if spec is not None and spec.standby_lv:
+            out.append((disk.target, spec.standby_lv))
+    return tuple(out)
+
+
+def definition_steps(facts: BackupFacts, config: Config) -> tuple[Step, Step]:
+    """Read the domain's persistent definition on the source; write it, each disk on its
+    standby LV, on the peer beside the marker (what ``promote`` defines the domain with)."""
+    path = definition_path(config.defaults.state_dir, facts.domain)
+    disks = ", ".join(f"{t} on {p}" for t, p in definition_disks(facts, config))
+    read = Step(SOURCE, "defread",
+                tuple(dumpxml_argv(config.hypervisor_uri, facts.domain, inactive=True)),
+                resource=path, note="the domain's definition, as it boots next")
+    write = Step(PEER, "defwrite", tuple(replace_file_argv(path)), resource=path,
+                 note=f"the definition from the read above, {disks}: for promote")
+    return read, write
 
 
 def transfer_argv(config: Config, domain: str, fs_plan: FilesystemPlan, peer_address: str,

@@ -27,6 +27,7 @@ from .errors import (
     ParseError,
     PeerInvalid,
     StandbyInvalid,
+    StandbyPromoted,
     ThinPoolFull,
     ToolkitError,
     UnsafeName,
@@ -71,6 +72,7 @@ from .facts.virsh import (
     parse_domain_disks,
     parse_domstate,
 )
+from .marker import PROMOTED, marker_path, promoted_message, read_marker
 from .restore_points import read_point_lvs
 from .runners import Runner
 
@@ -338,7 +340,8 @@ def gather(config: Config, domain: str, source: Runner, peer_factory: Callable[[
     if state is None:
         state = locate(config, domain, source, local_name)
 
-    peer_reads = _PeerReads(peer_factory, peer_name, uri, domain, connected=connected)
+    peer_reads = _PeerReads(peer_factory, peer_name, uri, domain, connected=connected,
+                            marker=marker_path(config, domain))
     try:
         return _read_facts(config, domain, source, local_name, state, peer_reads)
     except ToolkitError:
@@ -360,12 +363,15 @@ class _PeerReads:
     """
 
     def __init__(self, peer_factory: Callable[[str], Runner], peer_name: str, uri: str,
-                 domain: str, *, connected: Runner | None = None) -> None:
+                 domain: str, *, marker: str, connected: Runner | None = None) -> None:
         self.connected = Background(
             (lambda: connected) if connected is not None
             else (lambda: _peer_connect(peer_factory, peer_name)), "preflight-peer")
-        self.state = Background(lambda: domain_state(self.runner(), uri, domain),
-                                "preflight-peer-state")
+        # The domain's state there, then the standby's marker ({} when there is none).
+        self.state = Background(
+            lambda: (domain_state(self.runner(), uri, domain),
+                     read_marker(self.runner(), ("cat", "--", marker))),
+            "preflight-peer-state")
         self.disks: Background | None = None
 
     def runner(self) -> Runner:
@@ -417,12 +423,17 @@ def _read_facts(config: Config, domain: str, source: Runner, local_name: str, st
 
     # The peer's checks, in a fixed order: connection and programs, domain state, disks.
     peer = peer_reads.runner()
-    peer_state: str | None = peer_reads.state.result()  # type: ignore[assignment]
+    state_and_marker: tuple[str | None, dict] = peer_reads.state.result()  # type: ignore[assignment]
+    peer_state, marker = state_and_marker
     if peer_state is not None and peer_state in ACTIVE_STATES:
         peer_reads.wait()
         raise DomainRunningOnPeer(
             f"domain {domain} is {peer_state} on {peer_name}: its standby disks are in use "
             "there; refusing to touch them", host=peer_name)
+    if marker.get("state") == PROMOTED:
+        # R25: a promoted standby is never written, whether its guest runs now or not.
+        peer_reads.wait()
+        raise StandbyPromoted(promoted_message(domain, peer_name, marker), host=peer_name)
     assert peer_reads.disks is not None
     peer_read: tuple[list[_PeerDisk], tuple[ThinPool, ...], tuple[LogicalVolume, ...]] = (
         peer_reads.disks.result())  # type: ignore[assignment]

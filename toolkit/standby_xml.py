@@ -7,11 +7,14 @@ on the source. Any other disk the backup leaves out keeps its source as it was, 
 named, so whoever starts the guest from it knows what the peer must provide. The rest of
 the definition (name, UUID, memory, interfaces, boot) is the source's.
 
-Pure: it parses and writes XML and runs nothing.
+A backup reads the definition on the source (``defread``) and writes it on the peer beside
+the standby marker (``defwrite``) in every run that leaves the standby clean; ``promote``
+defines the domain from it. Pure: it parses and writes XML and runs nothing.
 """
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -24,6 +27,11 @@ from .names import is_disk_target
 REMOVABLE = frozenset({"cdrom", "floppy"})
 
 
+def definition_path(state_dir: str, domain: str) -> str:
+    """Where the standby definition of a domain lives on its peer: beside its marker."""
+    return posixpath.join(state_dir, "standby", f"{domain}.xml")
+
+
 @dataclass(frozen=True)
 class StandbyDefinition:
     """The rewritten definition, and each disk left as the source has it (with why)."""
@@ -34,8 +42,9 @@ class StandbyDefinition:
 
 def standby_definition(xml_text: str, standby: Mapping[str, str]) -> StandbyDefinition:
     """``xml_text`` (the source's definition) with each disk target of ``standby`` on its
-    standby LV (``/dev/...``); ParseError for a definition that lacks a disk ``standby``
-    names, or a standby path that is no plain /dev path."""
+    standby LV (``/dev/...``); ParseError for a definition that cannot be read or a standby
+    path that is no plain /dev path. A disk of ``standby`` the definition lacks is named in
+    ``kept``."""
     for name, path in standby.items():
         if not is_disk_target(name) or not path.startswith("/dev/") or "\n" in path:
             raise ParseError(f"standby of {name!r}: {path!r} is no disk target and /dev path")
@@ -57,10 +66,10 @@ def standby_definition(xml_text: str, standby: Mapping[str, str]) -> StandbyDefi
             where = "" if src is None else " ".join(f"{k}={v}" for k, v in src.attrib.items())
             kept.append(f"{target}: not backed up, kept as the source has it "
                         f"({where or 'no source'})")
-    missing = sorted(set(standby) - seen)
-    if missing:
-        raise ParseError(f"the domain's definition has no disk {', '.join(missing)}; it changed "
-                         "since the backup read it")
+    # A disk attached to the running domain only (hot-plugged, not in its definition): the
+    # standby holds its copy, the definition does not name it; said, not refused.
+    kept += [f"{t}: attached to the running domain only, not in its definition; add it "
+             f"after promoting ({standby[t]})" for t in sorted(set(standby) - seen)]
     text = etree.tostring(domain, encoding="unicode", pretty_print=True)
     return StandbyDefinition(text, tuple(kept))
 

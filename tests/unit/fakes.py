@@ -362,6 +362,8 @@ class FakeHost:
         self.devices: dict[str, str] = {}  # dm name -> "major:minor", per device
         self._minor = 0
         self.base_lvs: dict[str, tuple[str, ...]] = {}  # "vg/name" -> tags, not the run's
+        # domain -> what `virsh dumpxml` prints of it (the recorded web01 unless set)
+        self.definitions: dict[str, str] = {}
         for path in devices:
             vg, name = path.removeprefix("/dev/").split("/")
             self.base_lvs[f"{vg}/{name}"] = ()
@@ -872,6 +874,17 @@ class FakeHost:
             self.files[path] = kept + (input or "")
             return 0, "", ""
         return None
+
+    def _cmd_virsh(self, a, input):
+        # virsh -c URI dumpxml [--inactive] -- NAME: the recorded definition of the domain
+        if len(a) >= 5 and a[1] == "-c" and a[3] == "dumpxml" and a[-2] == "--":
+            name = a[-1]
+            if name not in self.definitions and name == "web01":
+                return 0, recorded("virsh/dumpxml-web01")["stdout"], ""
+            if name in self.definitions:
+                return 0, self.definitions[name], ""
+            return 1, "", f"error: failed to get domain '{name}'\n"
+        return 127, "", f"fake host: unknown command {a}"
 
     def _cmd_mv(self, a, input):
         self.files[a[-1]] = self.files.pop(a[-2])

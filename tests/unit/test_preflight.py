@@ -250,6 +250,8 @@ def as_domain(domain: str, *extra: dict) -> list[dict]:
             r["argv"] = [*r["argv"][:-1], domain]
             if "dumpxml" in r["argv"]:
                 r["stdout"] = recorded(f"virsh/dumpxml-{domain}")["stdout"]
+        elif r["argv"][0] == "cat":  # the standby's marker
+            r["argv"] = [*r["argv"][:-1], r["argv"][-1].replace("web01", domain)]
         out.append(r)
     return out + list(extra)
 

@@ -77,9 +77,15 @@ def test_a_file_disk_becomes_a_raw_block_device_and_a_cdrom_an_empty_drive():
     assert _disks(out.xml)["xvda"] == ("block", "/dev/vg_b/web01")
 
 
-def test_a_disk_the_definition_lacks_is_an_error():
-    with pytest.raises(errors.ParseError, match="no disk xvdz"):
-        standby_definition(MIXED, {"xvda": "/dev/vg_b/web01", "xvdz": "/dev/vg_b/x"})
+def test_a_disk_the_definition_lacks_is_named_not_refused():
+    # Hot-plugged into the running domain only: the standby has its copy, the definition
+    # (read --inactive) does not name it; the backup says so and goes on.
+    out = standby_definition(MIXED, {"xvda": "/dev/vg_b/web01", "xvdz": "/dev/vg_b/x"})
+    assert _disks(out.xml)["xvda"] == ("block", "/dev/vg_b/web01")
+    assert "xvdz" not in _disks(out.xml)
+    assert [k for k in out.kept if k.startswith("xvdz:")] == [
+        "xvdz: attached to the running domain only, not in its definition; add it after "
+        "promoting (/dev/vg_b/x)"]
 
 
 @pytest.mark.parametrize("standby", [{"xvda": "vg_b/web01"}, {"xvda": "/dev/vg_b/x\n"},

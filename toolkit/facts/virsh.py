@@ -56,9 +56,10 @@ def domstate_argv(uri: str, domain: str) -> list[str]:
     return [*_base(uri), "domstate", "--", domain]
 
 
-def dumpxml_argv(uri: str, domain: str) -> list[str]:
-    """`virsh dumpxml` of the live definition of one domain."""
-    return [*_base(uri), "dumpxml", "--", domain]
+def dumpxml_argv(uri: str, domain: str, *, inactive: bool = False) -> list[str]:
+    """`virsh dumpxml` of the live definition of one domain; with ``inactive``, of the
+    persistent definition it boots from next (what a standby is defined with)."""
+    return [*_base(uri), "dumpxml", *(["--inactive"] if inactive else []), "--", domain]
 
 
 def list_argv(uri: str) -> list[str]:
