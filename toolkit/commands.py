@@ -1,8 +1,9 @@
 """The operator's commands: backup, plan, check-config, recover, status, restore-points,
-verify, init-standby, install-units and the two that print reference text (exit-codes,
+verify, promote, init-standby, install-units and the two that print reference text (exit-codes,
 sample-config);
 the ones that look at a standby (status, restore-points, verify) are in
-``commands_standby``, what all share in ``command_support``.
+``commands_standby``, promote in ``commands_promote``, what all share in
+``command_support``.
 
 Each is a plain function made a ``Command`` (``toolkit/cmdline.py``): the installed
 ``domu-backup`` program (``toolkit/cli.py``) offers exactly these and nothing of the
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from .cmdline import Command, CommandExit, operator_command
 from .command_support import _config, _fail, _hosts, _need_domu, _one_line
+from .commands_promote import promote
 from .commands_standby import restore_points, status, verify
 from .errors import ToolkitError, UsageError, exit_code_table
 
@@ -291,5 +293,5 @@ def sample_config(c):
 
 
 COMMANDS: tuple[Command, ...] = (backup, plan, check_config, recover, status, restore_points,
-                                 verify, init_standby, install_units, exit_codes,
+                                 verify, promote, init_standby, install_units, exit_codes,
                                  sample_config)

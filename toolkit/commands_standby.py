@@ -55,6 +55,7 @@ def _status_rows(domu: str | None, config: str | None) -> tuple[list, list[str]]
     from .errors import ConnectionLost, HostKeyRejected, PeerUnreachable, StatusUnknown
     from .facts.lvm import LogicalVolume
     from .marker import marker_path, read_peer_marker
+    from .preflight import local_node_name
     from .restore_points import read_point_lvs
     from .signals import signals_raise
     from .status import domain_points, domain_status
@@ -67,6 +68,10 @@ def _status_rows(domu: str | None, config: str | None) -> tuple[list, list[str]]
     try:
         check_root()  # the SSH key and the reports are root's
         cfg = _config(config)
+        try:
+            local: str | None = local_node_name(cfg)
+        except ToolkitError:
+            local = None  # not a Dom0 of the cluster: where a domain runs is not known here
         with signals_raise():
             for name in [domu] if domu else list(cfg.domains):
                 peer_name = cfg.domain(name).peer
@@ -93,11 +98,34 @@ def _status_rows(domu: str | None, config: str | None) -> tuple[list, list[str]]
 
                         logger().warning(f"warning: {name}: restore points unknown: "
                                          f"{_one_line(exc)}")
-                rows.append(domain_status(cfg, name, peer_marker=marker, points=points))
+                runs_on = _runs_on(cfg, name, local, peers.get(peer_name)
+                                   if marker is not None else None)
+                rows.append(domain_status(cfg, name, peer_marker=marker, points=points,
+                                          runs_on=runs_on))
     finally:
         for runner in peers.values():
             runner.close()
     return rows, unknown
+
+
+def _runs_on(cfg, domain: str, local: str | None, peer: Runner | None) -> str | None:
+    """The Dom0s of this host and the domain's peer whose hypervisor runs the domain, as
+    ``status`` shows them ("" on neither); None when one of them cannot be asked."""
+    from .preflight import ACTIVE_STATES, domain_state
+    from .runners import LocalRunner
+
+    peer_name = cfg.domain(domain).peer
+    if local is None or peer is None:
+        return None
+    asked = [(local, LocalRunner())] + ([(peer_name, peer)] if peer_name != local else [])
+    where = []
+    try:
+        for host, runner in asked:
+            if domain_state(runner, cfg.hypervisor_uri, domain) in ACTIVE_STATES:
+                where.append(host)
+    except ToolkitError:
+        return None
+    return ", ".join(where)
 
 
 def _status_check(domu: str | None, config: str | None, max_age: str) -> None:

@@ -318,6 +318,15 @@ class StandbyDiffers(ToolkitError):
     summary = "verify --against-source: the standby differs from the source"
 
 
+class PromoteRefused(ToolkitError):
+    """promote refused, before it changed anything (the source runs the domain or cannot be
+    asked, the standby is dirty, promoted or in use, its definition is missing or not the
+    standby's), or a step of it failed (then ``recover`` undoes what it did)."""
+
+    exit_code = 48
+    summary = "promote refused (nothing changed) or failed (recover undoes it)"
+
+
 class CommandFailed(ToolkitError):
     """A command exited with a code it was not allowed to; carries the result."""
 

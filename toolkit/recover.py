@@ -35,6 +35,7 @@ from .owned import (
     under_run_dir,
 )
 from .plan import mount_probe
+from .preflight import ACTIVE_STATES
 from .runners import Runner
 from .statedir import check_state_dir
 from .undo import undo_with_retry, unwind
@@ -53,7 +54,17 @@ def recover_journals(runner: Runner, state_dir: str, domain: str | None,
     done: list[str] = []
     for path in list_journals(runner, state_dir, domain):
         text = runner.run(["cat", "--", path], timeout=60).stdout
-        judged = [(e, _unexpected_undo(e.undo, e.exists)) for e in parse_journal(text, path)]
+        entries = parse_journal(text, path)
+        promote = [e for e in entries if e.action in PROMOTE_ACTIONS]
+        if promote:
+            finished, entries = _promote_left(runner, entries, path)
+            if finished:
+                log(f"[{runner.host}] promote of {promote[0].domain} had finished (the domain "
+                    "runs from its standby); kept it")
+                done.append(f"[{runner.host}] kept the finished promote of "
+                            f"{promote[0].domain} (run {promote[0].run_id})")
+                continue
+        judged = [(e, _unexpected_undo(e.undo, e.exists)) for e in entries]
         # Only the undo and probe commands a run writes are ever run, whatever the file says.
         refused = [(e, why) for e, why in reversed(judged) if why]
         errors += [f"{path}: {e.action} {e.resource}: {why}; not run (inspect the journal and "
@@ -75,13 +86,54 @@ UNDO_PROGRAMS = frozenset({"umount", "rmdir", "rm", "dmsetup", "kpartx", "lvremo
 PROBE_PROGRAMS = frozenset({"findmnt", "find", "dmsetup", "lvs"})
 
 
+PROMOTE_ACTIONS = frozenset({"promote-marker", "promote-define", "promote-start"})
+
+
 def _unexpected_undo(undo: tuple[str, ...], exists: tuple[str, ...]) -> str:
     """Why a journal entry's commands are not ones a run writes ("" when they are)."""
+    if undo[:1] == ("virsh",) or exists[:1] == ("virsh",):
+        # promote's: only these shapes (virsh -c URI VERB -- NAME), nothing else of virsh
+        if not (_virsh_shape(undo, ("undefine", "destroy"))
+                and _virsh_shape(exists, ("domstate",))):
+            return "a virsh command that is not promote's undo or probe"
+        return ""
+    if undo[:1] == ("mv",):
+        # promote's: the kept marker back in place, beside it, nothing else
+        if not (len(undo) == 5 and undo[1:3] == ("-f", "--")
+                and undo[3] == undo[4] + ".before-promote" and undo[4].endswith(".json")
+                and "/standby/" in undo[4] and ".." not in undo[4]
+                and exists == ("find", undo[3], "-maxdepth", "0")):
+            return "a mv that is not promote's return of the kept marker"
+        return ""
     if not undo or undo[0] not in UNDO_PROGRAMS:
         return f"undo {undo[:1]} is not one of the tool's undo commands"
     if exists and exists[0] not in PROBE_PROGRAMS:
         return f"probe {exists[:1]} is not one of the tool's exists-probes"
     return ""
+
+
+def _virsh_shape(argv: tuple[str, ...], verbs: tuple[str, ...]) -> bool:
+    return (len(argv) == 6 and argv[:2] == ("virsh", "-c") and not argv[2].startswith("-")
+            and argv[3] in verbs and argv[4] == "--")
+
+
+def _promote_left(runner: Runner, entries: list, path: str) -> tuple[bool, list]:
+    """A killed promote's journal: (True, []) when the domain runs (the promote finished:
+    its journal and kept marker go, nothing is undone); else (False, what to undo): the
+    define and the marker, never a start (the domain does not run)."""
+    start = [e for e in entries if e.action == "promote-start"]
+    probe = next((e.exists for e in entries if e.action in ("promote-start", "promote-define")
+                  and _virsh_shape(e.exists, ("domstate",))), None)
+    if start and probe is not None:
+        res = runner.run(probe, check=False, timeout=60)
+        state = res.stdout.strip().splitlines()[0].strip() if res.stdout.strip() else ""
+        if res.exit_code == 0 and state in ACTIVE_STATES:
+            kept = [e.undo[3] for e in entries if e.action == "promote-marker"
+                    and not _unexpected_undo(e.undo, e.exists)]
+            runner.run(["rm", "-f", "--", *kept, path], timeout=60)
+            return True, []
+    return False, [e for e in entries if e.action != "promote-start"]
+
 
 
 # The inventory's probes fail loudly (CommandFailed, naming the host and the command): a

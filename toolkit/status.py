@@ -33,15 +33,19 @@ class DomainStatus:
     last_success_run_id: str | None
     last_failure: float | None
     last_failure_message: str | None
-    standby: str  # clean, dirty, unknown
+    standby: str  # clean, dirty, promoted, unknown
     running: bool = False  # a run of the domain holds its lock on this host now
     # Its restore points on the peer: how many, and the newest's run id (None: not read).
     restore_points: int | None = None
     newest_point: str | None = None
+    # Where the domain runs, as the hypervisors of this host and its peer say: their names
+    # ("" when it runs on neither); None when not asked or not known.
+    runs_on: str | None = None
 
 
 def domain_status(config: Config, domain: str, *, peer_marker: dict | None = None,
-                  points: list[RestorePoint] | None = None) -> DomainStatus:
+                  points: list[RestorePoint] | None = None,
+                  runs_on: str | None = None) -> DomainStatus:
     """Status from the local report history, and the standby's state from the peer's marker
     only: without the marker the standby is "unknown", never guessed from local history.
 
@@ -98,6 +102,7 @@ def domain_status(config: Config, domain: str, *, peer_marker: dict | None = Non
         running=lock_is_held(config.defaults.lock_dir, domain),
         restore_points=None if points is None else len(points),
         newest_point=points[0].run_id if points else None,
+        runs_on=runs_on,
     )
 
 
@@ -150,7 +155,8 @@ def _when(ts: float | None) -> str:
 
 def render_status(rows: list[DomainStatus]) -> str:
     """The ``status`` table, one domain a line."""
-    lines = [f"{'domain':<12} {'peer':<10} {'standby':<8} {'last success':<47} last failure"]
+    lines = [f"{'domain':<12} {'runs on':<10} {'peer':<10} {'standby':<8} {'last success':<47} "
+             "last failure"]
     for r in rows:
         fail = _when(r.last_failure)
         if r.last_failure_message:
@@ -158,7 +164,8 @@ def render_status(rows: list[DomainStatus]) -> str:
         ok = _when(r.last_success)
         if r.last_success_run_id:
             ok += f" run {r.last_success_run_id}"
-        line = f"{r.domain:<12} {r.peer:<10} {r.standby:<8} {ok:<47} {fail}"
+        where = "?" if r.runs_on is None else (r.runs_on or "-")
+        line = f"{r.domain:<12} {where:<10} {r.peer:<10} {r.standby:<8} {ok:<47} {fail}"
         if r.restore_points:
             line = f"{line.rstrip()}  [{r.restore_points} restore point" + (
                 "s" if r.restore_points > 1 else "") + f", newest {r.newest_point}]"

@@ -63,6 +63,10 @@ def check_domain(row: DomainStatus, now: float, max_age: float) -> DomainCheck:
     if row.standby == "unknown":
         return DomainCheck(row.domain, UNKNOWN, "standby state unknown (its marker on "
                                                 f"{row.peer} cannot be read)", age)
+    if row.standby == "promoted":
+        # The guest was started from its standby: it has no standby now, whatever its age.
+        return DomainCheck(row.domain, CRITICAL, f"standby promoted on {row.peer}: the guest "
+                                                 "runs from it and has no standby", age)
     if age is None:
         return DomainCheck(row.domain, CRITICAL, "never backed up", None)
     if age > max_age:

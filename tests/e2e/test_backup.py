@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from lxml import etree
 
 from toolkit.lab.audit import AUDIT_ROOT, mounted
 from toolkit.lab.guests import mutate
@@ -84,6 +85,36 @@ def test_first_full_sync_then_incremental_run_converge(fresh, host_b):
     assert 0 < root2["files_transferred"] < by_name["xvda1"]["files_transferred"]
     assert root2["files_deleted"] >= changes[0].deleted
     assert_audit_clean(lab)
+
+    # The clean run left the definition promote needs beside the marker: each copied disk
+    # on its standby LV, the rest the source's, and libvirt itself accepts it.
+    runner_b = lab.runner("dom0-b")
+    definition = runner_b.run(["cat", "/var/lib/domu-backup/standby/web01.xml"]).stdout
+    disks = {d.find("target").get("dev"): d
+             for d in etree.fromstring(definition.encode()).iterfind("devices/disk")}
+    assert (disks["xvda"].get("type"), disks["xvda"].find("source").get("dev")) == (
+        "block", "/dev/vg_b/web01")
+    defined = runner_b.run(["virsh", "-c", "test:///default", "define",
+                            "/var/lib/domu-backup/standby/web01.xml"], check=False)
+    assert defined.exit_code == 0 and "web01" in defined.stdout, defined.stderr
+
+    # R25: once the standby is marked promoted, a backup from the source refuses it with
+    # its own code before anything is made on either host; the marker is left as it is.
+    marker_file = "/var/lib/domu-backup/standby/web01.json"
+    clean = runner_b.run(["cat", marker_file]).stdout
+    promoted = {**json.loads(clean), "state": "promoted", "promoted_at": 1796349612.5}
+    runner_b.run(["tee", marker_file], input=json.dumps(promoted))
+    before = {c: lvs_names(lab, c) for c in ("dom0-a", "dom0-b")}
+    try:
+        res = run_backup(lab, "web01")
+        assert res.exit_code == 24, res.stdout + res.stderr
+        assert "was promoted at" in res.stderr and "Nothing was changed" in res.stderr
+        assert json.loads(runner_b.run(["cat", marker_file]).stdout) == promoted
+        assert {c: lvs_names(lab, c) for c in ("dom0-a", "dom0-b")} == before
+        mounts = runner_b.run(["findmnt", "-rn", "-o", "TARGET"]).stdout
+        assert "/run/domu-backup" not in mounts and "domubk" not in mounts
+    finally:
+        runner_b.run(["tee", marker_file], input=clean)
 
 
 def test_plan_and_dry_run_create_nothing(fresh):

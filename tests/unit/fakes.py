@@ -524,6 +524,7 @@ class FakeHost:
         if "--reportformat" in a:  # lvs_argv: the JSON report of named LVs
             rows = []
             for n in a[a.index("--") + 1:]:
+                n = n.removeprefix("/dev/")  # lvs takes /dev/VG/LV as VG/LV
                 if n not in every:
                     return 5, "", f'  Failed to find logical volume "{n}"\n'
                 vg, name, lv = *n.split("/"), every[n]

@@ -34,7 +34,7 @@ DOCUMENTED_CODES = [
     (35, "SourceGuardFailed"), (36, "StandbyGuardFailed"), (37, "FilesystemVanished"),
     (40, "TransferFailed"), (41, "TransferPartial"), (42, "MassDeleteRefused"),
     (43, "PeerFull"), (44, "ConnectionLost"), (45, "RestorePointFailed"),
-    (46, "StandbyUnsound"), (47, "StandbyDiffers"),
+    (46, "StandbyUnsound"), (47, "StandbyDiffers"), (48, "PromoteRefused"),
     (50, "CommandFailed"),
     (51, "CommandTimedOut"), (60, "TeardownIncomplete"), (75, "LockBusy"),
     ("128+N", "Interrupted"),

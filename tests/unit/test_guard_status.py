@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
@@ -79,12 +80,22 @@ def test_the_status_table_says_when_and_which_run(monkeypatch):
             DomainStatus("web01", "dom0-b", "failed", "R2", 86400.0, "R1", 90061.0,
                          "the standby filesystem is full " + "x" * 80, "dirty"),
             DomainStatus("db01", "dom0-a", None, None, None, None, None, None, "unknown"),
+            DomainStatus("mail01", "dom0-b", None, None, None, None, None, None, "promoted",
+                         runs_on="dom0-b"),
+            DomainStatus("gpt01", "dom0-b", None, None, None, None, None, None, "clean",
+                         runs_on=""),
         ]
+        rows[0] = dataclasses.replace(rows[0], runs_on="dom0-a")
+        head = f"{'domain':<12} {'runs on':<10} {'peer':<10} {'standby':<8} {'last success':<47} "
         assert render_status(rows).splitlines() == [
-            f"{'domain':<12} {'peer':<10} {'standby':<8} {'last success':<47} last failure",
-            f"{'web01':<12} {'dom0-b':<10} {'dirty':<8} {'1970-01-02 00:00:00 run R1':<47} "
+            head + "last failure",
+            f"{'web01':<12} {'dom0-a':<10} {'dom0-b':<10} {'dirty':<8} "
+            f"{'1970-01-02 00:00:00 run R1':<47} "
             "1970-01-02 01:01:01 (the standby filesystem is full " + "x" * 29 + ")",
-            f"{'db01':<12} {'dom0-a':<10} {'unknown':<8} {'never':<47} never",
+            # None: where it runs could not be asked; "": it runs on neither host
+            f"{'db01':<12} {'?':<10} {'dom0-a':<10} {'unknown':<8} {'never':<47} never",
+            f"{'mail01':<12} {'dom0-b':<10} {'dom0-b':<10} {'promoted':<8} {'never':<47} never",
+            f"{'gpt01':<12} {'-':<10} {'dom0-b':<10} {'clean':<8} {'never':<47} never",
         ]
     finally:
         monkeypatch.delenv("TZ")

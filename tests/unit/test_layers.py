@@ -33,11 +33,12 @@ LAYERS: list[tuple[str, set[str]]] = [
               "rsync", "bootarea", "standby", "thin_standby", "standby_xml", "fscheck",
               "units"}),
     ("execute", {"execute", "guards", "guestpaths", "snapshots", "copying", "take_point",
-                 "verify", "verify_boot"}),
+                 "verify", "verify_boot", "promote"}),
     ("recover", {"recover"}),
     ("status", {"status", "status_check", "metrics", "progress"}),
     ("jobs", {"app", "hooks", "hosts", "replay"}),
-    ("commands", {"command_support", "commands_standby", "commands", "cli"}),
+    ("commands", {"command_support", "commands_standby", "commands_promote", "commands",
+                  "cli"}),
 ]
 LAB = "lab"  # the rehearsal lab and the bench: above the product, may use any of it
 # The one way down into the lab: a docker:// host's transport, imported when one is used.

@@ -56,6 +56,8 @@ def test_ages_are_shown_in_their_two_largest_units():
     ({"outcome": "failed", "message": "rsync exited 23"}, WARNING, "last run failed"),
     ({"outcome": "interrupted"}, WARNING, "last run interrupted"),
     ({"standby": "unknown", "success_ago": DAY * 9}, UNKNOWN, "cannot be read"),
+    # A promoted standby is the running guest: however recent, the guest has no standby.
+    ({"standby": "promoted"}, CRITICAL, "standby promoted on dom0-b"),
 ])
 def test_each_domain_state(kwargs, state, words):
     check = check_domain(row(**kwargs), NOW, DAY)

@@ -1,0 +1,310 @@
+"""``promote``: start the guest from its standby on the peer, and never while the source
+still runs it (R25).
+
+It runs on the peer, the host that holds the standby. First it reads, and changes nothing:
+
+1. the standby's marker: clean (a dirty standby is a copy that did not finish), not already
+   promoted, naming the source the last backup came from;
+2. the definition the last clean run left beside the marker, checked like guest data: its
+   name is the domain's, and every disk with a source is a block device on that disk's
+   standby LV (as the marker or the config names it);
+3. the standby LVs: there and not open (no backup or verify is using them);
+4. the domain here: not running already;
+5. the source, over SSH: the domain must not be running there. A source that cannot be
+   reached refuses the promote unless ``--force`` says the source is down.
+
+Then, each side effect journalled before it happens: the marker is kept aside and marked
+``promoted`` (from that moment every backup of the domain refuses the standby), the domain
+is defined from the definition and started. A promote killed half-way is undone by
+``recover`` (the domain stopped and undefined, the marker as it was), unless the domain
+already runs: then the promote had finished and only its journal is removed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from lxml import etree
+
+from .config import Config
+from .errors import (
+    HostKeyRejected,
+    ParseError,
+    PeerUnreachable,
+    PromoteRefused,
+    StatusUnknown,
+    ToolkitError,
+)
+from .facts.virsh import domstate_argv, parse_domain_xml
+from .journal import Journal, replace_file_argv
+from .marker import PROMOTED, marker_path, marker_text, read_peer_marker
+from .names import is_disk_target
+from .preflight import ACTIVE_STATES, domain_state, lookup_lv
+from .runners import Runner
+from .standby_xml import definition_path
+
+# Where a promote keeps the marker it replaces, until the promote has finished.
+KEPT_SUFFIX = ".before-promote"
+
+
+@dataclass(frozen=True)
+class PromoteStep:
+    """One command of a promote on one host, as ``--dry-run`` prints it."""
+
+    host: str
+    argv: tuple[str, ...]
+    note: str
+
+
+@dataclass
+class PromoteReport:
+    """What a promote found and did."""
+
+    domain: str
+    host: str
+    source: str
+    source_state: str  # running, shut off, not defined, unreachable
+    forced: bool = False
+    standby: dict[str, str] = field(default_factory=dict)  # disk target -> standby LV
+    last_success_run_id: str | None = None
+    steps: list[PromoteStep] = field(default_factory=list)
+    done: bool = False
+    dry_run: bool = False
+
+
+def define_argv(uri: str, path: str) -> list[str]:
+    """`virsh define` of a definition file."""
+    return ["virsh", "-c", uri, "define", "--", path]
+
+
+def start_argv(uri: str, domain: str) -> list[str]:
+    """`virsh start` of a defined domain."""
+    return ["virsh", "-c", uri, "start", "--", domain]
+
+
+def undefine_argv(uri: str, domain: str) -> list[str]:
+    """`virsh undefine`: recover's undo of a define."""
+    return ["virsh", "-c", uri, "undefine", "--", domain]
+
+
+def destroy_argv(uri: str, domain: str) -> list[str]:
+    """`virsh destroy` (power off): recover's undo of a start."""
+    return ["virsh", "-c", uri, "destroy", "--", domain]
+
+
+def check_definition(xml_text: str, domain: str, allowed: dict[str, str], where: str) -> None:
+    """The stored definition must be the domain's, every disk with a source a block device
+    on the standby LV ``allowed`` names for its target; PromoteRefused naming the file and
+    the disk otherwise."""
+    try:
+        root = parse_domain_xml(xml_text)
+    except ParseError as exc:
+        raise PromoteRefused(f"{where}: not a domain definition: {exc}") from exc
+    name = root.findtext("name")
+    if name != domain:
+        raise PromoteRefused(f"{where}: names the domain {name!r}, not {domain!r}")
+    for disk in root.iterfind("devices/disk"):
+        target_el = disk.find("target")
+        target = (target_el.get("dev") if target_el is not None else None) or ""
+        sources = disk.findall("source")
+        if not sources:
+            continue  # an empty drive
+        if not is_disk_target(target):
+            raise PromoteRefused(f"{where}: a disk with the target {target!r}")
+        dev = sources[0].get("dev")
+        if (disk.get("type") != "block" or len(sources) != 1 or dev is None
+                or allowed.get(target) != dev):
+            what = " ".join(f"{k}={v}" for k, v in sources[0].attrib.items())
+            raise PromoteRefused(
+                f"{where}: disk {target} is {disk.get('type')} {what}, not its standby LV "
+                f"{allowed.get(target, '(none: the backup does not copy it)')}; the guest "
+                "would start with a disk the peer does not hold. Give the disk a standby LV "
+                "in the config and back it up, or remove it from the domain")
+    for bad in root.iter("{*}*"):  # no foreign namespaces (hypervisor pass-through)
+        if isinstance(bad.tag, str) and bad.tag.startswith("{"):
+            raise PromoteRefused(f"{where}: element {etree.QName(bad).localname} of the "
+                                 f"namespace {etree.QName(bad).namespace} is not accepted")
+
+
+@dataclass
+class Promote:
+    """One promote of one domain on this host (the standby's host)."""
+
+    config: Config
+    domain: str
+    local: Runner  # this host
+    local_name: str
+    source_factory: Callable[[str], Runner]
+    run_id: str
+    log: Callable[[str], None] = lambda msg: None
+
+    def read(self, *, force: bool) -> tuple[PromoteReport, dict, str]:
+        """Every check, reading only; the report, the marker and the definition's text."""
+        cfg, domain = self.config, self.domain
+        peer_name = cfg.domain(domain).peer
+        if peer_name != self.local_name:
+            raise PromoteRefused(f"the standby of {domain} is on {peer_name}, not on this host "
+                                 f"({self.local_name}); run promote there", host=self.local_name)
+        mpath = marker_path(cfg, domain)
+        try:
+            marker = read_peer_marker(self.local, mpath)
+        except StatusUnknown as exc:
+            raise PromoteRefused(f"{exc}: nothing to promote", host=self.local_name) from None
+        state = marker.get("state")
+        if state == PROMOTED:
+            raise PromoteRefused(f"the standby of {domain} is already promoted (marker {mpath})",
+                                 host=self.local_name)
+        if state != "clean":
+            raise PromoteRefused(f"the standby of {domain} is {state}: its last copy did not "
+                                 "finish, so its filesystems are not one consistent state; not "
+                                 "promoted", host=self.local_name)
+        source = marker.get("source_host")
+        if not isinstance(source, str) or source not in cfg.dom0s or source == self.local_name:
+            raise PromoteRefused(f"marker {mpath}: source_host {source!r} is not another Dom0 "
+                                 "of the cluster", host=self.local_name)
+        allowed = {t: p for t, p in (marker.get("standby") or {}).items()
+                   if isinstance(t, str) and isinstance(p, str)}
+        for target, spec in cfg.domain(domain).disks.items():
+            if spec.standby_lv:
+                allowed.setdefault(target, spec.standby_lv)
+        dpath = definition_path(cfg.defaults.state_dir, domain)
+        res = self.local.run(["cat", "--", dpath], check=False, timeout=30)
+        if res.exit_code != 0:
+            raise PromoteRefused(f"no standby definition at {dpath} (a clean backup of this "
+                                 "version writes it): cannot define the domain here",
+                                 host=self.local_name)
+        check_definition(res.stdout, domain, allowed, dpath)
+        self._check_lvs(allowed)
+        uri = cfg.hypervisor_uri
+        here = self._state(self.local, uri)
+        if here in ACTIVE_STATES:
+            raise PromoteRefused(f"domain {domain} is already {here} on this host",
+                                 host=self.local_name)
+        report = PromoteReport(domain, self.local_name, source, "unknown",
+                               standby=dict(sorted(allowed.items())),
+                               last_success_run_id=marker.get("last_success_run_id"))
+        report.source_state = self._source_state(source, uri, force=force)
+        report.forced = report.source_state == "unreachable"
+        report.steps = self.steps(source)
+        return report, marker, res.stdout
+
+    def steps(self, source: str) -> list[PromoteStep]:
+        """What the promote runs, in order (the source's check included)."""
+        cfg, domain, uri = self.config, self.domain, self.config.hypervisor_uri
+        mpath = marker_path(cfg, domain)
+        here = self.local_name
+        return [
+            PromoteStep(source, tuple(domstate_argv(uri, domain)),
+                        "the source must not run the domain (read over SSH)"),
+            PromoteStep(here, ("cp", "-f", "--", mpath, mpath + KEPT_SUFFIX),
+                        "keep the clean marker (recover puts it back)"),
+            PromoteStep(here, tuple(replace_file_argv(mpath)),
+                        "mark the standby promoted: every backup of it refuses from now on"),
+            PromoteStep(here, tuple(define_argv(uri, definition_path(cfg.defaults.state_dir,
+                                                                     domain))),
+                        "define the domain, its disks on the standby LVs"),
+            PromoteStep(here, tuple(start_argv(uri, domain)), "start it"),
+            PromoteStep(here, ("rm", "-f", "--", mpath + KEPT_SUFFIX),
+                        "the promote is done: drop the kept marker and the journal"),
+        ]
+
+    def run(self, report: PromoteReport, marker: dict) -> None:
+        """The side effects, each journalled before it happens."""
+        cfg, domain, uri = self.config, self.domain, self.config.hypervisor_uri
+        mpath = marker_path(cfg, domain)
+        kept = mpath + KEPT_SUFFIX
+        journal = Journal(self.local, cfg.defaults.state_dir, domain, self.run_id)
+        timeout = cfg.ssh.command_timeout
+        self._journalled(journal, "promote-marker", mpath, ("mv", "-f", "--", kept, mpath),
+                         ("find", kept, "-maxdepth", "0"), ("cp", "-f", "--", mpath, kept),
+                         timeout)
+        promoted = {**marker, "state": PROMOTED, "promoted_at": time.time(),
+                    "promoted_run_id": self.run_id,
+                    "promoted_from": f"the standby (run {marker.get('last_success_run_id')})",
+                    "source_state": report.source_state}
+        self.local.run(replace_file_argv(mpath), input=marker_text(promoted), timeout=timeout)
+        self.log(f"[{self.local_name}] standby of {domain} marked promoted")
+        probe = ("virsh", "-c", uri, "domstate", "--", domain)
+        self._journalled(journal, "promote-define", domain, tuple(undefine_argv(uri, domain)),
+                         probe, tuple(define_argv(uri, definition_path(cfg.defaults.state_dir,
+                                                                       domain))), timeout)
+        self._journalled(journal, "promote-start", domain, tuple(destroy_argv(uri, domain)),
+                         probe, tuple(start_argv(uri, domain)), timeout)
+        self.log(f"[{self.local_name}] domain {domain} started from its standby")
+        self.local.run(["rm", "-f", "--", kept], timeout=timeout)
+        journal.remove()
+        report.done = True
+
+    def _journalled(self, journal: Journal, action: str, resource: str, undo: tuple[str, ...],
+                    exists: tuple[str, ...], argv: tuple[str, ...], timeout: float) -> None:
+        res = journal.run_recorded(action, resource, undo, exists, argv, timeout=timeout)
+        if res.exit_code != 0:
+            tail = (res.stderr.strip().splitlines() or [f"exited {res.exit_code}"])[-1]
+            raise PromoteRefused(f"`{' '.join(argv)}` failed: {tail}; run `domu-backup "
+                                 "recover` to undo what the promote did", host=self.local_name)
+
+    def _check_lvs(self, allowed: dict[str, str]) -> None:
+        for target, path in sorted(allowed.items()):
+            lv = lookup_lv(self.local, path)
+            if lv is None:
+                raise PromoteRefused(f"standby LV {path} of disk {target} is not there",
+                                     host=self.local_name)
+            if lv.is_open:
+                raise PromoteRefused(f"standby LV {path} of disk {target} is open (a backup or "
+                                     "verify uses it, or a guest); not promoted",
+                                     host=self.local_name)
+
+    def _state(self, runner: Runner, uri: str) -> str:
+        state = domain_state(runner, uri, self.domain)
+        return "not defined" if state is None else state
+
+    def _source_state(self, source: str, uri: str, *, force: bool) -> str:
+        """The domain's state on the source; PromoteRefused while it runs there, or when the
+        source cannot be asked (unless ``force``)."""
+        try:
+            runner = self.source_factory(source)
+            try:
+                state = self._state(runner, uri)
+            finally:
+                runner.close()
+        except (PeerUnreachable, HostKeyRejected) as exc:
+            if not force:
+                raise PromoteRefused(f"cannot ask {source} whether it runs {self.domain}: "
+                                     f"{exc}. If {source} is down, promote with --force",
+                                     host=self.local_name) from None
+            self.log(f"warning: {source} cannot be reached ({exc}); promoting as --force says")
+            return "unreachable"
+        except ToolkitError as exc:
+            raise PromoteRefused(f"cannot tell whether {source} runs {self.domain}: {exc}",
+                                 host=self.local_name) from None
+        if state in ACTIVE_STATES:
+            raise PromoteRefused(f"domain {self.domain} is {state} on {source}: promoting would "
+                                 "run the guest from both copies; stop it there first (or, if "
+                                 "that Dom0 is broken, power it off)", host=self.local_name)
+        return state
+
+
+def render_promote(report: PromoteReport) -> str:
+    """The promote's plan (``--dry-run``) or its outcome."""
+    head = (f"Promote {report.domain} on {report.host} (source {report.source}: "
+            f"{report.source_state}{', forced' if report.forced else ''}; standby of run "
+            f"{report.last_success_run_id})")
+    lines = [head] + [f"  {d} on {p}" for d, p in report.standby.items()]
+    if report.dry_run or not report.done:
+        lines.append("Steps:")
+        lines += [f"  {n:>2}. [{s.host}] {' '.join(s.argv)}\n      # {s.note}"
+                  for n, s in enumerate(report.steps, 1)]
+    if report.done:
+        lines.append(f"{report.domain} runs on {report.host} from its standby; backups of it "
+                     "now refuse the standby (exit 24)")
+    return "\n".join(lines)
+
+
+def report_json(report: PromoteReport) -> str:
+    """The report as ``--json`` prints it."""
+    from dataclasses import asdict
+
+    return json.dumps(asdict(report), indent=2)
