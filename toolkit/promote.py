@@ -39,6 +39,7 @@ from .errors import (
     ToolkitError,
 )
 from .facts.virsh import domstate_argv, parse_domain_xml
+from .failpoint import Failpoint
 from .journal import Journal, replace_file_argv
 from .marker import PROMOTED, marker_path, marker_text, read_peer_marker
 from .names import is_disk_target
@@ -212,39 +213,73 @@ class Promote:
         ]
 
     def run(self, report: PromoteReport, marker: dict) -> None:
-        """The side effects, each journalled before it happens."""
+        """The side effects, each journalled before it happens. An error or a signal before
+        the domain started undoes them (the domain undefined, the marker as it was)."""
         cfg, domain, uri = self.config, self.domain, self.config.hypervisor_uri
         mpath = marker_path(cfg, domain)
         kept = mpath + KEPT_SUFFIX
         journal = Journal(self.local, cfg.defaults.state_dir, domain, self.run_id)
         timeout = cfg.ssh.command_timeout
-        self._journalled(journal, "promote-marker", mpath, ("mv", "-f", "--", kept, mpath),
-                         ("find", kept, "-maxdepth", "0"), ("cp", "-f", "--", mpath, kept),
-                         timeout)
-        promoted = {**marker, "state": PROMOTED, "promoted_at": time.time(),
-                    "promoted_run_id": self.run_id,
-                    "promoted_from": f"the standby (run {marker.get('last_success_run_id')})",
-                    "source_state": report.source_state}
-        self.local.run(replace_file_argv(mpath), input=marker_text(promoted), timeout=timeout)
-        self.log(f"[{self.local_name}] standby of {domain} marked promoted")
-        probe = ("virsh", "-c", uri, "domstate", "--", domain)
-        self._journalled(journal, "promote-define", domain, tuple(undefine_argv(uri, domain)),
-                         probe, tuple(define_argv(uri, definition_path(cfg.defaults.state_dir,
-                                                                       domain))), timeout)
-        self._journalled(journal, "promote-start", domain, tuple(destroy_argv(uri, domain)),
-                         probe, tuple(start_argv(uri, domain)), timeout)
+        made: list[tuple[str, ...]] = []  # the undo of each side effect, in order
+        try:
+            undo: tuple[str, ...] = ("mv", "-f", "--", kept, mpath)
+            self._journalled(journal, "promote-marker", mpath, undo,
+                             ("find", kept, "-maxdepth", "0"), ("cp", "-f", "--", mpath, kept),
+                             timeout)
+            made.append(undo)
+            promoted = {**marker, "state": PROMOTED, "promoted_at": time.time(),
+                        "promoted_run_id": self.run_id,
+                        "promoted_from": f"the standby (run {marker.get('last_success_run_id')})",
+                        "source_state": report.source_state}
+            self.local.run(replace_file_argv(mpath), input=marker_text(promoted),
+                           timeout=timeout)
+            self.log(f"[{self.local_name}] standby of {domain} marked promoted")
+            probe = ("virsh", "-c", uri, "domstate", "--", domain)
+            undo = tuple(undefine_argv(uri, domain))
+            made.append(undo)  # before: a define that fails half-way is undefined too
+            self._journalled(journal, "promote-define", domain, undo, probe,
+                             tuple(define_argv(uri, definition_path(cfg.defaults.state_dir,
+                                                                    domain))), timeout)
+            self._journalled(journal, "promote-start", domain, tuple(destroy_argv(uri, domain)),
+                             probe, tuple(start_argv(uri, domain)), timeout)
+        except BaseException:
+            self._undo(made, journal, timeout)
+            raise
         self.log(f"[{self.local_name}] domain {domain} started from its standby")
         self.local.run(["rm", "-f", "--", kept], timeout=timeout)
         journal.remove()
         report.done = True
 
+    def _undo(self, made: list[tuple[str, ...]], journal: Journal, timeout: float) -> None:
+        """Undo what this promote made, newest first; the journal goes only when all of it
+        is undone (else ``recover`` finishes it)."""
+        clean = True
+        for undo in reversed(made):
+            res = self.local.run(undo, check=False, timeout=timeout)
+            if res.exit_code != 0 and not (undo[:2] == ("virsh", "-c")
+                                           and "failed to get domain" in res.stderr):
+                clean = False
+                self.log(f"warning: `{' '.join(undo)}` failed: {res.stderr.strip()[-200:]}")
+        if clean:
+            journal.remove()
+
     def _journalled(self, journal: Journal, action: str, resource: str, undo: tuple[str, ...],
                     exists: tuple[str, ...], argv: tuple[str, ...], timeout: float) -> None:
+        point = action.removeprefix("promote-")  # the lab's failpoints: define and start
+        self._failpoint("before", point)
         res = journal.run_recorded(action, resource, undo, exists, argv, timeout=timeout)
+        self._failpoint("after", point)
         if res.exit_code != 0:
             tail = (res.stderr.strip().splitlines() or [f"exited {res.exit_code}"])[-1]
-            raise PromoteRefused(f"`{' '.join(argv)}` failed: {tail}; run `domu-backup "
-                                 "recover` to undo what the promote did", host=self.local_name)
+            raise PromoteRefused(f"`{' '.join(argv)}` failed: {tail}; what the promote did "
+                                 "is undone (if a step of that fails, `domu-backup recover` "
+                                 "finishes it)", host=self.local_name)
+
+    def _failpoint(self, when: str, action: str) -> None:
+        fp = Failpoint.from_env(self.log)
+        if fp is not None and fp.when == when and fp.action == action:
+            self.log(f"failpoint {when}:{action}:{fp.what}")
+            fp.fire()
 
     def _check_lvs(self, allowed: dict[str, str]) -> None:
         for target, path in sorted(allowed.items()):

@@ -221,10 +221,35 @@ def _killed_at(tmp_path, verb):
             raise Killed
         return out
     peer._cmd_virsh = virsh
+    job._undo = lambda *a: None  # SIGKILL: no Python runs after it, no undo either
     with pytest.raises(Killed):
         job.run(report, marker)
     peer._cmd_virsh = real
     return cfg, peer
+
+
+@pytest.mark.parametrize("verb", ["define", "start"])
+def test_a_failed_define_or_start_undoes_the_promote_at_once(tmp_path, verb):
+    cfg, job, peer, _src = setup(tmp_path)
+    report, marker, _ = job.read(force=False)
+    real = peer._cmd_virsh
+
+    def virsh(a, input):
+        if a[3] == verb:
+            if verb == "define":  # libvirt refuses the definition
+                return 1, "", "error: XML error: bad disk\n"
+            real(a, input)
+            peer.domains["web01"] = "shut off"  # started, then crashed at once
+            return 1, "", "error: internal error: guest crashed\n"
+        return real(a, input)
+    peer._cmd_virsh = virsh
+    with pytest.raises(errors.PromoteRefused, match="failed"):
+        job.run(report, marker)
+    assert peer.domains == {}
+    assert json.loads(peer.files[marker_path(cfg, "web01")]) == CLEAN
+    assert marker_path(cfg, "web01") + KEPT_SUFFIX not in peer.files
+    assert not [p for p in peer.files if "/journal/" in p]
+    assert not report.done
 
 
 def test_recover_undoes_a_promote_killed_before_the_domain_ran(tmp_path):

@@ -1,0 +1,170 @@
+"""promote in the lab (R25): with a libvirt daemon in each fake Dom0 serving the test
+driver, so a domain defined or started by one ``virsh`` is seen by the next, the promote's
+refusals, its define and start, the backup's refusal afterwards, and a killed promote that
+``recover`` undoes or keeps. The backups themselves use the lab's usual node files."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from lxml import etree
+
+from toolkit.lab.rehearse import run_backup, standby_marker
+
+pytestmark = [pytest.mark.e2e, pytest.mark.synced_standby]
+
+URI = "test+unix:///default"  # the daemon's test driver: one state for every connection
+CONF = "/etc/domu-backup/promote.toml"  # the lab's config with that hypervisor
+DAEMON_CONF = "/etc/domu-backup/libvirtd-lab.conf"
+KEEPER = "86399"  # the keeper's sleep: the daemon's test driver lives while one client does
+SOURCE_DOMAIN = ("<domain type='test'><name>web01</name><memory>131072</memory>"
+                 "<os><type>hvm</type></os></domain>")
+MARKER = "/var/lib/domu-backup/standby/web01.json"
+
+
+def virsh(lab, container, *args, check=False):
+    return lab.runner(container).run(["virsh", "-c", URI, *args], check=check, timeout=120)
+
+
+def start_hypervisors(lab):
+    for c in ("dom0-a", "dom0-b"):
+        r = lab.runner(c)
+        r.run(["sh", "-c", "mkdir -p /var/log/libvirt /run/libvirt && "
+                           f"printf 'auth_unix_rw = \"none\"\\nauth_unix_ro = \"none\"\\n"
+                           f"listen_tls = 0\\n' > {DAEMON_CONF} && libvirtd -d -f {DAEMON_CONF}"],
+              timeout=120)
+        for _ in range(60):
+            if virsh(lab, c, "list", "--all").exit_code == 0:
+                break
+            time.sleep(1)
+        else:
+            pytest.fail(f"libvirtd did not answer on {c}")
+        r.run(["sh", "-c", f"setsid sh -c 'sleep {KEEPER} | virsh -c {URI} >/dev/null 2>&1' "
+                           ">/dev/null 2>&1 < /dev/null &"], timeout=60)
+        time.sleep(1)
+        r.run(["sh", "-c", f"sed 's|^uri = .*|uri = \"{URI}\"|' /etc/domu-backup/backup.toml "
+                           f"> {CONF} && chmod 0600 {CONF}"], timeout=60)
+
+
+def stop_hypervisors(lab):
+    for c in ("dom0-a", "dom0-b"):
+        lab.runner(c).run(["sh", "-c", f"pkill -x libvirtd; pkill -f 'sleep {KEEPER}'; "
+                                       f"pkill -f 'virsh -c {URI}'; rm -f {CONF} {DAEMON_CONF} "
+                                       "/tmp/web01-source.xml; "
+                                       "true"], check=False, timeout=60)
+
+
+def promote(lab, *extra, env=None):
+    return lab.runner("dom0-b").run(["domu-backup", "promote", "--domu", "web01", "--config",
+                                     CONF, *extra], check=False, timeout=600, env=env)
+
+
+def state_on_b(lab):
+    res = virsh(lab, "dom0-b", "domstate", "web01")
+    return res.stdout.strip() if res.exit_code == 0 else "not defined"
+
+
+def lvs(lab, c):
+    return lab.runner(c).run(["lvs", "--noheadings", "-o", "lv_name"], timeout=60).stdout
+
+
+@pytest.fixture
+def hypervisors(fresh):
+    res = run_backup(fresh, "web01")  # a clean standby and its definition
+    assert res.exit_code == 0, res.stdout + res.stderr
+    start_hypervisors(fresh)
+    try:
+        yield fresh
+    finally:
+        stop_hypervisors(fresh)
+
+
+def test_promote_refuses_while_the_source_runs_then_starts_the_guest_and_backups_refuse(
+        hypervisors):
+    lab = hypervisors
+    clean = standby_marker(lab, "web01")
+    assert clean["state"] == "clean"
+    # The source runs the domain: refused, nothing changed on the peer.
+    lab.runner("dom0-a").run(["tee", "/tmp/web01-source.xml"], input=SOURCE_DOMAIN)
+    virsh(lab, "dom0-a", "define", "/tmp/web01-source.xml", check=True)
+    virsh(lab, "dom0-a", "start", "web01", check=True)
+    res = promote(lab)
+    assert res.exit_code == 48, res.stdout + res.stderr
+    assert "web01 is running on dom0-a" in res.stderr
+    assert standby_marker(lab, "web01") == clean and state_on_b(lab) == "not defined"
+
+    # Stopped there: the dry run prints the steps of both hosts and changes nothing.
+    virsh(lab, "dom0-a", "destroy", "web01", check=True)
+    dry = promote(lab, "--dry-run")
+    assert dry.exit_code == 0, dry.stderr
+    assert f"[dom0-a] virsh -c {URI} domstate -- web01" in dry.stdout
+    assert f"[dom0-b] virsh -c {URI} define -- /var/lib/domu-backup/standby/web01.xml" in (
+        dry.stdout)
+    assert standby_marker(lab, "web01") == clean and state_on_b(lab) == "not defined"
+
+    # Promoted: the peer's hypervisor runs it (asked by another virsh), on the standby LV.
+    res = promote(lab, "--json")
+    assert res.exit_code == 0, res.stdout + res.stderr
+    assert json.loads(res.stdout)["done"] is True
+    assert state_on_b(lab) == "running"
+    xml = virsh(lab, "dom0-b", "dumpxml", "web01", check=True).stdout
+    sources = [d.find("source").get("dev") for d in etree.fromstring(xml.encode()).iter("disk")
+               if d.find("source") is not None]
+    assert sources == ["/dev/vg_b/web01"]
+    marker = standby_marker(lab, "web01")
+    assert marker["state"] == "promoted"
+    assert marker["last_success_run_id"] == clean["last_success_run_id"]
+
+    # A backup from the old source refuses the promoted standby, making nothing.
+    before = {c: lvs(lab, c) for c in ("dom0-a", "dom0-b")}
+    back = run_backup(lab, "web01")
+    assert back.exit_code == 24, back.stdout + back.stderr
+    assert "was promoted at" in back.stderr
+    assert {c: lvs(lab, c) for c in ("dom0-a", "dom0-b")} == before
+    assert standby_marker(lab, "web01") == marker
+    # Monitoring calls it CRITICAL: the guest runs from its standby and has none.
+    check = lab.runner("dom0-a").run(["domu-backup", "status", "--check", "--domu", "web01"],
+                                     check=False, timeout=300)
+    assert check.exit_code == 2 and "standby promoted on dom0-b" in check.stdout, check.stdout
+
+    # A second promote refuses: it is promoted already.
+    again = promote(lab)
+    assert again.exit_code == 48 and "already promoted" in again.stderr
+    virsh(lab, "dom0-b", "destroy", "web01")
+    virsh(lab, "dom0-b", "undefine", "web01")
+
+
+def test_a_killed_promote_is_undone_by_recover_unless_the_guest_already_runs(hypervisors):
+    lab = hypervisors
+    clean = standby_marker(lab, "web01")
+    kept = MARKER + ".before-promote"
+
+    # Killed right after the define: half-done, so recover undoes all of it.
+    res = promote(lab, env={"DOMU_BACKUP_FAILPOINT": "after:define:sigkill"})
+    assert res.exit_code == 137, res.stdout + res.stderr
+    assert standby_marker(lab, "web01")["state"] == "promoted"
+    assert state_on_b(lab) == "shut off"
+    rec = lab.runner("dom0-b").run(["domu-backup", "recover", "--domu", "web01", "--host",
+                                    "local", "--config", CONF], check=False, timeout=600)
+    assert rec.exit_code == 0, rec.stdout + rec.stderr
+    assert state_on_b(lab) == "not defined"
+    assert standby_marker(lab, "web01") == clean
+    b = lab.runner("dom0-b")
+    assert b.run(["ls", kept], check=False).exit_code != 0
+    assert b.run(["sh", "-c", "ls /var/lib/domu-backup/journal/ | grep -c . || true"]
+                 ).stdout.strip() == "0"
+
+    # Killed right after the start: the guest runs, so the promote had finished.
+    res = promote(lab, env={"DOMU_BACKUP_FAILPOINT": "after:start:sigkill"})
+    assert res.exit_code == 137, res.stdout + res.stderr
+    rec = lab.runner("dom0-b").run(["domu-backup", "recover", "--domu", "web01", "--host",
+                                    "local", "--config", CONF], check=False, timeout=600)
+    assert rec.exit_code == 0, rec.stdout + rec.stderr
+    assert "kept the finished promote" in rec.stdout
+    assert state_on_b(lab) == "running"
+    assert standby_marker(lab, "web01")["state"] == "promoted"
+    assert b.run(["ls", kept], check=False).exit_code != 0
+    virsh(lab, "dom0-b", "destroy", "web01")
+    virsh(lab, "dom0-b", "undefine", "web01")
