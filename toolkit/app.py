@@ -94,12 +94,13 @@ def backup_domain(config: Config, domain: str, hosts: Hosts, *, node: str | None
                   dry_run: bool = False, allow_mass_delete: bool = False,
                   log: Callable[[str], None] = lambda m: None,
                   on_progress: Callable[[str, str], None] | None = None,
-                  compare: bool = False) -> DomainReport:
+                  compare: bool = False, stopped_ok: bool = False) -> DomainReport:
     """Back up one domain; never raises a ToolkitError (it is recorded in the report).
 
     ``compare``: the same run as a backup, but each filesystem of the snapshot is compared
     with the standby by checksum instead of copied (``verify --against-source``); every
-    difference is in the report, and any makes it StandbyDiffers (exit 47)."""
+    difference is in the report, and any makes it StandbyDiffers (exit 47). ``stopped_ok``:
+    the domain may be shut off here (failback's copy back of a guest shut down for it)."""
     report = DomainReport(domain=domain)
     begin = getattr(on_progress, "begin", None)
     if begin is not None:
@@ -115,7 +116,7 @@ def backup_domain(config: Config, domain: str, hosts: Hosts, *, node: str | None
                     held.enter_context(domain_lock(config.defaults.lock_dir, domain))
                 local = local_node_name(config, node)
                 report.source_host = local
-                state = locate(config, domain, hosts.source, local)
+                state = locate(config, domain, hosts.source, local, stopped_ok=stopped_ok)
             connected = None
             if not dry_run:
                 # Under the lock, what is left over can only be from a dead run, and it is

@@ -1,8 +1,8 @@
 """The operator's commands: backup, plan, check-config, recover, status, restore-points,
-verify, promote, init-standby, install-units and the two that print reference text (exit-codes,
-sample-config);
+verify, promote, failback, init-standby, install-units and the two that print reference
+text (exit-codes, sample-config);
 the ones that look at a standby (status, restore-points, verify) are in
-``commands_standby``, promote in ``commands_promote``, what all share in
+``commands_standby``, promote and failback in ``commands_promote``, what all share in
 ``command_support``.
 
 Each is a plain function made a ``Command`` (``toolkit/cmdline.py``): the installed
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .cmdline import Command, CommandExit, operator_command
 from .command_support import _config, _fail, _hosts, _need_domu, _one_line
-from .commands_promote import promote
+from .commands_promote import failback, promote
 from .commands_standby import restore_points, status, verify
 from .errors import ToolkitError, UsageError, exit_code_table
 
@@ -293,5 +293,5 @@ def sample_config(c):
 
 
 COMMANDS: tuple[Command, ...] = (backup, plan, check_config, recover, status, restore_points,
-                                 verify, promote, init_standby, install_units, exit_codes,
-                                 sample_config)
+                                 verify, promote, failback, init_standby, install_units,
+                                 exit_codes, sample_config)

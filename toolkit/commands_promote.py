@@ -1,9 +1,10 @@
-"""``promote``: start the guest from its standby on this host, the peer (toolkit.promote)."""
+"""``promote``: start the guest from its standby on this host, the peer (toolkit.promote);
+``failback``: the way back to the repaired source (toolkit.failback)."""
 
 from __future__ import annotations
 
 from .cmdline import CommandExit, operator_command
-from .command_support import _config, _fail, _need_domu
+from .command_support import _config, _fail, _need_domu, _one_line
 from .errors import ToolkitError
 
 
@@ -43,3 +44,61 @@ def promote(c, domu=None, dry_run=False, force=False, json=False, config=None, n
     print(report_json(report) if json else render_promote(report))
     if report.forced:
         raise CommandExit(code=1)  # done, with the warning that the source was not asked
+
+
+@operator_command(help={
+    "domu": "domain to move back to its original source",
+    "no-start": "copy back and return the roles, but leave the domain shut off there",
+    "json": "print the report as JSON",
+    "config": "config file",
+    "node": "this host's name in the cluster (default: its short hostname)",
+})
+def failback(c, domu=None, no_start=False, json=False, config=None, node=None):
+    """On the peer, after a promote, with the guest shut down here: copy it back to its
+    repaired source (only what changed), mark the standby clean, start it there."""
+    domu = _need_domu(domu, "failback")
+    from .app import Hosts, backup_domain, new_run_id, peer_runner, stderr_log
+    from .config import check_root
+    from .failback import check_failback, render_failback, return_roles, reversed_config
+    from .lock import domain_lock
+    from .preflight import local_node_name
+    from .runners import LocalRunner
+    from .signals import signals_raise
+
+    try:
+        check_root()
+        cfg = _config(config)
+        cfg.domain(domu)
+        local_name = local_node_name(cfg, node)
+        local = LocalRunner()
+        with signals_raise():
+            report, marker, source = check_failback(cfg, domu, local, local_name,
+                                                    lambda name: peer_runner(cfg, name))
+            try:
+                rev = reversed_config(cfg, domu, report.back_to, report.disks)
+                hosts = Hosts()
+                try:
+                    copied = backup_domain(rev, domu, hosts, node=local_name, log=stderr_log,
+                                           stopped_ok=True)
+                finally:
+                    hosts.close()
+                report.run_id, report.copied = copied.run_id, copied.message
+                if copied.outcome != "success":
+                    raise CommandExit(_one_line(f"error: the copy back to {report.back_to} "
+                                                f"failed: {copied.message}; the standby stays "
+                                                "promoted: run failback again"),
+                                      code=copied.exit_code or 2)
+                with domain_lock(cfg.defaults.lock_dir, domu):
+                    return_roles(cfg, report, marker, local, source, start=not no_start,
+                                 run_id=copied.run_id or new_run_id(), log=stderr_log)
+            finally:
+                source.close()
+    except ToolkitError as exc:
+        raise _fail(exc) from None
+    if json:
+        import json as _json
+        from dataclasses import asdict
+
+        print(_json.dumps(asdict(report), indent=2))
+    else:
+        print(render_failback(report))

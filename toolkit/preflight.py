@@ -292,7 +292,8 @@ def _peer_disks(peer: Runner, targets: list[tuple[str, str]]) -> list[_PeerDisk]
     return out
 
 
-def locate(config: Config, domain: str, source: Runner, local_name: str) -> str:
+def locate(config: Config, domain: str, source: Runner, local_name: str, *,
+           stopped_ok: bool = False) -> str:
     """The domain's state here, if it runs here and its peer is another Dom0; raises otherwise.
 
     Only the local hypervisor is asked: a run learns whether it is the source before it
@@ -304,7 +305,7 @@ def locate(config: Config, domain: str, source: Runner, local_name: str) -> str:
     state = domain_state(source, uri, domain)
     if state is None:
         raise DomainNotDefinedHere(f"domain {domain} is not defined in {uri}", host=local_name)
-    if state not in ACTIVE_STATES:
+    if state not in ACTIVE_STATES and not stopped_ok:
         raise NotRunningHere(f"domain {domain} is {state} here; nothing to do", host=local_name)
     # Running here: this host is the source, so the peer must be another Dom0.
     if peer_name == local_name:

@@ -1,7 +1,8 @@
-"""promote in the lab (R25): with a libvirt daemon in each fake Dom0 serving the test
-driver, so a domain defined or started by one ``virsh`` is seen by the next, the promote's
-refusals, its define and start, the backup's refusal afterwards, and a killed promote that
-``recover`` undoes or keeps. The backups themselves use the lab's usual node files."""
+"""promote and failback in the lab (R25). A libvirt daemon in each fake Dom0 serves the
+test driver, so a domain one ``virsh`` defines or starts is seen by the next: the promote's
+refusals, its define and start, the backup's refusal afterwards, the way back (failback)
+with the backups running again, and a killed promote that ``recover`` undoes or keeps. The
+backups themselves use the lab's usual node files."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import time
 import pytest
 from lxml import etree
 
-from toolkit.lab.rehearse import run_backup, standby_marker
+from toolkit.lab.audit import AUDIT_ROOT, mounted
+from toolkit.lab.rehearse import audit, run_backup, standby_marker
 
 pytestmark = [pytest.mark.e2e, pytest.mark.synced_standby]
 
@@ -19,8 +21,11 @@ URI = "test+unix:///default"  # the daemon's test driver: one state for every co
 CONF = "/etc/domu-backup/promote.toml"  # the lab's config with that hypervisor
 DAEMON_CONF = "/etc/domu-backup/libvirtd-lab.conf"
 KEEPER = "86399"  # the keeper's sleep: the daemon's test driver lives while one client does
+# web01 as the source's hypervisor defines it: failback reads its disk's LV from it.
 SOURCE_DOMAIN = ("<domain type='test'><name>web01</name><memory>131072</memory>"
-                 "<os><type>hvm</type></os></domain>")
+                 "<os><type>hvm</type></os><devices><disk type='block' device='disk'>"
+                 "<source dev='/dev/vg_a/web01'/><target dev='xvda' bus='xen'/></disk>"
+                 "</devices></domain>")
 MARKER = "/var/lib/domu-backup/standby/web01.json"
 
 
@@ -31,9 +36,12 @@ def virsh(lab, container, *args, check=False):
 def start_hypervisors(lab):
     for c in ("dom0-a", "dom0-b"):
         r = lab.runner(c)
-        r.run(["sh", "-c", "mkdir -p /var/log/libvirt /run/libvirt && "
+        # No hypervisor driver module: the test driver is libvirt's own, and the QEMU
+        # driver would refuse to start without its system user.
+        r.run(["sh", "-c", "mkdir -p /var/log/libvirt /run/libvirt /run/domubk-lab-drivers && "
                            f"printf 'auth_unix_rw = \"none\"\\nauth_unix_ro = \"none\"\\n"
-                           f"listen_tls = 0\\n' > {DAEMON_CONF} && libvirtd -d -f {DAEMON_CONF}"],
+                           f"listen_tls = 0\\n' > {DAEMON_CONF} && LIBVIRT_DRIVER_DIR="
+                           f"/run/domubk-lab-drivers libvirtd -d -f {DAEMON_CONF}"],
               timeout=120)
         for _ in range(60):
             if virsh(lab, c, "list", "--all").exit_code == 0:
@@ -61,6 +69,11 @@ def promote(lab, *extra, env=None):
                                      CONF, *extra], check=False, timeout=600, env=env)
 
 
+def failback(lab):
+    return lab.runner("dom0-b").run(["domu-backup", "failback", "--domu", "web01", "--config",
+                                     CONF], check=False, timeout=900)
+
+
 def state_on_b(lab):
     res = virsh(lab, "dom0-b", "domstate", "web01")
     return res.stdout.strip() if res.exit_code == 0 else "not defined"
@@ -81,7 +94,7 @@ def hypervisors(fresh):
         stop_hypervisors(fresh)
 
 
-def test_promote_refuses_while_the_source_runs_then_starts_the_guest_and_backups_refuse(
+def test_promote_refuses_while_the_source_runs_then_starts_the_guest_and_failback_returns_it(
         hypervisors):
     lab = hypervisors
     clean = standby_marker(lab, "web01")
@@ -132,8 +145,32 @@ def test_promote_refuses_while_the_source_runs_then_starts_the_guest_and_backups
     # A second promote refuses: it is promoted already.
     again = promote(lab)
     assert again.exit_code == 48 and "already promoted" in again.stderr
-    virsh(lab, "dom0-b", "destroy", "web01")
-    virsh(lab, "dom0-b", "undefine", "web01")
+
+    # The way back. Not while the guest runs here.
+    res = failback(lab)
+    assert res.exit_code == 48 and "shut it down first" in res.stderr, res.stderr
+    # The guest shut down after working on the peer: a file it wrote there goes back.
+    virsh(lab, "dom0-b", "destroy", "web01", check=True)
+    rb = lab.runner("dom0-b")
+    with mounted(rb, "/dev/vg_b/web01", f"{AUDIT_ROOT}/promoted", "p", readonly=False) as fs:
+        rb.run(["sh", "-c", f"echo written-while-promoted > {fs['1'][0]}/failback.txt"])
+    res = failback(lab)
+    assert res.exit_code == 0, res.stdout + res.stderr
+    assert "runs on dom0-a again" in res.stdout
+    assert state_on_b(lab) == "not defined"
+    assert virsh(lab, "dom0-a", "domstate", "web01").stdout.strip() == "running"
+    marker = standby_marker(lab, "web01")
+    assert (marker["state"], marker["source_host"]) == ("clean", "dom0-a")
+    ra = lab.runner("dom0-a")
+    assert ra.run(["ls", MARKER], check=False).exit_code != 0  # the copy back's, removed
+    with mounted(ra, "/dev/vg_a/web01", f"{AUDIT_ROOT}/back", "b") as fs:
+        assert ra.run(["cat", f"{fs['1'][0]}/failback.txt"]).stdout == (
+            "written-while-promoted\n")
+    # The roles are back: a backup from the source runs again, and the copies are equal.
+    res = run_backup(lab, "web01")
+    assert res.exit_code == 0, res.stdout + res.stderr
+    diffs = {a.name: a.differences for a in audit(lab, "web01") if a.differences}
+    assert diffs == {}
 
 
 def test_a_killed_promote_is_undone_by_recover_unless_the_guest_already_runs(hypervisors):

@@ -20,7 +20,8 @@ from toolkit.errors import UsageError
 
 ROOT = Path(__file__).resolve().parents[2]
 OPERATOR = ["backup", "plan", "check-config", "recover", "status", "restore-points",
-            "verify", "promote", "init-standby", "install-units", "exit-codes", "sample-config"]
+            "verify", "promote", "failback", "init-standby", "install-units", "exit-codes",
+            "sample-config"]
 LAB = ["lab", "lab.up", "sandbox", "sandbox.up", "rehearse", "bench", "test"]
 
 

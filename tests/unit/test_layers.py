@@ -33,7 +33,7 @@ LAYERS: list[tuple[str, set[str]]] = [
               "rsync", "bootarea", "standby", "thin_standby", "standby_xml", "fscheck",
               "units"}),
     ("execute", {"execute", "guards", "guestpaths", "snapshots", "copying", "take_point",
-                 "verify", "verify_boot", "promote"}),
+                 "verify", "verify_boot", "promote", "failback"}),
     ("recover", {"recover"}),
     ("status", {"status", "status_check", "metrics", "progress"}),
     ("jobs", {"app", "hooks", "hosts", "replay"}),

@@ -43,6 +43,8 @@ class VirshHost(FakeHost):
             if name not in self.domains:
                 return 1, "", f"error: failed to get domain '{name}'\n"
             return 0, self.domains[name] + "\n\n", ""
+        if verb == "dumpxml" and name not in self.domains:
+            return 1, "", f"error: failed to get domain '{name}'\n"
         if verb == "define":
             self.domains.setdefault("web01", "shut off")
             self.defined_from["web01"] = self.files[name]
