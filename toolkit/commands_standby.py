@@ -200,16 +200,25 @@ def restore_points(c, domu=None, json=False, config=None, node=None):
     "at": "RUN_ID: verify this restore point instead of the standby",
     "against-source": "on the source: compare a snapshot of the running guest with the "
                       "standby by checksum, file by file, writing nothing",
+    "all": "with --against-source: every configured domain running here",
     "json": "print JSON instead of text",
     "config": "config file",
     "node": "this host's name in the cluster (default: its short hostname)",
 })
-def verify(c, domu=None, at=None, json=False, config=None, node=None, against_source=False):
+def verify(c, domu=None, at=None, json=False, config=None, node=None, against_source=False,
+           all=False):
     """Check the standby (or a restore point) on its peer without writing it: every
     filesystem read-only, the guest's fstab, the boot area. Exit 0 only when all hold.
 
     On the peer it works on its own LVM; elsewhere it runs the checks on the peer over SSH.
     """
+    if all:
+        if not against_source or domu or at is not None:
+            raise CommandExit("error: --all goes with --against-source alone (every domain "
+                              "running here), not with --domu or --at",
+                              code=UsageError.exit_code)
+        _compare(None, json=json, config=config, node=node)
+        return
     domu = _need_domu(domu, "verify")
     if against_source:
         if at is not None:
@@ -254,8 +263,19 @@ def verify(c, domu=None, at=None, json=False, config=None, node=None, against_so
                           code=StandbyUnsound.exit_code)
 
 
-def _compare(domu: str, *, json: bool, config: str | None, node: str | None) -> None:
-    """``verify --against-source``: the backup's flow, comparing instead of copying."""
+def _running_here(cfg) -> list[str]:
+    """The configured domains this host's hypervisor runs (one ``virsh domstate`` each)."""
+    from .preflight import ACTIVE_STATES, domain_state
+    from .runners import LocalRunner
+
+    local = LocalRunner()
+    return [name for name in cfg.domains
+            if domain_state(local, cfg.hypervisor_uri, name) in ACTIVE_STATES]
+
+
+def _compare(domu: str | None, *, json: bool, config: str | None, node: str | None) -> None:
+    """``verify --against-source``: the backup's flow, comparing instead of copying; with no
+    ``domu``, every configured domain running here (the weekly timer's)."""
     from .app import backup as run_backup
     from .app import stderr_log
     from .config import check_root
@@ -264,11 +284,16 @@ def _compare(domu: str, *, json: bool, config: str | None, node: str | None) -> 
 
     try:
         cfg = _config(config)
-        cfg.domain(domu)
+        if domu is not None:
+            cfg.domain(domu)
         check_root()
         with signals_raise():
-            report = run_backup(cfg, [domu], _hosts(cfg, None, node), node=node, log=stderr_log,
-                                compare=True)
+            domains = [domu] if domu is not None else _running_here(cfg)
+            if not domains:
+                print("no configured domain runs here: nothing to compare")
+                return
+            report = run_backup(cfg, domains, _hosts(cfg, None, node), node=node,
+                                log=stderr_log, compare=True)
         try:
             written = write_report(report, cfg.defaults.report_dir, backup=False)
             stderr_log(f"report written to {written}")

@@ -5,6 +5,10 @@
 - ``domu-backup.timer``: when, from ``[schedule]`` (``on_calendar``, a randomized delay so
   a fleet does not start at once), ``Persistent=true`` so a run missed while the Dom0 was
   down happens at the next boot;
+- ``domu-backup-verify.service`` and ``.timer``: weekly by default (``verify_on_calendar``),
+  ``verify --against-source --all``: each guest running here compared with its standby by
+  checksum, writing nothing, at idle priority; a backup and a verify of one domain never
+  run at once (both take the domain's lock);
 - ``domu-backup-recover.service``: at boot, before the timer's first run, ``recover --host
   local``: what a power loss left on this host (journals, snapshots, maps) is cleaned
   before anything else runs. Only this host: the peer may still be down.
@@ -22,6 +26,7 @@ from dataclasses import dataclass
 from .config import Config
 
 SERVICE, TIMER, RECOVER = "domu-backup.service", "domu-backup.timer", "domu-backup-recover.service"
+VERIFY, VERIFY_TIMER = "domu-backup-verify.service", "domu-backup-verify.timer"
 UNIT_DIR = "/etc/systemd/system"
 
 
@@ -85,9 +90,36 @@ RemainAfterExit=yes
 [Install]
 WantedBy=multi-user.target
 """
-    return (Unit(SERVICE, service), Unit(TIMER, timer), Unit(RECOVER, recover))
+    verify = f"""\
+[Unit]
+Description=domu-backup: compare the guests running here with their standby, by checksum
+After=network-online.target {RECOVER} {SERVICE}
+Wants=network-online.target
+
+[Service]
+Type=oneshot
+ExecStart={_exec(program, "verify", "--against-source", "--all", *conf)}
+Nice=19
+IOSchedulingClass=idle
+"""
+    verify_timer = f"""\
+[Unit]
+Description=domu-backup: when the standbys are compared with their guests
+
+[Timer]
+OnCalendar={schedule.verify_on_calendar}
+RandomizedDelaySec={schedule.randomized_delay}
+Persistent=true
+Unit={VERIFY}
+
+[Install]
+WantedBy=timers.target
+"""
+    return (Unit(SERVICE, service), Unit(TIMER, timer), Unit(RECOVER, recover),
+            Unit(VERIFY, verify), Unit(VERIFY_TIMER, verify_timer))
 
 
 def enable_hint() -> str:
     """What to run once the units are written."""
-    return f"systemctl daemon-reload && systemctl enable --now {TIMER} {RECOVER}"
+    return (f"systemctl daemon-reload && systemctl enable --now {TIMER} {VERIFY_TIMER} "
+            f"{RECOVER}")

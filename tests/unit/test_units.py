@@ -11,7 +11,7 @@ from fakes import config
 
 from toolkit import errors
 from toolkit.config import parse_config
-from toolkit.units import RECOVER, SERVICE, TIMER, enable_hint, units
+from toolkit.units import RECOVER, SERVICE, TIMER, VERIFY, VERIFY_TIMER, enable_hint, units
 
 BASE = ('[cluster.dom0s]\na = "ssh://root@a:22"\nb = "ssh://root@b:22"\n'
         '[hypervisor]\nuri = "xen:///system"\n')
@@ -45,7 +45,8 @@ def test_recover_runs_at_boot_on_this_host_only_before_any_backup(tmp_path):
     text = by_name(cfg)[RECOVER]
     assert f"recover --host local --config {cfg.path}\n" in text
     assert f"Before={SERVICE}\n" in text and "WantedBy=multi-user.target" in text
-    assert enable_hint() == f"systemctl daemon-reload && systemctl enable --now {TIMER} {RECOVER}"
+    assert enable_hint() == (f"systemctl daemon-reload && systemctl enable --now {TIMER} "
+                             f"{VERIFY_TIMER} {RECOVER}")
 
 
 def test_a_path_with_spaces_is_quoted_and_a_relative_program_refused(tmp_path):
@@ -88,7 +89,7 @@ def test_install_units_writes_each_unit_0644_atomically(tmp_path, capsys, monkey
     code, out, err = cli(capsys, "install-units", "--config", str(_config(tmp_path)),
                          "--unit-dir", str(where))
     assert code == 0, err
-    assert sorted(p.name for p in where.iterdir()) == sorted([SERVICE, TIMER, RECOVER])
+    assert sorted(p.name for p in where.iterdir()) == sorted([SERVICE, TIMER, RECOVER, VERIFY, VERIFY_TIMER])
     for p in where.iterdir():
         assert stat.S_IMODE(p.lstat().st_mode) == 0o644 and not p.is_symlink()
     assert victim.read_text() == "keep\n"
@@ -114,3 +115,22 @@ def test_the_config_path_is_absolute_and_systemds_specials_stand_for_themselves(
     line = next(x for x in text.splitlines() if x.startswith("ExecStart="))
     assert line == (f"ExecStart=/opt/d%%b/domu-backup backup --all --config "
                     f"'{tmp_path}/etc/backup 100%%$$x.toml'")
+
+
+def test_the_weekly_verify_compares_every_guest_running_here_at_idle_priority():
+    cfg = parse_config(BASE + '[schedule]\nverify_on_calendar = "Sat 03:15"\n', "/etc/x.toml")
+    by_name = {u.name: u.text for u in units(cfg, "/usr/bin/domu-backup")}
+    assert ("ExecStart=/usr/bin/domu-backup verify --against-source --all --config "
+            "/etc/x.toml") in by_name[VERIFY]
+    assert "IOSchedulingClass=idle" in by_name[VERIFY]
+    assert f"After=network-online.target {RECOVER} {SERVICE}" in by_name[VERIFY]
+    timer = by_name[VERIFY_TIMER]
+    assert "OnCalendar=Sat 03:15" in timer and f"Unit={VERIFY}" in timer
+    assert "Persistent=true" in timer
+    assert VERIFY_TIMER in enable_hint()
+
+
+def test_the_weekly_verify_defaults_to_sunday_morning():
+    cfg = parse_config(BASE, "/etc/x.toml")
+    timer = {u.name: u.text for u in units(cfg, "/usr/bin/domu-backup")}[VERIFY_TIMER]
+    assert "OnCalendar=Sun *-*-* 04:00:00" in timer

@@ -1295,6 +1295,16 @@ def test_the_command_against_the_source_takes_no_at_exit_4(tmp_path, capsys, com
     assert "--against-source" in line and "--at" in line
 
 
+@pytest.mark.parametrize("args", [("--all",), ("--all", "--against-source", "--domu", "web01"),
+                                  ("--all", "--against-source", "--at", MID)])
+def test_all_goes_with_against_source_alone_exit_4(tmp_path, capsys, command, args):
+    path, _peers, asked = command
+    code, out, err = cli(capsys, "verify", *args, "--config", str(path))
+    assert code == 4 and out == "" and asked == []
+    (line,) = errors_in(err)
+    assert "--all goes with --against-source alone" in line
+
+
 def test_the_command_prints_json_with_ok(tmp_path, capsys, command):
     peer = cli_peer(tmp_path)
     peer.checks[part_dev(SNAP, 1)] = (4, "bad\n")

@@ -164,7 +164,8 @@ class RestorePoints:
 
 @dataclass(frozen=True)
 class ScheduleSettings:
-    """[schedule]: when the systemd timer ``install-units`` writes runs ``backup --all``."""
+    """[schedule]: when the systemd timers ``install-units`` writes run ``backup --all`` and
+    ``verify --against-source --all``."""
 
     on_calendar: str = field(default="*-*-* 02:00:00", metadata={"read": _read(
         "pattern", regex=_CALENDAR, expected='a systemd calendar event like "daily" or '
@@ -178,6 +179,12 @@ class ScheduleSettings:
         "Up to how long after it the start is put off, at random (RandomizedDelaySec=), "
         "so a fleet of Dom0s does not start at once: a systemd time span like \"30m\", "
         "\"1h\", \"0\".")})
+    verify_on_calendar: str = field(default="Sun *-*-* 04:00:00", metadata={"read": _read(
+        "pattern", regex=_CALENDAR, expected='a systemd calendar event like "weekly" or '
+        '"Sun *-*-* 04:00:00"', empty_is_none=False), "doc": (
+        "When the second timer runs `verify --against-source --all`: each guest running "
+        "here compared with its standby by checksum, writing nothing (weekly by default; "
+        "it reads every file on both hosts, so keep it apart from the backup).")})
 
 
 @dataclass(frozen=True)
