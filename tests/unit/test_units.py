@@ -89,7 +89,8 @@ def test_install_units_writes_each_unit_0644_atomically(tmp_path, capsys, monkey
     code, out, err = cli(capsys, "install-units", "--config", str(_config(tmp_path)),
                          "--unit-dir", str(where))
     assert code == 0, err
-    assert sorted(p.name for p in where.iterdir()) == sorted([SERVICE, TIMER, RECOVER, VERIFY, VERIFY_TIMER])
+    assert sorted(p.name for p in where.iterdir()) == sorted([SERVICE, TIMER, RECOVER, VERIFY,
+                                                              VERIFY_TIMER])
     for p in where.iterdir():
         assert stat.S_IMODE(p.lstat().st_mode) == 0o644 and not p.is_symlink()
     assert victim.read_text() == "keep\n"
