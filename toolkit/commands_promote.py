@@ -43,7 +43,10 @@ def promote(c, domu=None, dry_run=False, force=False, json=False, config=None, n
         raise _fail(exc) from None
     print(report_json(report) if json else render_promote(report))
     if report.forced:
-        raise CommandExit(code=1)  # done, with the warning that the source was not asked
+        from .errors import FinishedWithWarnings
+
+        # done, with the warning that the source was not asked
+        raise CommandExit(code=FinishedWithWarnings.exit_code)
 
 
 @operator_command(help={

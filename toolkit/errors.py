@@ -321,10 +321,11 @@ class StandbyDiffers(ToolkitError):
 class PromoteRefused(ToolkitError):
     """promote refused, before it changed anything (the source runs the domain or cannot be
     asked, the standby is dirty, promoted or in use, its definition is missing or not the
-    standby's), or a step of it failed (then ``recover`` undoes what it did)."""
+    standby's), or a step of it failed (what it did is undone; what cannot be is left to
+    ``recover``). failback refuses with it too."""
 
     exit_code = 48
-    summary = "promote refused (nothing changed) or failed (recover undoes it)"
+    summary = "promote or failback refused (nothing changed), or a step failed (undone)"
 
 
 class CommandFailed(ToolkitError):

@@ -37,18 +37,30 @@ from .errors import (
     PromoteRefused,
     StatusUnknown,
     ToolkitError,
+    UnsafeName,
 )
 from .facts.virsh import domstate_argv, parse_domain_xml
 from .failpoint import Failpoint
 from .journal import Journal, replace_file_argv
 from .marker import PROMOTED, marker_path, marker_text, read_peer_marker
-from .names import is_disk_target
+from .names import is_disk_target, path_under
 from .preflight import ACTIVE_STATES, domain_state, lookup_lv
 from .runners import Runner
 from .standby_xml import definition_path
+from .undo import unwind
 
 # Where a promote keeps the marker it replaces, until the promote has finished.
 KEPT_SUFFIX = ".before-promote"
+
+
+@dataclass(frozen=True)
+class _Made:
+    """One side effect of a promote, as the undo walk takes it."""
+
+    action: str
+    resource: str
+    undo: tuple[str, ...]
+    exists: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -168,6 +180,15 @@ class Promote:
                                  "of the cluster", host=self.local_name)
         allowed = {t: p for t, p in (marker.get("standby") or {}).items()
                    if isinstance(t, str) and isinstance(p, str)}
+        for target, path in allowed.items():
+            try:  # as verify reads them: a disk target, a normal path under /dev
+                if not is_disk_target(target):
+                    raise UnsafeName(f"disk target {target!r}")
+                path_under("/dev", path, "standby LV")
+            except UnsafeName as exc:
+                raise PromoteRefused(f"marker {mpath}: standby {target!r}: {path!r} is not a "
+                                     f"disk target and /dev path ({exc})",
+                                     host=self.local_name) from None
         for target, spec in cfg.domain(domain).disks.items():
             if spec.standby_lv:
                 allowed.setdefault(target, spec.standby_lv)
@@ -220,13 +241,13 @@ class Promote:
         kept = mpath + KEPT_SUFFIX
         journal = Journal(self.local, cfg.defaults.state_dir, domain, self.run_id)
         timeout = cfg.ssh.command_timeout
-        made: list[tuple[str, ...]] = []  # the undo of each side effect, in order
+        made: list[_Made] = []  # each side effect's undo and exists-probe, in order
         try:
             undo: tuple[str, ...] = ("mv", "-f", "--", kept, mpath)
-            self._journalled(journal, "promote-marker", mpath, undo,
-                             ("find", kept, "-maxdepth", "0"), ("cp", "-f", "--", mpath, kept),
-                             timeout)
-            made.append(undo)
+            exists: tuple[str, ...] = ("find", kept, "-maxdepth", "0")
+            self._journalled(journal, "promote-marker", mpath, undo, exists,
+                             ("cp", "-f", "--", mpath, kept), timeout)
+            made.append(_Made("promote-marker", mpath, undo, exists))
             promoted = {**marker, "state": PROMOTED, "promoted_at": time.time(),
                         "promoted_run_id": self.run_id,
                         "promoted_from": f"the standby (run {marker.get('last_success_run_id')})",
@@ -236,7 +257,8 @@ class Promote:
             self.log(f"[{self.local_name}] standby of {domain} marked promoted")
             probe = ("virsh", "-c", uri, "domstate", "--", domain)
             undo = tuple(undefine_argv(uri, domain))
-            made.append(undo)  # before: a define that fails half-way is undefined too
+            # before: a define that fails half-way is undefined too
+            made.append(_Made("promote-define", domain, undo, probe))
             self._journalled(journal, "promote-define", domain, undo, probe,
                              tuple(define_argv(uri, definition_path(cfg.defaults.state_dir,
                                                                     domain))), timeout)
@@ -250,17 +272,11 @@ class Promote:
         journal.remove()
         report.done = True
 
-    def _undo(self, made: list[tuple[str, ...]], journal: Journal, timeout: float) -> None:
-        """Undo what this promote made, newest first; the journal goes only when all of it
-        is undone (else ``recover`` finishes it)."""
-        clean = True
-        for undo in reversed(made):
-            res = self.local.run(undo, check=False, timeout=timeout)
-            if res.exit_code != 0 and not (undo[:2] == ("virsh", "-c")
-                                           and "failed to get domain" in res.stderr):
-                clean = False
-                self.log(f"warning: `{' '.join(undo)}` failed: {res.stderr.strip()[-200:]}")
-        if clean:
+    def _undo(self, made: list[_Made], journal: Journal, timeout: float) -> None:
+        """Undo what this promote made, newest first, as a run's teardown undoes (each only
+        while its probe finds it); the journal goes only when all of it is undone, else
+        ``recover`` finishes it."""
+        if unwind(self.local, made, timeout=timeout, probe_first=False).clean:
             journal.remove()
 
     def _journalled(self, journal: Journal, action: str, resource: str, undo: tuple[str, ...],

@@ -25,6 +25,7 @@ from .background import Background
 from .config import Config
 from .errors import InsecureFile, ToolkitError
 from .facts.findmnt import findmnt_argv, mounts_from_result
+from .facts.virsh import parse_domstate
 from .journal import list_journals, parse_journal
 from .owned import (
     journal_of,
@@ -49,27 +50,32 @@ def _undo(runner: Runner, undo: tuple[str, ...], exists: tuple[str, ...]) -> boo
 
 
 def recover_journals(runner: Runner, state_dir: str, domain: str | None,
-                     log: Callable[[str], None], errors: list[str]) -> list[str]:
-    """Undo journal entries newest first; failures are collected, not raised."""
+                     log: Callable[[str], None], errors: list[str],
+                     uri: str | None = None) -> list[str]:
+    """Undo journal entries newest first; failures are collected, not raised. ``uri``: the
+    config's hypervisor, the only one a promote's undo may name."""
     done: list[str] = []
     for path in list_journals(runner, state_dir, domain):
         text = runner.run(["cat", "--", path], timeout=60).stdout
-        entries = parse_journal(text, path)
-        promote = [e for e in entries if e.action in PROMOTE_ACTIONS]
+        # Only the undo and probe commands a run writes are ever run, whatever the file says.
+        judged = [(e, _unexpected_undo(e.undo, e.exists, state_dir=state_dir, uri=uri,
+                                       domain=e.domain)) for e in parse_journal(text, path)]
+        refused = [(e, why) for e, why in reversed(judged) if why]
+        errors += [f"{path}: {e.action} {e.resource}: {why}; not run (inspect the journal and "
+                   "remove it by hand)" for e, why in refused]
+        accepted = [e for e, why in judged if not why]
+        promote = [e for e in accepted if e.action in PROMOTE_ACTIONS]
         if promote:
-            finished, entries = _promote_left(runner, entries, path)
+            finished, accepted = _promote_left(runner, accepted)
             if finished:
+                kept = [e.undo[3] for e in promote if e.action == "promote-marker"]
+                runner.run(["rm", "-f", "--", *kept, *([] if refused else [path])], timeout=60)
                 log(f"[{runner.host}] promote of {promote[0].domain} had finished (the domain "
                     "runs from its standby); kept it")
                 done.append(f"[{runner.host}] kept the finished promote of "
                             f"{promote[0].domain} (run {promote[0].run_id})")
                 continue
-        judged = [(e, _unexpected_undo(e.undo, e.exists)) for e in entries]
-        # Only the undo and probe commands a run writes are ever run, whatever the file says.
-        refused = [(e, why) for e, why in reversed(judged) if why]
-        errors += [f"{path}: {e.action} {e.resource}: {why}; not run (inspect the journal and "
-                   "remove it by hand)" for e, why in refused]
-        walk = unwind(runner, [e for e, why in judged if not why], timeout=RECOVER_UNDO_TIMEOUT)
+        walk = unwind(runner, accepted, timeout=RECOVER_UNDO_TIMEOUT)
         errors += [f"{e.action} {e.resource}: {why}" for e, why in walk.failed]
         for e in walk.removed:
             msg = f"[{runner.host}] removed {e.action} {e.resource} (run {e.run_id})"
@@ -89,19 +95,26 @@ PROBE_PROGRAMS = frozenset({"findmnt", "find", "dmsetup", "lvs"})
 PROMOTE_ACTIONS = frozenset({"promote-marker", "promote-define", "promote-start"})
 
 
-def _unexpected_undo(undo: tuple[str, ...], exists: tuple[str, ...]) -> str:
-    """Why a journal entry's commands are not ones a run writes ("" when they are)."""
+def _unexpected_undo(undo: tuple[str, ...], exists: tuple[str, ...], *,
+                     state_dir: str | None = None, uri: str | None = None,
+                     domain: str | None = None) -> str:
+    """Why a journal entry's commands are not ones a run writes ("" when they are). With
+    ``state_dir``, ``uri`` and ``domain`` (the entry's), a promote's undo must name exactly
+    those: the kept marker in that state directory, the config's hypervisor, the domain."""
     if undo[:1] == ("virsh",) or exists[:1] == ("virsh",):
         # promote's: only these shapes (virsh -c URI VERB -- NAME), nothing else of virsh
-        if not (_virsh_shape(undo, ("undefine", "destroy"))
-                and _virsh_shape(exists, ("domstate",))):
+        if not (_virsh_shape(undo, ("undefine", "destroy"), uri, domain)
+                and _virsh_shape(exists, ("domstate",), uri, domain)):
             return "a virsh command that is not promote's undo or probe"
         return ""
     if undo[:1] == ("mv",):
         # promote's: the kept marker back in place, beside it, nothing else
+        markers = posixpath.join(state_dir, "standby") if state_dir else None
         if not (len(undo) == 5 and undo[1:3] == ("-f", "--")
                 and undo[3] == undo[4] + ".before-promote" and undo[4].endswith(".json")
                 and "/standby/" in undo[4] and ".." not in undo[4]
+                and (markers is None or posixpath.dirname(undo[4]) == markers)
+                and (domain is None or posixpath.basename(undo[4]) == f"{domain}.json")
                 and exists == ("find", undo[3], "-maxdepth", "0")):
             return "a mv that is not promote's return of the kept marker"
         return ""
@@ -112,25 +125,23 @@ def _unexpected_undo(undo: tuple[str, ...], exists: tuple[str, ...]) -> str:
     return ""
 
 
-def _virsh_shape(argv: tuple[str, ...], verbs: tuple[str, ...]) -> bool:
+def _virsh_shape(argv: tuple[str, ...], verbs: tuple[str, ...], uri: str | None = None,
+                 domain: str | None = None) -> bool:
     return (len(argv) == 6 and argv[:2] == ("virsh", "-c") and not argv[2].startswith("-")
-            and argv[3] in verbs and argv[4] == "--")
+            and argv[3] in verbs and argv[4] == "--"
+            and (uri is None or argv[2] == uri) and (domain is None or argv[5] == domain))
 
 
-def _promote_left(runner: Runner, entries: list, path: str) -> tuple[bool, list]:
-    """A killed promote's journal: (True, []) when the domain runs (the promote finished:
-    its journal and kept marker go, nothing is undone); else (False, what to undo): the
-    define and the marker, never a start (the domain does not run)."""
+def _promote_left(runner: Runner, entries: list) -> tuple[bool, list]:
+    """A killed promote's journal (its entries already judged): (True, []) when the domain
+    runs (the promote finished: nothing is undone); else (False, what to undo): the define
+    and the marker, never a start (the domain does not run)."""
     start = [e for e in entries if e.action == "promote-start"]
-    probe = next((e.exists for e in entries if e.action in ("promote-start", "promote-define")
-                  and _virsh_shape(e.exists, ("domstate",))), None)
+    probe = next((e.exists for e in entries if e.action in ("promote-start", "promote-define")),
+                 None)
     if start and probe is not None:
         res = runner.run(probe, check=False, timeout=60)
-        state = res.stdout.strip().splitlines()[0].strip() if res.stdout.strip() else ""
-        if res.exit_code == 0 and state in ACTIVE_STATES:
-            kept = [e.undo[3] for e in entries if e.action == "promote-marker"
-                    and not _unexpected_undo(e.undo, e.exists)]
-            runner.run(["rm", "-f", "--", *kept, path], timeout=60)
+        if res.exit_code == 0 and parse_domstate(res.stdout) in ACTIVE_STATES:
             return True, []
     return False, [e for e in entries if e.action != "promote-start"]
 
@@ -429,10 +440,12 @@ def recover_domain(config: Config, domain: str | None, source: Runner, peer: Run
                 done += stop_processes(runner, config, domain, log)
             except ToolkitError as exc:
                 errors.append(f"[{runner.host}] could not list its processes: {exc}")
-            done += recover_journals(runner, config.defaults.state_dir, domain, log, first)
+            done += recover_journals(runner, config.defaults.state_dir, domain, log, first,
+                                     config.hypervisor_uri)
             done += sweep(runner, config, domain, role, log)
             if first:
-                done += recover_journals(runner, config.defaults.state_dir, domain, log, errors)
+                done += recover_journals(runner, config.defaults.state_dir, domain, log,
+                                         errors, config.hypervisor_uri)
         except InsecureFile:
             raise
         except ToolkitError as exc:

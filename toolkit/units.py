@@ -46,6 +46,24 @@ def _exec(program: str, *args: str) -> str:
     return shlex.join([program, *args]).replace("%", "%%").replace("$", "$$")
 
 
+def _timer(what: str, on_calendar: str, delay: str, service: str) -> str:
+    """A timer that starts ``service`` at ``on_calendar``, up to ``delay`` later at random,
+    and at the next boot when a start was missed."""
+    return f"""\
+[Unit]
+Description=domu-backup: {what}
+
+[Timer]
+OnCalendar={on_calendar}
+RandomizedDelaySec={delay}
+Persistent=true
+Unit={service}
+
+[Install]
+WantedBy=timers.target
+"""
+
+
 def units(config: Config, program: str) -> tuple[Unit, ...]:
     """The units for this config, each running ``program`` (the installed ``domu-backup``)."""
     schedule = config.schedule
@@ -63,19 +81,8 @@ Nice=10
 IOSchedulingClass=best-effort
 IOSchedulingPriority=7
 """
-    timer = f"""\
-[Unit]
-Description=domu-backup: when the guests are copied to their standby
-
-[Timer]
-OnCalendar={schedule.on_calendar}
-RandomizedDelaySec={schedule.randomized_delay}
-Persistent=true
-Unit={SERVICE}
-
-[Install]
-WantedBy=timers.target
-"""
+    timer = _timer("when the guests are copied to their standby", schedule.on_calendar,
+                   schedule.randomized_delay, SERVICE)
     recover = f"""\
 [Unit]
 Description=domu-backup: finish what a run killed by a power loss left on this host
@@ -102,19 +109,8 @@ ExecStart={_exec(program, "verify", "--against-source", "--all", *conf)}
 Nice=19
 IOSchedulingClass=idle
 """
-    verify_timer = f"""\
-[Unit]
-Description=domu-backup: when the standbys are compared with their guests
-
-[Timer]
-OnCalendar={schedule.verify_on_calendar}
-RandomizedDelaySec={schedule.randomized_delay}
-Persistent=true
-Unit={VERIFY}
-
-[Install]
-WantedBy=timers.target
-"""
+    verify_timer = _timer("when the standbys are compared with their guests",
+                          schedule.verify_on_calendar, schedule.randomized_delay, VERIFY)
     return (Unit(SERVICE, service), Unit(TIMER, timer), Unit(RECOVER, recover),
             Unit(VERIFY, verify), Unit(VERIFY_TIMER, verify_timer))
 

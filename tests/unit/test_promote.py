@@ -294,3 +294,35 @@ def test_recover_runs_no_other_virsh_or_mv_than_promotes(undo, exists):
     from toolkit.recover import _unexpected_undo
 
     assert _unexpected_undo(undo, exists) != ""
+
+
+@pytest.mark.parametrize(("undo", "exists", "domain"), [
+    # another hypervisor than the config's
+    (("virsh", "-c", "qemu+ssh://elsewhere/system", "undefine", "--", "web01"),
+     ("virsh", "-c", "qemu+ssh://elsewhere/system", "domstate", "--", "web01"), "web01"),
+    # another domain than the journal's
+    (("virsh", "-c", "test:///x", "destroy", "--", "db01"),
+     ("virsh", "-c", "test:///x", "domstate", "--", "db01"), "web01"),
+    # a marker outside the state directory, or another domain's
+    (("mv", "-f", "--", "/srv/standby/web01.json.before-promote", "/srv/standby/web01.json"),
+     ("find", "/srv/standby/web01.json.before-promote", "-maxdepth", "0"), "web01"),
+    (("mv", "-f", "--", "/s/standby/db01.json.before-promote", "/s/standby/db01.json"),
+     ("find", "/s/standby/db01.json.before-promote", "-maxdepth", "0"), "web01"),
+])
+def test_recover_runs_promotes_undo_only_for_its_own_hypervisor_domain_and_state_dir(
+        undo, exists, domain):
+    from toolkit.recover import _unexpected_undo
+
+    assert _unexpected_undo(undo, exists, state_dir="/s", uri="test:///x", domain=domain) != ""
+
+
+def test_promotes_own_undo_passes_the_context_checks():
+    from toolkit.recover import _unexpected_undo
+
+    ctx = {"state_dir": "/s", "uri": "test:///x", "domain": "web01"}
+    assert _unexpected_undo(("virsh", "-c", "test:///x", "undefine", "--", "web01"),
+                            ("virsh", "-c", "test:///x", "domstate", "--", "web01"), **ctx) == ""
+    assert _unexpected_undo(("mv", "-f", "--", "/s/standby/web01.json.before-promote",
+                             "/s/standby/web01.json"),
+                            ("find", "/s/standby/web01.json.before-promote", "-maxdepth", "0"),
+                            **ctx) == ""
