@@ -37,6 +37,7 @@ from .owned import (
 from .plan import mount_probe
 from .preflight import ACTIVE_STATES
 from .runners import Runner
+from .snapshot_hooks import HOOK_UNDO, is_flag_undo, owe_post_snapshot
 from .statedir import check_state_dir
 from .undo import undo_with_retry, unwind
 
@@ -49,8 +50,10 @@ def _undo(runner: Runner, undo: tuple[str, ...], exists: tuple[str, ...]) -> boo
 
 
 def recover_journals(runner: Runner, state_dir: str, domain: str | None,
-                     log: Callable[[str], None], errors: list[str]) -> list[str]:
-    """Undo journal entries newest first; failures are collected, not raised."""
+                     log: Callable[[str], None], errors: list[str],
+                     config: Config | None = None) -> list[str]:
+    """Undo journal entries newest first; failures are collected, not raised. A pending
+    post_snapshot runs the hook the config names (none without ``config``)."""
     done: list[str] = []
     for path in list_journals(runner, state_dir, domain):
         text = runner.run(["cat", "--", path], timeout=60).stdout
@@ -69,7 +72,8 @@ def recover_journals(runner: Runner, state_dir: str, domain: str | None,
         refused = [(e, why) for e, why in reversed(judged) if why]
         errors += [f"{path}: {e.action} {e.resource}: {why}; not run (inspect the journal and "
                    "remove it by hand)" for e, why in refused]
-        walk = unwind(runner, [e for e, why in judged if not why], timeout=RECOVER_UNDO_TIMEOUT)
+        walk = unwind(runner, [e for e, why in judged if not why], timeout=RECOVER_UNDO_TIMEOUT,
+                      handlers={HOOK_UNDO: lambda e: _owed_hook(runner, config, e, log)})
         errors += [f"{e.action} {e.resource}: {why}" for e, why in walk.failed]
         for e in walk.removed:
             msg = f"[{runner.host}] removed {e.action} {e.resource} (run {e.run_id})"
@@ -91,6 +95,8 @@ PROMOTE_ACTIONS = frozenset({"promote-marker", "promote-define", "promote-start"
 
 def _unexpected_undo(undo: tuple[str, ...], exists: tuple[str, ...]) -> str:
     """Why a journal entry's commands are not ones a run writes ("" when they are)."""
+    if undo[:1] == (HOOK_UNDO,):
+        return "" if is_flag_undo(undo, exists) else "a post_snapshot entry of another shape"
     if undo[:1] == ("virsh",) or exists[:1] == ("virsh",):
         # promote's: only these shapes (virsh -c URI VERB -- NAME), nothing else of virsh
         if not (_virsh_shape(undo, ("undefine", "destroy"))
@@ -110,6 +116,20 @@ def _unexpected_undo(undo: tuple[str, ...], exists: tuple[str, ...]) -> str:
     if exists and exists[0] not in PROBE_PROGRAMS:
         return f"probe {exists[:1]} is not one of the tool's exists-probes"
     return ""
+
+
+def _owed_hook(runner: Runner, config: Config | None, entry, log: Callable[[str], None]
+               ) -> bool:
+    """A killed run's pending post_snapshot: the hook the config names for its domain now
+    (never a program read from the journal), then its flag removed."""
+    hooks = (config.domain(entry.domain).effective_hooks(config.defaults)
+             if config is not None and entry.domain in config.domains else None)
+    line = owe_post_snapshot(runner, entry.undo[2], hooks.post_snapshot if hooks else (),
+                             entry.domain, entry.run_id, hooks.timeout if hooks else 60.0)
+    if line is None:
+        return False
+    log(f"[{runner.host}] {line} (run {entry.run_id}, by recover)")
+    return True
 
 
 def _virsh_shape(argv: tuple[str, ...], verbs: tuple[str, ...]) -> bool:
@@ -429,10 +449,12 @@ def recover_domain(config: Config, domain: str | None, source: Runner, peer: Run
                 done += stop_processes(runner, config, domain, log)
             except ToolkitError as exc:
                 errors.append(f"[{runner.host}] could not list its processes: {exc}")
-            done += recover_journals(runner, config.defaults.state_dir, domain, log, first)
+            done += recover_journals(runner, config.defaults.state_dir, domain, log, first,
+                                     config)
             done += sweep(runner, config, domain, role, log)
             if first:
-                done += recover_journals(runner, config.defaults.state_dir, domain, log, errors)
+                done += recover_journals(runner, config.defaults.state_dir, domain, log,
+                                         errors, config)
         except InsecureFile:
             raise
         except ToolkitError as exc:

@@ -202,7 +202,8 @@ class MonitoringSettings:
 
 @dataclass(frozen=True)
 class Hooks:
-    """[defaults.hooks] and [domains.NAME.hooks]: programs run when a domain's backup ends."""
+    """[defaults.hooks] and [domains.NAME.hooks]: programs run around a domain's snapshots
+    and when its backup ends."""
 
     on_success: tuple[str, ...] = field(default=(), metadata={
         "read": _read("strings", check="check_hook_word"), "doc": (
@@ -218,6 +219,19 @@ class Hooks:
     timeout: float = field(default=60.0, metadata={"read": _read("seconds"), "doc": (
         "Seconds a hook may run before it is killed: a number > 0. A hook that fails or "
         "times out is logged and in the report; it never changes the backup's exit code.")})
+
+    pre_snapshot: tuple[str, ...] = field(default=(), metadata={
+        "read": _read("strings", check="check_hook_word"), "doc": (
+        "Run on the source right before the domain's snapshots are taken (flush a database "
+        "in the guest over SSH, say): an argv list like on_success, with DOMU_BACKUP_DOMAIN, "
+        "DOMU_BACKUP_RUN_ID and DOMU_BACKUP_PHASE=pre_snapshot. If it fails (or times out) "
+        "the run stops before any snapshot, exit 38. [] for none.")})
+    post_snapshot: tuple[str, ...] = field(default=(), metadata={
+        "read": _read("strings", check="check_hook_word"), "doc": (
+        "Run on the source right after the snapshots exist, with DOMU_BACKUP_PHASE="
+        "post_snapshot. Once pre_snapshot ran it always runs: after the snapshots, or in "
+        "teardown when the run fails or is signalled before them, or by recover after a "
+        "kill or a power loss (it is journalled). Its failure is a warning in the report.")})
 
     def argv(self, outcome: str) -> tuple[str, ...]:
         """The hook for a domain's outcome (success, failed, interrupted; none else)."""
