@@ -25,6 +25,7 @@ from .errors import (
     CommandFailed,
     CommandTimedOut,
     ConnectionLost,
+    FreezeFailed,
     PreSnapshotFailed,
     SnapshotInvalid,
     StandbyPromoted,
@@ -48,7 +49,14 @@ from .plan import (
 )
 from .report import DomainReport, FilesystemReport, SnapshotReport
 from .runners import CommandResult, Runner
-from .snapshot_hooks import HOOK_UNDO, describe, owe_post_snapshot, run_snapshot_hook
+from .snapshot_hooks import (
+    HOOK_UNDO,
+    THAW_UNDO,
+    describe,
+    owe_post_snapshot,
+    owe_thaw,
+    run_snapshot_hook,
+)
 from .snapshots import check_snapshots, invalid_snapshot_cause
 from .standby_xml import standby_definition
 from .take_point import take_restore_point
@@ -64,6 +72,7 @@ PHASE_OF = {
     (SOURCE, "bootread"): "boot", (PEER, "bootwrite"): "boot",
     (SOURCE, "defread"): "definition", (PEER, "defwrite"): "definition",
     (SOURCE, "prehook"): "hooks", (SOURCE, "posthook"): "hooks",
+    (SOURCE, "freeze"): "freeze", (SOURCE, "thaw"): "freeze",
     (PEER, "point"): "points", (PEER, "prune"): "points",
 }
 
@@ -121,6 +130,7 @@ class Executor:
         self._made: list[Step] = []  # steps whose undo teardown runs, in creation order
         self._boot: dict[str, str] = {}  # boot area bytes read, by range, until written
         self._definition = ""  # the standby definition read, until written
+        self._frozen_at: float | None = None  # when the guest's filesystems were frozen
         for snap in plan.snapshots:
             self.report.snapshots.append(SnapshotReport(snap.name, snap.origin))
         for f in plan.filesystems:
@@ -133,6 +143,7 @@ class Executor:
             "bootread": self._bootread, "bootwrite": self._bootwrite,
             "defread": self._defread, "defwrite": self._defwrite,
             "prehook": self._prehook, "posthook": self._posthook,
+            "freeze": self._freeze, "thaw": self._thaw,
             "marker": self._marker, "rsync": self.copy,
         }
 
@@ -268,7 +279,8 @@ class Executor:
             done = unwind(runner, [s for s in self._made if s.role == role],
                           timeout=self.config.ssh.command_timeout, probe_first=False,
                           give_up=lost, timed=timed,
-                          handlers={HOOK_UNDO: self._owed_post_snapshot})
+                          handlers={HOOK_UNDO: self._owed_post_snapshot,
+                                    THAW_UNDO: self._owed_thaw})
             self.report.teardown_errors += [f"[{runner.host}] {s.action} {s.resource}: {why}"
                                             for s, why in done.failed]
             if done.clean:
@@ -366,6 +378,47 @@ class Executor:
             return False
         self.report.hooks.append(f"{line} (in teardown)")
         self.log(f"hook {line} (in teardown)")
+        return True
+
+    def _freeze(self, step: Step) -> None:
+        """The flag that owes a thaw (journalled, undone by thawing), then domfsfreeze. An
+        agent that does not answer stops the run (freeze_fallback = "refuse") or leaves
+        the snapshot crash-consistent, said in the report."""
+        self._create(replace(step, argv=("touch", "--", step.resource)))
+        res = self.source.run(step.argv, check=False, timeout=self.config.ssh.command_timeout)
+        if res.exit_code == 0:
+            self._frozen_at = time.monotonic()
+            return
+        why = (res.stderr.strip().splitlines() or [f"virsh exited {res.exit_code}"])[-1]
+        domain_cfg = self.config.domain(self.plan.domain)
+        if domain_cfg.freeze_fallback != "crash-consistent":
+            raise FreezeFailed(f"domfsfreeze of {self.plan.domain}: {why}; no snapshot was "
+                               "taken (freeze_fallback = \"crash-consistent\" would go on)",
+                               host=self.source.host)
+        # Nothing was frozen (the agent freezes all or none): no thaw is owed.
+        self.source.run(["rm", "-f", "--", step.resource], timeout=60)
+        self.report.freeze = f"crash-consistent: the guest agent did not freeze ({why})"
+        self.log(f"warning: {self.report.freeze}")
+
+    def _thaw(self, step: Step) -> None:
+        """Thaw as soon as the snapshots exist; the time the guest was frozen goes in the
+        report. A thaw that fails is tried again by teardown, then by recover."""
+        line = owe_thaw(self.source, step.resource, self.config.hypervisor_uri,
+                        self.plan.domain, self.config.ssh.command_timeout)
+        if self._frozen_at is not None and line is not None:
+            ms = (time.monotonic() - self._frozen_at) * 1000
+            self.report.freeze = f"frozen {ms:.0f} ms by the guest agent ({line})"
+            self.log(f"freeze: {self.report.freeze}")
+
+    def _owed_thaw(self, step: Step) -> bool:
+        """Teardown's undo of ``freeze``: the thaw, if it is still owed."""
+        line = owe_thaw(self.source, step.resource, self.config.hypervisor_uri,
+                        self.plan.domain, self.config.ssh.command_timeout)
+        if line is None:
+            return False
+        self.log(f"freeze: thawed in teardown ({line})")
+        if not self.report.freeze:
+            self.report.freeze = f"thawed in teardown ({line})"
         return True
 
     def _defread(self, step: Step) -> None:

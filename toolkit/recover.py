@@ -37,7 +37,7 @@ from .owned import (
 from .plan import mount_probe
 from .preflight import ACTIVE_STATES
 from .runners import Runner
-from .snapshot_hooks import HOOK_UNDO, is_flag_undo, owe_post_snapshot
+from .snapshot_hooks import HOOK_UNDO, THAW_UNDO, is_flag_undo, owe_post_snapshot, owe_thaw
 from .statedir import check_state_dir
 from .undo import undo_with_retry, unwind
 
@@ -73,7 +73,8 @@ def recover_journals(runner: Runner, state_dir: str, domain: str | None,
         errors += [f"{path}: {e.action} {e.resource}: {why}; not run (inspect the journal and "
                    "remove it by hand)" for e, why in refused]
         walk = unwind(runner, [e for e, why in judged if not why], timeout=RECOVER_UNDO_TIMEOUT,
-                      handlers={HOOK_UNDO: lambda e: _owed_hook(runner, config, e, log)})
+                      handlers={HOOK_UNDO: lambda e: _owed_hook(runner, config, e, log),
+                                THAW_UNDO: lambda e: _owed_thaw(runner, config, e, log)})
         errors += [f"{e.action} {e.resource}: {why}" for e, why in walk.failed]
         for e in walk.removed:
             msg = f"[{runner.host}] removed {e.action} {e.resource} (run {e.run_id})"
@@ -95,8 +96,8 @@ PROMOTE_ACTIONS = frozenset({"promote-marker", "promote-define", "promote-start"
 
 def _unexpected_undo(undo: tuple[str, ...], exists: tuple[str, ...]) -> str:
     """Why a journal entry's commands are not ones a run writes ("" when they are)."""
-    if undo[:1] == (HOOK_UNDO,):
-        return "" if is_flag_undo(undo, exists) else "a post_snapshot entry of another shape"
+    if undo[:1] in ((HOOK_UNDO,), (THAW_UNDO,)):
+        return "" if is_flag_undo(undo, exists) else f"a {undo[0]} entry of another shape"
     if undo[:1] == ("virsh",) or exists[:1] == ("virsh",):
         # promote's: only these shapes (virsh -c URI VERB -- NAME), nothing else of virsh
         if not (_virsh_shape(undo, ("undefine", "destroy"))
@@ -129,6 +130,20 @@ def _owed_hook(runner: Runner, config: Config | None, entry, log: Callable[[str]
     if line is None:
         return False
     log(f"[{runner.host}] {line} (run {entry.run_id}, by recover)")
+    return True
+
+
+def _owed_thaw(runner: Runner, config: Config | None, entry, log: Callable[[str], None]
+               ) -> bool:
+    """A killed run's guest left frozen: thawed through the config's hypervisor URI (never
+    one read from the journal), then its flag removed."""
+    if config is None:
+        raise ToolkitError("a pending thaw needs the config's hypervisor URI")
+    line = owe_thaw(runner, entry.undo[2], config.hypervisor_uri, entry.domain,
+                    RECOVER_UNDO_TIMEOUT)
+    if line is None:
+        return False
+    log(f"[{runner.host}] thawed {entry.domain}: {line} (run {entry.run_id}, by recover)")
     return True
 
 

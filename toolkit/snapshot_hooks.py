@@ -1,5 +1,7 @@
-"""The hooks around a domain's snapshots: ``pre_snapshot`` right before them, and
-``post_snapshot`` right after, always once ``pre_snapshot`` ran (R26).
+"""What happens around a domain's snapshots: the hooks ``pre_snapshot`` right before them
+and ``post_snapshot`` right after (always once ``pre_snapshot`` ran), and with freeze =
+"agent" the guest's filesystems frozen between the two and thawed as soon as the snapshots
+exist (always once the freeze was asked for). R26.
 
 Before ``pre_snapshot`` runs, a flag file is made on the source, journalled with the undo
 "run post_snapshot": a run that fails or is signalled before its snapshots exist runs
@@ -21,16 +23,23 @@ from .undo import resource_exists
 
 # The undo a journal holds for a pending post_snapshot: this word, the hook's name, the flag.
 HOOK_UNDO = "domu-backup-post-snapshot"
+# The undo a journal holds for a pending thaw: this word, "thaw", the flag.
+THAW_UNDO = "domu-backup-thaw"
 
 
-def flag_path(state_dir: str, domain: str, run_id: str) -> str:
-    """The flag that says post_snapshot is owed, beside the run's journal."""
-    return posixpath.join(journal_dir(state_dir), f"{domain}.{run_id}.post_snapshot")
+def flag_path(state_dir: str, domain: str, run_id: str, what: str = "post_snapshot") -> str:
+    """The flag that says post_snapshot (or a thaw) is owed, beside the run's journal."""
+    return posixpath.join(journal_dir(state_dir), f"{domain}.{run_id}.{what}")
 
 
 def flag_undo(flag: str) -> tuple[str, ...]:
     """The journal's undo for a pending post_snapshot."""
     return (HOOK_UNDO, "post_snapshot", flag)
+
+
+def thaw_undo(flag: str) -> tuple[str, ...]:
+    """The journal's undo for a pending thaw."""
+    return (THAW_UNDO, "thaw", flag)
 
 
 def flag_probe(flag: str) -> tuple[str, ...]:
@@ -40,12 +49,13 @@ def flag_probe(flag: str) -> tuple[str, ...]:
 
 def is_flag_undo(undo: Sequence[str], exists: Sequence[str], state_dir: str | None = None
                  ) -> bool:
-    """Whether a journal entry is exactly a pending post_snapshot's (and nothing else)."""
-    if len(undo) != 3 or undo[0] != HOOK_UNDO or undo[1] != "post_snapshot":
+    """Whether a journal entry is exactly a pending post_snapshot's or thaw's (nothing else)."""
+    kinds = {HOOK_UNDO: "post_snapshot", THAW_UNDO: "thaw"}
+    if len(undo) != 3 or kinds.get(undo[0]) != undo[1]:
         return False
     flag = undo[2]
     name = posixpath.basename(flag)
-    if (not flag.startswith("/") or ".." in flag.split("/") or not name.endswith(".post_snapshot")
+    if (not flag.startswith("/") or ".." in flag.split("/") or not name.endswith("." + undo[1])
             or tuple(exists) != flag_probe(flag)):
         return False
     return state_dir is None or posixpath.dirname(flag) == journal_dir(state_dir)
@@ -86,3 +96,27 @@ def owe_post_snapshot(runner: Runner, flag: str, argv: Sequence[str], domain: st
             raise ToolkitError(line + "; it is run again by recover", host=runner.host)
     runner.run(["rm", "-f", "--", flag], timeout=60)
     return line
+
+
+def freeze_argv(uri: str, domain: str) -> tuple[str, ...]:
+    """Freeze the guest's filesystems through its agent."""
+    return ("virsh", "-c", uri, "domfsfreeze", "--", domain)
+
+
+def thaw_argv(uri: str, domain: str) -> tuple[str, ...]:
+    """Thaw them."""
+    return ("virsh", "-c", uri, "domfsthaw", "--", domain)
+
+
+def owe_thaw(runner: Runner, flag: str, uri: str, domain: str, timeout: float) -> str | None:
+    """Thaw the guest if its flag is there, then remove the flag: the line it left, or None
+    when no thaw was owed. A failed thaw keeps the flag (recover thaws again) and raises."""
+    if not resource_exists(runner, flag_probe(flag)):
+        return None
+    res = runner.run(list(thaw_argv(uri, domain)), check=False, timeout=timeout)
+    if res.exit_code != 0:
+        tail = (res.stderr.strip().splitlines() or [f"exited {res.exit_code}"])[-1]
+        raise ToolkitError(f"domfsthaw of {domain} failed: {tail}; recover thaws it again",
+                           host=runner.host)
+    runner.run(["rm", "-f", "--", flag], timeout=60)
+    return res.stdout.strip() or "thawed"

@@ -173,3 +173,117 @@ def test_the_flags_own_shape_is_accepted():
     flag = "/var/lib/domu-backup/journal/web01.R.post_snapshot"
     assert _unexpected_undo((HOOK_UNDO, "post_snapshot", flag),
                             ("find", flag, "-maxdepth", "0")) == ""
+
+
+# -- freeze = "agent" -------------------------------------------------------------------
+
+def freeze_config(tmp_path, fallback="refuse", hooks=True):
+    cfg = hooks_config(tmp_path) if hooks else hooks_config(tmp_path, pre=(), post=())
+    text = CONFIG_TEXT.format(state=tmp_path / "state", lock=tmp_path / "lock").replace(
+        'excludes = ["/var/cache/*"]',
+        f'excludes = ["/var/cache/*"]\nfreeze = "agent"\nfreeze_fallback = "{fallback}"')
+    if hooks:
+        text += (f'[defaults.hooks]\npre_snapshot = ["{PRE}", "web01"]\n'
+                 f'post_snapshot = ["{POST}", "web01"]\n')
+    del cfg
+    return parse_config(text, tmp_path / "backup.toml")
+
+
+class AgentHost(HookHost):
+    """A source whose guest agent freezes (or does not answer), keeping the state."""
+
+    def __init__(self, answers=True, **kw):
+        super().__init__(**kw)
+        self.answers = answers
+        self.frozen = False
+
+    def _answer(self, a, input):
+        if a[0] == "virsh" and a[3] in ("domfsfreeze", "domfsthaw"):
+            if not self.answers:
+                return 1, "", ("error: Guest agent is not responding: QEMU guest agent is not "
+                               "connected\n")
+            was, self.frozen = self.frozen, a[3] == "domfsfreeze"
+            n = 0 if was == self.frozen else 2
+            return 0, f"{'Froze' if self.frozen else 'Thawed'} {n} filesystem(s)\n\n", ""
+        return super()._answer(a, input)
+
+
+def steps_of(host):
+    return [c[3] if c[0] == "virsh" else (c[0] if c[0] in (PRE, POST) else "lvcreate")
+            for c in host.calls
+            if c[0] in (PRE, POST, "lvcreate")
+            or (c[0] == "virsh" and c[3] in ("domfsfreeze", "domfsthaw"))]
+
+
+def test_the_guest_is_frozen_between_the_hooks_for_the_snapshot_only(tmp_path):
+    cfg = freeze_config(tmp_path)
+    src, peer = AgentHost(), FakeHost("dom0-b")
+    report = DomainReport("web01")
+    Executor(plan_backup(web01_facts(), cfg, RUN), cfg, src, peer, report).run()
+    assert steps_of(src) == [PRE, "domfsfreeze", "lvcreate", "domfsthaw", POST]
+    assert not src.frozen
+    assert report.freeze.startswith("frozen ") and "by the guest agent" in report.freeze
+    assert not [p for p in src.files if p.endswith(".thaw")]
+    assert src.leftovers() == [] and peer.leftovers() == []
+
+
+def test_an_agent_that_does_not_answer_refuses_the_run_before_any_snapshot(tmp_path):
+    cfg = freeze_config(tmp_path)
+    src, peer = AgentHost(answers=False), FakeHost("dom0-b")
+    with pytest.raises(errors.FreezeFailed, match="Guest agent is not responding") as exc:
+        Executor(plan_backup(web01_facts(), cfg, RUN), cfg, src, peer,
+                 DomainReport("web01")).run()
+    assert exc.value.exit_code == 39
+    assert "lvcreate" not in steps_of(src) and steps_of(src)[-1] == POST
+    assert src.leftovers() == []
+
+
+def test_or_goes_on_crash_consistent_and_says_so(tmp_path):
+    cfg = freeze_config(tmp_path, fallback="crash-consistent", hooks=False)
+    src, peer = AgentHost(answers=False), FakeHost("dom0-b")
+    report = DomainReport("web01")
+    Executor(plan_backup(web01_facts(), cfg, RUN), cfg, src, peer, report).run()
+    assert report.freeze.startswith("crash-consistent: the guest agent did not freeze")
+    assert [c for c in src.calls if "rsync" in c]  # the copy went on
+    # Nothing was frozen, so no thaw is owed or tried.
+    assert steps_of(src) == ["domfsfreeze", "lvcreate"]
+    assert src.leftovers() == [] and peer.leftovers() == []
+
+
+def test_a_failure_while_frozen_thaws_in_teardown(tmp_path):
+    cfg = freeze_config(tmp_path, hooks=False)
+
+    def no_snapshot(argv):
+        if argv[0] == "lvcreate":
+            return CommandResult("dom0-a", argv, 5, "", "  Insufficient free space\n", 0.0)
+        return None
+    src, peer = AgentHost(fail=no_snapshot), FakeHost("dom0-b")
+    with pytest.raises(errors.ToolkitError):
+        Executor(plan_backup(web01_facts(), cfg, RUN), cfg, src, peer,
+                 DomainReport("web01")).run()
+    assert steps_of(src) == ["domfsfreeze", "lvcreate", "domfsthaw"] and not src.frozen
+
+
+def test_recover_thaws_a_guest_a_killed_run_left_frozen(tmp_path):
+    cfg = freeze_config(tmp_path, hooks=False)
+
+    class Killed(BaseException):
+        pass
+
+    def killed(argv):
+        if argv[0] == "lvcreate":
+            raise Killed
+        return None
+    src, peer = AgentHost(fail=killed), FakeHost("dom0-b")
+    ex = Executor(plan_backup(web01_facts(), cfg, RUN), cfg, src, peer, DomainReport("web01"))
+    ex._teardown = lambda: None  # SIGKILL: no teardown runs
+    with pytest.raises(Killed):
+        ex.run()
+    assert src.frozen
+    src.fail = None
+    lines: list[str] = []
+    assert recover_journals(src, cfg.defaults.state_dir, "web01", lines.append, [], cfg)
+    assert not src.frozen and any("thawed web01" in m for m in lines)
+    # The URI is the config's: the journal names only the flag.
+    thaw = [c for c in src.calls if c[0] == "virsh" and c[3] == "domfsthaw"][-1]
+    assert thaw[2] == cfg.hypervisor_uri

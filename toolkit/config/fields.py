@@ -33,6 +33,8 @@ SSH_FILES_DIR = "/etc/domu-backup"  # the only place under /etc the config may n
 _CIPHER = re.compile(r"[A-Za-z0-9@._+-]+(,[A-Za-z0-9@._+-]+)*")
 # A systemd calendar event and time span, in the characters their grammar uses (systemd
 # itself is the judge: `systemd-analyze calendar`, and the test of the units).
+_FREEZE = re.compile(r"none|agent")
+_FREEZE_FALLBACK = re.compile(r"refuse|crash-consistent")
 _CALENDAR = re.compile(r"[A-Za-z0-9*:,./~ -]{1,100}")
 _TIMESPAN = re.compile(r"[0-9]{1,6}(us|ms|s|sec|m|min|h|hr|d|w)?( ?[0-9]{1,6}(us|ms|s|sec|m|"
                        r"min|h|hr|d|w))*")
@@ -380,6 +382,19 @@ class DomainConfig:
         "Only needed when the guest's fstab cannot be used: filesystem name (disk target "
         "plus partition number like xvda1, or the disk target alone) = the absolute guest "
         "path it is mounted at, each path once. It overrides the guest's fstab.")})
+    freeze: str = field(default="none", metadata={"read": _read(
+        "pattern", regex=_FREEZE, expected='"none" or "agent"', empty_is_none=False), "doc": (
+        "\"agent\": the guest's filesystems are frozen through its guest agent (virsh "
+        "domfsfreeze) right before the snapshots and thawed right after they exist, so the "
+        "snapshot is what the filesystems agree with; the thaw is journalled and run by "
+        "teardown and recover, so a guest is never left frozen. \"none\": crash-"
+        "consistent snapshots.")})
+    freeze_fallback: str = field(default="refuse", metadata={"read": _read(
+        "pattern", regex=_FREEZE_FALLBACK, expected='"refuse" or "crash-consistent"',
+        empty_is_none=False), "doc": (
+        "When freeze = \"agent\" and the agent does not answer: \"refuse\" (the run stops "
+        "before any snapshot, exit 39) or \"crash-consistent\" (it goes on and says so in "
+        "the report).")})
     skip_filesystems: tuple[str, ...] = field(default=(), metadata={
         "read": _read("skip_filesystems"), "doc": (
         "Filesystems (named like the mounts keys) deliberately left out of the backup; "
