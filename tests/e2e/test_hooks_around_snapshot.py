@@ -75,3 +75,42 @@ def test_hooks_run_around_the_snapshot_and_post_snapshot_always_follows(fresh):
         assert flags == "0"
     finally:
         lab.runner("dom0-a").run(["rm", "-f", CONF, LOG], check=False)
+
+
+def test_freeze_agent_thaws_the_guest_after_the_snapshot_and_after_a_kill(fresh):
+    """freeze = "agent" against the libvirt daemon's test driver, which keeps a domain's
+    frozen filesystems between commands: ``domfsfreeze`` of a frozen guest freezes 0 more,
+    ``domfsthaw`` of a thawed one thaws 0."""
+    from test_failover import CONF as DAEMON_CONF
+    from test_failover import SOURCE_DOMAIN, start_hypervisors, stop_hypervisors, virsh
+
+    lab = fresh
+    frozen_conf = "/etc/domu-backup/freeze.toml"
+    ra = lab.runner("dom0-a")
+    start_hypervisors(lab)
+    try:
+        ra.run(["tee", "/tmp/web01-source.xml"], input=SOURCE_DOMAIN)
+        virsh(lab, "dom0-a", "define", "/tmp/web01-source.xml", check=True)
+        virsh(lab, "dom0-a", "start", "web01", check=True)
+        ra.run(["sh", "-c", f"sed '/^\\[domains.web01\\]$/a freeze = \"agent\"' {DAEMON_CONF} "
+                            f"> {frozen_conf} && chmod 0600 {frozen_conf}"])
+        res = run_backup(lab, "web01", "--config", frozen_conf, "--json")
+        assert res.exit_code == 0, res.stdout + res.stderr
+        import json
+
+        (dom,) = json.loads(res.stdout)["domains"]
+        assert dom["freeze"].startswith("frozen ") and "Thawed 2" in dom["freeze"], dom
+        assert "Thawed 0" in virsh(lab, "dom0-a", "domfsthaw", "web01", check=True).stdout
+
+        # Killed while the guest is frozen: it stays frozen until recover thaws it.
+        res = run_backup(lab, "web01", "--config", frozen_conf,
+                         env={"DOMU_BACKUP_FAILPOINT": "after:freeze:sigkill"})
+        assert res.exit_code == 137, res.stdout + res.stderr
+        assert "Froze 0" in virsh(lab, "dom0-a", "domfsfreeze", "web01", check=True).stdout
+        rec = ra.run(["domu-backup", "recover", "--domu", "web01", "--config", frozen_conf],
+                     check=False, timeout=600)
+        assert rec.exit_code == 0, rec.stdout + rec.stderr
+        assert "Thawed 0" in virsh(lab, "dom0-a", "domfsthaw", "web01", check=True).stdout
+    finally:
+        ra.run(["rm", "-f", frozen_conf], check=False)
+        stop_hypervisors(lab)
