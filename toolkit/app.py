@@ -83,10 +83,13 @@ class Hosts:
 
 
 def make_plan(config: Config, domain: str, hosts: Hosts, *, node: str | None = None,
-              run_id: str | None = None) -> Plan:
-    """Preflight (read-only) and the plan for one domain."""
+              run_id: str | None = None, stopped_ok: bool = False) -> Plan:
+    """Preflight (read-only) and the plan for one domain (``stopped_ok``: it may be shut
+    off here, as for failback's copy back)."""
     local = local_node_name(config, node)
-    pre, _peer = gather(config, domain, hosts.source, lambda n: hosts.peer(config, n), local)
+    state = locate(config, domain, hosts.source, local, stopped_ok=stopped_ok)
+    pre, _peer = gather(config, domain, hosts.source, lambda n: hosts.peer(config, n), local,
+                        state=state)
     return plan_backup(pre.facts, config, run_id or new_run_id())
 
 

@@ -52,11 +52,12 @@ def promote(c, domu=None, dry_run=False, force=False, json=False, config=None, n
 @operator_command(help={
     "domu": "domain to move back to its original source",
     "no-start": "copy back and return the roles, but leave the domain shut off there",
+    "dry-run": "check everything and print the copy back's plan; change nothing",
     "json": "print the report as JSON",
     "config": "config file",
     "node": "this host's name in the cluster (default: its short hostname)",
 })
-def failback(c, domu=None, no_start=False, json=False, config=None, node=None):
+def failback(c, domu=None, no_start=False, dry_run=False, json=False, config=None, node=None):
     """On the peer, after a promote, with the guest shut down here: copy it back to its
     repaired source (only what changed), mark the standby clean, start it there."""
     domu = _need_domu(domu, "failback")
@@ -79,6 +80,19 @@ def failback(c, domu=None, no_start=False, json=False, config=None, node=None):
                                                     lambda name: peer_runner(cfg, name))
             try:
                 rev = reversed_config(cfg, domu, report.back_to, report.disks)
+                if dry_run:
+                    from .app import make_plan
+                    from .plan import render_plan
+
+                    hosts = Hosts()
+                    try:
+                        plan = make_plan(rev, domu, hosts, node=local_name, stopped_ok=True)
+                    finally:
+                        hosts.close()
+                    print(plan.to_json() if json else render_plan(plan))
+                    if not json:
+                        print(render_failback(report, planned=True, start=not no_start))
+                    return
                 hosts = Hosts()
                 try:
                     copied = backup_domain(rev, domu, hosts, node=local_name, log=stderr_log,

@@ -257,6 +257,22 @@ class FilesystemVanished(ToolkitError):
                "it in skip_filesystems)")
 
 
+
+class PreSnapshotFailed(ToolkitError):
+    """The domain's pre_snapshot hook failed or timed out: no snapshot was taken (its
+    post_snapshot hook ran in teardown)."""
+
+    exit_code = 38
+    summary = "the pre_snapshot hook failed; no snapshot was taken"
+
+
+class FreezeFailed(ToolkitError):
+    """freeze = "agent" and the guest agent did not freeze the filesystems (with
+    freeze_fallback = "refuse"): no snapshot was taken."""
+
+    exit_code = 39
+    summary = "the guest's filesystems could not be frozen; no snapshot was taken"
+
 class TransferFailed(ToolkitError):
     """rsync failed: an exit code that is no partial transfer, full target or lost connection,
     or killed by a signal other than SIGHUP, SIGINT or SIGTERM."""

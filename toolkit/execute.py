@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
+from dataclasses import replace
 
 from . import signals
 from .config import Config
@@ -24,6 +25,8 @@ from .errors import (
     CommandFailed,
     CommandTimedOut,
     ConnectionLost,
+    FreezeFailed,
+    PreSnapshotFailed,
     SnapshotInvalid,
     StandbyPromoted,
     TeardownIncomplete,
@@ -46,6 +49,14 @@ from .plan import (
 )
 from .report import DomainReport, FilesystemReport, SnapshotReport
 from .runners import CommandResult, Runner
+from .snapshot_hooks import (
+    HOOK_UNDO,
+    THAW_UNDO,
+    describe,
+    owe_post_snapshot,
+    owe_thaw,
+    run_snapshot_hook,
+)
 from .snapshots import check_snapshots, invalid_snapshot_cause
 from .standby_xml import standby_definition
 from .take_point import take_restore_point
@@ -60,6 +71,8 @@ PHASE_OF = {
     (SOURCE, "lvmap"): "map", (PEER, "lvmap"): "peer",
     (SOURCE, "bootread"): "boot", (PEER, "bootwrite"): "boot",
     (SOURCE, "defread"): "definition", (PEER, "defwrite"): "definition",
+    (SOURCE, "prehook"): "hooks", (SOURCE, "posthook"): "hooks",
+    (SOURCE, "freeze"): "freeze", (SOURCE, "thaw"): "freeze",
     (PEER, "point"): "points", (PEER, "prune"): "points",
 }
 
@@ -117,6 +130,7 @@ class Executor:
         self._made: list[Step] = []  # steps whose undo teardown runs, in creation order
         self._boot: dict[str, str] = {}  # boot area bytes read, by range, until written
         self._definition = ""  # the standby definition read, until written
+        self._frozen_at: float | None = None  # when the guest's filesystems were frozen
         for snap in plan.snapshots:
             self.report.snapshots.append(SnapshotReport(snap.name, snap.origin))
         for f in plan.filesystems:
@@ -128,6 +142,8 @@ class Executor:
             "mount": self._mount, "fstab": self._fstab, "check": self._check,
             "bootread": self._bootread, "bootwrite": self._bootwrite,
             "defread": self._defread, "defwrite": self._defwrite,
+            "prehook": self._prehook, "posthook": self._posthook,
+            "freeze": self._freeze, "thaw": self._thaw,
             "marker": self._marker, "rsync": self.copy,
         }
 
@@ -262,7 +278,9 @@ class Executor:
         try:
             done = unwind(runner, [s for s in self._made if s.role == role],
                           timeout=self.config.ssh.command_timeout, probe_first=False,
-                          give_up=lost, timed=timed)
+                          give_up=lost, timed=timed,
+                          handlers={HOOK_UNDO: self._owed_post_snapshot,
+                                    THAW_UNDO: self._owed_thaw})
             self.report.teardown_errors += [f"[{runner.host}] {s.action} {s.resource}: {why}"
                                             for s, why in done.failed]
             if done.clean:
@@ -316,6 +334,92 @@ class Executor:
                                          timeout=self.config.ssh.command_timeout)
         if res.exit_code != 0:
             raise _error_for(step, res)
+
+    def _hooks(self):
+        return self.config.domain(self.plan.domain).effective_hooks(self.config.defaults)
+
+    def _prehook(self, step: Step) -> None:
+        """The flag that owes post_snapshot (journalled, undone by running it), then
+        pre_snapshot; its failure stops the run before any snapshot."""
+        self._create(replace(step, argv=("touch", "--", step.resource)))
+        if not step.argv:
+            return
+        hooks = self._hooks()
+        try:
+            res = run_snapshot_hook(self.source, "pre_snapshot", step.argv, self.plan.domain,
+                                    self.plan.run_id, hooks.timeout)
+        except CommandFailed as exc:  # killed at its timeout
+            raise PreSnapshotFailed(f"pre_snapshot `{' '.join(step.argv)}`: {exc}; no "
+                                    "snapshot was taken", host=self.source.host) from exc
+        line = describe("pre_snapshot", step.argv, res)
+        self.report.hooks.append(line)
+        self.log(f"hook {line}")
+        if res.exit_code != 0:
+            raise PreSnapshotFailed(f"{line}; no snapshot was taken", host=self.source.host)
+
+    def _posthook(self, step: Step) -> None:
+        """post_snapshot right after the snapshots; its failure is a warning (the flag then
+        stays, and teardown tries it once more)."""
+        hooks = self._hooks()
+        try:
+            line = owe_post_snapshot(self.source, step.resource, step.argv, self.plan.domain,
+                                     self.plan.run_id, hooks.timeout)
+        except ToolkitError as exc:
+            line = f"{exc}"
+        if line:
+            self.report.hooks.append(line)
+            self.log(f"hook {line}")
+
+    def _owed_post_snapshot(self, step: Step) -> bool:
+        """Teardown's undo of ``prehook``: post_snapshot, if it is still owed."""
+        line = owe_post_snapshot(self.source, step.resource, self._hooks().post_snapshot,
+                                 self.plan.domain, self.plan.run_id, self._hooks().timeout)
+        if line is None:
+            return False
+        self.report.hooks.append(f"{line} (in teardown)")
+        self.log(f"hook {line} (in teardown)")
+        return True
+
+    def _freeze(self, step: Step) -> None:
+        """The flag that owes a thaw (journalled, undone by thawing), then domfsfreeze. An
+        agent that does not answer stops the run (freeze_fallback = "refuse") or leaves
+        the snapshot crash-consistent, said in the report."""
+        self._create(replace(step, argv=("touch", "--", step.resource)))
+        res = self.source.run(step.argv, check=False, timeout=self.config.ssh.command_timeout)
+        if res.exit_code == 0:
+            self._frozen_at = time.monotonic()
+            return
+        why = (res.stderr.strip().splitlines() or [f"virsh exited {res.exit_code}"])[-1]
+        domain_cfg = self.config.domain(self.plan.domain)
+        if domain_cfg.freeze_fallback != "crash-consistent":
+            raise FreezeFailed(f"domfsfreeze of {self.plan.domain}: {why}; no snapshot was "
+                               "taken (freeze_fallback = \"crash-consistent\" would go on)",
+                               host=self.source.host)
+        # Nothing was frozen (the agent freezes all or none): no thaw is owed.
+        self.source.run(["rm", "-f", "--", step.resource], timeout=60)
+        self.report.freeze = f"crash-consistent: the guest agent did not freeze ({why})"
+        self.log(f"warning: {self.report.freeze}")
+
+    def _thaw(self, step: Step) -> None:
+        """Thaw as soon as the snapshots exist; the time the guest was frozen goes in the
+        report. A thaw that fails is tried again by teardown, then by recover."""
+        line = owe_thaw(self.source, step.resource, self.config.hypervisor_uri,
+                        self.plan.domain, self.config.ssh.command_timeout)
+        if self._frozen_at is not None and line is not None:
+            ms = (time.monotonic() - self._frozen_at) * 1000
+            self.report.freeze = f"frozen {ms:.0f} ms by the guest agent ({line})"
+            self.log(f"freeze: {self.report.freeze}")
+
+    def _owed_thaw(self, step: Step) -> bool:
+        """Teardown's undo of ``freeze``: the thaw, if it is still owed."""
+        line = owe_thaw(self.source, step.resource, self.config.hypervisor_uri,
+                        self.plan.domain, self.config.ssh.command_timeout)
+        if line is None:
+            return False
+        self.log(f"freeze: thawed in teardown ({line})")
+        if not self.report.freeze:
+            self.report.freeze = f"thawed in teardown ({line})"
+        return True
 
     def _defread(self, step: Step) -> None:
         """The source's persistent definition, rewritten onto the standby LVs, kept for the

@@ -144,10 +144,18 @@ def return_roles(config: Config, report: FailbackReport, marker: dict, local: Ru
     report.done = True
 
 
-def render_failback(report: FailbackReport) -> str:
-    """The failback's outcome, for the operator."""
+def render_failback(report: FailbackReport, *, planned: bool = False,
+                    start: bool = True) -> str:
+    """The failback's outcome, for the operator; ``planned``: what follows the copy back."""
     lines = [f"Failback of {report.domain} from {report.host} to {report.back_to}"]
     lines += [f"  {t} back onto {p}" for t, p in report.disks.items()]
+    if planned:
+        lines += ["After the copy back:",
+                  f"  [{report.back_to}] rm -f the copy back's marker and definition",
+                  f"  [{report.host}] the standby's marker: clean (the copy back's run)",
+                  f"  [{report.host}] virsh undefine -- {report.domain}"]
+        if start:
+            lines.append(f"  [{report.back_to}] virsh start -- {report.domain}")
     if report.copied:
         lines.append(f"  copy back: {report.copied}")
     if report.done:

@@ -70,7 +70,9 @@ from .plan_steps import (
     transfer_argv,
     volume_map_name,
     volume_map_step,
+    with_snapshot_hooks,
 )
+from .snapshot_hooks import flag_path
 
 __all__ = [
     # plan_records
@@ -218,6 +220,11 @@ def plan_backup(facts: BackupFacts, config: Config, run_id: str, *,
     filesystems.sort(key=lambda f: (_depth(f.guest_path), f.name))
     health = health_argv(snapshots)
     steps = [replace(s, probes=(health,)) if s.action == "snapshot" else s for s in steps]
+    freeze = ((config.hypervisor_uri, facts.domain,
+               flag_path(defaults.state_dir, facts.domain, run_id, "thaw"))
+              if domain_cfg.freeze == "agent" else None)
+    steps = with_snapshot_hooks(steps, domain_cfg.effective_hooks(defaults),
+                                flag_path(defaults.state_dir, facts.domain, run_id), freeze)
 
     for host, root, prefix in ((SOURCE, src_root, defaults.source_prefix),
                                (PEER, standby_root, defaults.peer_prefix)):

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from . import PREFIX, bootarea
 from .bootarea import boot_ranges
 from .config import Config
+from .config.fields import Hooks
 from .facts.guestlvm import GuestVolume
 from .facts.lvm import lvs_argv
 from .facts.records import BackupFacts, DiskFacts
@@ -26,6 +27,7 @@ from .plan_records import (
     Step,
 )
 from .rsync import SshOptions, inodes_argv, relative_excludes, rsync_argv
+from .snapshot_hooks import flag_probe, flag_undo, freeze_argv, thaw_argv, thaw_undo
 from .standby_xml import definition_path
 from .undo import dm_node_probes
 
@@ -229,6 +231,40 @@ def boot_area_steps(facts: BackupFacts, run_id: str) -> list[Step]:
                               resource=key, note=f"disk {t}: the same {r.length} bytes of "
                                                  "the standby, from the read above"))
     return steps
+
+
+def with_snapshot_hooks(steps: list[Step], hooks: Hooks, flag: str,
+                        freeze: tuple[str, str, str] | None = None) -> list[Step]:
+    """``steps`` with what happens around the snapshots: ``prehook`` (the flag that owes
+    post_snapshot, journalled, then pre_snapshot) and, with ``freeze`` (uri, domain, its
+    flag), ``freeze`` (the flag that owes a thaw, journalled, then domfsfreeze) before the
+    first snapshot; ``thaw`` and ``posthook`` (post_snapshot, then its flag removed) right
+    after the last. Unchanged with no hook and no freeze."""
+    shots = [i for i, s in enumerate(steps) if s.action == "snapshot"]
+    if not shots:
+        return steps
+    before: list[Step] = []
+    after: list[Step] = []
+    if hooks.pre_snapshot or hooks.post_snapshot:
+        before.append(Step(
+            SOURCE, "prehook", hooks.pre_snapshot, undo=flag_undo(flag), exists=flag_probe(flag),
+            resource=flag,
+            note=("touch the flag (journalled: from here post_snapshot always runs), then "
+                  + ("the pre_snapshot hook" if hooks.pre_snapshot else "no pre_snapshot"))))
+        after.append(Step(SOURCE, "posthook", hooks.post_snapshot, resource=flag,
+                          note=("the post_snapshot hook" if hooks.post_snapshot
+                                else "no post_snapshot") + ", then the flag removed"))
+    if freeze is not None:
+        uri, domain, thaw_flag = freeze
+        before.append(Step(SOURCE, "freeze", freeze_argv(uri, domain), undo=thaw_undo(thaw_flag),
+                           exists=flag_probe(thaw_flag), resource=thaw_flag,
+                           note="touch the flag (journalled: from here the thaw always runs), "
+                                "then freeze the guest's filesystems through its agent"))
+        after.insert(0, Step(SOURCE, "thaw", thaw_argv(uri, domain), resource=thaw_flag,
+                             note="thaw them as soon as the snapshots exist, then the flag "
+                                  "removed"))
+    first, last = shots[0], shots[-1]
+    return [*steps[:first], *before, *steps[first:last + 1], *after, *steps[last + 1:]]
 
 
 def definition_disks(facts: BackupFacts, config: Config) -> tuple[tuple[str, str], ...]:

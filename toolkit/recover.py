@@ -38,6 +38,7 @@ from .owned import (
 from .plan import mount_probe
 from .preflight import ACTIVE_STATES
 from .runners import Runner
+from .snapshot_hooks import HOOK_UNDO, THAW_UNDO, is_flag_undo, owe_post_snapshot, owe_thaw
 from .statedir import check_state_dir
 from .undo import undo_with_retry, unwind
 
@@ -51,9 +52,11 @@ def _undo(runner: Runner, undo: tuple[str, ...], exists: tuple[str, ...]) -> boo
 
 def recover_journals(runner: Runner, state_dir: str, domain: str | None,
                      log: Callable[[str], None], errors: list[str],
-                     uri: str | None = None) -> list[str]:
-    """Undo journal entries newest first; failures are collected, not raised. ``uri``: the
-    config's hypervisor, the only one a promote's undo may name."""
+                     config: Config | None = None) -> list[str]:
+    """Undo journal entries newest first; failures are collected, not raised. With
+    ``config``: a promote's undo may name only its hypervisor, and a pending post_snapshot
+    runs the hook it names (none without it)."""
+    uri = config.hypervisor_uri if config is not None else None
     done: list[str] = []
     for path in list_journals(runner, state_dir, domain):
         text = runner.run(["cat", "--", path], timeout=60).stdout
@@ -75,7 +78,9 @@ def recover_journals(runner: Runner, state_dir: str, domain: str | None,
                 done.append(f"[{runner.host}] kept the finished promote of "
                             f"{promote[0].domain} (run {promote[0].run_id})")
                 continue
-        walk = unwind(runner, accepted, timeout=RECOVER_UNDO_TIMEOUT)
+        walk = unwind(runner, accepted, timeout=RECOVER_UNDO_TIMEOUT,
+                      handlers={HOOK_UNDO: lambda e: _owed_hook(runner, config, e, log),
+                                THAW_UNDO: lambda e: _owed_thaw(runner, config, e, log)})
         errors += [f"{e.action} {e.resource}: {why}" for e, why in walk.failed]
         for e in walk.removed:
             msg = f"[{runner.host}] removed {e.action} {e.resource} (run {e.run_id})"
@@ -101,6 +106,8 @@ def _unexpected_undo(undo: tuple[str, ...], exists: tuple[str, ...], *,
     """Why a journal entry's commands are not ones a run writes ("" when they are). With
     ``state_dir``, ``uri`` and ``domain`` (the entry's), a promote's undo must name exactly
     those: the kept marker in that state directory, the config's hypervisor, the domain."""
+    if undo[:1] in ((HOOK_UNDO,), (THAW_UNDO,)):
+        return "" if is_flag_undo(undo, exists) else f"a {undo[0]} entry of another shape"
     if undo[:1] == ("virsh",) or exists[:1] == ("virsh",):
         # promote's: only these shapes (virsh -c URI VERB -- NAME), nothing else of virsh
         if not (_virsh_shape(undo, ("undefine", "destroy"), uri, domain)
@@ -123,6 +130,34 @@ def _unexpected_undo(undo: tuple[str, ...], exists: tuple[str, ...], *,
     if exists and exists[0] not in PROBE_PROGRAMS:
         return f"probe {exists[:1]} is not one of the tool's exists-probes"
     return ""
+
+
+def _owed_hook(runner: Runner, config: Config | None, entry, log: Callable[[str], None]
+               ) -> bool:
+    """A killed run's pending post_snapshot: the hook the config names for its domain now
+    (never a program read from the journal), then its flag removed."""
+    hooks = (config.domain(entry.domain).effective_hooks(config.defaults)
+             if config is not None and entry.domain in config.domains else None)
+    line = owe_post_snapshot(runner, entry.undo[2], hooks.post_snapshot if hooks else (),
+                             entry.domain, entry.run_id, hooks.timeout if hooks else 60.0)
+    if line is None:
+        return False
+    log(f"[{runner.host}] {line} (run {entry.run_id}, by recover)")
+    return True
+
+
+def _owed_thaw(runner: Runner, config: Config | None, entry, log: Callable[[str], None]
+               ) -> bool:
+    """A killed run's guest left frozen: thawed through the config's hypervisor URI (never
+    one read from the journal), then its flag removed."""
+    if config is None:
+        raise ToolkitError("a pending thaw needs the config's hypervisor URI")
+    line = owe_thaw(runner, entry.undo[2], config.hypervisor_uri, entry.domain,
+                    RECOVER_UNDO_TIMEOUT)
+    if line is None:
+        return False
+    log(f"[{runner.host}] thawed {entry.domain}: {line} (run {entry.run_id}, by recover)")
+    return True
 
 
 def _virsh_shape(argv: tuple[str, ...], verbs: tuple[str, ...], uri: str | None = None,
@@ -441,11 +476,11 @@ def recover_domain(config: Config, domain: str | None, source: Runner, peer: Run
             except ToolkitError as exc:
                 errors.append(f"[{runner.host}] could not list its processes: {exc}")
             done += recover_journals(runner, config.defaults.state_dir, domain, log, first,
-                                     config.hypervisor_uri)
+                                     config)
             done += sweep(runner, config, domain, role, log)
             if first:
                 done += recover_journals(runner, config.defaults.state_dir, domain, log,
-                                         errors, config.hypervisor_uri)
+                                         errors, config)
         except InsecureFile:
             raise
         except ToolkitError as exc:

@@ -110,6 +110,8 @@ class DomainReport:
     newest_point: str = ""
     points_pruned: list[str] = field(default_factory=list)
     hooks: list[str] = field(default_factory=list)  # what each hook that ran did
+    # freeze = "agent": how long the guest was frozen, or why the snapshot is crash-consistent
+    freeze: str = ""
 
     def add_phase(self, phase: str, seconds: float) -> None:
         """Add ``seconds`` to ``phase`` (a phase may be timed more than once)."""
@@ -275,6 +277,8 @@ def summary(report: RunReport) -> str:
             lines.append(f"  cleaned before run: {c}")
         for h in d.hooks:
             lines.append(f"  hook {h}")
+        if d.freeze:
+            lines.append(f"  freeze: {d.freeze}")
         for e in d.teardown_errors:
             lines.append(f"  TEARDOWN: {e}")
     lines.append(f"exit code {report.exit_code}")

@@ -75,6 +75,8 @@ _DOMAIN_EXAMPLE: dict[str, Any] = {
     "mounts": {"xvda1": "/", "xvda2": "/var"},
     "restore_points": {"keep_daily": 7, "keep_weekly": 4},
     "hooks": {"on_failure": ["/usr/local/sbin/notify-admin", "web01"]},
+    "freeze": "agent",
+    "freeze_fallback": "refuse",
 }
 _COMMENTED_OUT = frozenset({"skip_filesystems"})  # shown, but not set, in the example
 _NAME_FIELD = "name"  # DomainConfig.name: the table's name, not a key

@@ -7,7 +7,7 @@ meets a busy device the same way.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
@@ -118,7 +118,8 @@ class Unwound(Generic[T]):
 
 def unwind(runner: Runner, made: Sequence[T], *, timeout: float, probe_first: bool = True,
            give_up: Callable[[ToolkitError], str] | None = None,
-           timed: Callable[[T, float, float], None] | None = None) -> Unwound[T]:
+           timed: Callable[[T, float, float], None] | None = None,
+           handlers: Mapping[str, Callable[[T], bool]] | None = None) -> Unwound[T]:
     """Undo ``made`` (in the order it was made) newest first on one host, each with
     ``undo_with_retry``; one that fails does not stop the others.
 
@@ -126,6 +127,8 @@ def unwind(runner: Runner, made: Sequence[T], *, timeout: float, probe_first: bo
     ``recover``'s journals. ``give_up`` turns an error into a reason to try no more (a
     lost connection: each further undo would only wait for its own timeout); the ones
     left are failed with that reason. ``timed(item, wall, seconds)`` sees each attempt.
+    ``handlers``: an undo whose first word is a key is done by that function instead of
+    being run (True: undone; False: nothing was left to undo; raises when it fails).
     """
     out: Unwound[T] = Unwound()
     stop = ""
@@ -135,8 +138,13 @@ def unwind(runner: Runner, made: Sequence[T], *, timeout: float, probe_first: bo
             continue
         wall, start = time.time(), time.monotonic()
         try:
-            if undo_with_retry(runner, item.undo, item.exists, timeout,
-                               probe_first=probe_first):
+            handler = (handlers or {}).get(item.undo[0]) if item.undo else None
+            if handler is not None:
+                undone = handler(item)
+            else:
+                undone = undo_with_retry(runner, item.undo, item.exists, timeout,
+                                         probe_first=probe_first)
+            if undone:
                 out.removed.append(item)
             else:
                 out.gone.append(item)

@@ -154,6 +154,12 @@ def test_promote_refuses_while_the_source_runs_then_starts_the_guest_and_failbac
     rb = lab.runner("dom0-b")
     with mounted(rb, "/dev/vg_b/web01", f"{AUDIT_ROOT}/promoted", "p", readonly=False) as fs:
         rb.run(["sh", "-c", f"echo written-while-promoted > {fs['1'][0]}/failback.txt"])
+    marker_before = standby_marker(lab, "web01")
+    dry = lab.runner("dom0-b").run(["domu-backup", "failback", "--domu", "web01", "--config",
+                                    CONF, "--dry-run"], check=False, timeout=900)
+    assert dry.exit_code == 0, dry.stdout + dry.stderr
+    assert "rsync" in dry.stdout and "[dom0-a] virsh start -- web01" in dry.stdout
+    assert standby_marker(lab, "web01") == marker_before and state_on_b(lab) == "shut off"
     res = failback(lab)
     assert res.exit_code == 0, res.stdout + res.stderr
     assert "runs on dom0-a again" in res.stdout

@@ -747,7 +747,7 @@ class FakeHost:
         if "-xdev" in a:  # the source's not-empty guard
             return 0, (f"{top}/etc\n" if top in self.mounts else ""), ""
         if opt.get("-maxdepth") == "0":
-            return (0, top + "\n", "") if self._exists_dir(top) else (
+            return (0, top + "\n", "") if self._exists_dir(top) or top in self.files else (
                 1, "", f"find: '{top}': No such file or directory\n")
         if not self._exists_dir(top):
             return 1, "", f"find: '{top}': No such file or directory\n"
@@ -886,6 +886,11 @@ class FakeHost:
                 return 0, self.definitions[name], ""
             return 1, "", f"error: failed to get domain '{name}'\n"
         return 127, "", f"fake host: unknown command {a}"
+
+    def _cmd_touch(self, a, input):
+        path = a[-1]
+        self.files.setdefault(path, "")
+        return 0, "", ""
 
     def _cmd_mv(self, a, input):
         self.files[a[-1]] = self.files.pop(a[-2])

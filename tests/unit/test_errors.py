@@ -32,6 +32,7 @@ DOCUMENTED_CODES = [
     (30, "SnapshotFailed"),
     (31, "SnapshotInvalid"), (32, "MapFailed"), (33, "MountRefused"), (34, "FstabError"),
     (35, "SourceGuardFailed"), (36, "StandbyGuardFailed"), (37, "FilesystemVanished"),
+    (38, "PreSnapshotFailed"), (39, "FreezeFailed"),
     (40, "TransferFailed"), (41, "TransferPartial"), (42, "MassDeleteRefused"),
     (43, "PeerFull"), (44, "ConnectionLost"), (45, "RestorePointFailed"),
     (46, "StandbyUnsound"), (47, "StandbyDiffers"), (48, "PromoteRefused"),

@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("facts", {"facts", "facts.blkid", "facts.findmnt", "facts.fsparams", "facts.fstab",
                "facts.guestlvm", "facts.lvm", "facts.partitions", "facts.virsh",
                "facts.records"}),
-    ("records on the hosts", {"journal", "lock", "marker", "undo", "statedir",
+    ("records on the hosts", {"journal", "lock", "marker", "undo", "statedir", "snapshot_hooks",
                               "report", "restore_points"}),
     ("checks", {"preflight"}),
     ("plan", {"plan", "plan_records", "plan_steps", "plan_layout", "plan_render", "plan_points",

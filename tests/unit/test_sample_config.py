@@ -117,7 +117,7 @@ def test_the_example_domain() -> None:
         disks=MappingProxyType({"xvda": DiskConfig("/dev/vg0/web01")}),
         mounts=MappingProxyType({"xvda1": "/", "xvda2": "/var"}), skip_filesystems=(),
         restore_points=RestorePoints(keep_daily=7, keep_weekly=4),
-        hooks=Hooks(on_failure=("/usr/local/sbin/notify-admin", "web01")))
+        hooks=Hooks(on_failure=("/usr/local/sbin/notify-admin", "web01")), freeze="agent")
 
 
 def test_the_commented_out_skip_filesystems_parses_once_uncommented() -> None:

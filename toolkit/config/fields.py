@@ -33,6 +33,8 @@ SSH_FILES_DIR = "/etc/domu-backup"  # the only place under /etc the config may n
 _CIPHER = re.compile(r"[A-Za-z0-9@._+-]+(,[A-Za-z0-9@._+-]+)*")
 # A systemd calendar event and time span, in the characters their grammar uses (systemd
 # itself is the judge: `systemd-analyze calendar`, and the test of the units).
+_FREEZE = re.compile(r"none|agent")
+_FREEZE_FALLBACK = re.compile(r"refuse|crash-consistent")
 _CALENDAR = re.compile(r"[A-Za-z0-9*:,./~ -]{1,100}")
 _TIMESPAN = re.compile(r"[0-9]{1,6}(us|ms|s|sec|m|min|h|hr|d|w)?( ?[0-9]{1,6}(us|ms|s|sec|m|"
                        r"min|h|hr|d|w))*")
@@ -202,7 +204,8 @@ class MonitoringSettings:
 
 @dataclass(frozen=True)
 class Hooks:
-    """[defaults.hooks] and [domains.NAME.hooks]: programs run when a domain's backup ends."""
+    """[defaults.hooks] and [domains.NAME.hooks]: programs run around a domain's snapshots
+    and when its backup ends."""
 
     on_success: tuple[str, ...] = field(default=(), metadata={
         "read": _read("strings", check="check_hook_word"), "doc": (
@@ -218,6 +221,19 @@ class Hooks:
     timeout: float = field(default=60.0, metadata={"read": _read("seconds"), "doc": (
         "Seconds a hook may run before it is killed: a number > 0. A hook that fails or "
         "times out is logged and in the report; it never changes the backup's exit code.")})
+
+    pre_snapshot: tuple[str, ...] = field(default=(), metadata={
+        "read": _read("strings", check="check_hook_word"), "doc": (
+        "Run on the source right before the domain's snapshots are taken (flush a database "
+        "in the guest over SSH, say): an argv list like on_success, with DOMU_BACKUP_DOMAIN, "
+        "DOMU_BACKUP_RUN_ID and DOMU_BACKUP_PHASE=pre_snapshot. If it fails (or times out) "
+        "the run stops before any snapshot, exit 38. [] for none.")})
+    post_snapshot: tuple[str, ...] = field(default=(), metadata={
+        "read": _read("strings", check="check_hook_word"), "doc": (
+        "Run on the source right after the snapshots exist, with DOMU_BACKUP_PHASE="
+        "post_snapshot. Once pre_snapshot ran it always runs: after the snapshots, or in "
+        "teardown when the run fails or is signalled before them, or by recover after a "
+        "kill or a power loss (it is journalled). Its failure is a warning in the report.")})
 
     def argv(self, outcome: str) -> tuple[str, ...]:
         """The hook for a domain's outcome (success, failed, interrupted; none else)."""
@@ -366,6 +382,19 @@ class DomainConfig:
         "Only needed when the guest's fstab cannot be used: filesystem name (disk target "
         "plus partition number like xvda1, or the disk target alone) = the absolute guest "
         "path it is mounted at, each path once. It overrides the guest's fstab.")})
+    freeze: str = field(default="none", metadata={"read": _read(
+        "pattern", regex=_FREEZE, expected='"none" or "agent"', empty_is_none=False), "doc": (
+        "\"agent\": the guest's filesystems are frozen through its guest agent (virsh "
+        "domfsfreeze) right before the snapshots and thawed right after they exist, so the "
+        "snapshot is what the filesystems agree with; the thaw is journalled and run by "
+        "teardown and recover, so a guest is never left frozen. \"none\": crash-"
+        "consistent snapshots.")})
+    freeze_fallback: str = field(default="refuse", metadata={"read": _read(
+        "pattern", regex=_FREEZE_FALLBACK, expected='"refuse" or "crash-consistent"',
+        empty_is_none=False), "doc": (
+        "When freeze = \"agent\" and the agent does not answer: \"refuse\" (the run stops "
+        "before any snapshot, exit 39) or \"crash-consistent\" (it goes on and says so in "
+        "the report).")})
     skip_filesystems: tuple[str, ...] = field(default=(), metadata={
         "read": _read("skip_filesystems"), "doc": (
         "Filesystems (named like the mounts keys) deliberately left out of the backup; "

@@ -178,7 +178,7 @@ class _Parser(_Reader):
         sub = self.table(table, key, dotted, None)
         base = self.hook_defaults if dotted.startswith("domains.") else None
         hooks = self.record(Hooks, sub, dotted, base)
-        for name in ("on_success", "on_failure"):
+        for name in ("on_success", "on_failure", "pre_snapshot", "post_snapshot"):
             argv = getattr(hooks, name)
             if argv and not _clean_absolute(argv[0]):
                 raise self.fail(f"{dotted}.{name}[0]", "the program as an absolute, "
