@@ -11,8 +11,10 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 
 from . import log, signals
+from .background import Background
 from .config import Config
 from .errors import (
     ConfigError,
@@ -38,7 +40,6 @@ from .preflight import connect_peer, gather, local_node_name, locate
 from .recover import Inventory, recover_domain, take_inventories, take_inventory
 from .report import DomainReport, RunReport, fates_from
 from .runners import LocalRunner, Runner
-from .statedir import check_state_dir
 from .status import killed_runs, record_cleaned_runs
 
 
@@ -129,9 +130,7 @@ def backup_domain(config: Config, domain: str, hosts: Hosts, *, node: str | None
                 with _phase(report, "recover"):
                     connected = connect_peer(lambda n: hosts.peer(config, n),
                                              config.domain(domain).peer)
-                    for runner in (hosts.source, connected):
-                        check_state_dir(runner, config.defaults.state_dir)
-                    seen = take_inventories(config, hosts.source, connected)
+                    seen = take_inventories(config, hosts.source, connected, proven=True)
                     journals = [p for inv in (seen or {}).values() for p in inv.journals]
                     report.cleaned = _recover_and_record(
                         config, domain, hosts.source, connected, inventories=seen,
@@ -290,24 +289,35 @@ def recover(config: Config, domains: list[str], *, local: str, roles: str = "bot
     out = Recovered()
     source = LocalRunner(local)
     peers: dict[str, Runner] = {}
+    runners: dict[str, Runner] = {}  # one connection per peer, closed at the end
     try:
-        # One look at each host first; a domain with nothing on a host is skipped there.
+        # One look at each host first, the peers' on threads beside this host's; a domain
+        # with nothing on a host is skipped there.
         inventories: dict[tuple[str, str], Inventory] = {}
-        if roles in ("local", "both"):
-            inventories[(local, "source")] = take_inventory(source, config, "source")
+        names = [] if roles not in ("peer", "both") else list(dict.fromkeys(
+            config.domain(name).peer for name in domains
+            if config.domain(name).peer != local))
+        looks: dict[str, Background] = {}
+        for n in names:
+            runners[n] = peer_runner(config, n)
+            looks[n] = Background(partial(take_inventory, runners[n], config, "peer"),
+                                  f"inventory-{n}")
+        try:
+            if roles in ("local", "both"):
+                inventories[(local, "source")] = take_inventory(source, config, "source")
+        finally:
+            for bg in looks.values():
+                bg.wait()
+        for peer_name, bg in looks.items():
+            try:
+                inventories[(peer_name, "peer")] = bg.result()  # type: ignore[assignment]
+            except (PeerUnreachable, HostKeyRejected, ConnectionLost) as exc:
+                out.unreachable[peer_name] = exc
+                log(f"peer {peer_name} cannot be reached, recovering {local} only: {exc}")
+            else:
+                peers[peer_name] = runners[peer_name]
         for name in domains:
             peer_name = config.domain(name).peer
-            if (roles in ("peer", "both") and peer_name != local
-                    and peer_name not in out.unreachable and peer_name not in peers):
-                runner = peer_runner(config, peer_name)
-                try:
-                    inventories[(peer_name, "peer")] = take_inventory(runner, config, "peer")
-                except (PeerUnreachable, HostKeyRejected, ConnectionLost) as exc:
-                    runner.close()
-                    out.unreachable[peer_name] = exc
-                    log(f"peer {peer_name} cannot be reached, recovering {local} only: {exc}")
-                else:
-                    peers[peer_name] = runner
             peer = peers.get(peer_name)
             seen = {role: inv for role, inv in (
                 ("source", inventories.get((local, "source"))),
@@ -323,7 +333,7 @@ def recover(config: Config, domains: list[str], *, local: str, roles: str = "bot
                                                 journals=journals, by="recover", log=log,
                                                 roles=roles)
     finally:
-        for runner in peers.values():
+        for runner in runners.values():
             runner.close()
     return out
 

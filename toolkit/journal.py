@@ -50,6 +50,10 @@ def journal_dir(state_dir: str) -> str:
 APPEND_OPTIONS = ("oflag=append", "conv=notrunc,fsync", "status=none")
 
 
+# The script's "$1" is a file; its directory is made (0700) when missing.
+MAKE_DIR = '{ [ -d "${1%/*}" ] || mkdir -p -m 0700 "${1%/*}"; }'
+
+
 def append_argv(path: str) -> list[str]:
     """dd that appends stdin to ``path`` and fsyncs it before exiting (no shell)."""
     return ["dd", f"of={path}", *APPEND_OPTIONS]
@@ -62,7 +66,9 @@ def journalled_argv(path: str, argv: Sequence[str]) -> list[str]:
     JOURNAL_FAILED_MESSAGE and exits JOURNAL_FAILED_EXIT without running it. Positional
     parameters carry the path and argv, so nothing is interpolated into the script.
     """
-    script = ('mkdir -p -m 0700 "${1%/*}" && '
+    # The directory test is the shell's own: a mkdir process per entry costs 50 ms under
+    # the lab's emulation, and the directory is there for every entry but a run's first.
+    script = (f'{MAKE_DIR} && '
               f'dd of="$1" {" ".join(APPEND_OPTIONS)} || '
               f'{{ echo "{JOURNAL_FAILED_MESSAGE}: $1" >&2; exit {JOURNAL_FAILED_EXIT}; }}; '
               'shift; exec "$@"')
@@ -89,7 +95,7 @@ def replace_file_argv(path: str) -> list[str]:
     (0700) if missing. Any failed part fails the command, and ``path`` then still holds
     its old content.
     """
-    script = ('mkdir -p -m 0700 "${1%/*}" && dd of="$1.tmp" conv=fsync status=none && '
+    script = (f'{MAKE_DIR} && dd of="$1.tmp" conv=fsync status=none && '
               'mv -f -- "$1.tmp" "$1" && sync -- "${1%/*}"')
     return ["sh", "-c", script, REPLACE_NAME, path]
 

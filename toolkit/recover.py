@@ -418,24 +418,32 @@ def take_inventory(runner: Runner, config: Config, role: str) -> Inventory:
         tuple(_tagged_lvs(runner) if source else ()), tuple(_run_dirs(runner, prefix, None)))
 
 
-def take_inventories(config: Config, source: Runner, peer: Runner) -> dict[str, Inventory]:
+def take_inventories(config: Config, source: Runner, peer: Runner, *,
+                     proven: bool = False) -> dict[str, Inventory]:
     """One domain's run: the inventory of its source and of its peer, taken side by side.
 
     recover then skips a host where the domain has nothing. A host that cannot be
     looked at is left out, so recover goes through it in full (and reports why it
-    cannot).
+    cannot). With ``proven``, each host's state directory, whose journals recover
+    obeys, is proven first (R22), on both hosts side by side: an unsafe one on either
+    raises, after both ended, before anything is recovered.
     """
-    seen: dict[str, Inventory] = {}
-    on_peer = Background(lambda: take_inventory(peer, config, "peer"), "inventory-peer")
+    def look(runner: Runner, role: str) -> Inventory | None:
+        if proven:
+            check_state_dir(runner, config.defaults.state_dir)
+        try:
+            return take_inventory(runner, config, role)
+        except ToolkitError:
+            return None
+
+    on_peer = Background(lambda: look(peer, "peer"), "inventory-peer")
     try:
-        seen["source"] = take_inventory(source, config, "source")
-    except ToolkitError:
-        pass
-    try:
-        seen["peer"] = on_peer.result()  # type: ignore[assignment]
-    except ToolkitError:
-        pass
-    return seen
+        here = look(source, "source")
+    finally:
+        on_peer.wait()
+    there = on_peer.result()
+    return {role: inv for role, inv in (("source", here), ("peer", there))
+            if isinstance(inv, Inventory)}
 
 
 def recover_domain(config: Config, domain: str | None, source: Runner, peer: Runner | None,

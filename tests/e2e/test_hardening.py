@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 
-from toolkit.lab.audit import sha256
+from toolkit.lab.audit import fingerprint
 from toolkit.lab.rehearse import audit, prepare_layout, run_backup, start_backup, wait_until_dirty
 
 pytestmark = [pytest.mark.e2e, pytest.mark.own_disks]
@@ -66,14 +66,14 @@ def test_guest_lv_named_to_climb_out_is_refused_before_anything_is_created(fresh
     a.run(["python3", "-c", RENAME, "/dev/vg_a/lvm01", str(P2_START), "var", HOSTILE],
           timeout=120)
     before = {"a": host_state(a), "b": host_state(b)}
-    standby = sha256(b, "/dev/vg_b/lvm01")
+    standby = fingerprint(b, "/dev/vg_b/lvm01")
     res = run_backup(fresh, "lvm01")
     assert res.exit_code == 22, res.stdout + res.stderr
     said = res.stdout + res.stderr
     assert f"LV name '{HOSTILE}' is not a valid LVM name" in said, said
     assert "Traceback" not in res.stderr
     assert {"a": host_state(a), "b": host_state(b)} == before
-    assert sha256(b, "/dev/vg_b/lvm01") == standby
+    assert fingerprint(b, "/dev/vg_b/lvm01") == standby
     for r in (a, b):
         assert r.run(["test", "-e", "/etc/cron.d/x"], check=False).exit_code != 0
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from toolkit.lab.audit import mounted, sha256
+from toolkit.lab.audit import fingerprint, mounted
 from toolkit.lab.rehearse import audit, run_backup
 
 pytestmark = [pytest.mark.e2e, pytest.mark.synced_standby]
@@ -47,15 +47,15 @@ def test_hostile_guest_fstab_is_refused_before_the_standby_is_touched(fresh, fst
                         "mv etc/fstab.new etc/fstab", fstab)
     else:
         edit_guest_root(fresh, fstab)
-    standby = sha256(b, TARGET_LV)
+    standby = fingerprint(b, TARGET_LV)
     mounts = {"a": host_mounts(a), "b": host_mounts(b)}
-    shadow = sha256(a, "/etc/shadow")
+    shadow = fingerprint(a, "/etc/shadow")
     res = run_backup(fresh, "web01")
     assert res.exit_code == 34, res.stdout + res.stderr
     assert message in res.stderr
-    assert sha256(b, TARGET_LV) == standby  # refused before a byte reached the peer
+    assert fingerprint(b, TARGET_LV) == standby  # refused before a byte reached the peer
     assert {"a": host_mounts(a), "b": host_mounts(b)} == mounts
-    assert sha256(a, "/etc/shadow") == shadow
+    assert fingerprint(a, "/etc/shadow") == shadow
 
 
 def test_guest_symlinks_to_host_paths_are_copied_as_links_and_never_followed(fresh):
@@ -66,10 +66,10 @@ def test_guest_symlinks_to_host_paths_are_copied_as_links_and_never_followed(fre
                     "mkdir -p srv && ln -s ../../../../../../etc srv/up",
                     "ln -s / all-of-it")
     watched = ["/root/.ssh/authorized_keys", "/etc/domu-backup/backup.toml", "/etc/passwd"]
-    before = {c: {p: sha256(r, p) for p in watched} for c, r in (("a", a), ("b", b))}
+    before = {c: {p: fingerprint(r, p) for p in watched} for c, r in (("a", a), ("b", b))}
     res = run_backup(fresh, "web01")
     assert res.exit_code == 0, res.stdout + res.stderr
-    after = {c: {p: sha256(r, p) for p in watched} for c, r in (("a", a), ("b", b))}
+    after = {c: {p: fingerprint(r, p) for p in watched} for c, r in (("a", a), ("b", b))}
     assert after == before
     assert {x.name: x.differences for x in audit(fresh, "web01") if x.differences} == {}
     with mounted(b, TARGET_LV, "/run/domubk-audit/check", "c") as fs:

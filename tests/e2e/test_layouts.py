@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from toolkit.lab.audit import AUDIT_ROOT, mounted, partition_maps, sha256
+from toolkit.lab.audit import AUDIT_ROOT, fingerprint, mounted, partition_maps
 from toolkit.lab.guests import ESP_LOADER, load_recipe, plan_layout
 from toolkit.lab.rehearse import audit, prepare_layout, run_backup
 
@@ -114,9 +114,9 @@ def test_extended_container_is_skipped_and_logical_partitions_copied(fresh):
 
 def test_xfs_is_copied_and_its_origin_never_written(fresh):
     (disk,) = prepare_layout(fresh, "xfs01")
-    before = sha256(fresh.runner("dom0-a"), disk.source_lv)
+    before = fingerprint(fresh.runner("dom0-a"), disk.source_lv)
     report = backup_ok(fresh, "xfs01")
-    assert sha256(fresh.runner("dom0-a"), disk.source_lv) == before
+    assert fingerprint(fresh.runner("dom0-a"), disk.source_lv) == before
     assert copied(report) == {"xvda1": ("ext4", "/"), "xvda2": ("xfs", "/var/lib/data")}
     assert_audit_clean(fresh, [disk], {"xvda": ["1", "2"]})
 
@@ -130,9 +130,9 @@ def test_dirty_journals_are_not_replayed_and_the_origin_never_written(fresh):
     assert "needs_recovery" in next(line for line in features.splitlines()
                                     if line.startswith("Filesystem features:"))
     assert "<DIRTY>" in log
-    before = sha256(fresh.runner("dom0-a"), disk.source_lv)
+    before = fingerprint(fresh.runner("dom0-a"), disk.source_lv)
     report = backup_ok(fresh, "dirty01")
-    assert sha256(fresh.runner("dom0-a"), disk.source_lv) == before
+    assert fingerprint(fresh.runner("dom0-a"), disk.source_lv) == before
     assert copied(report) == {"xvda1": ("ext4", "/"), "xvda2": ("xfs", "/srv")}
     assert_audit_clean(fresh, [disk], {"xvda": ["1", "2"]})
     # The standby holds what is on the source's disk: the xfs log's pending mkdir is not in

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from toolkit.lab.audit import AUDIT_ROOT, mounted, partition_maps
+from toolkit.lab.audit import AUDIT_ROOT, fingerprint, mounted, partition_maps
 from toolkit.lab.rehearse import leftovers, run_backup, standby_marker
 
 pytestmark = pytest.mark.e2e
@@ -56,10 +56,6 @@ def point_name(run_id: str) -> str:
     return f"domubk-rp-{run_id}-web01-xvda"
 
 
-def sha256(runner, path: str) -> str:
-    return runner.run(["sha256sum", path], timeout=60).stdout.split()[0]
-
-
 @pytest.mark.synced_standby
 def test_three_runs_keep_two_points_and_the_older_one_still_holds_a_deleted_file(points):
     lab = points
@@ -73,7 +69,7 @@ def test_three_runs_keep_two_points_and_the_older_one_still_holds_a_deleted_file
     with mounted(a, "/dev/vg_a/web01", f"{AUDIT_ROOT}/rp", "r", readonly=False) as fs:
         precious = f"{fs['1'][0]}/srv-precious.bin"
         a.run(["dd", "if=/dev/urandom", f"of={precious}", "bs=64K", "count=4", "status=none"])
-        digest = sha256(a, precious)
+        digest = fingerprint(a, precious)
     second = backup(lab)
     assert second["restore_points"] == 2 and second["points_pruned"] == []
 
@@ -100,7 +96,7 @@ def test_three_runs_keep_two_points_and_the_older_one_still_holds_a_deleted_file
                      timeout=60).exit_code == 1
     with mounted(b, f"/dev/vg_b/{point_name(second['run_id'])}", f"{AUDIT_ROOT}/point",
                  "q") as fs:
-        assert sha256(b, f"{fs['1'][0]}/srv-precious.bin") == digest
+        assert fingerprint(b, f"{fs['1'][0]}/srv-precious.bin") == digest
 
     # The listing, from the source (over SSH) and on the peer itself.
     listed = a.run(["domu-backup", "restore-points", "--config", POINTS, "--json"],
@@ -245,7 +241,7 @@ def test_verify_proves_the_standby_and_a_point_and_finds_a_broken_filesystem(poi
     a, b = lab.runner("dom0-a"), lab.runner("dom0-b")
     points_config(lab, "keep_last = 2\n")
     run = backup(lab)
-    standby_sum = sha256(b, "/dev/vg_b/web01")
+    standby_sum = fingerprint(b, "/dev/vg_b/web01")
 
     # From the source, over SSH: every filesystem checked read-only, fstab and boot found.
     ok = a.run(["domu-backup", "verify", "--domu", "web01", "--config", POINTS, "--json"],
@@ -257,7 +253,7 @@ def test_verify_proves_the_standby_and_a_point_and_finds_a_broken_filesystem(poi
             for f in found["filesystems"]} == {("xvda1", "ext4", True, "/"),
                                                ("xvda2", "ext4", True, "/var")}
     assert found["fstab"].startswith("from xvda1: every entry resolves")
-    assert sha256(b, "/dev/vg_b/web01") == standby_sum  # nothing written
+    assert fingerprint(b, "/dev/vg_b/web01") == standby_sum  # nothing written
     assert leftovers(lab) == {"dom0-a": [], "dom0-b": []}
 
     # --against-source: the backup's flow comparing by checksum: identical, then a file
@@ -270,13 +266,13 @@ def test_verify_proves_the_standby_and_a_point_and_finds_a_broken_filesystem(poi
     assert json.loads(same.stdout)["domains"][0]["outcome"] == "identical"
     with mounted(b, "/dev/vg_b/web01", f"{AUDIT_ROOT}/dst", "w", readonly=False) as fs:
         b.run(["sh", "-c", f"echo tampered >> {fs['1'][0]}/etc/hostname"])
-    standby_sum = sha256(b, "/dev/vg_b/web01")
+    standby_sum = fingerprint(b, "/dev/vg_b/web01")
     differs = a.run(["domu-backup", "verify", "--domu", "web01", "--config", POINTS,
                      "--against-source"], check=False, timeout=900)
     assert differs.exit_code == 47, differs.stdout + differs.stderr
     assert "web01: differs (exit 47)" in differs.stdout
     assert "etc/hostname" in differs.stdout and "differs: " in differs.stdout
-    assert sha256(b, "/dev/vg_b/web01") == standby_sum
+    assert fingerprint(b, "/dev/vg_b/web01") == standby_sum
     assert standby_marker(lab, "web01") == marker and point_lvs(lab) == lvs
     assert leftovers(lab) == {"dom0-a": [], "dom0-b": []}
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from toolkit.lab.audit import sha256
+from toolkit.lab.audit import fingerprint
 from toolkit.lab.rehearse import (
     audit,
     leftovers,
@@ -54,7 +54,7 @@ BEFORE_PEER_MOUNT = {"snapshot", "map", "mount", "check", "fstab", "alias"}
 
 @pytest.mark.parametrize("step", STEPS)
 def test_sigterm_then_sigkill_at_each_step_leave_nothing_after_recover(fresh, step):
-    before = sha256(fresh.runner("dom0-b"), "/dev/vg_b/web01")
+    before = fingerprint(fresh.runner("dom0-b"), "/dev/vg_b/web01")
     # R1, R16: SIGTERM at the step: teardown runs on both hosts; exit 128+15.
     res = run_backup(fresh, "web01", env={FAILPOINT: f"after:{step}:sigterm"})
     assert res.exit_code == 143, res.stdout + res.stderr
@@ -75,7 +75,7 @@ def test_sigterm_then_sigkill_at_each_step_leave_nothing_after_recover(fresh, st
     # Nothing lost: untouched standby, or (R10) dirty until the next run converges.
     if step in BEFORE_PEER_MOUNT:
         assert standby_marker(fresh, "web01") == {}
-        assert sha256(fresh.runner("dom0-b"), "/dev/vg_b/web01") == before
+        assert fingerprint(fresh.runner("dom0-b"), "/dev/vg_b/web01") == before
         return
     # recover does not pretend the copy finished
     assert standby_marker(fresh, "web01")["state"] == "dirty"
@@ -171,7 +171,7 @@ def test_source_mount_that_fails_silently_or_mounts_the_wrong_thing_changes_noth
     # R7: each source tree is proven before rsync --delete may run: the mount happened,
     # it holds the expected filesystem type, from the snapshot's own device, and it is
     # not empty. Each way of failing is refused with exit 35 and the standby is untouched.
-    before = sha256(fresh.runner("dom0-b"), "/dev/vg_b/web01")
+    before = fingerprint(fresh.runner("dom0-b"), "/dev/vg_b/web01")
     for expected, res in backups_with_wrong_mounts(fresh, "dom0-a"):
         assert res.exit_code == 35, (expected, res.stdout + res.stderr)
         assert expected in res.stderr
@@ -180,20 +180,20 @@ def test_source_mount_that_fails_silently_or_mounts_the_wrong_thing_changes_noth
     assert res.exit_code == 35, res.stdout + res.stderr
     assert "(xvda2) is empty: refusing to mirror an empty source" in res.stderr
     assert standby_marker(fresh, "web01") == {}  # the standby was not even marked dirty
-    assert sha256(fresh.runner("dom0-b"), "/dev/vg_b/web01") == before
+    assert fingerprint(fresh.runner("dom0-b"), "/dev/vg_b/web01") == before
 
 
 def test_peer_mount_that_fails_silently_or_mounts_the_wrong_thing_writes_nothing(fresh):
     # R8: the peer's tree is proven to be the standby's filesystem (mounted, its type, its
     # device) before rsync writes a byte; otherwise exit 36 and nothing is written.
-    before = sha256(fresh.runner("dom0-b"), "/dev/vg_b/web01")
+    before = fingerprint(fresh.runner("dom0-b"), "/dev/vg_b/web01")
     b = fresh.runner("dom0-b")
     for expected, res in backups_with_wrong_mounts(fresh, "dom0-b"):
         assert res.exit_code == 36, (expected, res.stdout + res.stderr)
         assert expected in res.stderr
         assert b.run(["find", "/run/domu-backup/dst", "-mindepth", "1"],
                      check=False).stdout == ""
-    assert sha256(fresh.runner("dom0-b"), "/dev/vg_b/web01") == before
+    assert fingerprint(fresh.runner("dom0-b"), "/dev/vg_b/web01") == before
 
 
 def test_changed_peer_host_key_is_rejected(fresh):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import pytest
 
 from toolkit.facts.partitions import parse_sfdisk
-from toolkit.lab.audit import sha256
+from toolkit.lab.audit import fingerprint
 from toolkit.lab.rehearse import run_backup, standby_marker
 
 pytestmark = [pytest.mark.e2e, pytest.mark.synced_standby]
@@ -75,7 +75,7 @@ def test_a_vanished_root_filesystem_is_refused_unless_excluded_by_name(fresh):
     write_config(fresh, VAR_ONLY, skip_root=False)
     write_config(fresh, EXCLUDED, skip_root=True)
     start, size = wipe_root_superblock(fresh)
-    standby = sha256(b, TARGET_LV)
+    standby = fingerprint(b, TARGET_LV)
     standby_root = range_checksum(b, TARGET_LV, start, size)
     assert standby_marker(fresh, "web01") == {}
 
@@ -85,7 +85,7 @@ def test_a_vanished_root_filesystem_is_refused_unless_excluded_by_name(fresh):
     assert "xvda1" in res.stderr and "skip_filesystems" in res.stderr
     assert "VANISHED xvda1: ext4" in res.stdout
     assert "1 filesystem(s) copied" not in res.stdout + res.stderr
-    assert sha256(b, TARGET_LV) == standby  # nothing reached the standby
+    assert fingerprint(b, TARGET_LV) == standby  # nothing reached the standby
     assert standby_marker(fresh, "web01").get("state") != "clean"
 
     # Left out knowingly, by name: the run succeeds and says xvda1 was excluded.

@@ -240,7 +240,7 @@ def stand_ins(monkeypatch):
     monkeypatch.setattr(app, "Executor", Executor)
     monkeypatch.setattr(app, "locate", lambda *a, **k: "running")
     monkeypatch.setattr(app, "connect_peer", lambda *a, **k: object())
-    monkeypatch.setattr(app, "check_state_dir", lambda *a, **k: None)
+    monkeypatch.setattr("toolkit.recover.check_state_dir", lambda *a, **k: None)
     return state
 
 

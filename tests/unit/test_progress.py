@@ -122,7 +122,7 @@ def test_backup_domain_tells_the_reporter_each_domain_begins(monkeypatch, tmp_pa
     monkeypatch.setattr(app, "local_node_name", lambda cfg, node=None: "dom0-a")
     monkeypatch.setattr(app, "locate", lambda *a, **k: "running")
     monkeypatch.setattr(app, "connect_peer", lambda *a, **k: "peer")
-    monkeypatch.setattr(app, "check_state_dir", lambda *a, **k: None)
+    monkeypatch.setattr("toolkit.recover.check_state_dir", lambda *a, **k: None)
     monkeypatch.setattr(app, "take_inventories", lambda *a, **k: {})
     monkeypatch.setattr(app, "recover_domain", lambda *a, **k: [])
     monkeypatch.setattr(app, "gather", lambda *a, **k: (

@@ -158,8 +158,8 @@ def test_a_run_cleans_its_own_leftovers_before_it_judges_the_standby(monkeypatch
     monkeypatch.setattr(app, "local_node_name", lambda cfg, node=None: "dom0-a")
     monkeypatch.setattr(app, "locate", lambda *a, **k: order.append("locate") or "running")
     monkeypatch.setattr(app, "connect_peer", lambda *a, **k: order.append("connect") or "peer")
-    monkeypatch.setattr(app, "check_state_dir", lambda r, d: order.append(f"statedir {r}"))
-    monkeypatch.setattr(app, "take_inventories", lambda *a, **k: order.append("inventory"))
+    monkeypatch.setattr(app, "take_inventories",
+                        lambda *a, **k: order.append(f"inventory proven={k.get('proven')}"))
     monkeypatch.setattr(app, "recover_domain",
                         lambda *a, **k: order.append("recover") or ["removed x"])
 
@@ -178,8 +178,8 @@ def test_a_run_cleans_its_own_leftovers_before_it_judges_the_standby(monkeypatch
     monkeypatch.setattr(app, "Executor", Executor)
     report = app.backup_domain(config(tmp_path), "web01", app.Hosts(source="source"))
     assert report.outcome == "success", report.message
-    assert order == ["locate", "connect", "statedir source", "statedir peer", "inventory",
-                     "recover", "gather", "execute"]
+    assert order == ["locate", "connect", "inventory proven=True", "recover", "gather",
+                     "execute"]
     assert report.cleaned == ["removed x"]
     assert json.loads(json.dumps(report.phases))  # both phases recorded
     assert {"preflight", "recover"} <= set(report.phases)
@@ -221,3 +221,29 @@ def test_the_check_names_its_host_and_the_state_directory_a_foreign_parent_endan
     assert raised.value.host == "dom0-b"
     assert str(raised.value) == ("[dom0-b] /var: a directory above the state directory "
                                  "/var/lib/domu-backup is owned by uid 1000; run chown root /var")
+
+
+@pytest.mark.parametrize("unsafe", ["source", "peer"])
+def test_inventories_prove_both_state_directories_first_and_an_unsafe_one_stops(
+        monkeypatch, tmp_path, unsafe):
+    """R22: each host's state directory is proven before its journals are listed; an
+    unsafe one on either host raises once both looks ended, and no inventory is used."""
+    from toolkit import recover as recover_mod
+
+    seen: list[str] = []
+
+    def check(runner, state_dir):
+        seen.append(f"statedir {runner}")
+        if runner == unsafe:
+            raise InsecureFile(f"{state_dir} is writable by others", host=runner)
+
+    monkeypatch.setattr(recover_mod, "check_state_dir", check)
+    monkeypatch.setattr(recover_mod, "take_inventory",
+                        lambda runner, cfg, role: seen.append(f"inventory {runner}") or role)
+    with pytest.raises(InsecureFile, match="writable by others"):
+        recover_mod.take_inventories(config(tmp_path), "source", "peer", proven=True)
+    for host in ("source", "peer"):
+        assert f"statedir {host}" in seen
+        if f"inventory {host}" in seen:
+            assert seen.index(f"statedir {host}") < seen.index(f"inventory {host}")
+    assert f"inventory {unsafe}" not in seen

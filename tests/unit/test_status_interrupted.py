@@ -33,7 +33,7 @@ def stand_ins(monkeypatch):
     monkeypatch.setattr(app, "local_node_name", lambda cfg, node=None: "dom0-a")
     monkeypatch.setattr(app, "locate", lambda *a, **k: "running")
     monkeypatch.setattr(app, "connect_peer", lambda *a, **k: "peer")
-    monkeypatch.setattr(app, "check_state_dir", lambda *a, **k: None)
+    monkeypatch.setattr("toolkit.recover.check_state_dir", lambda *a, **k: None)
     monkeypatch.setattr(app, "take_inventories", lambda *a, **k: state["inventories"])
 
     def recover_domain(*a, **k):

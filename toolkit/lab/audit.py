@@ -202,6 +202,8 @@ def audit_standby(source: Runner, peer: Runner, source_lv: str, standby_lv: str,
     return results
 
 
-def sha256(runner: Runner, path: str) -> str:
-    """The SHA-256 of a file or a whole device on a fake Dom0 (to prove it unchanged)."""
-    return runner.run(["sha256sum", path], timeout=600).stdout.split()[0]
+def fingerprint(runner: Runner, path: str) -> str:
+    """The MD5 of a file or a whole device on a fake Dom0, to prove it unchanged. What it
+    must catch is a change the tool made by mistake, not a forgery; MD5 reads a 256 MiB LV
+    in 2.8 s under the lab VM's emulation, SHA-256 in 5.1 s."""
+    return runner.run(["md5sum", "--", path], timeout=600).stdout.split()[0]
