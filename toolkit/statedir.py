@@ -23,22 +23,29 @@ SUBDIRS = ("journal", "standby")
 
 # One round trip: make the directory, then print the uid we run as, the resolved
 # path, and "rawmode uid path" of the directory (not followed), of every directory
-# above its resolved path (followed), and of its subdirectories that exist.
+# above its resolved path (followed), and of its subdirectories that exist. The
+# parents are named by the shell itself and all stat-ed at once: a process each
+# costs 30-50 ms under the lab's emulation, and every run proves both hosts'.
 _SCRIPT = r"""
 d="$1"
-mkdir -p -m 0700 -- "$d" || exit 3
+[ -d "$d" ] || mkdir -p -m 0700 -- "$d" || exit 3
 id -u
 r=$(realpath -e -- "$d") || exit 3
 printf 'R %s\n' "$r"
 stat -c 'D %f %u %n' -- "$d" || exit 3
+set --
 p="$r"
 while [ "$p" != / ]; do
-  p=$(dirname -- "$p")
-  stat -L -c 'P %f %u %n' -- "$p" || exit 3
+  p="${p%/*}"
+  [ -n "$p" ] || p=/
+  set -- "$@" "$p"
 done
+if [ $# -gt 0 ]; then stat -L -c 'P %f %u %n' -- "$@" || exit 3; fi
+set --
 for s in journal standby; do
-  if [ -e "$d/$s" ] || [ -L "$d/$s" ]; then stat -c 'S %f %u %n' -- "$d/$s" || exit 3; fi
+  if [ -e "$d/$s" ] || [ -L "$d/$s" ]; then set -- "$@" "$d/$s"; fi
 done
+if [ $# -gt 0 ]; then stat -c 'S %f %u %n' -- "$@" || exit 3; fi
 exit 0
 """
 
