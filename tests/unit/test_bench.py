@@ -480,8 +480,8 @@ def test_a_workload_brings_the_one_it_needs_first() -> None:
 
 
 def test_methods_default_to_all_and_a_subset_keeps_their_order() -> None:
-    assert b.plan_methods("") == ("toolkit", "toolkit-parallel", "bare-rsync", "bare-parallel",
-                                  "block-delta", "block-copy")
+    assert b.plan_methods("") == ("toolkit", "toolkit-parallel", "plain-script", "bare-rsync",
+                                  "bare-parallel", "block-delta", "block-copy")
     chosen = b.plan_methods("bare-rsync, toolkit")
     assert chosen == ("toolkit", "bare-rsync")
     plan = plan_workloads("full")
@@ -498,7 +498,7 @@ def test_only_the_chosen_methods_targets_are_written(tmp_path: Path) -> None:
     assert bench._standby_targets(disk) == ("/dev/vg_b/bench01_xvda", "/dev/vg_b/bench01_xvda_par")
     bench.methods = b.METHODS
     assert bench._standby_targets(disk) == (disk.standby_lv, disk.standby_parallel_lv,
-                                            disk.bare_lv, disk.par_lv)
+                                            disk.plain_lv, disk.bare_lv, disk.par_lv)
 
 
 def test_unknown_workload_or_scale_is_a_usage_error() -> None:
@@ -588,10 +588,11 @@ def test_space_needed_and_the_extra_pv() -> None:
     need = space_needed(disks, sc, guest=True)
     # The largest domain's snapshots (20% of 512 MiB) plus 8 MiB each for rounding.
     assert need["vg_a"] == 1024 * MIB + int(512 * MIB * 0.2) + 24 * MIB + 64 * MIB + 512 * MIB
-    # the standby, toolkit-parallel's, bare-rsync's, bare-parallel's and the block targets
-    assert need["vg_b"] == 5 * 1024 * MIB + 64 * MIB
+    # the standby, toolkit-parallel's, plain-script's, bare-rsync's, bare-parallel's and the
+    # block targets
+    assert need["vg_b"] == 6 * 1024 * MIB + 64 * MIB
     assert space_needed(disks, sc, guest=False)["vg_a"] == need["vg_a"] - 512 * MIB
-    assert extra_pv_size(need["vg_b"], 6144 * MIB) == 0
+    assert extra_pv_size(need["vg_b"], 7168 * MIB) == 0
     size = extra_pv_size(need["vg_b"], 1700 * MIB)
     assert size % (256 * MIB) == 0 and size >= need["vg_b"] - 1700 * MIB + 64 * MIB
 

@@ -20,6 +20,7 @@ from .meters import (
     parse_proc_io,
     parse_toolkit_report,
 )
+from .plain_script import plain_phases, rsync_outputs
 from .workloads import (
     BEFORE_SNAPSHOT,
     MIB,
@@ -27,6 +28,7 @@ from .workloads import (
     OVERHEAD_TARGET,
     PARALLEL_SEPARATOR,
     PEER_ADDRESS,
+    PLAIN_TARGETS,
     TOOLKIT_METHODS,
     TOOLKIT_PHASES,
 )
@@ -198,6 +200,9 @@ def method_phases(method: str, meter: MeterResult) -> tuple[dict[str, float], To
             return {}, None
         run = parse_toolkit_report(meter.steps[0].stdout)
         return toolkit_phases(run, meter.steps[0].wall), run
+    if method == "plain-script":
+        return (plain_phases(meter.steps[0].stdout, meter.steps[0].wall) if meter.steps
+                else {}), None
     if method in ("bare-rsync", "bare-parallel"):
         # Its last step is the remote sync that flushes the target, as umount does for the
         # toolkit; a failed run may stop before it.
@@ -230,6 +235,10 @@ def measurement(workload: str, method: str, domain: str, meter: MeterResult, *,
         stats = [parse_stats(s.stdout) for s in meter.steps if s.argv0 == "rsync"]
         sent = sum(s.bytes_sent for s in stats)
         received = sum(s.bytes_received for s in stats)
+    elif method == "plain-script" and meter.steps:
+        stats = [parse_stats(part) for part in rsync_outputs(meter.steps[0].stdout)]
+        sent = sum(s.bytes_sent for s in stats)
+        received = sum(s.bytes_received for s in stats)
     elif method == "bare-parallel" and meter.steps:
         stats = [parse_stats(part) for part in meter.steps[0].stdout.split(PARALLEL_SEPARATOR)]
         sent = sum(s.bytes_sent for s in stats)
@@ -258,17 +267,18 @@ def measurement(workload: str, method: str, domain: str, meter: MeterResult, *,
 
 @dataclass(frozen=True)
 class Ratio:
-    """The toolkit's wall time over the bare rsync's in one workload."""
+    """The toolkit's wall time over another method's (``against``) in one workload."""
 
     workload: str
     toolkit: float
-    bare: float
-    target: float | None  # OVERHEAD_TARGET on the full and 1% workloads
+    bare: float  # the other method's wall time
+    target: float | None  # OVERHEAD_TARGET or PLAIN_TARGETS, where the workload has one
     method: str = "toolkit"
+    against: str = "bare-rsync"
 
     @property
     def value(self) -> float | None:
-        """The toolkit's wall time over the bare rsync's (None when the bare run took no time)."""
+        """The toolkit's wall time over the other's (None when the other took no time)."""
         return round(self.toolkit / self.bare, 3) if self.bare > 0 else None
 
     @property
@@ -280,7 +290,8 @@ class Ratio:
 
 
 def overhead_ratios(results: Sequence[Measurement]) -> list[Ratio]:
-    """toolkit/bare-rsync wall-time ratios, per workload where both methods succeeded."""
+    """toolkit/bare-rsync wall-time ratios, then toolkit/plain-script (the same flow scripted
+    by hand, without the toolkit's safety), per workload where both methods succeeded."""
     out = []
     for workload in dict.fromkeys(m.workload for m in results):
         walls = {m.method: m.wall for m in results if m.workload == workload and not m.exit_code}
@@ -288,6 +299,23 @@ def overhead_ratios(results: Sequence[Measurement]) -> list[Ratio]:
             if method in walls and "bare-rsync" in walls:
                 target = OVERHEAD_TARGET if workload in ("full", "churn") else None
                 out.append(Ratio(workload, walls[method], walls["bare-rsync"], target, method))
+        if "toolkit" in walls and "plain-script" in walls:
+            out.append(Ratio(workload, walls["toolkit"], walls["plain-script"],
+                             PLAIN_TARGETS.get(workload), "toolkit", "plain-script"))
+    return out
+
+
+def snapshot_lives(results: Sequence[Measurement]) -> list[tuple[str, float, float]]:
+    """Per workload: how long the toolkit's snapshots and the plain script's lived (summed
+    over the run's disks, as the meter saw their COW maps)."""
+    out = []
+    for workload in dict.fromkeys(m.workload for m in results):
+        lives = {m.method: sum(v for k, v in m.snapshot_seconds.items()
+                               if not k.endswith("(report)"))
+                 for m in results if m.workload == workload and not m.exit_code
+                 and m.method in ("toolkit", "plain-script") and m.snapshot_seconds}
+        if len(lives) == 2:
+            out.append((workload, round(lives["toolkit"], 3), round(lives["plain-script"], 3)))
     return out
 
 
@@ -402,7 +430,7 @@ def render_table(results: Sequence[Measurement], ratios: Sequence[Ratio] = (),
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     for m in results:
-        if m.method in TOOLKIT_METHODS and m.phases:
+        if (m.method in TOOLKIT_METHODS or m.method == "plain-script") and m.phases:
             lines.append(f"{m.workload} {m.method} phases: "
                          + ", ".join(f"{k} {v:.1f}s" for k, v in m.phases.items()))
         if m.steps:
@@ -415,7 +443,10 @@ def render_table(results: Sequence[Measurement], ratios: Sequence[Ratio] = (),
     for r in ratios:
         verdict = "" if r.met is None else (f" (target <= {r.target:.2f}: "
                                              f"{'met' if r.met else 'MISSED'})")
-        lines.append(f"{r.method}/bare-rsync {r.workload}: {_num(r.value, '.2f')}{verdict}")
+        lines.append(f"{r.method}/{r.against} {r.workload}: {_num(r.value, '.2f')}{verdict}")
+    for workload, toolkit, plain in snapshot_lives(results):
+        lines.append(f"snapshot lifetime {workload}: toolkit {toolkit:.1f}s, plain-script "
+                     f"{plain:.1f}s")
     if guest is not None:
         base = ", ".join(f"{v:.1f}" for v in guest.without)
         lines.append(f"origin writes ({guest.written_mib} MiB, oflag=direct): {base} MiB/s "

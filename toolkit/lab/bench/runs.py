@@ -40,6 +40,7 @@ from .meters import (
     parse_pv_names,
     program_argv,
 )
+from .plain_script import SOURCE_OPTIONS, PlainDisk, PlainFilesystem, plain_script_argv
 from .ship import bench_program, run_program
 from .workloads import (
     BENCH_DIR,
@@ -69,6 +70,8 @@ from .workloads import (
     POINTS_THIN,
     PROGRAM_PATH,
     SCRATCH_LV,
+    SNAPSHOT_SIZE,
+    SNAPSHOT_WATCH,
     SOURCE_HOST,
     SOURCE_VG,
     THIN_CONFIG_PATH,
@@ -144,6 +147,7 @@ class Bench:
             for runner, vg, name in ((self.src, SOURCE_VG, d.lv_name),
                                      (self.peer, PEER_VG, d.lv_name),
                                      (self.peer, PEER_VG, f"{d.lv_name}_bare"),
+                                     (self.peer, PEER_VG, f"{d.lv_name}_plain"),
                                      (self.peer, PEER_VG, f"{d.lv_name}_par"),
                                      (self.peer, PEER_VG, f"{d.lv_name}_tkp"),
                                      (self.peer, PEER_VG, f"{d.lv_name}_blk")):
@@ -219,7 +223,8 @@ class Bench:
     def _standby_targets(self, bd: BenchDisk) -> tuple[str, ...]:
         """The peer LVs that start as the built standby image: one per file-level method."""
         wanted = {"toolkit": bd.standby_lv, "toolkit-parallel": bd.standby_parallel_lv,
-                  "bare-rsync": bd.bare_lv, "bare-parallel": bd.par_lv}
+                  "plain-script": bd.plain_lv, "bare-rsync": bd.bare_lv,
+                  "bare-parallel": bd.par_lv}
         return tuple(lv for m, lv in wanted.items() if m in self.methods)
 
     def _zero(self, runner: Runner, lv: str, size: int) -> None:
@@ -333,6 +338,8 @@ class Bench:
         if method in TOOLKIT_METHODS:
             config = config or (CONFIG_PATH if method == "toolkit" else PARALLEL_CONFIG_PATH)
             return [["domu-backup", "backup", "--domu", name, "--config", config, "--json"]]
+        if method == "plain-script":
+            return [self.plain_argv(name)]
         if method in ("bare-rsync", "bare-parallel"):
             # The origin read-only here, the method's own target of the same layout there.
             src = self._source_trees(stack, name, readonly=True)
@@ -358,6 +365,19 @@ class Bench:
                     for d in disks]
         return [block_copy_argv(d.source_lv, d.block_lv, peer_ssh) for d in disks]
 
+    def plain_argv(self, name: str) -> list[str]:
+        """The plain script of one guest: its disks' partitions that hold a filesystem,
+        onto the plain method's own standby LVs."""
+        disks = []
+        for disk, bd in zip(self.domains[name].disks, self.disks[name], strict=True):
+            fss = tuple(PlainFilesystem(p.number, p.fs) for p in disk.partitions
+                        if p.fs in SOURCE_OPTIONS)
+            disks.append(PlainDisk(bd.device, SOURCE_VG, bd.lv_name, PEER_VG,
+                                   bd.plain_lv.rsplit("/", 1)[-1], fss))
+        return plain_script_argv(uri=f"test://{NODE_PATH}", domain=name, disks=disks,
+                                 snapshot_size=SNAPSHOT_SIZE, ssh=self.ssh,
+                                 peer_address=PEER_ADDRESS)
+
     def drop_caches(self) -> bool:
         """Flush and drop the page cache (of both containers: one kernel); False if that failed."""
         # One kernel for both containers: this drops dom0-b's page cache too.
@@ -370,16 +390,16 @@ class Bench:
         res = self.peer.run(cgroup_cpu_argv(), check=False, timeout=60)
         return res.stdout if res.exit_code == 0 and res.stdout.strip() else None
 
-    def meter(self, steps: Sequence[Sequence[str]], *, watch: bool) -> MeterResult:
+    def meter(self, steps: Sequence[Sequence[str]], *, watch: str | None) -> MeterResult:
         """The meter's result of ``steps`` run one after another on dom0-a.
 
-        With ``watch`` it also polls for the run's snapshot (COW) devices, to time how long
-        each existed.
+        With ``watch`` (a snapshot LV name prefix) it also polls for the run's snapshot
+        (COW) devices, to time how long each existed.
         """
         spec = {"op": "meter", "steps": [list(s) for s in steps], "poll": METER_POLL,
                 "devices": self.devices[SOURCE_VG] + self.devices[PEER_VG],
                 "cgroup_cpu": list(CGROUP_CPU_FILES),
-                "watch_dm": [f"{SOURCE_VG}-domubk-", "-cow"] if watch else None}
+                "watch_dm": [f"{SOURCE_VG}-{watch}", "-cow"] if watch else None}
         res = self.src.run(program_argv(spec), timeout=METER_TIMEOUT)
         return parse_meter(res.stdout)
 
@@ -396,7 +416,7 @@ class Bench:
             cpu0 = self.peer_cpu()
             log(f"{workload}/{method}: running {len(steps)} command(s): "
                 + "; ".join(shlex.join(s)[:100] for s in steps))
-            meter = self.meter(steps, watch=method in TOOLKIT_METHODS)
+            meter = self.meter(steps, watch=SNAPSHOT_WATCH.get(method))
             cpu1 = self.peer_cpu()
         skipped = [st for st in meter.steps if "skipping non-regular file" in st.stdout + st.stderr]
         if skipped:
@@ -548,7 +568,7 @@ class Bench:
         mib = self.scale.scratch_mib
         out = []
         for cipher in CIPHERS:
-            meter = self.meter([cipher_argv(self.ssh, cipher, mib)], watch=False)
+            meter = self.meter([cipher_argv(self.ssh, cipher, mib)], watch=None)
             if meter.exit_code != 0:
                 log(f"cipher {cipher}: ssh exited {meter.exit_code} (not offered?): "
                     f"{meter.steps[-1].stderr.strip()[-300:] if meter.steps else ''}")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import UsageError
+from .plain_script import SNAPSHOT_PREFIX as PLAIN_SNAPSHOT_PREFIX
 
 MIB = 1024 * 1024
 SOURCE_HOST = "dom0-a"
@@ -43,6 +44,9 @@ EXTRA_PV_STEP = 256 * MIB
 METER_POLL = 0.25
 METER_TIMEOUT = 6 * 3600.0
 OVERHEAD_TARGET = 1.10
+# toolkit / plain-script wall time at most: the safety's cost over the flow an operator
+# would script by hand (no journal, guards, marker, lock, recover check or report).
+PLAIN_TARGETS = {"full": 1.02, "nochange": 1.10, "churn": 1.10}
 CGROUP_CPU_FILES = ("/sys/fs/cgroup/cpu.stat", "/sys/fs/cgroup/cpuacct/cpuacct.usage",
                     "/sys/fs/cgroup/cpu,cpuacct/cpuacct.usage")
 
@@ -60,9 +64,12 @@ WORKLOAD_DOMAIN = {"full": "bench01", "nochange": "bench01", "churn": "bench01",
 POINT_VARIANTS = (("no point", 0, False), ("1 classic point", 1, False),
                   ("3 classic points", 3, False), ("thin standby, 1 thin point", 1, True))
 POINT_POOL = "bench_rp_pool"  # the thin pool of the thin standbys (pointchurn)
-METHODS = ("toolkit", "toolkit-parallel", "bare-rsync", "bare-parallel", "block-delta",
-           "block-copy")
+METHODS = ("toolkit", "toolkit-parallel", "plain-script", "bare-rsync", "bare-parallel",
+           "block-delta", "block-copy")
 TOOLKIT_METHODS = ("toolkit", "toolkit-parallel")
+# The snapshot LVs' name prefix of the methods that take one (the meter times each).
+SNAPSHOT_WATCH = {"toolkit": "domubk-", "toolkit-parallel": "domubk-",
+                  "plain-script": PLAIN_SNAPSHOT_PREFIX}
 PARALLEL_JOBS = 2  # toolkit-parallel's copy_jobs
 # Between the outputs of the rsyncs of bare-parallel (printed one after another at the end).
 PARALLEL_SEPARATOR = "=== bench: next rsync ==="
@@ -210,6 +217,11 @@ class BenchDisk:
         return f"/dev/{PEER_VG}/{self.lv_name}_bare"
 
     @property
+    def plain_lv(self) -> str:
+        """The plain script's standby: same layout as the toolkit's."""
+        return f"/dev/{PEER_VG}/{self.lv_name}_plain"
+
+    @property
     def standby_parallel_lv(self) -> str:
         """toolkit-parallel's target (its configured standby)."""
         return f"/dev/{PEER_VG}/{self.lv_name}_tkp"
@@ -253,7 +265,7 @@ def space_needed(disks: Sequence[BenchDisk], scale: Scale, *, guest: bool,
         source += 2 * scale.scratch_mib * MIB  # the scratch LV and its snapshot
     if points:  # a thick LV and two classic snapshots, a thin pool of twice the size
         source += 5 * scale.scratch_mib * MIB + MARGIN
-    peer = 5 * sum(d.size for d in disks) + MARGIN
+    peer = 6 * sum(d.size for d in disks) + MARGIN
     if pointchurn:  # three classic points of 20%, and a thin pool holding a standby's copy
         peer += 3 * sum(d.size for d in disks) + MARGIN
     return {SOURCE_VG: source, PEER_VG: peer}
