@@ -60,8 +60,9 @@ def registry_for(config: Config) -> CollectorRegistry:
         sent.labels(name).set(sum(int(f.get("bytes_sent") or 0) for f in filesystems))
         changed.labels(name).set(sum(int(f.get("files_transferred") or 0)
                                      + int(f.get("files_deleted") or 0) for f in filesystems))
-        if last.get("standby") in STANDBY_STATES:
-            standby.labels(name).set(STANDBY_STATES[last["standby"]])
+        state = _standby_state(report_dir, name, last)
+        if state is not None:
+            standby.labels(name).set(STANDBY_STATES[state])
         if last.get("restore_point"):
             points.labels(name).set(int(last.get("restore_points") or 0))
             try:
@@ -73,6 +74,27 @@ def registry_for(config: Config) -> CollectorRegistry:
         if fills:
             fill.labels(name).set(max(fills))
     return reg
+
+
+def _standby_state(report_dir: Path, domain: str, last: dict) -> str | None:
+    """The state the newest run of ``domain`` that wrote its marker left it in: a run that
+    failed before its marker did not change the standby (None: no run of it here said)."""
+    if last.get("standby") in STANDBY_STATES:
+        return str(last["standby"])
+    state = None
+    try:
+        lines = (report_dir / "history.jsonl").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if (isinstance(rec, dict) and rec.get("domain") == domain
+                and rec.get("standby") in STANDBY_STATES):
+            state = str(rec["standby"])
+    return state
 
 
 def _last_report(report_dir: Path, domain: str) -> dict | None:

@@ -175,7 +175,8 @@ def write_report(report: RunReport, report_dir: str | Path, *,
                                    "outcome": dom.outcome, "exit_code": dom.exit_code,
                                    "error": dom.error,
                                    "started": dom.started, "finished": dom.finished,
-                                   "message": dom.message}) + "\n"
+                                   "message": dom.message,
+                                   **({"standby": dom.standby} if dom.standby else {})}) + "\n"
                 safefs.append(dir_fd, d, "history.jsonl", line.encode(), "the report history",
                               view=view)
     finally:

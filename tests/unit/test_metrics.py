@@ -91,6 +91,31 @@ def test_a_failed_run_after_the_marker_says_dirty_and_keeps_the_last_success(tmp
     assert got[("domubk_last_success_timestamp_seconds", web)] == 1060.0
 
 
+@pytest.mark.parametrize("before", ["clean", "dirty"])
+def test_a_run_that_failed_before_its_marker_leaves_the_standby_as_the_last_one_said(
+        tmp_path, before):
+    """Found in the lab: a run stopped before it wrote the marker left no standby state, and
+    the file lost the standby's metric; it keeps the state the last marker-writing run left."""
+    cfg = cfg_with_textfile(tmp_path)
+    write_report(web01_run("success" if before == "clean" else "failed",
+                           0 if before == "clean" else 40, before), cfg.defaults.report_dir)
+    early = web01_run("failed", 41, "")
+    early.domains[0].finished = 3000.0
+    write_report(early, cfg.defaults.report_dir)
+    got = samples(write_textfile(cfg))
+    web = (("domain", "web01"),)
+    assert got[("domubk_last_run_exit_code", web)] == 41
+    assert got[("domubk_standby_clean", web)] == (1 if before == "clean" else 0)
+
+
+def test_no_run_that_wrote_a_marker_says_nothing_of_the_standby(tmp_path):
+    cfg = cfg_with_textfile(tmp_path)
+    write_report(web01_run("failed", 41, ""), cfg.defaults.report_dir)
+    got = samples(write_textfile(cfg))
+    assert ("domubk_standby_clean", (("domain", "web01"),)) not in got
+    assert got[("domubk_last_run_exit_code", (("domain", "web01"),))] == 41
+
+
 def test_a_verify_against_the_source_is_not_the_last_backup(tmp_path):
     cfg = cfg_with_textfile(tmp_path)
     write_report(web01_run(), cfg.defaults.report_dir)
