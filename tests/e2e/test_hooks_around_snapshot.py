@@ -100,6 +100,7 @@ def test_freeze_agent_thaws_the_guest_after_the_snapshot_and_after_a_kill(fresh)
 
         (dom,) = json.loads(res.stdout)["domains"]
         assert dom["freeze"].startswith("frozen ") and "Thawed 2" in dom["freeze"], dom
+        print(f"web01 {dom['freeze']}")  # how long the guest was frozen (pytest -s shows it)
         assert "Thawed 0" in virsh(lab, "dom0-a", "domfsthaw", "web01", check=True).stdout
 
         # Killed while the guest is frozen: it stays frozen until recover thaws it.
