@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from . import safefs
 from .config import Config
 from .retention import run_id_time
-from .status import domain_status
+from .status import domain_history, domain_status
 
 STANDBY_STATES = {"clean": 1, "dirty": 0}
 
@@ -81,20 +81,9 @@ def _standby_state(report_dir: Path, domain: str, last: dict) -> str | None:
     failed before its marker did not change the standby (None: no run of it here said)."""
     if last.get("standby") in STANDBY_STATES:
         return str(last["standby"])
-    state = None
-    try:
-        lines = (report_dir / "history.jsonl").read_text().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if (isinstance(rec, dict) and rec.get("domain") == domain
-                and rec.get("standby") in STANDBY_STATES):
-            state = str(rec["standby"])
-    return state
+    states = [str(r["standby"]) for r in domain_history(report_dir, domain)
+              if r.get("standby") in STANDBY_STATES]
+    return states[-1] if states else None
 
 
 def _last_report(report_dir: Path, domain: str) -> dict | None:

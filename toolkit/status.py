@@ -43,6 +43,21 @@ class DomainStatus:
     runs_on: str | None = None
 
 
+def domain_history(report_dir: Path, domain: str) -> list[dict]:
+    """The domain's records of this host's ``history.jsonl``, oldest first (a line that is
+    not a JSON object is skipped; no file is no record)."""
+    history = report_dir / "history.jsonl"
+    records: list[dict] = []
+    for line in history.read_text().splitlines() if history.exists() else []:
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and rec.get("domain") == domain:
+            records.append(rec)
+    return records
+
+
 def domain_status(config: Config, domain: str, *, peer_marker: dict | None = None,
                   points: list[RestorePoint] | None = None,
                   runs_on: str | None = None) -> DomainStatus:
@@ -55,15 +70,7 @@ def domain_status(config: Config, domain: str, *, peer_marker: dict | None = Non
     report, which then stands.
     """
     domain_cfg = config.domain(domain)
-    history = Path(config.defaults.report_dir) / "history.jsonl"
-    records: list[dict] = []
-    for line in history.read_text().splitlines() if history.exists() else []:
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(rec, dict) and rec.get("domain") == domain:
-            records.append(rec)
+    records = domain_history(Path(config.defaults.report_dir), domain)
     # A run that reported its own ending is that report; recover's record of cleaning its
     # leftovers later (or twice: once per host) adds nothing.
     reported = {r.get("run_id") for r in records if "cleaned" not in r}

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from toolkit.lab.rehearse import run_backup
+from toolkit.lab.rehearse import run_backup, write_config
 
 pytestmark = [pytest.mark.e2e, pytest.mark.synced_standby]
 
@@ -24,12 +24,9 @@ def words(argv) -> str:
 
 
 def configure(lab, pre=RECORD, post=RECORD):
-    text = (f"\n[defaults.hooks]\npre_snapshot = {words(pre)}\n"
-            f"post_snapshot = {words(post)}\n")
-    r = lab.runner("dom0-a")
-    base = r.run(["cat", "/etc/domu-backup/backup.toml"]).stdout
-    r.run(["sh", "-c", f"cat > {CONF} && chmod 0600 {CONF}"], input=base + text)
-    r.run(["rm", "-f", LOG])
+    write_config(lab, CONF, f"\n[defaults.hooks]\npre_snapshot = {words(pre)}\n"
+                            f"post_snapshot = {words(post)}\n")
+    lab.runner("dom0-a").run(["rm", "-f", LOG])
 
 
 def logged(lab) -> list[str]:

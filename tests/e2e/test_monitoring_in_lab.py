@@ -11,7 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from test_promtool import promtool
 
-from toolkit.lab.rehearse import run_backup, standby_marker
+from toolkit.lab.rehearse import run_backup, standby_marker, write_config
 
 pytestmark = [pytest.mark.e2e, pytest.mark.synced_standby]
 
@@ -21,11 +21,8 @@ TEXTFILE = f"{TEXTFILE_DIR}/domu-backup.prom"
 
 
 def configure(lab) -> None:
-    r = lab.runner("dom0-a")
-    base = r.run(["cat", "/etc/domu-backup/backup.toml"]).stdout
-    r.run(["install", "-d", "-m", "0755", TEXTFILE_DIR])
-    r.run(["sh", "-c", f"cat > {CONF} && chmod 0600 {CONF}"],
-          input=base + f'\n[monitoring]\ntextfile = "{TEXTFILE}"\n')
+    lab.runner("dom0-a").run(["install", "-d", "-m", "0755", TEXTFILE_DIR])
+    write_config(lab, CONF, f'\n[monitoring]\ntextfile = "{TEXTFILE}"\n')
 
 
 def backup(lab, failpoint: str | None = None):

@@ -325,6 +325,15 @@ def _build_missing(lab: Lab, r: Runner, items: list[tuple[str, GuestDisk, bool]]
     return built
 
 
+def write_config(lab: Lab, path: str, extra: str, container: str = "dom0-a") -> None:
+    """A config of a test's own on a fake Dom0: the lab's backup.toml with ``extra`` TOML
+    appended, written 0600 at ``path``."""
+    r = lab.runner(container)
+    base = r.run(["cat", "/etc/domu-backup/backup.toml"], timeout=60).stdout
+    r.run(["sh", "-c", 'cat > "$1" && chmod 0600 "$1"', "sh", path], input=base + extra,
+          timeout=60)
+
+
 def run_backup(lab: Lab, domain: str, *extra: str, container: str = "dom0-a",
                env: dict[str, str] | None = None, timeout: float = 1800) -> CommandResult:
     """``domu-backup backup --domu DOMAIN`` inside a fake Dom0, as cron would run it."""
