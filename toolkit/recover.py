@@ -107,7 +107,10 @@ def _unexpected_undo(undo: tuple[str, ...], exists: tuple[str, ...], *,
     ``state_dir``, ``uri`` and ``domain`` (the entry's), a promote's undo must name exactly
     those: the kept marker in that state directory, the config's hypervisor, the domain."""
     if undo[:1] in ((HOOK_UNDO,), (THAW_UNDO,)):
-        return "" if is_flag_undo(undo, exists) else f"a {undo[0]} entry of another shape"
+        # the flag must be in this state directory's journal directory (R20)
+        if is_flag_undo(undo, exists, state_dir):
+            return ""
+        return f"a {undo[0]} entry of another shape"
     if undo[:1] == ("virsh",) or exists[:1] == ("virsh",):
         # promote's: only these shapes (virsh -c URI VERB -- NAME), nothing else of virsh
         if not (_virsh_shape(undo, ("undefine", "destroy"), uri, domain)

@@ -169,6 +169,18 @@ def test_recover_accepts_only_the_flags_own_shape(undo, exists):
     assert _unexpected_undo(undo, exists) != ""
 
 
+def test_a_flag_outside_the_state_directorys_journal_is_refused():
+    """R20: recover removes the flag it finds in a journal; one named anywhere else (even
+    with the flag's own shape) is not the tool's, whatever the journal says."""
+    flag = "/tmp/elsewhere/web01.R.post_snapshot"
+    assert _unexpected_undo((HOOK_UNDO, "post_snapshot", flag), ("find", flag, "-maxdepth",
+                                                                  "0"),
+                            state_dir="/var/lib/domu-backup") != ""
+    ok = "/var/lib/domu-backup/journal/web01.R.post_snapshot"
+    assert _unexpected_undo((HOOK_UNDO, "post_snapshot", ok), ("find", ok, "-maxdepth", "0"),
+                            state_dir="/var/lib/domu-backup") == ""
+
+
 def test_the_flags_own_shape_is_accepted():
     flag = "/var/lib/domu-backup/journal/web01.R.post_snapshot"
     assert _unexpected_undo((HOOK_UNDO, "post_snapshot", flag),
