@@ -280,7 +280,8 @@ class Executor:
                           timeout=self.config.ssh.command_timeout, probe_first=False,
                           give_up=lost, timed=timed,
                           handlers={HOOK_UNDO: self._owed_post_snapshot,
-                                    THAW_UNDO: self._owed_thaw})
+                                    THAW_UNDO: self._owed_thaw},
+                          batched=True)
             self.report.teardown_errors += [f"[{runner.host}] {s.action} {s.resource}: {why}"
                                             for s, why in done.failed]
             if done.clean:

@@ -6,6 +6,7 @@ meets a busy device the same way.
 
 from __future__ import annotations
 
+import shlex
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +51,64 @@ def undo_with_retry(runner: Runner, undo: tuple[str, ...], exists: tuple[str, ..
         time.sleep(delay)
         delay = min(delay * 2, 4.0)
     return False
+
+
+# $0 of undo_batch_argv's script: how a fake host (and a reader of `ps`) recognises it.
+UNDO_BATCH_NAME = "domu-backup-undo"
+_UNDONE = "@@domubk-undo"  # the line the batch prints: index, exit code, uptime
+# The kernel's uptime, read by the shell itself (no process): each undo's time.
+_CLOCK = 't=; read t _ </proc/uptime 2>/dev/null; '
+_MARK = 'printf "\\n%s %s r=%s t=%s\\n" ' + _UNDONE + ' {n} "$r" "$t"'
+
+
+def undo_batch_argv(undos: Sequence[Sequence[str]]) -> list[str]:
+    """One command that runs ``undos`` in order, each only once the one before succeeded.
+
+    It prints a line before the first undo and one after each (the undo's index, its exit
+    code and the host's uptime, so each undo is timed), and stops at the first that fails,
+    exiting 0: the lines say how far it got. A run's teardown undoes a host's resources
+    with it in one round trip instead of one per resource.
+    """
+    lines = ["r=; " + _CLOCK + _MARK.format(n="-")]
+    lines += [shlex.join(u) + "; r=$?; " + _CLOCK + _MARK.format(n=n)
+              + ' ; [ "$r" = 0 ] || exit 0' for n, u in enumerate(undos)]
+    return ["sh", "-c", "\n".join(lines), UNDO_BATCH_NAME]
+
+
+def unwrap_undo_batch(argv: Sequence[str]) -> list[list[str]] | None:
+    """The undos of an undo_batch_argv command, in order; None for any other argv."""
+    a = tuple(argv)
+    if len(a) != 4 or a[:2] != ("sh", "-c") or a[3] != UNDO_BATCH_NAME:
+        return None
+    return [shlex.split(line.split("; r=$?;", 1)[0]) for line in a[2].split("\n")[1:]]
+
+
+def batch_mark(n: int | None, code: int | None, uptime: float) -> str:
+    """The line undo_batch_argv's script prints (for a host that plays it)."""
+    return (f"\n{_UNDONE} {'-' if n is None else n} r={'' if code is None else code} "
+            f"t={uptime}\n")
+
+
+def undone_in_batch(stdout: str) -> list[float | None]:
+    """How long each undo of a batch that succeeded took, from the first on, as its output
+    says (None where the host's clock could not be read)."""
+    marks: dict[str, tuple[str, float | None]] = {}
+    for line in stdout.splitlines():
+        parts = line.split(" ")
+        if len(parts) != 4 or parts[0] != _UNDONE or not parts[2].startswith("r="):
+            continue
+        try:
+            uptime: float | None = float(parts[3].removeprefix("t="))
+        except ValueError:
+            uptime = None
+        marks[parts[1]] = (parts[2].removeprefix("r="), uptime)
+    times: list[float | None] = []
+    before = marks.get("-", ("", None))[1]
+    while marks.get(str(len(times)), ("", None))[0] == "0":
+        now = marks[str(len(times))][1]
+        times.append(round(now - before, 3) if now is not None and before is not None else None)
+        before = now
+    return times
 
 
 # Steps whose resource is a /dev/mapper node the next steps write to or map.
@@ -119,7 +178,8 @@ class Unwound(Generic[T]):
 def unwind(runner: Runner, made: Sequence[T], *, timeout: float, probe_first: bool = True,
            give_up: Callable[[ToolkitError], str] | None = None,
            timed: Callable[[T, float, float], None] | None = None,
-           handlers: Mapping[str, Callable[[T], bool]] | None = None) -> Unwound[T]:
+           handlers: Mapping[str, Callable[[T], bool]] | None = None,
+           batched: bool = False) -> Unwound[T]:
     """Undo ``made`` (in the order it was made) newest first on one host, each with
     ``undo_with_retry``; one that fails does not stop the others.
 
@@ -129,10 +189,28 @@ def unwind(runner: Runner, made: Sequence[T], *, timeout: float, probe_first: bo
     left are failed with that reason. ``timed(item, wall, seconds)`` sees each attempt.
     ``handlers``: an undo whose first word is a key is done by that function instead of
     being run (True: undone; False: nothing was left to undo; raises when it fails).
+
+    ``batched`` (a run's own teardown, with ``probe_first=False``): consecutive undos run
+    as one command (``undo_batch_argv``) that stops at the first failure; that one and
+    the rest then go the one-by-one way, with its retries and probes. Each undo done in a
+    batch is timed by the host's clock.
     """
     out: Unwound[T] = Unwound()
     stop = ""
-    for item in reversed(made):
+    items = list(reversed(made))
+    i = 0
+    while i < len(items):
+        tried = False  # its undo failed in a batch: probe before trying again
+        if batched and not stop:
+            run = _plain_run(items, i, handlers or {})
+            if len(run) > 1:
+                done, stop = _undo_batch(runner, run, timeout, give_up, timed, out)
+                i += done
+                if done == len(run) or stop:
+                    continue
+                tried = True
+        item = items[i]
+        i += 1
         if stop:
             out.failed.append((item, stop))
             continue
@@ -143,7 +221,7 @@ def unwind(runner: Runner, made: Sequence[T], *, timeout: float, probe_first: bo
                 undone = handler(item)
             else:
                 undone = undo_with_retry(runner, item.undo, item.exists, timeout,
-                                         probe_first=probe_first)
+                                         probe_first=probe_first or tried)
             if undone:
                 out.removed.append(item)
             else:
@@ -155,3 +233,49 @@ def unwind(runner: Runner, made: Sequence[T], *, timeout: float, probe_first: bo
             if timed is not None:
                 timed(item, wall, time.monotonic() - start)
     return out
+
+
+def _plain_run(items: Sequence[T], start: int, handlers: Mapping[str, object]) -> list[T]:
+    """The undos from ``start`` on that are plain commands (no handler), in order."""
+    run: list[T] = []
+    for item in items[start:]:
+        if not item.undo or item.undo[0] in handlers:
+            break
+        run.append(item)
+    return run
+
+
+def _undo_batch(runner: Runner, run: Sequence[T], timeout: float,
+                give_up: Callable[[ToolkitError], str] | None,
+                timed: Callable[[T, float, float], None] | None,
+                out: Unwound[T]) -> tuple[int, str]:
+    """Run ``run``'s undos in one command: (how many it consumed, a reason to stop).
+
+    The undos that succeeded are removed. An error that gives up (a lost peer) fails the
+    first undo with it and the others with the reason to give up, as nothing is known of
+    what ran; any other error leaves them all to the one-by-one way (which probes first).
+    """
+    wall, start = time.time(), time.monotonic()
+    try:
+        # One command's bound for the whole batch: each undo takes a moment, and a hung
+        # one must not hold the run for the bound of every undo after it.
+        res = runner.run(undo_batch_argv([u.undo for u in run]), check=False, timeout=timeout)
+    except ToolkitError as exc:
+        stop = give_up(exc) if give_up is not None else ""
+        if stop:  # the first was tried; what became of it and the rest is unknown
+            out.failed.append((run[0], str(exc)))
+            out.failed.extend((u, stop) for u in run[1:])
+            if timed is not None:
+                timed(run[0], wall, time.monotonic() - start)
+            return len(run), stop
+        return 0, ""
+    times = undone_in_batch(res.stdout)
+    elapsed = time.monotonic() - start
+    at = wall
+    for u, seconds in zip(run, times, strict=False):
+        out.removed.append(u)
+        if timed is not None:  # the host's own clock; else the batch's share
+            took = seconds if seconds is not None else elapsed / len(times)
+            timed(u, at, took)
+            at += took
+    return len(times), ""

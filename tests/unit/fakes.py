@@ -14,6 +14,7 @@ import json
 import os
 import posixpath
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -33,6 +34,7 @@ from toolkit.journal import (
 )
 from toolkit.runners import CommandResult, validate_argv
 from toolkit.safefs import FsView
+from toolkit.undo import batch_mark, unwrap_undo_batch
 
 ROOT = Path(__file__).resolve().parents[2]
 RECORDED = ROOT / "fixtures" / "recorded"
@@ -446,6 +448,16 @@ class FakeHost:
             if check and res.exit_code not in tuple(ok_codes):
                 raise CommandFailed(res)
             return res
+        batch = unwrap_undo_batch(args)
+        if batch is not None:
+            # undo_batch_argv: each undo runs as a call of its own, until one fails.
+            out = batch_mark(None, None, time.monotonic())
+            for n, undo in enumerate(batch):
+                inner = self.run(undo, check=False, timeout=timeout, env=env)
+                out += inner.stdout + batch_mark(n, inner.exit_code, time.monotonic())
+                if inner.exit_code != 0:
+                    break
+            return CommandResult(self.host, args, 0, out, "", 0.0)
         replaced = unwrap_replace(args)
         if replaced is not None:
             # replace_file_argv: the fail hook sees it as the dd of the temp file.

@@ -9,6 +9,7 @@ import signal
 import threading
 from dataclasses import replace
 
+import fakes
 import pytest
 from fakes import RSYNC_STATS, FakeHost, StatfsHost, web01_facts, web01_hosts, web01_run
 
@@ -65,6 +66,7 @@ def clock(monkeypatch) -> Clock:
     monkeypatch.setattr(execute, "time", c)
     monkeypatch.setattr(copying, "time", c)  # copies side by side time themselves
     monkeypatch.setattr(undo, "time", c)  # and so does each undo of teardown
+    monkeypatch.setattr(fakes, "time", c)  # the fake hosts' clock (a batch's uptimes)
     return c
 
 

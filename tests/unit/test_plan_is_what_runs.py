@@ -2,8 +2,9 @@
 
 A step's command, its undo and exists-probe, and its read-only probes are the whole of
 what the executor may run; the only others are the journal's own (its directory, the
-entry written with each step, its removal). The copies are planned a second time once
-the guest's fstab is read, and that second part is what runs.
+entry written with each step, its removal) and teardown's batch of planned undos. The
+copies are planned a second time once the guest's fstab is read, and that second part
+is what runs.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from toolkit.execute import Executor
 from toolkit.journal import journal_dir, unwrap_journalled
 from toolkit.plan import plan_backup, render_plan
 from toolkit.report import DomainReport
+from toolkit.undo import unwrap_undo_batch
 
 RUN = "20260101T000000Z-abcd"
 
@@ -40,6 +42,9 @@ def _unplanned(host: FakeHost, planned: set[tuple[str, ...]], state_dir: str) ->
                 continue  # the entry, then the step's own command (checked on its own)
         elif call in planned:
             continue
+        elif (batch := unwrap_undo_batch(call)) is not None and all(
+                tuple(u) in planned for u in batch):
+            continue  # the teardown's undos in one command, then each (checked on its own)
         elif call in (("mkdir", "-p", "-m", "0700", journals),) or (
                 call[:2] == ("rm", "-f") and posixpath.dirname(call[-1]) == journals):
             continue

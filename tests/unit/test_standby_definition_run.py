@@ -11,6 +11,7 @@ from lxml import etree
 
 from toolkit import errors
 from toolkit.execute import Executor
+from toolkit.journal import unwrap_replace
 from toolkit.marker import marker_path
 from toolkit.plan import plan_backup
 from toolkit.report import DomainReport
@@ -44,7 +45,7 @@ def test_a_clean_run_writes_the_definition_with_each_disk_on_its_standby_lv(tmp_
     assert [c for c in src.calls if c[0] == "virsh"] == [
         ("virsh", "-c", cfg.hypervisor_uri, "dumpxml", "--inactive", "--", "web01")]
     # Written before the marker says clean, in one atomic command.
-    order = [c[-1] for c in peer.calls if c[:2] == ("sh", "-c")]
+    order = [p for p in map(unwrap_replace, peer.calls) if p]
     assert order[-2:] == [definition_path(cfg.defaults.state_dir, "web01"),
                           marker_path(cfg, "web01")]
     assert "definition" in report.phases
