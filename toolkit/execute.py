@@ -35,7 +35,7 @@ from .errors import (
 from .failpoint import Failpoint
 from .guards import prove_filesystem, prove_own_path
 from .guestpaths import guest_paths
-from .journal import Journal
+from .journal import JOURNAL_FAILED_EXIT, JOURNAL_FAILED_MESSAGE, Journal
 from .lock import domain_lock
 from .marker import PROMOTED, marker_text, new_marker, promoted_message, read_marker
 from .plan import (
@@ -59,8 +59,9 @@ from .snapshot_hooks import (
 )
 from .snapshots import check_snapshots, invalid_snapshot_cause
 from .standby_xml import standby_definition
+from .step_batch import NODE_MISSING, BatchStep, step_batch_argv, step_outcomes
 from .take_point import take_restore_point
-from .undo import DM_NODE_ACTIONS, ensure_dm_node, unwind
+from .undo import DM_NODE_ACTIONS, ensure_dm_node, node_missing, unwind
 
 PHASE_OF = {
     (SOURCE, "lock"): "preflight", (SOURCE, "snapshot"): "snapshot", (SOURCE, "map"): "map",
@@ -75,6 +76,10 @@ PHASE_OF = {
     (SOURCE, "freeze"): "freeze", (SOURCE, "thaw"): "freeze",
     (PEER, "point"): "points", (PEER, "prune"): "points",
 }
+
+# Steps that make a resource of their host with one command and nothing else in this
+# process between them: a row of them goes as one command (``_batch_at``).
+BATCHED = frozenset({"map", "alias", "lvmap", "mkdir", "mount"})
 
 
 def _occurrences(plan: Plan) -> dict[int, int]:
@@ -171,6 +176,11 @@ class Executor:
                         self.report.add_phase("rsync", time.monotonic() - start)
                     i += len(copies)
                     continue
+                batch = self._batch_at(i)
+                if len(batch) > 1:
+                    self._run_batch(batch)
+                    i += len(batch)
+                    continue
                 start, wall = time.monotonic(), time.time()
                 try:
                     self.fire("before", step)
@@ -221,13 +231,84 @@ class Executor:
 
     def fire(self, when: str, step: Step) -> None:
         """The test failpoint, if one is set for this moment of this step."""
-        fp = self.failpoint
-        if fp is None or fp.when != when or fp.action != step.action:
-            return
-        count = self._nth[id(step)]
-        if fp.index in (0, count):
-            self.log(f"failpoint {fp.when}:{fp.action}@{count}:{fp.what}")
+        if self._fires(when, step):
+            fp = self.failpoint
+            assert fp is not None
+            self.log(f"failpoint {fp.when}:{fp.action}@{self._nth[id(step)]}:{fp.what}")
             fp.fire()
+
+    def _fires(self, when: str, step: Step) -> bool:
+        fp = self.failpoint
+        return (fp is not None and fp.when == when and fp.action == step.action
+                and fp.index in (0, self._nth[id(step)]))
+
+    # -- a row of one host's steps in one command -------------------------
+
+    def _batch_at(self, i: int) -> list[Step]:
+        """The steps from ``i`` on that go to their host as one command (``step_batch``):
+        maps, directories and mounts of one host in a row. A failpoint set before a step
+        ends the row before it, one set after a step ends the row with it, so it fires
+        exactly where it would one step at a time."""
+        steps = self.plan.steps
+        first = steps[i]
+        row: list[Step] = []
+        for step in steps[i:]:
+            if step.action not in BATCHED or step.role != first.role:
+                break
+            if row and self._fires("before", step):
+                break
+            row.append(step)
+            if self._fires("after", step):
+                break
+        return row
+
+    def _run_batch(self, steps: list[Step]) -> None:
+        """Run a row of one host's steps in one command; each journal entry is written
+        before its command, each made resource registered for teardown, each step timed
+        and checked as it would be on its own."""
+        role = steps[0].role
+        runner, journal = self.runner(role), self.journals[role]
+        parts = []
+        for step in steps:
+            if step.action in ("mkdir", "mount") and step.undo:
+                self._prove_own_path(step)
+            entry = (journal.entry_line(step.action, step.resource, step.undo, step.exists)
+                     if step.undo else "")
+            parts.append(BatchStep(tuple(step.argv), journal.path if step.undo else "",
+                                   entry, step.resource if step.action in DM_NODE_ACTIONS
+                                   else ""))
+        self.fire("before", steps[0])
+        start, wall = time.monotonic(), time.time()
+        try:
+            res = runner.run(step_batch_argv(parts), check=False,
+                             timeout=self.config.ssh.command_timeout)
+        except BaseException:
+            # What ran is unknown: each journalled step may have made its resource, and
+            # its undo (which fails harmlessly on nothing) is owed.
+            self._made.extend(s for s in steps if s.undo)
+            raise
+        outcomes = step_outcomes(res.stdout)
+        elapsed = time.monotonic() - start
+        for step, outcome in zip(steps, outcomes, strict=False):
+            seconds = outcome.seconds if outcome.seconds is not None else elapsed / len(outcomes)
+            self.report.add_phase(PHASE_OF.get((step.role, step.action), step.action), seconds)
+            self.report.add_step(step.role, step.action, step.resource or step.fs, wall, seconds)
+            wall += seconds
+            if step.undo and outcome.code != str(JOURNAL_FAILED_EXIT):
+                self._made.append(step)  # even if it failed: it may have half-succeeded
+            if outcome.code == "0":
+                continue
+            failed = replace(res, argv=tuple(step.argv),
+                             exit_code=int(outcome.code) if outcome.code.isdigit() else 1)
+            if outcome.code == str(JOURNAL_FAILED_EXIT) and JOURNAL_FAILED_MESSAGE in res.stderr:
+                raise CommandFailed(replace(res, exit_code=JOURNAL_FAILED_EXIT))
+            if outcome.code == NODE_MISSING:
+                raise node_missing(step.resource, runner.host)
+            raise _error_for(step, failed)
+        if len(outcomes) < len(steps):  # the script ended before its last step said anything
+            self._made.extend(s for s in steps[len(outcomes):] if s.undo)
+            raise CommandFailed(replace(res, exit_code=res.exit_code or 1))
+        self.fire("after", steps[-1])
 
     # -- making a resource, and undoing it -------------------------------
 

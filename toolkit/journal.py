@@ -135,6 +135,14 @@ class Journal:
         # a peer step costs one round trip less than tee followed by sync.
         self.runner.run(append_argv(self.path), input=entry.to_line(), timeout=30)
 
+    def entry_line(self, action: str, resource: str, undo: tuple[str, ...],
+                   exists: tuple[str, ...]) -> str:
+        """The entry of a resource as one line (no newline), for a command that appends it
+        itself before making the resource (``step_batch``)."""
+        self._ready = True  # that command makes the directory; remove() may now delete
+        entry = JournalEntry(self.run_id, self.domain, action, resource, undo, exists, time.time())
+        return entry.to_line().rstrip("\n")
+
     def run_recorded(self, action: str, resource: str, undo: tuple[str, ...],
                      exists: tuple[str, ...], argv: Sequence[str], *,
                      timeout: float) -> CommandResult:

@@ -130,12 +130,16 @@ def ensure_dm_node(runner: Runner, node: str) -> None:
     is_block, mknodes = dm_node_probes(node)
     if runner.run(is_block, check=False, timeout=60).exit_code == 0:
         return
-    name = node.rsplit("/", 1)[-1]
     runner.run(mknodes, check=False, timeout=60)
     if runner.run(is_block, check=False, timeout=60).exit_code != 0:
-        raise MapFailed(f"{node} is not a block device after `dmsetup create {name}` "
-                        "(is udev running and able to create /dev/mapper nodes?)",
-                        host=runner.host)
+        raise node_missing(node, runner.host)
+
+
+def node_missing(node: str, host: str) -> MapFailed:
+    """The error of a map whose /dev/mapper node is no block device, even after mknodes."""
+    name = node.rsplit("/", 1)[-1]
+    return MapFailed(f"{node} is not a block device after `dmsetup create {name}` "
+                     "(is udev running and able to create /dev/mapper nodes?)", host=host)
 
 
 class Undoable(Protocol):

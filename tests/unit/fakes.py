@@ -34,7 +34,8 @@ from toolkit.journal import (
 )
 from toolkit.runners import CommandResult, validate_argv
 from toolkit.safefs import FsView
-from toolkit.undo import batch_mark, unwrap_undo_batch
+from toolkit.step_batch import NODE_MISSING, step_mark, unwrap_step_batch
+from toolkit.undo import batch_mark, dm_node_probes, unwrap_undo_batch
 
 ROOT = Path(__file__).resolve().parents[2]
 RECORDED = ROOT / "fixtures" / "recorded"
@@ -458,6 +459,9 @@ class FakeHost:
                 if inner.exit_code != 0:
                     break
             return CommandResult(self.host, args, 0, out, "", 0.0)
+        steps = unwrap_step_batch(args)
+        if steps is not None:
+            return self._step_batch(args, steps, timeout, env)
         replaced = unwrap_replace(args)
         if replaced is not None:
             # replace_file_argv: the fail hook sees it as the dd of the temp file.
@@ -475,6 +479,32 @@ class FakeHost:
         if check and res.exit_code not in tuple(ok_codes):
             raise CommandFailed(res)
         return res
+
+    def _step_batch(self, args, steps, timeout, env) -> CommandResult:
+        """step_batch_argv: each journal entry appended (unless the fail hook refuses the
+        write), then each command run as a call of its own, until one fails."""
+        out, err = step_mark(None, "", time.monotonic()), ""
+        for k, step in enumerate(steps):
+            if step.journal:
+                if self.fail and self.fail(("dd", f"of={step.journal}")) is not None:
+                    err += f"{JOURNAL_FAILED_MESSAGE}: {step.journal}\n"
+                    out += step_mark(k, str(JOURNAL_FAILED_EXIT), time.monotonic())
+                    break
+                self.base_dirs.update(_parents(step.journal))
+                self.files[step.journal] = self.files.get(step.journal, "") + step.entry + "\n"
+            res = self.run(step.argv, check=False, timeout=timeout, env=env)
+            out, err = out + res.stdout, err + res.stderr
+            code = str(res.exit_code)
+            if code == "0" and step.node:
+                is_block, mknodes = dm_node_probes(step.node)
+                if self.run(is_block, check=False, timeout=60).exit_code != 0:
+                    self.run(mknodes, check=False, timeout=60)
+                    if self.run(is_block, check=False, timeout=60).exit_code != 0:
+                        code = NODE_MISSING
+            out += step_mark(k, code, time.monotonic())
+            if code != "0":
+                break
+        return CommandResult(self.host, args, 0, out, err, 0.0)
 
     def _answer(self, a: tuple[str, ...], input: str | None) -> tuple[int, str, str]:
         cmd = a[0]

@@ -16,6 +16,7 @@ from toolkit.plan import plan_backup
 from toolkit.report import DomainReport
 from toolkit.rsync import untied
 from toolkit.runners import CommandResult, LocalRunner
+from toolkit.step_batch import unwrap_step_batch
 
 RUN = "20260101T000000Z-abcd"
 
@@ -266,12 +267,17 @@ def test_journal_entry_is_written_before_each_side_effect(tmp_path):
     # appended and fsynced, then it runs (tests/unit/test_journal.py runs the wrapper).
     assert unwrap_journalled(src.calls[lvcreate - 1]) == (path, list(src.calls[lvcreate]))
     assert "conv=notrunc,fsync" in src.calls[lvcreate - 1][2]
-    for host in (src, peer):  # every step with an undo went through the wrapper
+    for host in (src, peer):  # every step with an undo went through the wrapper or a batch
+        journal = ex.journals["source" if host is src else "peer"].path
+        batched = {s.argv: s for c in host.calls for s in unwrap_step_batch(c) or ()}
         wrapped = [unwrap_journalled(c) for c in host.calls]
         creates = [c for c in host.calls if c[0] in ("lvcreate", "kpartx", "mount")
                    and "-d" not in c]
-        assert creates and all(w is not None for w in (wrapped[host.calls.index(c) - 1]
-                                                       for c in creates))
+        assert creates and all(
+            wrapped[host.calls.index(c) - 1] is not None
+            or (c in batched and batched[c].journal == journal and batched[c].entry)
+            for c in creates)
+        assert any(c in batched for c in creates)  # the peer's maps and mounts in one go
     # the journal is removed after a clean teardown
     assert ex.journals["source"].path not in src.files
 

@@ -18,6 +18,7 @@ from toolkit.execute import Executor
 from toolkit.journal import journal_dir, unwrap_journalled
 from toolkit.plan import plan_backup, render_plan
 from toolkit.report import DomainReport
+from toolkit.step_batch import unwrap_step_batch
 from toolkit.undo import unwrap_undo_batch
 
 RUN = "20260101T000000Z-abcd"
@@ -45,6 +46,10 @@ def _unplanned(host: FakeHost, planned: set[tuple[str, ...]], state_dir: str) ->
         elif (batch := unwrap_undo_batch(call)) is not None and all(
                 tuple(u) in planned for u in batch):
             continue  # the teardown's undos in one command, then each (checked on its own)
+        elif (steps := unwrap_step_batch(call)) is not None and all(
+                s.argv in planned and posixpath.dirname(s.journal) in ("", journals)
+                for s in steps):
+            continue  # a row of steps in one command, then each (checked on its own)
         elif call in (("mkdir", "-p", "-m", "0700", journals),) or (
                 call[:2] == ("rm", "-f") and posixpath.dirname(call[-1]) == journals):
             continue
