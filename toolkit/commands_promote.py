@@ -10,16 +10,29 @@ from .errors import ToolkitError
 
 @operator_command(help={
     "domu": "domain to start from its standby here",
+    "at": "the run id of a thin restore point to start from; the standby as it is now is "
+          "kept as a restore point of its own",
     "dry-run": "check everything and print every step on both hosts; change nothing",
     "force": "the source cannot be reached and is down: promote without asking it",
     "json": "print the report as JSON",
     "config": "config file",
     "node": "this host's name in the cluster (default: its short hostname)",
 })
-def promote(c, domu=None, dry_run=False, force=False, json=False, config=None, node=None):
-    """On the peer: start the guest from its clean standby, after the source says it does not
-    run it. Backups of the domain then refuse the standby (exit 24)."""
+def promote(c, domu=None, at=None, dry_run=False, force=False, json=False, config=None,
+            node=None):
+    """On the peer: start the guest from its clean standby (or from a restore point, --at),
+    after the source says it does not run it. Backups of the domain then refuse the standby
+    (exit 24)."""
     domu = _need_domu(domu, "promote")
+    if at is not None:
+        import re
+
+        from .errors import UsageError
+        from .owned import RUN_ID
+
+        if not re.fullmatch(RUN_ID, at):
+            raise _fail(UsageError(f"--at {at!r} is not a run id (like 20260101T020000Z-1a2b; "
+                                   f"`domu-backup restore-points --domu {domu}` lists them)"))
     from .app import new_run_id, peer_runner, stderr_log
     from .config import check_root
     from .lock import domain_lock
@@ -33,7 +46,7 @@ def promote(c, domu=None, dry_run=False, force=False, json=False, config=None, n
         cfg = _config(config)
         cfg.domain(domu)
         job = Promote(cfg, domu, LocalRunner(), local_node_name(cfg, node),
-                      lambda name: peer_runner(cfg, name), new_run_id(), stderr_log)
+                      lambda name: peer_runner(cfg, name), new_run_id(), stderr_log, at=at)
         with signals_raise(), domain_lock(cfg.defaults.lock_dir, domu):
             report, marker, _xml = job.read(force=force)
             report.dry_run = dry_run

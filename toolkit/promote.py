@@ -13,11 +13,17 @@ It runs on the peer, the host that holds the standby. First it reads, and change
 5. the source, over SSH: the domain must not be running there. A source that cannot be
    reached refuses the promote unless ``--force`` says the source is down.
 
+With ``--at RUN_ID`` the standby may be dirty, and the restore point of that run must be
+there, valid, whole and thin (``rollback``): the standby is rolled back to it before the
+domain is defined, and what the standby held until then is kept as a restore point of the
+promote's own run, so nothing is lost by promoting to an older point.
+
 Then, each side effect journalled before it happens: the marker is kept aside and marked
-``promoted`` (from that moment every backup of the domain refuses the standby), the domain
-is defined from the definition and started. A promote killed half-way is undone by
-``recover`` (the domain stopped and undefined, the marker as it was), unless the domain
-already runs: then the promote had finished and only its journal is removed.
+``promoted`` (from that moment every backup of the domain refuses the standby), the
+standby rolled back (with ``--at``), the domain defined from the definition and started.
+A promote killed half-way is undone by ``recover`` (the domain stopped and undefined, the
+standby and the marker as they were), unless the domain already runs: then the promote had
+finished and only its journal is removed.
 """
 
 from __future__ import annotations
@@ -45,6 +51,8 @@ from .journal import Journal, replace_file_argv
 from .marker import PROMOTED, marker_path, marker_text, read_peer_marker
 from .names import is_disk_target, path_under
 from .preflight import ACTIVE_STATES, domain_state, lookup_lv
+from .restore_points import RestorePoint, points_from_lvs, read_point_lvs
+from .rollback import Rollback, plan_rollback
 from .runners import Runner
 from .standby_xml import definition_path
 from .undo import unwind
@@ -86,6 +94,8 @@ class PromoteReport:
     steps: list[PromoteStep] = field(default_factory=list)
     done: bool = False
     dry_run: bool = False
+    at: str | None = None  # the restore point the standby is rolled back to (--at)
+    kept_point: str | None = None  # the point that keeps the standby as it was (--at)
 
 
 def define_argv(uri: str, path: str) -> list[str]:
@@ -153,6 +163,8 @@ class Promote:
     source_factory: Callable[[str], Runner]
     run_id: str
     log: Callable[[str], None] = lambda msg: None
+    at: str | None = None  # --at: the run whose restore point the guest starts from
+    rollback: list[Rollback] = field(default_factory=list)  # each disk's, with --at
 
     def read(self, *, force: bool) -> tuple[PromoteReport, dict, str]:
         """Every check, reading only; the report, the marker and the definition's text."""
@@ -170,10 +182,12 @@ class Promote:
         if state == PROMOTED:
             raise PromoteRefused(f"the standby of {domain} is already promoted (marker {mpath})",
                                  host=self.local_name)
-        if state != "clean":
+        if state != "clean" and self.at is None:
             raise PromoteRefused(f"the standby of {domain} is {state}: its last copy did not "
                                  "finish, so its filesystems are not one consistent state; not "
-                                 "promoted", host=self.local_name)
+                                 "promoted (promote --at RUN_ID starts it from a restore point; "
+                                 f"`domu-backup restore-points --domu {domain}` lists them)",
+                                 host=self.local_name)
         source = marker.get("source_host")
         if not isinstance(source, str) or source not in cfg.dom0s or source == self.local_name:
             raise PromoteRefused(f"marker {mpath}: source_host {source!r} is not another Dom0 "
@@ -199,7 +213,10 @@ class Promote:
                                  "version writes it): cannot define the domain here",
                                  host=self.local_name)
         check_definition(res.stdout, domain, allowed, dpath)
-        self._check_lvs(allowed)
+        standby = self._check_lvs(allowed)
+        if self.at is not None:
+            self.rollback = plan_rollback(self._point(self.at, sorted(allowed)), standby,
+                                          self.run_id, self.local_name)
         uri = cfg.hypervisor_uri
         here = self._state(self.local, uri)
         if here in ACTIVE_STATES:
@@ -210,6 +227,8 @@ class Promote:
                                last_success_run_id=marker.get("last_success_run_id"))
         report.source_state = self._source_state(source, uri, force=force)
         report.forced = report.source_state == "unreachable"
+        if self.at is not None:
+            report.at, report.kept_point = self.at, self.run_id
         report.steps = self.steps(source)
         return report, marker, res.stdout
 
@@ -225,6 +244,8 @@ class Promote:
                         "keep the clean marker (recover puts it back)"),
             PromoteStep(here, tuple(replace_file_argv(mpath)),
                         "mark the standby promoted: every backup of it refuses from now on"),
+            *(PromoteStep(here, step.argv, step.note) for r in self.rollback
+              for step in r.steps),
             PromoteStep(here, tuple(define_argv(uri, definition_path(cfg.defaults.state_dir,
                                                                      domain))),
                         "define the domain, its disks on the standby LVs"),
@@ -248,13 +269,23 @@ class Promote:
             self._journalled(journal, "promote-marker", mpath, undo, exists,
                              ("cp", "-f", "--", mpath, kept), timeout)
             made.append(_Made("promote-marker", mpath, undo, exists))
+            origin = (f"restore point {self.at} (the standby as it was is kept as restore "
+                      f"point {self.run_id})" if self.at is not None else
+                      f"the standby (run {marker.get('last_success_run_id')})")
             promoted = {**marker, "state": PROMOTED, "promoted_at": time.time(),
-                        "promoted_run_id": self.run_id,
-                        "promoted_from": f"the standby (run {marker.get('last_success_run_id')})",
-                        "source_state": report.source_state}
+                        "promoted_run_id": self.run_id, "promoted_from": origin,
+                        "promoted_at_point": self.at, "source_state": report.source_state}
             self.local.run(replace_file_argv(mpath), input=marker_text(promoted),
                            timeout=timeout)
             self.log(f"[{self.local_name}] standby of {domain} marked promoted")
+            for rollback in self.rollback:  # each disk's standby becomes its point's copy
+                for step in rollback.steps:
+                    made.append(_Made(step.action, step.resource, step.undo, step.exists))
+                    self._journalled(journal, step.action, step.resource, step.undo,
+                                     step.exists, step.argv, timeout)
+            if self.rollback:
+                self.log(f"[{self.local_name}] standby of {domain} rolled back to restore "
+                         f"point {self.at}; what it held is restore point {self.run_id}")
             probe = ("virsh", "-c", uri, "domstate", "--", domain)
             undo = tuple(undefine_argv(uri, domain))
             # before: a define that fails half-way is undefined too
@@ -297,7 +328,9 @@ class Promote:
             self.log(f"failpoint {when}:{action}:{fp.what}")
             fp.fire()
 
-    def _check_lvs(self, allowed: dict[str, str]) -> None:
+    def _check_lvs(self, allowed: dict[str, str]) -> dict:
+        """Each standby LV is there and not open; disk target -> the LV."""
+        found = {}
         for target, path in sorted(allowed.items()):
             lv = lookup_lv(self.local, path)
             if lv is None:
@@ -307,6 +340,26 @@ class Promote:
                 raise PromoteRefused(f"standby LV {path} of disk {target} is open (a backup or "
                                      "verify uses it, or a guest); not promoted",
                                      host=self.local_name)
+            found[target] = lv
+        return found
+
+    def _point(self, run_id: str, disks: list[str]) -> RestorePoint:
+        """The domain's restore point of ``run_id``: there, valid and whole."""
+        points = points_from_lvs(read_point_lvs(self.local), self.domain, disks)
+        point = next((p for p in points if p.run_id == run_id), None)
+        have = ", ".join(p.run_id for p in points) or "none"
+        if point is None:
+            raise PromoteRefused(f"{self.domain} has no restore point {run_id} on this host "
+                                 f"(its points: {have})", host=self.local_name)
+        if not point.valid:
+            raise PromoteRefused(f"restore point {run_id} of {self.domain} is not valid (a "
+                                 "classic snapshot that overflowed): it holds no consistent "
+                                 f"state (its other points: {have})", host=self.local_name)
+        if not point.whole:
+            raise PromoteRefused(f"restore point {run_id} of {self.domain} has no LV for disk "
+                                 f"{', '.join(point.missing)} (added after it was taken)",
+                                 host=self.local_name)
+        return point
 
     def _state(self, runner: Runner, uri: str) -> str:
         state = domain_state(runner, uri, self.domain)
@@ -348,6 +401,9 @@ def render_promote(report: PromoteReport) -> str:
         lines.append("Steps:")
         lines += [f"  {n:>2}. [{s.host}] {' '.join(s.argv)}\n      # {s.note}"
                   for n, s in enumerate(report.steps, 1)]
+    if report.at is not None:
+        lines.insert(1, f"  rolled back to restore point {report.at}; the standby as it was "
+                        f"is kept as restore point {report.kept_point}")
     if report.done:
         lines.append(f"{report.domain} runs on {report.host} from its standby; backups of it "
                      "now refuse the standby (exit 24)")

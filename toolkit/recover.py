@@ -37,6 +37,7 @@ from .owned import (
 )
 from .plan import mount_probe
 from .preflight import ACTIVE_STATES
+from .rollback import ROLLBACK_ACTIONS, rollback_undo_problem
 from .runners import Runner
 from .snapshot_hooks import HOOK_UNDO, THAW_UNDO, is_flag_undo, owe_post_snapshot, owe_thaw
 from .statedir import check_state_dir
@@ -97,7 +98,8 @@ UNDO_PROGRAMS = frozenset({"umount", "rmdir", "rm", "dmsetup", "kpartx", "lvremo
 PROBE_PROGRAMS = frozenset({"findmnt", "find", "dmsetup", "lvs"})
 
 
-PROMOTE_ACTIONS = frozenset({"promote-marker", "promote-define", "promote-start"})
+PROMOTE_ACTIONS = frozenset({"promote-marker", "promote-define", "promote-start",
+                             *ROLLBACK_ACTIONS})
 
 
 def _unexpected_undo(undo: tuple[str, ...], exists: tuple[str, ...], *,
@@ -117,6 +119,8 @@ def _unexpected_undo(undo: tuple[str, ...], exists: tuple[str, ...], *,
                 and _virsh_shape(exists, ("domstate",), uri, domain)):
             return "a virsh command that is not promote's undo or probe"
         return ""
+    if undo[:1] in (("lvrename",), ("lvchange",)):
+        return rollback_undo_problem(undo, exists, domain)  # promote --at's, nothing else
     if undo[:1] == ("mv",):
         # promote's: the kept marker back in place, beside it, nothing else
         markers = posixpath.join(state_dir, "standby") if state_dir else None

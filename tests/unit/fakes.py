@@ -538,10 +538,45 @@ class FakeHost:
             return 5, "", f'  Failed to find logical volume "{vg}/{origin}"\n'
         if f"{vg}/{name}" in self.lvs or f"{vg}/{name}" in self.base_lvs:
             return 5, "", f'  Logical Volume "{name}" already exists in volume group "{vg}"\n'
-        self.lvs[f"{vg}/{name}"] = {"attr": "swi-a-s---", "percent": "1.50", "tags": tags,
-                                    "origin": origin}
+        pool = self._all_lvs()[f"{vg}/{origin}"].get("pool", "")
+        writable = "--permission" in a and a[a.index("--permission") + 1] == "rw"
+        if pool:  # a thin snapshot: in its origin's pool, no copy-on-write fill
+            attr = ("Vwi-a-tz--" if writable else "Vri-a-tz--")
+            self.lvs[f"{vg}/{name}"] = {"attr": attr, "percent": "", "tags": tags,
+                                        "origin": origin, "pool": pool}
+        else:
+            self.lvs[f"{vg}/{name}"] = {"attr": "swi-a-s---", "percent": "1.50", "tags": tags,
+                                        "origin": origin}
         self._new_device(dm_name(vg, name))
         return 0, f'  Logical volume "{name}" created.\n', ""
+
+    def _cmd_lvrename(self, a, input):
+        vg, old, new = a[1:4]
+        if f"{vg}/{old}" not in self.lvs:
+            return 5, "", f'  Existing logical volume "{old}" not found in volume group "{vg}"\n'
+        if f"{vg}/{new}" in self._all_lvs():
+            return 5, "", f'  Logical Volume "{new}" already exists in volume group "{vg}"\n'
+        self.lvs[f"{vg}/{new}"] = self.lvs.pop(f"{vg}/{old}")
+        for lv in self.lvs.values():  # its snapshots follow it
+            if lv.get("origin") == old:
+                lv["origin"] = new
+        self.devices[dm_name(vg, new)] = self.devices.pop(dm_name(vg, old))
+        return 0, f'  Renamed "{old}" to "{new}" in volume group "{vg}"\n', ""
+
+    def _cmd_lvchange(self, a, input):
+        key = a[-1]
+        if key not in self.lvs:
+            return 5, "", f'  Failed to find logical volume "{key}"\n'
+        tags = list(self.lvs[key]["tags"])
+        for i, w in enumerate(a[:-1]):
+            if w == "--addtag" and a[i + 1] not in tags:
+                tags.append(a[i + 1])
+            elif w == "--deltag" and a[i + 1] in tags:
+                tags.remove(a[i + 1])
+            elif w.startswith("-") and w not in ("--addtag", "--deltag"):
+                return 3, "", f"lvchange: option {w} is not modelled\n"
+        self.lvs[key]["tags"] = tuple(tags)
+        return 0, f'  Logical volume {key} changed.\n', ""
 
     def _cmd_lvremove(self, a, input):
         key = a[-1]
@@ -565,15 +600,20 @@ class FakeHost:
         every = self._all_lvs()
         if "--reportformat" in a:  # lvs_argv: the JSON report of named LVs
             rows = []
+            names = []
             for n in a[a.index("--") + 1:]:
-                n = n.removeprefix("/dev/")  # lvs takes /dev/VG/LV as VG/LV
+                if n.startswith("@"):  # every LV with that tag
+                    names += [k for k in sorted(every) if n[1:] in every[k]["tags"]]
+                else:
+                    names.append(n.removeprefix("/dev/"))  # lvs takes /dev/VG/LV as VG/LV
+            for n in names:
                 if n not in every:
                     return 5, "", f'  Failed to find logical volume "{n}"\n'
                 vg, name, lv = *n.split("/"), every[n]
                 rows.append({"vg_name": vg, "lv_name": name, "lv_path": f"/dev/{n}",
                              "lv_dm_path": f"/dev/mapper/{dm_name(vg, name)}",
                              "lv_size": "67108864", "lv_attr": lv["attr"],
-                             "origin": lv["origin"], "pool_lv": "",
+                             "origin": lv["origin"], "pool_lv": lv.get("pool", ""),
                              "snap_percent": lv["percent"], "lv_tags": ",".join(lv["tags"]),
                              "lv_snapshot_invalid": "1" if lv["attr"][4] == "I" else ""})
             return 0, json.dumps({"report": [{"lv": rows}]}), ""
@@ -592,7 +632,9 @@ class FakeHost:
             if n not in every:
                 return 5, "", f'  Failed to find logical volume "{n}"\n'
         picked = names or sorted(every)
-        if select is not None:
+        if select is not None and select.startswith("origin="):
+            picked = [n for n in picked if every[n]["origin"] == select.removeprefix("origin=")]
+        elif select is not None:
             m = re.fullmatch(r"(?:lv_)?tags=([\[{]?)\"?([^\]}\"]+)\"?([\]}]?)", select)
             if m is None:
                 return 127, "", f"fake host: lvs selection {select!r} is not modelled"

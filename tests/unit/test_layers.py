@@ -32,7 +32,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("checks", {"preflight"}),
     ("plan", {"plan", "plan_records", "plan_steps", "plan_layout", "plan_render", "plan_points",
               "rsync", "bootarea", "standby", "thin_standby", "standby_xml", "fscheck",
-              "units"}),
+              "units", "rollback"}),
     ("execute", {"execute", "guards", "guestpaths", "snapshots", "copying", "take_point",
                  "verify", "verify_boot", "promote", "failback"}),
     ("recover", {"recover"}),
