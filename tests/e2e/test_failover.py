@@ -211,3 +211,116 @@ def test_a_killed_promote_is_undone_by_recover_unless_the_guest_already_runs(hyp
     assert b.run(["ls", kept], check=False).exit_code != 0
     virsh(lab, "dom0-b", "destroy", "web01")
     virsh(lab, "dom0-b", "undefine", "web01")
+
+
+THIN = "/etc/domu-backup/thin-points.toml"  # web01's standby a thin LV, points kept
+THIN_PROMOTE = "/etc/domu-backup/thin-promote.toml"  # the same, with the daemon's hypervisor
+ONLY_AT_FIRST = "only-at-the-first-point.txt"
+
+
+def thin_configs(lab):
+    """web01's standby the thin LV vg_b/web01thin, restore points kept: for backups (the
+    lab's node files) and for promote and recover (the libvirt daemon)."""
+    for c in ("dom0-a", "dom0-b"):
+        r = lab.runner(c)
+        text = r.run(["cat", "/etc/domu-backup/backup.toml"]).stdout
+        assert 'standby_lv = "/dev/vg_b/web01"\n' in text and "restore_points" not in text
+        text = text.replace('standby_lv = "/dev/vg_b/web01"\n',
+                            'standby_lv = "/dev/vg_b/web01thin"\n', 1)
+        text += "\n[defaults.restore_points]\nkeep_last = 3\n"
+        r.run(["dd", f"of={THIN}", "status=none"], input=text)
+        r.run(["sh", "-c", f"sed 's|^uri = .*|uri = \"{URI}\"|' {THIN} > {THIN_PROMOTE} && "
+                           f"chmod 0600 {THIN} {THIN_PROMOTE}"], timeout=60)
+
+
+def thin_backup(lab) -> str:
+    res = run_backup(lab, "web01", "--config", THIN, "--json")
+    assert res.exit_code == 0, res.stdout + res.stderr
+    return json.loads(res.stdout)["domains"][0]["run_id"]
+
+
+def thin_origin(lab) -> str:
+    return lab.runner("dom0-b").run(["lvs", "--noheadings", "-o", "origin", "vg_b/web01thin"],
+                                    timeout=60).stdout.strip()
+
+
+def point_lv(run_id: str) -> str:
+    return f"domubk-rp-{run_id}-web01-xvda"
+
+
+@pytest.fixture
+def thin_points(fresh):
+    """A thin pool in vg_b for web01's thin standby; the pool and all in it removed after."""
+    b = fresh.runner("dom0-b")
+    b.run(["lvcreate", "-y", "--type", "thin-pool", "-L", "384M", "-n", "rp_pool", "vg_b"],
+          timeout=300)
+    try:
+        yield fresh
+    finally:
+        stop_hypervisors(fresh)
+        b.run(["sh", "-c", f"rm -f {THIN} {THIN_PROMOTE}"], check=False, timeout=60)
+        fresh.runner("dom0-a").run(["rm", "-f", THIN, THIN_PROMOTE], check=False, timeout=60)
+        b.run(["lvremove", "-y", "@domubk_rp"], check=False, timeout=300)
+        b.run(["lvremove", "-y", "vg_b/web01thin"], check=False, timeout=300)
+        b.run(["lvremove", "-y", "vg_b/rp_pool"], check=False, timeout=300)
+
+
+def test_promote_at_an_older_thin_point_starts_the_guest_from_it_and_keeps_the_standby(
+        thin_points):
+    lab = thin_points
+    a, b = lab.runner("dom0-a"), lab.runner("dom0-b")
+    thin_configs(lab)
+    made = a.run(["domu-backup", "init-standby", "--domu", "web01", "--config", THIN,
+                  "--thin", "vg_b/rp_pool"], check=False, timeout=900)
+    assert made.exit_code == 0, made.stdout + made.stderr
+    # A file the guest had at the first point only: written, backed up, deleted, backed up.
+    with mounted(a, "/dev/vg_a/web01", f"{AUDIT_ROOT}/at", "t", readonly=False) as fs:
+        a.run(["sh", "-c", f"echo from-the-first-point > {fs['1'][0]}/{ONLY_AT_FIRST}"])
+    first = thin_backup(lab)
+    with mounted(a, "/dev/vg_a/web01", f"{AUDIT_ROOT}/at", "t", readonly=False) as fs:
+        a.run(["rm", f"{fs['1'][0]}/{ONLY_AT_FIRST}"])
+    second = thin_backup(lab)
+    start_hypervisors(lab)  # web01 is not defined on dom0-a's daemon: the source is stopped
+
+    # The dry run shows the rollback and changes nothing.
+    dry = b.run(["domu-backup", "promote", "--domu", "web01", "--config", THIN_PROMOTE,
+                 "--at", first, "--dry-run"], check=False, timeout=600)
+    assert dry.exit_code == 0, dry.stdout + dry.stderr
+    assert "lvrename vg_b web01thin domubk-rp-" in dry.stdout
+    assert f"--name web01thin vg_b/{point_lv(first)}" in dry.stdout
+    assert thin_origin(lab) == "" and state_on_b(lab) == "not defined"
+
+    # Killed right after the rollback: recover puts the standby and the marker back.
+    clean = standby_marker(lab, "web01")
+    res = b.run(["domu-backup", "promote", "--domu", "web01", "--config", THIN_PROMOTE,
+                 "--at", first], check=False, timeout=600,
+                env={"DOMU_BACKUP_FAILPOINT": "after:rollback:sigkill"})
+    assert res.exit_code == 137, res.stdout + res.stderr
+    assert thin_origin(lab) == point_lv(first)
+    rec = b.run(["domu-backup", "recover", "--domu", "web01", "--host", "local", "--config",
+                 THIN_PROMOTE], check=False, timeout=600)
+    assert rec.exit_code == 0, rec.stdout + rec.stderr
+    assert thin_origin(lab) == "" and standby_marker(lab, "web01") == clean
+    points = b.run(["lvs", "--noheadings", "-o", "lv_name", "@domubk_rp"], timeout=60).stdout
+    assert sorted(points.split()) == sorted([point_lv(first), point_lv(second)])
+
+    # Promoted at the first point: the guest runs on a copy of it, its file there.
+    res = b.run(["domu-backup", "promote", "--domu", "web01", "--config", THIN_PROMOTE,
+                 "--at", first, "--json"], check=False, timeout=600)
+    assert res.exit_code == 0, res.stdout + res.stderr
+    report = json.loads(res.stdout)
+    assert report["done"] and report["at"] == first
+    assert state_on_b(lab) == "running" and thin_origin(lab) == point_lv(first)
+    marker = standby_marker(lab, "web01")
+    assert marker["state"] == "promoted" and marker["promoted_at_point"] == first
+    with mounted(b, "/dev/vg_b/web01thin", f"{AUDIT_ROOT}/promoted-at", "q") as fs:
+        assert b.run(["cat", f"{fs['1'][0]}/{ONLY_AT_FIRST}"]).stdout == "from-the-first-point\n"
+    # What the standby held is a point of its own, listed as one; both points still there.
+    listed = json.loads(a.run(["domu-backup", "restore-points", "--config", THIN, "--json"],
+                              timeout=300).stdout)
+    assert sorted(p["run_id"] for p in listed) == sorted([first, second, report["kept_point"]])
+    kept = point_lv(report["kept_point"])
+    with mounted(b, f"/dev/vg_b/{kept}", f"{AUDIT_ROOT}/kept", "k") as fs:
+        assert b.run(["ls", f"{fs['1'][0]}/{ONLY_AT_FIRST}"], check=False).exit_code != 0
+    virsh(lab, "dom0-b", "destroy", "web01")
+    virsh(lab, "dom0-b", "undefine", "web01")
