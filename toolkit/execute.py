@@ -33,7 +33,7 @@ from .errors import (
     ToolkitError,
 )
 from .failpoint import Failpoint
-from .guards import prove_filesystem, prove_own_path
+from .guards import check_reads, prove_filesystem, prove_own_path
 from .guestpaths import guest_paths
 from .journal import JOURNAL_FAILED_EXIT, JOURNAL_FAILED_MESSAGE, Journal
 from .lock import domain_lock
@@ -59,7 +59,7 @@ from .snapshot_hooks import (
 )
 from .snapshots import check_snapshots, invalid_snapshot_cause
 from .standby_xml import standby_definition
-from .step_batch import NODE_MISSING, BatchStep, step_batch_argv, step_outcomes
+from .step_batch import NODE_MISSING, BatchStep, run_reads, step_batch_argv, step_outcomes
 from .take_point import take_restore_point
 from .undo import DM_NODE_ACTIONS, ensure_dm_node, node_missing, unwind
 
@@ -176,10 +176,15 @@ class Executor:
                         self.report.add_phase("rsync", time.monotonic() - start)
                     i += len(copies)
                     continue
-                batch = self._batch_at(i)
+                batch = self._batch_at(i, BATCHED)
                 if len(batch) > 1:
                     self._run_batch(batch)
                     i += len(batch)
+                    continue
+                checks = self._batch_at(i, frozenset({"check"}))
+                if len(checks) > 1:
+                    self._run_checks(checks)
+                    i += len(checks)
                     continue
                 start, wall = time.monotonic(), time.time()
                 try:
@@ -244,16 +249,17 @@ class Executor:
 
     # -- a row of one host's steps in one command -------------------------
 
-    def _batch_at(self, i: int) -> list[Step]:
-        """The steps from ``i`` on that go to their host as one command (``step_batch``):
-        maps, directories and mounts of one host in a row. A failpoint set before a step
-        ends the row before it, one set after a step ends the row with it, so it fires
-        exactly where it would one step at a time."""
+    def _batch_at(self, i: int, actions: frozenset[str]) -> list[Step]:
+        """The steps from ``i`` on that go to their host as one command: a row of one host's
+        steps whose actions are in ``actions`` (maps, directories and mounts, through
+        ``step_batch``; or checks, their probes through ``run_reads``). A failpoint set
+        before a step ends the row before it, one set after a step ends the row with it,
+        so it fires exactly where it would one step at a time."""
         steps = self.plan.steps
         first = steps[i]
         row: list[Step] = []
         for step in steps[i:]:
-            if step.action not in BATCHED or step.role != first.role:
+            if step.action not in actions or step.role != first.role:
                 break
             if row and self._fires("before", step):
                 break
@@ -261,6 +267,25 @@ class Executor:
             if self._fires("after", step):
                 break
         return row
+
+    def _run_checks(self, steps: list[Step]) -> None:
+        """A row of one host's check steps: every probe of the row read in one command,
+        then each step proved from its own results, in order (timed as equal shares)."""
+        self.fire("before", steps[0])
+        start, wall = time.monotonic(), time.time()
+        reads = [check_reads(s) for s in steps]
+        results = run_reads(self.runner(steps[0].role), [a for r in reads for a in r],
+                            timeout=60)
+        share = (time.monotonic() - start) / len(steps)
+        k = 0
+        for step, own in zip(steps, reads, strict=True):
+            self.report.add_phase(PHASE_OF.get((step.role, step.action), step.action), share)
+            self.report.add_step(step.role, step.action, step.resource or step.fs, wall, share)
+            wall += share
+            prove_filesystem(step, self._filesystem(step), self.source, self.peer,
+                             results[k:k + len(own)])
+            k += len(own)
+        self.fire("after", steps[-1])
 
     def _run_batch(self, steps: list[Step]) -> None:
         """Run a row of one host's steps in one command; each journal entry is written

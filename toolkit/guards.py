@@ -6,6 +6,8 @@ role's guard error naming the host and what is wrong; nothing here changes a hos
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from .errors import (
     CommandFailed,
     ParseError,
@@ -17,7 +19,7 @@ from .errors import (
 from .facts.findmnt import mounts_from_result, top_mount
 from .names import path_under
 from .plan import SOURCE, FilesystemPlan, Step
-from .runners import Runner
+from .runners import CommandResult, Runner
 
 
 def prove_own_path(step: Step, prefix: str, run_dir: str, host: str) -> None:
@@ -36,13 +38,15 @@ def prove_own_path(step: Step, prefix: str, run_dir: str, host: str) -> None:
 
 
 def prove_mount(runner: Runner, probes: tuple[tuple[str, ...], ...], mountpoint: str,
-                device: str, fstype: str, error: type[ToolkitError]) -> None:
+                device: str, fstype: str, error: type[ToolkitError],
+                results: Sequence[CommandResult] = ()) -> None:
     """The mount point holds ``fstype`` mounted from ``device`` itself (by device number).
 
-    ``probes`` are the plan's: the findmnt of the mount point, then the stat of the device.
+    ``probes`` are the plan's: the findmnt of the mount point, then the stat of the device;
+    ``results`` their results when they ran already (``run_reads``), else they run here.
     """
     findmnt, stat_device = probes[0], probes[1]
-    res = runner.run(findmnt, check=False, timeout=60)
+    res = results[0] if results else runner.run(findmnt, check=False, timeout=60)
     try:
         fs = top_mount(mounts_from_result(res), mountpoint)
     except (CommandFailed, ParseError) as exc:
@@ -54,7 +58,7 @@ def prove_mount(runner: Runner, probes: tuple[tuple[str, ...], ...], mountpoint:
     if fs.fstype != fstype:
         raise error(f"{mountpoint} holds {fs.fstype}, expected {fstype}",
                     host=runner.host)
-    stat = runner.run(stat_device, check=False, timeout=60)
+    stat = results[1] if results else runner.run(stat_device, check=False, timeout=60)
     if stat.exit_code != 0:
         raise error(f"expected device {device} does not exist", host=runner.host)
     major, minor = (int(x, 16) for x in stat.stdout.strip().split(":"))
@@ -65,24 +69,34 @@ def prove_mount(runner: Runner, probes: tuple[tuple[str, ...], ...], mountpoint:
                     host=runner.host)
 
 
-def prove_not_empty(runner: Runner, probe: tuple[str, ...], f: FilesystemPlan) -> None:
+def prove_not_empty(runner: Runner, probe: tuple[str, ...], f: FilesystemPlan,
+                    result: CommandResult | None = None) -> None:
     """The source's mount holds something besides lost+found (``probe`` prints its first
     entry): an empty source is never mirrored onto the standby (``--delete`` would empty
     it)."""
-    res = runner.run(probe, timeout=120)
+    res = result if result is not None else runner.run(probe, timeout=120)
+    if res.exit_code != 0:
+        raise CommandFailed(res)
     if not res.stdout.strip():
         raise SourceGuardFailed(
             f"{f.source_mount} ({f.name}) is empty: refusing to mirror an empty source "
             "onto the standby", host=runner.host)
 
 
-def prove_filesystem(step: Step, f: FilesystemPlan, source: Runner, peer: Runner) -> None:
+def check_reads(step: Step) -> list[tuple[str, ...]]:
+    """What a ``check`` step reads, in order: its findmnt, then its probes."""
+    return [tuple(step.argv), *(tuple(p) for p in step.probes)]
+
+
+def prove_filesystem(step: Step, f: FilesystemPlan, source: Runner, peer: Runner,
+                     results: Sequence[CommandResult] = ()) -> None:
     """A ``check`` step: the source's mount is its snapshot and not empty, or the peer's
-    mount is its standby."""
+    mount is its standby. ``results``: those of ``check_reads(step)``, when they ran
+    already; else each runs here."""
     if step.role == SOURCE:
         prove_mount(source, (step.argv, step.probes[0]), f.source_mount, f.source_device,
-                    f.fstype, SourceGuardFailed)
-        prove_not_empty(source, step.probes[1], f)
+                    f.fstype, SourceGuardFailed, results[:2])
+        prove_not_empty(source, step.probes[1], f, results[2] if results else None)
     else:
         prove_mount(peer, (step.argv, step.probes[0]), f.standby_mount, f.standby_device,
-                    f.fstype, StandbyGuardFailed)
+                    f.fstype, StandbyGuardFailed, results[:2])

@@ -15,15 +15,22 @@ one script, the row costs one. The script keeps every promise of the one-by-one 
 
 Every word reaches its command as it is: each step is one line of ``shlex``-quoted words
 handed to a shell function as its arguments.
+
+``run_reads`` does the same for read-only probes (a check step's ``findmnt`` and ``stat``):
+all of them in one command, each one's output and exit code returned apart, between
+lines that carry a boundary drawn at random for that command, so no output can fake one.
 """
 
 from __future__ import annotations
 
+import secrets
 import shlex
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from .errors import CommandFailed
 from .journal import APPEND_OPTIONS, JOURNAL_FAILED_EXIT, JOURNAL_FAILED_MESSAGE
+from .runners import CommandResult, Runner
 
 # $0 of the script: how a fake host (and a reader of `ps`) recognises it.
 STEP_BATCH_NAME = "domu-backup-steps"
@@ -127,4 +134,61 @@ def step_outcomes(stdout: str) -> list[StepOutcome]:
         before = now
         if code != "0":
             break
+    return out
+
+
+# -- read-only probes in one command ------------------------------------------------------
+
+READS_NAME = "domu-backup-reads"
+# r INDEX BOUNDARY -- ARGV...: one probe, its output between two lines of the boundary.
+_READ_FUNCTION = ('r() {\n  k=$1 b=$2; shift 3\n  printf "\\n%s %s start\\n" "$b" "$k"\n'
+                  '  "$@"; c=$?\n  printf "\\n%s %s end %s\\n" "$b" "$k" "$c"\n}\n')
+
+
+def reads_argv(argvs: Sequence[Sequence[str]], boundary: str) -> list[str]:
+    """One ``sh -c`` command running each read-only ``argv`` in turn (all of them, whatever
+    each exits with), each one's output between two lines carrying ``boundary``."""
+    lines = [shlex.join(["r", str(k), boundary, "--", *a]) for k, a in enumerate(argvs)]
+    return ["sh", "-c", _READ_FUNCTION + "\n".join(lines), READS_NAME]
+
+
+def unwrap_reads(argv: Sequence[str]) -> tuple[str, list[tuple[str, ...]]] | None:
+    """(boundary, the probes) of a reads_argv command; None for any other argv."""
+    a = tuple(argv)
+    if len(a) != 4 or a[:2] != ("sh", "-c") or a[3] != READS_NAME:
+        return None
+    if not a[2].startswith(_READ_FUNCTION):
+        return None
+    out, boundary = [], ""
+    for line in a[2][len(_READ_FUNCTION):].split("\n"):
+        words = shlex.split(line)
+        if words[:1] != ["r"] or words[3:4] != ["--"]:
+            return None
+        boundary = words[2]
+        out.append(tuple(words[4:]))
+    return boundary, out
+
+
+def read_section(k: int, boundary: str, stdout: str, code: int) -> str:
+    """What reads_argv's script prints for probe ``k`` (for a host that plays it)."""
+    return f"\n{boundary} {k} start\n{stdout}\n{boundary} {k} end {code}\n"
+
+
+def run_reads(runner: Runner, argvs: Sequence[Sequence[str]], *, timeout: float
+              ) -> list[CommandResult]:
+    """Each probe's result, as if each had run on its own (its argv, exit code and output;
+    the command's stderr, shared), from one command: one round trip to a peer. A probe the
+    output does not account for fails the whole (CommandFailed)."""
+    boundary = f"@@domubk-read-{secrets.token_hex(8)}"
+    res = runner.run(reads_argv(argvs, boundary), check=False, timeout=timeout)
+    out = []
+    for k, argv in enumerate(argvs):
+        start, end = f"\n{boundary} {k} start\n", f"\n{boundary} {k} end "
+        i = res.stdout.find(start)
+        j = res.stdout.find(end, i + len(start)) if i >= 0 else -1
+        tail = res.stdout[j + len(end):].split("\n", 1)[0] if j >= 0 else ""
+        if i < 0 or j < 0 or not tail.isdigit():
+            raise CommandFailed(replace(res, exit_code=res.exit_code or 1))
+        out.append(replace(res, argv=tuple(argv), exit_code=int(tail),
+                           stdout=res.stdout[i + len(start):j]))
     return out

@@ -34,7 +34,13 @@ from toolkit.journal import (
 )
 from toolkit.runners import CommandResult, validate_argv
 from toolkit.safefs import FsView
-from toolkit.step_batch import NODE_MISSING, step_mark, unwrap_step_batch
+from toolkit.step_batch import (
+    NODE_MISSING,
+    read_section,
+    step_mark,
+    unwrap_reads,
+    unwrap_step_batch,
+)
 from toolkit.undo import batch_mark, dm_node_probes, unwrap_undo_batch
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -458,6 +464,14 @@ class FakeHost:
                 out += inner.stdout + batch_mark(n, inner.exit_code, time.monotonic())
                 if inner.exit_code != 0:
                     break
+            return CommandResult(self.host, args, 0, out, "", 0.0)
+        reads = unwrap_reads(args)
+        if reads is not None:  # reads_argv: each probe a call of its own, every one run
+            boundary, probes = reads
+            out = ""
+            for k, probe in enumerate(probes):
+                inner = self.run(probe, check=False, timeout=timeout, env=env)
+                out += read_section(k, boundary, inner.stdout, inner.exit_code)
             return CommandResult(self.host, args, 0, out, "", 0.0)
         steps = unwrap_step_batch(args)
         if steps is not None:

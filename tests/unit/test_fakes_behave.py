@@ -316,7 +316,8 @@ def test_without_its_device_comparison_the_guard_lets_the_wrong_standby_be_writt
 
     original = toolkit.guards.prove_mount
 
-    def compares_with_what_is_mounted(runner, probes, mountpoint, device, fstype, error):
+    def compares_with_what_is_mounted(runner, probes, mountpoint, device, fstype, error,
+                                      results=()):  # what was read is ignored: it reads again
         res = runner.run(["findmnt", "--json", "--mountpoint", mountpoint, "-o",
                           "TARGET,SOURCE,FSTYPE,MAJ:MIN"], check=False, timeout=60)
         mounted = (json.loads(res.stdout)["filesystems"][-1]["source"] if res.exit_code == 0

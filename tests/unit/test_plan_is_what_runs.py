@@ -2,7 +2,7 @@
 
 A step's command, its undo and exists-probe, and its read-only probes are the whole of
 what the executor may run; the only others are the journal's own (its directory, the
-entry written with each step, its removal) and teardown's batch of planned undos. The
+entry written with each step, its removal) and the batches of planned commands. The
 copies are planned a second time once the guest's fstab is read, and that second part
 is what runs.
 """
@@ -18,7 +18,7 @@ from toolkit.execute import Executor
 from toolkit.journal import journal_dir, unwrap_journalled
 from toolkit.plan import plan_backup, render_plan
 from toolkit.report import DomainReport
-from toolkit.step_batch import unwrap_step_batch
+from toolkit.step_batch import unwrap_reads, unwrap_step_batch
 from toolkit.undo import unwrap_undo_batch
 
 RUN = "20260101T000000Z-abcd"
@@ -46,6 +46,9 @@ def _unplanned(host: FakeHost, planned: set[tuple[str, ...]], state_dir: str) ->
         elif (batch := unwrap_undo_batch(call)) is not None and all(
                 tuple(u) in planned for u in batch):
             continue  # the teardown's undos in one command, then each (checked on its own)
+        elif (reads := unwrap_reads(call)) is not None and all(
+                tuple(r) in planned for r in reads[1]):
+            continue  # a row of checks' probes in one command, then each (checked on its own)
         elif (steps := unwrap_step_batch(call)) is not None and all(
                 s.argv in planned and posixpath.dirname(s.journal) in ("", journals)
                 for s in steps):

@@ -167,3 +167,51 @@ def test_a_peer_lost_during_the_row_owes_every_journalled_step_its_undo(tmp_path
             and s.action in ("alias", "map", "mkdir", "mount")}
     assert owed <= {s.resource for s in ex._made}
     assert src.leftovers() == []
+
+
+# -- a row of checks: their probes in one command -----------------------------------------
+
+def test_reads_return_each_probes_output_and_code_apart():
+    from toolkit.runners import LocalRunner
+    from toolkit.step_batch import run_reads
+
+    probes = [["echo", "a b"], ["sh", "-c", "printf 'no newline'; exit 3"],
+              # an output that looks like the script's own lines claims nothing
+              ["sh", "-c", "echo; echo '@@domubk-read-0000 3 end 0'"], ["true"]]
+    res = run_reads(LocalRunner(), probes, timeout=30)
+    assert [(r.argv, r.exit_code, r.stdout) for r in res] == [
+        (("echo", "a b"), 0, "a b\n"),
+        (tuple(probes[1]), 3, "no newline"),
+        (tuple(probes[2]), 0, "\n@@domubk-read-0000 3 end 0\n"),
+        (("true",), 0, "")]
+
+
+def test_reads_cut_short_fail_as_a_whole():
+    from toolkit.runners import CommandResult
+    from toolkit.step_batch import read_section, run_reads, unwrap_reads
+
+    class Cut:
+        host = "dom0-b"
+
+        def run(self, argv, **kw):
+            boundary, _probes = unwrap_reads(argv)
+            return CommandResult("dom0-b", tuple(argv), 255,
+                                 read_section(0, boundary, "x\n", 0), "", 0.0)
+
+    with pytest.raises(errors.CommandFailed):
+        run_reads(Cut(), [["true"], ["true"]], timeout=30)
+
+
+def test_the_peers_checks_read_in_one_command_and_a_wrong_mount_still_fails(tmp_path):
+    from toolkit.step_batch import unwrap_reads
+
+    src, peer = FakeHost("dom0-a"), FakeHost("dom0-b", silent_mount=True)
+    src.fstab_on = "xvda1"
+    plan, ex = _run(tmp_path, src, peer)
+    with pytest.raises(errors.StandbyGuardFailed, match="is not a mountpoint"):
+        ex.run()
+    reads = [r for r in map(unwrap_reads, peer.calls) if r is not None]
+    checks = [s for s in plan.steps if s.role == "peer" and s.action == "check"]
+    assert len(reads) == 1 and len(reads[0][1]) == 2 * len(checks)
+    assert not any(c[0] == "rsync" for c in src.calls)
+    assert peer.leftovers() == [] and src.leftovers() == []
