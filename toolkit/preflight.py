@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from .background import Background
 from .config import Config
 from .errors import (
+    CommandFailed,
     DomainNotDefinedHere,
     DomainRunningOnPeer,
     DomainUnknown,
@@ -74,7 +75,8 @@ from .facts.virsh import (
 )
 from .marker import PROMOTED, marker_path, promoted_message, read_marker
 from .restore_points import read_point_lvs
-from .runners import Runner
+from .runners import CommandResult, Runner
+from .step_batch import run_reads
 
 # States in which the domain is "here": its disks are in use on this host.
 ACTIVE_STATES = frozenset({"running", "idle", "paused", "blocked", "in shutdown", "pmsuspended",
@@ -160,30 +162,42 @@ def read_layout(runner: Runner, device: str, disk_target: str) -> tuple[Partitio
         if probe.type == "LVM2_member":
             found += _guest_volumes(runner, device, disk_target, None, 0)
     else:
+        # Every partition's blkid in one command, then every superblock read in one more:
+        # two round trips to the peer, whatever the number of partitions.
+        size = table.sector_size
+        parts = [p for p in table.partitions if not p.is_container]
+        probes = dict(zip((p.number for p in parts), map(probe_from_result, run_reads(
+            runner, [blkid_argv(device, offset=p.start * size, size=p.size * size)
+                     for p in parts], timeout=120) if parts else []), strict=True))
+        typed = [p for p in parts if probes[p.number].type in PARAM_TYPES]
+        heads = dict(zip((p.number for p in typed), run_reads(
+            runner, [superblock_argv(device, p.start * size) for p in typed],
+            timeout=120) if typed else [], strict=True))
         for part in table.partitions:
             name = f"{disk_target}{part.number}"
             if part.is_container:
                 found.append(FsFacts(name, part, FilesystemProbe(None, None, None, None, None,
                                                                  None)))
                 continue
-            offset = part.start * table.sector_size
-            res = runner.run(blkid_argv(device, offset=offset,
-                                        size=part.size * table.sector_size),
-                             check=False, timeout=60)
-            probe = probe_from_result(res)
-            found.append(FsFacts(name, part, probe,
-                                 params=read_params(runner, device, offset, probe, name)))
+            offset, probe = part.start * size, probes[part.number]
+            found.append(FsFacts(name, part, probe, params=read_params(
+                runner, device, offset, probe, name, heads.get(part.number))))
             if probe.type == "LVM2_member":
                 found += _guest_volumes(runner, device, name, part, offset)
     return table, tuple(found)
 
 
 def read_params(runner: Runner, device: str, offset: int, probe: FilesystemProbe,
-                name: str) -> FsParams | None:
-    """How the filesystem blkid found at byte ``offset`` was made: one dd of its superblock."""
+                name: str, read: CommandResult | None = None) -> FsParams | None:
+    """How the filesystem blkid found at byte ``offset`` was made: one dd of its superblock
+    (``read``: that dd's result, when it ran already)."""
     if probe.type not in PARAM_TYPES:
         return None
-    head = to_bytes(runner.run(superblock_argv(device, offset), timeout=60).stdout)
+    if read is None:
+        read = runner.run(superblock_argv(device, offset), timeout=60)
+    elif read.exit_code != 0:
+        raise CommandFailed(read)
+    head = to_bytes(read.stdout)
     try:
         return parse_params(probe.type, head)
     except ParseError as exc:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .errors import CommandFailed, UsageError
 from .runners import DEFAULT_TIMEOUT, CommandResult, Runner, validate_argv
+from .step_batch import read_section, split_reads, unwrap_reads
 
 
 class RecordingRunner:
@@ -33,9 +34,12 @@ class RecordingRunner:
             ok_codes: Iterable[int] = (0,), env: Mapping[str, str] | None = None) -> CommandResult:
         """Run argv on ``inner`` and record its result, a failure too; then ``check`` as usual."""
         result = self.inner.run(argv, check=False, timeout=timeout, input=input, env=env)
-        self.records.append({"role": self.role, "argv": list(result.argv),
-                             "exit_code": result.exit_code, "stdout": result.stdout,
-                             "stderr": result.stderr})
+        reads = unwrap_reads(argv)
+        # probes read in one command are recorded one by one, as each would have run
+        for one in (split_reads(result, reads[1], reads[0]) if reads else [result]):
+            self.records.append({"role": self.role, "argv": list(one.argv),
+                                 "exit_code": one.exit_code, "stdout": one.stdout,
+                                 "stderr": one.stderr})
         if check and result.exit_code not in tuple(ok_codes):
             raise CommandFailed(result)
         return result
@@ -63,6 +67,15 @@ class ReplayRunner:
         """
         args = validate_argv(argv)
         self.calls.append(args)
+        reads = unwrap_reads(args)
+        if reads is not None:  # probes read in one command: each answered from its record
+            boundary, probes = reads
+            out = err = ""
+            for k, probe in enumerate(probes):
+                one = self.run(probe, check=False, timeout=timeout)
+                out += read_section(k, boundary, one.stdout, one.exit_code)
+                err += read_section(k, boundary, one.stderr, one.exit_code)
+            return CommandResult(self.host, args, 0, out, err, 0.0)
         rec = self._answers.get(args)
         if rec is None:
             raise KeyError(f"{self.host}: no recorded result for {list(args)}")

@@ -141,8 +141,13 @@ def step_outcomes(stdout: str) -> list[StepOutcome]:
 
 READS_NAME = "domu-backup-reads"
 # r INDEX BOUNDARY -- ARGV...: one probe, its output between two lines of the boundary.
-_READ_FUNCTION = ('r() {\n  k=$1 b=$2; shift 3\n  printf "\\n%s %s start\\n" "$b" "$k"\n'
-                  '  "$@"; c=$?\n  printf "\\n%s %s end %s\\n" "$b" "$k" "$c"\n}\n')
+# Both streams are marked, so each probe gets its own stderr too.
+_READ_FUNCTION = ('r() {\n  k=$1 b=$2; shift 3\n'
+                  '  printf "\\n%s %s start\\n" "$b" "$k"; '
+                  'printf "\\n%s %s start\\n" "$b" "$k" >&2\n'
+                  '  "$@"; c=$?\n'
+                  '  printf "\\n%s %s end %s\\n" "$b" "$k" "$c"; '
+                  'printf "\\n%s %s end %s\\n" "$b" "$k" "$c" >&2\n}\n')
 
 
 def reads_argv(argvs: Sequence[Sequence[str]], boundary: str) -> list[str]:
@@ -169,26 +174,41 @@ def unwrap_reads(argv: Sequence[str]) -> tuple[str, list[tuple[str, ...]]] | Non
     return boundary, out
 
 
-def read_section(k: int, boundary: str, stdout: str, code: int) -> str:
-    """What reads_argv's script prints for probe ``k`` (for a host that plays it)."""
-    return f"\n{boundary} {k} start\n{stdout}\n{boundary} {k} end {code}\n"
+def read_section(k: int, boundary: str, output: str, code: int) -> str:
+    """What reads_argv's script prints on each stream for probe ``k`` (for a host that
+    plays it): the probe's output on that stream between the two lines."""
+    return f"\n{boundary} {k} start\n{output}\n{boundary} {k} end {code}\n"
+
+
+def _section(text: str, boundary: str, k: int) -> tuple[str, str] | None:
+    """(the output, the exit code as printed) of probe ``k`` on one stream; None if the
+    stream does not hold it whole."""
+    start, end = f"\n{boundary} {k} start\n", f"\n{boundary} {k} end "
+    i = text.find(start)
+    j = text.find(end, i + len(start)) if i >= 0 else -1
+    if j < 0:
+        return None
+    return text[i + len(start):j], text[j + len(end):].split("\n", 1)[0]
 
 
 def run_reads(runner: Runner, argvs: Sequence[Sequence[str]], *, timeout: float
               ) -> list[CommandResult]:
-    """Each probe's result, as if each had run on its own (its argv, exit code and output;
-    the command's stderr, shared), from one command: one round trip to a peer. A probe the
-    output does not account for fails the whole (CommandFailed)."""
+    """Each probe's result, as if each had run on its own (its argv, exit code, stdout and
+    stderr), from one command: one round trip to a peer. A probe the output does not
+    account for fails the whole (CommandFailed)."""
     boundary = f"@@domubk-read-{secrets.token_hex(8)}"
     res = runner.run(reads_argv(argvs, boundary), check=False, timeout=timeout)
+    return split_reads(res, argvs, boundary)
+
+
+def split_reads(res: CommandResult, argvs: Sequence[Sequence[str]], boundary: str
+                ) -> list[CommandResult]:
+    """The probes' own results out of a reads_argv command's result."""
     out = []
     for k, argv in enumerate(argvs):
-        start, end = f"\n{boundary} {k} start\n", f"\n{boundary} {k} end "
-        i = res.stdout.find(start)
-        j = res.stdout.find(end, i + len(start)) if i >= 0 else -1
-        tail = res.stdout[j + len(end):].split("\n", 1)[0] if j >= 0 else ""
-        if i < 0 or j < 0 or not tail.isdigit():
+        stdout, stderr = _section(res.stdout, boundary, k), _section(res.stderr, boundary, k)
+        if stdout is None or stderr is None or not stdout[1].isdigit():
             raise CommandFailed(replace(res, exit_code=res.exit_code or 1))
-        out.append(replace(res, argv=tuple(argv), exit_code=int(tail),
-                           stdout=res.stdout[i + len(start):j]))
+        out.append(replace(res, argv=tuple(argv), exit_code=int(stdout[1]), stdout=stdout[0],
+                           stderr=stderr[0]))
     return out

@@ -316,6 +316,22 @@ def _readlink_options(a: tuple[str, ...]) -> tuple[list[str], list[str], str]:
     return given, operands, ""
 
 
+def play_reads(host: str, argv: Sequence[str], run_one: Callable[[tuple[str, ...]],
+               CommandResult]) -> CommandResult | None:
+    """A host's answer to a reads_argv command: each probe run by ``run_one``, every one,
+    its output and exit code between its lines; None for any other argv."""
+    reads = unwrap_reads(argv)
+    if reads is None:
+        return None
+    boundary, probes = reads
+    out = err = ""
+    for k, probe in enumerate(probes):
+        inner = run_one(probe)
+        out += read_section(k, boundary, inner.stdout, inner.exit_code)
+        err += read_section(k, boundary, inner.stderr, inner.exit_code)
+    return CommandResult(host, tuple(argv), 0, out, err, 0.0)
+
+
 class FakeHost:
     """In-memory Dom0: LVs, dm maps, directories and mounts, changed by commands.
 
@@ -465,14 +481,10 @@ class FakeHost:
                 if inner.exit_code != 0:
                     break
             return CommandResult(self.host, args, 0, out, "", 0.0)
-        reads = unwrap_reads(args)
-        if reads is not None:  # reads_argv: each probe a call of its own, every one run
-            boundary, probes = reads
-            out = ""
-            for k, probe in enumerate(probes):
-                inner = self.run(probe, check=False, timeout=timeout, env=env)
-                out += read_section(k, boundary, inner.stdout, inner.exit_code)
-            return CommandResult(self.host, args, 0, out, "", 0.0)
+        played = play_reads(self.host, args, lambda a: self.run(a, check=False,
+                                                                timeout=timeout, env=env))
+        if played is not None:
+            return played
         steps = unwrap_step_batch(args)
         if steps is not None:
             return self._step_batch(args, steps, timeout, env)

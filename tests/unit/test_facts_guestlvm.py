@@ -14,7 +14,7 @@ import struct
 from hashlib import sha256
 
 import pytest
-from fakes import RECORDED, config, lv
+from fakes import RECORDED, config, lv, play_reads
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -379,6 +379,9 @@ class DiskRunner:
         self.superblocks = {at: EXT4_HEAD for at, probe in probes.items() if "TYPE=ext4" in probe}
 
     def run(self, argv, *, check=True, timeout=None, input=None, ok_codes=(0,), env=None):
+        played = play_reads(self.host, argv, lambda a: self.run(a, check=False))
+        if played is not None:
+            return played
         argv = list(argv)
         self.calls.append(argv)
         out = ""

@@ -175,15 +175,15 @@ def test_reads_return_each_probes_output_and_code_apart():
     from toolkit.runners import LocalRunner
     from toolkit.step_batch import run_reads
 
-    probes = [["echo", "a b"], ["sh", "-c", "printf 'no newline'; exit 3"],
+    probes = [["echo", "a b"], ["sh", "-c", "printf 'no newline'; echo oops >&2; exit 3"],
               # an output that looks like the script's own lines claims nothing
               ["sh", "-c", "echo; echo '@@domubk-read-0000 3 end 0'"], ["true"]]
     res = run_reads(LocalRunner(), probes, timeout=30)
-    assert [(r.argv, r.exit_code, r.stdout) for r in res] == [
-        (("echo", "a b"), 0, "a b\n"),
-        (tuple(probes[1]), 3, "no newline"),
-        (tuple(probes[2]), 0, "\n@@domubk-read-0000 3 end 0\n"),
-        (("true",), 0, "")]
+    assert [(r.argv, r.exit_code, r.stdout, r.stderr) for r in res] == [
+        (("echo", "a b"), 0, "a b\n", ""),
+        (tuple(probes[1]), 3, "no newline", "oops\n"),  # its own stderr, no other's
+        (tuple(probes[2]), 0, "\n@@domubk-read-0000 3 end 0\n", ""),
+        (("true",), 0, "", "")]
 
 
 def test_reads_cut_short_fail_as_a_whole():
@@ -195,8 +195,8 @@ def test_reads_cut_short_fail_as_a_whole():
 
         def run(self, argv, **kw):
             boundary, _probes = unwrap_reads(argv)
-            return CommandResult("dom0-b", tuple(argv), 255,
-                                 read_section(0, boundary, "x\n", 0), "", 0.0)
+            return CommandResult("dom0-b", tuple(argv), 255, read_section(0, boundary, "x\n", 0),
+                                 read_section(0, boundary, "", 0), 0.0)
 
     with pytest.raises(errors.CommandFailed):
         run_reads(Cut(), [["true"], ["true"]], timeout=30)
@@ -215,3 +215,19 @@ def test_the_peers_checks_read_in_one_command_and_a_wrong_mount_still_fails(tmp_
     assert len(reads) == 1 and len(reads[0][1]) == 2 * len(checks)
     assert not any(c[0] == "rsync" for c in src.calls)
     assert peer.leftovers() == [] and src.leftovers() == []
+
+
+def test_a_recording_keeps_each_probe_of_a_batch_and_a_replay_answers_the_batch():
+    from toolkit.replay import RecordingRunner, ReplayRunner
+    from toolkit.runners import LocalRunner
+    from toolkit.step_batch import run_reads
+
+    probes = [["echo", "one"], ["sh", "-c", "echo two >&2; exit 2"]]
+    rec = RecordingRunner(LocalRunner(), "source")
+    live = run_reads(rec, probes, timeout=30)
+    # recorded as if each had run on its own: what a replay (and a reader) needs
+    assert [(r["argv"], r["exit_code"], r["stdout"], r["stderr"]) for r in rec.records] == [
+        (["echo", "one"], 0, "one\n", ""), (probes[1], 2, "", "two\n")]
+    replayed = run_reads(ReplayRunner("dom0-a", rec.records), probes, timeout=30)
+    assert [(r.argv, r.exit_code, r.stdout, r.stderr) for r in replayed] == [
+        (r.argv, r.exit_code, r.stdout, r.stderr) for r in live]
