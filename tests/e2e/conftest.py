@@ -60,7 +60,7 @@ def fresh(lab, request: pytest.FixtureRequest):
             lab.runner(c).run(["rm", "-rf", "/var/lib/domu-backup"], timeout=60)
     yield lab
     with phase("per-test: leak check"):
-        leaks = {c: lab.sandbox.leak_report(c) for c in ("dom0-a", "dom0-b")}
+        leaks = lab.sandbox.leak_reports(("dom0-a", "dom0-b"))
     leaks = {c: v for c, v in leaks.items() if v}
     if leaks:
         # clean up so the next test starts clean, then fail this one

@@ -358,3 +358,20 @@ def test_a_failed_or_missing_probe_is_an_error_not_a_clean_host(tmp_path: Path) 
     cut = out[:out.index("@@domubk-probe loops")]  # the output stops early
     with pytest.raises(ParseError, match="losetup .* did not run"):
         parse_probe_output(cut, LEAK_PROBES)
+
+
+def test_the_leak_checks_of_both_fake_dom0s_run_at_once(monkeypatch) -> None:
+    import threading
+
+    from toolkit.lab.sandbox import Sandbox
+
+    both = threading.Barrier(2, timeout=10)  # passes only while both checks run together
+
+    def one(self, container):
+        both.wait()
+        return [] if container == "dom0-a" else [f"lv vg_b/left-on-{container}"]
+
+    monkeypatch.setattr(Sandbox, "leak_report", one)
+    box = Sandbox(client=None, image="x")  # type: ignore[arg-type]
+    assert box.leak_reports(("dom0-a", "dom0-b")) == {
+        "dom0-a": [], "dom0-b": ["lv vg_b/left-on-dom0-b"]}

@@ -344,7 +344,7 @@ def run_backup(lab: Lab, domain: str, *extra: str, container: str = "dom0-a",
 
 def leftovers(lab: Lab) -> dict[str, list[str]]:
     """What the tool left on each fake Dom0 (the leak check of both; [] where clean)."""
-    return {c: lab.sandbox.leak_report(c) for c in ("dom0-a", "dom0-b")}
+    return lab.sandbox.leak_reports(("dom0-a", "dom0-b"))
 
 
 def standby_marker(lab: Lab, domain: str, peer: str = "dom0-b") -> dict:

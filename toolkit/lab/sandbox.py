@@ -127,6 +127,14 @@ class Sandbox:
 
         return leak_report(DockerRunner(container, client=self.client))
 
+    def leak_reports(self, containers: Sequence[str]) -> dict[str, list[str]]:
+        """``leak_report`` of each container, all at once (each through its own exec
+        session; the pool hands a session to one thread at a time)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(len(containers)) as pool:
+            return dict(zip(containers, pool.map(self.leak_report, containers), strict=True))
+
 
 # -- running commands and copying files in ------------------------------------------------
 
