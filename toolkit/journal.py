@@ -187,15 +187,25 @@ def parse_journal(text: str, path: str = "journal") -> list[JournalEntry]:
     return entries
 
 
-def list_journals(runner: Runner, state_dir: str, domain: str | None = None) -> list[str]:
-    """Journal files on a host, optionally for one domain."""
-    d = journal_dir(state_dir)
-    res = runner.run(["find", d, "-maxdepth", "1", "-type", "f", "-name",
-                      f"{domain}.*.jsonl" if domain else "*.jsonl"], check=False, timeout=30)
+def journals_argv(state_dir: str, domain: str | None = None) -> tuple[str, ...]:
+    """The find that lists a host's journal files, optionally one domain's."""
+    return ("find", journal_dir(state_dir), "-maxdepth", "1", "-type", "f", "-name",
+            f"{domain}.*.jsonl" if domain else "*.jsonl")
+
+
+def journals_from(res: CommandResult, domain: str | None = None) -> list[str]:
+    """The journal files journals_argv found: none when there is no journal directory;
+    CommandFailed when it could not be listed."""
     if res.exit_code != 0:
         if "No such file" in res.stderr:
             return []
-        runner.run(["find", d, "-maxdepth", "1"], timeout=30)
+        raise CommandFailed(res)
     # find's -name is a glob: keep only the files of exactly this domain (R21)
     return sorted(line for line in res.stdout.splitlines()
                   if line.strip() and journal_of(line, domain))
+
+
+def list_journals(runner: Runner, state_dir: str, domain: str | None = None) -> list[str]:
+    """Journal files on a host, optionally for one domain."""
+    return journals_from(runner.run(journals_argv(state_dir, domain), check=False, timeout=30),
+                         domain)

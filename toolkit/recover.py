@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from . import PREFIX
 from .background import Background
 from .config import Config
-from .errors import InsecureFile, ToolkitError
+from .errors import CommandFailed, InsecureFile, ToolkitError
 from .facts.findmnt import findmnt_argv, mounts_from_result
 from .facts.virsh import parse_domstate
-from .journal import list_journals, parse_journal
+from .journal import journals_argv, journals_from, list_journals, parse_journal
 from .owned import (
     journal_of,
     parse_owned,
@@ -38,9 +38,10 @@ from .owned import (
 from .plan import mount_probe
 from .preflight import ACTIVE_STATES
 from .rollback import ROLLBACK_ACTIONS, rollback_undo_problem
-from .runners import Runner
+from .runners import CommandResult, Runner
 from .snapshot_hooks import HOOK_UNDO, THAW_UNDO, is_flag_undo, owe_post_snapshot, owe_thaw
-from .statedir import check_state_dir
+from .statedir import check_state_dir, state_dir_argv, state_dir_from
+from .step_batch import run_reads
 from .undo import undo_with_retry, unwind
 
 # recover undoes with the same bounded retries as a run's teardown, with a longer bound.
@@ -192,16 +193,33 @@ def _promote_left(runner: Runner, entries: list) -> tuple[bool, list]:
 # The inventory's probes fail loudly (CommandFailed, naming the host and the command): a
 # host whose maps, VGs, mounts or LVs cannot be listed is not a host with none of them.
 
-def _dm_names(runner: Runner) -> list[str]:
-    res = runner.run(["dmsetup", "info", "-c", "--noheadings", "-o", "name"], timeout=60)
-    if res.stdout.strip() == "No devices found":
+DM_NAMES_ARGV = ("dmsetup", "info", "-c", "--noheadings", "-o", "name")
+VGS_ARGV = ("vgs", "--noheadings", "-o", "vg_name")
+TAGGED_ARGV = ("lvs", "--noheadings", "-o", "vg_name,lv_name", "-S", f"lv_tags={PREFIX}")
+
+
+def _checked(res: CommandResult) -> CommandResult:
+    if res.exit_code != 0:
+        raise CommandFailed(res)
+    return res
+
+
+def _dm_names_from(res: CommandResult) -> list[str]:
+    if _checked(res).stdout.strip() == "No devices found":
         return []
     return [line.strip() for line in res.stdout.splitlines() if line.strip()]
 
 
+def _dm_names(runner: Runner) -> list[str]:
+    return _dm_names_from(runner.run(DM_NAMES_ARGV, timeout=60))
+
+
+def _vgs_from(res: CommandResult) -> list[str]:
+    return [line.strip() for line in _checked(res).stdout.splitlines() if line.strip()]
+
+
 def _local_vgs(runner: Runner) -> list[str]:
-    res = runner.run(["vgs", "--noheadings", "-o", "vg_name"], timeout=60)
-    return [line.strip() for line in res.stdout.splitlines() if line.strip()]
+    return _vgs_from(runner.run(VGS_ARGV, timeout=60))
 
 
 def owned_maps(names: list[str], role: str, domain: str | None, vgs: list[str],
@@ -258,11 +276,13 @@ def owned_mounts(targets: list[str], prefix: str, domain: str | None) -> list[st
     return sorted(picked, key=lambda p: p.count("/"), reverse=True)
 
 
-def _tagged_lvs(runner: Runner) -> list[tuple[str, str]]:
-    res = runner.run(["lvs", "--noheadings", "-o", "vg_name,lv_name", "-S",
-                      f"lv_tags={PREFIX}"], timeout=60)
-    pairs = [line.split() for line in res.stdout.splitlines()]
+def _tagged_from(res: CommandResult) -> list[tuple[str, str]]:
+    pairs = [line.split() for line in _checked(res).stdout.splitlines()]
     return [(p[0], p[1]) for p in pairs if len(p) == 2]
+
+
+def _tagged_lvs(runner: Runner) -> list[tuple[str, str]]:
+    return _tagged_from(runner.run(TAGGED_ARGV, timeout=60))
 
 
 def owned_snapshots(tagged: list[tuple[str, str]], domain: str | None) -> list[str]:
@@ -270,11 +290,19 @@ def owned_snapshots(tagged: list[tuple[str, str]], domain: str | None) -> list[s
     return [f"{vg}/{lv}" for vg, lv in tagged if snapshot_lv(lv, domain)]
 
 
-def _run_dirs(runner: Runner, prefix: str, domain: str | None) -> list[str]:
-    res = runner.run(["find", prefix, "-mindepth", "1", "-maxdepth", "1", "-type", "d",
-                      "-name", f"{domain}.*" if domain else "*"], check=False, timeout=60)
+def _run_dirs_argv(prefix: str, domain: str | None) -> tuple[str, ...]:
+    return ("find", prefix, "-mindepth", "1", "-maxdepth", "1", "-type", "d", "-name",
+            f"{domain}.*" if domain else "*")
+
+
+def _run_dirs_from(res: CommandResult, domain: str | None) -> list[str]:
     return [line for line in res.stdout.splitlines()
             if line.strip() and run_dir_of(line.rsplit("/", 1)[-1], domain)]
+
+
+def _run_dirs(runner: Runner, prefix: str, domain: str | None) -> list[str]:
+    return _run_dirs_from(runner.run(_run_dirs_argv(prefix, domain), check=False, timeout=60),
+                          domain)
 
 
 def sweep(runner: Runner, config: Config, domain: str | None, role: str,
@@ -413,16 +441,30 @@ class Inventory:
             or _of_domain(self.run_dirs, domain))
 
 
-def take_inventory(runner: Runner, config: Config, role: str) -> Inventory:
-    """One look at a host: journals, mounts, maps, tagged LVs and run directories."""
-    defaults = config.defaults
+def take_inventory(runner: Runner, config: Config, role: str, *,
+                   proven: bool = False) -> Inventory:
+    """One look at a host: journals, mounts, maps, tagged LVs and run directories, all
+    read in one command (one round trip to a peer). With ``proven``, the state directory
+    whose journals recover obeys is proven first, in the same command (R22): an unsafe
+    one raises before anything read is used."""
+    state_dir = config.defaults.state_dir
     prefix = _prefix(config, role)
     source = role == "source"
+    argvs = [journals_argv(state_dir), findmnt_argv(), DM_NAMES_ARGV,
+             *((VGS_ARGV, TAGGED_ARGV) if source else ()), _run_dirs_argv(prefix, None)]
+    if proven:
+        argvs.insert(0, tuple(state_dir_argv(state_dir)))
+    read = run_reads(runner, argvs, timeout=60)
+    if proven:
+        state_dir_from(read.pop(0), state_dir, runner.host)
+    journals, mounts, maps = read[0], read[1], read[2]
+    vgs, tagged = (read[3], read[4]) if source else (None, None)
     return Inventory(
-        role, tuple(list_journals(runner, defaults.state_dir)),
-        tuple(t for t in _mount_targets(runner) if t.startswith(prefix.rstrip("/") + "/")),
-        tuple(_dm_names(runner)), tuple(_local_vgs(runner) if source else ()),
-        tuple(_tagged_lvs(runner) if source else ()), tuple(_run_dirs(runner, prefix, None)))
+        role, tuple(journals_from(journals)),
+        tuple(m.target for m in mounts_from_result(mounts)
+              if m.target.startswith(prefix.rstrip("/") + "/")),
+        tuple(_dm_names_from(maps)), tuple(_vgs_from(vgs) if vgs else ()),
+        tuple(_tagged_from(tagged) if tagged else ()), tuple(_run_dirs_from(read[-1], None)))
 
 
 def take_inventories(config: Config, source: Runner, peer: Runner, *,
@@ -436,11 +478,13 @@ def take_inventories(config: Config, source: Runner, peer: Runner, *,
     raises, after both ended, before anything is recovered.
     """
     def look(runner: Runner, role: str) -> Inventory | None:
-        if proven:
-            check_state_dir(runner, config.defaults.state_dir)
         try:
-            return take_inventory(runner, config, role)
+            return take_inventory(runner, config, role, proven=proven)
+        except InsecureFile:
+            raise  # an unsafe state directory stops the run
         except ToolkitError:
+            if proven:
+                raise  # nothing was proven of that host
             return None
 
     on_peer = Background(lambda: look(peer, "peer"), "inventory-peer")

@@ -17,7 +17,7 @@ import posixpath
 import stat
 
 from .errors import InsecureFile, ParseError
-from .runners import Runner
+from .runners import CommandResult, Runner
 
 SUBDIRS = ("journal", "standby")
 
@@ -103,12 +103,17 @@ def judge_state_dir(output: str, state_dir: str, host: str) -> None:
 
 def check_state_dir(runner: Runner, state_dir: str) -> None:
     """Make the state directory on ``runner``'s host if missing, then prove it safe."""
-    res = runner.run(state_dir_argv(state_dir), check=False, timeout=60)
+    state_dir_from(runner.run(state_dir_argv(state_dir), check=False, timeout=60), state_dir,
+                   runner.host)
+
+
+def state_dir_from(res: CommandResult, state_dir: str, host: str) -> None:
+    """Judge what state_dir_argv printed (InsecureFile unless the directory is safe)."""
     if res.exit_code != 0:
         tail = (res.stderr.strip().splitlines() or [f"exit {res.exit_code}"])[-1]
         raise InsecureFile(f"state directory {state_dir}: cannot make or inspect it: {tail}",
-                           host=runner.host)
-    judge_state_dir(res.stdout, state_dir, runner.host)
+                           host=host)
+    judge_state_dir(res.stdout, state_dir, host)
 
 
 def _refuse(host: str, path: str, problem: str, fix: str) -> InsecureFile:

@@ -140,9 +140,9 @@ def step_outcomes(stdout: str) -> list[StepOutcome]:
 # -- read-only probes in one command ------------------------------------------------------
 
 READS_NAME = "domu-backup-reads"
-# r INDEX BOUNDARY -- ARGV...: one probe, its output between two lines of the boundary.
-# Both streams are marked, so each probe gets its own stderr too.
-_READ_FUNCTION = ('r() {\n  k=$1 b=$2; shift 3\n'
+# r INDEX BOUNDARY WORDS -- ARGV...: one probe (WORDS words long), its output between two
+# lines of the boundary. Both streams are marked, so each probe gets its own stderr too.
+_READ_FUNCTION = ('r() {\n  k=$1 b=$2; shift 4\n'
                   '  printf "\\n%s %s start\\n" "$b" "$k"; '
                   'printf "\\n%s %s start\\n" "$b" "$k" >&2\n'
                   '  "$@"; c=$?\n'
@@ -153,7 +153,8 @@ _READ_FUNCTION = ('r() {\n  k=$1 b=$2; shift 3\n'
 def reads_argv(argvs: Sequence[Sequence[str]], boundary: str) -> list[str]:
     """One ``sh -c`` command running each read-only ``argv`` in turn (all of them, whatever
     each exits with), each one's output between two lines carrying ``boundary``."""
-    lines = [shlex.join(["r", str(k), boundary, "--", *a]) for k, a in enumerate(argvs)]
+    lines = [shlex.join(["r", str(k), boundary, str(len(a)), "--", *a])
+             for k, a in enumerate(argvs)]
     return ["sh", "-c", _READ_FUNCTION + "\n".join(lines), READS_NAME]
 
 
@@ -164,13 +165,18 @@ def unwrap_reads(argv: Sequence[str]) -> tuple[str, list[tuple[str, ...]]] | Non
         return None
     if not a[2].startswith(_READ_FUNCTION):
         return None
-    out, boundary = [], ""
-    for line in a[2][len(_READ_FUNCTION):].split("\n"):
-        words = shlex.split(line)
-        if words[:1] != ["r"] or words[3:4] != ["--"]:
+    # a probe's words may hold newlines (a script): read them by their count, not by line
+    words = shlex.split(a[2][len(_READ_FUNCTION):])
+    out: list[tuple[str, ...]] = []
+    boundary, i = "", 0
+    while i < len(words):
+        head = words[i:i + 5]
+        if (len(head) < 5 or head[0] != "r" or head[1] != str(len(out)) or head[4] != "--"
+                or not head[3].isdigit()):
             return None
-        boundary = words[2]
-        out.append(tuple(words[4:]))
+        boundary, n = head[2], int(head[3])
+        out.append(tuple(words[i + 5:i + 5 + n]))
+        i += 5 + n
     return boundary, out
 
 

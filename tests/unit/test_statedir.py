@@ -225,25 +225,26 @@ def test_the_check_names_its_host_and_the_state_directory_a_foreign_parent_endan
 
 @pytest.mark.parametrize("unsafe", ["source", "peer"])
 def test_inventories_prove_both_state_directories_first_and_an_unsafe_one_stops(
-        monkeypatch, tmp_path, unsafe):
-    """R22: each host's state directory is proven before its journals are listed; an
-    unsafe one on either host raises once both looks ended, and no inventory is used."""
-    from toolkit import recover as recover_mod
+        tmp_path, unsafe):
+    """R22: each host's state directory is proven before its journals are used (first in
+    the command that takes its inventory); an unsafe one on either host raises once both
+    looks ended, and no inventory is used."""
+    from fakes import FakeHost
 
-    seen: list[str] = []
+    from toolkit.recover import take_inventories
+    from toolkit.step_batch import unwrap_reads
 
-    def check(runner, state_dir):
-        seen.append(f"statedir {runner}")
-        if runner == unsafe:
-            raise InsecureFile(f"{state_dir} is writable by others", host=runner)
+    class Unsafe(FakeHost):
+        def _answer(self, a, input):
+            if a[:2] == ("sh", "-c") and len(a) == 5 and a[3] == "domu-backup-statedir":
+                return 0, f"0\nR {a[4]}\nD 41ff 0 {a[4]}\n", ""  # writable by everyone
+            return super()._answer(a, input)
 
-    monkeypatch.setattr(recover_mod, "check_state_dir", check)
-    monkeypatch.setattr(recover_mod, "take_inventory",
-                        lambda runner, cfg, role: seen.append(f"inventory {runner}") or role)
-    with pytest.raises(InsecureFile, match="writable by others"):
-        recover_mod.take_inventories(config(tmp_path), "source", "peer", proven=True)
-    for host in ("source", "peer"):
-        assert f"statedir {host}" in seen
-        if f"inventory {host}" in seen:
-            assert seen.index(f"statedir {host}") < seen.index(f"inventory {host}")
-    assert f"inventory {unsafe}" not in seen
+    hosts = {role: (Unsafe if role == unsafe else FakeHost)(f"dom0-{role}")
+             for role in ("source", "peer")}
+    with pytest.raises(InsecureFile, match="dom0-" + unsafe):
+        take_inventories(config(tmp_path), hosts["source"], hosts["peer"], proven=True)
+    for host in hosts.values():
+        (batch,) = [r for r in map(unwrap_reads, host.calls) if r is not None]
+        assert batch[1][0][3] == "domu-backup-statedir"  # proven first, in the same command
+        assert not any(c[0] == "cat" for c in host.calls)  # no journal was read

@@ -173,17 +173,20 @@ def test_a_peer_lost_during_the_row_owes_every_journalled_step_its_undo(tmp_path
 
 def test_reads_return_each_probes_output_and_code_apart():
     from toolkit.runners import LocalRunner
-    from toolkit.step_batch import run_reads
+    from toolkit.step_batch import reads_argv, run_reads, unwrap_reads
 
     probes = [["echo", "a b"], ["sh", "-c", "printf 'no newline'; echo oops >&2; exit 3"],
               # an output that looks like the script's own lines claims nothing
-              ["sh", "-c", "echo; echo '@@domubk-read-0000 3 end 0'"], ["true"]]
+              ["sh", "-c", "echo; echo '@@domubk-read-0000 3 end 0'"], ["true"],
+              ["sh", "-c", "echo 'two\nlines'\necho 'in a script'", "name"]]
     res = run_reads(LocalRunner(), probes, timeout=30)
     assert [(r.argv, r.exit_code, r.stdout, r.stderr) for r in res] == [
         (("echo", "a b"), 0, "a b\n", ""),
         (tuple(probes[1]), 3, "no newline", "oops\n"),  # its own stderr, no other's
         (tuple(probes[2]), 0, "\n@@domubk-read-0000 3 end 0\n", ""),
-        (("true",), 0, "", "")]
+        (("true",), 0, "", ""),
+        (tuple(probes[4]), 0, "two\nlines\nin a script\n", "")]
+    assert unwrap_reads(reads_argv(probes, "@@b"))[1] == [tuple(p) for p in probes]
 
 
 def test_reads_cut_short_fail_as_a_whole():
