@@ -105,26 +105,40 @@ def unwrap_step_batch(argv: Sequence[str]) -> list[BatchStep] | None:
     return out
 
 
-def step_mark(k: int | None, code: str, uptime: float | None) -> str:
-    """The line the script prints after step ``k`` (None: before the first)."""
-    return (f"\n{_MARK} {'-' if k is None else k} r={code} "
+def mark_line(mark: str, k: int | str | None, code: str, uptime: float | None) -> str:
+    """The line a batch script prints after its ``k``-th command (None: before the first):
+    that command's outcome and the host's uptime."""
+    return (f"\n{mark} {'-' if k is None else k} r={code} "
             f"t={'' if uptime is None else uptime}\n")
 
 
-def step_outcomes(stdout: str) -> list[StepOutcome]:
-    """Each step's outcome, from the first on, until the one that failed (included) or the
-    last the script reached. A command's own output cannot claim a later step's outcome:
-    the script's mark of each step is printed after its command, and the last one wins."""
+def read_marks(stdout: str, mark: str) -> dict[str, tuple[str, float | None]]:
+    """The ``mark`` lines of a batch's output: index ("-" before the first) -> (outcome,
+    uptime or None). The last line of an index wins: the script prints its own after the
+    command's output, so no command can claim an outcome for itself or one before it."""
     marks: dict[str, tuple[str, float | None]] = {}
     for line in stdout.splitlines():
         parts = line.split(" ")
-        if len(parts) != 4 or parts[0] != _MARK or not parts[2].startswith("r="):
+        if len(parts) != 4 or parts[0] != mark or not parts[2].startswith("r="):
             continue
         try:
             uptime: float | None = float(parts[3].removeprefix("t="))
         except ValueError:
             uptime = None
         marks[parts[1]] = (parts[2].removeprefix("r="), uptime)
+    return marks
+
+
+def step_mark(k: int | None, code: str, uptime: float | None) -> str:
+    """The line the script prints after step ``k`` (None: before the first)."""
+    return mark_line(_MARK, k, code, uptime)
+
+
+def step_outcomes(stdout: str) -> list[StepOutcome]:
+    """Each step's outcome, from the first on, until the one that failed (included) or the
+    last the script reached. A command's own output cannot claim a later step's outcome:
+    the script's mark of each step is printed after its command, and the last one wins."""
+    marks = read_marks(stdout, _MARK)
     out: list[StepOutcome] = []
     before = marks.get("-", ("", None))[1]
     while str(len(out)) in marks:

@@ -14,6 +14,7 @@ from typing import Generic, Protocol, TypeVar
 
 from .errors import CommandFailed, MapFailed, ToolkitError
 from .runners import Runner
+from .step_batch import mark_line, read_marks
 
 
 def resource_exists(runner: Runner, probe: tuple[str, ...]) -> bool:
@@ -85,23 +86,13 @@ def unwrap_undo_batch(argv: Sequence[str]) -> list[list[str]] | None:
 
 def batch_mark(n: int | None, code: int | None, uptime: float) -> str:
     """The line undo_batch_argv's script prints (for a host that plays it)."""
-    return (f"\n{_UNDONE} {'-' if n is None else n} r={'' if code is None else code} "
-            f"t={uptime}\n")
+    return mark_line(_UNDONE, n, "" if code is None else str(code), uptime)
 
 
 def undone_in_batch(stdout: str) -> list[float | None]:
     """How long each undo of a batch that succeeded took, from the first on, as its output
     says (None where the host's clock could not be read)."""
-    marks: dict[str, tuple[str, float | None]] = {}
-    for line in stdout.splitlines():
-        parts = line.split(" ")
-        if len(parts) != 4 or parts[0] != _UNDONE or not parts[2].startswith("r="):
-            continue
-        try:
-            uptime: float | None = float(parts[3].removeprefix("t="))
-        except ValueError:
-            uptime = None
-        marks[parts[1]] = (parts[2].removeprefix("r="), uptime)
+    marks = read_marks(stdout, _UNDONE)
     times: list[float | None] = []
     before = marks.get("-", ("", None))[1]
     while marks.get(str(len(times)), ("", None))[0] == "0":
