@@ -10,8 +10,8 @@ from .errors import ToolkitError
 
 @operator_command(help={
     "domu": "domain to start from its standby here",
-    "at": "the run id of a thin restore point to start from; the standby as it is now is "
-          "kept as a restore point of its own",
+    "at": "the run id of a restore point to start from (a classic one is merged into the "
+          "standby); the standby as it is now is kept as a restore point of its own",
     "dry-run": "check everything and print every step on both hosts; change nothing",
     "force": "the source cannot be reached and is down: promote without asking it",
     "json": "print the report as JSON",

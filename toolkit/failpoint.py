@@ -23,7 +23,7 @@ TEST_HOOKS_FILE = "/etc/domu-backup/test-hooks"
 FAILPOINT_ACTIONS = frozenset({"lock", "snapshot", "map", "mkdir", "mount", "check", "fstab",
                                "alias", "lvmap", "marker", "bootread", "bootwrite", "rsync",
                                "point", "prune", "define", "start", "keep", "tag", "rollback",
-                               "prehook", "posthook", "freeze", "thaw"})
+                               "keep-classic", "merge", "prehook", "posthook", "freeze", "thaw"})
 FAILPOINT_WHATS = ("raise", "sigterm", "sigkill", "sigint", "sighup")
 
 

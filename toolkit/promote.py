@@ -14,9 +14,11 @@ It runs on the peer, the host that holds the standby. First it reads, and change
    reached refuses the promote unless ``--force`` says the source is down.
 
 With ``--at RUN_ID`` the standby may be dirty, and the restore point of that run must be
-there, valid, whole and thin (``rollback``): the standby is rolled back to it before the
-domain is defined, and what the standby held until then is kept as a restore point of the
-promote's own run, so nothing is lost by promoting to an older point.
+there, valid and whole (``rollback``): the standby is rolled back to it before the domain
+is defined, and what the standby held until then is kept as a restore point of the
+promote's own run, so nothing is lost by promoting to an older point. A classic point is
+merged into the standby, which cannot be undone: past the first merge a failed or killed
+promote finishes the merges instead of undoing them (``settle``).
 
 Then, each side effect journalled before it happens: the marker is kept aside and marked
 ``promoted`` (from that moment every backup of the domain refuses the standby), the
@@ -45,15 +47,17 @@ from .errors import (
     ToolkitError,
     UnsafeName,
 )
+from .facts.lvm import parse_vgs, vgs_argv
 from .facts.virsh import domstate_argv, parse_domain_xml
 from .failpoint import Failpoint
-from .journal import Journal, replace_file_argv
+from .journal import Journal, JournalEntry, replace_file_argv
 from .marker import PROMOTED, marker_path, marker_text, read_peer_marker
 from .names import is_disk_target, path_under
 from .preflight import ACTIVE_STATES, domain_state, lookup_lv
 from .restore_points import RestorePoint, points_from_lvs, read_point_lvs
-from .rollback import Rollback, plan_rollback
+from .rollback import Rollback, RollbackStep, ordered_steps, plan_rollback
 from .runners import Runner
+from .settle import settle_merges
 from .standby_xml import definition_path
 from .undo import unwind
 
@@ -215,8 +219,15 @@ class Promote:
         check_definition(res.stdout, domain, allowed, dpath)
         standby = self._check_lvs(allowed)
         if self.at is not None:
-            self.rollback = plan_rollback(self._point(self.at, sorted(allowed)), standby,
-                                          self.run_id, self.local_name)
+            points = points_from_lvs(read_point_lvs(self.local), self.domain, sorted(allowed))
+            point = self._point(self.at, points)
+            vg_free = None
+            if point.kind != "thin":  # the kept classic points need room in their VGs
+                vgs = sorted({lv.vg for lv in standby.values()})
+                vg_free = {g.name: g.free_bytes for g in
+                           parse_vgs(self.local.run(vgs_argv(*vgs), timeout=60).stdout)}
+            self.rollback = plan_rollback(point, standby, self.run_id, self.local_name,
+                                          others=points, vg_free=vg_free)
         uri = cfg.hypervisor_uri
         here = self._state(self.local, uri)
         if here in ACTIVE_STATES:
@@ -244,8 +255,7 @@ class Promote:
                         "keep the clean marker (recover puts it back)"),
             PromoteStep(here, tuple(replace_file_argv(mpath)),
                         "mark the standby promoted: every backup of it refuses from now on"),
-            *(PromoteStep(here, step.argv, step.note) for r in self.rollback
-              for step in r.steps),
+            *(PromoteStep(here, step.argv, step.note) for step in ordered_steps(self.rollback)),
             PromoteStep(here, tuple(define_argv(uri, definition_path(cfg.defaults.state_dir,
                                                                      domain))),
                         "define the domain, its disks on the standby LVs"),
@@ -278,11 +288,12 @@ class Promote:
             self.local.run(replace_file_argv(mpath), input=marker_text(promoted),
                            timeout=timeout)
             self.log(f"[{self.local_name}] standby of {domain} marked promoted")
-            for rollback in self.rollback:  # each disk's standby becomes its point's copy
-                for step in rollback.steps:
-                    made.append(_Made(step.action, step.resource, step.undo, step.exists))
-                    self._journalled(journal, step.action, step.resource, step.undo,
-                                     step.exists, step.argv, timeout)
+            steps = ordered_steps(self.rollback)  # each disk's standby becomes its point's
+            for step in [s for s in steps if s.stage == 0]:
+                made.append(_Made(step.action, step.resource, step.undo, step.exists))
+                self._journalled(journal, step.action, step.resource, step.undo,
+                                 step.exists, step.argv, timeout)
+            self._merge(journal, [s for s in steps if s.stage == 1], made)
             if self.rollback:
                 self.log(f"[{self.local_name}] standby of {domain} rolled back to restore "
                          f"point {self.at}; what it held is restore point {self.run_id}")
@@ -303,11 +314,42 @@ class Promote:
         journal.remove()
         report.done = True
 
+    def _merge(self, journal: Journal, merges: list[RollbackStep], made: list[_Made]) -> None:
+        """A classic rollback's merges. Every one is journalled before the first begins, so
+        whatever stops the promote after that, every disk's merge is finished (no standby
+        is left half at the point); each point must be gone once its merge returns."""
+        for step in merges:
+            journal.record(step.action, step.resource, step.undo, step.exists)
+            made.append(_Made(step.action, step.resource, step.undo, step.exists))
+        for step in merges:
+            point = step.action.removeprefix("promote-")
+            self._failpoint("before", point)
+            res = self.local.run(step.argv, check=False, timeout=step.timeout)
+            self._failpoint("after", point)
+            left = self.local.run(step.exists, check=False, timeout=60)
+            if res.exit_code != 0 or (left.exit_code == 0 and left.stdout.strip()):
+                tail = (res.stderr.strip().splitlines() or ["the point is still there"])[-1]
+                raise PromoteRefused(f"`{' '.join(step.argv)}` did not finish: {tail}",
+                                     host=self.local_name)
+        if merges:
+            self.log(f"[{self.local_name}] restore point {self.at} merged into the standby of "
+                     f"{self.domain}")
+
     def _undo(self, made: list[_Made], journal: Journal, timeout: float) -> None:
         """Undo what this promote made, newest first, as a run's teardown undoes (each only
         while its probe finds it); the journal goes only when all of it is undone, else
-        ``recover`` finishes it."""
-        if unwind(self.local, made, timeout=timeout, probe_first=False).clean:
+        ``recover`` finishes it. Past a classic rollback's first merge, the merges are
+        finished instead and what the standby held stays a restore point (``settle``)."""
+        entries = [JournalEntry(self.run_id, self.domain, m.action, m.resource, m.undo,
+                                m.exists, 0.0) for m in made]
+        try:
+            settled = settle_merges(self.local, entries, self.log)
+        except ToolkitError as exc:
+            self.log(f"[{self.local_name}] {exc}; `domu-backup recover` finishes it")
+            return
+        left = [m for m in made if any(e.action == m.action and e.resource == m.resource
+                                       and e.undo == m.undo for e in settled.rest)]
+        if unwind(self.local, left, timeout=timeout, probe_first=False).clean:
             journal.remove()
 
     def _journalled(self, journal: Journal, action: str, resource: str, undo: tuple[str, ...],
@@ -343,9 +385,9 @@ class Promote:
             found[target] = lv
         return found
 
-    def _point(self, run_id: str, disks: list[str]) -> RestorePoint:
-        """The domain's restore point of ``run_id``: there, valid and whole."""
-        points = points_from_lvs(read_point_lvs(self.local), self.domain, disks)
+    def _point(self, run_id: str, points: list[RestorePoint]) -> RestorePoint:
+        """The domain's restore point of ``run_id`` among ``points``: there, valid and
+        whole."""
         point = next((p for p in points if p.run_id == run_id), None)
         have = ", ".join(p.run_id for p in points) or "none"
         if point is None:

@@ -39,6 +39,7 @@ from .plan import mount_probe
 from .preflight import ACTIVE_STATES
 from .rollback import ROLLBACK_ACTIONS, rollback_undo_problem
 from .runners import CommandResult, Runner
+from .settle import settle_merges
 from .snapshot_hooks import HOOK_UNDO, THAW_UNDO, is_flag_undo, owe_post_snapshot, owe_thaw
 from .statedir import check_state_dir, state_dir_argv, state_dir_from
 from .step_batch import run_reads
@@ -80,6 +81,13 @@ def recover_journals(runner: Runner, state_dir: str, domain: str | None,
                 done.append(f"[{runner.host}] kept the finished promote of "
                             f"{promote[0].domain} (run {promote[0].run_id})")
                 continue
+            try:  # a classic rollback's merges go forward once one has begun
+                settled = settle_merges(runner, accepted, log)
+            except ToolkitError as exc:
+                errors.append(f"{path}: {exc}; not undone (run `domu-backup recover` again)")
+                continue
+            accepted = settled.rest
+            done += settled.done
         walk = unwind(runner, accepted, timeout=RECOVER_UNDO_TIMEOUT,
                       handlers={HOOK_UNDO: lambda e: _owed_hook(runner, config, e, log),
                                 THAW_UNDO: lambda e: _owed_thaw(runner, config, e, log)})
@@ -120,7 +128,7 @@ def _unexpected_undo(undo: tuple[str, ...], exists: tuple[str, ...], *,
                 and _virsh_shape(exists, ("domstate",), uri, domain)):
             return "a virsh command that is not promote's undo or probe"
         return ""
-    if undo[:1] in (("lvrename",), ("lvchange",)):
+    if undo[:1] in (("lvrename",), ("lvchange",), ("lvconvert",)):
         return rollback_undo_problem(undo, exists, domain)  # promote --at's, nothing else
     if undo[:1] == ("mv",):
         # promote's: the kept marker back in place, beside it, nothing else

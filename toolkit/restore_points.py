@@ -80,6 +80,7 @@ class PointVolume:
     size_bytes: int
     fill_percent: float | None  # a classic snapshot's copy-on-write fill
     valid: bool
+    origin: str = ""  # the LV it is a snapshot of (the standby, unless renamed since)
 
 
 @dataclass(frozen=True)
@@ -113,9 +114,10 @@ def _volume(lv: LogicalVolume, disk: str) -> PointVolume:
     """A point LV as LVM reports it: a thin snapshot (in a pool) has no fill and cannot
     overflow; a classic one is valid while it is a snapshot LVM does not call invalid."""
     if lv.is_thin:
-        return PointVolume(disk, lv.vg, lv.name, "thin", lv.size_bytes, None, True)
+        return PointVolume(disk, lv.vg, lv.name, "thin", lv.size_bytes, None, True, lv.origin)
     valid = lv.is_snapshot and not lv.snapshot_invalid
-    return PointVolume(disk, lv.vg, lv.name, "classic", lv.size_bytes, lv.snap_percent, valid)
+    return PointVolume(disk, lv.vg, lv.name, "classic", lv.size_bytes, lv.snap_percent, valid,
+                       lv.origin)
 
 
 def points_from_lvs(lvs: Iterable[LogicalVolume], domain: str,

@@ -363,6 +363,10 @@ class FakeHost:
         self.timeouts: list[tuple[tuple[str, ...], float | None]] = []
         # "vg/name" -> {"attr", "percent", "tags", "origin"}: the LVs runs make
         self.lvs: dict[str, dict] = {}
+        self.vg_free: dict[str, int] = {}  # a VG's free bytes (vgs); 8 GiB when not set
+        # a classic merge the kernel has begun but LVM has not finished: "vg/point" ones
+        # (lvconvert --merge then leaves the point a merging snapshot, attr "S")
+        self.merge_stalls: set[str] = set()
         self.maps: set[str] = set()
         self.map_on: dict[str, str] = {}  # map name -> dm name of the device it sits on
         self.dirs: set[str] = set()  # directories a run made (mkdir without -p)
@@ -669,13 +673,58 @@ class FakeHost:
         out = []
         for n in picked:
             vg, name = n.split("/")
-            value = {"vg_name": vg, "lv_name": name, "lv_tags": ",".join(every[n]["tags"])}
+            value = {"vg_name": vg, "lv_name": name, "lv_tags": ",".join(every[n]["tags"]),
+                     "lv_attr": every[n]["attr"]}
             out.append("  " + " ".join(value[f] for f in fields) + "\n")
         return 0, "".join(out), ""
 
     def _cmd_vgs(self, a, input):
         vgs = sorted({k.split("/")[0] for k in self._all_lvs()})
+        if "--reportformat" in a:  # vgs_argv: the JSON report of the named VGs
+            names = a[a.index("--") + 1:] or vgs
+            rows = [{"vg_name": v, "vg_size": str(64 << 30),
+                     "vg_free": str(self.vg_free.get(v, 8 << 30)),
+                     "vg_extent_size": str(4 << 20)} for v in names]
+            return 0, json.dumps({"report": [{"vg": rows}]}), ""
         return 0, "".join(f"  {v}\n" for v in vgs), ""
+
+    def _cmd_lvconvert(self, a, input):
+        """A classic snapshot merged into its origin (``--merge``: the origin takes the
+        point's content, here its ``content`` key, and the point is gone), or a merge begun
+        and stalled (``merge_stalls``) gone on with (``--startpoll`` of the origin)."""
+        if a[1] == "--startpoll":
+            vg, origin = a[2].split("/")
+            stalled = [k for k in sorted(self.merge_stalls)
+                       if k.startswith(f"{vg}/") and self.lvs[k]["origin"] == origin]
+            for key in stalled:
+                self.merge_stalls.discard(key)
+                self._finish_merge(key)
+            return 0, "", ""
+        if a[1] != "--merge":
+            return 3, "", f"lvconvert: {a[1]} is not modelled\n"
+        key = a[-1]
+        lv = self.lvs.get(key)
+        if lv is None:
+            return 5, "", f'  Failed to find logical volume "{key}"\n'
+        if lv["attr"][0] not in "sS" or lv.get("pool"):
+            return 5, "", f"  {key} is not a mergeable logical volume.\n"
+        if key in self.merge_stalls:  # the kernel began; the command was cut short
+            lv["attr"] = "S" + lv["attr"][1:]
+            return 137, "", "Killed\n"
+        self._finish_merge(key)
+        return 0, f"  Merging of volume {key} started.\n  {key}: Merged: 100.00%\n", ""
+
+    def _finish_merge(self, key: str) -> None:
+        vg, _ = key.split("/")
+        lv = self.lvs.pop(key)
+        self.devices.pop(dm_name(*key.split("/")), None)
+        origin = self._all_lvs()[f"{vg}/{lv['origin']}"]
+        for other in self.lvs.values():  # every other snapshot keeps what it showed
+            if other.get("origin") == lv["origin"] and "content" not in other:
+                other["content"] = origin.get("content", "standby as it was")
+        target = self.lvs.get(f"{vg}/{lv['origin']}")
+        if target is not None:
+            target["content"] = lv.get("content", f"content of {key}")
 
     # -- device-mapper ---------------------------------------------------
 

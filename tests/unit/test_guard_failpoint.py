@@ -54,9 +54,9 @@ def test_an_effect_it_does_not_know_is_an_error_not_a_signal():
     ("after:mount:sleep=1:2", "sleep needs seconds, got 'sleep=1:2'"),
     ("after:mount@1@2:raise", "the occurrence '1@2' is not a whole number from 1"),
     ("after:mnt:raise", "unknown action 'mnt' (alias, bootread, bootwrite, check, define, "
-                        "freeze, fstab, keep, lock, lvmap, map, marker, mkdir, mount, "
-                        "point, posthook, prehook, prune, rollback, rsync, snapshot, start, "
-                        "tag, thaw)"),
+                        "freeze, fstab, keep, keep-classic, lock, lvmap, map, marker, "
+                        "merge, mkdir, mount, point, posthook, prehook, prune, rollback, "
+                        "rsync, snapshot, start, tag, thaw)"),
     ("after:mount:explode", "unknown effect 'explode' (raise, sigterm, sigkill, sigint, sighup "
                             "or sleep=N)"),
     ("after:mount:sleep=3600.5", "sleep is 0 to 3600 seconds"),

@@ -34,7 +34,7 @@ LAYERS: list[tuple[str, set[str]]] = [
               "rsync", "bootarea", "standby", "thin_standby", "standby_xml", "fscheck",
               "units", "rollback"}),
     ("execute", {"execute", "guards", "guestpaths", "snapshots", "copying", "take_point",
-                 "verify", "verify_boot", "promote", "failback"}),
+                 "verify", "verify_boot", "promote", "failback", "settle"}),
     ("recover", {"recover"}),
     ("status", {"status", "status_check", "metrics", "progress"}),
     ("jobs", {"app", "hooks", "hosts", "replay"}),

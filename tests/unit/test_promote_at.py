@@ -79,7 +79,7 @@ def test_a_dry_run_prints_the_rollback_and_changes_nothing(tmp_path):
 @pytest.mark.parametrize(("at", "classic", "words"), [
     ("20261130T020000Z-0009", False, f"no restore point 20261130T020000Z-0009 on this host "
                                      f"\\(its points: {NEWER}, {OLD}\\)"),
-    (OLD, True, "is a classic snapshot"),
+    (OLD, True, "is a classic snapshot of the thin standby"),
 ])
 def test_a_point_it_cannot_roll_back_to_refuses_and_changes_nothing(tmp_path, at, classic,
                                                                      words):
