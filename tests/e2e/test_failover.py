@@ -218,23 +218,30 @@ THIN_PROMOTE = "/etc/domu-backup/thin-promote.toml"  # the same, with the daemon
 ONLY_AT_FIRST = "only-at-the-first-point.txt"
 
 
-def thin_configs(lab):
-    """web01's standby the thin LV vg_b/web01thin, restore points kept: for backups (the
-    lab's node files) and for promote and recover (the libvirt daemon)."""
+def point_configs(lab, conf: str, promote_conf: str, standby: str | None = None):
+    """web01 with restore points kept (its standby ``standby`` if given): for backups (the
+    lab's node files, ``conf``) and for promote and recover (the libvirt daemon,
+    ``promote_conf``)."""
     for c in ("dom0-a", "dom0-b"):
         r = lab.runner(c)
         text = r.run(["cat", "/etc/domu-backup/backup.toml"]).stdout
         assert 'standby_lv = "/dev/vg_b/web01"\n' in text and "restore_points" not in text
-        text = text.replace('standby_lv = "/dev/vg_b/web01"\n',
-                            'standby_lv = "/dev/vg_b/web01thin"\n', 1)
+        if standby is not None:
+            text = text.replace('standby_lv = "/dev/vg_b/web01"\n',
+                                f'standby_lv = "{standby}"\n', 1)
         text += "\n[defaults.restore_points]\nkeep_last = 3\n"
-        r.run(["dd", f"of={THIN}", "status=none"], input=text)
-        r.run(["sh", "-c", f"sed 's|^uri = .*|uri = \"{URI}\"|' {THIN} > {THIN_PROMOTE} && "
-                           f"chmod 0600 {THIN} {THIN_PROMOTE}"], timeout=60)
+        r.run(["dd", f"of={conf}", "status=none"], input=text)
+        r.run(["sh", "-c", f"sed 's|^uri = .*|uri = \"{URI}\"|' {conf} > {promote_conf} && "
+                           f"chmod 0600 {conf} {promote_conf}"], timeout=60)
 
 
-def thin_backup(lab) -> str:
-    res = run_backup(lab, "web01", "--config", THIN, "--json")
+def thin_configs(lab):
+    """web01's standby the thin LV vg_b/web01thin, restore points kept."""
+    point_configs(lab, THIN, THIN_PROMOTE, "/dev/vg_b/web01thin")
+
+
+def thin_backup(lab, conf: str = THIN) -> str:
+    res = run_backup(lab, "web01", "--config", conf, "--json")
     assert res.exit_code == 0, res.stdout + res.stderr
     return json.loads(res.stdout)["domains"][0]["run_id"]
 
@@ -322,5 +329,98 @@ def test_promote_at_an_older_thin_point_starts_the_guest_from_it_and_keeps_the_s
     kept = point_lv(report["kept_point"])
     with mounted(b, f"/dev/vg_b/{kept}", f"{AUDIT_ROOT}/kept", "k") as fs:
         assert b.run(["ls", f"{fs['1'][0]}/{ONLY_AT_FIRST}"], check=False).exit_code != 0
+    virsh(lab, "dom0-b", "destroy", "web01")
+    virsh(lab, "dom0-b", "undefine", "web01")
+
+
+CLASSIC = "/etc/domu-backup/classic-points.toml"  # web01's thick standby, classic points
+CLASSIC_PROMOTE = "/etc/domu-backup/classic-promote.toml"  # the same, the daemon's hypervisor
+
+
+@pytest.fixture
+def classic_points(fresh):
+    """web01's standby with classic restore points; the points and configs removed after."""
+    point_configs(fresh, CLASSIC, CLASSIC_PROMOTE)
+    try:
+        yield fresh
+    finally:
+        stop_hypervisors(fresh)
+        for c in ("dom0-a", "dom0-b"):
+            fresh.runner(c).run(["rm", "-f", CLASSIC, CLASSIC_PROMOTE], check=False,
+                                timeout=60)
+        fresh.runner("dom0-b").run(["lvremove", "-y", "@domubk_rp"], check=False, timeout=300)
+
+
+def classic_promote(lab, *extra, env=None):
+    return lab.runner("dom0-b").run(["domu-backup", "promote", "--domu", "web01", "--config",
+                                     CLASSIC_PROMOTE, *extra], check=False, timeout=900,
+                                    env=env)
+
+
+def points_on_b(lab) -> list[str]:
+    out = lab.runner("dom0-b").run(["lvs", "--noheadings", "-o", "lv_name", "@domubk_rp"],
+                                   timeout=60).stdout
+    return sorted(out.split())
+
+
+def test_promote_at_an_older_classic_point_merges_it_and_a_kill_goes_forward_not_back(
+        classic_points):
+    lab = classic_points
+    a, b = lab.runner("dom0-a"), lab.runner("dom0-b")
+    # A file the guest had at the first point only: written, backed up, deleted, backed up.
+    with mounted(a, "/dev/vg_a/web01", f"{AUDIT_ROOT}/at", "t", readonly=False) as fs:
+        a.run(["sh", "-c", f"echo from-the-first-point > {fs['1'][0]}/{ONLY_AT_FIRST}"])
+    first = thin_backup(lab, CLASSIC)
+    with mounted(a, "/dev/vg_a/web01", f"{AUDIT_ROOT}/at", "t", readonly=False) as fs:
+        a.run(["rm", f"{fs['1'][0]}/{ONLY_AT_FIRST}"])
+    second = thin_backup(lab, CLASSIC)
+    assert points_on_b(lab) == sorted([point_lv(first), point_lv(second)])
+    start_hypervisors(lab)  # web01 is not defined on dom0-a's daemon: the source is stopped
+    clean = standby_marker(lab, "web01")
+
+    # The dry run shows the kept point and the merge, and changes nothing.
+    dry = classic_promote(lab, "--at", first, "--dry-run")
+    assert dry.exit_code == 0, dry.stdout + dry.stderr
+    assert f"lvconvert --merge --interval 1 vg_b/{point_lv(first)}" in dry.stdout
+    assert "--snapshot --permission r --name domubk-rp-" in dry.stdout
+    assert points_on_b(lab) == sorted([point_lv(first), point_lv(second)])
+
+    # Killed before the merge began: recover undoes it all, the point untouched.
+    res = classic_promote(lab, "--at", first, env={"DOMU_BACKUP_FAILPOINT":
+                                                   "before:merge:sigkill"})
+    assert res.exit_code == 137, res.stdout + res.stderr
+    assert len(points_on_b(lab)) == 3  # the standby kept as a point of its own
+    rec = b.run(["domu-backup", "recover", "--domu", "web01", "--host", "local", "--config",
+                 CLASSIC_PROMOTE], check=False, timeout=900)
+    assert rec.exit_code == 0, rec.stdout + rec.stderr
+    assert points_on_b(lab) == sorted([point_lv(first), point_lv(second)])
+    assert standby_marker(lab, "web01") == clean and state_on_b(lab) == "not defined"
+
+    # Killed after the merge: recover goes forward, the standby clean at the first point.
+    res = classic_promote(lab, "--at", first, env={"DOMU_BACKUP_FAILPOINT":
+                                                   "after:merge:sigkill"})
+    assert res.exit_code == 137, res.stdout + res.stderr
+    rec = b.run(["domu-backup", "recover", "--domu", "web01", "--host", "local", "--config",
+                 CLASSIC_PROMOTE], check=False, timeout=900)
+    assert rec.exit_code == 0, rec.stdout + rec.stderr
+    assert f"clean at restore point {first}" in rec.stdout + rec.stderr
+    marker = standby_marker(lab, "web01")
+    assert marker["state"] == "clean" and marker["last_success_run_id"] == first
+    assert marker["rolled_back_from"] == second
+    kept = point_lv(marker["rolled_back_by"])
+    assert points_on_b(lab) == sorted([point_lv(second), kept])  # the first one merged
+    assert state_on_b(lab) == "not defined"
+    assert "web01." not in b.run(["ls", "/var/lib/domu-backup/journal"], check=False,
+                                 timeout=60).stdout  # no journal left
+    with mounted(b, "/dev/vg_b/web01", f"{AUDIT_ROOT}/merged", "m") as fs:
+        assert b.run(["cat", f"{fs['1'][0]}/{ONLY_AT_FIRST}"]).stdout == "from-the-first-point\n"
+    with mounted(b, f"/dev/vg_b/{kept}", f"{AUDIT_ROOT}/kept", "k") as fs:
+        assert b.run(["ls", f"{fs['1'][0]}/{ONLY_AT_FIRST}"], check=False).exit_code != 0
+
+    # The standby is clean at that point: a plain promote starts the guest from it.
+    res = classic_promote(lab)
+    assert res.exit_code == 0, res.stdout + res.stderr
+    assert state_on_b(lab) == "running"
+    assert standby_marker(lab, "web01")["state"] == "promoted"
     virsh(lab, "dom0-b", "destroy", "web01")
     virsh(lab, "dom0-b", "undefine", "web01")
