@@ -306,8 +306,14 @@ class Promote:
                                                                     domain))), timeout)
             self._journalled(journal, "promote-start", domain, tuple(destroy_argv(uri, domain)),
                              probe, tuple(start_argv(uri, domain)), timeout)
-        except BaseException:
-            self._undo(made, journal, timeout)
+        except BaseException as exc:
+            if self._undo(made, journal, timeout) and isinstance(exc, ToolkitError):
+                raise PromoteRefused(
+                    f"{exc}. The standby was already rolled back to restore point {self.at} "
+                    "(a merge cannot be undone): it is now clean at that point, not promoted, "
+                    f"and what it held before is restore point {self.run_id}; `domu-backup "
+                    f"promote --domu {domain}` starts the guest from it",
+                    host=self.local_name) from exc
             raise
         self.log(f"[{self.local_name}] domain {domain} started from its standby")
         self.local.run(["rm", "-f", "--", kept], timeout=timeout)
@@ -335,22 +341,24 @@ class Promote:
             self.log(f"[{self.local_name}] restore point {self.at} merged into the standby of "
                      f"{self.domain}")
 
-    def _undo(self, made: list[_Made], journal: Journal, timeout: float) -> None:
+    def _undo(self, made: list[_Made], journal: Journal, timeout: float) -> bool:
         """Undo what this promote made, newest first, as a run's teardown undoes (each only
         while its probe finds it); the journal goes only when all of it is undone, else
         ``recover`` finishes it. Past a classic rollback's first merge, the merges are
-        finished instead and what the standby held stays a restore point (``settle``)."""
+        finished instead and what the standby held stays a restore point (``settle``):
+        True then."""
         entries = [JournalEntry(self.run_id, self.domain, m.action, m.resource, m.undo,
                                 m.exists, 0.0) for m in made]
         try:
             settled = settle_merges(self.local, entries, self.log)
         except ToolkitError as exc:
             self.log(f"[{self.local_name}] {exc}; `domu-backup recover` finishes it")
-            return
+            return False
         left = [m for m in made if any(e.action == m.action and e.resource == m.resource
                                        and e.undo == m.undo for e in settled.rest)]
         if unwind(self.local, left, timeout=timeout, probe_first=False).clean:
             journal.remove()
+        return settled.forward
 
     def _journalled(self, journal: Journal, action: str, resource: str, undo: tuple[str, ...],
                     exists: tuple[str, ...], argv: tuple[str, ...], timeout: float) -> None:

@@ -10,7 +10,8 @@ left is judged from LVM itself, one probe per merge:
   undo and are dropped);
 - one has begun or finished: the standby can only go forward. Each merge not begun is
   started, each begun is waited for (``lvconvert --startpoll``), and every point must be
-  gone after. The kept points (the standby as it was) stay, and the marker says the
+  gone after. Every disk's rollback stays as it is (the kept points, the standby as it
+  was, among them), and the marker says the
   standby is clean at the point's run (it holds that run's state, whole), no longer
   promoted: the domain is not started, and ``promote`` can start it.
 
@@ -28,7 +29,7 @@ from .errors import ToolkitError
 from .journal import JournalEntry, replace_file_argv
 from .marker import marker_text
 from .restore_points import parse_point_lv
-from .rollback import KEEP_CLASSIC, MERGE, MERGE_TIMEOUT, lv_probe, merge_argv
+from .rollback import MERGE, MERGE_TIMEOUT, ROLLBACK_ACTIONS, lv_probe, merge_argv
 from .runners import Runner
 
 MARKER = "promote-marker"
@@ -98,7 +99,9 @@ def settle_merges(runner: Runner, entries: Sequence[JournalEntry],
                     f"{merges[0].run_id})")
     for line in done:
         log(line)
-    rest = [e for e in entries if e.action not in (MERGE, KEEP_CLASSIC, MARKER)]
+    # Every disk's rollback stays (a thin disk's of a mixed point too: all of stage 0 was
+    # done before the first merge was journalled); what is left is the define.
+    rest = [e for e in entries if e.action not in ROLLBACK_ACTIONS and e.action != MARKER]
     return Settled(rest, done, True)
 
 

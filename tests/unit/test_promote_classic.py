@@ -146,7 +146,8 @@ def test_a_failed_define_after_the_merge_goes_forward_not_back(tmp_path):
     cfg, job, peer, _src = classic_setup(tmp_path)
     report, marker, _ = job.read(force=False)
     _failed_define(peer)
-    with pytest.raises(errors.PromoteRefused, match="failed"):
+    with pytest.raises(errors.PromoteRefused, match=f"failed.*already rolled back to restore "
+                       f"point {OLD} .*clean at that point.*restore point {RUN}"):
         job.run(report, marker)
     _clean_at_old(cfg, peer)
 
