@@ -32,10 +32,11 @@ from .errors import (
     TeardownIncomplete,
     ToolkitError,
 )
+from .execute_rows import BATCHED, CHECKS, row_at, run_check_row, run_step_row, step_error
 from .failpoint import Failpoint
-from .guards import check_reads, prove_filesystem, prove_own_path
+from .guards import prove_filesystem, prove_own_path
 from .guestpaths import guest_paths
-from .journal import JOURNAL_FAILED_EXIT, JOURNAL_FAILED_MESSAGE, Journal
+from .journal import Journal
 from .lock import domain_lock
 from .marker import PROMOTED, marker_text, new_marker, promoted_message, read_marker
 from .plan import (
@@ -59,9 +60,8 @@ from .snapshot_hooks import (
 )
 from .snapshots import check_snapshots, invalid_snapshot_cause
 from .standby_xml import standby_definition
-from .step_batch import NODE_MISSING, BatchStep, run_reads, step_batch_argv, step_outcomes
 from .take_point import take_restore_point
-from .undo import DM_NODE_ACTIONS, ensure_dm_node, node_missing, unwind
+from .undo import DM_NODE_ACTIONS, ensure_dm_node, unwind
 
 PHASE_OF = {
     (SOURCE, "lock"): "preflight", (SOURCE, "snapshot"): "snapshot", (SOURCE, "map"): "map",
@@ -77,9 +77,6 @@ PHASE_OF = {
     (PEER, "point"): "points", (PEER, "prune"): "points",
 }
 
-# Steps that make a resource of their host with one command and nothing else in this
-# process between them: a row of them goes as one command (``_batch_at``).
-BATCHED = frozenset({"map", "alias", "lvmap", "mkdir", "mount"})
 
 
 def _occurrences(plan: Plan) -> dict[int, int]:
@@ -132,7 +129,7 @@ class Executor:
         self.guest_paths: dict[str, str] = {
             f.name: f.guest_path for f in plan.filesystems if f.guest_path}
         self._stack = ExitStack()  # what a step holds until the run ends (the domain lock)
-        self._made: list[Step] = []  # steps whose undo teardown runs, in creation order
+        self.made: list[Step] = []  # steps whose undo teardown runs, in creation order
         self._boot: dict[str, str] = {}  # boot area bytes read, by range, until written
         self._definition = ""  # the standby definition read, until written
         self._frozen_at: float | None = None  # when the guest's filesystems were frozen
@@ -176,14 +173,14 @@ class Executor:
                         self.report.add_phase("rsync", time.monotonic() - start)
                     i += len(copies)
                     continue
-                batch = self._batch_at(i, BATCHED)
+                batch = row_at(self, i, BATCHED)
                 if len(batch) > 1:
-                    self._run_batch(batch)
+                    run_step_row(self, batch)
                     i += len(batch)
                     continue
-                checks = self._batch_at(i, frozenset({"check"}))
+                checks = row_at(self, i, CHECKS)
                 if len(checks) > 1:
-                    self._run_checks(checks)
+                    run_check_row(self, checks)
                     i += len(checks)
                     continue
                 start, wall = time.monotonic(), time.time()
@@ -236,104 +233,17 @@ class Executor:
 
     def fire(self, when: str, step: Step) -> None:
         """The test failpoint, if one is set for this moment of this step."""
-        if self._fires(when, step):
+        if self.fires(when, step):
             fp = self.failpoint
             assert fp is not None
             self.log(f"failpoint {fp.when}:{fp.action}@{self._nth[id(step)]}:{fp.what}")
             fp.fire()
 
-    def _fires(self, when: str, step: Step) -> bool:
+    def fires(self, when: str, step: Step) -> bool:
+        """Whether the test failpoint is set for this moment of this step."""
         fp = self.failpoint
         return (fp is not None and fp.when == when and fp.action == step.action
                 and fp.index in (0, self._nth[id(step)]))
-
-    # -- a row of one host's steps in one command -------------------------
-
-    def _batch_at(self, i: int, actions: frozenset[str]) -> list[Step]:
-        """The steps from ``i`` on that go to their host as one command: a row of one host's
-        steps whose actions are in ``actions`` (maps, directories and mounts, through
-        ``step_batch``; or checks, their probes through ``run_reads``). A failpoint set
-        before a step ends the row before it, one set after a step ends the row with it,
-        so it fires exactly where it would one step at a time."""
-        steps = self.plan.steps
-        first = steps[i]
-        row: list[Step] = []
-        for step in steps[i:]:
-            if step.action not in actions or step.role != first.role:
-                break
-            if row and self._fires("before", step):
-                break
-            row.append(step)
-            if self._fires("after", step):
-                break
-        return row
-
-    def _run_checks(self, steps: list[Step]) -> None:
-        """A row of one host's check steps: every probe of the row read in one command,
-        then each step proved from its own results, in order (timed as equal shares)."""
-        self.fire("before", steps[0])
-        start, wall = time.monotonic(), time.time()
-        reads = [check_reads(s) for s in steps]
-        results = run_reads(self.runner(steps[0].role), [a for r in reads for a in r],
-                            timeout=60)
-        share = (time.monotonic() - start) / len(steps)
-        k = 0
-        for step, own in zip(steps, reads, strict=True):
-            self.report.add_phase(PHASE_OF.get((step.role, step.action), step.action), share)
-            self.report.add_step(step.role, step.action, step.resource or step.fs, wall, share)
-            wall += share
-            prove_filesystem(step, self._filesystem(step), self.source, self.peer,
-                             results[k:k + len(own)])
-            k += len(own)
-        self.fire("after", steps[-1])
-
-    def _run_batch(self, steps: list[Step]) -> None:
-        """Run a row of one host's steps in one command; each journal entry is written
-        before its command, each made resource registered for teardown, each step timed
-        and checked as it would be on its own."""
-        role = steps[0].role
-        runner, journal = self.runner(role), self.journals[role]
-        parts = []
-        for step in steps:
-            if step.action in ("mkdir", "mount") and step.undo:
-                self._prove_own_path(step)
-            entry = (journal.entry_line(step.action, step.resource, step.undo, step.exists)
-                     if step.undo else "")
-            parts.append(BatchStep(tuple(step.argv), journal.path if step.undo else "",
-                                   entry, step.resource if step.action in DM_NODE_ACTIONS
-                                   else ""))
-        self.fire("before", steps[0])
-        start, wall = time.monotonic(), time.time()
-        try:
-            res = runner.run(step_batch_argv(parts), check=False,
-                             timeout=self.config.ssh.command_timeout)
-        except BaseException:
-            # What ran is unknown: each journalled step may have made its resource, and
-            # its undo (which fails harmlessly on nothing) is owed.
-            self._made.extend(s for s in steps if s.undo)
-            raise
-        outcomes = step_outcomes(res.stdout)
-        elapsed = time.monotonic() - start
-        for step, outcome in zip(steps, outcomes, strict=False):
-            seconds = outcome.seconds if outcome.seconds is not None else elapsed / len(outcomes)
-            self.report.add_phase(PHASE_OF.get((step.role, step.action), step.action), seconds)
-            self.report.add_step(step.role, step.action, step.resource or step.fs, wall, seconds)
-            wall += seconds
-            if step.undo and outcome.code != str(JOURNAL_FAILED_EXIT):
-                self._made.append(step)  # even if it failed: it may have half-succeeded
-            if outcome.code == "0":
-                continue
-            failed = replace(res, argv=tuple(step.argv),
-                             exit_code=int(outcome.code) if outcome.code.isdigit() else 1)
-            if outcome.code == str(JOURNAL_FAILED_EXIT) and JOURNAL_FAILED_MESSAGE in res.stderr:
-                raise CommandFailed(replace(res, exit_code=JOURNAL_FAILED_EXIT))
-            if outcome.code == NODE_MISSING:
-                raise node_missing(step.resource, runner.host)
-            raise _error_for(step, failed)
-        if len(outcomes) < len(steps):  # the script ended before its last step said anything
-            self._made.extend(s for s in steps[len(outcomes):] if s.undo)
-            raise CommandFailed(replace(res, exit_code=res.exit_code or 1))
-        self.fire("after", steps[-1])
 
     # -- making a resource, and undoing it -------------------------------
 
@@ -348,9 +258,9 @@ class Executor:
         # Registered even if the command failed: it may have half-succeeded (kpartx maps
         # some partitions, lvcreate leaves an LV behind), and the undo's exists-probe
         # sorts that out.
-        self._made.append(step)
+        self.made.append(step)
         if result.exit_code != 0:
-            raise _error_for(step, result)
+            raise step_error(step, result)
         if step.action in DM_NODE_ACTIONS:
             ensure_dm_node(runner, step.resource)
         return result
@@ -382,7 +292,7 @@ class Executor:
             self.report.add_step(step.role, f"undo {step.action}", step.resource, wall, seconds)
 
         try:
-            done = unwind(runner, [s for s in self._made if s.role == role],
+            done = unwind(runner, [s for s in self.made if s.role == role],
                           timeout=self.config.ssh.command_timeout, probe_first=False,
                           give_up=lost, timed=timed,
                           handlers={HOOK_UNDO: self._owed_post_snapshot,
@@ -413,14 +323,15 @@ class Executor:
         if not step.undo:
             self.runner(step.role).run(step.argv, timeout=60)
             return
-        self._prove_own_path(step)
+        self.prove_own_path(step)
         self._create(step)
 
     def _mount(self, step: Step) -> None:
-        self._prove_own_path(step)
+        self.prove_own_path(step)
         self._create(step)
 
-    def _prove_own_path(self, step: Step) -> None:
+    def prove_own_path(self, step: Step) -> None:
+        """A directory or mount point the step makes lies under this run's own directory."""
         defaults = self.config.defaults
         prefix = defaults.source_prefix if step.role == SOURCE else defaults.peer_prefix
         run_dir = posixpath.join(prefix, f"{self.plan.domain}.{self.plan.run_id}")
@@ -431,7 +342,7 @@ class Executor:
         res = self.runner(step.role).run(step.argv, check=False,
                                          timeout=self.config.ssh.command_timeout)
         if res.exit_code != 0:
-            raise _error_for(step, res)
+            raise step_error(step, res)
         self._boot[step.resource] = res.stdout
 
     def _bootwrite(self, step: Step) -> None:
@@ -440,7 +351,7 @@ class Executor:
         res = self.runner(step.role).run(step.argv, check=False, input=data,
                                          timeout=self.config.ssh.command_timeout)
         if res.exit_code != 0:
-            raise _error_for(step, res)
+            raise step_error(step, res)
 
     def _hooks(self):
         return self.config.domain(self.plan.domain).effective_hooks(self.config.defaults)
@@ -534,7 +445,7 @@ class Executor:
         res = self.runner(step.role).run(step.argv, check=False,
                                          timeout=self.config.ssh.command_timeout)
         if res.exit_code != 0:
-            raise _error_for(step, res)
+            raise step_error(step, res)
         out = standby_definition(res.stdout, dict(self.plan.definition_disks))
         for line in out.kept:
             self.log(f"standby definition: disk {line}")
@@ -545,7 +456,7 @@ class Executor:
         res = self.runner(step.role).run(step.argv, check=False, input=self._definition,
                                          timeout=self.config.ssh.command_timeout)
         if res.exit_code != 0:
-            raise _error_for(step, res)
+            raise step_error(step, res)
 
     def _fstab(self, step: Step) -> None:
         """Name the guest paths, then plan the copies again with their excludes: the
@@ -564,7 +475,7 @@ class Executor:
                 self.log(line)
 
     def _check(self, step: Step) -> None:
-        prove_filesystem(step, self._filesystem(step), self.source, self.peer)
+        prove_filesystem(step, self.filesystem(step), self.source, self.peer)
 
     def _marker(self, step: Step) -> None:
         # Only a dirty marker keeps what the last clean one said: its step reads it first.
@@ -579,7 +490,8 @@ class Executor:
         self.peer.run(step.argv, input=marker_text(marker), timeout=30)
         self.report.standby = step.state
 
-    def _filesystem(self, step: Step) -> FilesystemPlan:
+    def filesystem(self, step: Step) -> FilesystemPlan:
+        """The plan's filesystem a step works on."""
         return next(x for x in self.plan.filesystems if x.name == step.fs)
 
     # -- the copy --------------------------------------------------------
@@ -587,15 +499,3 @@ class Executor:
     def copy(self, step: Step, on_start: Callable[[object], None] | None = None) -> None:
         """An ``rsync`` step: one filesystem copied (``copying.copy_filesystem``)."""
         copy_filesystem(self, step, on_start)
-
-
-def _error_for(step: Step, result: CommandResult) -> ToolkitError:
-    from .errors import MapFailed, MountRefused, SnapshotFailed
-
-    cls = {"snapshot": SnapshotFailed, "map": MapFailed, "alias": MapFailed, "lvmap": MapFailed,
-           "mount": MountRefused}.get(step.action)
-    if cls is None:
-        return CommandFailed(result)
-    tail = " | ".join(result.stderr.strip().splitlines()[-3:])
-    return cls(f"{step.action} failed: `{' '.join(result.argv)}` exited {result.exit_code}: {tail}",
-               host=result.host)

@@ -33,7 +33,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("plan", {"plan", "plan_records", "plan_steps", "plan_layout", "plan_render", "plan_points",
               "rsync", "bootarea", "standby", "thin_standby", "standby_xml", "fscheck",
               "units", "rollback"}),
-    ("execute", {"execute", "guards", "guestpaths", "snapshots", "copying", "take_point",
+    ("execute", {"execute", "execute_rows", "guards", "guestpaths", "snapshots", "copying", "take_point",
                  "verify", "verify_boot", "promote", "failback", "settle"}),
     ("recover", {"recover"}),
     ("status", {"status", "status_check", "metrics", "progress"}),

@@ -165,7 +165,7 @@ def test_a_peer_lost_during_the_row_owes_every_journalled_step_its_undo(tmp_path
         ex.run()
     owed = {s.resource for s in plan.steps if s.role == "peer" and s.undo
             and s.action in ("alias", "map", "mkdir", "mount")}
-    assert owed <= {s.resource for s in ex._made}
+    assert owed <= {s.resource for s in ex.made}
     assert src.leftovers() == []
 
 
