@@ -467,7 +467,7 @@ def test_workloads_default_to_all_in_order() -> None:
     plan = plan_workloads("")
     # the README's workloads, written out: not read back from the table plan_workloads uses
     assert [w.name for w in plan] == ["full", "nochange", "churn", "twodisk", "guest", "cipher",
-                                      "points", "pointchurn"]
+                                      "points", "pointchurn", "files"]
     assert all(w.requested for w in plan)
     assert bench_command("small", plan) == "invoke bench --scale small"
 

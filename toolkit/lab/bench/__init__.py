@@ -1,15 +1,23 @@
 """The benchmark (``invoke bench``): what the toolkit costs over a bare rsync and a block copy.
 
 Runs in the rehearsal lab on the bench's own guests (``fixtures/guests/bench01.toml``, one
-dos disk with ext4 root and /var; ``bench02.toml``, two disks), whose LVs, libvirt test
-driver node and config section (``/etc/domu-backup/bench.toml``) are made at bench time:
-the sandbox's own guests and files are left alone. Workloads, on the same guest data:
+dos disk with ext4 root and /var; ``bench02.toml``, two disks; ``bench03.toml``, one disk,
+one ext4 filesystem for many small files), whose LVs, libvirt test driver node and config
+section (``/etc/domu-backup/bench.toml``) are made at bench time: the sandbox's own guests
+and files are left alone. Workloads, on the same guest data:
 
 - ``full``: first sync onto blank targets; ``nochange``: a second run, nothing changed;
   ``churn``: about 1% of the data changed (files rewritten, added, deleted, the largest
   file appended to); ``twodisk``: a first sync of the two-disk guest (copied one after
   another or side by side?); ``guest``: what a snapshot costs the running guest (origin
-  write throughput with and without one, on a scratch LV).
+  write throughput with and without one, on a scratch LV); ``points`` and ``pointchurn``:
+  what restore points cost the standby's writes, and a churn run of the toolkit;
+  ``files``: how a no-change run grows with the number of files, on bench03: at each of
+  the scale's file counts (``Scale.file_counts``) small files are added until its root
+  holds that many, each method makes a first sync (timed and logged only), then its
+  no-change run is measured; only ``toolkit``, ``plain-script`` and ``bare-rsync`` take
+  part, and the table gives, per count, the toolkit's time over the plain script's and
+  each method's growth per 100k files.
 
 Methods, side by side in each workload (in this order):
 
@@ -41,6 +49,7 @@ from __future__ import annotations
 
 from .figures import (
     CipherRate,
+    FilesRow,
     GuestCost,
     Measurement,
     PointCost,
@@ -51,6 +60,10 @@ from .figures import (
     cipher_argv,
     copy_overlap,
     cpu_delta,
+    files_growth,
+    files_rows,
+    files_section,
+    growth_per_files,
     io_delta,
     measurement,
     net_delta,
@@ -108,9 +121,13 @@ from .workloads import (
     bench_config,
     bench_disks,
     extra_pv_size,
+    files_disk_size,
+    files_methods,
     get_scale,
     load_bench_domain,
+    method_targets,
     node_xml,
+    peer_lvs,
     plan_methods,
     plan_workloads,
     scaled_recipe_data,
@@ -129,6 +146,7 @@ __all__ = [
     "Counters",
     "DdResult",
     "EXTRA_PV_DIR",
+    "FilesRow",
     "GuestCost",
     "PointCost",
     "METHODS",
@@ -160,10 +178,17 @@ __all__ = [
     "cpu_delta",
     "delta_argv",
     "extra_pv_size",
+    "files_disk_size",
+    "files_growth",
+    "files_methods",
+    "files_rows",
+    "files_section",
     "get_scale",
+    "growth_per_files",
     "io_delta",
     "load_bench_domain",
     "measurement",
+    "method_targets",
     "net_delta",
     "node_xml",
     "overhead_ratios",
@@ -176,6 +201,7 @@ __all__ = [
     "parse_proc_io",
     "parse_pv_names",
     "parse_toolkit_report",
+    "peer_lvs",
     "plan_methods",
     "plan_workloads",
     "program_argv",

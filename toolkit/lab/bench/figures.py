@@ -23,6 +23,8 @@ from .meters import (
 from .plain_script import plain_phases, rsync_outputs
 from .workloads import (
     BEFORE_SNAPSHOT,
+    FILES,
+    FILES_METHODS,
     MIB,
     OTHER,
     OVERHEAD_TARGET,
@@ -162,6 +164,14 @@ class Measurement:
     notes: tuple[str, ...] = ()
     # The toolkit's report steps, summed per role and action (see step_totals).
     steps: dict[str, float] = field(default_factory=dict)
+    # The files workload: how many files FILES_DIR held (None in every other workload).
+    files: int | None = None
+
+    @property
+    def case(self) -> str:
+        """The workload, with the file count where it has one (``files 20000``): what the
+        table, the ratios and the chart tell runs apart by."""
+        return self.workload if self.files is None else f"{self.workload} {self.files}"
 
     @property
     def wire_bytes(self) -> int | None:
@@ -217,7 +227,7 @@ def method_phases(method: str, meter: MeterResult) -> tuple[dict[str, float], To
 def measurement(workload: str, method: str, domain: str, meter: MeterResult, *,
                 source_devices: Sequence[str], peer_devices: Sequence[str],
                 peer_cpu: tuple[str | None, str | None], changed_bytes: int,
-                caches_dropped: bool) -> Measurement:
+                caches_dropped: bool, files: int | None = None) -> Measurement:
     """One method's figures from its meter result and the peer's cgroup CPU readings."""
     b, a = meter.before, meter.after
     phases, run = method_phases(method, meter) if meter.exit_code == 0 else ({}, None)
@@ -262,7 +272,8 @@ def measurement(workload: str, method: str, domain: str, meter: MeterResult, *,
                           **({f"{k} (report)": v for k, v in run.snapshot_lives.items()}
                              if run is not None else {})},
         tree_io=io_delta(b.proc_io, a.proc_io), caches_dropped=caches_dropped,
-        notes=tuple(notes), steps=dict(run.step_seconds) if run is not None else {})
+        notes=tuple(notes), steps=dict(run.step_seconds) if run is not None else {},
+        files=files)
 
 
 @dataclass(frozen=True)
@@ -291,31 +302,33 @@ class Ratio:
 
 def overhead_ratios(results: Sequence[Measurement]) -> list[Ratio]:
     """toolkit/bare-rsync wall-time ratios, then toolkit/plain-script (the same flow scripted
-    by hand, without the toolkit's safety), per workload where both methods succeeded."""
+    by hand, without the toolkit's safety), per workload (and file count: Measurement.case)
+    where both methods succeeded."""
     out = []
-    for workload in dict.fromkeys(m.workload for m in results):
-        walls = {m.method: m.wall for m in results if m.workload == workload and not m.exit_code}
+    for case in dict.fromkeys(m.case for m in results):
+        walls = {m.method: m.wall for m in results if m.case == case and not m.exit_code}
+        # a case is its workload, or the files workload at one count (no target there)
         for method in TOOLKIT_METHODS:
             if method in walls and "bare-rsync" in walls:
-                target = OVERHEAD_TARGET if workload in ("full", "churn") else None
-                out.append(Ratio(workload, walls[method], walls["bare-rsync"], target, method))
+                target = OVERHEAD_TARGET if case in ("full", "churn") else None
+                out.append(Ratio(case, walls[method], walls["bare-rsync"], target, method))
         if "toolkit" in walls and "plain-script" in walls:
-            out.append(Ratio(workload, walls["toolkit"], walls["plain-script"],
-                             PLAIN_TARGETS.get(workload), "toolkit", "plain-script"))
+            out.append(Ratio(case, walls["toolkit"], walls["plain-script"],
+                             PLAIN_TARGETS.get(case), "toolkit", "plain-script"))
     return out
 
 
 def snapshot_lives(results: Sequence[Measurement]) -> list[tuple[str, float, float]]:
-    """Per workload: how long the toolkit's snapshots and the plain script's lived (summed
-    over the run's disks, as the meter saw their COW maps)."""
+    """Per workload (and file count): how long the toolkit's snapshots and the plain script's
+    lived (summed over the run's disks, as the meter saw their COW maps)."""
     out = []
-    for workload in dict.fromkeys(m.workload for m in results):
+    for case in dict.fromkeys(m.case for m in results):
         lives = {m.method: sum(v for k, v in m.snapshot_seconds.items()
                                if not k.endswith("(report)"))
-                 for m in results if m.workload == workload and not m.exit_code
+                 for m in results if m.case == case and not m.exit_code
                  and m.method in ("toolkit", "plain-script") and m.snapshot_seconds}
         if len(lives) == 2:
-            out.append((workload, round(lives["toolkit"], 3), round(lives["plain-script"], 3)))
+            out.append((case, round(lives["toolkit"], 3), round(lives["plain-script"], 3)))
     return out
 
 
@@ -402,11 +415,11 @@ TABLE_COLUMNS = ("workload", "method", "wall s", "cpu s", "src rd MiB", "src wr 
 def table_rows(results: Sequence[Measurement]) -> list[tuple[str, ...]]:
     """One row per measurement, in TABLE_COLUMNS order: a failed method shows its exit code,
     ``x bare`` is its wall time over the same workload's bare rsync."""
-    bare = {m.workload: m.wall for m in results if m.method == "bare-rsync" and not m.exit_code}
+    bare = {m.case: m.wall for m in results if m.method == "bare-rsync" and not m.exit_code}
     rows = []
     for m in results:
-        ratio = round(m.wall / bare[m.workload], 3) if bare.get(m.workload) else None
-        rows.append((m.workload, m.method if not m.exit_code else f"{m.method} (exit "
+        ratio = round(m.wall / bare[m.case], 3) if bare.get(m.case) else None
+        rows.append((m.case, m.method if not m.exit_code else f"{m.method} (exit "
                      f"{m.exit_code})", f"{m.wall:.1f}", f"{m.cpu_seconds:.1f}",
                      _mib(m.source.read_bytes), _mib(m.source.written_bytes),
                      _mib(m.peer.read_bytes), _mib(m.peer.written_bytes), _mib(m.wire_bytes),
@@ -431,15 +444,15 @@ def render_table(results: Sequence[Measurement], ratios: Sequence[Ratio] = (),
             lines.append("  ".join("-" * w for w in widths))
     for m in results:
         if (m.method in TOOLKIT_METHODS or m.method == "plain-script") and m.phases:
-            lines.append(f"{m.workload} {m.method} phases: "
+            lines.append(f"{m.case} {m.method} phases: "
                          + ", ".join(f"{k} {v:.1f}s" for k, v in m.phases.items()))
         if m.steps:
-            lines.append(f"{m.workload} {m.method} steps: "
+            lines.append(f"{m.case} {m.method} steps: "
                          + ", ".join(f"{k} {v:.1f}s" for k, v in m.steps.items()))
         for note in m.notes:
-            lines.append(f"{m.workload} {m.method}: {note}")
+            lines.append(f"{m.case} {m.method}: {note}")
         for name, secs in m.snapshot_seconds.items():
-            lines.append(f"{m.workload} {m.method}: snapshot {name} existed {secs:.1f}s")
+            lines.append(f"{m.case} {m.method}: snapshot {name} existed {secs:.1f}s")
     for r in ratios:
         verdict = "" if r.met is None else (f" (target <= {r.target:.2f}: "
                                              f"{'met' if r.met else 'MISSED'})")
@@ -447,6 +460,7 @@ def render_table(results: Sequence[Measurement], ratios: Sequence[Ratio] = (),
     for workload, toolkit, plain in snapshot_lives(results):
         lines.append(f"snapshot lifetime {workload}: toolkit {toolkit:.1f}s, plain-script "
                      f"{plain:.1f}s")
+    lines += files_section(results)
     if guest is not None:
         base = ", ".join(f"{v:.1f}" for v in guest.without)
         lines.append(f"origin writes ({guest.written_mib} MiB, oflag=direct): {base} MiB/s "
@@ -467,10 +481,92 @@ def render_table(results: Sequence[Measurement], ratios: Sequence[Ratio] = (),
     return "\n".join(lines) + "\n"
 
 
+# -- the files workload: a no-change run's time by the number of files ----------------------
+
+GROWTH_FILES = 100_000  # growth is given in seconds per this many files
+
+
+@dataclass(frozen=True)
+class FilesRow:
+    """The no-change runs of the files workload at one file count: each method's wall time."""
+
+    files: int
+    walls: dict[str, float]  # method -> seconds, FILES_METHODS order, the successful runs
+
+    @property
+    def toolkit_over_plain(self) -> float | None:
+        """The toolkit's wall time over the plain script's (None without either)."""
+        toolkit, plain = self.walls.get("toolkit"), self.walls.get("plain-script")
+        if toolkit is None or not plain:
+            return None
+        return round(toolkit / plain, 3)
+
+
+def files_rows(results: Sequence[Measurement]) -> list[FilesRow]:
+    """One row per file count of the files workload, fewest files first."""
+    runs = [m for m in results if m.workload == FILES and m.files is not None and not m.exit_code]
+    rows = []
+    for count in sorted({m.files for m in runs if m.files is not None}):
+        walls = {m.method: m.wall for m in runs if m.files == count}
+        rows.append(FilesRow(count, {k: walls[k] for k in FILES_METHODS if k in walls}))
+    return rows
+
+
+def growth_per_files(points: Iterable[tuple[int, float]],
+                     per: int = GROWTH_FILES) -> float | None:
+    """Seconds a run grows by per ``per`` files: the slope from the fewest files' time to
+    the most files' (None with fewer than two distinct counts)."""
+    ordered = sorted(points)
+    if len(ordered) < 2 or ordered[0][0] == ordered[-1][0]:
+        return None
+    (n0, t0), (n1, t1) = ordered[0], ordered[-1]
+    return round((t1 - t0) / (n1 - n0) * per, 3)
+
+
+def files_growth(rows: Sequence[FilesRow]) -> dict[str, float | None]:
+    """Each method's growth per GROWTH_FILES files, over the counts it ran at."""
+    methods = [m for m in FILES_METHODS if any(m in r.walls for r in rows)]
+    return {m: growth_per_files((r.files, r.walls[m]) for r in rows if m in r.walls)
+            for m in methods}
+
+
+def files_section(results: Sequence[Measurement]) -> list[str]:
+    """The table's lines on the files workload (none without its runs): per file count each
+    method's no-change time and the toolkit's over the plain script's, then each method's
+    growth per GROWTH_FILES files."""
+    rows = files_rows(results)
+    if not rows:
+        return []
+    methods = [m for m in FILES_METHODS if any(m in r.walls for r in rows)]
+    table = [("files", *(f"{m} s" for m in methods), "toolkit/plain")]
+    table += [(str(r.files), *(_num(r.walls.get(m)) for m in methods),
+               _num(r.toolkit_over_plain, ".2f")) for r in rows]
+    widths = [max(len(t[i]) for t in table) for i in range(len(table[0]))]
+    lines = ["", f"no-change run by number of files (workload {FILES}):"]
+    for n, cells in enumerate(table):
+        lines.append("  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True)))
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    growth = files_growth(rows)
+    lines.append(f"growth per {GROWTH_FILES // 1000}k files: "
+                 + ", ".join(f"{m} {_num(g, '.2f')}s" for m, g in growth.items()))
+    return lines
+
+
+def files_document(results: Sequence[Measurement]) -> dict[str, Any] | None:
+    """What bench.json holds on the files workload (None without its runs)."""
+    rows = files_rows(results)
+    if not rows:
+        return None
+    return {"rows": [{"files": r.files, "walls": dict(r.walls),
+                      "toolkit_over_plain": r.toolkit_over_plain} for r in rows],
+            "growth_per_files": GROWTH_FILES, "growth_seconds": files_growth(rows)}
+
+
 def chart_series(results: Sequence[Measurement]) -> tuple[list[str], list[str],
                                                           list[list[float]]]:
     """Bar labels, phase names in stacking order, and seconds[phase][bar] for the chart."""
-    labels = [f"{m.workload} / {m.method}" for m in results]
+    labels = [f"{m.case} / {m.method}" for m in results]
     phases: list[str] = []
     for m in results:
         phases += [p for p in m.phases if p not in phases]
@@ -511,7 +607,7 @@ def bench_document(meta: Mapping[str, Any], results: Sequence[Measurement],
                    points: PointCost | None = None) -> dict[str, Any]:
     """Everything ``bench.json`` holds."""
     ratios = overhead_ratios(results)
-    snapshot = {f"{m.workload}": {"watched": m.snapshot_seconds,
+    snapshot = {m.case: {"watched": m.snapshot_seconds,
                                   "from_phases": snapshot_window(m.phases)}
                 for m in results if m.method == "toolkit" and m.phases}
     doc: dict[str, Any] = dict(meta)
@@ -533,6 +629,7 @@ def bench_document(meta: Mapping[str, Any], results: Sequence[Measurement],
                       for (w, r), (_w, x) in zip(points.rates, points.ratios(), strict=True)]},
         "point_churn": [{"what": w, "toolkit_wall": t, "ratio": x}
                         for w, t, x in point_churn_ratios(results)],
+        "files": files_document(results),
         "error": error,
     })
     return doc

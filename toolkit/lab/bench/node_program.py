@@ -1,8 +1,8 @@
 """The bench program, run inside the fake Dom0s: ``python3 PROGRAM '{"op": ...}'``.
 
 The meter (counters before and after a command, peak RSS and snapshot devices while it
-runs), the tree scan, large files and churn. Stdlib only, no imports of this package: it
-is copied into the containers as its own text by ``ship.bench_program``.
+runs), the tree scan, large files, churn and many small files. Stdlib only, no imports of
+this package: it is copied into the containers as its own text by ``ship.bench_program``.
 """
 
 import json
@@ -17,7 +17,8 @@ import time
 
 
 def _b_main(spec):
-    ops = {"meter": _b_meter, "scan": _b_scan, "large": _b_large, "churn": _b_churn}
+    ops = {"meter": _b_meter, "scan": _b_scan, "large": _b_large, "churn": _b_churn,
+           "files": _b_many_files}
     if spec["op"] not in ops:
         raise SystemExit(f"unknown op {spec['op']!r}")
     return ops[spec["op"]](spec)
@@ -227,6 +228,43 @@ def _b_churn(spec):
         counts["added"] += 1
         counts["added_bytes"] += size
     return counts
+
+
+def _b_many_files(spec):
+    """Add small files under ``dir`` of one filesystem's root until it holds ``count``.
+
+    File ``i`` is ``dir/dNNNNN/fNNNNNNN.dat``, ``per_dir`` to a subdirectory, of seeded bytes
+    (its size between ``sizes``, both from the seed and ``i`` alone), its time ``epoch``:
+    the same count gives the same tree, and a larger one adds to it. Files already there
+    are left alone. How many files and bytes were written, and how many files ``dir``'s
+    subdirectories hold.
+    """
+    top = os.path.join(spec["root"], spec["dir"])
+    count, per_dir, seed, when = spec["count"], spec["per_dir"], spec["seed"], spec["epoch"]
+    low, high = spec["sizes"]
+    written = written_bytes = 0
+    for first in range(0, count, per_dir):
+        sub = os.path.join(top, f"d{first // per_dir:05d}")
+        os.makedirs(sub, mode=0o755, exist_ok=True)
+        present = set(os.listdir(sub))
+        for i in range(first, min(first + per_dir, count)):
+            name = f"f{i:07d}.dat"
+            if name in present:
+                continue
+            rng = random.Random(f"files:{seed}:{i}")
+            data = rng.randbytes(rng.randint(low, high))
+            path = os.path.join(sub, name)
+            with open(path, "xb") as f:
+                f.write(data)
+            os.utime(path, (when, when))
+            written += 1
+            written_bytes += len(data)
+    held = 0
+    if os.path.isdir(top):
+        for entry in os.scandir(top):
+            if entry.is_dir(follow_symlinks=False):
+                held += sum(1 for e in os.scandir(entry.path) if e.is_file(follow_symlinks=False))
+    return {"written": written, "bytes": written_bytes, "files": held}
 
 
 if __name__ == "__main__":

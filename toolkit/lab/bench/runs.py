@@ -50,6 +50,10 @@ from .workloads import (
     CIPHERS,
     CONFIG_PATH,
     EXTRA_PV_DIR,
+    FILE_SIZES,
+    FILES,
+    FILES_DIR,
+    FILES_PER_DIR,
     IMAGES,
     METER_POLL,
     METER_TIMEOUT,
@@ -85,9 +89,12 @@ from .workloads import (
     bench_config,
     bench_disks,
     extra_pv_size,
+    files_methods,
     get_scale,
     load_bench_domain,
+    method_targets,
     node_xml,
+    peer_lvs,
     plan_methods,
     plan_workloads,
     space_needed,
@@ -144,14 +151,9 @@ class Bench:
         for runner, vg in ((self.src, SOURCE_VG), (self.peer, PEER_VG)):
             self._make_room(runner, vg, need[vg])
         for d in self.all_disks:
-            for runner, vg, name in ((self.src, SOURCE_VG, d.lv_name),
-                                     (self.peer, PEER_VG, d.lv_name),
-                                     (self.peer, PEER_VG, f"{d.lv_name}_bare"),
-                                     (self.peer, PEER_VG, f"{d.lv_name}_plain"),
-                                     (self.peer, PEER_VG, f"{d.lv_name}_par"),
-                                     (self.peer, PEER_VG, f"{d.lv_name}_tkp"),
-                                     (self.peer, PEER_VG, f"{d.lv_name}_blk")):
-                self._lvcreate(runner, vg, name, d.size)
+            self._lvcreate(self.src, SOURCE_VG, d.lv_name, d.size)
+            for lv in peer_lvs(d):  # each method's target (the files guest: its methods')
+                self._lvcreate(self.peer, PEER_VG, lv.rsplit("/", 1)[-1], d.size)
         if guest:
             self._lvcreate(self.src, SOURCE_VG, SCRATCH_LV, self.scale.scratch_mib * MIB)
         self._build_images()
@@ -217,15 +219,16 @@ class Bench:
                                     "status=none"], timeout=3600)
                     log(f"{bd.lv_name}: {'standby' if standby else 'source'} image built and "
                         f"written to {', '.join(lvs)} ({time.monotonic() - t0:.0f}s)")
-                if {"block-delta", "block-copy"} & set(self.methods):
+                if {"block-delta", "block-copy"} & set(self.methods) \
+                        and bd.block_lv in peer_lvs(bd):
                     self._zero(self.peer, bd.block_lv, bd.size)
 
     def _standby_targets(self, bd: BenchDisk) -> tuple[str, ...]:
-        """The peer LVs that start as the built standby image: one per file-level method."""
-        wanted = {"toolkit": bd.standby_lv, "toolkit-parallel": bd.standby_parallel_lv,
-                  "plain-script": bd.plain_lv, "bare-rsync": bd.bare_lv,
-                  "bare-parallel": bd.par_lv}
-        return tuple(lv for m, lv in wanted.items() if m in self.methods)
+        """The peer LVs that start as the built standby image: one per file-level method
+        chosen, where the bench made it (see peer_lvs)."""
+        made = peer_lvs(bd)
+        return tuple(lv for m, lv in method_targets(bd).items()
+                     if m in self.methods and not m.startswith("block-") and lv in made)
 
     def _zero(self, runner: Runner, lv: str, size: int) -> None:
         # On a loop-backed VG this punches holes; dd is the slow way round.
@@ -262,6 +265,26 @@ class Bench:
                                          "files": files, "seed": root_disk.seed,
                                          "epoch": root_disk.epoch}, timeout=3600)
         log(f"{domain.name}: {len(files)} large file(s) written, {out['written'] / MIB:.0f} MiB")
+
+    def add_files(self, name: str, count: int) -> int:
+        """Add small files under FILES_DIR of the guest's root filesystem until it holds
+        ``count`` (seeded: see the program's files op); the bytes written."""
+        root_disk = next(d for d in self.domains[name].disks if d.root is not None)
+        t0 = time.monotonic()
+        with ExitStack() as stack:
+            trees = self._source_trees(stack, name, readonly=False)
+            root = trees[f"{root_disk.device}/{root_disk.root.number}"]
+            out = run_program(self.src, {"op": "files", "root": root, "dir": FILES_DIR,
+                                         "count": count, "per_dir": FILES_PER_DIR,
+                                         "sizes": list(FILE_SIZES), "seed": root_disk.seed,
+                                         "epoch": root_disk.epoch}, timeout=METER_TIMEOUT)
+        if out["files"] != count:
+            raise ToolkitError(f"{FILES} {count}: /{FILES_DIR} of {name} holds {out['files']} "
+                               "files", host=SOURCE_HOST)
+        log(f"{FILES} {count}: {out['written']} file(s) added to /{FILES_DIR} of {name}, "
+            f"{out['bytes'] / MIB:.1f} MiB ({time.monotonic() - t0:.0f}s)")
+        self.data_bytes[name] += out["bytes"]
+        return int(out["bytes"])
 
     def _scan(self, name: str) -> int:
         with ExitStack() as stack:
@@ -301,6 +324,9 @@ class Bench:
         if workload == "pointchurn":
             self.results += self.point_churn(WORKLOAD_DOMAIN[workload])
             return
+        if workload == FILES:
+            self.results += self.file_counts(WORKLOAD_DOMAIN[workload])
+            return
         name = WORKLOAD_DOMAIN[workload]
         changed = self.data_bytes[name]
         if workload == "nochange":
@@ -309,6 +335,27 @@ class Bench:
             changed = self.churn(name)
         for method in self.methods:
             self.results.append(self.measure(workload, method, name, changed))
+
+    def file_counts(self, name: str) -> list[Measurement]:
+        """At each of the scale's file counts: the files added, a first sync of each method
+        onto its own target (timed and logged, not kept), then each method's no-change run
+        measured. Only FILES_METHODS take part."""
+        methods, skipped = files_methods(self.methods)
+        for method in skipped:
+            log(f"{FILES}: {method} sits this workload out (only {', '.join(methods) or 'none'}"
+                " of the chosen methods take part)")
+        out: list[Measurement] = []
+        if not methods:
+            return out
+        for count in self.scale.file_counts:
+            added = self.add_files(name, count)
+            for method in methods:
+                first = self.measure(f"{FILES} {count}, first sync", method, name, added)
+                log(f"{FILES} {count}: {method}'s first sync took {first.wall:.1f}s (not in "
+                    "the table)")
+            for method in methods:
+                out.append(self.measure(FILES, method, name, 0, files=count))
+        return out
 
     def churn(self, name: str) -> int:
         """Change about 1% of each filesystem of the guest; the bytes written."""
@@ -404,32 +451,34 @@ class Bench:
         return parse_meter(res.stdout)
 
     def measure(self, workload: str, method: str, name: str, changed: int,
-                config: str | None = None) -> Measurement:
-        """One method on one workload, measured with caches dropped first.
+                config: str | None = None, files: int | None = None) -> Measurement:
+        """One method on one workload (at ``files`` files, for the files workload), measured
+        with caches dropped first.
 
         ToolkitError when a command failed, or when rsync skipped a device instead of copying it.
         """
-        log(f"{workload}/{method}: preparing")
+        label = workload if files is None else f"{workload} {files}"
+        log(f"{label}/{method}: preparing")
         with ExitStack() as stack:
             steps = self.steps_for(method, name, stack, config)
             dropped = self.drop_caches()
             cpu0 = self.peer_cpu()
-            log(f"{workload}/{method}: running {len(steps)} command(s): "
+            log(f"{label}/{method}: running {len(steps)} command(s): "
                 + "; ".join(shlex.join(s)[:100] for s in steps))
             meter = self.meter(steps, watch=SNAPSHOT_WATCH.get(method))
             cpu1 = self.peer_cpu()
         skipped = [st for st in meter.steps if "skipping non-regular file" in st.stdout + st.stderr]
         if skipped:
-            raise ToolkitError(f"{workload}/{method}: rsync skipped the device instead of "
+            raise ToolkitError(f"{label}/{method}: rsync skipped the device instead of "
                                f"copying it: {skipped[0].stderr.strip()[-300:]}", host=SOURCE_HOST)
         if meter.exit_code != 0:
             step = meter.steps[-1]
-            raise ToolkitError(f"{workload}/{method}: `{step.argv0}` exited {step.exit_code}: "
+            raise ToolkitError(f"{label}/{method}: `{step.argv0}` exited {step.exit_code}: "
                                f"{step.stderr.strip()[-2000:]}", host=SOURCE_HOST)
         m = measurement(workload, method, name, meter, source_devices=self.devices[SOURCE_VG],
                         peer_devices=self.devices[PEER_VG], peer_cpu=(cpu0, cpu1),
-                        changed_bytes=changed, caches_dropped=dropped)
-        log(f"{workload}/{method}: {m.wall:.1f}s wall, {m.cpu_seconds:.1f}s CPU, "
+                        changed_bytes=changed, caches_dropped=dropped, files=files)
+        log(f"{label}/{method}: {m.wall:.1f}s wall, {m.cpu_seconds:.1f}s CPU, "
             f"{_mib(m.wire_bytes)} MiB on the wire"
             + (", phases " + ", ".join(f"{k} {v:.1f}s" for k, v in m.phases.items())))
         return m

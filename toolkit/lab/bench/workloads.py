@@ -51,14 +51,14 @@ CGROUP_CPU_FILES = ("/sys/fs/cgroup/cpu.stat", "/sys/fs/cgroup/cpuacct/cpuacct.u
                     "/sys/fs/cgroup/cpu,cpuacct/cpuacct.usage")
 
 WORKLOADS = ("full", "nochange", "churn", "twodisk", "guest", "cipher", "points",
-             "pointchurn")
+             "pointchurn", "files")
 # The ssh ciphers compared by the ``cipher`` workload (the first is OpenSSH's default).
 CIPHERS = ("chacha20-poly1305@openssh.com", "aes128-gcm@openssh.com", "aes256-gcm@openssh.com",
            "aes128-ctr")
 # A workload that needs the targets to hold an earlier copy runs after the one making it.
 REQUIRES = {"nochange": "full", "churn": "full", "pointchurn": "full"}
 WORKLOAD_DOMAIN = {"full": "bench01", "nochange": "bench01", "churn": "bench01",
-                   "twodisk": "bench02", "pointchurn": "bench01"}
+                   "twodisk": "bench02", "pointchurn": "bench01", "files": "bench03"}
 # The pointchurn workload: the toolkit's churn run with restore points on its standby, each
 # variant (what, how many points, thin) after a churn of its own.
 POINT_VARIANTS = (("no point", 0, False), ("1 classic point", 1, False),
@@ -82,6 +82,24 @@ BEFORE_SNAPSHOT = ("preflight", "recover")
 OTHER = "other"
 CHURN_PERCENT = 1.0
 CHURN_SEED = 7
+# The ``files`` workload: a no-change run at each of the scale's file counts, on its own
+# guest, the toolkit against the plain script (and the bare rsync, if chosen); the other
+# methods sit it out, and its guest gets only their targets.
+FILES = "files"
+FILES_DOMAIN = WORKLOAD_DOMAIN[FILES]
+FILES_METHODS = ("toolkit", "plain-script", "bare-rsync")
+FILES_DIR = "data/files"  # under the guest's root filesystem
+FILES_PER_DIR = 1000  # files a subdirectory of FILES_DIR
+FILE_SIZES = (256, 2048)  # bytes of each file: seeded, between these (one ext4 block each)
+# Sizing bench03's disk (files_disk_size). Its filesystem is built empty (minimal tree on
+# the source, nothing on a standby), and build_disk_image passes mkfs.ext4 an inode count
+# (-N) only for a staged tree too big for the default: so mke2fs.conf's ratio decides, one
+# inode per 16 KiB for a filesystem of 512 MiB and more (below that, its "small" type).
+EXT4_INODE_RATIO = 16384
+FILES_INODE_SLACK = 1024  # reserved inodes, lost+found, the minimal tree, FILES_DIR
+FILES_MIN_DISK = 640 * MIB  # keeps the filesystem out of mke2fs's "small" type
+FILES_DISK_STEP = 64 * MIB
+PARTITION_START = MIB  # where a dos disk's first partition starts
 
 
 
@@ -97,13 +115,16 @@ class Scale:
     large_files: int  # extra large files in bench01's root filesystem
     large_file_mib: int
     scratch_mib: int  # the scratch LV of the guest-cost write test (half of it is written)
+    # The ``files`` workload's counts, in the order measured: files held under FILES_DIR of
+    # bench03's root filesystem at each no-change run (bench03's disk is sized from the last).
+    file_counts: tuple[int, ...] = ()
 
 
 SCALES = {
     "small": Scale("small", tree=4, disk_factor=1, large_files=2, large_file_mib=32,
-                   scratch_mib=256),
+                   scratch_mib=256, file_counts=(5_000, 20_000, 50_000)),
     "large": Scale("large", tree=20, disk_factor=4, large_files=2, large_file_mib=256,
-                   scratch_mib=1024),
+                   scratch_mib=1024, file_counts=(20_000, 100_000, 300_000)),
 }
 
 
@@ -173,14 +194,40 @@ def scaled_recipe_data(data: Mapping[str, Any], factor: int) -> dict[str, Any]:
     return out
 
 
+def files_disk_size(count: int) -> int:
+    """Bytes of bench03's disk (one partition from PARTITION_START to its end) for ``count``
+    files under FILES_DIR: one inode for each at mkfs's default ratio (see EXT4_INODE_RATIO),
+    and for each subdirectory, plus FILES_INODE_SLACK, an eighth more for headroom, in whole
+    FILES_DISK_STEP, at least FILES_MIN_DISK.
+
+    Blocks are then no limit: a file of FILE_SIZES takes one 4 KiB block of the 16 KiB its
+    inode brings.
+    """
+    if count < 0:
+        raise ValueError(f"a file count is not negative, got {count}")
+    inodes = count + -(-count // FILES_PER_DIR) + FILES_INODE_SLACK
+    size = max(inodes * EXT4_INODE_RATIO * 9 // 8 + PARTITION_START, FILES_MIN_DISK)
+    return -(-size // FILES_DISK_STEP) * FILES_DISK_STEP
+
+
+def files_recipe_data(data: Mapping[str, Any], counts: Sequence[int]) -> dict[str, Any]:
+    """bench03's TOML data with its disk sized for the largest of ``counts`` (its one
+    partition has no size: it takes the disk)."""
+    out = copy.deepcopy(dict(data))
+    out["size"] = f"{files_disk_size(max(counts, default=0)) // MIB}M"
+    return out
+
+
 def load_bench_domain(checkout: Path, name: str, scale: Scale):  # DomainRecipe
-    """A bench guest's recipe with its sizes scaled (validated like any recipe)."""
+    """A bench guest's recipe with its sizes scaled (validated like any recipe); the files
+    workload's guest is sized from the scale's file counts instead."""
     from ..guests import parse_domain
 
     path = checkout / "fixtures" / "guests" / f"{name}.toml"
     data = tomllib.loads(path.read_text(encoding="utf-8"))
-    return parse_domain(scaled_recipe_data(data, scale.disk_factor), source=str(path),
-                        default_name=name)
+    sized = (files_recipe_data(data, scale.file_counts) if name == FILES_DOMAIN
+             else scaled_recipe_data(data, scale.disk_factor))
+    return parse_domain(sized, source=str(path), default_name=name)
 
 
 @dataclass(frozen=True)
@@ -252,6 +299,31 @@ def bench_disks(domain) -> tuple[BenchDisk, ...]:  # DomainRecipe
     return tuple(BenchDisk(domain.name, d.device, d.size) for d in domain.disks)
 
 
+def method_targets(d: BenchDisk) -> dict[str, str]:
+    """Each method's target LV for a disk, in METHODS order (the block methods share one)."""
+    return {"toolkit": d.standby_lv, "toolkit-parallel": d.standby_parallel_lv,
+            "plain-script": d.plain_lv, "bare-rsync": d.bare_lv, "bare-parallel": d.par_lv,
+            "block-delta": d.block_lv, "block-copy": d.block_lv}
+
+
+def disk_methods(d: BenchDisk) -> tuple[str, ...]:
+    """The methods that run on a disk's guest: FILES_METHODS on the files workload's, else all."""
+    return FILES_METHODS if d.domain == FILES_DOMAIN else METHODS
+
+
+def peer_lvs(d: BenchDisk) -> tuple[str, ...]:
+    """The LVs the bench makes for a disk on dom0-b: the targets of the methods that run on
+    its guest, each once."""
+    targets = method_targets(d)
+    return tuple(dict.fromkeys(targets[m] for m in disk_methods(d)))
+
+
+def files_methods(methods: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The chosen methods that take part in the files workload, and those that sit it out."""
+    return (tuple(m for m in methods if m in FILES_METHODS),
+            tuple(m for m in methods if m not in FILES_METHODS))
+
+
 def space_needed(disks: Sequence[BenchDisk], scale: Scale, *, guest: bool,
                  points: bool = False, pointchurn: bool = False) -> dict[str, int]:
     """Bytes each VG needs for the bench's LVs (and, on dom0-a, the snapshots' room)."""
@@ -265,7 +337,8 @@ def space_needed(disks: Sequence[BenchDisk], scale: Scale, *, guest: bool,
         source += 2 * scale.scratch_mib * MIB  # the scratch LV and its snapshot
     if points:  # a thick LV and two classic snapshots, a thin pool of twice the size
         source += 5 * scale.scratch_mib * MIB + MARGIN
-    peer = 6 * sum(d.size for d in disks) + MARGIN
+    # Each method's target (see peer_lvs): six a disk; three on the files workload's guest.
+    peer = sum(len(peer_lvs(d)) * d.size for d in disks) + MARGIN
     if pointchurn:  # three classic points of 20%, and a thin pool holding a standby's copy
         peer += 3 * sum(d.size for d in disks) + MARGIN
     return {SOURCE_VG: source, PEER_VG: peer}
