@@ -339,7 +339,7 @@ def _undo_oldest_first(self, host):
     """Executor._teardown_host with the order turned round: what was made first goes first."""
     from toolkit.undo import unwind
 
-    done = unwind(self.runner(host), list(reversed([s for s in self._made if s.role == host])),
+    done = unwind(self.runner(host), list(reversed([s for s in self.made if s.role == host])),
                   timeout=60, probe_first=False)
     self.report.teardown_errors += [why for _, why in done.failed]
     if done.clean:
