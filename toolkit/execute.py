@@ -189,11 +189,7 @@ class Executor:
                     self._actions[step.action](step)
                     self.fire("after", step)
                 finally:  # the step that fails is timed too, once
-                    elapsed = time.monotonic() - start
-                    self.report.add_phase(PHASE_OF.get((step.role, step.action), step.action),
-                                          elapsed)
-                    self.report.add_step(step.role, step.action, step.resource or step.fs,
-                                         wall, elapsed)
+                    self.timed(step, wall, time.monotonic() - start)
                 i += 1
         except ToolkitError as exc:
             body_error = exc
@@ -230,6 +226,11 @@ class Executor:
                 from .errors import Interrupted
 
                 raise Interrupted(pending)
+
+    def timed(self, step: Step, wall: float, seconds: float) -> None:
+        """A step's time, in its phase and in its host's list of steps."""
+        self.report.add_phase(PHASE_OF.get((step.role, step.action), step.action), seconds)
+        self.report.add_step(step.role, step.action, step.resource or step.fs, wall, seconds)
 
     def fire(self, when: str, step: Step) -> None:
         """The test failpoint, if one is set for this moment of this step."""

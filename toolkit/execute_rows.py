@@ -14,25 +14,41 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from .config import Config
 from .errors import CommandFailed, ToolkitError
 from .guards import check_reads, prove_filesystem
-from .journal import JOURNAL_FAILED_EXIT, JOURNAL_FAILED_MESSAGE
-from .plan import Step
-from .runners import CommandResult
+from .journal import JOURNAL_FAILED_EXIT, JOURNAL_FAILED_MESSAGE, Journal
+from .plan import FilesystemPlan, Plan, Step
+from .runners import CommandResult, Runner
 from .step_batch import NODE_MISSING, BatchStep, run_reads, step_batch_argv, step_outcomes
 from .undo import DM_NODE_ACTIONS, node_missing
-
-if TYPE_CHECKING:
-    from .execute import Executor
 
 # The actions whose rows go as one script, and the check rows' own.
 BATCHED = frozenset({"map", "alias", "lvmap", "mkdir", "mount"})
 CHECKS = frozenset({"check"})
 
 
-def row_at(ex: Executor, i: int, actions: frozenset[str]) -> list[Step]:
+class RowRun(Protocol):
+    """What a row needs of the run walking it (the executor)."""
+
+    plan: Plan
+    config: Config
+    source: Runner
+    peer: Runner
+    journals: dict[str, Journal]
+    made: list[Step]
+
+    def runner(self, role: str) -> Runner: ...
+    def fires(self, when: str, step: Step) -> bool: ...
+    def fire(self, when: str, step: Step) -> None: ...
+    def timed(self, step: Step, wall: float, seconds: float) -> None: ...
+    def prove_own_path(self, step: Step) -> None: ...
+    def filesystem(self, step: Step) -> FilesystemPlan: ...
+
+
+def row_at(ex: RowRun, i: int, actions: frozenset[str]) -> list[Step]:
     """The steps from ``i`` on that go to their host as one command: a row of one host's
     steps whose actions are in ``actions``, cut at a failpoint (see the module's text)."""
     steps = ex.plan.steps
@@ -49,14 +65,7 @@ def row_at(ex: Executor, i: int, actions: frozenset[str]) -> list[Step]:
     return row
 
 
-def _timed(ex: Executor, step: Step, wall: float, seconds: float) -> None:
-    from .execute import PHASE_OF
-
-    ex.report.add_phase(PHASE_OF.get((step.role, step.action), step.action), seconds)
-    ex.report.add_step(step.role, step.action, step.resource or step.fs, wall, seconds)
-
-
-def run_check_row(ex: Executor, steps: list[Step]) -> None:
+def run_check_row(ex: RowRun, steps: list[Step]) -> None:
     """A row of one host's check steps: every probe of the row read in one command, then
     each step proved from its own results, in order (timed as equal shares)."""
     ex.fire("before", steps[0])
@@ -66,7 +75,7 @@ def run_check_row(ex: Executor, steps: list[Step]) -> None:
     share = (time.monotonic() - start) / len(steps)
     k = 0
     for step, own in zip(steps, reads, strict=True):
-        _timed(ex, step, wall, share)
+        ex.timed(step, wall, share)
         wall += share
         prove_filesystem(step, ex.filesystem(step), ex.source, ex.peer,
                          results[k:k + len(own)])
@@ -74,7 +83,7 @@ def run_check_row(ex: Executor, steps: list[Step]) -> None:
     ex.fire("after", steps[-1])
 
 
-def run_step_row(ex: Executor, steps: list[Step]) -> None:
+def run_step_row(ex: RowRun, steps: list[Step]) -> None:
     """Run a row of one host's steps in one command (see the module's text)."""
     role = steps[0].role
     runner, journal = ex.runner(role), ex.journals[role]
@@ -101,7 +110,7 @@ def run_step_row(ex: Executor, steps: list[Step]) -> None:
     elapsed = time.monotonic() - start
     for step, outcome in zip(steps, outcomes, strict=False):
         seconds = outcome.seconds if outcome.seconds is not None else elapsed / len(outcomes)
-        _timed(ex, step, wall, seconds)
+        ex.timed(step, wall, seconds)
         wall += seconds
         if step.undo and outcome.code != str(JOURNAL_FAILED_EXIT):
             ex.made.append(step)  # even if it failed: it may have half-succeeded
