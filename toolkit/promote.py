@@ -47,7 +47,7 @@ from .errors import (
     ToolkitError,
     UnsafeName,
 )
-from .facts.lvm import parse_vgs, vgs_argv
+from .facts.lvm import lvs_argv, parse_lvs, parse_vgs, vgs_argv
 from .facts.virsh import domstate_argv, parse_domain_xml
 from .failpoint import Failpoint
 from .journal import Journal, JournalEntry, replace_file_argv
@@ -221,13 +221,14 @@ class Promote:
         if self.at is not None:
             points = points_from_lvs(read_point_lvs(self.local), self.domain, sorted(allowed))
             point = self._point(self.at, points)
-            vg_free = None
-            if point.kind != "thin":  # the kept classic points need room in their VGs
+            vg_free, lvs = None, []
+            if point.kind != "thin":  # the kept points need room, and so do the snapshots
                 vgs = sorted({lv.vg for lv in standby.values()})
                 vg_free = {g.name: g.free_bytes for g in
                            parse_vgs(self.local.run(vgs_argv(*vgs), timeout=60).stdout)}
+                lvs = parse_lvs(self.local.run(lvs_argv(*vgs), timeout=60).stdout)
             self.rollback = plan_rollback(point, standby, self.run_id, self.local_name,
-                                          others=points, vg_free=vg_free)
+                                          snapshots=lvs, vg_free=vg_free)
         uri = cfg.hypervisor_uri
         here = self._state(self.local, uri)
         if here in ACTIVE_STATES:

@@ -109,11 +109,13 @@ def ordered_steps(rollbacks: Sequence[Rollback]) -> list[RollbackStep]:
 
 
 def plan_rollback(point: RestorePoint, standby: Mapping[str, LogicalVolume], run_id: str,
-                  host: str, *, others: Sequence[RestorePoint] = (),
+                  host: str, *, snapshots: Sequence[LogicalVolume] = (),
                   vg_free: Mapping[str, int] | None = None) -> list[Rollback]:
     """Each disk's rollback to ``point`` (the promote's ``run_id`` names the kept state);
     PromoteRefused for a point it cannot roll back to. A classic point also needs
-    ``others`` (the domain's other points) and ``vg_free`` (free bytes of each VG)."""
+    ``snapshots`` (every LV of the standbys' VGs: each other snapshot of a standby must have
+    room for what its merge copies into it, the tool's points or not) and ``vg_free`` (free
+    bytes of each VG)."""
     out = []
     for vol in point.volumes:
         lv = standby.get(vol.disk)
@@ -125,7 +127,7 @@ def plan_rollback(point: RestorePoint, standby: Mapping[str, LogicalVolume], run
         check_lvm_pair(lv.vg, lv.name, f"the standby of disk {vol.disk}")
         kept = point_lv_name(run_id, point.domain, vol.disk)
         if vol.kind != "thin":
-            out.append(_classic(point, vol, lv, kept, run_id, host, others))
+            out.append(_classic(point, vol, lv, kept, run_id, host, snapshots))
             continue
         tags = [a for t in point_tags(run_id) for a in ("--addtag", t)]
         vg = lv.vg
@@ -151,10 +153,11 @@ def plan_rollback(point: RestorePoint, standby: Mapping[str, LogicalVolume], run
 
 
 def _classic(point: RestorePoint, vol: PointVolume, lv: LogicalVolume, kept: str, run_id: str,
-             host: str, others: Sequence[RestorePoint]) -> Rollback:
+             host: str, snapshots: Sequence[LogicalVolume]) -> Rollback:
     """One disk's classic rollback: keep the standby as a classic point of the point's
     size, then merge the point into it. PromoteRefused when the point is not a snapshot of
-    this standby or another point of it has no room for what the merge copies into it."""
+    this standby, or another snapshot of it (a point or not) has no room for what the merge
+    copies into it."""
     where = f"restore point LV {vol.vg}/{vol.lv}"
     if vol.origin != lv.name:
         raise PromoteRefused(f"{where} is a snapshot of {vol.origin or 'nothing'}, not of the "
@@ -164,20 +167,21 @@ def _classic(point: RestorePoint, vol: PointVolume, lv: LogicalVolume, kept: str
         raise PromoteRefused(f"{where} is a classic snapshot of the thin standby "
                              f"{lv.vg}/{lv.name}; the tool makes none such, not merged",
                              host=host)
-    held = _cow_used(vol)
-    for other in others:
-        if other.run_id == point.run_id:
+    held = _cow_used(vol.size_bytes, vol.fill_percent)
+    for other in snapshots:
+        if (other.vg != vol.vg or other.origin != lv.name or other.name == vol.lv
+                or not other.is_snapshot or other.is_thin or other.snapshot_invalid):
             continue
-        for ov in other.volumes:
-            if ov.kind != "classic" or ov.vg != vol.vg or ov.origin != lv.name or not ov.valid:
-                continue
-            room = ov.size_bytes - _cow_used(ov)
-            if room < held:
-                raise PromoteRefused(
-                    f"restore point {other.run_id} ({ov.vg}/{ov.lv}) has {room} bytes of "
-                    f"copy-on-write room left, and merging {point.run_id} may copy up to "
-                    f"{held} bytes into it: it would overflow and be lost. Extend it first "
-                    f"(lvextend -L +{held - room}b {ov.vg}/{ov.lv}) or remove it", host=host)
+        room = other.size_bytes - _cow_used(other.size_bytes, other.snap_percent)
+        if room < held:
+            parsed = parse_point_lv(other.name)
+            what = (f"restore point {parsed[0]} ({other.vg}/{other.name})" if parsed
+                    else f"snapshot {other.vg}/{other.name}")
+            raise PromoteRefused(
+                f"{what} has {room} bytes of copy-on-write room left, and merging "
+                f"{point.run_id} may copy up to {held} bytes into it: it would overflow and be "
+                f"lost. Extend it first (lvextend -L +{held - room}b {other.vg}/{other.name}) "
+                "or remove it", host=host)
     vg = lv.vg
     size = ("--size", f"{vol.size_bytes}b")
     steps = (
@@ -197,11 +201,11 @@ def _classic(point: RestorePoint, vol: PointVolume, lv: LogicalVolume, kept: str
     return Rollback(vol.disk, vg, lv.name, vol.lv, kept, steps)
 
 
-def _cow_used(vol: PointVolume) -> int:
-    """Bytes of a classic point's copy-on-write store in use (all of it when unknown)."""
-    if vol.fill_percent is None:
-        return vol.size_bytes
-    return -(-int(vol.size_bytes * vol.fill_percent) // 100)
+def _cow_used(size: int, fill_percent: float | None) -> int:
+    """Bytes of a classic snapshot's copy-on-write store in use (all of it when unknown)."""
+    if fill_percent is None:
+        return size
+    return -(-int(size * fill_percent) // 100)
 
 
 def _check_room(rollbacks: Sequence[Rollback], point: RestorePoint,

@@ -634,6 +634,8 @@ class FakeHost:
             for n in a[a.index("--") + 1:]:
                 if n.startswith("@"):  # every LV with that tag
                     names += [k for k in sorted(every) if n[1:] in every[k]["tags"]]
+                elif "/" not in n:  # a VG: every LV in it
+                    names += [k for k in sorted(every) if k.startswith(f"{n}/")]
                 else:
                     names.append(n.removeprefix("/dev/"))  # lvs takes /dev/VG/LV as VG/LV
             for n in names:

@@ -91,6 +91,10 @@ def test_a_dry_run_shows_the_keep_and_the_merge_and_changes_nothing(tmp_path):
     # NEWER is 99% full: the blocks the merge copies into it (3% of OLD) do not fit
     (lambda peer: peer.lvs[f"vg_b/{point(NEWER)}"].update(percent="99.00"),
      f"restore point {NEWER} .* would overflow.*lvextend -L \\+"),
+    # a snapshot of the standby that is no point of the tool's counts the same
+    (lambda peer: peer.lvs.update({"vg_b/web01_mine": {
+        "attr": "swi-a-s---", "percent": "98.50", "tags": (), "origin": "web01"}}),
+     "snapshot vg_b/web01_mine has .* would overflow"),
     (lambda peer: peer.vg_free.update(vg_b=SIZE - 1),
      f"VG vg_b has {SIZE - 1} bytes free; .* needs {SIZE}"),
 ])
